@@ -1,0 +1,27 @@
+//! camclassd: an edge-device camera classification daemon.
+//!
+//! # Layout
+//!
+//! A frame travels one path, and each stage is one module with one job:
+//!
+//! ```text
+//! source ──Frame──▶ preprocess ──tensor──▶ model (infer) ──scores──▶ postprocess ──Classification──▶ …
+//! ```
+//!
+//! - [`config`]: parse and validate the TOML configuration; every error names file, line, column and key.
+//! - [`preprocess`]: decode (JPEG, PNG, raw RGB/YUYV camera frames), resize, crop and normalise into the
+//!   model's input tensor, reusing every buffer between frames.
+//! - [`model`]: find and load ONNX Runtime, open a session with the configured execution providers, read the
+//!   preprocessing recipe ([`model::ModelSpec`]) from the model's metadata, run inference.
+//! - [`postprocess`]: softmax, top-k, labels and score thresholds (pure functions).
+//! - [`pipeline`]: the one function chain that the daemon and every tool call, so a tool's answer is the
+//!   daemon's answer.
+//! - [`tools`]: the user-facing commands built on the pipeline (`classify`).
+#![warn(clippy::unwrap_used, missing_debug_implementations)]
+
+pub mod config;
+pub mod model;
+pub mod pipeline;
+pub mod postprocess;
+pub mod preprocess;
+pub mod tools;

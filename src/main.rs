@@ -1,0 +1,161 @@
+//! The `camclassd` binary: parse arguments, call the library, map the outcome to an exit code.
+//!
+//! Exit codes: 0 success, 1 partial failure (some images failed, others were classified),
+//! 2 usage or configuration error (bad arguments or config, missing model or ONNX Runtime library).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use camclassd::config::Config;
+use camclassd::model::{self, Model, ModelOptions, Provider};
+use camclassd::pipeline::Classifier;
+use camclassd::tools::classify;
+
+#[derive(Debug, Parser)]
+#[command(name = "camclassd", version, about = "Edge camera classification daemon and model tools")]
+struct Cli {
+    /// Log filter (error, warn, info, debug, trace, or tracing directives); RUST_LOG also works.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    /// Path of the ONNX Runtime library (libonnxruntime.so); overrides the config and the search.
+    #[arg(long, global = true, value_name = "PATH")]
+    ort_lib: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Classify image files with a model and print the top classes.
+    Classify(ClassifyArgs),
+    /// Validate a config file without running anything.
+    CheckConfig {
+        /// The config file.
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ClassifyArgs {
+    /// The ONNX model (required unless --config names one).
+    #[arg(long, short)]
+    model: Option<PathBuf>,
+    /// A config file whose [model] section supplies the model and its settings.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// How many classes to show per image.
+    #[arg(long, value_name = "K")]
+    top: Option<usize>,
+    /// Hide classes below this probability.
+    #[arg(long, value_name = "P")]
+    min_score: Option<f32>,
+    /// One JSON object per image on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Intra-op threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Execution providers to try, in order (tensorrt, cuda, cpu).
+    #[arg(long, value_delimiter = ',', value_name = "EP,...")]
+    ep: Option<Vec<Provider>>,
+    /// Image files (JPEG, PNG).
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+}
+
+/// A failure and the exit code it maps to.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+fn usage(error: anyhow::Error) -> Failure {
+    Failure { code: 2, error }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_level.as_deref());
+    let outcome = match cli.command {
+        Command::Classify(args) => run_classify(args, cli.ort_lib.as_deref()),
+        Command::CheckConfig { config } => check_config(&config),
+    };
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure { code, error }) => {
+            eprintln!("camclassd: error: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_logging(level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    // Tools print results on stdout; logs go to stderr, warnings only unless asked. ORT's own log lines
+    // are routed through tracing under the `ort` target.
+    let filter = match level {
+        // A bare level applies to camclassd; ORT's own log stays at warnings unless asked for by target.
+        Some(l) if !l.contains('=') && !l.contains(',') => EnvFilter::new(format!("{l},ort=warn")),
+        Some(l) => EnvFilter::new(l),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,ort=error")),
+    };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    // Under systemd the journal stamps each line itself (JOURNAL_STREAM is set there): plain lines only.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn check_config(path: &Path) -> Result<u8, Failure> {
+    Config::load(path).map_err(|e| usage(e.into()))?;
+    println!("{}: ok", path.display());
+    Ok(0)
+}
+
+fn run_classify(args: ClassifyArgs, ort_lib: Option<&Path>) -> Result<u8, Failure> {
+    let config = match &args.config {
+        Some(path) => Some(Config::load(path).map_err(|e| usage(e.into()))?),
+        None => None,
+    };
+    let model_path = match (&args.model, &config) {
+        (Some(m), _) => m.clone(),
+        (None, Some(c)) => c.model.path.clone(),
+        (None, None) => return Err(usage(anyhow::anyhow!("classify needs --model MODEL or --config FILE"))),
+    };
+    let mut options = config.as_ref().map(|c| c.model.model_options()).unwrap_or_else(ModelOptions::default);
+    if let Some(t) = args.threads {
+        options.threads = Some(t);
+    }
+    if let Some(ep) = args.ep.clone() {
+        options.providers = ep;
+    }
+    let top_k = args.top.or(config.as_ref().map(|c| c.model.top_k)).unwrap_or(5);
+    let min_score = args.min_score.or(config.as_ref().map(|c| c.model.min_score)).unwrap_or(0.0);
+    let ort_lib = ort_lib.or(config.as_ref().and_then(|c| c.onnxruntime.library.as_deref()));
+
+    let runtime = model::runtime::load(ort_lib).map_err(|e| usage(e.into()))?;
+    let model = Model::load(runtime, &model_path, &options).map_err(|e| usage(e.into()))?;
+    let mut classifier = Classifier::new(model, top_k, min_score);
+
+    let mut failed = 0usize;
+    for image in &args.images {
+        match classify::classify_file(&mut classifier, image) {
+            Ok(report) if args.json => {
+                let line = serde_json::to_string(&report).context("encoding the JSON report").map_err(usage)?;
+                println!("{line}");
+            }
+            Ok(report) => print!("{}", classify::render_table(&report)),
+            Err(e) => {
+                failed += 1;
+                eprintln!("camclassd: error: {e}");
+            }
+        }
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
+}

@@ -1,0 +1,458 @@
+//! Inference: one ONNX Runtime session per model, its execution providers, its recipe, and the run.
+//!
+//! [`Model::load`] reads the file once (for the sha256 and the session), opens a session with the first
+//! execution provider that works, checks that the model takes one image tensor and gives one score vector,
+//! resolves the [`ModelSpec`], and runs a warm-up. After that, [`Model::run`] reuses the input tensor (the
+//! preprocessor writes straight into it) and the score buffer: no per-frame allocation on our side.
+
+pub mod runtime;
+pub mod spec;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use ort::session::Session;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::value::{Tensor, TensorElementType, ValueType};
+use sha2::{Digest, Sha256};
+
+pub use runtime::Runtime;
+pub use spec::{InputShape, ModelSpec, Overrides, SpecError};
+
+/// An execution provider, in the user's order of preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Tensorrt,
+    Cuda,
+    Cpu,
+}
+
+impl Provider {
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Tensorrt => "tensorrt",
+            Provider::Cuda => "cuda",
+            Provider::Cpu => "cpu",
+        }
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Provider {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "tensorrt" | "trt" => Ok(Provider::Tensorrt),
+            "cuda" => Ok(Provider::Cuda),
+            "cpu" => Ok(Provider::Cpu),
+            other => Err(format!("unknown execution provider {other:?} (expected tensorrt, cuda or cpu)")),
+        }
+    }
+}
+
+/// ONNX Runtime graph optimisation level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimization {
+    Disable,
+    Basic,
+    Extended,
+    #[default]
+    All,
+}
+
+impl Optimization {
+    fn level(self) -> GraphOptimizationLevel {
+        match self {
+            Optimization::Disable => GraphOptimizationLevel::Disable,
+            Optimization::Basic => GraphOptimizationLevel::Level1,
+            Optimization::Extended => GraphOptimizationLevel::Level2,
+            // `All` rather than `Level3`: Level3 is layout optimisation, which older runtimes reject.
+            Optimization::All => GraphOptimizationLevel::All,
+        }
+    }
+}
+
+/// How to open a model.
+#[derive(Debug, Clone)]
+pub struct ModelOptions {
+    /// Execution providers to try, in order; CPU is always the last resort.
+    pub providers: Vec<Provider>,
+    /// Intra-op threads; `None` = all cores.
+    pub threads: Option<usize>,
+    pub optimization: Optimization,
+    /// Let ORT's worker threads spin between runs: lower latency, but burns CPU while idle (off for daemons).
+    pub allow_spinning: bool,
+    pub overrides: Overrides,
+    /// A labels file (one per line) that replaces the model's labels.
+    pub labels: Option<PathBuf>,
+    /// Batch size for models with a dynamic batch dimension.
+    pub batch: usize,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        ModelOptions {
+            providers: vec![Provider::Cpu],
+            threads: None,
+            optimization: Optimization::All,
+            allow_spinning: false,
+            overrides: Overrides::default(),
+            labels: None,
+            batch: 1,
+        }
+    }
+}
+
+/// Errors of the inference layer. Each names the model file.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model {}: cannot read: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("model {}: not a valid ONNX model ({message})", path.display())]
+    NotOnnx { path: PathBuf, message: String },
+    #[error("model {}: ONNX Runtime could not open it: {source}", path.display())]
+    Session { path: PathBuf, source: ort::Error },
+    #[error("model {}: not an image classifier: {message}", path.display())]
+    Interface { path: PathBuf, message: String },
+    #[error("model {}: {source}", path.display())]
+    Spec { path: PathBuf, source: SpecError },
+    #[error("labels file {}: {source}", path.display())]
+    Labels { path: PathBuf, source: std::io::Error },
+    #[error("model {}: {labels} labels for {classes} output classes", path.display())]
+    LabelCount { path: PathBuf, labels: usize, classes: usize },
+    #[error("inference failed: {0}")]
+    Run(#[from] ort::Error),
+}
+
+/// Why a provider was not used.
+#[derive(Debug, Clone)]
+pub struct SkippedProvider {
+    pub provider: Provider,
+    pub reason: String,
+}
+
+/// A loaded model, ready to run.
+#[derive(Debug)]
+pub struct Model {
+    session: Session,
+    path: PathBuf,
+    sha256: String,
+    size_bytes: u64,
+    spec: ModelSpec,
+    provider: Provider,
+    skipped: Vec<SkippedProvider>,
+    batch: usize,
+    num_classes: usize,
+    /// The input tensor, owned here for the session's life; the preprocessor fills it in place.
+    input: Tensor<f32>,
+    scores: Vec<f32>,
+    metadata: HashMap<String, String>,
+}
+
+impl Model {
+    pub fn load(runtime: &Runtime, path: &Path, options: &ModelOptions) -> Result<Model, ModelError> {
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Read { path: path.to_path_buf(), source })?;
+        if bytes.is_empty() {
+            return Err(ModelError::NotOnnx { path: path.to_path_buf(), message: "the file is empty".into() });
+        }
+        let sha256 = hex(&Sha256::digest(&bytes));
+        let (session, provider, skipped) = open_session(runtime, path, &bytes, options)?;
+
+        let interface = |message: String| ModelError::Interface { path: path.to_path_buf(), message };
+        let [input] = session.inputs() else {
+            return Err(interface(format!(
+                "it has {} inputs ({}); camclassd feeds exactly one image tensor",
+                session.inputs().len(),
+                session.inputs().iter().map(|i| i.name()).collect::<Vec<_>>().join(", ")
+            )));
+        };
+        let input_shape = image_input_shape(input.name(), input.dtype()).map_err(interface)?;
+        let Some(output) = session.outputs().first() else {
+            return Err(interface("it has no outputs".into()));
+        };
+        let output_dims = score_output_dims(output.name(), output.dtype()).map_err(interface)?;
+
+        let metadata =
+            read_metadata(&session).map_err(|source| ModelError::Session { path: path.to_path_buf(), source })?;
+        let file_stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut spec = ModelSpec::resolve(&file_stem, &metadata, &options.overrides, input_shape)
+            .map_err(|source| ModelError::Spec { path: path.to_path_buf(), source })?;
+        if let Some(labels_path) = &options.labels {
+            let text = std::fs::read_to_string(labels_path)
+                .map_err(|source| ModelError::Labels { path: labels_path.clone(), source })?;
+            spec.labels = spec::parse_labels(&text);
+        }
+
+        let batch = match input_shape.0[0] {
+            Some(fixed) => fixed as usize,
+            None => options.batch.max(1),
+        };
+        let (h, w) = spec.input_size;
+        let dims = match spec.layout {
+            spec::Layout::Nchw => [batch, 3, h as usize, w as usize],
+            spec::Layout::Nhwc => [batch, h as usize, w as usize, 3],
+        };
+        let input = Tensor::<f32>::new(session.allocator(), dims).map_err(ModelError::Run)?;
+
+        let mut model = Model {
+            session,
+            path: path.to_path_buf(),
+            sha256,
+            size_bytes: bytes.len() as u64,
+            spec,
+            provider,
+            skipped,
+            batch,
+            num_classes: output_dims.unwrap_or(0),
+            input,
+            scores: Vec::new(),
+            metadata,
+        };
+        // Warm-up: the first run allocates ORT's arenas and, for GPU providers, builds kernels or engines.
+        model.run().map_err(|e| match e {
+            ModelError::Run(source) => ModelError::Session { path: path.to_path_buf(), source },
+            other => other,
+        })?;
+        model.num_classes = model.scores.len() / model.batch;
+        if !model.spec.labels.is_empty() && model.spec.labels.len() != model.num_classes {
+            return Err(ModelError::LabelCount {
+                path: path.to_path_buf(),
+                labels: model.spec.labels.len(),
+                classes: model.num_classes,
+            });
+        }
+        session_summary(&model);
+        Ok(model)
+    }
+
+    /// The input tensor's storage, `batch × image` values in the spec's layout, for the preprocessor to fill.
+    pub fn input_mut(&mut self) -> &mut [f32] {
+        self.input.extract_tensor_mut().1
+    }
+
+    /// The input values of one batch slot.
+    pub fn input_slot_mut(&mut self, slot: usize) -> &mut [f32] {
+        let per = self.input_len_per_image();
+        &mut self.input_mut()[slot * per..(slot + 1) * per]
+    }
+
+    pub fn input_len_per_image(&self) -> usize {
+        let (h, w) = self.spec.input_size;
+        3 * h as usize * w as usize
+    }
+
+    /// Runs the model on the current input tensor; returns `batch × num_classes` raw scores.
+    pub fn run(&mut self) -> Result<&[f32], ModelError> {
+        let outputs = self.session.run(ort::inputs![&self.input])?;
+        let (_, data) = outputs[0].try_extract_tensor::<f32>()?;
+        self.scores.clear();
+        self.scores.extend_from_slice(data);
+        Ok(&self.scores)
+    }
+
+    /// The raw scores of one batch slot from the last run.
+    pub fn scores(&self, slot: usize) -> &[f32] {
+        &self.scores[slot * self.num_classes..(slot + 1) * self.num_classes]
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+    pub fn skipped_providers(&self) -> &[SkippedProvider] {
+        &self.skipped
+    }
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+    pub fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
+    }
+    /// The label of a class, or `class_<id>` when the model has none.
+    pub fn label(&self, class_id: usize) -> std::borrow::Cow<'_, str> {
+        match self.spec.labels.get(class_id) {
+            Some(l) => std::borrow::Cow::Borrowed(l.as_str()),
+            None => std::borrow::Cow::Owned(format!("class_{class_id}")),
+        }
+    }
+}
+
+fn session_summary(model: &Model) {
+    let s = &model.spec;
+    tracing::info!(
+        model = %model.path.display(),
+        provider = %model.provider,
+        classes = model.num_classes,
+        input = %format!("{:?} {}x{}", s.layout, s.input_size.0, s.input_size.1),
+        "model ready"
+    );
+}
+
+/// Tries each configured provider in order; the first session that opens wins.
+fn open_session(
+    runtime: &Runtime,
+    path: &Path,
+    bytes: &[u8],
+    options: &ModelOptions,
+) -> Result<(Session, Provider, Vec<SkippedProvider>), ModelError> {
+    let mut order: Vec<Provider> = Vec::new();
+    for p in options.providers.iter().copied().chain([Provider::Cpu]) {
+        if !order.contains(&p) {
+            order.push(p);
+        }
+        if p == Provider::Cpu {
+            break;
+        }
+    }
+    let mut skipped = Vec::new();
+    for provider in order {
+        if let Err(reason) = provider_compiled_in(provider) {
+            tracing::info!(provider = %provider, "execution provider skipped: {reason}");
+            skipped.push(SkippedProvider { provider, reason });
+            continue;
+        }
+        match build_session(runtime, bytes, provider, options) {
+            Ok(session) => {
+                tracing::info!(provider = %provider, model = %path.display(), "execution provider active");
+                return Ok((session, provider, skipped));
+            }
+            Err(e) if provider == Provider::Cpu => {
+                return Err(
+                    if e.code() == ort::ErrorCode::InvalidProtobuf || e.code() == ort::ErrorCode::InvalidGraph {
+                        ModelError::NotOnnx { path: path.to_path_buf(), message: e.message().to_string() }
+                    } else {
+                        ModelError::Session { path: path.to_path_buf(), source: e }
+                    },
+                );
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::warn!(provider = %provider, "execution provider failed, trying the next: {reason}");
+                skipped.push(SkippedProvider { provider, reason });
+            }
+        }
+    }
+    unreachable!("the CPU provider ends the list and returns either way")
+}
+
+fn provider_compiled_in(provider: Provider) -> Result<(), String> {
+    #[cfg(any(feature = "cuda", feature = "tensorrt"))]
+    use ort::ep::ExecutionProvider;
+    let (available, build): (ort::Result<bool>, &str) = match provider {
+        Provider::Cpu => return Ok(()),
+        #[cfg(feature = "cuda")]
+        Provider::Cuda => (ort::ep::CUDA::is_available(), "CUDA"),
+        #[cfg(feature = "tensorrt")]
+        Provider::Tensorrt => (ort::ep::TensorRT::is_available(), "TensorRT"),
+        #[allow(unreachable_patterns)]
+        other => return Err(format!("this camclassd was built without the `{other}` cargo feature")),
+    };
+    match available {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!(
+            "this ONNX Runtime build has no {build} execution provider (a GPU build such as onnxruntime-gpu or JetPack's is needed)"
+        )),
+        Err(e) => Err(format!("could not query ONNX Runtime for {build}: {e}")),
+    }
+}
+
+fn build_session(
+    runtime: &Runtime,
+    bytes: &[u8],
+    provider: Provider,
+    options: &ModelOptions,
+) -> Result<Session, ort::Error> {
+    let threads = options
+        .threads
+        .filter(|&t| t > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut builder: SessionBuilder = Session::builder(&runtime.environment)?
+        .with_optimization_level(options.optimization.level())?
+        .with_intra_threads(threads)?
+        .with_inter_threads(1)?
+        .with_config_entry("session.intra_op.allow_spinning", if options.allow_spinning { "1" } else { "0" })?;
+    let dispatch = match provider {
+        #[cfg(feature = "cuda")]
+        Provider::Cuda => Some(ort::ep::CUDA::default().build().error_on_failure()),
+        #[cfg(feature = "tensorrt")]
+        Provider::Tensorrt => Some(ort::ep::TensorRT::default().build().error_on_failure()),
+        // CPU, and providers compiled out (already rejected by `provider_compiled_in`).
+        _ => None,
+    };
+    if let Some(ep) = dispatch {
+        builder = builder.with_execution_providers([ep])?;
+    }
+    builder.commit_from_memory(bytes)
+}
+
+fn read_metadata(session: &Session) -> Result<HashMap<String, String>, ort::Error> {
+    let meta = session.metadata()?;
+    let mut out = HashMap::new();
+    for key in meta.custom_keys()? {
+        if let Some(v) = meta.custom(&key) {
+            out.insert(key, v);
+        }
+    }
+    Ok(out)
+}
+
+fn image_input_shape(name: &str, ty: &ValueType) -> Result<InputShape, String> {
+    let ValueType::Tensor { ty, shape, .. } = ty else {
+        return Err(format!("input {name:?} is not a tensor"));
+    };
+    if *ty != TensorElementType::Float32 {
+        return Err(format!("input {name:?} has element type {ty}; camclassd feeds float32 image tensors"));
+    }
+    if shape.len() != 4 {
+        return Err(format!("input {name:?} has shape {shape:?}; an image tensor has 4 dimensions (NCHW or NHWC)"));
+    }
+    let dim = |d: i64| u32::try_from(d).ok().filter(|&d| d > 0);
+    Ok(InputShape([dim(shape[0]), dim(shape[1]), dim(shape[2]), dim(shape[3])]))
+}
+
+/// Checks that the output is a float score vector per image; returns the class count when it is static.
+fn score_output_dims(name: &str, ty: &ValueType) -> Result<Option<usize>, String> {
+    let ValueType::Tensor { ty, shape, .. } = ty else {
+        return Err(format!("output {name:?} is not a tensor"));
+    };
+    if *ty != TensorElementType::Float32 {
+        return Err(format!("output {name:?} has element type {ty}; camclassd reads float32 scores"));
+    }
+    // [N, C] or [N, C, 1, 1]: everything after the batch dimension is one score vector.
+    if shape.is_empty() || shape.len() > 4 || shape.iter().skip(2).any(|&d| d != 1) {
+        return Err(format!("output {name:?} has shape {shape:?}; expected [batch, classes]"));
+    }
+    Ok(shape.get(1).and_then(|&c| usize::try_from(c).ok()).filter(|&c| c > 0))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}

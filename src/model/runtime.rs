@@ -1,0 +1,172 @@
+//! Finding and loading the ONNX Runtime shared library.
+//!
+//! camclassd links ONNX Runtime at run time (`ort`'s `load-dynamic`), so the same binary runs with a CPU
+//! build on a Raspberry Pi and a CUDA/TensorRT build on a Jetson. The library is looked for in a fixed
+//! order, and when nothing loads the error lists every place that was tried and how to fix it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The ONNX Runtime version this build is tested with (the one pin, in `ONNXRUNTIME_VERSION`).
+pub const PINNED_VERSION: &str = include_str!("../../ONNXRUNTIME_VERSION").trim_ascii();
+
+/// Environment variable honoured after an explicit path (the variable `ort` itself knows).
+pub const ENV_VAR: &str = "ORT_DYLIB_PATH";
+
+/// Where the library was looked for, and what happened there.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub origin: &'static str,
+    pub path: PathBuf,
+    pub outcome: String,
+}
+
+/// No candidate loaded.
+#[derive(Debug, thiserror::Error)]
+pub struct RuntimeError {
+    pub attempts: Vec<Attempt>,
+}
+
+impl fmt::Display for RuntimeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "could not load the ONNX Runtime library (version {PINNED_VERSION} expected). Looked in:")?;
+        for a in &self.attempts {
+            writeln!(f, "  - {} ({}): {}", a.path.display(), a.origin, a.outcome)?;
+        }
+        write!(
+            f,
+            "fix: run scripts/setup (it installs ONNX Runtime {PINNED_VERSION} into .cache/onnxruntime/), or pass \
+             --ort-lib /path/to/libonnxruntime.so.{PINNED_VERSION}, set [onnxruntime] library in the config, \
+             or set {ENV_VAR}"
+        )
+    }
+}
+
+/// The loaded runtime: the library's path and version, and the process-wide ONNX Runtime environment.
+#[derive(Debug)]
+pub struct Runtime {
+    pub library: PathBuf,
+    pub version: String,
+    pub(crate) environment: ort::environment::Environment,
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+/// Loads ONNX Runtime once per process. `explicit` (from `--ort-lib` or the config) is tried first and,
+/// when given, is the only candidate: a user who names a library must get that library or an error.
+pub fn load(explicit: Option<&Path>) -> Result<&'static Runtime, RuntimeError> {
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let mut attempts = Vec::new();
+    for (origin, path) in candidates(explicit) {
+        match try_load(&path) {
+            Ok(runtime) => {
+                tracing::info!(library = %runtime.library.display(), version = %runtime.version, "loaded ONNX Runtime ({origin})");
+                if runtime.version != PINNED_VERSION {
+                    tracing::warn!(
+                        "ONNX Runtime {} is not the tested version {PINNED_VERSION}; results may differ",
+                        runtime.version
+                    );
+                }
+                return Ok(RUNTIME.get_or_init(|| runtime));
+            }
+            Err(outcome) => attempts.push(Attempt { origin, path, outcome }),
+        }
+    }
+    Err(RuntimeError { attempts })
+}
+
+fn try_load(path: &Path) -> Result<Runtime, String> {
+    // A bare file name is resolved by the dynamic loader (LD_LIBRARY_PATH, ld.so.cache); anything with a
+    // directory must exist, so that the error says "not found" rather than a dlopen message.
+    if path.components().count() > 1 && !path.exists() {
+        return Err("not found".into());
+    }
+    let builder = ort::init_from(path).map_err(|e| e.to_string())?;
+    let environment = builder.with_name("camclassd").build().map_err(|e| e.to_string())?;
+    let library = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let version = library_version(&library).unwrap_or_else(|| "unknown".into());
+    Ok(Runtime { library, version, environment })
+}
+
+/// The version the library reports through its API base (`OrtGetApiBase()->GetVersionString()`).
+fn library_version(path: &Path) -> Option<String> {
+    // SAFETY: the library is already loaded by `ort::init_from` (this only bumps its reference count), and
+    // OrtGetApiBase/GetVersionString are plain C functions returning static data.
+    unsafe {
+        let lib = libloading::Library::new(path).ok()?;
+        let get_base: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> =
+            lib.get(b"OrtGetApiBase").ok()?;
+        let base = get_base();
+        if base.is_null() {
+            return None;
+        }
+        let raw = ((*base).GetVersionString)();
+        if raw.is_null() {
+            return None;
+        }
+        Some(std::ffi::CStr::from_ptr(raw).to_string_lossy().into_owned())
+    }
+}
+
+/// The search order; see the module documentation.
+pub fn candidates(explicit: Option<&Path>) -> Vec<(&'static str, PathBuf)> {
+    if let Some(p) = explicit {
+        return vec![("--ort-lib / [onnxruntime] library", p.to_path_buf())];
+    }
+    let versioned = format!("libonnxruntime.so.{PINNED_VERSION}");
+    let names = [versioned.as_str(), "libonnxruntime.so"];
+    let mut out: Vec<(&'static str, PathBuf)> = Vec::new();
+    if let Some(p) = std::env::var_os(ENV_VAR).filter(|v| !v.is_empty()) {
+        out.push(("$ORT_DYLIB_PATH", PathBuf::from(p)));
+    }
+    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        for name in names {
+            out.push(("next to the executable", exe_dir.join(name)));
+        }
+        // A package installs the binary in /usr/bin and the library privately in /usr/lib/camclassd.
+        for name in names {
+            out.push(("package folder", exe_dir.join("../lib/camclassd").join(name)));
+        }
+        // A source checkout: scripts/setup puts the library in <repo>/.cache/onnxruntime/<arch>/ and the
+        // binary lives in <repo>/target/[<triple>/]<profile>/.
+        for dir in exe_dir.ancestors().skip(1).take(3) {
+            let lib = dir.join(".cache/onnxruntime").join(std::env::consts::ARCH).join(&versioned);
+            if lib.exists() {
+                out.push(("project install folder", lib));
+                break;
+            }
+        }
+    }
+    for dir in ["/usr/lib/camclassd", "/usr/local/lib", "/usr/lib"] {
+        for name in names {
+            out.push(("system path", Path::new(dir).join(name)));
+        }
+    }
+    out.push(("dynamic loader search path", PathBuf::from("libonnxruntime.so")));
+    dedup_by_path(out)
+}
+
+fn dedup_by_path(list: Vec<(&'static str, PathBuf)>) -> Vec<(&'static str, PathBuf)> {
+    let mut seen = std::collections::HashSet::new();
+    list.into_iter().filter(|(_, p)| seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_path_is_the_only_candidate() {
+        let c = candidates(Some(Path::new("/opt/ort/libonnxruntime.so")));
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].1, Path::new("/opt/ort/libonnxruntime.so"));
+    }
+
+    #[test]
+    fn pinned_version_is_a_release_number() {
+        assert_eq!(PINNED_VERSION.split('.').count(), 3, "{PINNED_VERSION}");
+    }
+}

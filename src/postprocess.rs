@@ -1,0 +1,151 @@
+//! Postprocessing: raw scores → probabilities → the top-k classes above a minimum score.
+//!
+//! Pure functions over slices; [`Postprocessor`] only keeps the buffers so that a stream of frames
+//! allocates nothing after the first.
+
+use crate::model::spec::OutputKind;
+
+/// One ranked class.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored {
+    pub class_id: usize,
+    pub score: f32,
+}
+
+/// The result for one image: classes in descending score order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Classification {
+    pub top: Vec<Scored>,
+}
+
+impl Classification {
+    pub fn best(&self) -> Option<Scored> {
+        self.top.first().copied()
+    }
+}
+
+/// Numerically stable softmax, in place.
+pub fn softmax_in_place(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return;
+    }
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    if sum > 0.0 {
+        x.iter_mut().for_each(|v| *v /= sum);
+    }
+}
+
+/// True when the vector already looks like a probability distribution.
+pub fn looks_like_probabilities(x: &[f32]) -> bool {
+    let mut sum = 0.0f64;
+    for &v in x {
+        if !(0.0..=1.0).contains(&v) {
+            return false;
+        }
+        sum += f64::from(v);
+    }
+    (sum - 1.0).abs() < 1e-3
+}
+
+/// Writes the `k` best entries (score ≥ `min_score`, NaN never) into `out`, best first; ties keep the lower id.
+pub fn top_k(scores: &[f32], k: usize, min_score: f32, out: &mut Vec<Scored>) {
+    out.clear();
+    if k == 0 {
+        return;
+    }
+    for (class_id, &score) in scores.iter().enumerate() {
+        if score.is_nan() || score < min_score {
+            continue;
+        }
+        if out.len() == k && out.last().is_some_and(|last| score <= last.score) {
+            continue;
+        }
+        // Insertion into a short sorted list: k is small (1..10), the scores are many.
+        let at = out.iter().position(|s| score > s.score).unwrap_or(out.len());
+        if out.len() == k {
+            out.pop();
+        }
+        out.insert(at, Scored { class_id, score });
+    }
+}
+
+/// Reusable postprocessing for one model.
+#[derive(Debug)]
+pub struct Postprocessor {
+    output: OutputKind,
+    top_k: usize,
+    min_score: f32,
+    probabilities: Vec<f32>,
+}
+
+impl Postprocessor {
+    pub fn new(output: OutputKind, top_k: usize, min_score: f32) -> Postprocessor {
+        Postprocessor { output, top_k, min_score, probabilities: Vec::new() }
+    }
+
+    /// Scores of one image → `result` (its buffer reused).
+    pub fn process(&mut self, scores: &[f32], result: &mut Classification) {
+        self.probabilities.clear();
+        self.probabilities.extend_from_slice(scores);
+        let apply_softmax = match self.output {
+            OutputKind::Logits => true,
+            OutputKind::Probabilities => false,
+            OutputKind::Auto => !looks_like_probabilities(scores),
+        };
+        if apply_softmax {
+            softmax_in_place(&mut self.probabilities);
+        }
+        top_k(&self.probabilities, self.top_k, self.min_score, &mut result.top);
+    }
+
+    /// The full probability vector of the last image.
+    pub fn probabilities(&self) -> &[f32] {
+        &self.probabilities
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_sums_to_one_and_keeps_order() {
+        let mut x = [1.0, 2.0, 3.0, 1000.0];
+        softmax_in_place(&mut x);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(x[3] > 0.999 && x[0] < x[1] && x[1] < x[2]);
+        let mut y = [0.0f32, 0.0];
+        softmax_in_place(&mut y);
+        assert_eq!(y, [0.5, 0.5]);
+    }
+
+    #[test]
+    fn top_k_orders_filters_and_breaks_ties_by_id() {
+        let mut out = Vec::new();
+        top_k(&[0.1, 0.5, f32::NAN, 0.3, 0.5, 0.05], 3, 0.0, &mut out);
+        let ids: Vec<_> = out.iter().map(|s| s.class_id).collect();
+        assert_eq!(ids, vec![1, 4, 3]);
+        top_k(&[0.1, 0.5, 0.3], 5, 0.2, &mut out);
+        assert_eq!(out, vec![Scored { class_id: 1, score: 0.5 }, Scored { class_id: 2, score: 0.3 }]);
+        top_k(&[0.1], 0, 0.0, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn output_kind_decides_softmax() {
+        let mut r = Classification::default();
+        let probs = [0.7, 0.2, 0.1];
+        Postprocessor::new(OutputKind::Auto, 1, 0.0).process(&probs, &mut r);
+        assert_eq!(r.best(), Some(Scored { class_id: 0, score: 0.7 }));
+        Postprocessor::new(OutputKind::Logits, 1, 0.0).process(&probs, &mut r);
+        assert!(r.best().is_some_and(|b| b.score < 0.5));
+        Postprocessor::new(OutputKind::Auto, 2, 0.0).process(&[5.0, -1.0, 2.0], &mut r);
+        assert_eq!(r.top.iter().map(|s| s.class_id).collect::<Vec<_>>(), vec![0, 2]);
+        assert!((r.top[0].score - 0.9503).abs() < 1e-3);
+    }
+}

@@ -1,0 +1,424 @@
+//! Preprocessing: a frame (encoded file, MJPEG, raw RGB or YUYV) → the model's input tensor.
+//!
+//! Two steps, timed separately by the callers: [`Preprocessor::decode`] turns the frame into packed RGB8
+//! (applying EXIF orientation, dropping alpha, reducing 16-bit and grey images), and
+//! [`Preprocessor::write_tensor`] resizes the shorter side, centre-crops and normalises straight into the
+//! model's input buffer. Resize and crop are one step: resizing only the crop box (in source coordinates)
+//! gives the same pixels as resizing the whole picture and then cropping, at a fraction of the work. The
+//! resizer is `fast_image_resize`, whose convolution filters follow Pillow's, so the output matches the
+//! Python reference (PIL bilinear, torchvision-style crop). Every buffer is kept and reused, so a stream of
+//! same-sized frames allocates nothing after the first.
+
+use std::io::Cursor;
+
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use image::{ColorType, ImageDecoder, ImageReader};
+
+use crate::model::spec::{ChannelOrder, Crop, Interpolation, Layout, ModelSpec};
+
+/// A frame as it arrives from a source.
+#[derive(Debug, Clone, Copy)]
+pub enum Frame<'a> {
+    /// An encoded picture: JPEG (also a camera's MJPEG frame) or PNG.
+    Encoded(&'a [u8]),
+    /// Packed 8-bit RGB, `width * height * 3` bytes.
+    Rgb8 { width: u32, height: u32, data: &'a [u8] },
+    /// Packed YUYV 4:2:2 (`Y0 U Y1 V`), `width * height * 2` bytes, BT.601 limited range as webcams send it.
+    Yuyv { width: u32, height: u32, data: &'a [u8] },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PreprocessError {
+    #[error("empty file")]
+    Empty,
+    #[error("not an image (unrecognised format; JPEG and PNG are supported)")]
+    UnknownFormat,
+    #[error("truncated JPEG (no end-of-image marker)")]
+    TruncatedJpeg,
+    #[error("cannot decode: {0}")]
+    Decode(#[from] image::ImageError),
+    #[error("unsupported pixel format {0:?}")]
+    UnsupportedColor(ColorType),
+    #[error("bad frame: {0}")]
+    BadFrame(String),
+    #[error("nothing decoded yet")]
+    NoImage,
+    #[error("resize failed: {0}")]
+    Resize(String),
+    #[error("tensor buffer holds {got} values, the model needs {need}")]
+    TensorSize { got: usize, need: usize },
+}
+
+/// Reusable preprocessing state for one model's recipe.
+pub struct Preprocessor {
+    input_size: (u32, u32),
+    resize: u32,
+    crop: Crop,
+    layout: Layout,
+    /// For each tensor channel, the source RGB channel that feeds it.
+    source_channel: [usize; 3],
+    /// Per tensor channel, `(v - mean) / std` for every byte value: normalisation is one lookup.
+    lut: Box<[[f32; 256]; 3]>,
+    options: ResizeOptions,
+    resizer: Resizer,
+    decoded: Vec<u8>,
+    rgb: Vec<u8>,
+    rgb_size: Option<(u32, u32)>,
+    resized: Vec<u8>,
+}
+
+impl std::fmt::Debug for Preprocessor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Preprocessor")
+            .field("input_size", &self.input_size)
+            .field("resize", &self.resize)
+            .field("crop", &self.crop)
+            .field("layout", &self.layout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Preprocessor {
+    pub fn new(spec: &ModelSpec) -> Preprocessor {
+        let source_channel = match spec.channel_order {
+            ChannelOrder::Rgb => [0, 1, 2],
+            ChannelOrder::Bgr => [2, 1, 0],
+        };
+        let mut lut = Box::new([[0f32; 256]; 3]);
+        for (c, table) in lut.iter_mut().enumerate() {
+            for (v, slot) in table.iter_mut().enumerate() {
+                *slot = (v as f32 - spec.mean[c]) / spec.std[c];
+            }
+        }
+        let alg = match spec.interpolation {
+            Interpolation::Nearest => ResizeAlg::Nearest,
+            Interpolation::Bilinear => ResizeAlg::Convolution(FilterType::Bilinear),
+            // Pillow's BICUBIC is the a = -0.5 kernel, i.e. Catmull-Rom.
+            Interpolation::Bicubic => ResizeAlg::Convolution(FilterType::CatmullRom),
+            Interpolation::Lanczos3 => ResizeAlg::Convolution(FilterType::Lanczos3),
+        };
+        let (h, w) = spec.input_size;
+        Preprocessor {
+            input_size: spec.input_size,
+            resize: spec.resize,
+            crop: spec.crop,
+            layout: spec.layout,
+            source_channel,
+            lut,
+            options: ResizeOptions::new().resize_alg(alg),
+            resizer: Resizer::new(),
+            decoded: Vec::new(),
+            rgb: Vec::new(),
+            rgb_size: None,
+            resized: vec![0; w as usize * h as usize * 3],
+        }
+    }
+
+    /// Number of f32 values one image occupies in the tensor.
+    pub fn tensor_len(&self) -> usize {
+        self.resized.len()
+    }
+
+    /// Decodes a frame into the internal RGB8 buffer; returns its (width, height) after EXIF orientation.
+    pub fn decode(&mut self, frame: Frame<'_>) -> Result<(u32, u32), PreprocessError> {
+        self.rgb_size = None;
+        let size = match frame {
+            Frame::Encoded(bytes) => self.decode_encoded(bytes)?,
+            Frame::Rgb8 { width, height, data } => {
+                let need = width as usize * height as usize * 3;
+                check_frame(width, height, data.len(), need, "RGB8")?;
+                self.rgb.clear();
+                self.rgb.extend_from_slice(&data[..need]);
+                (width, height)
+            }
+            Frame::Yuyv { width, height, data } => {
+                if width % 2 != 0 {
+                    return Err(PreprocessError::BadFrame(format!("YUYV width {width} is odd")));
+                }
+                let need = width as usize * height as usize * 2;
+                check_frame(width, height, data.len(), need, "YUYV")?;
+                self.rgb.resize(width as usize * height as usize * 3, 0);
+                yuyv_to_rgb(&data[..need], &mut self.rgb);
+                (width, height)
+            }
+        };
+        self.rgb_size = Some(size);
+        Ok(size)
+    }
+
+    fn decode_encoded(&mut self, bytes: &[u8]) -> Result<(u32, u32), PreprocessError> {
+        if bytes.is_empty() {
+            return Err(PreprocessError::Empty);
+        }
+        let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(image::ImageError::IoError)?;
+        match reader.format() {
+            None => return Err(PreprocessError::UnknownFormat),
+            // The JPEG decoder fills a cut-off file with grey instead of failing; a missing EOI marker
+            // catches the truncation (cameras may pad after EOI, so trailing zeros are skipped).
+            Some(image::ImageFormat::Jpeg) if !has_jpeg_eoi(bytes) => return Err(PreprocessError::TruncatedJpeg),
+            Some(_) => {}
+        }
+        let mut decoder = reader.into_decoder()?;
+        let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+        let (width, height) = decoder.dimensions();
+        let color = decoder.color_type();
+        let total = usize::try_from(decoder.total_bytes())
+            .map_err(|_| PreprocessError::BadFrame(format!("{width}x{height} image is too large")))?;
+        self.decoded.resize(total, 0);
+        decoder.read_image(&mut self.decoded)?;
+        to_rgb8(color, &self.decoded, &mut self.rgb)?;
+
+        if orientation == image::metadata::Orientation::NoTransforms {
+            return Ok((width, height));
+        }
+        // Rare (phone pictures): the rotation allocates, camera frames never come here.
+        let buffer = std::mem::take(&mut self.rgb);
+        let img = image::RgbImage::from_raw(width, height, buffer)
+            .ok_or_else(|| PreprocessError::BadFrame("decoded buffer does not match its size".into()))?;
+        let mut img = image::DynamicImage::ImageRgb8(img);
+        img.apply_orientation(orientation);
+        let img = img.into_rgb8();
+        let size = img.dimensions();
+        self.rgb = img.into_raw();
+        Ok(size)
+    }
+
+    /// Resizes, crops and normalises the decoded image into `out` (one image, in the model's layout).
+    pub fn write_tensor(&mut self, out: &mut [f32]) -> Result<(), PreprocessError> {
+        let (w, h) = self.rgb_size.ok_or(PreprocessError::NoImage)?;
+        if out.len() != self.resized.len() {
+            return Err(PreprocessError::TensorSize { got: out.len(), need: self.resized.len() });
+        }
+        let (out_h, out_w) = self.input_size;
+        let (left, top, box_w, box_h) = crop_box((w, h), (out_w, out_h), self.resize, self.crop);
+        let src =
+            ImageRef::new(w, h, &self.rgb, PixelType::U8x3).map_err(|e| PreprocessError::Resize(e.to_string()))?;
+        let mut dst = Image::from_slice_u8(out_w, out_h, &mut self.resized, PixelType::U8x3)
+            .map_err(|e| PreprocessError::Resize(e.to_string()))?;
+        let options = self.options.crop(left, top, box_w, box_h);
+        self.resizer.resize(&src, &mut dst, &options).map_err(|e| PreprocessError::Resize(e.to_string()))?;
+        normalize(&self.resized, &self.lut, self.source_channel, self.layout, out);
+        Ok(())
+    }
+
+    /// The decoded RGB8 image, for tools that want to look at it.
+    pub fn rgb(&self) -> Option<(u32, u32, &[u8])> {
+        self.rgb_size.map(|(w, h)| (w, h, &self.rgb[..]))
+    }
+}
+
+fn check_frame(width: u32, height: u32, got: usize, need: usize, what: &str) -> Result<(), PreprocessError> {
+    if width == 0 || height == 0 {
+        return Err(PreprocessError::BadFrame(format!("{what} frame of size {width}x{height}")));
+    }
+    if got < need {
+        return Err(PreprocessError::BadFrame(format!("{what} {width}x{height} frame needs {need} bytes, got {got}")));
+    }
+    Ok(())
+}
+
+fn has_jpeg_eoi(bytes: &[u8]) -> bool {
+    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    end >= 2 && bytes[end - 2..end] == [0xFF, 0xD9]
+}
+
+/// The source rectangle `(left, top, width, height)` that becomes the input tensor.
+///
+/// With a centre crop, the shorter side is resized to `resize` and the longer one scaled with halves
+/// rounded up; the crop offsets are floored. This is the Python reference's recipe
+/// (`tests/reference/reference.py`), and the box is that crop mapped back to source pixels. Without a
+/// crop, the whole picture is stretched.
+pub fn crop_box(src: (u32, u32), out: (u32, u32), resize: u32, crop: Crop) -> (f64, f64, f64, f64) {
+    let (w, h) = (f64::from(src.0), f64::from(src.1));
+    if crop == Crop::None {
+        return (0.0, 0.0, w, h);
+    }
+    let scaled_long =
+        |long: u32, short: u32| (2 * u64::from(long) * u64::from(resize) + u64::from(short)) / (2 * u64::from(short));
+    let (rw, rh) = if src.0 <= src.1 {
+        (u64::from(resize), scaled_long(src.1, src.0))
+    } else {
+        (scaled_long(src.0, src.1), u64::from(resize))
+    };
+    let left = rw.saturating_sub(u64::from(out.0)) / 2;
+    let top = rh.saturating_sub(u64::from(out.1)) / 2;
+    let (sx, sy) = (w / rw as f64, h / rh as f64);
+    (left as f64 * sx, top as f64 * sy, f64::from(out.0) * sx, f64::from(out.1) * sy)
+}
+
+/// Normalises packed RGB8 into the tensor layout with the per-channel lookup table.
+pub fn normalize(rgb: &[u8], lut: &[[f32; 256]; 3], source_channel: [usize; 3], layout: Layout, out: &mut [f32]) {
+    let pixels = rgb.len() / 3;
+    match layout {
+        Layout::Nchw => {
+            let (c0, rest) = out.split_at_mut(pixels);
+            let (c1, c2) = rest.split_at_mut(pixels);
+            for (i, px) in rgb.chunks_exact(3).enumerate() {
+                c0[i] = lut[0][px[source_channel[0]] as usize];
+                c1[i] = lut[1][px[source_channel[1]] as usize];
+                c2[i] = lut[2][px[source_channel[2]] as usize];
+            }
+        }
+        Layout::Nhwc => {
+            for (px, o) in rgb.chunks_exact(3).zip(out.chunks_exact_mut(3)) {
+                o[0] = lut[0][px[source_channel[0]] as usize];
+                o[1] = lut[1][px[source_channel[1]] as usize];
+                o[2] = lut[2][px[source_channel[2]] as usize];
+            }
+        }
+    }
+}
+
+/// Converts any decoded colour type to packed RGB8, reusing `out`.
+fn to_rgb8(color: ColorType, src: &[u8], out: &mut Vec<u8>) -> Result<(), PreprocessError> {
+    let px = src.len() / color.bytes_per_pixel() as usize;
+    out.clear();
+    out.reserve(px * 3);
+    // 16-bit samples are native-endian u16; scale to 8 bits with rounding.
+    let u16_at = |i: usize| -> u8 {
+        let v = u16::from_ne_bytes([src[2 * i], src[2 * i + 1]]);
+        ((u32::from(v) * 255 + 32767) / 65535) as u8
+    };
+    match color {
+        ColorType::Rgb8 => out.extend_from_slice(src),
+        ColorType::Rgba8 => src.chunks_exact(4).for_each(|p| out.extend_from_slice(&p[..3])),
+        ColorType::L8 => src.iter().for_each(|&l| out.extend_from_slice(&[l, l, l])),
+        ColorType::La8 => src.chunks_exact(2).for_each(|p| out.extend_from_slice(&[p[0], p[0], p[0]])),
+        ColorType::Rgb16 => {
+            (0..px).for_each(|i| out.extend_from_slice(&[u16_at(3 * i), u16_at(3 * i + 1), u16_at(3 * i + 2)]))
+        }
+        ColorType::Rgba16 => {
+            (0..px).for_each(|i| out.extend_from_slice(&[u16_at(4 * i), u16_at(4 * i + 1), u16_at(4 * i + 2)]))
+        }
+        ColorType::L16 => (0..px).for_each(|i| {
+            let l = u16_at(i);
+            out.extend_from_slice(&[l, l, l])
+        }),
+        ColorType::La16 => (0..px).for_each(|i| {
+            let l = u16_at(2 * i);
+            out.extend_from_slice(&[l, l, l])
+        }),
+        other => return Err(PreprocessError::UnsupportedColor(other)),
+    }
+    Ok(())
+}
+
+/// YUYV 4:2:2 → RGB8, BT.601 limited range (integer form of the standard coefficients).
+pub fn yuyv_to_rgb(yuyv: &[u8], rgb: &mut [u8]) {
+    #[inline]
+    fn px(y: u8, u: u8, v: u8, out: &mut [u8]) {
+        let c = 298 * (i32::from(y) - 16);
+        let d = i32::from(u) - 128;
+        let e = i32::from(v) - 128;
+        out[0] = ((c + 409 * e + 128) >> 8).clamp(0, 255) as u8;
+        out[1] = ((c - 100 * d - 208 * e + 128) >> 8).clamp(0, 255) as u8;
+        out[2] = ((c + 516 * d + 128) >> 8).clamp(0, 255) as u8;
+    }
+    for (src, dst) in yuyv.chunks_exact(4).zip(rgb.chunks_exact_mut(6)) {
+        let (y0, u, y1, v) = (src[0], src[1], src[2], src[3]);
+        px(y0, u, v, &mut dst[..3]);
+        px(y1, u, v, &mut dst[3..]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::spec::OutputKind;
+
+    fn spec(layout: Layout, order: ChannelOrder) -> ModelSpec {
+        ModelSpec {
+            name: "t".into(),
+            layout,
+            channel_order: order,
+            input_size: (4, 6),
+            resize: 4,
+            crop: Crop::Center,
+            interpolation: Interpolation::Bilinear,
+            mean: [127.5; 3],
+            std: [127.5; 3],
+            output: OutputKind::Logits,
+            labels: vec![],
+        }
+    }
+
+    #[test]
+    fn yuyv_converts_known_colours() {
+        let mut rgb = [0u8; 6];
+        // Studio white and black.
+        yuyv_to_rgb(&[235, 128, 16, 128], &mut rgb);
+        assert_eq!(rgb, [255, 255, 255, 0, 0, 0]);
+        // BT.601 red is Y=81 U=90 V=240.
+        yuyv_to_rgb(&[81, 90, 81, 240], &mut rgb);
+        assert!(rgb[0] > 250 && rgb[1] < 5 && rgb[2] < 5, "{rgb:?}");
+    }
+
+    #[test]
+    fn crop_box_matches_resize_then_centre_crop() {
+        // 640x480 → shorter side 256 → 341x256 (341.33 rounded) → crop 224 at (58, 16).
+        let (l, t, w, h) = crop_box((640, 480), (224, 224), 256, Crop::Center);
+        let s = 480.0 / 256.0;
+        assert!((l - 58.0 * 640.0 / 341.0).abs() < 1e-9, "{l}");
+        assert!((t - 16.0 * s).abs() < 1e-9);
+        assert!((w - 224.0 * 640.0 / 341.0).abs() < 1e-9);
+        // Halves round up: 3x2 → 384x256.
+        let (_, _, w, _) = crop_box((3, 2), (224, 224), 256, Crop::Center);
+        assert!((w - 224.0 * 3.0 / 384.0).abs() < 1e-9, "{w}");
+        assert!((h - 224.0 * s).abs() < 1e-9);
+        assert_eq!(crop_box((10, 20), (4, 4), 4, Crop::None), (0.0, 0.0, 10.0, 20.0));
+    }
+
+    #[test]
+    fn uniform_frame_normalises_per_layout_and_channel_order() {
+        let (w, h) = (10, 8);
+        let data: Vec<u8> = (0..w * h).flat_map(|_| [255u8, 127, 0]).collect();
+        for (layout, order) in [(Layout::Nchw, ChannelOrder::Rgb), (Layout::Nhwc, ChannelOrder::Bgr)] {
+            let mut p = Preprocessor::new(&spec(layout, order));
+            p.decode(Frame::Rgb8 { width: w, height: h, data: &data }).expect("decodes");
+            let mut out = vec![9.0; p.tensor_len()];
+            p.write_tensor(&mut out).expect("writes");
+            let first = |c: usize| match layout {
+                Layout::Nchw => out[c * 24],
+                Layout::Nhwc => out[c],
+            };
+            let (r, g, b) = (1.0, (127.0 - 127.5) / 127.5, -1.0);
+            let expect = if order == ChannelOrder::Rgb { [r, g, b] } else { [b, g, r] };
+            for (c, e) in expect.iter().enumerate() {
+                assert!((first(c) - e).abs() < 1e-6, "{layout:?} {order:?} channel {c}: {}", first(c));
+            }
+            assert!(out.iter().all(|v| v.abs() <= 1.0), "all values normalised");
+        }
+    }
+
+    #[test]
+    fn bad_inputs_are_errors_not_panics() {
+        let mut p = Preprocessor::new(&spec(Layout::Nchw, ChannelOrder::Rgb));
+        assert!(matches!(p.decode(Frame::Encoded(b"")), Err(PreprocessError::Empty)));
+        assert!(matches!(p.decode(Frame::Encoded(b"hello, not an image")), Err(PreprocessError::UnknownFormat)));
+        assert!(matches!(
+            p.decode(Frame::Encoded(&[0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3])),
+            Err(PreprocessError::TruncatedJpeg)
+        ));
+        assert!(matches!(
+            p.decode(Frame::Rgb8 { width: 4, height: 4, data: &[0; 10] }),
+            Err(PreprocessError::BadFrame(_))
+        ));
+        assert!(matches!(
+            p.decode(Frame::Yuyv { width: 3, height: 1, data: &[0; 6] }),
+            Err(PreprocessError::BadFrame(_))
+        ));
+        assert!(matches!(p.write_tensor(&mut [0.0; 72]), Err(PreprocessError::NoImage)));
+    }
+
+    #[test]
+    fn png_round_trip_and_grey_expands_to_rgb() {
+        let mut png = Vec::new();
+        let img = image::GrayImage::from_pixel(7, 5, image::Luma([200]));
+        img.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png).expect("encodes");
+        let mut p = Preprocessor::new(&spec(Layout::Nchw, ChannelOrder::Rgb));
+        assert_eq!(p.decode(Frame::Encoded(&png)).expect("decodes"), (7, 5));
+        let (_, _, rgb) = p.rgb().expect("decoded");
+        assert!(rgb.iter().all(|&v| v == 200));
+    }
+}

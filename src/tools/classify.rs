@@ -1,0 +1,84 @@
+//! `camclassd classify`: classify image files, as a table for people or JSON lines for programs.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::pipeline::{Classifier, PipelineError, Timings};
+use crate::preprocess::Frame;
+
+/// One class in a report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LabeledScore {
+    pub class_id: usize,
+    pub label: String,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimingMs {
+    pub decode: f64,
+    pub preprocess: f64,
+    pub infer: f64,
+}
+
+impl From<Timings> for TimingMs {
+    fn from(t: Timings) -> Self {
+        let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+        TimingMs { decode: ms(t.decode), preprocess: ms(t.preprocess), infer: ms(t.infer + t.postprocess) }
+    }
+}
+
+/// The result for one image (the `--json` line).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImageReport {
+    pub image: String,
+    pub top: Vec<LabeledScore>,
+    pub timing_ms: TimingMs,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifyError {
+    #[error("{}: is a directory, not an image", path.display())]
+    Directory { path: PathBuf },
+    #[error("{}: cannot read: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    Pipeline { path: PathBuf, source: PipelineError },
+}
+
+/// Reads and classifies one image file.
+pub fn classify_file(classifier: &mut Classifier, path: &Path) -> Result<ImageReport, ClassifyError> {
+    if path.is_dir() {
+        return Err(ClassifyError::Directory { path: path.to_path_buf() });
+    }
+    let bytes = std::fs::read(path).map_err(|source| ClassifyError::Read { path: path.to_path_buf(), source })?;
+    let (result, timings) = classifier
+        .classify(Frame::Encoded(&bytes))
+        .map_err(|source| ClassifyError::Pipeline { path: path.to_path_buf(), source })?;
+    let top = result.top.clone();
+    let model = classifier.model();
+    Ok(ImageReport {
+        image: path.display().to_string(),
+        top: top
+            .into_iter()
+            .map(|s| LabeledScore { class_id: s.class_id, label: model.label(s.class_id).into_owned(), score: s.score })
+            .collect(),
+        timing_ms: timings.into(),
+    })
+}
+
+/// The human table: one block per image.
+pub fn render_table(report: &ImageReport) -> String {
+    let mut out = format!(
+        "{}  (decode {:.1} ms, preprocess {:.1} ms, infer {:.1} ms)\n",
+        report.image, report.timing_ms.decode, report.timing_ms.preprocess, report.timing_ms.infer
+    );
+    for (rank, s) in report.top.iter().enumerate() {
+        out.push_str(&format!("  {:>2}. {:>6.2}%  {:>4}  {}\n", rank + 1, s.score * 100.0, s.class_id, s.label));
+    }
+    if report.top.is_empty() {
+        out.push_str("  (no class above the minimum score)\n");
+    }
+    out
+}

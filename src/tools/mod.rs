@@ -1,0 +1,3 @@
+//! User-facing commands built on the pipeline; each returns data, and the binary prints it.
+
+pub mod classify;
