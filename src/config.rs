@@ -246,7 +246,10 @@ mod tests {
                 "version = 1\n[model]\npath = \"Cargo.toml\"\ntop_k = \"five\"\n",
                 "4:9: model.top_k: invalid type: string \"five\", expected usize",
             ),
-            ("version = 1\n[model]\npath = \"Cargo.toml\"\ncolour = 3\n", "4:1: model: unknown field `colour`"),
+            (
+                "version = 1\n[model]\npath = \"Cargo.toml\"\ncolour = 3\n",
+                "4:1: model.colour: unknown field `colour`, expected one of `path`",
+            ),
             (
                 "version = 1\n[model]\npath = \"Cargo.toml\"\nexecution_providers = [\"cpu\", \"gpu\"]\n",
                 "4:31: model.execution_providers[1]: unknown variant `gpu`",

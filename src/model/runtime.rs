@@ -51,6 +51,13 @@ pub struct Runtime {
     pub(crate) environment: ort::environment::Environment,
 }
 
+impl Runtime {
+    /// The ONNX Runtime environment, for callers that open sessions of their own (benchmarks, tools).
+    pub fn environment(&self) -> &ort::environment::Environment {
+        &self.environment
+    }
+}
+
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 
 /// Loads ONNX Runtime once per process. `explicit` (from `--ort-lib` or the config) is tried first and,

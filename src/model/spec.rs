@@ -245,7 +245,7 @@ impl ModelSpec {
                 .transpose()?
                 .unwrap_or(default_resize),
         };
-        if crop == Crop::Center && resize < input_size.0.min(input_size.1) {
+        if crop == Crop::Center && resize < input_size.0.max(input_size.1) {
             return Err(SpecError::Invalid(format!(
                 "resize {resize} is smaller than the input size {}x{}; a centre crop needs resize >= {}",
                 input_size.0,

@@ -3,17 +3,18 @@
 //! Two steps, timed separately by the callers: [`Preprocessor::decode`] turns the frame into packed RGB8
 //! (applying EXIF orientation, dropping alpha, reducing 16-bit and grey images), and
 //! [`Preprocessor::write_tensor`] resizes the shorter side, centre-crops and normalises straight into the
-//! model's input buffer. Resize and crop are one step: resizing only the crop box (in source coordinates)
-//! gives the same pixels as resizing the whole picture and then cropping, at a fraction of the work. The
-//! resizer is `fast_image_resize`, whose convolution filters follow Pillow's, so the output matches the
-//! Python reference (PIL bilinear, torchvision-style crop). Every buffer is kept and reused, so a stream of
-//! same-sized frames allocates nothing after the first.
+//! model's input buffer. Resize and crop are one step ([`resample`]): only the cropped pixels of the resized
+//! picture are computed, with Pillow's own algorithm, so the tensor equals the Python reference's (PIL
+//! bilinear resize, then centre crop) bit for bit. Every buffer and the filter coefficients are kept and
+//! reused, so a stream of same-sized frames allocates nothing after the first.
+
+pub mod resample;
 
 use std::io::Cursor;
 
-use fast_image_resize::images::{Image, ImageRef};
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{ColorType, ImageDecoder, ImageReader};
+
+use resample::{Filter, Geometry, Resampler};
 
 use crate::model::spec::{ChannelOrder, Crop, Interpolation, Layout, ModelSpec};
 
@@ -44,8 +45,6 @@ pub enum PreprocessError {
     BadFrame(String),
     #[error("nothing decoded yet")]
     NoImage,
-    #[error("resize failed: {0}")]
-    Resize(String),
     #[error("tensor buffer holds {got} values, the model needs {need}")]
     TensorSize { got: usize, need: usize },
 }
@@ -60,8 +59,8 @@ pub struct Preprocessor {
     source_channel: [usize; 3],
     /// Per tensor channel, `(v - mean) / std` for every byte value: normalisation is one lookup.
     lut: Box<[[f32; 256]; 3]>,
-    options: ResizeOptions,
-    resizer: Resizer,
+    filter: Filter,
+    resampler: Resampler,
     decoded: Vec<u8>,
     rgb: Vec<u8>,
     rgb_size: Option<(u32, u32)>,
@@ -91,12 +90,11 @@ impl Preprocessor {
                 *slot = (v as f32 - spec.mean[c]) / spec.std[c];
             }
         }
-        let alg = match spec.interpolation {
-            Interpolation::Nearest => ResizeAlg::Nearest,
-            Interpolation::Bilinear => ResizeAlg::Convolution(FilterType::Bilinear),
-            // Pillow's BICUBIC is the a = -0.5 kernel, i.e. Catmull-Rom.
-            Interpolation::Bicubic => ResizeAlg::Convolution(FilterType::CatmullRom),
-            Interpolation::Lanczos3 => ResizeAlg::Convolution(FilterType::Lanczos3),
+        let filter = match spec.interpolation {
+            Interpolation::Nearest => Filter::Nearest,
+            Interpolation::Bilinear => Filter::Bilinear,
+            Interpolation::Bicubic => Filter::Bicubic,
+            Interpolation::Lanczos3 => Filter::Lanczos3,
         };
         let (h, w) = spec.input_size;
         Preprocessor {
@@ -106,8 +104,8 @@ impl Preprocessor {
             layout: spec.layout,
             source_channel,
             lut,
-            options: ResizeOptions::new().resize_alg(alg),
-            resizer: Resizer::new(),
+            filter,
+            resampler: Resampler::default(),
             decoded: Vec::new(),
             rgb: Vec::new(),
             rgb_size: None,
@@ -191,13 +189,8 @@ impl Preprocessor {
             return Err(PreprocessError::TensorSize { got: out.len(), need: self.resized.len() });
         }
         let (out_h, out_w) = self.input_size;
-        let (left, top, box_w, box_h) = crop_box((w, h), (out_w, out_h), self.resize, self.crop);
-        let src =
-            ImageRef::new(w, h, &self.rgb, PixelType::U8x3).map_err(|e| PreprocessError::Resize(e.to_string()))?;
-        let mut dst = Image::from_slice_u8(out_w, out_h, &mut self.resized, PixelType::U8x3)
-            .map_err(|e| PreprocessError::Resize(e.to_string()))?;
-        let options = self.options.crop(left, top, box_w, box_h);
-        self.resizer.resize(&src, &mut dst, &options).map_err(|e| PreprocessError::Resize(e.to_string()))?;
+        let geometry = geometry((w, h), (out_w, out_h), self.resize, self.crop);
+        self.resampler.resample(&self.rgb, &mut self.resized, geometry, self.filter);
         normalize(&self.resized, &self.lut, self.source_channel, self.layout, out);
         Ok(())
     }
@@ -223,28 +216,23 @@ fn has_jpeg_eoi(bytes: &[u8]) -> bool {
     end >= 2 && bytes[end - 2..end] == [0xFF, 0xD9]
 }
 
-/// The source rectangle `(left, top, width, height)` that becomes the input tensor.
+/// Where the tensor's pixels come from: the size the picture is scaled to and the window cut from it.
 ///
-/// With a centre crop, the shorter side is resized to `resize` and the longer one scaled with halves
-/// rounded up; the crop offsets are floored. This is the Python reference's recipe
-/// (`tests/reference/reference.py`), and the box is that crop mapped back to source pixels. Without a
-/// crop, the whole picture is stretched.
-pub fn crop_box(src: (u32, u32), out: (u32, u32), resize: u32, crop: Crop) -> (f64, f64, f64, f64) {
-    let (w, h) = (f64::from(src.0), f64::from(src.1));
+/// With a centre crop, the shorter side is scaled to `resize` and the longer one with halves rounded up,
+/// and the crop offsets are floored: the Python reference's recipe (`tests/reference/reference.py`).
+/// Without a crop, the whole picture is stretched to the input size.
+pub fn geometry(src: (u32, u32), out: (u32, u32), resize: u32, crop: Crop) -> Geometry {
     if crop == Crop::None {
-        return (0.0, 0.0, w, h);
+        return Geometry { src, full: out, offset: (0, 0), out };
     }
-    let scaled_long =
-        |long: u32, short: u32| (2 * u64::from(long) * u64::from(resize) + u64::from(short)) / (2 * u64::from(short));
-    let (rw, rh) = if src.0 <= src.1 {
-        (u64::from(resize), scaled_long(src.1, src.0))
-    } else {
-        (scaled_long(src.0, src.1), u64::from(resize))
+    let scaled_long = |long: u32, short: u32| {
+        let v = (2 * u64::from(long) * u64::from(resize) + u64::from(short)) / (2 * u64::from(short));
+        u32::try_from(v).unwrap_or(u32::MAX)
     };
-    let left = rw.saturating_sub(u64::from(out.0)) / 2;
-    let top = rh.saturating_sub(u64::from(out.1)) / 2;
-    let (sx, sy) = (w / rw as f64, h / rh as f64);
-    (left as f64 * sx, top as f64 * sy, f64::from(out.0) * sx, f64::from(out.1) * sy)
+    let full = if src.0 <= src.1 { (resize, scaled_long(src.1, src.0)) } else { (scaled_long(src.0, src.1), resize) };
+    // `resize >= max(input)` (checked by the spec) keeps the window inside the scaled picture.
+    let offset = (full.0.saturating_sub(out.0) / 2, full.1.saturating_sub(out.1) / 2);
+    Geometry { src, full, offset, out }
 }
 
 /// Normalises packed RGB8 into the tensor layout with the per-channel lookup table.
@@ -333,7 +321,7 @@ mod tests {
             layout,
             channel_order: order,
             input_size: (4, 6),
-            resize: 4,
+            resize: 6,
             crop: Crop::Center,
             interpolation: Interpolation::Bilinear,
             mean: [127.5; 3],
@@ -355,18 +343,15 @@ mod tests {
     }
 
     #[test]
-    fn crop_box_matches_resize_then_centre_crop() {
-        // 640x480 → shorter side 256 → 341x256 (341.33 rounded) → crop 224 at (58, 16).
-        let (l, t, w, h) = crop_box((640, 480), (224, 224), 256, Crop::Center);
-        let s = 480.0 / 256.0;
-        assert!((l - 58.0 * 640.0 / 341.0).abs() < 1e-9, "{l}");
-        assert!((t - 16.0 * s).abs() < 1e-9);
-        assert!((w - 224.0 * 640.0 / 341.0).abs() < 1e-9);
-        // Halves round up: 3x2 → 384x256.
-        let (_, _, w, _) = crop_box((3, 2), (224, 224), 256, Crop::Center);
-        assert!((w - 224.0 * 3.0 / 384.0).abs() < 1e-9, "{w}");
-        assert!((h - 224.0 * s).abs() < 1e-9);
-        assert_eq!(crop_box((10, 20), (4, 4), 4, Crop::None), (0.0, 0.0, 10.0, 20.0));
+    fn geometry_scales_the_shorter_side_and_centres_the_crop() {
+        // 640x480 → 341x256 (341.33 rounded) → 224x224 window at (58, 16), offsets floored.
+        let g = geometry((640, 480), (224, 224), 256, Crop::Center);
+        assert_eq!((g.full, g.offset, g.out), ((341, 256), (58, 16), (224, 224)));
+        // Portrait, and halves round up: 2x3 → 256x384.
+        let g = geometry((2, 3), (224, 224), 256, Crop::Center);
+        assert_eq!((g.full, g.offset), ((256, 384), (16, 80)));
+        let g = geometry((10, 20), (4, 4), 4, Crop::None);
+        assert_eq!((g.full, g.offset), ((4, 4), (0, 0)));
     }
 
     #[test]
@@ -420,5 +405,43 @@ mod tests {
         assert_eq!(p.decode(Frame::Encoded(&png)).expect("decodes"), (7, 5));
         let (_, _, rgb) = p.rgb().expect("decoded");
         assert!(rgb.iter().all(|&v| v == 200));
+    }
+
+    /// A JPEG with an EXIF APP1 segment carrying `orientation`, inserted right after SOI.
+    fn jpeg_with_orientation(img: &image::RgbImage, orientation: u16) -> Vec<u8> {
+        let mut jpeg = Vec::new();
+        img.write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).expect("encodes");
+        let mut tiff = b"II*\0\x08\0\0\0\x01\0".to_vec(); // little-endian, IFD at 8, one entry
+        tiff.extend_from_slice(&[0x12, 0x01, 3, 0, 1, 0, 0, 0]); // tag 0x0112 SHORT x1
+        tiff.extend_from_slice(&orientation.to_le_bytes());
+        tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // padding + no next IFD
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&tiff);
+        let len = (app1.len() + 2) as u16;
+        let mut out = jpeg[..2].to_vec();
+        out.extend_from_slice(&[0xFF, 0xE1]);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&app1);
+        out.extend_from_slice(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn exif_orientation_turns_the_picture_upright() {
+        // 32x16: left half red, right half blue. Orientation 6 means "rotate 90° clockwise to view".
+        let img =
+            image::RgbImage::from_fn(
+                32,
+                16,
+                |x, _| if x < 16 { image::Rgb([255, 0, 0]) } else { image::Rgb([0, 0, 255]) },
+            );
+        let mut p = Preprocessor::new(&spec(Layout::Nchw, ChannelOrder::Rgb));
+        assert_eq!(p.decode(Frame::Encoded(&jpeg_with_orientation(&img, 1))).expect("decodes"), (32, 16));
+        assert_eq!(p.decode(Frame::Encoded(&jpeg_with_orientation(&img, 6))).expect("decodes"), (16, 32));
+        let (w, _, rgb) = p.rgb().expect("decoded");
+        let at = |x: usize, y: usize| &rgb[(y * w as usize + x) * 3..][..3];
+        // Rotated clockwise, the left (red) half ends up on top.
+        assert!(at(8, 4)[0] > 200 && at(8, 4)[2] < 60, "top is red: {:?}", at(8, 4));
+        assert!(at(8, 28)[2] > 200 && at(8, 28)[0] < 60, "bottom is blue: {:?}", at(8, 28));
     }
 }

@@ -1,0 +1,149 @@
+//! Bad inputs: each gets a clear error naming the culprit, and the documented exit code.
+
+use super::*;
+
+#[test]
+fn bad_images_fail_alone_and_the_rest_are_classified() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = ["truncated.jpg", "empty.jpg", "not_an_image.jpg"];
+    let mut images = vec![generated("chelsea.jpg")];
+    images.extend(bad.iter().map(|n| generated(n)));
+    images.push(dir.path().to_path_buf()); // a directory
+    images.push(dir.path().join("missing.jpg"));
+    images.push(generated("coffee.jpg"));
+
+    let out = run(camclassd().args(["classify", "--json", "--model"]).arg(model("int8")).args(&images));
+    assert_eq!(out.status.code(), Some(1), "partial failure exits 1: {}", stderr(&out));
+    let reports: Vec<Report> = stdout(&out).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let names: Vec<_> = reports.iter().map(|r| r.image.rsplit('/').next().unwrap_or_default().to_string()).collect();
+    assert_eq!(names, vec!["chelsea.jpg", "coffee.jpg"]);
+
+    let err = stderr(&out);
+    for (file, why) in [
+        ("truncated.jpg", "truncated JPEG"),
+        ("empty.jpg", "empty file"),
+        ("not_an_image.jpg", "not an image"),
+        ("missing.jpg", "cannot read"),
+    ] {
+        assert!(err.lines().any(|l| l.contains(file) && l.contains(why)), "{file}: {why}\n{err}");
+    }
+    assert!(err.contains("is a directory"), "{err}");
+}
+
+/// Runs classify on a model that cannot be used; asserts exit 2 and that stderr has every fragment.
+fn model_error(model: &Path, fragments: &[&str]) {
+    let out = run(camclassd().arg("classify").arg("--model").arg(model).arg(generated("chelsea.jpg")));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(stdout(&out).is_empty());
+    for f in fragments {
+        assert!(err.contains(f), "expected {f:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn unusable_models_are_usage_errors_with_the_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("nope.onnx");
+    model_error(&missing, &["nope.onnx", "cannot read", "No such file"]);
+    model_error(&generated("garbage.onnx"), &["garbage.onnx", "not a valid ONNX model"]);
+    model_error(&generated("truncated.onnx"), &["truncated.onnx", "not a valid ONNX model"]);
+    let empty = dir.path().join("empty.onnx");
+    std::fs::write(&empty, b"").expect("write");
+    model_error(&empty, &["empty.onnx", "not a valid ONNX model", "empty"]);
+    model_error(&generated("not_image.onnx"), &["not_image.onnx", "not an image classifier", "4 dimensions"]);
+    model_error(&generated("two_inputs.onnx"), &["two_inputs.onnx", "not an image classifier", "2 inputs"]);
+    model_error(&generated("no_metadata.onnx"), &["no_metadata.onnx", "mean, std", "[model.preprocess]"]);
+}
+
+#[test]
+fn a_missing_onnx_runtime_lists_every_place_looked_and_the_fix() {
+    let out = run(camclassd()
+        .args(["classify", "--ort-lib", "/nonexistent/libonnxruntime.so", "--model"])
+        .arg(model("int8"))
+        .arg(generated("chelsea.jpg")));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("/nonexistent/libonnxruntime.so") && err.contains("not found"), "{err}");
+    assert!(err.contains("scripts/setup"), "{err}");
+
+    // A copy of the binary far from the source tree, with no ORT anywhere it searches.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = dir.path().join("camclassd");
+    std::fs::copy(env!("CARGO_BIN_EXE_camclassd"), &exe).expect("copy binary");
+    let out = run(Command::new(&exe)
+        .env_remove("ORT_DYLIB_PATH")
+        .env_remove("LD_LIBRARY_PATH")
+        .arg("classify")
+        .arg("--model")
+        .arg(model("int8"))
+        .arg(generated("chelsea.jpg")));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for place in ["next to the executable", "package folder", "system path", "/usr/lib/camclassd", "dynamic loader"] {
+        assert!(err.contains(place), "{place} not listed:\n{err}");
+    }
+    assert!(err.contains(&dir.path().join("libonnxruntime.so").display().to_string()), "{err}");
+
+    // ORT_DYLIB_PATH is honoured, and a bad one is reported as such.
+    let not_a_lib = dir.path().join("libonnxruntime.so.bogus");
+    std::fs::write(&not_a_lib, b"not a shared object").expect("write");
+    let out = run(Command::new(&exe)
+        .env("ORT_DYLIB_PATH", &not_a_lib)
+        .arg("classify")
+        .arg("--model")
+        .arg(model("int8"))
+        .arg(generated("chelsea.jpg")));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("$ORT_DYLIB_PATH") && err.contains("libonnxruntime.so.bogus"), "{err}");
+
+    // ...and a good one is used.
+    let lib = root().join(".cache/onnxruntime").join(std::env::consts::ARCH).join("libonnxruntime.so");
+    let out = run(Command::new(&exe)
+        .env("ORT_DYLIB_PATH", &lib)
+        .arg("classify")
+        .arg("--model")
+        .arg(model("int8"))
+        .arg(generated("chelsea.jpg")));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = run(camclassd().args(["classify", "x.jpg"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--model"), "{}", stderr(&out));
+    let out = run(camclassd().args(["classify", "--ep", "gpu", "--model", "m.onnx", "x.jpg"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown execution provider"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_config_names_file_line_column_and_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("camclassd.toml");
+    std::fs::write(&config, "version = 1\n[model]\npath = \"models/efficientnet-lite0-int8.onnx\"\ntop_k = \"five\"\n")
+        .expect("write");
+    let out = run(camclassd().arg("check-config").arg(&config));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("{}:4:9: model.top_k: invalid type: string \"five\"", config.display())), "{err}");
+
+    let out = run(camclassd().arg("classify").arg("--config").arg(&config).arg(generated("chelsea.jpg")));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("camclassd.toml:4:9"), "{}", stderr(&out));
+}
+
+#[test]
+fn unavailable_execution_providers_fall_back_to_cpu_with_a_reason() {
+    let out = run(camclassd()
+        .args(["--log-level", "info", "classify", "--json", "--ep", "tensorrt,cuda,cpu", "--model"])
+        .arg(model("int8"))
+        .arg(generated("coffee.jpg")));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("provider=tensorrt") && err.contains("provider=cuda"), "{err}");
+    assert!(err.contains("no TensorRT execution provider") && err.contains("no CUDA execution provider"), "{err}");
+    assert!(err.lines().any(|l| l.contains("execution provider active") && l.contains("provider=cpu")), "{err}");
+}
