@@ -161,7 +161,7 @@ impl Config {
             problem("model.min_score", format!("must be between 0 and 1, got {}", self.model.min_score));
         }
         let pre = &self.model.preprocess;
-        if let Some(std) = pre.std.filter(|s| s.iter().any(|v| !(*v > 0.0))) {
+        if let Some(std) = pre.std.filter(|s| s.iter().any(|v| v.is_nan() || *v <= 0.0)) {
             problem("model.preprocess.std", format!("every value must be positive, got {std:?}"));
         }
         if pre.input_size.is_some_and(|[h, w]| h == 0 || w == 0) {

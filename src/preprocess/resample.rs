@@ -138,6 +138,8 @@ pub struct Resampler {
     /// Rows `row_first..row_first + rows` of the source, resampled horizontally.
     temp: Vec<u8>,
     row_first: u32,
+    /// One output row of fixed-point sums for the vertical pass.
+    acc: Vec<i32>,
 }
 
 impl Resampler {
@@ -174,19 +176,23 @@ impl Resampler {
             }
         }
 
-        // Vertical pass from the intermediate rows.
+        // Vertical pass: whole rows at a time (contiguous, so the compiler vectorises the multiply-add).
         let v = &self.vertical;
         let stride = ow as usize * 3;
+        self.acc.resize(stride, 0);
         for (y, out_row) in dst.chunks_exact_mut(stride).enumerate() {
             let first = (v.first[y] - self.row_first) as usize;
             let taps = v.taps[y] as usize;
             let weights = &v.weights[y * v.ksize..][..taps];
-            for (i, out) in out_row.iter_mut().enumerate() {
-                let mut acc = 1i32 << (PRECISION_BITS - 1);
-                for (k, w) in weights.iter().enumerate() {
-                    acc += i32::from(self.temp[(first + k) * stride + i]) * w;
+            self.acc.fill(1i32 << (PRECISION_BITS - 1));
+            for (k, &w) in weights.iter().enumerate() {
+                let row = &self.temp[(first + k) * stride..][..stride];
+                for (a, &p) in self.acc.iter_mut().zip(row) {
+                    *a += i32::from(p) * w;
                 }
-                *out = clip8(acc);
+            }
+            for (out, &a) in out_row.iter_mut().zip(&self.acc) {
+                *out = clip8(a);
             }
         }
     }

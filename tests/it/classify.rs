@@ -121,3 +121,18 @@ fn a_model_without_metadata_works_once_the_config_supplies_the_recipe() {
     let total: f64 = r.top.iter().map(|c| c.score).sum();
     assert!((total - 1.0).abs() < 1e-3, "softmax over 5 classes sums to 1: {total}");
 }
+
+#[test]
+fn the_documented_example_config_is_valid_and_classifies() {
+    let config = root().join("config/camclassd.toml");
+    let out = run(camclassd().arg("check-config").arg(&config));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = classify_json_with_config(&config, &generated("coffee.jpg"));
+    assert_eq!(r.top[0].class_id, 967);
+}
+
+fn classify_json_with_config(config: &Path, image: &Path) -> Report {
+    let out = run(camclassd().args(["classify", "--json", "--config"]).arg(config).arg(image));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    serde_json::from_str(stdout(&out).trim()).expect("json")
+}
