@@ -71,13 +71,15 @@ fn a_missing_onnx_runtime_lists_every_place_looked_and_the_fix() {
     let dir = tempfile::tempdir().expect("tempdir");
     let exe = dir.path().join("camclassd");
     std::fs::copy(env!("CARGO_BIN_EXE_camclassd"), &exe).expect("copy binary");
-    let out = run(Command::new(&exe)
-        .env_remove("ORT_DYLIB_PATH")
-        .env_remove("LD_LIBRARY_PATH")
-        .arg("classify")
-        .arg("--model")
-        .arg(model("int8"))
-        .arg(generated("chelsea.jpg")));
+    let classify_with = |ort_dylib_path: Option<&Path>| {
+        let mut cmd = Command::new(&exe);
+        cmd.env_remove("ORT_DYLIB_PATH").env_remove("LD_LIBRARY_PATH");
+        if let Some(p) = ort_dylib_path {
+            cmd.env("ORT_DYLIB_PATH", p);
+        }
+        run(cmd.arg("classify").arg("--model").arg(model("int8")).arg(generated("chelsea.jpg")))
+    };
+    let out = classify_with(None);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     for place in ["next to the executable", "package folder", "system path", "/usr/lib/camclassd", "dynamic loader"] {
@@ -85,27 +87,17 @@ fn a_missing_onnx_runtime_lists_every_place_looked_and_the_fix() {
     }
     assert!(err.contains(&dir.path().join("libonnxruntime.so").display().to_string()), "{err}");
 
-    // ORT_DYLIB_PATH is honoured, and a bad one is reported as such.
+    // ORT_DYLIB_PATH is honoured, and a bad one is reported as such...
     let not_a_lib = dir.path().join("libonnxruntime.so.bogus");
     std::fs::write(&not_a_lib, b"not a shared object").expect("write");
-    let out = run(Command::new(&exe)
-        .env("ORT_DYLIB_PATH", &not_a_lib)
-        .arg("classify")
-        .arg("--model")
-        .arg(model("int8"))
-        .arg(generated("chelsea.jpg")));
+    let out = classify_with(Some(&not_a_lib));
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("$ORT_DYLIB_PATH") && err.contains("libonnxruntime.so.bogus"), "{err}");
 
     // ...and a good one is used.
     let lib = root().join(".cache/onnxruntime").join(std::env::consts::ARCH).join("libonnxruntime.so");
-    let out = run(Command::new(&exe)
-        .env("ORT_DYLIB_PATH", &lib)
-        .arg("classify")
-        .arg("--model")
-        .arg(model("int8"))
-        .arg(generated("chelsea.jpg")));
+    let out = classify_with(Some(&lib));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
