@@ -8,6 +8,7 @@
 //! bilinear resize, then centre crop) bit for bit. Every buffer and the filter coefficients are kept and
 //! reused, so a stream of same-sized frames allocates nothing after the first.
 
+mod mjpeg;
 pub mod resample;
 
 use std::io::Cursor;
@@ -62,6 +63,8 @@ pub struct Preprocessor {
     filter: Filter,
     resampler: Resampler,
     decoded: Vec<u8>,
+    /// An MJPEG frame with the standard Huffman tables spliced in.
+    patched: Vec<u8>,
     rgb: Vec<u8>,
     rgb_size: Option<(u32, u32)>,
     resized: Vec<u8>,
@@ -107,6 +110,7 @@ impl Preprocessor {
             filter,
             resampler: Resampler::default(),
             decoded: Vec::new(),
+            patched: Vec::new(),
             rgb: Vec::new(),
             rgb_size: None,
             resized: vec![0; w as usize * h as usize * 3],
@@ -149,14 +153,20 @@ impl Preprocessor {
         if bytes.is_empty() {
             return Err(PreprocessError::Empty);
         }
-        let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(image::ImageError::IoError)?;
-        match reader.format() {
-            None => return Err(PreprocessError::UnknownFormat),
+        let format = image::guess_format(bytes).map_err(|_| PreprocessError::UnknownFormat)?;
+        let mut source = bytes;
+        if format == image::ImageFormat::Jpeg {
             // The JPEG decoder fills a cut-off file with grey instead of failing; a missing EOI marker
             // catches the truncation (cameras may pad after EOI, so trailing zeros are skipped).
-            Some(image::ImageFormat::Jpeg) if !has_jpeg_eoi(bytes) => return Err(PreprocessError::TruncatedJpeg),
-            Some(_) => {}
+            if !has_jpeg_eoi(bytes) {
+                return Err(PreprocessError::TruncatedJpeg);
+            }
+            if let Some(sos) = mjpeg::missing_huffman_tables(bytes) {
+                mjpeg::with_standard_tables(bytes, sos, &mut self.patched);
+                source = &self.patched;
+            }
         }
+        let reader = ImageReader::with_format(Cursor::new(source), format);
         let mut decoder = reader.into_decoder()?;
         let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
         let (width, height) = decoder.dimensions();
@@ -443,5 +453,38 @@ mod tests {
         // Rotated clockwise, the left (red) half ends up on top.
         assert!(at(8, 4)[0] > 200 && at(8, 4)[2] < 60, "top is red: {:?}", at(8, 4));
         assert!(at(8, 28)[2] > 200 && at(8, 28)[0] < 60, "bottom is blue: {:?}", at(8, 28));
+    }
+
+    /// Removes every DHT (Huffman table) segment, as many webcams do in their MJPEG frames.
+    fn strip_huffman_tables(jpeg: &[u8]) -> Vec<u8> {
+        let mut out = jpeg[..2].to_vec();
+        let mut i = 2;
+        while i + 4 <= jpeg.len() && jpeg[i] == 0xFF {
+            let marker = jpeg[i + 1];
+            let len = usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
+            if marker == 0xDA {
+                break; // start of scan: the entropy-coded data follows
+            }
+            if marker != 0xC4 {
+                out.extend_from_slice(&jpeg[i..i + 2 + len]);
+            }
+            i += 2 + len;
+        }
+        out.extend_from_slice(&jpeg[i..]);
+        out
+    }
+
+    #[test]
+    fn mjpeg_frames_without_huffman_tables_decode_with_the_standard_ones() {
+        let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 128]));
+        let mut jpeg = Vec::new();
+        img.write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).expect("encodes");
+        let mjpeg = strip_huffman_tables(&jpeg);
+        assert!(mjpeg.len() < jpeg.len(), "the encoder wrote DHT segments to strip");
+        let mut p = Preprocessor::new(&spec(Layout::Nchw, ChannelOrder::Rgb));
+        p.decode(Frame::Encoded(&jpeg)).expect("with tables");
+        let with_tables = p.rgb().expect("decoded").2.to_vec();
+        p.decode(Frame::Encoded(&mjpeg)).expect("MJPEG without DHT decodes");
+        assert_eq!(p.rgb().expect("decoded").2, &with_tables[..]);
     }
 }
