@@ -75,6 +75,11 @@ impl ModelConfig {
     }
 }
 
+/// The most intra-op threads accepted: 4 per core. More only thrashes, and a typo must not spawn thousands.
+pub fn max_threads() -> usize {
+    4 * std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {
@@ -142,8 +147,16 @@ impl Config {
                 format!("unsupported config version {}; this camclassd reads version {VERSION}", self.version),
             );
         }
-        if !self.model.path.is_file() {
+        if self.model.path.is_dir() {
+            problem("model.path", format!("{} is a directory, not a model file", self.model.path.display()));
+        } else if !self.model.path.is_file() {
             problem("model.path", format!("model file {} not found", self.model.path.display()));
+        }
+        if self.model.threads > max_threads() {
+            problem(
+                "model.threads",
+                format!("{} is more than {} (4 per core); 0 means all cores", self.model.threads, max_threads()),
+            );
         }
         if let Some(labels) = self.model.labels.as_ref().filter(|p| !p.is_file()) {
             problem("model.labels", format!("labels file {} not found", labels.display()));
@@ -161,8 +174,16 @@ impl Config {
             problem("model.min_score", format!("must be between 0 and 1, got {}", self.model.min_score));
         }
         let pre = &self.model.preprocess;
-        if let Some(std) = pre.std.filter(|s| s.iter().any(|v| v.is_nan() || *v <= 0.0)) {
+        if let Some(std) = pre.std.filter(|s| s.iter().any(|v| !v.is_finite() || *v <= 0.0)) {
             problem("model.preprocess.std", format!("every value must be positive, got {std:?}"));
+        }
+        if let Some(mean) = pre.mean.filter(|m| m.iter().any(|v| !v.is_finite())) {
+            problem("model.preprocess.mean", format!("every value must be a finite number, got {mean:?}"));
+        }
+        if let (Some(resize), Some([h, w])) = (pre.resize, pre.input_size)
+            && resize < h.max(w)
+        {
+            problem("model.preprocess.resize", format!("{resize} is smaller than the input size {h}x{w}"));
         }
         if pre.input_size.is_some_and(|[h, w]| h == 0 || w == 0) {
             problem("model.preprocess.input_size", "must be [height, width], both positive".into());

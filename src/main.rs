@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 partial failure (some images failed, others were classified),
 //! 2 usage or configuration error (bad arguments or config, missing model or ONNX Runtime library).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -47,16 +48,16 @@ struct ClassifyArgs {
     #[arg(long, short)]
     config: Option<PathBuf>,
     /// How many classes to show per image.
-    #[arg(long, value_name = "K")]
-    top: Option<usize>,
-    /// Hide classes below this probability.
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u16).range(1..))]
+    top: Option<u16>,
+    /// Hide classes below this probability (0 to 1).
+    #[arg(long, value_name = "P", value_parser = parse_probability)]
     min_score: Option<f32>,
     /// One JSON object per image on stdout instead of a table.
     #[arg(long)]
     json: bool,
     /// Intra-op threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_threads)]
     threads: Option<usize>,
     /// Execution providers to try, in order (tensorrt, cuda, cpu).
     #[arg(long, value_delimiter = ',', value_name = "EP,...")]
@@ -86,7 +87,8 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => ExitCode::from(code),
         Err(Failure { code, error }) => {
-            eprintln!("camclassd: error: {error:#}");
+            // The library's messages already carry their causes; `{:#}` would print them twice.
+            eprintln!("camclassd: error: {error}");
             ExitCode::from(code)
         }
     }
@@ -135,7 +137,7 @@ fn run_classify(args: ClassifyArgs, ort_lib: Option<&Path>) -> Result<u8, Failur
     if let Some(ep) = args.ep.clone() {
         options.providers = ep;
     }
-    let top_k = args.top.or(config.as_ref().map(|c| c.model.top_k)).unwrap_or(5);
+    let top_k = args.top.map(usize::from).or(config.as_ref().map(|c| c.model.top_k)).unwrap_or(5);
     let min_score = args.min_score.or(config.as_ref().map(|c| c.model.min_score)).unwrap_or(0.0);
     let ort_lib = ort_lib.or(config.as_ref().and_then(|c| c.onnxruntime.library.as_deref()));
 
@@ -144,18 +146,41 @@ fn run_classify(args: ClassifyArgs, ort_lib: Option<&Path>) -> Result<u8, Failur
     let mut classifier = Classifier::new(model, top_k, min_score);
 
     let mut failed = 0usize;
+    let mut stdout = std::io::stdout().lock();
     for image in &args.images {
-        match classify::classify_file(&mut classifier, image) {
+        let text = match classify::classify_file(&mut classifier, image) {
             Ok(report) if args.json => {
-                let line = serde_json::to_string(&report).context("encoding the JSON report").map_err(usage)?;
-                println!("{line}");
+                serde_json::to_string(&report).context("encoding the JSON report").map_err(usage)? + "\n"
             }
-            Ok(report) => print!("{}", classify::render_table(&report)),
+            Ok(report) => classify::render_table(&report),
             Err(e) => {
                 failed += 1;
                 eprintln!("camclassd: error: {e}");
+                continue;
             }
+        };
+        match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+            Ok(()) => {}
+            // The reader went away (`| head`): stop quietly, as other Unix tools do.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
+            Err(e) => return Err(Failure { code: 1, error: anyhow::Error::new(e).context("writing to stdout") }),
         }
     }
     Ok(if failed > 0 { 1 } else { 0 })
+}
+
+fn parse_probability(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a probability between 0 and 1")),
+    }
+}
+
+fn parse_threads(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|_| format!("{s:?} is not a thread count"))?;
+    let max = camclassd::config::max_threads();
+    if n > max {
+        return Err(format!("{n} threads is more than {max} (4 per core); 0 means all cores"));
+    }
+    Ok(n)
 }

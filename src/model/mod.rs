@@ -127,8 +127,10 @@ pub enum ModelError {
     Spec { path: PathBuf, source: SpecError },
     #[error("labels file {}: {source}", path.display())]
     Labels { path: PathBuf, source: std::io::Error },
-    #[error("model {}: {labels} labels for {classes} output classes", path.display())]
-    LabelCount { path: PathBuf, labels: usize, classes: usize },
+    #[error("model {}: {labels} labels ({origin}) for {classes} output classes", path.display())]
+    LabelCount { path: PathBuf, origin: String, labels: usize, classes: usize },
+    #[error("the model returned scores of shape {shape}, expected [{batch}, {classes}]")]
+    Output { shape: String, batch: usize, classes: usize },
     #[error("inference failed: {0}")]
     Run(#[from] ort::Error),
 }
@@ -201,7 +203,10 @@ impl Model {
             spec::Layout::Nchw => [batch, 3, h as usize, w as usize],
             spec::Layout::Nhwc => [batch, h as usize, w as usize, 3],
         };
-        let input = Tensor::<f32>::new(session.allocator(), dims).map_err(ModelError::Run)?;
+        let mut input = Tensor::<f32>::new(session.allocator(), dims)
+            .map_err(|source| ModelError::Session { path: path.to_path_buf(), source })?;
+        // Unused batch slots (a model with a fixed batch > 1) are fed zeros, not stale memory.
+        input.extract_tensor_mut().1.fill(0.0);
 
         let mut model = Model {
             session,
@@ -222,10 +227,20 @@ impl Model {
             ModelError::Run(source) => ModelError::Session { path: path.to_path_buf(), source },
             other => other,
         })?;
+        if model.scores.is_empty() || model.scores.len() % model.batch != 0 {
+            return Err(ModelError::Interface {
+                path: path.to_path_buf(),
+                message: format!("its output holds {} values for a batch of {}", model.scores.len(), model.batch),
+            });
+        }
         model.num_classes = model.scores.len() / model.batch;
         if !model.spec.labels.is_empty() && model.spec.labels.len() != model.num_classes {
             return Err(ModelError::LabelCount {
                 path: path.to_path_buf(),
+                origin: match &options.labels {
+                    Some(file) => format!("from {}", file.display()),
+                    None => "from the model's metadata".into(),
+                },
                 labels: model.spec.labels.len(),
                 classes: model.num_classes,
             });
@@ -253,7 +268,16 @@ impl Model {
     /// Runs the model on the current input tensor; returns `batch × num_classes` raw scores.
     pub fn run(&mut self) -> Result<&[f32], ModelError> {
         let outputs = self.session.run(ort::inputs![&self.input])?;
-        let (_, data) = outputs[0].try_extract_tensor::<f32>()?;
+        let (shape, data) = outputs[0].try_extract_tensor::<f32>()?;
+        // Checked on every run: a model whose output size depends on its input must not be sliced blind.
+        let expected = self.batch * self.num_classes;
+        if shape.first().is_some_and(|&n| n != self.batch as i64) || (self.num_classes > 0 && data.len() != expected) {
+            return Err(ModelError::Output {
+                shape: format!("{shape:?}"),
+                batch: self.batch,
+                classes: self.num_classes,
+            });
+        }
         self.scores.clear();
         self.scores.extend_from_slice(data);
         Ok(&self.scores)
@@ -442,7 +466,7 @@ fn score_output_dims(name: &str, ty: &ValueType) -> Result<Option<usize>, String
         return Err(format!("output {name:?} has element type {ty}; camclassd reads float32 scores"));
     }
     // [N, C] or [N, C, 1, 1]: everything after the batch dimension is one score vector.
-    if shape.is_empty() || shape.len() > 4 || shape.iter().skip(2).any(|&d| d != 1) {
+    if shape.len() < 2 || shape.len() > 4 || shape.iter().skip(2).any(|&d| d != 1) {
         return Err(format!("output {name:?} has shape {shape:?}; expected [batch, classes]"));
     }
     Ok(shape.get(1).and_then(|&c| usize::try_from(c).ok()).filter(|&c| c > 0))

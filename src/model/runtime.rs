@@ -79,7 +79,13 @@ pub fn load(explicit: Option<&Path>) -> Result<&'static Runtime, RuntimeError> {
                 }
                 return Ok(RUNTIME.get_or_init(|| runtime));
             }
-            Err(outcome) => attempts.push(Attempt { origin, path, outcome }),
+            Err(outcome) => {
+                if origin == "$ORT_DYLIB_PATH" {
+                    // The user pointed at this library; falling back silently would hide the mistake.
+                    tracing::warn!("ignoring {ENV_VAR}={}: {outcome}", path.display());
+                }
+                attempts.push(Attempt { origin, path, outcome })
+            }
         }
     }
     Err(RuntimeError { attempts })

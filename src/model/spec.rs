@@ -67,7 +67,7 @@ pub struct ModelSpec {
     pub resize: u32,
     pub crop: Crop,
     pub interpolation: Interpolation,
-    /// Per-channel mean and standard deviation in pixel units (0..255), in RGB order.
+    /// Per-channel mean and standard deviation in pixel units (0..255), in the tensor's channel order.
     pub mean: [f32; 3],
     pub std: [f32; 3],
     pub output: OutputKind,

@@ -4,21 +4,36 @@
 //! tables of the JPEG specification (ITU T.81 Annex K.3), as libjpeg does for motion JPEG. zune-jpeg refuses
 //! such frames, so the standard tables are spliced in before the start of scan.
 
-/// Where the start-of-scan marker is, if the header before it has no DHT segment.
-pub fn missing_huffman_tables(jpeg: &[u8]) -> Option<usize> {
+/// Walks the header segments: the offset of the start-of-scan marker, and whether a DHT segment came first.
+fn scan_header(jpeg: &[u8]) -> Option<(usize, bool)> {
     let mut i = 2;
+    let mut has_dht = false;
     while i + 4 <= jpeg.len() {
         if jpeg[i] != 0xFF {
             return None; // not a marker: malformed header, let the decoder report it
         }
         match jpeg[i + 1] {
-            0xC4 => return None,
-            0xDA => return Some(i),
-            0xFF => i += 1, // fill byte
-            _ => i += 2 + usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]])),
+            0xC4 => has_dht = true,
+            0xDA => return Some((i, has_dht)),
+            0xFF => {
+                i += 1; // fill byte
+                continue;
+            }
+            _ => {}
         }
+        i += 2 + usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
     }
     None
+}
+
+/// The offset of the start-of-scan marker.
+pub fn start_of_scan(jpeg: &[u8]) -> Option<usize> {
+    scan_header(jpeg).map(|(sos, _)| sos)
+}
+
+/// Where the start-of-scan marker is, if the header before it has no DHT segment.
+pub fn missing_huffman_tables(jpeg: &[u8]) -> Option<usize> {
+    scan_header(jpeg).and_then(|(sos, has_dht)| (!has_dht).then_some(sos))
 }
 
 /// Copies `jpeg` into `out` with the standard Huffman tables inserted at `sos`.

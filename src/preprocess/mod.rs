@@ -19,6 +19,10 @@ use resample::{Filter, Geometry, Resampler};
 
 use crate::model::spec::{ChannelOrder, Crop, Interpolation, Layout, ModelSpec};
 
+/// The largest picture side accepted (a 16K frame), and the largest decoded buffer.
+pub const MAX_SIDE: u32 = 16384;
+const MAX_DECODED_BYTES: u64 = 256 << 20;
+
 /// A frame as it arrives from a source.
 #[derive(Debug, Clone, Copy)]
 pub enum Frame<'a> {
@@ -44,6 +48,10 @@ pub enum PreprocessError {
     UnsupportedColor(ColorType),
     #[error("bad frame: {0}")]
     BadFrame(String),
+    #[error(
+        "image of {width}x{height} pixels is larger than camclassd accepts ({MAX_SIDE}x{MAX_SIDE}, 256 MiB decoded)"
+    )]
+    TooLarge { width: u32, height: u32 },
     #[error("nothing decoded yet")]
     NoImage,
     #[error("tensor buffer holds {got} values, the model needs {need}")]
@@ -171,9 +179,12 @@ impl Preprocessor {
         let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
         let (width, height) = decoder.dimensions();
         let color = decoder.color_type();
-        let total = usize::try_from(decoder.total_bytes())
-            .map_err(|_| PreprocessError::BadFrame(format!("{width}x{height} image is too large")))?;
-        self.decoded.resize(total, 0);
+        // A header can claim any size: refuse before allocating, so a hostile file cannot exhaust memory.
+        let total = decoder.total_bytes();
+        if width > MAX_SIDE || height > MAX_SIDE || total > MAX_DECODED_BYTES {
+            return Err(PreprocessError::TooLarge { width, height });
+        }
+        self.decoded.resize(total as usize, 0);
         decoder.read_image(&mut self.decoded)?;
         to_rgb8(color, &self.decoded, &mut self.rgb)?;
 
@@ -221,9 +232,12 @@ fn check_frame(width: u32, height: u32, got: usize, need: usize, what: &str) -> 
     Ok(())
 }
 
+/// True when an end-of-image marker follows the start of scan. Inside entropy-coded data 0xFF is always
+/// stuffed or a restart marker, so FF D9 after the scan starts is the image's end; data may follow it
+/// (phone trailers, MPF images), and an EXIF thumbnail's own EOI sits before the scan and does not count.
 fn has_jpeg_eoi(bytes: &[u8]) -> bool {
-    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-    end >= 2 && bytes[end - 2..end] == [0xFF, 0xD9]
+    let scan = mjpeg::start_of_scan(bytes).unwrap_or(2);
+    bytes[scan..].windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 /// Where the tensor's pixels come from: the size the picture is scaled to and the window cut from it.
@@ -486,5 +500,45 @@ mod tests {
         let with_tables = p.rgb().expect("decoded").2.to_vec();
         p.decode(Frame::Encoded(&mjpeg)).expect("MJPEG without DHT decodes");
         assert_eq!(p.rgb().expect("decoded").2, &with_tables[..]);
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn a_header_claiming_a_huge_picture_is_refused_before_allocating() {
+        let mut png = Vec::new();
+        image::RgbImage::new(1, 1).write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png).expect("encodes");
+        // IHDR data starts at byte 16 (8 signature + 4 length + 4 type); its CRC follows the 13 data bytes.
+        png[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+        png[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+        let crc = crc32(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        let mut p = Preprocessor::new(&spec(Layout::Nchw, ChannelOrder::Rgb));
+        match p.decode(Frame::Encoded(&png)) {
+            Err(PreprocessError::TooLarge { width: 100_000, height: 100_000 }) => {}
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn data_after_the_end_of_image_is_allowed_but_a_cut_scan_is_not() {
+        let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 128]));
+        let mut jpeg = Vec::new();
+        img.write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).expect("encodes");
+        let mut p = Preprocessor::new(&spec(Layout::Nchw, ChannelOrder::Rgb));
+        let mut with_trailer = jpeg.clone();
+        with_trailer.extend_from_slice(b"SEFH\x01\x02 phone trailer \xff\x00");
+        p.decode(Frame::Encoded(&with_trailer)).expect("trailer after EOI is fine");
+        let cut = &jpeg[..jpeg.len() - 40];
+        assert!(matches!(p.decode(Frame::Encoded(cut)), Err(PreprocessError::TruncatedJpeg)));
     }
 }

@@ -1,5 +1,8 @@
 //! Pillow-exact separable resampling of packed RGB8, with cached filter coefficients.
 //!
+//! Exact for bilinear, bicubic and Lanczos; `Nearest` is a unit box filter (widened when downscaling, so
+//! it averages), not Pillow's point-sampling NEAREST.
+//!
 //! This is Pillow's `ImagingResample` (`libImaging/Resample.c`): per output pixel, a filter window scaled
 //! by the downscale factor (so downscaling averages, it does not alias), weights normalised and held as
 //! 22-bit fixed point, a horizontal pass over only the rows the vertical pass needs, and rounding to

@@ -41,16 +41,25 @@ pub struct ImageReport {
 pub enum ClassifyError {
     #[error("{}: is a directory, not an image", path.display())]
     Directory { path: PathBuf },
+    #[error("{}: not a regular file of at most 256 MiB", path.display())]
+    NotAFile { path: PathBuf },
     #[error("{}: cannot read: {source}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{}: {source}", path.display())]
     Pipeline { path: PathBuf, source: PipelineError },
 }
 
+const MAX_FILE_BYTES: u64 = 256 << 20;
+
 /// Reads and classifies one image file.
 pub fn classify_file(classifier: &mut Classifier, path: &Path) -> Result<ImageReport, ClassifyError> {
     if path.is_dir() {
         return Err(ClassifyError::Directory { path: path.to_path_buf() });
+    }
+    // Bounded read: a device node or a huge file must not exhaust memory before the decoder can say no.
+    let too_big = |len: u64| len > MAX_FILE_BYTES;
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file() || too_big(m.len())) {
+        return Err(ClassifyError::NotAFile { path: path.to_path_buf() });
     }
     let bytes = std::fs::read(path).map_err(|source| ClassifyError::Read { path: path.to_path_buf(), source })?;
     let (result, timings) = classifier

@@ -139,3 +139,23 @@ fn unavailable_execution_providers_fall_back_to_cpu_with_a_reason() {
     assert!(err.contains("no TensorRT execution provider") && err.contains("no CUDA execution provider"), "{err}");
     assert!(err.lines().any(|l| l.contains("execution provider active") && l.contains("provider=cpu")), "{err}");
 }
+
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    use std::io::{BufRead, BufReader};
+    let images: Vec<_> = PHOTOS.iter().map(|n| generated(n)).collect();
+    let mut child = camclassd()
+        .args(["classify", "--json", "--model"])
+        .arg(model("int8"))
+        .args(&images)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first).expect("one line"); // then dropped
+    let out = child.wait_with_output().expect("wait");
+    assert!(first.contains("\"top\""), "{first}");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}
