@@ -12,6 +12,9 @@ use serde::Deserialize;
 
 use crate::model::{ModelOptions, Optimization, Overrides, Provider};
 
+/// Where the daemon reads its configuration when no `--config` is given.
+pub const DEFAULT_PATH: &str = "/etc/camclassd/camclassd.toml";
+
 /// The configuration format version this build reads.
 pub const VERSION: u32 = 1;
 
@@ -22,6 +25,108 @@ pub struct Config {
     #[serde(default)]
     pub onnxruntime: OnnxRuntimeConfig,
     pub model: ModelConfig,
+    /// Required by `camclassd run`; the tools ignore it.
+    pub mqtt: Option<MqttConfig>,
+    #[serde(default)]
+    pub cameras: Vec<CameraConfig>,
+}
+
+/// `[mqtt]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Default: `camclassd-<node_id>`.
+    pub client_id: Option<String>,
+    /// This device's name in topics; default: the hostname.
+    pub node_id: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// A file holding the password (first line), kept out of the config.
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "default_prefix")]
+    pub topic_prefix: String,
+    /// Seconds.
+    #[serde(default = "default_keepalive")]
+    pub keepalive: u64,
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+}
+
+const fn default_port() -> u16 {
+    1883
+}
+fn default_prefix() -> String {
+    "camclassd".into()
+}
+const fn default_keepalive() -> u64 {
+    30
+}
+const fn default_qos() -> u8 {
+    1
+}
+
+/// When a camera publishes an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PublishMode {
+    /// Every classified frame.
+    EveryFrame,
+    /// When the top-1 class changes and holds for `debounce` frames, plus a heartbeat every `interval`.
+    #[default]
+    OnChange,
+}
+
+/// Pixel format asked of a V4L2 camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraFormat {
+    Mjpeg,
+    Yuyv,
+}
+
+/// `[[cameras]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    pub name: String,
+    /// A V4L2 device (`/dev/video0`, or its index `"0"`), an image file, a folder of images, or a glob.
+    pub source: String,
+    /// Frames per second to classify; frames beyond it are skipped before decoding.
+    #[serde(default = "default_fps")]
+    pub fps: f64,
+    /// Replay sources: start again after the last image (`false`: play once).
+    #[serde(default = "default_true", rename = "loop")]
+    pub looping: bool,
+    /// V4L2: `[width, height]` to ask for; default: the camera's choice.
+    pub resolution: Option<[u32; 2]>,
+    /// V4L2: `"mjpeg"` or `"yuyv"`; default: whichever the camera offers.
+    pub format: Option<CameraFormat>,
+    #[serde(default)]
+    pub publish: PublishMode,
+    /// `on_change`: frames a new top-1 must hold before it is published.
+    #[serde(default = "default_debounce")]
+    pub debounce: u32,
+    /// `on_change`: heartbeat period in seconds (0: none).
+    #[serde(default = "default_interval")]
+    pub interval: f64,
+    /// Below this, the top-1 counts as "nothing"; default: `[model] min_score`.
+    pub min_score: Option<f32>,
+}
+
+const fn default_fps() -> f64 {
+    5.0
+}
+const fn default_true() -> bool {
+    true
+}
+const fn default_debounce() -> u32 {
+    3
+}
+const fn default_interval() -> f64 {
+    60.0
 }
 
 /// `[onnxruntime]`
@@ -44,6 +149,9 @@ pub struct ModelConfig {
     /// Intra-op threads; 0 = all cores.
     #[serde(default)]
     pub threads: usize,
+    /// Inference sessions (each with its own decode thread) that share the cameras.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
     #[serde(default)]
     pub optimization: Optimization,
     #[serde(default = "default_top_k")]
@@ -59,6 +167,9 @@ fn default_providers() -> Vec<Provider> {
 }
 const fn default_top_k() -> usize {
     5
+}
+const fn default_workers() -> usize {
+    1
 }
 
 impl ModelConfig {
@@ -122,6 +233,38 @@ impl Config {
         Config::parse(&text).map_err(|problems| ConfigError::Invalid { path: path.to_path_buf(), problems })
     }
 
+    /// Reads a config for `camclassd run`: as [`Config::load`], and `[mqtt]` and a camera are required.
+    pub fn load_for_daemon(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let invalid = |problems| ConfigError::Invalid { path: path.to_path_buf(), problems };
+        let config = Config::parse(&text).map_err(invalid)?;
+        let mut problems = Vec::new();
+        if config.mqtt.is_none() {
+            problems.push(Problem {
+                position: None,
+                key: "mqtt".into(),
+                message: "missing [mqtt] section (host, port, …)".into(),
+            });
+        }
+        if config.cameras.is_empty() {
+            problems.push(Problem {
+                position: None,
+                key: "cameras".into(),
+                message: "no [[cameras]] configured".into(),
+            });
+        }
+        if problems.is_empty() { Ok(config) } else { Err(invalid(problems)) }
+    }
+
+    /// This node's name in topics: `[mqtt] node_id`, else the hostname.
+    pub fn node_id(&self) -> String {
+        self.mqtt
+            .as_ref()
+            .and_then(|m| m.node_id.clone())
+            .unwrap_or_else(|| sanitize_topic_level(&gethostname::gethostname().to_string_lossy()))
+    }
+
     /// Parses and validates config text; on failure, every problem found.
     pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
         let de = toml::Deserializer::parse(text).map_err(|e| vec![toml_problem(text, String::new(), &e)])?;
@@ -167,6 +310,71 @@ impl Config {
         if self.model.execution_providers.is_empty() {
             problem("model.execution_providers", "must name at least one provider (e.g. [\"cpu\"])".into());
         }
+        if self.model.workers == 0 || self.model.workers > 16 {
+            problem("model.workers", format!("must be between 1 and 16, got {}", self.model.workers));
+        }
+        if let Some(m) = &self.mqtt {
+            if m.host.trim().is_empty() {
+                problem("mqtt.host", "must not be empty".into());
+            }
+            if m.port == 0 {
+                problem("mqtt.port", "must be between 1 and 65535".into());
+            }
+            if m.qos > 2 {
+                problem("mqtt.qos", format!("must be 0, 1 or 2, got {}", m.qos));
+            }
+            if m.keepalive < 5 || m.keepalive > 3600 {
+                problem("mqtt.keepalive", format!("must be between 5 and 3600 seconds, got {}", m.keepalive));
+            }
+            if m.password.is_some() && m.password_file.is_some() {
+                problem("mqtt.password_file", "set either password or password_file, not both".into());
+            }
+            if (m.password.is_some() || m.password_file.is_some()) && m.username.is_none() {
+                problem("mqtt.username", "a password needs a username".into());
+            }
+            if let Some(f) = m.password_file.as_ref().filter(|f| !f.is_file()) {
+                problem("mqtt.password_file", format!("{} not found", f.display()));
+            }
+            if !is_topic_level(&m.topic_prefix.replace('/', "_")) {
+                problem(
+                    "mqtt.topic_prefix",
+                    format!("{:?} must not be empty or contain +, # or spaces", m.topic_prefix),
+                );
+            }
+            if let Some(node) = m.node_id.as_ref().filter(|n| !is_topic_level(n)) {
+                problem("mqtt.node_id", format!("{node:?} must be letters, digits, '-' or '_'"));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, cam) in self.cameras.iter().enumerate() {
+            let key = |field: &str| format!("cameras[{i}].{field}");
+            if !is_topic_level(&cam.name) {
+                problem(
+                    &key("name"),
+                    format!("{:?} must be letters, digits, '-' or '_' (it is a topic level)", cam.name),
+                );
+            } else if !seen.insert(cam.name.as_str()) {
+                problem(&key("name"), format!("duplicate camera name {:?}", cam.name));
+            }
+            if !(cam.fps.is_finite() && cam.fps > 0.0 && cam.fps <= 120.0) {
+                problem(&key("fps"), format!("expected a positive number up to 120, got {}", cam.fps));
+            }
+            if cam.source.trim().is_empty() {
+                problem(&key("source"), "must name a device, an image file, a folder or a glob".into());
+            }
+            if cam.debounce == 0 {
+                problem(&key("debounce"), "must be at least 1 frame".into());
+            }
+            if !(cam.interval.is_finite() && cam.interval >= 0.0) {
+                problem(&key("interval"), format!("expected seconds (0 for no heartbeat), got {}", cam.interval));
+            }
+            if cam.min_score.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
+                problem(&key("min_score"), "must be between 0 and 1".into());
+            }
+            if cam.resolution.is_some_and(|[w, h]| w == 0 || h == 0) {
+                problem(&key("resolution"), "must be [width, height], both positive".into());
+            }
+        }
         if self.model.top_k == 0 {
             problem("model.top_k", "must be at least 1".into());
         }
@@ -190,6 +398,18 @@ impl Config {
         }
         problems
     }
+}
+
+/// One MQTT topic level: non-empty, no wildcards, separators or spaces.
+fn is_topic_level(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Makes a hostname usable as a topic level.
+fn sanitize_topic_level(s: &str) -> String {
+    let cleaned: String =
+        s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    if cleaned.is_empty() { "camclassd".into() } else { cleaned }
 }
 
 fn toml_problem(text: &str, key: String, e: &toml::de::Error) -> Problem {

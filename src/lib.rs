@@ -19,9 +19,13 @@
 //! - [`tools`]: the user-facing commands built on the pipeline (`classify`).
 #![warn(clippy::unwrap_used, missing_debug_implementations)]
 
+pub mod capture;
 pub mod config;
+pub mod daemon;
+pub mod events;
 pub mod model;
 pub mod pipeline;
 pub mod postprocess;
 pub mod preprocess;
+pub mod publish;
 pub mod tools;

@@ -30,9 +30,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the daemon: cameras → classifier → MQTT events, until SIGTERM or SIGINT.
+    Run {
+        /// The config file.
+        #[arg(long, short, default_value = camclassd::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// Classify image files with a model and print the top classes.
     Classify(ClassifyArgs),
-    /// Validate a config file without running anything.
+    /// Validate a daemon config file without running anything.
     CheckConfig {
         /// The config file.
         config: PathBuf,
@@ -81,6 +87,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_level.as_deref());
     let outcome = match cli.command {
+        Command::Run { config } => run_daemon(&config, cli.ort_lib.as_deref()),
         Command::Classify(args) => run_classify(args, cli.ort_lib.as_deref()),
         Command::CheckConfig { config } => check_config(&config),
     };
@@ -115,9 +122,43 @@ fn init_logging(level: Option<&str>) {
 }
 
 fn check_config(path: &Path) -> Result<u8, Failure> {
-    Config::load(path).map_err(|e| usage(e.into()))?;
+    Config::load_for_daemon(path).map_err(|e| usage(e.into()))?;
     println!("{}: ok", path.display());
     Ok(0)
+}
+
+fn run_daemon(path: &Path, ort_lib: Option<&Path>) -> Result<u8, Failure> {
+    let config = Config::load_for_daemon(path).map_err(|e| usage(e.into()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("camclassd-io")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .map_err(|error| Failure { code: 1, error })?;
+    let summary =
+        runtime.block_on(camclassd::daemon::run(config, ort_lib, stop_signal())).map_err(|e| usage(e.into()))?;
+    tracing::debug!(?summary, "exit");
+    // Pending blocking work (a capture thread inside a device read) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    Ok(0)
+}
+
+/// Resolves on SIGTERM (systemd stop) or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::warn!("cannot install signal handlers; stop with SIGKILL");
+            std::future::pending::<()>().await
+        }
+    }
 }
 
 fn run_classify(args: ClassifyArgs, ort_lib: Option<&Path>) -> Result<u8, Failure> {

@@ -96,8 +96,14 @@ fn config_file_supplies_the_model_and_its_settings() {
     let r: Report = serde_json::from_str(stdout(&out).trim()).expect("json");
     assert_eq!(r.top.len(), 2);
 
+    // Tools need only [model]; the daemon's check wants [mqtt] and cameras too, and says so.
     let out = run(camclassd().arg("check-config").arg(&config));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("missing [mqtt] section") && stderr(&out).contains("no [[cameras]]"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

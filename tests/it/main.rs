@@ -3,7 +3,9 @@
 //! One test binary with modules keeps link time down. The models, fixtures and ONNX Runtime come from
 //! `scripts/setup`; a test that finds them missing fails with that instruction rather than skipping.
 
+mod broker;
 mod classify;
+mod daemon;
 mod errors;
 mod reference;
 

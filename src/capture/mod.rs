@@ -1,0 +1,343 @@
+//! Capture: one thread per camera, each handing its newest frame to a shared [`FrameHub`].
+//!
+//! The hub keeps a single slot per camera: a frame the consumer has not taken when the next one arrives is
+//! replaced and counted as dropped, so when inference is slower than the cameras, latency stays bounded and
+//! memory flat. Frame buffers circulate between the hub and the capture threads instead of being allocated.
+//! Frames beyond a camera's fps limit are skipped by its thread before they are copied or decoded.
+
+pub mod replay;
+pub mod v4l2;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::CameraConfig;
+
+/// How a captured frame's bytes are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelFormat {
+    /// JPEG (also MJPEG) or PNG.
+    Encoded,
+    Rgb8 {
+        width: u32,
+        height: u32,
+    },
+    Yuyv {
+        width: u32,
+        height: u32,
+    },
+}
+
+/// A frame from a camera, owning its bytes.
+#[derive(Debug)]
+pub struct CapturedFrame {
+    pub data: Vec<u8>,
+    pub format: PixelFormat,
+    pub captured_at: SystemTime,
+    pub captured: Instant,
+}
+
+impl CapturedFrame {
+    pub fn as_frame(&self) -> crate::preprocess::Frame<'_> {
+        use crate::preprocess::Frame;
+        match self.format {
+            PixelFormat::Encoded => Frame::Encoded(&self.data),
+            PixelFormat::Rgb8 { width, height } => Frame::Rgb8 { width, height, data: &self.data },
+            PixelFormat::Yuyv { width, height } => Frame::Yuyv { width, height, data: &self.data },
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    frame: Option<CapturedFrame>,
+    /// Buffers handed back by the consumer, for the capture thread to fill next.
+    spare: Vec<Vec<u8>>,
+    dropped: u64,
+    captured: u64,
+    finished: bool,
+}
+
+#[derive(Debug)]
+struct HubState {
+    slots: Vec<Slot>,
+    closed: bool,
+}
+
+/// The newest frame of every camera, and the consumers' wake-up.
+#[derive(Debug)]
+pub struct FrameHub {
+    state: Mutex<HubState>,
+    ready: Condvar,
+}
+
+/// Keeps at most this many spare buffers per camera (one being filled, one in flight, one waiting).
+const MAX_SPARES: usize = 3;
+
+impl FrameHub {
+    pub fn new(cameras: usize) -> FrameHub {
+        let slots = (0..cameras).map(|_| Slot::default()).collect();
+        FrameHub { state: Mutex::new(HubState { slots, closed: false }), ready: Condvar::new() }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        // A panicking capture thread must not take the others down: the state stays consistent per call.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A buffer for the next frame of `camera` (reused when one is spare).
+    pub fn buffer(&self, camera: usize) -> Vec<u8> {
+        let mut buf = self.lock().slots[camera].spare.pop().unwrap_or_default();
+        buf.clear();
+        buf
+    }
+
+    /// Publishes `camera`'s newest frame, replacing (and counting) one that was never taken.
+    pub fn put(&self, camera: usize, frame: CapturedFrame) {
+        let mut state = self.lock();
+        let slot = &mut state.slots[camera];
+        slot.captured += 1;
+        if let Some(old) = slot.frame.replace(frame) {
+            slot.dropped += 1;
+            if slot.spare.len() < MAX_SPARES {
+                slot.spare.push(old.data);
+            }
+        }
+        drop(state);
+        self.ready.notify_one();
+    }
+
+    /// Returns a consumed frame's buffer for reuse.
+    pub fn recycle(&self, camera: usize, data: Vec<u8>) {
+        let mut state = self.lock();
+        let slot = &mut state.slots[camera];
+        if slot.spare.len() < MAX_SPARES {
+            slot.spare.push(data);
+        }
+    }
+
+    /// A camera's source has ended (a replay with `loop = false`).
+    pub fn finish(&self, camera: usize) {
+        self.lock().slots[camera].finished = true;
+        self.ready.notify_all();
+    }
+
+    /// Stops the consumers once the frames already captured are taken.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+
+    /// The next frame, visiting cameras in turn from `*next`; `None` when closed (or every source finished)
+    /// and nothing is left.
+    pub fn take(&self, next: &mut usize) -> Option<(usize, CapturedFrame)> {
+        let mut state = self.lock();
+        loop {
+            let n = state.slots.len();
+            for i in 0..n {
+                let camera = (*next + i) % n;
+                if let Some(frame) = state.slots[camera].frame.take() {
+                    *next = (camera + 1) % n;
+                    return Some((camera, frame));
+                }
+            }
+            if state.closed || state.slots.iter().all(|s| s.finished) {
+                return None;
+            }
+            state = self.ready.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+
+    /// (captured, dropped) frame counts of a camera.
+    pub fn counts(&self, camera: usize) -> (u64, u64) {
+        let state = self.lock();
+        (state.slots[camera].captured, state.slots[camera].dropped)
+    }
+}
+
+/// What a camera's `source` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A V4L2 device, by index (`/dev/videoN` or `N`).
+    V4l2 { index: u32, path: String },
+    /// Images replayed from a file, a folder or a glob.
+    Replay(String),
+}
+
+impl SourceKind {
+    pub fn parse(source: &str) -> SourceKind {
+        let s = source.trim();
+        if let Some(n) = s.strip_prefix("/dev/video").and_then(|n| n.parse().ok()) {
+            return SourceKind::V4l2 { index: n, path: s.to_string() };
+        }
+        if let Ok(n) = s.parse::<u32>() {
+            return SourceKind::V4l2 { index: n, path: format!("/dev/video{n}") };
+        }
+        SourceKind::Replay(s.to_string())
+    }
+}
+
+/// Paces a source to its fps limit.
+#[derive(Debug)]
+pub struct Pacer {
+    period: Duration,
+    next: Instant,
+}
+
+impl Pacer {
+    pub fn new(fps: f64) -> Pacer {
+        Pacer { period: Duration::from_secs_f64(1.0 / fps), next: Instant::now() }
+    }
+
+    /// True when a frame arriving now is due; a live camera skips the frames in between.
+    pub fn due(&mut self, now: Instant) -> bool {
+        if now < self.next {
+            return false;
+        }
+        // Schedule from the plan, not from `now`, so the average rate holds; resync after a stall.
+        self.next += self.period;
+        if self.next < now {
+            self.next = now + self.period;
+        }
+        true
+    }
+
+    /// Sleeps until the next frame is due (replay sources), or until `stop` is set.
+    pub fn wait(&mut self, stop: &AtomicBool) {
+        loop {
+            let now = Instant::now();
+            if stop.load(Ordering::Relaxed) || self.due(now) {
+                return;
+            }
+            std::thread::sleep((self.next - now).min(Duration::from_millis(100)));
+        }
+    }
+}
+
+/// Starts a capture thread for each camera.
+pub fn spawn_all(
+    cameras: &[CameraConfig],
+    hub: &Arc<FrameHub>,
+    stop: &Arc<AtomicBool>,
+) -> std::io::Result<Vec<JoinHandle<()>>> {
+    cameras
+        .iter()
+        .enumerate()
+        .map(|(index, cam)| {
+            let (cam, hub, stop) = (cam.clone(), Arc::clone(hub), Arc::clone(stop));
+            std::thread::Builder::new().name(format!("capture-{}", cam.name)).spawn(move || {
+                match SourceKind::parse(&cam.source) {
+                    SourceKind::V4l2 { index: device, path } => v4l2::run(&cam, device, &path, index, &hub, &stop),
+                    SourceKind::Replay(pattern) => replay::run(&cam, &pattern, index, &hub, &stop),
+                }
+                hub.finish(index);
+            })
+        })
+        .collect()
+}
+
+/// Capped exponential backoff for reopening a source: 1 s, 2 s, 4 s … 30 s.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { next: Duration::from_secs(1) }
+    }
+}
+
+impl Backoff {
+    pub const MAX: Duration = Duration::from_secs(30);
+
+    /// The delay to wait now; the following one doubles, up to [`Backoff::MAX`].
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        d
+    }
+
+    pub fn reset(&mut self) {
+        self.next = Duration::from_secs(1);
+    }
+}
+
+/// Sleeps `d` in short steps; false if `stop` was set meanwhile.
+pub fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        std::thread::sleep((end - Instant::now()).min(Duration::from_millis(100)));
+    }
+    !stop.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(byte: u8) -> CapturedFrame {
+        CapturedFrame {
+            data: vec![byte],
+            format: PixelFormat::Encoded,
+            captured_at: SystemTime::now(),
+            captured: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn the_newest_frame_wins_and_the_rest_are_counted() {
+        let hub = FrameHub::new(2);
+        hub.put(0, frame(1));
+        hub.put(0, frame(2));
+        hub.put(1, frame(9));
+        hub.put(0, frame(3));
+        let mut next = 0;
+        let (cam, f) = hub.take(&mut next).expect("frame");
+        assert_eq!((cam, f.data[0]), (0, 3));
+        assert_eq!(hub.take(&mut next).map(|(c, f)| (c, f.data[0])), Some((1, 9)));
+        assert_eq!(hub.counts(0), (3, 2));
+        hub.close();
+        assert!(hub.take(&mut next).is_none());
+        // Dropped frames' buffers come back as spares.
+        assert_eq!(hub.buffer(0).capacity(), 1);
+    }
+
+    #[test]
+    fn take_ends_when_every_source_finished() {
+        let hub = FrameHub::new(1);
+        hub.put(0, frame(1));
+        hub.finish(0);
+        let mut next = 0;
+        assert!(hub.take(&mut next).is_some(), "frames captured before the end are still delivered");
+        assert!(hub.take(&mut next).is_none());
+    }
+
+    #[test]
+    fn sources_are_recognised() {
+        assert_eq!(SourceKind::parse("/dev/video2"), SourceKind::V4l2 { index: 2, path: "/dev/video2".into() });
+        assert_eq!(SourceKind::parse("0"), SourceKind::V4l2 { index: 0, path: "/dev/video0".into() });
+        assert_eq!(SourceKind::parse("/srv/frames/*.jpg"), SourceKind::Replay("/srv/frames/*.jpg".into()));
+    }
+
+    #[test]
+    fn the_pacer_skips_early_frames_and_keeps_the_rate() {
+        let t0 = Instant::now();
+        let mut p = Pacer { period: Duration::from_millis(100), next: t0 };
+        let due: Vec<bool> = (0..10).map(|i| p.due(t0 + Duration::from_millis(i * 30))).collect();
+        // 30 fps in, 10 fps out: frames at 0, 120, 210 ms (the first at or after each 100 ms mark).
+        assert_eq!(due, [true, false, false, false, true, false, false, true, false, false]);
+    }
+
+    #[test]
+    fn backoff_doubles_to_a_cap() {
+        let mut b = Backoff::default();
+        let secs: Vec<u64> = (0..7).map(|_| b.next_delay().as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30]);
+    }
+}

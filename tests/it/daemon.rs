@@ -1,0 +1,263 @@
+//! `camclassd run` end to end: replay cameras, the real binary, a real mosquitto, `mosquitto_sub` witnesses.
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use super::broker::{Broker, Message, Witness, daemon_config, retained};
+use super::*;
+
+fn start_daemon(config: &Path) -> Child {
+    camclassd()
+        .args(["--log-level", "info", "run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("daemon starts")
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().expect("kill").success();
+    assert!(ok, "kill {sig}");
+}
+
+fn events(messages: &[Message], camera: &str) -> Vec<serde_json::Value> {
+    let topic = format!("camclassd/testnode/{camera}/event");
+    messages
+        .iter()
+        .filter(|m| m.topic == topic)
+        .map(|m| serde_json::from_str(&m.payload).expect("event JSON"))
+        .collect()
+}
+
+/// A folder of copies of the named fixtures, in order (names sort as given).
+fn replay_folder(dir: &Path, images: &[&str]) -> PathBuf {
+    let folder = dir.join("frames");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    for (i, name) in images.iter().enumerate() {
+        let ext = name.rsplit('.').next().unwrap_or("jpg");
+        std::fs::copy(generated(name), folder.join(format!("{i:03}.{ext}"))).expect("copy");
+    }
+    folder
+}
+
+fn assert_schema(e: &serde_json::Value) {
+    assert_eq!(e["schema"], "camclassd.event/1");
+    assert_eq!(e["node"], "testnode");
+    for key in ["camera", "captured_at", "reason"] {
+        assert!(e[key].is_string(), "{key} in {e}");
+    }
+    assert!(humantime::parse_rfc3339(e["captured_at"].as_str().unwrap_or_default()).is_ok(), "{e}");
+    assert!(e["seq"].as_u64().is_some_and(|s| s >= 1));
+    assert!(e["frames_dropped"].is_u64());
+    assert_eq!(e["model"]["name"], "efficientnet-lite0");
+    assert_eq!(e["model"]["sha256"].as_str().map(str::len), Some(64));
+    for key in ["capture_to_publish", "preprocess", "infer"] {
+        assert!(e["timing_ms"][key].as_f64().is_some_and(|v| v >= 0.0), "timing_ms.{key} in {e}");
+    }
+    let top = e["top"].as_array().expect("top");
+    assert!(!top.is_empty() && top.len() <= 5);
+    for c in top {
+        assert!(c["class_id"].is_u64() && c["label"].is_string() && c["score"].is_f64(), "{c}");
+    }
+}
+
+#[test]
+fn replayed_images_become_events_that_match_classify() {
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/#");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let images = ["chelsea.jpg", "coffee.jpg", "rocket.jpg", "motorcycle.png"];
+    let folder = replay_folder(dir.path(), &images);
+    let cameras = format!(
+        "[[cameras]]\nname = \"porch\"\nsource = {:?}\nfps = 20\npublish = \"every_frame\"\nloop = false\n",
+        folder.display().to_string()
+    );
+    let config = daemon_config(dir.path(), &broker, &cameras);
+
+    let mut daemon = start_daemon(&config);
+    // A replay with loop = false ends the daemon by itself, cleanly.
+    let code = wait_exit(&mut daemon, Duration::from_secs(30));
+    let log = stderr(&daemon.wait_with_output().expect("output"));
+    assert_eq!(code, Some(0), "{log}");
+
+    let messages = witness.wait_for("offline", Duration::from_secs(5), |m| m.iter().any(|m| m.payload == "offline"));
+    let got = events(&messages, "porch");
+    assert_eq!(got.len(), images.len(), "{messages:#?}");
+    let reference =
+        classify_json(&model("int8"), &images.iter().map(|n| generated(n)).collect::<Vec<_>>(), &["--top", "1"], 0);
+    for (i, (e, r)) in got.iter().zip(&reference).enumerate() {
+        assert_schema(e);
+        assert_eq!(e["seq"], i as u64 + 1);
+        assert_eq!(e["reason"], "frame");
+        assert_eq!(e["camera"], "porch");
+        assert_eq!(e["top"][0]["class_id"], r.top[0].class_id as u64, "{}: {e}", r.image);
+    }
+    let status: Vec<_> =
+        messages.iter().filter(|m| m.topic == "camclassd/testnode/status").map(|m| m.payload.as_str()).collect();
+    assert_eq!(status.first(), Some(&"online"));
+    assert_eq!(status.last(), Some(&"offline"));
+
+    // The state topic is retained: a subscriber arriving later still sees the last top-1 (motorcycle).
+    let state = retained(&broker, "camclassd/testnode/porch/state");
+    assert_eq!(state.len(), 1, "{state:#?}");
+    let s: serde_json::Value = serde_json::from_str(&state[0].payload).expect("state JSON");
+    assert_eq!(s["class_id"], reference[3].top[0].class_id as u64);
+    let status = retained(&broker, "camclassd/testnode/status");
+    assert_eq!(status.iter().map(|m| m.payload.as_str()).collect::<Vec<_>>(), ["offline"]);
+}
+
+#[test]
+fn on_change_publishes_only_changes() {
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/#");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Five coffee frames, one stray rocket (shorter than the debounce), then five cat frames.
+    let mut frames = vec!["coffee.jpg"; 5];
+    frames.push("rocket.jpg");
+    frames.extend(["coffee.png"; 2]);
+    frames.extend(["chelsea.png"; 5]);
+    let folder = replay_folder(dir.path(), &frames);
+    let cameras = format!(
+        "[[cameras]]\nname = \"kitchen\"\nsource = {:?}\nfps = 20\npublish = \"on_change\"\ndebounce = 3\ninterval = 0\nloop = false\n",
+        folder.display().to_string()
+    );
+    let config = daemon_config(dir.path(), &broker, &cameras);
+    let mut daemon = start_daemon(&config);
+    let code = wait_exit(&mut daemon, Duration::from_secs(30));
+    let log = stderr(&daemon.wait_with_output().expect("output"));
+    assert_eq!(code, Some(0), "{log}");
+    let messages = witness.wait_for("offline", Duration::from_secs(5), |m| m.iter().any(|m| m.payload == "offline"));
+    let got = events(&messages, "kitchen");
+    let classes: Vec<u64> = got.iter().map(|e| e["top"][0]["class_id"].as_u64().unwrap_or(0)).collect();
+    assert_eq!(got.len(), 2, "espresso, then a cat; the rocket was too brief: {classes:?}");
+    assert!(got.iter().all(|e| e["reason"] == "change"));
+    assert_eq!(classes[0], 967);
+    assert!((281..=285).contains(&classes[1]), "{classes:?}");
+    assert_eq!(got.iter().map(|e| e["seq"].as_u64()).collect::<Vec<_>>(), [Some(1), Some(2)]);
+}
+
+#[test]
+fn a_crash_leaves_the_last_will_and_sigterm_says_offline_and_exits_0() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cameras = format!(
+        "[[cameras]]\nname = \"porch\"\nsource = {:?}\nfps = 5\n",
+        generated("coffee.jpg").display().to_string()
+    );
+    let config = daemon_config(dir.path(), &broker, &cameras);
+
+    // kill -9: the broker publishes the Last Will, retained.
+    let witness = Witness::start(&broker, "camclassd/testnode/status");
+    let mut daemon = start_daemon(&config);
+    witness.wait_for("online", Duration::from_secs(20), |m| m.iter().any(|m| m.payload == "online"));
+    signal(&daemon, "-KILL");
+    let _ = daemon.wait();
+    witness.wait_for("the Last Will", Duration::from_secs(10), |m| m.last().is_some_and(|m| m.payload == "offline"));
+    assert_eq!(
+        retained(&broker, "camclassd/testnode/status").last().map(|m| m.payload.clone()).as_deref(),
+        Some("offline")
+    );
+    drop(witness);
+
+    // SIGTERM: online again on restart, then offline and exit 0 well within 5 s.
+    let witness = Witness::start(&broker, "camclassd/testnode/#");
+    let mut daemon = start_daemon(&config);
+    witness.wait_for("online", Duration::from_secs(20), |m| m.iter().any(|m| m.payload == "online"));
+    witness.wait_for("an event", Duration::from_secs(10), |m| m.iter().any(|m| m.topic.ends_with("/event")));
+    let t = Instant::now();
+    signal(&daemon, "-TERM");
+    let code = wait_exit(&mut daemon, Duration::from_secs(5));
+    let elapsed = t.elapsed();
+    let log = stderr(&daemon.wait_with_output().expect("output"));
+    assert_eq!(code, Some(0), "exit after SIGTERM within 5 s (took {elapsed:?}): {log}");
+    witness.wait_for("offline", Duration::from_secs(5), |m| m.last().is_some_and(|m| m.payload == "offline"));
+}
+
+#[test]
+fn a_missing_camera_is_retried_while_the_other_keeps_publishing() {
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/#");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cameras = format!(
+        "[[cameras]]\nname = \"good\"\nsource = {:?}\nfps = 10\npublish = \"every_frame\"\n[[cameras]]\nname = \"gone\"\nsource = \"/dev/video97\"\n",
+        generated("coffee.jpg").display().to_string()
+    );
+    let config = daemon_config(dir.path(), &broker, &cameras);
+    let mut daemon = start_daemon(&config);
+    witness.wait_for("20 events from the good camera", Duration::from_secs(30), |m| events(m, "good").len() >= 20);
+    std::thread::sleep(Duration::from_secs(3)); // long enough for several retries (1 s, 2 s backoff)
+    signal(&daemon, "-TERM");
+    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(5)), Some(0));
+    let log = stderr(&daemon.wait_with_output().expect("output"));
+    let warnings = log.lines().filter(|l| l.contains("cannot open camera") && l.contains("gone")).count();
+    assert_eq!(warnings, 1, "the failure is logged once, not on every retry:\n{log}");
+    assert!(events(&witness.messages(), "gone").is_empty());
+}
+
+#[test]
+fn bad_daemon_configs_exit_2_with_the_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = model("int8").display().to_string();
+    let head = format!("version = 1\n[mqtt]\nhost = \"127.0.0.1\"\n[model]\npath = {model:?}\n");
+    let cases = [
+        (
+            format!("{head}[[cameras]]\nname = \"a\"\nsource = \"0\"\nzoom = 2\n"),
+            "9:1: cameras[0].zoom: unknown field `zoom`",
+        ),
+        (
+            format!("{head}[[cameras]]\nname = \"a\"\nsource = \"0\"\nfps = \"fast\"\n"),
+            "9:7: cameras[0].fps: invalid type: string \"fast\", expected f64",
+        ),
+        (
+            head.replace(&model, "/nope/model.onnx") + "[[cameras]]\nname = \"a\"\nsource = \"0\"\n",
+            "5:1: model.path: model file /nope/model.onnx not found",
+        ),
+        (
+            format!("{head}[[cameras]]\nname = \"a\"\nsource = \"0\"\n[[cameras]]\nname = \"a\"\nsource = \"1\"\n"),
+            "10:1: cameras[1].name: duplicate camera name \"a\"",
+        ),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&path, text).expect("write");
+        for cmd in ["check-config", "run"] {
+            let mut c = camclassd();
+            c.arg(cmd);
+            if cmd == "run" {
+                c.arg("--config");
+            }
+            let out = run(c.arg(&path));
+            assert_eq!(out.status.code(), Some(2), "{cmd} {text}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains(&format!("bad{i}.toml:{expected}")),
+                "{cmd}: want {expected}\n got: {}",
+                stderr(&out)
+            );
+        }
+    }
+}
+
+#[test]
+fn the_minimal_config_from_the_docs_is_valid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("minimal.toml");
+    let text = format!(
+        "version = 1\n[mqtt]\nhost = \"127.0.0.1\"\nport = 1883\n[model]\npath = {:?}\n[[cameras]]\nname = \"porch\"\nsource = \"/dev/video0\"\nfps = 5\npublish = \"every_frame\"\n",
+        model("int8").display().to_string()
+    );
+    std::fs::write(&path, text).expect("write");
+    let out = run(camclassd().arg("check-config").arg(&path));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
