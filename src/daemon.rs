@@ -276,7 +276,7 @@ impl Worker {
         let state = (cam.stated != Some(class) || reason == Reason::Change).then(|| {
             cam.stated = Some(class);
             State {
-                schema: events::SCHEMA,
+                schema: events::STATE_SCHEMA,
                 class_id: class,
                 label: class.map(|c| model.label(c).into_owned()),
                 score: shown.map_or(0.0, |b| b.score),

@@ -10,6 +10,8 @@ use crate::postprocess::Scored;
 
 /// The event schema identifier; bump it on any incompatible change.
 pub const SCHEMA: &str = "camclassd.event/1";
+/// The state message's schema identifier.
+pub const STATE_SCHEMA: &str = "camclassd.state/1";
 
 /// Why an event was published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -5,17 +5,23 @@
 //! A frame travels one path, and each stage is one module with one job:
 //!
 //! ```text
-//! source ──Frame──▶ preprocess ──tensor──▶ model (infer) ──scores──▶ postprocess ──Classification──▶ …
+//! capture ──Frame──▶ preprocess ──tensor──▶ model (infer) ──scores──▶ postprocess ──Classification──▶
+//!     events (policy) ──Event──▶ publish ──▶ MQTT
 //! ```
 //!
+//! - [`capture`]: camera threads (V4L2 through nokhwa, replay of image files), fps pacing, reconnect
+//!   backoff, and the hub where each camera's newest frame waits (older ones are dropped and counted).
 //! - [`config`]: parse and validate the TOML configuration; every error names file, line, column and key.
 //! - [`preprocess`]: decode (JPEG, PNG, raw RGB/YUYV camera frames), resize, crop and normalise into the
 //!   model's input tensor, reusing every buffer between frames.
 //! - [`model`]: find and load ONNX Runtime, open a session with the configured execution providers, read the
 //!   preprocessing recipe ([`model::ModelSpec`]) from the model's metadata, run inference.
 //! - [`postprocess`]: softmax, top-k, labels and score thresholds (pure functions).
-//! - [`pipeline`]: the one function chain that the daemon and every tool call, so a tool's answer is the
-//!   daemon's answer.
+//! - [`events`]: the publish policy (every frame, or on change with debounce and heartbeat) and the
+//!   versioned event schema (pure).
+//! - [`publish`]: the MQTT client: topics, retained status with Last Will, events, states, reconnection.
+//! - [`daemon`]: wires the stages with bounded hand-offs and shuts them down in order.
+//! - [`pipeline`]: the same stage functions chained for the tools, so a tool's answer is the daemon's.
 //! - [`tools`]: the user-facing commands built on the pipeline (`classify`).
 #![warn(clippy::unwrap_used, missing_debug_implementations)]
 

@@ -113,6 +113,7 @@ fn replayed_images_become_events_that_match_classify() {
     let state = retained(&broker, "camclassd/testnode/porch/state");
     assert_eq!(state.len(), 1, "{state:#?}");
     let s: serde_json::Value = serde_json::from_str(&state[0].payload).expect("state JSON");
+    assert_eq!(s["schema"], "camclassd.state/1");
     assert_eq!(s["class_id"], reference[3].top[0].class_id as u64);
     let status = retained(&broker, "camclassd/testnode/status");
     assert_eq!(status.iter().map(|m| m.payload.as_str()).collect::<Vec<_>>(), ["offline"]);
@@ -260,4 +261,30 @@ fn the_minimal_config_from_the_docs_is_valid() {
     std::fs::write(&path, text).expect("write");
     let out = run(camclassd().arg("check-config").arg(&path));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_is_hardened() {
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        eprintln!("systemd-analyze is not installed here: unit not verified");
+        return;
+    }
+    // Verify a copy that points at the binary under test (the packaged path does not exist here).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let unit = std::fs::read_to_string(root().join("systemd/camclassd.service")).expect("unit");
+    let unit = unit.replace("/usr/bin/camclassd", env!("CARGO_BIN_EXE_camclassd"));
+    let path = dir.path().join("camclassd.service");
+    std::fs::write(&path, unit).expect("write");
+    let out = run(Command::new("systemd-analyze").arg("verify").arg(&path));
+    assert!(out.status.success(), "systemd-analyze verify: {}{}", stdout(&out), stderr(&out));
+    let out = run(Command::new("systemd-analyze").args(["security", "--offline=true"]).arg(&path));
+    let text = stdout(&out) + &stderr(&out);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| l.split("exposure level for camclassd.service:").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    eprintln!("systemd-analyze security: exposure {score}");
+    assert!(score <= 2.0, "exposure {score} is above 2.0 (OK):\n{text}");
 }
