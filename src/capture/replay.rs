@@ -1,7 +1,8 @@
 //! Replay sources: image files played as a camera, paced at its fps, for demos, tests and offline use.
 //!
-//! The source is one image, a folder (its JPEG/PNG files in name order), or a glob such as
-//! `/srv/frames/*.jpg` — a video saved as a sequence of JPEG frames is a glob. It loops unless `loop = false`.
+//! The source is one image, a folder (its JPEG/PNG files in name order), a glob such as `/srv/frames/*.jpg`
+//! (a video saved as numbered JPEG frames), or an MJPEG stream file (`.mjpeg`/`.mjpg`: JPEG frames back to
+//! back, as `ffmpeg -f mjpeg` or a camera dump writes them). It loops unless `loop = false`.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ pub fn list(source: &str) -> Result<Vec<PathBuf>, String> {
     let is_image = |p: &Path| {
         p.extension()
             .and_then(|e| e.to_str())
-            .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
+            .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png" | "mjpeg" | "mjpg"))
     };
     let path = Path::new(source);
     let mut files: Vec<PathBuf> = if path.is_dir() {
@@ -41,6 +42,37 @@ pub fn list(source: &str) -> Result<Vec<PathBuf>, String> {
         return Err(format!("no JPEG or PNG images in {source}"));
     }
     Ok(files)
+}
+
+fn captured(data: Vec<u8>) -> CapturedFrame {
+    CapturedFrame { data, format: PixelFormat::Encoded, captured_at: SystemTime::now(), captured: Instant::now() }
+}
+
+/// Waits for the next frame's turn; false when the daemon is stopping.
+fn pace(pacer: &mut Pacer, stop: &AtomicBool) -> bool {
+    pacer.wait(stop);
+    !stop.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn is_mjpeg_stream(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("mjpeg") || e.eq_ignore_ascii_case("mjpg"))
+}
+
+/// Splits an MJPEG stream into its JPEG frames: a frame ends where an end-of-image marker is followed by the
+/// next frame's start-of-image marker (or the file ends).
+pub fn mjpeg_frames(stream: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= stream.len() {
+            return None;
+        }
+        let rest = &stream[start..];
+        let end = rest.windows(4).position(|w| w == [0xFF, 0xD9, 0xFF, 0xD8]).map_or(rest.len(), |i| i + 2);
+        start += end;
+        Some(&rest[..end])
+    })
 }
 
 /// The capture thread of a replay camera.
@@ -69,23 +101,30 @@ pub fn run(cam: &CameraConfig, source: &str, index: usize, hub: &FrameHub, stop:
         }
         backoff.reset();
         tracing::info!(camera = %cam.name, images = files.len(), fps = cam.fps, looping = cam.looping, "replaying {source}");
+        let mut stream = Vec::new();
         for file in &files {
-            pacer.wait(stop);
-            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if is_mjpeg_stream(file) {
+                stream.clear();
+                if let Err(e) = std::fs::File::open(file).and_then(|mut f| f.read_to_end(&mut stream)) {
+                    tracing::warn!(camera = %cam.name, "skipping {}: {e}", file.display());
+                    continue;
+                }
+                for frame in mjpeg_frames(&stream) {
+                    if !pace(&mut pacer, stop) {
+                        return;
+                    }
+                    let mut data = hub.buffer(index);
+                    data.extend_from_slice(frame);
+                    hub.put(index, captured(data));
+                }
+                continue;
+            }
+            if !pace(&mut pacer, stop) {
                 return;
             }
             let mut data = hub.buffer(index);
-            let read = std::fs::File::open(file).and_then(|mut f| f.read_to_end(&mut data));
-            match read {
-                Ok(_) => hub.put(
-                    index,
-                    CapturedFrame {
-                        data,
-                        format: PixelFormat::Encoded,
-                        captured_at: SystemTime::now(),
-                        captured: Instant::now(),
-                    },
-                ),
+            match std::fs::File::open(file).and_then(|mut f| f.read_to_end(&mut data)) {
+                Ok(_) => hub.put(index, captured(data)),
                 Err(e) => tracing::warn!(camera = %cam.name, "skipping {}: {e}", file.display()),
             }
         }
@@ -93,5 +132,20 @@ pub fn run(cam: &CameraConfig, source: &str, index: usize, hub: &FrameHub, stop:
             tracing::info!(camera = %cam.name, "replay finished");
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_mjpeg_stream_splits_into_its_frames() {
+        let a = [0xFF, 0xD8, 1, 2, 0xFF, 0x00, 0xFF, 0xD9];
+        let b = [0xFF, 0xD8, 3, 0xFF, 0xD9];
+        let stream: Vec<u8> = a.iter().chain(&b).copied().collect();
+        let frames: Vec<&[u8]> = mjpeg_frames(&stream).collect();
+        assert_eq!(frames, [&a[..], &b[..]]);
+        assert_eq!(mjpeg_frames(&[]).count(), 0);
     }
 }

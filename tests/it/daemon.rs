@@ -288,3 +288,32 @@ fn the_systemd_unit_verifies_and_is_hardened() {
     eprintln!("systemd-analyze security: exposure {score}");
     assert!(score <= 2.0, "exposure {score} is above 2.0 (OK):\n{text}");
 }
+
+#[test]
+fn an_mjpeg_stream_file_replays_frame_by_frame() {
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/#");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let images = ["coffee.jpg", "chelsea.jpg", "rocket.jpg"];
+    let mut stream = Vec::new();
+    for name in images {
+        stream.extend(std::fs::read(generated(name)).expect("read"));
+    }
+    let file = dir.path().join("clip.mjpeg");
+    std::fs::write(&file, stream).expect("write");
+    let cameras = format!(
+        "[[cameras]]\nname = \"clip\"\nsource = {:?}\nfps = 20\npublish = \"every_frame\"\nloop = false\n",
+        file.display().to_string()
+    );
+    let config = daemon_config(dir.path(), &broker, &cameras);
+    let mut daemon = start_daemon(&config);
+    let code = wait_exit(&mut daemon, Duration::from_secs(30));
+    let log = stderr(&daemon.wait_with_output().expect("output"));
+    assert_eq!(code, Some(0), "{log}");
+    let messages = witness.wait_for("offline", Duration::from_secs(5), |m| m.iter().any(|m| m.payload == "offline"));
+    let classes: Vec<u64> =
+        events(&messages, "clip").iter().map(|e| e["top"][0]["class_id"].as_u64().unwrap_or(0)).collect();
+    assert_eq!(classes.len(), 3, "{classes:?}");
+    assert_eq!(classes[0], 967);
+    assert!((281..=285).contains(&classes[1]) && classes[2] == 657, "{classes:?}");
+}
