@@ -32,6 +32,15 @@ fn signal(child: &Child, sig: &str) {
     assert!(ok, "kill {sig}");
 }
 
+/// Runs the daemon on replays with `loop = false`: it must end by itself, cleanly (exit 0), and say offline.
+fn run_until_replay_ends(config: &Path, witness: &Witness) -> Vec<Message> {
+    let mut daemon = start_daemon(config);
+    let code = wait_exit(&mut daemon, Duration::from_secs(30));
+    let log = stderr(&daemon.wait_with_output().expect("output"));
+    assert_eq!(code, Some(0), "{log}");
+    witness.wait_for("offline", Duration::from_secs(5), |m| m.iter().any(|m| m.payload == "offline"))
+}
+
 fn events(messages: &[Message], camera: &str) -> Vec<serde_json::Value> {
     let topic = format!("camclassd/testnode/{camera}/event");
     messages
@@ -86,13 +95,7 @@ fn replayed_images_become_events_that_match_classify() {
     );
     let config = daemon_config(dir.path(), &broker, &cameras);
 
-    let mut daemon = start_daemon(&config);
-    // A replay with loop = false ends the daemon by itself, cleanly.
-    let code = wait_exit(&mut daemon, Duration::from_secs(30));
-    let log = stderr(&daemon.wait_with_output().expect("output"));
-    assert_eq!(code, Some(0), "{log}");
-
-    let messages = witness.wait_for("offline", Duration::from_secs(5), |m| m.iter().any(|m| m.payload == "offline"));
+    let messages = run_until_replay_ends(&config, &witness);
     let got = events(&messages, "porch");
     assert_eq!(got.len(), images.len(), "{messages:#?}");
     let reference =
@@ -135,11 +138,7 @@ fn on_change_publishes_only_changes() {
         folder.display().to_string()
     );
     let config = daemon_config(dir.path(), &broker, &cameras);
-    let mut daemon = start_daemon(&config);
-    let code = wait_exit(&mut daemon, Duration::from_secs(30));
-    let log = stderr(&daemon.wait_with_output().expect("output"));
-    assert_eq!(code, Some(0), "{log}");
-    let messages = witness.wait_for("offline", Duration::from_secs(5), |m| m.iter().any(|m| m.payload == "offline"));
+    let messages = run_until_replay_ends(&config, &witness);
     let got = events(&messages, "kitchen");
     let classes: Vec<u64> = got.iter().map(|e| e["top"][0]["class_id"].as_u64().unwrap_or(0)).collect();
     assert_eq!(got.len(), 2, "espresso, then a cat; the rocket was too brief: {classes:?}");
@@ -306,11 +305,7 @@ fn an_mjpeg_stream_file_replays_frame_by_frame() {
         file.display().to_string()
     );
     let config = daemon_config(dir.path(), &broker, &cameras);
-    let mut daemon = start_daemon(&config);
-    let code = wait_exit(&mut daemon, Duration::from_secs(30));
-    let log = stderr(&daemon.wait_with_output().expect("output"));
-    assert_eq!(code, Some(0), "{log}");
-    let messages = witness.wait_for("offline", Duration::from_secs(5), |m| m.iter().any(|m| m.payload == "offline"));
+    let messages = run_until_replay_ends(&config, &witness);
     let classes: Vec<u64> =
         events(&messages, "clip").iter().map(|e| e["top"][0]["class_id"].as_u64().unwrap_or(0)).collect();
     assert_eq!(classes.len(), 3, "{classes:?}");
