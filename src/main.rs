@@ -38,6 +38,14 @@ enum Command {
     },
     /// Classify image files with a model and print the top classes.
     Classify(ClassifyArgs),
+    /// Describe an ONNX model: inputs, outputs, opsets, metadata, operators, parameters, quantization.
+    Inspect {
+        /// The ONNX file.
+        model: PathBuf,
+        /// JSON on stdout instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a daemon config file without running anything.
     CheckConfig {
         /// The config file.
@@ -90,6 +98,7 @@ fn main() -> ExitCode {
         Command::Run { config } => run_daemon(&config, cli.ort_lib.as_deref()),
         Command::Classify(args) => run_classify(args, cli.ort_lib.as_deref()),
         Command::CheckConfig { config } => check_config(&config),
+        Command::Inspect { model, json } => inspect(&model, json),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
@@ -118,6 +127,21 @@ fn init_logging(level: Option<&str>) {
         builder.without_time().init();
     } else {
         builder.init();
+    }
+}
+
+fn inspect(path: &Path, json: bool) -> Result<u8, Failure> {
+    let report = camclassd::tools::inspect::inspect(path).map_err(|e| usage(e.into()))?;
+    let text = if json {
+        serde_json::to_string_pretty(&report).context("encoding JSON").map_err(usage)? + "\n"
+    } else {
+        camclassd::tools::inspect::render_text(&report)
+    };
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure { code: 1, error: anyhow::Error::new(e).context("writing to stdout") })
+        }
+        _ => Ok(0),
     }
 }
 

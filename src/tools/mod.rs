@@ -1,3 +1,5 @@
 //! User-facing commands built on the pipeline; each returns data, and the binary prints it.
 
 pub mod classify;
+pub mod inspect;
+pub mod onnx_proto;

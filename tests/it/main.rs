@@ -7,6 +7,7 @@ mod broker;
 mod classify;
 mod daemon;
 mod errors;
+mod inspect;
 mod reference;
 
 use std::path::{Path, PathBuf};
