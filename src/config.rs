@@ -356,8 +356,8 @@ impl Config {
             } else if !seen.insert(cam.name.as_str()) {
                 problem(&key("name"), format!("duplicate camera name {:?}", cam.name));
             }
-            if !(cam.fps.is_finite() && cam.fps > 0.0 && cam.fps <= 120.0) {
-                problem(&key("fps"), format!("expected a positive number up to 120, got {}", cam.fps));
+            if !(cam.fps.is_finite() && (0.01..=120.0).contains(&cam.fps)) {
+                problem(&key("fps"), format!("expected a number from 0.01 to 120, got {}", cam.fps));
             }
             if cam.source.trim().is_empty() {
                 problem(&key("source"), "must name a device, an image file, a folder or a glob".into());
@@ -365,8 +365,11 @@ impl Config {
             if cam.debounce == 0 {
                 problem(&key("debounce"), "must be at least 1 frame".into());
             }
-            if !(cam.interval.is_finite() && cam.interval >= 0.0) {
-                problem(&key("interval"), format!("expected seconds (0 for no heartbeat), got {}", cam.interval));
+            if !(cam.interval.is_finite() && (0.0..=604_800.0).contains(&cam.interval)) {
+                problem(
+                    &key("interval"),
+                    format!("expected seconds up to a week (0 for no heartbeat), got {}", cam.interval),
+                );
             }
             if cam.min_score.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
                 problem(&key("min_score"), "must be between 0 and 1".into());
@@ -515,6 +518,21 @@ mod tests {
                 "4:1: model.top_k: must be at least 1",
                 "5:1: model.min_score: must be between 0 and 1, got 1.5",
                 "7:1: model.preprocess.std: every value must be positive, got [1.0, 0.0, 1.0]",
+            ]
+        );
+    }
+
+    #[test]
+    fn camera_values_out_of_range_are_refused() {
+        let text = "version = 1\n[model]\npath = \"Cargo.toml\"\n[[cameras]]\nname = \"a b\"\nsource = \"0\"\nfps = 1e-30\ninterval = 1e20\ndebounce = 0\n";
+        let got = problems(text);
+        assert_eq!(
+            got,
+            vec![
+                "5:1: cameras[0].name: \"a b\" must be letters, digits, '-' or '_' (it is a topic level)",
+                "7:1: cameras[0].fps: expected a number from 0.01 to 120, got 0.000000000000000000000000000001",
+                "9:1: cameras[0].debounce: must be at least 1 frame",
+                "8:1: cameras[0].interval: expected seconds up to a week (0 for no heartbeat), got 100000000000000000000",
             ]
         );
     }

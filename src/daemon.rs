@@ -7,8 +7,9 @@
 //! classified, their events published, `offline` is published and the client disconnects.
 
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc as std_mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -34,6 +35,18 @@ pub enum DaemonError {
     Publish(#[from] PublishError),
     #[error("cannot start a thread: {0}")]
     Thread(#[from] std::io::Error),
+    #[error("a pipeline thread failed (see the log); stopped so that the service manager restarts camclassd")]
+    Failed,
+}
+
+impl DaemonError {
+    /// The process exit code: 2 for what the user must fix (config, model, library), 1 for run-time failures.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::Thread(_) | DaemonError::Failed => 1,
+            _ => 2,
+        }
+    }
 }
 
 /// What a run did, for the exit log line and the tests.
@@ -114,6 +127,7 @@ pub async fn run(
 
     let (done_tx, mut done_rx) = mpsc::channel::<Summary>(workers);
     let node: Arc<str> = node.into();
+    let dropped = Arc::new(AtomicU64::new(0));
     for (i, model) in models.into_iter().enumerate() {
         let worker = Worker {
             hub: Arc::clone(&hub),
@@ -122,6 +136,7 @@ pub async fn run(
             node: Arc::clone(&node),
             top_k: config.model.top_k,
             min_score: config.model.min_score,
+            dropped: Arc::clone(&dropped),
         };
         let done = done_tx.clone();
         spawn_worker(i, worker, model, done)?;
@@ -151,14 +166,21 @@ pub async fn run(
     }
     let stats = publisher.await.unwrap_or_default();
     summary.events = stats.events;
-    summary.events_dropped = stats.dropped;
-    tokio::task::spawn_blocking(move || captures.into_iter().for_each(|h| drop(h.join()))).await.ok();
+    summary.events_dropped = stats.dropped + dropped.load(Ordering::Relaxed);
+    // A capture thread stuck in a device read must not hold the exit: give them a second.
+    let join = tokio::task::spawn_blocking(move || captures.into_iter().for_each(|h| drop(h.join())));
+    if tokio::time::timeout(Duration::from_secs(1), join).await.is_err() {
+        tracing::warn!("a camera did not stop within 1 s (blocked in a device read); exiting without it");
+    }
     tracing::info!(
         frames = summary.frames,
         events = summary.events,
         dropped_events = summary.events_dropped,
         "stopped"
     );
+    if hub.failed() {
+        return Err(DaemonError::Failed);
+    }
     Ok(summary)
 }
 
@@ -169,6 +191,8 @@ struct Worker {
     node: Arc<str>,
     top_k: usize,
     min_score: f32,
+    /// Events the publisher had no room for.
+    dropped: Arc<AtomicU64>,
 }
 
 /// A frame prepared for inference.
@@ -193,8 +217,38 @@ fn spawn_worker(index: usize, worker: Worker, mut model: Model, done: mpsc::Send
     let names: Vec<String> =
         worker.cameras.lock().map(|c| c.iter().map(|c| c.name.clone()).collect()).unwrap_or_default();
     let free_back = free_tx.clone();
+    let decode_hub = Arc::clone(&hub);
     std::thread::Builder::new().name(format!("decode-{index}")).spawn(move || {
-        let mut pre = Preprocessor::new(&spec);
+        let decode = AssertUnwindSafe(|| decode_loop(&hub, &spec, &names, &free_rx, &free_tx, &ready_tx));
+        if catch_unwind(decode).is_err() {
+            tracing::error!("decode thread panicked; stopping the daemon");
+            decode_hub.fail();
+        }
+    })?;
+    let infer_hub = Arc::clone(&worker.hub);
+    std::thread::Builder::new().name(format!("infer-{index}")).spawn(move || {
+        let infer = AssertUnwindSafe(|| infer_loop(&worker, &mut model, &ready_rx, &free_back));
+        let frames = catch_unwind(infer).unwrap_or_else(|_| {
+            tracing::error!("inference thread panicked; stopping the daemon");
+            infer_hub.fail();
+            0
+        });
+        let _ = done.blocking_send(Summary { frames, ..Summary::default() });
+    })?;
+    Ok(())
+}
+
+/// Takes frames from the hub, decodes and preprocesses them into free tensors, hands them to inference.
+fn decode_loop(
+    hub: &FrameHub,
+    spec: &crate::model::ModelSpec,
+    names: &[String],
+    free_rx: &std_mpsc::Receiver<Vec<f32>>,
+    free_tx: &std_mpsc::Sender<Vec<f32>>,
+    ready_tx: &std_mpsc::SyncSender<Prepared>,
+) {
+    {
+        let mut pre = Preprocessor::new(spec);
         let mut next = 0;
         while let Some((camera, frame)) = hub.take(&mut next) {
             let Ok(mut tensor) = free_rx.recv() else { break };
@@ -213,8 +267,18 @@ fn spawn_worker(index: usize, worker: Worker, mut model: Model, done: mpsc::Send
                 break;
             }
         }
-    })?;
-    std::thread::Builder::new().name(format!("infer-{index}")).spawn(move || {
+    }
+}
+
+/// Runs inference on prepared frames, applies the publish policy, hands events to the publisher.
+/// Returns the number of frames classified.
+fn infer_loop(
+    worker: &Worker,
+    model: &mut Model,
+    ready_rx: &std_mpsc::Receiver<Prepared>,
+    free_back: &std_mpsc::Sender<Vec<f32>>,
+) -> u64 {
+    {
         let mut post = Postprocessor::new(model.spec().output, worker.top_k, worker.min_score);
         let mut result = Classification::default();
         let mut frames = 0u64;
@@ -233,24 +297,32 @@ fn spawn_worker(index: usize, worker: Worker, mut model: Model, done: mpsc::Send
             }
             frames += 1;
             post.process(model.scores(0), &mut result);
-            if let Some(publication) = worker.decide(camera, &result, &model, &model_ref, &p, infer) {
+            if let Some(publication) = worker.decide(camera, &result, model, &model_ref, &p, infer) {
                 match worker.events.try_send(publication) {
                     Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        tracing::warn!(camera = %worker.camera_name(camera), "publisher is behind: event dropped")
-                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => worker.dropped_event(camera),
                     Err(mpsc::error::TrySendError::Closed(_)) => break,
                 }
             }
         }
-        let _ = done.blocking_send(Summary { frames, ..Summary::default() });
-    })?;
-    Ok(())
+        frames
+    }
 }
 
 impl Worker {
     fn camera_name(&self, camera: usize) -> String {
         self.cameras.lock().map(|c| c[camera].name.clone()).unwrap_or_default()
+    }
+
+    /// The publisher had no room: count it, warn at powers of two, and make the next event re-state.
+    fn dropped_event(&self, camera: usize) {
+        let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(camera = %self.camera_name(camera), dropped = n, "publisher is behind: events dropped");
+        }
+        if let Ok(mut cameras) = self.cameras.lock() {
+            cameras[camera].stated = None;
+        }
     }
 
     /// Applies the camera's publish policy to a classified frame; builds the event when it says so.

@@ -160,8 +160,9 @@ fn run_daemon(path: &Path, ort_lib: Option<&Path>) -> Result<u8, Failure> {
         .build()
         .context("starting the async runtime")
         .map_err(|error| Failure { code: 1, error })?;
-    let summary =
-        runtime.block_on(camclassd::daemon::run(config, ort_lib, stop_signal())).map_err(|e| usage(e.into()))?;
+    let summary = runtime
+        .block_on(camclassd::daemon::run(config, ort_lib, stop_signal()))
+        .map_err(|e| Failure { code: e.exit_code(), error: e.into() })?;
     tracing::debug!(?summary, "exit");
     // Pending blocking work (a capture thread inside a device read) must not hold the exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

@@ -117,6 +117,13 @@ pub async fn run(settings: Settings, cameras: Vec<String>, mut rx: mpsc::Receive
                 let Some(mut p) = publication else { break };
                 p.event.timing_ms.capture_to_publish = millis(p.captured.elapsed());
                 let camera = &cameras[p.camera];
+                // The state first, and kept even when the event cannot be queued: it is re-stated on reconnect.
+                if let Some(state) = p.state
+                    && let Ok(json) = serde_json::to_vec(&state)
+                {
+                    let _ = client.try_publish(topics.state(camera), settings.qos, true, json.clone());
+                    states[p.camera] = Some(json);
+                }
                 let payload = match serde_json::to_vec(&p.event) {
                     Ok(v) => v,
                     Err(e) => { tracing::error!("cannot encode an event: {e}"); continue }
@@ -129,16 +136,10 @@ pub async fn run(settings: Settings, cameras: Vec<String>, mut rx: mpsc::Receive
                     continue;
                 }
                 stats.events += 1;
-                if let Some(state) = p.state {
-                    if let Ok(json) = serde_json::to_vec(&state) {
-                        let _ = client.try_publish(topics.state(camera), settings.qos, true, json.clone());
-                        states[p.camera] = Some(json);
-                    }
-                }
             }
             Ok(()) = connected.changed() => {
                 // (Re)connected: restate what a Last Will or a broker restart may have replaced.
-                let _ = client.try_publish(topics.status(), QoS::AtLeastOnce, true, "online");
+                let _ = client.publish(topics.status(), QoS::AtLeastOnce, true, "online").await;
                 for (camera, state) in cameras.iter().zip(&states) {
                     if let Some(json) = state {
                         let _ = client.try_publish(topics.state(camera), settings.qos, true, json.clone());
@@ -156,7 +157,10 @@ pub async fn run(settings: Settings, cameras: Vec<String>, mut rx: mpsc::Receive
     };
     match tokio::time::timeout(Duration::from_secs(3), goodbye).await {
         Ok(_) => tracing::info!(events = stats.events, "MQTT disconnected"),
-        Err(_) => tracing::warn!("MQTT broker unreachable at shutdown: the Last Will will say offline"),
+        Err(_) if *connected.borrow() > 0 => {
+            tracing::warn!("MQTT broker unreachable at shutdown: the Last Will will say offline")
+        }
+        Err(_) => tracing::warn!("MQTT broker never reachable: nothing was published"),
     }
     stats
 }

@@ -64,6 +64,7 @@ struct Slot {
 struct HubState {
     slots: Vec<Slot>,
     closed: bool,
+    failed: bool,
 }
 
 /// The newest frame of every camera, and the consumers' wake-up.
@@ -79,7 +80,7 @@ const MAX_SPARES: usize = 3;
 impl FrameHub {
     pub fn new(cameras: usize) -> FrameHub {
         let slots = (0..cameras).map(|_| Slot::default()).collect();
-        FrameHub { state: Mutex::new(HubState { slots, closed: false }), ready: Condvar::new() }
+        FrameHub { state: Mutex::new(HubState { slots, closed: false, failed: false }), ready: Condvar::new() }
     }
 
     fn lock(&self) -> MutexGuard<'_, HubState> {
@@ -128,6 +129,19 @@ impl FrameHub {
     pub fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_all();
+    }
+
+    /// A pipeline thread died: stop everything, and let the daemon exit with an error (systemd restarts it).
+    pub fn fail(&self) {
+        let mut state = self.lock();
+        state.failed = true;
+        state.closed = true;
+        drop(state);
+        self.ready.notify_all();
+    }
+
+    pub fn failed(&self) -> bool {
+        self.lock().failed
     }
 
     /// The next frame, visiting cameras in turn from `*next`; `None` when closed (or every source finished)
@@ -228,9 +242,13 @@ pub fn spawn_all(
         .map(|(index, cam)| {
             let (cam, hub, stop) = (cam.clone(), Arc::clone(hub), Arc::clone(stop));
             std::thread::Builder::new().name(format!("capture-{}", cam.name)).spawn(move || {
-                match SourceKind::parse(&cam.source) {
+                let capture = std::panic::AssertUnwindSafe(|| match SourceKind::parse(&cam.source) {
                     SourceKind::V4l2 { index: device, path } => v4l2::run(&cam, device, &path, index, &hub, &stop),
                     SourceKind::Replay(pattern) => replay::run(&cam, &pattern, index, &hub, &stop),
+                });
+                if std::panic::catch_unwind(capture).is_err() {
+                    tracing::error!(camera = %cam.name, "capture thread panicked; stopping the daemon");
+                    hub.fail();
                 }
                 hub.finish(index);
             })

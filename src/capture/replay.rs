@@ -44,6 +44,9 @@ pub fn list(source: &str) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
+/// An MJPEG stream file is read whole; larger ones are refused rather than risk the board's memory.
+const MAX_STREAM_BYTES: u64 = 512 << 20;
+
 fn captured(data: Vec<u8>) -> CapturedFrame {
     CapturedFrame { data, format: PixelFormat::Encoded, captured_at: SystemTime::now(), captured: Instant::now() }
 }
@@ -104,6 +107,10 @@ pub fn run(cam: &CameraConfig, source: &str, index: usize, hub: &FrameHub, stop:
         let mut stream = Vec::new();
         for file in &files {
             if is_mjpeg_stream(file) {
+                if std::fs::metadata(file).is_ok_and(|m| m.len() > MAX_STREAM_BYTES) {
+                    tracing::warn!(camera = %cam.name, "skipping {}: MJPEG streams over 512 MiB are not replayed; split it", file.display());
+                    continue;
+                }
                 stream.clear();
                 if let Err(e) = std::fs::File::open(file).and_then(|mut f| f.read_to_end(&mut stream)) {
                     tracing::warn!(camera = %cam.name, "skipping {}: {e}", file.display());

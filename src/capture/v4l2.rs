@@ -49,8 +49,7 @@ pub fn run(cam: &CameraConfig, device: u32, path: &str, index: usize, hub: &Fram
         };
         let format = camera.camera_format();
         tracing::info!(camera = %cam.name, device = path, format = %format, "camera streaming");
-        failing = false;
-        backoff.reset();
+        let mut delivered = false;
         let mut pacer = Pacer::new(cam.fps);
         while !stop.load(Ordering::Relaxed) {
             let buffer = match camera.frame() {
@@ -60,6 +59,11 @@ pub fn run(cam: &CameraConfig, device: u32, path: &str, index: usize, hub: &Fram
                     break;
                 }
             };
+            if !delivered {
+                // Only a camera that delivers counts as recovered: one that opens and fails at once backs off.
+                delivered = true;
+                backoff.reset();
+            }
             // The fps limit: frames not needed are dropped here, before any copy or decode.
             if !pacer.due(Instant::now()) {
                 continue;
@@ -82,5 +86,9 @@ pub fn run(cam: &CameraConfig, device: u32, path: &str, index: usize, hub: &Fram
             );
         }
         let _ = camera.stop_stream();
+        failing = true;
+        if !sleep_unless_stopped(backoff.next_delay(), stop) {
+            return;
+        }
     }
 }

@@ -312,3 +312,23 @@ fn an_mjpeg_stream_file_replays_frame_by_frame() {
     assert_eq!(classes[0], 967);
     assert!((281..=285).contains(&classes[1]) && classes[2] == 657, "{classes:?}");
 }
+
+#[test]
+fn sigterm_with_the_broker_down_still_exits_0_within_5_s() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cameras = format!(
+        "[[cameras]]\nname = \"porch\"\nsource = {:?}\nfps = 5\n",
+        generated("coffee.jpg").display().to_string()
+    );
+    let config = daemon_config(dir.path(), &broker, &cameras);
+    drop(broker); // nothing listens on that port any more
+    let mut daemon = start_daemon(&config);
+    std::thread::sleep(Duration::from_secs(3));
+    let t = Instant::now();
+    signal(&daemon, "-TERM");
+    let code = wait_exit(&mut daemon, Duration::from_secs(5));
+    let log = stderr(&daemon.wait_with_output().expect("output"));
+    assert_eq!(code, Some(0), "took {:?}: {log}", t.elapsed());
+    assert!(log.contains("MQTT connection lost or refused"), "{log}");
+}
