@@ -46,11 +46,38 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare two models' predictions on the same images (agreement, probability error, differences).
+    Compare(CompareArgs),
     /// Validate a daemon config file without running anything.
     CheckConfig {
         /// The config file.
         config: PathBuf,
     },
+}
+
+#[derive(Debug, Args)]
+struct CompareArgs {
+    /// The reference model (e.g. FP32).
+    a: PathBuf,
+    /// The candidate model (e.g. INT8).
+    b: PathBuf,
+    /// A folder of JPEG/PNG images.
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// A's top-1 must be in B's top-K for "containment".
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    top: u16,
+    /// The report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Exit 1 when top-1 agreement is below this percentage.
+    #[arg(long, value_name = "PCT")]
+    fail_below: Option<f64>,
+    /// Intra-op threads per model (default: all cores).
+    #[arg(long, value_parser = parse_threads)]
+    threads: Option<usize>,
+    /// More image files.
+    files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +126,7 @@ fn main() -> ExitCode {
         Command::Classify(args) => run_classify(args, cli.ort_lib.as_deref()),
         Command::CheckConfig { config } => check_config(&config),
         Command::Inspect { model, json } => inspect(&model, json),
+        Command::Compare(args) => run_compare(args, cli.ort_lib.as_deref()),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
@@ -143,6 +171,36 @@ fn inspect(path: &Path, json: bool) -> Result<u8, Failure> {
         }
         _ => Ok(0),
     }
+}
+
+fn run_compare(args: CompareArgs, ort_lib: Option<&Path>) -> Result<u8, Failure> {
+    use camclassd::tools::compare;
+    let images = compare::image_list(args.images.as_deref(), &args.files).map_err(|e| usage(e.into()))?;
+    let runtime = model::runtime::load(ort_lib).map_err(|e| usage(e.into()))?;
+    let options = ModelOptions { threads: args.threads, ..ModelOptions::default() };
+    let load = |path: &Path| {
+        Model::load(runtime, path, &options).map(|m| Classifier::new(m, 1, 0.0)).map_err(|e| usage(e.into()))
+    };
+    let (mut a, mut b) = (load(&args.a)?, load(&args.b)?);
+    let report = compare::compare(&mut a, &mut b, &images, usize::from(args.top)).map_err(|e| usage(e.into()))?;
+    let text = if args.json {
+        serde_json::to_string_pretty(&report).context("encoding JSON").map_err(usage)? + "\n"
+    } else {
+        compare::render_text(&report)
+    };
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    for f in &report.failed {
+        eprintln!("camclassd: error: {f}");
+    }
+    let below = args.fail_below.is_some_and(|pct| report.top1_agreement_pct < pct);
+    if below {
+        eprintln!(
+            "camclassd: top-1 agreement {:.1} % is below --fail-below {:.1} %",
+            report.top1_agreement_pct,
+            args.fail_below.unwrap_or_default()
+        );
+    }
+    Ok(if below || !report.failed.is_empty() { 1 } else { 0 })
 }
 
 fn check_config(path: &Path) -> Result<u8, Failure> {

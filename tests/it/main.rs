@@ -5,6 +5,7 @@
 
 mod broker;
 mod classify;
+mod compare;
 mod daemon;
 mod errors;
 mod inspect;
