@@ -46,6 +46,9 @@ fn inspect_agrees_with_the_onnx_package() {
         generated("no_metadata.onnx"),
         generated("two_inputs.onnx"),
         generated("not_image.onnx"),
+        generated("dynamic_dims.onnx"),
+        generated("fp16.onnx"),
+        generated("qoperator.onnx"),
     ];
     let theirs = python_summaries(&models);
     for (path, t) in models.iter().zip(&theirs) {
@@ -105,6 +108,29 @@ fn inspect_reports_quantization_and_symbolic_dims() {
     ] {
         assert!(text.contains(want), "{want:?} in:\n{text}");
     }
+}
+
+#[test]
+fn edge_case_models_are_described() {
+    let json = |name: &str| -> serde_json::Value {
+        let out = run(camclassd().args(["inspect", "--json"]).arg(generated(name)));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        serde_json::from_str(&stdout(&out)).expect("json")
+    };
+    let q = json("qoperator.onnx");
+    assert_eq!(q["quantization"]["kind"], "qoperator");
+    assert_eq!(q["quantization"]["granularity"], "per_channel");
+    assert_eq!(q["quantization"]["weight_type"], "int8");
+    assert_eq!(q["quantization"]["activation_type"], "uint8");
+    let h = json("fp16.onnx");
+    assert_eq!(h["inputs"][0]["element_type"], "float16");
+    assert_eq!(h["initializers"]["float16"]["bytes"], 30);
+    let d = json("dynamic_dims.onnx");
+    assert_eq!(d["inputs"][0]["shape"], serde_json::json!(["batch", 3, "height", "width"]));
+    assert!(
+        stdout(&run(camclassd().arg("inspect").arg(generated("dynamic_dims.onnx"))))
+            .contains("[batch, 3, height, width]")
+    );
 }
 
 #[test]
