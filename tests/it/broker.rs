@@ -20,7 +20,9 @@ impl Broker {
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"))
             .expect("conf");
-        let child = Command::new("mosquitto")
+        // Debian installs the broker in /usr/sbin, which a non-root PATH may lack.
+        let program = if Path::new("/usr/sbin/mosquitto").exists() { "/usr/sbin/mosquitto" } else { "mosquitto" };
+        let child = Command::new(program)
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
