@@ -46,6 +46,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmark models: load time, latency percentiles, throughput, CPU and memory, per provider and batch.
+    Bench(BenchArgs),
     /// Compare two models' predictions on the same images (agreement, probability error, differences).
     Compare(CompareArgs),
     /// Validate a daemon config file without running anything.
@@ -53,6 +55,34 @@ enum Command {
         /// The config file.
         config: PathBuf,
     },
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// ONNX models, compared against the first.
+    #[arg(required = true)]
+    models: Vec<PathBuf>,
+    /// A folder of JPEG/PNG images for the full-pipeline figures (default: inference only).
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// Intra-op threads (default: all cores).
+    #[arg(long, value_parser = parse_threads)]
+    threads: Option<usize>,
+    /// Execution providers to measure, each on its own (tensorrt, cuda, cpu).
+    #[arg(long, value_delimiter = ',', default_value = "cpu")]
+    ep: Vec<Provider>,
+    /// Batch sizes, for models with a dynamic batch dimension.
+    #[arg(long, value_delimiter = ',', default_value = "1", value_parser = clap::value_parser!(u16).range(1..=256))]
+    batch: Vec<u16>,
+    /// Seconds of steady state per measurement.
+    #[arg(long, default_value_t = 60.0, conflicts_with = "runs")]
+    duration: f64,
+    /// A fixed number of runs per measurement instead of --duration.
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Also write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -127,6 +157,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(&config),
         Command::Inspect { model, json } => inspect(&model, json),
         Command::Compare(args) => run_compare(args, cli.ort_lib.as_deref()),
+        Command::Bench(args) => run_bench(args, cli.ort_lib.as_deref()),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
@@ -171,6 +202,58 @@ fn inspect(path: &Path, json: bool) -> Result<u8, Failure> {
         }
         _ => Ok(0),
     }
+}
+
+fn run_bench(args: BenchArgs, ort_lib: Option<&Path>) -> Result<u8, Failure> {
+    use camclassd::tools::bench;
+    if !(args.duration.is_finite() && args.duration > 0.0) || args.runs == Some(0) {
+        return Err(usage(anyhow::anyhow!("--duration and --runs must be positive")));
+    }
+    let images = match &args.images {
+        Some(dir) => camclassd::tools::compare::image_list(Some(dir), &[])
+            .map_err(|e| usage(e.into()))?
+            .iter()
+            .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map_err(usage)?,
+        None => Vec::new(),
+    };
+    let runtime = model::runtime::load(ort_lib).map_err(|e| usage(e.into()))?;
+    let options = bench::BenchOptions {
+        providers: args.ep.clone(),
+        batches: args.batch.iter().map(|&b| usize::from(b)).collect(),
+        threads: args.threads,
+        budget: match args.runs {
+            Some(n) => bench::Budget::Runs(n),
+            None => bench::Budget::Duration(std::time::Duration::from_secs_f64(args.duration)),
+        },
+    };
+    // A progress bar on a terminal; plain lines (one per finished measurement) otherwise.
+    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let bar = indicatif::ProgressBar::new(1000);
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{msg:40} [{bar:30}] {percent:>3}%") {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar
+    });
+    let progress = |what: &str, fraction: f64| match &bar {
+        Some(bar) => {
+            bar.set_message(what.to_string());
+            bar.set_position((fraction.clamp(0.0, 1.0) * 1000.0) as u64);
+        }
+        None if fraction >= 1.0 => eprintln!("bench: {what}"),
+        None => {}
+    };
+    let rows = bench::run(runtime, &args.models, &images, &options, &progress).map_err(|e| usage(e.into()))?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    print!("{}", bench::render_table(&rows));
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&rows).context("encoding JSON").map_err(usage)?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display())).map_err(usage)?;
+    }
+    Ok(0)
 }
 
 fn run_compare(args: CompareArgs, ort_lib: Option<&Path>) -> Result<u8, Failure> {

@@ -158,6 +158,8 @@ pub struct Model {
     input: Tensor<f32>,
     scores: Vec<f32>,
     metadata: HashMap<String, String>,
+    /// Session creation, and the first (warm-up) inference.
+    load_times: (std::time::Duration, std::time::Duration),
 }
 
 impl Model {
@@ -167,7 +169,9 @@ impl Model {
             return Err(ModelError::NotOnnx { path: path.to_path_buf(), message: "the file is empty".into() });
         }
         let sha256 = hex(&Sha256::digest(&bytes));
+        let load_started = std::time::Instant::now();
         let (session, provider, skipped) = open_session(runtime, path, &bytes, options)?;
+        let session_time = load_started.elapsed();
 
         let interface = |message: String| ModelError::Interface { path: path.to_path_buf(), message };
         let [input] = session.inputs() else {
@@ -221,12 +225,15 @@ impl Model {
             input,
             scores: Vec::new(),
             metadata,
+            load_times: (session_time, std::time::Duration::ZERO),
         };
+        let warm_up_started = std::time::Instant::now();
         // Warm-up: the first run allocates ORT's arenas and, for GPU providers, builds kernels or engines.
         model.run().map_err(|e| match e {
             ModelError::Run(source) => ModelError::Session { path: path.to_path_buf(), source },
             other => other,
         })?;
+        model.load_times.1 = warm_up_started.elapsed();
         if model.scores.is_empty() || model.scores.len() % model.batch != 0 {
             return Err(ModelError::Interface {
                 path: path.to_path_buf(),
@@ -286,6 +293,11 @@ impl Model {
     /// The raw scores of one batch slot from the last run.
     pub fn scores(&self, slot: usize) -> &[f32] {
         &self.scores[slot * self.num_classes..(slot + 1) * self.num_classes]
+    }
+
+    /// (session creation incl. graph optimisation, first inference) at load.
+    pub fn load_times(&self) -> (std::time::Duration, std::time::Duration) {
+        self.load_times
     }
 
     pub fn spec(&self) -> &ModelSpec {

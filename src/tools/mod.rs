@@ -1,5 +1,6 @@
 //! User-facing commands built on the pipeline; each returns data, and the binary prints it.
 
+pub mod bench;
 pub mod classify;
 pub mod compare;
 pub mod inspect;

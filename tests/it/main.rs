@@ -3,6 +3,7 @@
 //! One test binary with modules keeps link time down. The models, fixtures and ONNX Runtime come from
 //! `scripts/setup`; a test that finds them missing fails with that instruction rather than skipping.
 
+mod bench;
 mod broker;
 mod classify;
 mod compare;

@@ -1,0 +1,319 @@
+//! `camclassd bench`: model size, load time, latency distribution and throughput, per model, execution
+//! provider and batch size — for inference alone and for the whole pipeline (decode + preprocess + infer +
+//! postprocess) on real images — side by side with ratios against the first model.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::model::{Model, ModelOptions, Provider, Runtime};
+use crate::postprocess::{Classification, Postprocessor};
+use crate::preprocess::{Frame, Preprocessor};
+
+/// When a measurement stops.
+#[derive(Debug, Clone, Copy)]
+pub enum Budget {
+    Duration(Duration),
+    Runs(usize),
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub providers: Vec<Provider>,
+    pub batches: Vec<usize>,
+    pub threads: Option<usize>,
+    pub budget: Budget,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Latency {
+    pub runs: usize,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    /// Images per second (runs × batch / time).
+    pub throughput: f64,
+    /// Process CPU time over wall time, in % of one core.
+    pub cpu_pct: f64,
+    #[serde(skip)]
+    pub samples: Vec<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    pub model: String,
+    pub provider: String,
+    pub batch: usize,
+    /// `None` when it ran; otherwise why it did not.
+    pub unavailable: Option<String>,
+    pub size_bytes: u64,
+    pub session_ms: f64,
+    pub first_inference_ms: f64,
+    pub inference: Latency,
+    pub pipeline: Option<Latency>,
+    pub peak_rss_mib: f64,
+    /// Against the first row that ran: inference throughput ratio (>1 is faster) and size ratio.
+    pub speedup_vs_first: Option<f64>,
+    pub size_vs_first: Option<f64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error("{0}")]
+    Images(String),
+    #[error("pipeline: {0}")]
+    Pipeline(#[from] crate::preprocess::PreprocessError),
+}
+
+/// Percentiles, mean, throughput from per-run latencies in milliseconds (pure).
+pub fn summarize(mut samples: Vec<f64>, batch: usize, wall: Duration, cpu: Duration) -> Latency {
+    if samples.is_empty() {
+        return Latency::default();
+    }
+    samples.sort_by(f64::total_cmp);
+    let q = |p: f64| samples[((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1];
+    let wall_s = wall.as_secs_f64().max(f64::EPSILON);
+    Latency {
+        runs: samples.len(),
+        mean_ms: samples.iter().sum::<f64>() / samples.len() as f64,
+        p50_ms: q(0.50),
+        p90_ms: q(0.90),
+        p95_ms: q(0.95),
+        p99_ms: q(0.99),
+        p999_ms: q(0.999),
+        throughput: (samples.len() * batch) as f64 / wall_s,
+        cpu_pct: 100.0 * cpu.as_secs_f64() / wall_s,
+        samples,
+    }
+}
+
+/// User + system CPU time of this process.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage writes into the struct we pass; RUSAGE_SELF is always valid.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Peak resident memory (VmHWM) in MiB; resets the mark first when `reset` (Linux ≥ 4.0).
+fn peak_rss_mib(reset: bool) -> f64 {
+    if reset {
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+    }
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn measure(
+    budget: Budget,
+    batch: usize,
+    progress: &dyn Fn(f64),
+    mut step: impl FnMut() -> Result<(), BenchError>,
+) -> Result<Latency, BenchError> {
+    let (wall0, cpu0) = (Instant::now(), cpu_time());
+    let mut samples = Vec::new();
+    loop {
+        let done = match budget {
+            Budget::Duration(d) => wall0.elapsed() >= d,
+            Budget::Runs(n) => samples.len() >= n,
+        };
+        if done {
+            break;
+        }
+        let t = Instant::now();
+        step()?;
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+        if samples.len() % 16 == 0 {
+            progress(match budget {
+                Budget::Duration(d) => wall0.elapsed().as_secs_f64() / d.as_secs_f64(),
+                Budget::Runs(n) => samples.len() as f64 / n as f64,
+            });
+        }
+    }
+    Ok(summarize(samples, batch, wall0.elapsed(), cpu_time() - cpu0))
+}
+
+/// Benchmarks each model × provider × batch. `images` feed the pipeline measurement (empty: inference only).
+pub fn run(
+    runtime: &Runtime,
+    models: &[PathBuf],
+    images: &[Vec<u8>],
+    options: &BenchOptions,
+    progress: &dyn Fn(&str, f64),
+) -> Result<Vec<Row>, BenchError> {
+    let mut rows: Vec<Row> = Vec::new();
+    for path in models {
+        let name = path.display().to_string();
+        for &provider in &options.providers {
+            for &batch in &options.batches {
+                let label = format!("{} {provider} batch {batch}", short(path));
+                let model_options = ModelOptions {
+                    providers: vec![provider],
+                    threads: options.threads,
+                    batch,
+                    ..ModelOptions::default()
+                };
+                peak_rss_mib(true);
+                let mut model = Model::load(runtime, path, &model_options)?;
+                let size = model.size_bytes();
+                let mut row = Row {
+                    model: name.clone(),
+                    provider: provider.to_string(),
+                    batch,
+                    unavailable: None,
+                    size_bytes: size,
+                    session_ms: 0.0,
+                    first_inference_ms: 0.0,
+                    inference: Latency::default(),
+                    pipeline: None,
+                    peak_rss_mib: 0.0,
+                    speedup_vs_first: None,
+                    size_vs_first: None,
+                };
+                if model.provider() != provider {
+                    // Asked for a GPU provider the library or machine lacks: say so, don't time the CPU under its name.
+                    let why =
+                        model.skipped_providers().iter().find(|s| s.provider == provider).map(|s| s.reason.clone());
+                    row.unavailable = Some(why.unwrap_or_else(|| format!("fell back to {}", model.provider())));
+                    rows.push(row);
+                    continue;
+                }
+                if model.batch() != batch {
+                    row.unavailable = Some(format!("the model's batch dimension is fixed at {}", model.batch()));
+                    rows.push(row);
+                    continue;
+                }
+                let (session, first) = model.load_times();
+                row.session_ms = session.as_secs_f64() * 1e3;
+                row.first_inference_ms = first.as_secs_f64() * 1e3;
+                row.inference =
+                    measure(options.budget, batch, &|f| progress(&format!("{label}: inference"), f), || {
+                        model.run().map(|_| ()).map_err(BenchError::from)
+                    })?;
+                if !images.is_empty() {
+                    let mut pre = Preprocessor::new(model.spec());
+                    let mut post = Postprocessor::new(model.spec().output, 5, 0.0);
+                    let mut result = Classification::default();
+                    let mut next = 0;
+                    row.pipeline =
+                        Some(measure(options.budget, batch, &|f| progress(&format!("{label}: pipeline"), f), || {
+                            for slot in 0..batch {
+                                pre.decode(Frame::Encoded(&images[next % images.len()]))?;
+                                next += 1;
+                                pre.write_tensor(model.input_slot_mut(slot))?;
+                            }
+                            model.run()?;
+                            for slot in 0..batch {
+                                post.process(model.scores(slot), &mut result);
+                            }
+                            Ok(())
+                        })?);
+                }
+                row.peak_rss_mib = peak_rss_mib(false);
+                progress(&format!("{label}: done"), 1.0);
+                rows.push(row);
+            }
+        }
+    }
+    if let Some(first) = rows.iter().find(|r| r.unavailable.is_none()).cloned() {
+        for r in rows.iter_mut().filter(|r| r.unavailable.is_none()) {
+            r.speedup_vs_first = Some(r.inference.throughput / first.inference.throughput);
+            r.size_vs_first = Some(r.size_bytes as f64 / first.size_bytes as f64);
+        }
+    }
+    Ok(rows)
+}
+
+fn short(path: &Path) -> String {
+    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+/// The side-by-side table.
+pub fn render_table(rows: &[Row]) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{:<32} {:<8} {:>5} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6}",
+        "model",
+        "ep",
+        "batch",
+        "size MB",
+        "load ms",
+        "first ms",
+        "mean",
+        "p50",
+        "p90",
+        "p95",
+        "p99",
+        "p99.9",
+        "img/s",
+        "cpu %",
+        "pipe p50",
+        "pipe i/s",
+        "x img/s"
+    );
+    for r in rows {
+        let name = short(Path::new(&r.model));
+        if let Some(why) = &r.unavailable {
+            let _ = writeln!(o, "{name:<32} {:<8} {:>5} unavailable: {why}", r.provider, r.batch);
+            continue;
+        }
+        let i = &r.inference;
+        let (pp50, pthr) = r.pipeline.as_ref().map_or((f64::NAN, f64::NAN), |p| (p.p50_ms, p.throughput));
+        let _ = writeln!(
+            o,
+            "{name:<32} {:<8} {:>5} {:>8.2} {:>8.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>9.1} {:>6.0} {:>8.2} {:>8.1} {:>6.2}",
+            r.provider,
+            r.batch,
+            r.size_bytes as f64 / 1e6,
+            r.session_ms,
+            r.first_inference_ms,
+            i.mean_ms,
+            i.p50_ms,
+            i.p90_ms,
+            i.p95_ms,
+            i.p99_ms,
+            i.p999_ms,
+            i.throughput,
+            i.cpu_pct,
+            pp50,
+            pthr,
+            r.speedup_vs_first.unwrap_or(f64::NAN),
+        );
+    }
+    let _ = writeln!(
+        o,
+        "latencies in ms; img/s = inference throughput; pipe = decode + preprocess + infer + postprocess; x img/s = throughput against the first row"
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_ordered_and_exact_on_a_known_set() {
+        let samples: Vec<f64> = (1..=1000).map(f64::from).collect();
+        let l = summarize(samples, 2, Duration::from_secs(2), Duration::from_secs(1));
+        assert_eq!((l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms), (500.0, 900.0, 990.0, 999.0));
+        assert!((l.mean_ms - 500.5).abs() < 1e-9);
+        assert_eq!(l.throughput, 1000.0);
+        assert_eq!(l.cpu_pct, 50.0);
+        assert_eq!(summarize(vec![], 1, Duration::ZERO, Duration::ZERO), Latency::default());
+    }
+}

@@ -1,0 +1,70 @@
+//! `camclassd bench`: sane, ordered figures, valid JSON, unavailable providers reported, ratios.
+
+use super::*;
+
+#[test]
+fn bench_reports_ordered_percentiles_ratios_and_unavailable_providers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for name in ["chelsea.jpg", "coffee.jpg", "frame640x480.jpg"] {
+        std::fs::copy(generated(name), dir.path().join(name)).expect("copy");
+    }
+    let json = dir.path().join("bench.json");
+    let out = run(camclassd()
+        .arg("bench")
+        .arg(model("fp32"))
+        .arg(model("int8"))
+        .args(["--runs", "20", "--threads", "1", "--ep", "cpu,cuda", "--batch", "1,2", "--images"])
+        .arg(dir.path())
+        .arg("--json")
+        .arg(&json));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let table = stdout(&out);
+    assert!(
+        table.contains("efficientnet-lite0-int8.onnx")
+            && table.contains("unavailable: this ONNX Runtime build has no CUDA"),
+        "{table}"
+    );
+    // Not a terminal here: plain progress lines, one per finished measurement.
+    assert_eq!(
+        stderr(&out).lines().filter(|l| l.starts_with("bench: ") && l.ends_with(": done")).count(),
+        4,
+        "{}",
+        stderr(&out)
+    );
+
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json file")).expect("valid JSON");
+    assert_eq!(rows.len(), 8, "2 models x 2 providers x 2 batches");
+    let ran: Vec<_> = rows.iter().filter(|r| r["unavailable"].is_null()).collect();
+    assert_eq!(ran.len(), 4);
+    assert!(
+        rows.iter()
+            .filter(|r| r["provider"] == "cuda")
+            .all(|r| r["unavailable"].as_str().is_some_and(|s| s.contains("CUDA")))
+    );
+    for r in &ran {
+        for part in ["inference", "pipeline"] {
+            let l = &r[part];
+            assert_eq!(l["runs"], 20, "{r}");
+            let q: Vec<f64> = ["p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms"]
+                .iter()
+                .map(|k| l[k].as_f64().unwrap_or(-1.0))
+                .collect();
+            assert!(q[0] > 0.0 && q.windows(2).all(|w| w[0] <= w[1]), "{part} percentiles out of order: {q:?}");
+            assert!(
+                l["throughput"].as_f64().is_some_and(|t| t > 0.0) && l["cpu_pct"].as_f64().is_some_and(|c| c > 0.0)
+            );
+        }
+        assert!(
+            r["session_ms"].as_f64().is_some_and(|v| v > 0.0)
+                && r["first_inference_ms"].as_f64().is_some_and(|v| v > 0.0)
+        );
+        assert!(r["peak_rss_mib"].as_f64().is_some_and(|v| v > 10.0), "{r}");
+    }
+    assert_eq!(ran[0]["speedup_vs_first"], 1.0);
+    let int8_size = ran
+        .iter()
+        .find(|r| r["model"].as_str().is_some_and(|m| m.ends_with("int8.onnx")))
+        .map(|r| r["size_vs_first"].as_f64().unwrap_or(0.0));
+    assert!(int8_size.is_some_and(|s| (0.2..0.35).contains(&s)), "INT8 is about 27 % of the FP32 size: {int8_size:?}");
+}
