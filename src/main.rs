@@ -83,6 +83,9 @@ struct BenchArgs {
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Draw the inference latency distributions to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -252,6 +255,9 @@ fn run_bench(args: BenchArgs, ort_lib: Option<&Path>) -> Result<u8, Failure> {
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&rows).context("encoding JSON").map_err(usage)?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display())).map_err(usage)?;
+    }
+    if let Some(path) = &args.plot {
+        bench::plot(&rows, path).map_err(|e| Failure { code: 1, error: anyhow::anyhow!("plot: {e}") })?;
     }
     Ok(0)
 }

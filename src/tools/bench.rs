@@ -317,3 +317,42 @@ mod tests {
         assert_eq!(summarize(vec![], 1, Duration::ZERO, Duration::ZERO), Latency::default());
     }
 }
+
+/// Draws each measured row's inference latency distribution (latency against percentile) as SVG.
+pub fn plot(rows: &[Row], path: &Path) -> Result<(), String> {
+    use plotters::prelude::*;
+    let ran: Vec<&Row> = rows.iter().filter(|r| r.unavailable.is_none() && !r.inference.samples.is_empty()).collect();
+    if ran.is_empty() {
+        return Err("nothing was measured".into());
+    }
+    let max_ms = ran.iter().flat_map(|r| r.inference.samples.last().copied()).fold(0.0f64, f64::max) * 1.05;
+    let root = SVGBackend::new(path, (960, 540)).into_drawing_area();
+    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("inference latency distribution", ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0f64..100f64, 0f64..max_ms.max(1.0))
+        .map_err(|e| err(&e))?;
+    chart.configure_mesh().x_desc("percentile").y_desc("latency (ms)").draw().map_err(|e| err(&e))?;
+    for (i, r) in ran.iter().enumerate() {
+        let n = r.inference.samples.len();
+        let color = Palette99::pick(i).to_rgba();
+        let points = r.inference.samples.iter().enumerate().map(|(k, &ms)| (100.0 * (k + 1) as f64 / n as f64, ms));
+        let label = format!("{} {} batch {}", short(Path::new(&r.model)), r.provider, r.batch);
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))
+}

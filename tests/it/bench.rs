@@ -16,7 +16,9 @@ fn bench_reports_ordered_percentiles_ratios_and_unavailable_providers() {
         .args(["--runs", "20", "--threads", "1", "--ep", "cpu,cuda", "--batch", "1,2", "--images"])
         .arg(dir.path())
         .arg("--json")
-        .arg(&json));
+        .arg(&json)
+        .arg("--plot")
+        .arg(dir.path().join("latency.svg")));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let table = stdout(&out);
     assert!(
@@ -31,6 +33,14 @@ fn bench_reports_ordered_percentiles_ratios_and_unavailable_providers() {
         "{}",
         stderr(&out)
     );
+
+    let svg = std::fs::read_to_string(dir.path().join("latency.svg")).expect("plot written");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("efficientnet-lite0-int8.onnx cpu batch 2"),
+        "{}",
+        &svg[..svg.len().min(300)]
+    );
+    assert!(svg.matches("<polyline").count() >= 4, "one line per measured row");
 
     let rows: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("json file")).expect("valid JSON");
