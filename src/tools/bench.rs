@@ -302,22 +302,6 @@ pub fn render_table(rows: &[Row]) -> String {
     o
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_are_ordered_and_exact_on_a_known_set() {
-        let samples: Vec<f64> = (1..=1000).map(f64::from).collect();
-        let l = summarize(samples, 2, Duration::from_secs(2), Duration::from_secs(1));
-        assert_eq!((l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms), (500.0, 900.0, 990.0, 999.0));
-        assert!((l.mean_ms - 500.5).abs() < 1e-9);
-        assert_eq!(l.throughput, 1000.0);
-        assert_eq!(l.cpu_pct, 50.0);
-        assert_eq!(summarize(vec![], 1, Duration::ZERO, Duration::ZERO), Latency::default());
-    }
-}
-
 /// Draws each measured row's inference latency distribution (latency against percentile) as SVG.
 pub fn plot(rows: &[Row], path: &Path) -> Result<(), String> {
     use plotters::prelude::*;
@@ -355,4 +339,20 @@ pub fn plot(rows: &[Row], path: &Path) -> Result<(), String> {
         .draw()
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_ordered_and_exact_on_a_known_set() {
+        let samples: Vec<f64> = (1..=1000).map(f64::from).collect();
+        let l = summarize(samples, 2, Duration::from_secs(2), Duration::from_secs(1));
+        assert_eq!((l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms), (500.0, 900.0, 990.0, 999.0));
+        assert!((l.mean_ms - 500.5).abs() < 1e-9);
+        assert_eq!(l.throughput, 1000.0);
+        assert_eq!(l.cpu_pct, 50.0);
+        assert_eq!(summarize(vec![], 1, Duration::ZERO, Duration::ZERO), Latency::default());
+    }
 }
