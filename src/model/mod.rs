@@ -484,7 +484,7 @@ fn score_output_dims(name: &str, ty: &ValueType) -> Result<Option<usize>, String
     Ok(shape.get(1).and_then(|&c| usize::try_from(c).ok()).filter(|&c| c > 0))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

@@ -121,10 +121,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
     Ok(Inspection {
         path: path.display().to_string(),
         file_size: bytes.len() as u64,
-        sha256: Sha256::digest(&bytes).iter().fold(String::new(), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        }),
+        sha256: crate::model::hex(&Sha256::digest(&bytes)),
         ir_version: model.ir_version,
         opsets: model
             .opset_import
