@@ -74,6 +74,9 @@ struct BenchArgs {
     /// Batch sizes, for models with a dynamic batch dimension.
     #[arg(long, value_delimiter = ',', default_value = "1", value_parser = clap::value_parser!(u16).range(1..=256))]
     batch: Vec<u16>,
+    /// Input height x width, for models with symbolic spatial dimensions (e.g. 160x160).
+    #[arg(long, value_name = "HxW", value_parser = parse_size)]
+    input_size: Option<[u32; 2]>,
     /// Seconds of steady state per measurement.
     #[arg(long, default_value_t = 60.0, conflicts_with = "runs")]
     duration: f64,
@@ -226,6 +229,7 @@ fn run_bench(args: BenchArgs, ort_lib: Option<&Path>) -> Result<u8, Failure> {
         providers: args.ep.clone(),
         batches: args.batch.iter().map(|&b| usize::from(b)).collect(),
         threads: args.threads,
+        input_size: args.input_size,
         budget: match args.runs {
             Some(n) => bench::Budget::Runs(n),
             None => bench::Budget::Duration(std::time::Duration::from_secs_f64(args.duration)),
@@ -386,6 +390,15 @@ fn parse_probability(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {
         Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
         _ => Err(format!("{s:?} is not a probability between 0 and 1")),
+    }
+}
+
+fn parse_size(s: &str) -> Result<[u32; 2], String> {
+    let bad = || format!("{s:?} is not HEIGHTxWIDTH, e.g. 224x224");
+    let (h, w) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    match (h.trim().parse::<u32>(), w.trim().parse::<u32>()) {
+        (Ok(h), Ok(w)) if (1..=4096).contains(&h) && (1..=4096).contains(&w) => Ok([h, w]),
+        _ => Err(bad()),
     }
 }
 

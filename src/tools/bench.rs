@@ -23,6 +23,8 @@ pub struct BenchOptions {
     pub providers: Vec<Provider>,
     pub batches: Vec<usize>,
     pub threads: Option<usize>,
+    /// Height and width for models with symbolic spatial dimensions.
+    pub input_size: Option<[u32; 2]>,
     pub budget: Budget,
 }
 
@@ -48,6 +50,10 @@ pub struct Row {
     pub model: String,
     pub provider: String,
     pub batch: usize,
+    /// The input tensor's height and width.
+    pub input_size: [u32; 2],
+    /// Set when the model carries no normalisation and bench used mean 0 / std 1 (timing is unaffected).
+    pub note: Option<String>,
     /// `None` when it ran; otherwise why it did not.
     pub unavailable: Option<String>,
     pub size_bytes: u64,
@@ -160,19 +166,39 @@ pub fn run(
         for &provider in &options.providers {
             for &batch in &options.batches {
                 let label = format!("{} {provider} batch {batch}", short(path));
-                let model_options = ModelOptions {
+                let mut model_options = ModelOptions {
                     providers: vec![provider],
                     threads: options.threads,
                     batch,
                     ..ModelOptions::default()
                 };
+                if let Some([h, w]) = options.input_size {
+                    model_options.overrides.input_size = Some([h, w]);
+                    // Another input size needs a shorter side to crop from: the usual 256/224 ratio.
+                    model_options.overrides.resize = Some((h.max(w) as f32 / 0.875).round() as u32);
+                }
                 peak_rss_mib(true);
-                let mut model = Model::load(runtime, path, &model_options)?;
+                let mut note = None;
+                let mut model = match Model::load(runtime, path, &model_options) {
+                    // Speed does not depend on the normalisation: time a model without a recipe anyway.
+                    Err(crate::model::ModelError::Spec {
+                        source: crate::model::SpecError::Missing { missing },
+                        ..
+                    }) if !missing.0.contains(&"input_size") => {
+                        note = Some(format!("no {missing} in the model: timed with mean 0, std 1"));
+                        model_options.overrides.mean = Some([0.0; 3]);
+                        model_options.overrides.std = Some([1.0; 3]);
+                        Model::load(runtime, path, &model_options)?
+                    }
+                    other => other?,
+                };
                 let size = model.size_bytes();
                 let mut row = Row {
                     model: name.clone(),
                     provider: provider.to_string(),
                     batch,
+                    input_size: [model.spec().input_size.0, model.spec().input_size.1],
+                    note,
                     unavailable: None,
                     size_bytes: size,
                     session_ms: 0.0,
@@ -247,10 +273,11 @@ pub fn render_table(rows: &[Row]) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "{:<32} {:<8} {:>5} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6}",
+        "{:<32} {:<8} {:>5} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6}",
         "model",
         "ep",
         "batch",
+        "input",
         "size MB",
         "load ms",
         "first ms",
@@ -276,9 +303,10 @@ pub fn render_table(rows: &[Row]) -> String {
         let (pp50, pthr) = r.pipeline.as_ref().map_or((f64::NAN, f64::NAN), |p| (p.p50_ms, p.throughput));
         let _ = writeln!(
             o,
-            "{name:<32} {:<8} {:>5} {:>8.2} {:>8.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>9.1} {:>6.0} {:>8.2} {:>8.1} {:>6.2}",
+            "{name:<32} {:<8} {:>5} {:>9} {:>8.2} {:>8.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>9.1} {:>6.0} {:>8.2} {:>8.1} {:>6.2}",
             r.provider,
             r.batch,
+            format!("{}x{}", r.input_size[0], r.input_size[1]),
             r.size_bytes as f64 / 1e6,
             r.session_ms,
             r.first_inference_ms,
@@ -293,6 +321,15 @@ pub fn render_table(rows: &[Row]) -> String {
             pp50,
             pthr,
             r.speedup_vs_first.unwrap_or(f64::NAN),
+        );
+    }
+    for r in rows.iter().filter(|r| r.note.is_some()) {
+        let _ = writeln!(
+            o,
+            "note: {} batch {}: {}",
+            short(Path::new(&r.model)),
+            r.batch,
+            r.note.as_deref().unwrap_or_default()
         );
     }
     let _ = writeln!(

@@ -78,3 +78,29 @@ fn bench_reports_ordered_percentiles_ratios_and_unavailable_providers() {
         .map(|r| r["size_vs_first"].as_f64().unwrap_or(0.0));
     assert!(int8_size.is_some_and(|s| (0.2..0.35).contains(&s)), "INT8 is about 27 % of the FP32 size: {int8_size:?}");
 }
+
+#[test]
+fn input_sizes_are_selectable_where_the_model_allows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("bench.json");
+    let out = run(camclassd()
+        .arg("bench")
+        .arg(generated("dynamic_dims.onnx"))
+        .args(["--runs", "5", "--batch", "1,3", "--input-size", "160x120", "--json"])
+        .arg(&json));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("160x120") && stdout(&out).contains("note: dynamic_dims.onnx"), "{}", stdout(&out));
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("valid");
+    assert_eq!(rows.len(), 2);
+    for (r, batch) in rows.iter().zip([1, 3]) {
+        assert!(r["unavailable"].is_null(), "{r}");
+        assert_eq!(r["batch"], batch);
+        assert_eq!(r["input_size"], serde_json::json!([160, 120]));
+        assert_eq!(r["inference"]["runs"], 5);
+    }
+    // A fixed 224x224 model cannot take another size, and says so.
+    let out = run(camclassd().arg("bench").arg(model("int8")).args(["--runs", "2", "--input-size", "160x160"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("does not match the model's fixed input 224x224"), "{}", stderr(&out));
+}
