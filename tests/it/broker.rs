@@ -9,17 +9,41 @@ use std::time::{Duration, Instant};
 
 pub struct Broker {
     pub port: u16,
+    /// Username and password every client must give, when the broker requires them.
+    pub credentials: Option<(String, String)>,
     child: Child,
     _dir: tempfile::TempDir,
 }
 
 impl Broker {
     pub fn start() -> Broker {
+        Broker::start_with(None)
+    }
+
+    /// A broker that refuses anonymous clients and knows one user (mosquitto_passwd writes its password file).
+    pub fn start_with_user(user: &str, password: &str) -> Broker {
+        Broker::start_with(Some((user.to_string(), password.to_string())))
+    }
+
+    fn start_with(credentials: Option<(String, String)>) -> Broker {
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"))
-            .expect("conf");
+        let mut text = format!("listener {port} 127.0.0.1\npersistence false\n");
+        match &credentials {
+            None => text.push_str("allow_anonymous true\n"),
+            Some((user, password)) => {
+                use std::os::unix::fs::PermissionsExt;
+                let pw = dir.path().join("passwd");
+                let ok = Command::new("mosquitto_passwd").arg("-b").arg("-c").arg(&pw).args([user, password]).status();
+                assert!(ok.is_ok_and(|s| s.success()), "mosquitto_passwd");
+                // Started as root, mosquitto reads its files after dropping to the `mosquitto` user.
+                std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+                std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+                text.push_str(&format!("allow_anonymous false\npassword_file {}\n", pw.display()));
+            }
+        }
+        std::fs::write(&conf, text).expect("conf");
         // Debian installs the broker in /usr/sbin, which a non-root PATH may lack.
         let program = if Path::new("/usr/sbin/mosquitto").exists() { "/usr/sbin/mosquitto" } else { "mosquitto" };
         let child = Command::new(program)
@@ -34,7 +58,7 @@ impl Broker {
             assert!(Instant::now() < deadline, "mosquitto did not listen on {port}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Broker { port, child, _dir: dir }
+        Broker { port, credentials, child, _dir: dir }
     }
 }
 
@@ -61,12 +85,12 @@ pub struct Witness {
 
 impl Witness {
     pub fn start(broker: &Broker, filter: &str) -> Witness {
-        let mut child = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-t", filter, "-F", "%r %t %p"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto_sub starts");
+        let mut cmd = Command::new("mosquitto_sub");
+        cmd.args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-t", filter, "-F", "%r %t %p"]);
+        if let Some((user, password)) = &broker.credentials {
+            cmd.args(["-u", user, "-P", password]);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("mosquitto_sub starts");
         let messages = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&messages);
         let stdout = child.stdout.take().expect("stdout");

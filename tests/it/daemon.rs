@@ -332,3 +332,43 @@ fn sigterm_with_the_broker_down_still_exits_0_within_5_s() {
     assert_eq!(code, Some(0), "took {:?}: {log}", t.elapsed());
     assert!(log.contains("MQTT connection lost or refused"), "{log}");
 }
+
+#[test]
+fn a_broker_that_requires_a_password_gets_it_from_the_password_file() {
+    let broker = Broker::start_with_user("camclassd", "s3cret-pw");
+    let witness = Witness::start(&broker, "camclassd/#");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cameras = format!(
+        "[[cameras]]\nname = \"porch\"\nsource = {:?}\nfps = 5\npublish = \"every_frame\"\n",
+        generated("coffee.jpg").display().to_string()
+    );
+    let with_password = |name: &str, password: &str| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, format!("{password}\n")).expect("password file");
+        let config = daemon_config(dir.path(), &broker, &cameras);
+        let text = std::fs::read_to_string(&config).expect("config").replace(
+            "keepalive = 5\n",
+            &format!("keepalive = 5\nusername = \"camclassd\"\npassword_file = {:?}\n", file.display().to_string()),
+        );
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).expect("config");
+        path
+    };
+
+    // The right password: events flow.
+    let mut daemon = start_daemon(&with_password("good", "s3cret-pw"));
+    witness.wait_for("an event", Duration::from_secs(20), |m| !events(m, "porch").is_empty());
+    signal(&daemon, "-TERM");
+    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(5)), Some(0));
+    let log = stderr(&daemon.wait_with_output().expect("output"));
+    assert!(!log.contains("s3cret-pw"), "the password must never be logged:\n{log}");
+
+    // A wrong one: refused, said once, retried, and the daemon still stops cleanly.
+    let mut daemon = start_daemon(&with_password("bad", "wrong-pw"));
+    std::thread::sleep(Duration::from_secs(4));
+    signal(&daemon, "-TERM");
+    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(5)), Some(0));
+    let log = stderr(&daemon.wait_with_output().expect("output"));
+    assert_eq!(log.matches("MQTT connection lost or refused").count(), 1, "{log}");
+    assert!(!log.contains("wrong-pw"), "{log}");
+}
