@@ -29,15 +29,105 @@ pub struct Config {
     pub mqtt: Option<MqttConfig>,
     #[serde(default)]
     pub cameras: Vec<CameraConfig>,
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// Home Assistant MQTT discovery; on when the section is present.
+    pub homeassistant: Option<HomeAssistantConfig>,
+    #[serde(default)]
+    pub health: HealthConfig,
+}
+
+/// `[queue]`: the on-disk queue every event passes through until the broker acknowledges it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Default: `$STATE_DIRECTORY/queue.redb` under systemd, else `/var/lib/camclassd/queue.redb`.
+    #[serde(default = "default_queue_path")]
+    pub path: PathBuf,
+    /// The oldest events are dropped (and counted) beyond this many …
+    #[serde(default = "default_queue_events")]
+    pub max_events: u64,
+    /// … or beyond this many MiB of events.
+    #[serde(default = "default_queue_mb")]
+    pub max_mb: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig { path: default_queue_path(), max_events: default_queue_events(), max_mb: default_queue_mb() }
+    }
+}
+
+fn default_queue_path() -> PathBuf {
+    let dir = std::env::var_os("STATE_DIRECTORY")
+        .and_then(|d| std::env::split_paths(&d).next())
+        .unwrap_or_else(|| PathBuf::from("/var/lib/camclassd"));
+    dir.join("queue.redb")
+}
+const fn default_queue_events() -> u64 {
+    100_000
+}
+const fn default_queue_mb() -> u64 {
+    64
+}
+
+/// `[homeassistant]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeAssistantConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_discovery_prefix")]
+    pub discovery_prefix: String,
+}
+
+fn default_discovery_prefix() -> String {
+    "homeassistant".into()
+}
+
+/// `[health]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Seconds between retained `<prefix>/<node>/health` messages.
+    #[serde(default = "default_health_interval")]
+    pub interval: f64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig { interval: default_health_interval() }
+    }
+}
+
+const fn default_health_interval() -> f64 {
+    60.0
+}
+
+/// `[mqtt.tls]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA certificates (PEM) that sign the broker's certificate; default: the system's bundle.
+    #[serde(default = "default_ca_file")]
+    pub ca_file: PathBuf,
+    /// Client certificate chain (PEM), for brokers that require one; needs `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub key_file: Option<PathBuf>,
+}
+
+fn default_ca_file() -> PathBuf {
+    PathBuf::from("/etc/ssl/certs/ca-certificates.crt")
 }
 
 /// `[mqtt]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     pub host: String,
-    #[serde(default = "default_port")]
-    pub port: u16,
+    /// Default: 1883, or 8883 with `[mqtt.tls]`.
+    pub port: Option<u16>,
     /// Default: `camclassd-<node_id>`.
     pub client_id: Option<String>,
     /// This device's name in topics; default: the hostname.
@@ -53,10 +143,23 @@ pub struct MqttConfig {
     pub keepalive: u64,
     #[serde(default = "default_qos")]
     pub qos: u8,
+    /// Longest wait between reconnection attempts, seconds (the wait doubles from 1 s, with jitter).
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max: f64,
+    /// Listen on `<prefix>/<node>/command` for `reload` and `snapshot`.
+    #[serde(default)]
+    pub commands: bool,
+    pub tls: Option<TlsConfig>,
 }
 
-const fn default_port() -> u16 {
-    1883
+impl MqttConfig {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(if self.tls.is_some() { 8883 } else { 1883 })
+    }
+}
+
+const fn default_reconnect_max() -> f64 {
+    30.0
 }
 fn default_prefix() -> String {
     "camclassd".into()
@@ -257,6 +360,35 @@ impl Config {
         if problems.is_empty() { Ok(config) } else { Err(invalid(problems)) }
     }
 
+    /// Things that work but should be fixed: a secret readable by every user of the machine.
+    pub fn warnings(&self) -> Vec<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut out = Vec::new();
+        let secrets = self.mqtt.iter().flat_map(|m| {
+            [
+                ("mqtt.password_file", m.password_file.as_ref()),
+                ("mqtt.tls.key_file", m.tls.as_ref().and_then(|t| t.key_file.as_ref())),
+            ]
+        });
+        for (key, path) in secrets {
+            if let Some(path) = path
+                && let Ok(meta) = std::fs::metadata(path)
+                && meta.permissions().mode() & 0o004 != 0
+            {
+                out.push(format!(
+                    "{key}: {} is readable by every user (mode {:o}); run: chmod o-rwx {}",
+                    path.display(),
+                    meta.permissions().mode() & 0o777,
+                    path.display()
+                ));
+            }
+        }
+        if self.mqtt.as_ref().is_some_and(|m| m.password.is_some()) {
+            out.push("mqtt.password: the password is in the config file; password_file keeps it out".into());
+        }
+        out
+    }
+
     /// This node's name in topics: `[mqtt] node_id`, else the hostname.
     pub fn node_id(&self) -> String {
         self.mqtt
@@ -317,7 +449,7 @@ impl Config {
             if m.host.trim().is_empty() {
                 problem("mqtt.host", "must not be empty".into());
             }
-            if m.port == 0 {
+            if m.port == Some(0) {
                 problem("mqtt.port", "must be between 1 and 65535".into());
             }
             if m.qos > 2 {
@@ -344,6 +476,45 @@ impl Config {
             if let Some(node) = m.node_id.as_ref().filter(|n| !is_topic_level(n)) {
                 problem("mqtt.node_id", format!("{node:?} must be letters, digits, '-' or '_'"));
             }
+            if !(m.reconnect_max.is_finite() && (1.0..=3600.0).contains(&m.reconnect_max)) {
+                problem("mqtt.reconnect_max", format!("expected seconds from 1 to 3600, got {}", m.reconnect_max));
+            }
+            if let Some(tls) = &m.tls {
+                if !tls.ca_file.is_file() {
+                    problem("mqtt.tls.ca_file", format!("{} not found", tls.ca_file.display()));
+                }
+                match (&tls.cert_file, &tls.key_file) {
+                    (Some(_), None) => problem("mqtt.tls.key_file", "cert_file needs key_file".into()),
+                    (None, Some(_)) => problem("mqtt.tls.cert_file", "key_file needs cert_file".into()),
+                    _ => {}
+                }
+                for (key, f) in [("mqtt.tls.cert_file", &tls.cert_file), ("mqtt.tls.key_file", &tls.key_file)] {
+                    if let Some(f) = f.as_ref().filter(|f| !f.is_file()) {
+                        problem(key, format!("{} not found", f.display()));
+                    }
+                }
+            }
+        }
+        if self.queue.path.as_os_str().is_empty() || self.queue.path.is_dir() {
+            problem(
+                "queue.path",
+                format!("{:?} must be a file path (e.g. /var/lib/camclassd/queue.redb)", self.queue.path),
+            );
+        }
+        if self.queue.max_events == 0 {
+            problem("queue.max_events", "must be at least 1".into());
+        }
+        if !(1..=1_048_576).contains(&self.queue.max_mb) {
+            problem("queue.max_mb", format!("expected 1 to 1048576 MiB, got {}", self.queue.max_mb));
+        }
+        if let Some(ha) = &self.homeassistant {
+            let p = &ha.discovery_prefix;
+            if p.is_empty() || p.starts_with('/') || p.ends_with('/') || p.contains(['+', '#', ' ']) {
+                problem("homeassistant.discovery_prefix", format!("{p:?} must be a topic without wildcards"));
+            }
+        }
+        if !(self.health.interval.is_finite() && (0.1..=86_400.0).contains(&self.health.interval)) {
+            problem("health.interval", format!("expected seconds from 0.1 to 86400, got {}", self.health.interval));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, cam) in self.cameras.iter().enumerate() {

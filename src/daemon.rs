@@ -1,16 +1,21 @@
-//! The daemon: wires capture → preprocess → infer → postprocess → events → publish, and shuts it down.
+//! The daemon: wires capture → preprocess → infer → postprocess → events → publish, reloads, watches
+//! itself, and shuts down.
 //!
 //! Threads: one capture thread per camera feeding the [`FrameHub`]; per inference worker, a decode thread
 //! (decode + resize + normalise) and an inference thread, joined by a one-slot channel so the next frame is
-//! prepared while the current one is inferred; the tokio runtime hosts the MQTT tasks. Shutdown (the
-//! `shutdown` future, or every replay source finished): capture stops, frames already captured are
-//! classified, their events published, `offline` is published and the client disconnects.
+//! prepared while the current one is inferred; the tokio runtime hosts the publisher (MQTT + event queue)
+//! and the watchdog. A [`Pipeline`] is everything that depends on the cameras and the model; a config
+//! reload (SIGHUP, or `reload` on the command topic) builds a new one and keeps the MQTT connection when
+//! the `[mqtt]` section did not change. Shutdown (the `shutdown` future, or every replay source finished):
+//! capture stops, frames already captured are classified, their events queued and published, `offline`
+//! is published and the client disconnects.
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
@@ -18,10 +23,11 @@ use tokio::sync::mpsc;
 use crate::capture::{self, FrameHub};
 use crate::config::{Config, PublishMode};
 use crate::events::{self, Event, EventClass, EventTiming, ModelRef, Policy, PolicyState, Reason, State};
+use crate::health::Health;
 use crate::model::{self, Model, ModelError};
 use crate::postprocess::{Classification, Postprocessor};
 use crate::preprocess::Preprocessor;
-use crate::publish::{self, Publication, PublishError, Settings};
+use crate::publish::{self, Command, Control, Limits, Publication, PublishError, Queue, QueueError, Settings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -33,6 +39,8 @@ pub enum DaemonError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Publish(#[from] PublishError),
+    #[error("{0} (set [queue] path to a writable file)")]
+    Queue(#[from] QueueError),
     #[error("cannot start a thread: {0}")]
     Thread(#[from] std::io::Error),
     #[error("a pipeline thread failed (see the log); stopped so that the service manager restarts camclassd")]
@@ -55,6 +63,17 @@ pub struct Summary {
     pub frames: u64,
     pub events: u64,
     pub events_dropped: u64,
+    /// Events left in the on-disk queue for the next start.
+    pub events_queued: u64,
+}
+
+/// What the daemon listens to besides its pipeline.
+#[derive(Debug)]
+pub struct Signals<S> {
+    /// Resolves on SIGTERM / SIGINT.
+    pub shutdown: S,
+    /// One message per SIGHUP.
+    pub reload: mpsc::Receiver<()>,
 }
 
 /// Per-camera state shared by the inference workers.
@@ -63,136 +82,389 @@ struct CameraState {
     name: String,
     policy: Policy,
     state: PolicyState,
-    seq: u64,
     /// The class last published on the retained `state` topic (`Some(None)`: "nothing").
     stated: Option<Option<usize>>,
+    /// Publish the next classified frame whatever the policy says (the `snapshot` command).
+    snapshot: bool,
 }
 
-/// Runs until `shutdown` resolves or every source has finished.
-pub async fn run(
+/// Runs until shutdown is requested or every source has finished.
+pub async fn run<S: Future<Output = ()>>(
     config: Config,
+    config_path: Option<PathBuf>,
     ort_lib: Option<&Path>,
-    shutdown: impl Future<Output = ()>,
+    signals: Signals<S>,
 ) -> Result<Summary, DaemonError> {
-    let mqtt = config.mqtt.as_ref().ok_or(DaemonError::Incomplete)?;
-    if config.cameras.is_empty() {
+    if config.mqtt.is_none() || config.cameras.is_empty() {
         return Err(DaemonError::Incomplete);
     }
-    let node = config.node_id();
-    let settings = Settings::from_config(mqtt, &node)?;
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let mut settings = Settings::from_config(&config)?;
     let ort_lib = ort_lib.or(config.onnxruntime.library.as_deref());
     let runtime = model::runtime::load(ort_lib)?;
+    let models = load_models(runtime, &config)?;
+    let queue = open_queue(&config)?;
 
-    // Each worker has its own session and decode thread. By default a worker's session gets its share of
-    // the cores minus one, which its decode thread uses: on 2 cores, 1 intra-op thread classifies 233
-    // frames/s against 213 with 2 (the decode thread then fights inference for a core).
+    let mut pipeline = Pipeline::start(&config, models)?;
+    let (command_tx, mut commands) = mpsc::channel::<Command>(4);
+    let mut publisher = PublisherHandle::spawn(settings.clone(), queue, &pipeline, command_tx.clone());
+    pipeline.run(&publisher.events)?;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    tracing::info!(
+        node = %config.node_id(),
+        cameras = config.cameras.len(),
+        workers = config.model.workers,
+        "camclassd running"
+    );
+
+    let watched = Arc::new(Mutex::new((Arc::clone(&pipeline.health), Arc::clone(&pipeline.hub))));
+    let watchdog = tokio::spawn(watchdog(Arc::clone(&watched)));
+
+    let mut summary = Summary::default();
+    let Signals { shutdown, mut reload } = signals;
+    tokio::pin!(shutdown);
+    let queue_config = config.queue.clone();
+    loop {
+        let reload_now = tokio::select! {
+            () = &mut shutdown => { tracing::info!("shutting down"); break }
+            Some(frames) = pipeline.done.recv() => {
+                // A worker ended on its own: every replay source finished (or a thread failed).
+                pipeline.finished += 1;
+                summary.frames += frames;
+                break;
+            }
+            Some(()) = reload.recv() => { tracing::info!("SIGHUP: reloading the config"); true }
+            Some(command) = commands.recv() => match command {
+                Command::Reload => true,
+                Command::Snapshot { camera } => { pipeline.snapshot(camera.as_deref()); false }
+            },
+        };
+        if !reload_now {
+            continue;
+        }
+        let Some(path) = config_path.as_deref() else {
+            tracing::warn!("reload asked for, but camclassd was started without a config file");
+            continue;
+        };
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+        // Everything that can fail is prepared before the running pipeline stops.
+        let prepared = Config::load_for_daemon(path).map_err(|e| e.to_string()).and_then(|new| {
+            let s = Settings::from_config(&new).map_err(|e| e.to_string())?;
+            let m = load_models(runtime, &new).map_err(|e| e.to_string())?;
+            let p = Pipeline::start(&new, m).map_err(|e| e.to_string())?;
+            Ok((new, s, p))
+        });
+        let (new, new_settings, next) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("reload refused, the running config stays:\n{e}");
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+                continue;
+            }
+        };
+        for warning in new.warnings() {
+            tracing::warn!("{warning}");
+        }
+        if new.queue != queue_config {
+            tracing::warn!("[queue] changes take effect at the next restart");
+        }
+        summary.frames += pipeline.stop().await;
+        pipeline = next;
+        if new_settings.source != settings.source {
+            tracing::info!("[mqtt] changed: reconnecting with the new settings");
+            let (stats, queue) = publisher.stop().await;
+            summary.add(stats);
+            let queue = match queue {
+                Some(q) => q,
+                None => open_queue(&config)?,
+            };
+            publisher = PublisherHandle::spawn(new_settings.clone(), queue, &pipeline, command_tx.clone());
+        } else {
+            let _ = publisher
+                .control
+                .send(Control::Pipeline { cameras: pipeline.names.clone(), health: Arc::clone(&pipeline.health) })
+                .await;
+        }
+        pipeline.run(&publisher.events)?;
+        settings = new_settings;
+        if let Ok(mut w) = watched.lock() {
+            *w = (Arc::clone(&pipeline.health), Arc::clone(&pipeline.hub));
+        }
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        tracing::info!(cameras = pipeline.names.len(), "config reloaded");
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    watchdog.abort();
+    let failed = pipeline.hub.failed();
+    summary.frames += pipeline.stop().await;
+    let (stats, _) = publisher.stop().await;
+    summary.add(stats);
+    tracing::info!(
+        frames = summary.frames,
+        events = summary.events,
+        dropped_events = summary.events_dropped,
+        queued_events = summary.events_queued,
+        "stopped"
+    );
+    if failed {
+        return Err(DaemonError::Failed);
+    }
+    Ok(summary)
+}
+
+impl Summary {
+    fn add(&mut self, stats: publish::PublishStats) {
+        self.events += stats.events;
+        self.events_dropped += stats.dropped;
+        self.events_queued = stats.queued;
+    }
+}
+
+/// One inference session per worker. By default a worker's session gets its share of the cores minus one,
+/// which its decode thread uses: on 2 cores, 1 intra-op thread classifies 233 frames/s against 213 with 2
+/// (the decode thread then fights inference for a core).
+fn load_models(runtime: &'static model::runtime::Runtime, config: &Config) -> Result<Vec<Model>, DaemonError> {
     let workers = config.model.workers;
     let mut options = config.model.model_options();
     if options.threads.is_none() {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         options.threads = Some((cores / workers).saturating_sub(1).max(1));
     }
-    let mut models = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        models.push(Model::load(runtime, &config.model.path, &options)?);
+    (0..workers).map(|_| Model::load(runtime, &config.model.path, &options).map_err(DaemonError::from)).collect()
+}
+
+fn open_queue(config: &Config) -> Result<Queue, DaemonError> {
+    let limits = Limits { max_events: config.queue.max_events, max_bytes: config.queue.max_mb * 1024 * 1024 };
+    let queue = tokio::task::block_in_place(|| Queue::open(&config.queue.path, limits))?;
+    Ok(queue)
+}
+
+/// The running publisher task and the channels into it.
+struct PublisherHandle {
+    events: mpsc::Sender<Publication>,
+    control: mpsc::Sender<Control>,
+    task: tokio::task::JoinHandle<(publish::PublishStats, Queue)>,
+}
+
+impl PublisherHandle {
+    fn spawn(settings: Settings, queue: Queue, pipeline: &Pipeline, commands: mpsc::Sender<Command>) -> Self {
+        let (events, rx) = mpsc::channel::<Publication>(256);
+        let (control, control_rx) = mpsc::channel::<Control>(4);
+        let task = tokio::spawn(publish::run(
+            settings,
+            queue,
+            pipeline.names.clone(),
+            Arc::clone(&pipeline.health),
+            rx,
+            control_rx,
+            commands,
+        ));
+        PublisherHandle { events, control, task }
     }
 
-    let cameras: Vec<CameraState> = config
-        .cameras
-        .iter()
-        .map(|c| CameraState {
-            name: c.name.clone(),
-            policy: match c.publish {
-                PublishMode::EveryFrame => Policy::EveryFrame,
-                PublishMode::OnChange => Policy::OnChange {
-                    debounce: c.debounce,
-                    heartbeat: (c.interval > 0.0).then(|| Duration::from_secs_f64(c.interval)),
-                    min_score: c.min_score.unwrap_or(config.model.min_score),
-                },
-            },
-            state: PolicyState::default(),
-            seq: 0,
-            stated: None,
-        })
-        .collect();
-    let names: Vec<String> = cameras.iter().map(|c| c.name.clone()).collect();
-    let cameras = Arc::new(Mutex::new(cameras));
-
-    let (tx, rx) = mpsc::channel::<Publication>(256);
-    let publisher = tokio::spawn(publish::run(settings, names, rx));
-
-    let hub = Arc::new(FrameHub::new(config.cameras.len()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let captures = capture::spawn_all(&config.cameras, &hub, &stop)?;
-
-    let (done_tx, mut done_rx) = mpsc::channel::<Summary>(workers);
-    let node: Arc<str> = node.into();
-    let dropped = Arc::new(AtomicU64::new(0));
-    for (i, model) in models.into_iter().enumerate() {
-        let worker = Worker {
-            hub: Arc::clone(&hub),
-            cameras: Arc::clone(&cameras),
-            events: tx.clone(),
-            node: Arc::clone(&node),
-            top_k: config.model.top_k,
-            min_score: config.model.min_score,
-            dropped: Arc::clone(&dropped),
-        };
-        let done = done_tx.clone();
-        spawn_worker(i, worker, model, done)?;
-    }
-    drop((tx, done_tx));
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    tracing::info!(node = %node, cameras = config.cameras.len(), workers, "camclassd running");
-
-    // Wait for a stop request, or for the workers to end on their own (every replay finished).
-    let mut summary = Summary::default();
-    let mut finished = 0;
-    tokio::select! {
-        () = shutdown => tracing::info!("shutting down"),
-        Some(s) = done_rx.recv() => { finished += 1; summary.frames += s.frames; }
-    }
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    stop.store(true, Ordering::Relaxed);
-    hub.close();
-    while finished < workers {
-        match done_rx.recv().await {
-            Some(s) => {
-                finished += 1;
-                summary.frames += s.frames;
+    /// Ends the publisher once the pipeline's senders are gone; gives back the queue (`None` if it panicked).
+    async fn stop(self) -> (publish::PublishStats, Option<Queue>) {
+        let PublisherHandle { events, control, task } = self;
+        drop((events, control));
+        match task.await {
+            Ok((stats, queue)) => (stats, Some(queue)),
+            Err(e) => {
+                tracing::error!("the publisher task failed: {e}");
+                (publish::PublishStats::default(), None)
             }
-            None => break,
         }
     }
-    let stats = publisher.await.unwrap_or_default();
-    summary.events = stats.events;
-    summary.events_dropped = stats.dropped + dropped.load(Ordering::Relaxed);
-    // A capture thread stuck in a device read must not hold the exit: give them a second.
-    let join = tokio::task::spawn_blocking(move || captures.into_iter().for_each(|h| drop(h.join())));
-    if tokio::time::timeout(Duration::from_secs(1), join).await.is_err() {
-        tracing::warn!("a camera did not stop within 1 s (blocked in a device read); exiting without it");
+}
+
+/// Everything that depends on the cameras and the model: built by [`Pipeline::start`] (which may fail and
+/// touches no device), set going by [`Pipeline::run`], and drained by [`Pipeline::stop`].
+struct Pipeline {
+    names: Vec<String>,
+    cameras_config: Vec<crate::config::CameraConfig>,
+    cameras: Arc<Mutex<Vec<CameraState>>>,
+    health: Arc<Health>,
+    hub: Arc<FrameHub>,
+    stop: Arc<AtomicBool>,
+    models: Vec<Model>,
+    top_k: usize,
+    min_score: f32,
+    node: Arc<str>,
+    captures: Vec<JoinHandle<()>>,
+    done: mpsc::Receiver<u64>,
+    done_tx: Option<mpsc::Sender<u64>>,
+    workers: usize,
+    finished: usize,
+    dropped: Arc<AtomicU64>,
+    fault: Fault,
+}
+
+impl Pipeline {
+    fn start(config: &Config, models: Vec<Model>) -> Result<Pipeline, DaemonError> {
+        if config.cameras.is_empty() {
+            return Err(DaemonError::Incomplete);
+        }
+        let cameras: Vec<CameraState> = config
+            .cameras
+            .iter()
+            .map(|c| CameraState {
+                name: c.name.clone(),
+                policy: match c.publish {
+                    PublishMode::EveryFrame => Policy::EveryFrame,
+                    PublishMode::OnChange => Policy::OnChange {
+                        debounce: c.debounce,
+                        heartbeat: (c.interval > 0.0).then(|| Duration::from_secs_f64(c.interval)),
+                        min_score: c.min_score.unwrap_or(config.model.min_score),
+                    },
+                },
+                state: PolicyState::default(),
+                stated: None,
+                snapshot: false,
+            })
+            .collect();
+        let names: Vec<String> = cameras.iter().map(|c| c.name.clone()).collect();
+        let (done_tx, done) = mpsc::channel::<u64>(models.len().max(1));
+        Ok(Pipeline {
+            health: Arc::new(Health::new(&names)),
+            names,
+            cameras_config: config.cameras.clone(),
+            cameras: Arc::new(Mutex::new(cameras)),
+            hub: Arc::new(FrameHub::new(config.cameras.len())),
+            stop: Arc::new(AtomicBool::new(false)),
+            workers: models.len(),
+            models,
+            top_k: config.model.top_k,
+            min_score: config.model.min_score,
+            node: config.node_id().into(),
+            captures: Vec::new(),
+            done,
+            done_tx: Some(done_tx),
+            finished: 0,
+            dropped: Arc::new(AtomicU64::new(0)),
+            fault: Fault::from_env(),
+        })
     }
-    tracing::info!(
-        frames = summary.frames,
-        events = summary.events,
-        dropped_events = summary.events_dropped,
-        "stopped"
-    );
-    if hub.failed() {
-        return Err(DaemonError::Failed);
+
+    /// Starts the capture threads and the workers, whose events go to `events`.
+    fn run(&mut self, events: &mpsc::Sender<Publication>) -> Result<(), DaemonError> {
+        self.captures = capture::spawn_all(&self.cameras_config, &self.hub, &self.stop)?;
+        let Some(done_tx) = self.done_tx.take() else { return Ok(()) };
+        for (i, model) in std::mem::take(&mut self.models).into_iter().enumerate() {
+            let worker = Worker {
+                hub: Arc::clone(&self.hub),
+                cameras: Arc::clone(&self.cameras),
+                health: Arc::clone(&self.health),
+                events: events.clone(),
+                node: Arc::clone(&self.node),
+                top_k: self.top_k,
+                min_score: self.min_score,
+                dropped: Arc::clone(&self.dropped),
+                fault: self.fault,
+            };
+            spawn_worker(i, worker, model, done_tx.clone())?;
+        }
+        Ok(())
     }
-    Ok(summary)
+
+    /// Asks the next classified frame of `camera` (or of every camera) to be published.
+    fn snapshot(&self, camera: Option<&str>) {
+        let mut cameras = self.cameras.lock().unwrap_or_else(|p| p.into_inner());
+        let mut found = false;
+        for c in cameras.iter_mut().filter(|c| camera.is_none_or(|name| c.name == name)) {
+            c.snapshot = true;
+            found = true;
+        }
+        if !found {
+            tracing::warn!(camera = camera.unwrap_or_default(), "snapshot: no such camera");
+        }
+    }
+
+    /// Stops capture, lets the workers classify what was captured, and returns the frames classified.
+    async fn stop(&mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.hub.close();
+        let mut frames = 0;
+        while self.finished < self.workers {
+            match self.done.recv().await {
+                Some(n) => {
+                    self.finished += 1;
+                    frames += n;
+                }
+                None => break,
+            }
+        }
+        // A capture thread stuck in a device read must not hold the exit: give them a second.
+        let captures = std::mem::take(&mut self.captures);
+        let join = tokio::task::spawn_blocking(move || captures.into_iter().for_each(|h| drop(h.join())));
+        if tokio::time::timeout(Duration::from_secs(1), join).await.is_err() {
+            tracing::warn!("a camera did not stop within 1 s (blocked in a device read); going on without it");
+        }
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!(dropped, "events dropped because the publisher was behind");
+        }
+        frames
+    }
+}
+
+/// systemd's watchdog: `WATCHDOG=1` every half period, but only while inference is moving — or has nothing
+/// to do. A stuck inference (frames waiting, no run finishing) stops the pings and systemd restarts us.
+async fn watchdog(watched: Arc<Mutex<(Arc<Health>, Arc<FrameHub>)>>) {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let period = Duration::from_micros(usec) / 2;
+    let mut last = None;
+    let mut warned = false;
+    loop {
+        tokio::time::sleep(period).await;
+        let (moved, idle) = {
+            let Ok(w) = watched.lock() else { continue };
+            let (health, hub) = &*w;
+            let n = health.inferences();
+            let moved = last.is_none_or(|l| l != n);
+            last = Some(n);
+            (moved, !health.busy() && !hub.waiting())
+        };
+        if moved || idle {
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            warned = false;
+        } else if !warned {
+            tracing::error!("inference is stuck (frames waiting, none classified): watchdog pings stopped");
+            warned = true;
+        }
+    }
+}
+
+/// Fault injection for the watchdog's integration test: `CAMCLASSD_FAULT=stall-inference-after:N` makes
+/// the inference thread hang after N frames. Read once; inert unless set.
+#[derive(Debug, Clone, Copy, Default)]
+struct Fault {
+    stall_after: Option<u64>,
+}
+
+impl Fault {
+    fn from_env() -> Fault {
+        let stall_after = std::env::var("CAMCLASSD_FAULT")
+            .ok()
+            .and_then(|v| v.strip_prefix("stall-inference-after:").and_then(|n| n.parse().ok()));
+        Fault { stall_after }
+    }
 }
 
 struct Worker {
     hub: Arc<FrameHub>,
     cameras: Arc<Mutex<Vec<CameraState>>>,
+    health: Arc<Health>,
     events: mpsc::Sender<Publication>,
     node: Arc<str>,
     top_k: usize,
     min_score: f32,
     /// Events the publisher had no room for.
     dropped: Arc<AtomicU64>,
+    fault: Fault,
 }
 
 /// A frame prepared for inference.
@@ -204,7 +476,7 @@ struct Prepared {
     preprocess: Duration,
 }
 
-fn spawn_worker(index: usize, worker: Worker, mut model: Model, done: mpsc::Sender<Summary>) -> std::io::Result<()> {
+fn spawn_worker(index: usize, worker: Worker, mut model: Model, done: mpsc::Sender<u64>) -> std::io::Result<()> {
     // Two tensors circulate: one being filled by the decode thread, one being inferred.
     let (ready_tx, ready_rx) = std_mpsc::sync_channel::<Prepared>(1);
     let (free_tx, free_rx) = std_mpsc::channel::<Vec<f32>>();
@@ -233,7 +505,7 @@ fn spawn_worker(index: usize, worker: Worker, mut model: Model, done: mpsc::Send
             infer_hub.fail();
             0
         });
-        let _ = done.blocking_send(Summary { frames, ..Summary::default() });
+        let _ = done.blocking_send(frames);
     })?;
     Ok(())
 }
@@ -247,25 +519,23 @@ fn decode_loop(
     free_tx: &std_mpsc::Sender<Vec<f32>>,
     ready_tx: &std_mpsc::SyncSender<Prepared>,
 ) {
-    {
-        let mut pre = Preprocessor::new(spec);
-        let mut next = 0;
-        while let Some((camera, frame)) = hub.take(&mut next) {
-            let Ok(mut tensor) = free_rx.recv() else { break };
-            let t0 = Instant::now();
-            let result = pre.decode(frame.as_frame()).and_then(|_| pre.write_tensor(&mut tensor));
-            let preprocess = t0.elapsed();
-            let (captured_at, captured) = (frame.captured_at, frame.captured);
-            hub.recycle(camera, frame.data);
-            if let Err(e) = result {
-                let name = names.get(camera).map_or("?", String::as_str);
-                tracing::warn!(camera = name, "frame skipped: {e}");
-                let _ = free_tx.send(tensor);
-                continue;
-            }
-            if ready_tx.send(Prepared { camera, tensor, captured_at, captured, preprocess }).is_err() {
-                break;
-            }
+    let mut pre = Preprocessor::new(spec);
+    let mut next = 0;
+    while let Some((camera, frame)) = hub.take(&mut next) {
+        let Ok(mut tensor) = free_rx.recv() else { break };
+        let t0 = Instant::now();
+        let result = pre.decode(frame.as_frame()).and_then(|_| pre.write_tensor(&mut tensor));
+        let preprocess = t0.elapsed();
+        let (captured_at, captured) = (frame.captured_at, frame.captured);
+        hub.recycle(camera, frame.data);
+        if let Err(e) = result {
+            let name = names.get(camera).map_or("?", String::as_str);
+            tracing::warn!(camera = name, "frame skipped: {e}");
+            let _ = free_tx.send(tensor);
+            continue;
+        }
+        if ready_tx.send(Prepared { camera, tensor, captured_at, captured, preprocess }).is_err() {
+            break;
         }
     }
 }
@@ -278,35 +548,41 @@ fn infer_loop(
     ready_rx: &std_mpsc::Receiver<Prepared>,
     free_back: &std_mpsc::Sender<Vec<f32>>,
 ) -> u64 {
-    {
-        let mut post = Postprocessor::new(model.spec().output, worker.top_k, worker.min_score);
-        let mut result = Classification::default();
-        let mut frames = 0u64;
-        let model_ref = ModelRef { name: model.spec().name.clone(), sha256: model.sha256().to_string() };
-        while let Ok(mut p) = ready_rx.recv() {
-            model.input_slot_mut(0).copy_from_slice(&p.tensor);
-            // The tensor goes straight back: the decode thread fills it while this frame is inferred.
-            let _ = free_back.send(std::mem::take(&mut p.tensor));
-            let t0 = Instant::now();
-            let run = model.run().map(|_| ());
-            let infer = t0.elapsed();
-            let camera = p.camera;
-            if let Err(e) = run {
-                tracing::error!(camera = %worker.camera_name(camera), "inference failed: {e}");
-                continue;
-            }
-            frames += 1;
-            post.process(model.scores(0), &mut result);
-            if let Some(publication) = worker.decide(camera, &result, model, &model_ref, &p, infer) {
-                match worker.events.try_send(publication) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => worker.dropped_event(camera),
-                    Err(mpsc::error::TrySendError::Closed(_)) => break,
-                }
+    let mut post = Postprocessor::new(model.spec().output, worker.top_k, worker.min_score);
+    let mut result = Classification::default();
+    let mut frames = 0u64;
+    let model_ref = ModelRef { name: model.spec().name.clone(), sha256: model.sha256().to_string() };
+    while let Ok(mut p) = ready_rx.recv() {
+        model.input_slot_mut(0).copy_from_slice(&p.tensor);
+        // The tensor goes straight back: the decode thread fills it while this frame is inferred.
+        let _ = free_back.send(std::mem::take(&mut p.tensor));
+        worker.health.begin();
+        if worker.fault.stall_after.is_some_and(|n| frames >= n) {
+            tracing::warn!("CAMCLASSD_FAULT: inference stalls here (test hook)");
+            loop {
+                std::thread::park();
             }
         }
-        frames
+        let t0 = Instant::now();
+        let run = model.run().map(|_| ());
+        let infer = t0.elapsed();
+        let camera = p.camera;
+        worker.health.end(camera, infer, run.is_ok());
+        if let Err(e) = run {
+            tracing::error!(camera = %worker.camera_name(camera), "inference failed: {e}");
+            continue;
+        }
+        frames += 1;
+        post.process(model.scores(0), &mut result);
+        if let Some(publication) = worker.decide(camera, &result, model, &model_ref, &p, infer) {
+            match worker.events.try_send(publication) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => worker.dropped_event(camera),
+                Err(mpsc::error::TrySendError::Closed(_)) => break,
+            }
+        }
     }
+    frames
 }
 
 impl Worker {
@@ -336,11 +612,16 @@ impl Worker {
         infer: Duration,
     ) -> Option<Publication> {
         let (_, frames_dropped) = self.hub.counts(camera);
+        self.health.set_dropped(camera, frames_dropped);
         let mut cameras = self.cameras.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let cam = &mut cameras[camera];
         let best = result.best();
-        let reason = cam.state.observe(cam.policy, best, frame.captured)?;
-        cam.seq += 1;
+        let observed = cam.state.observe(cam.policy, best, frame.captured);
+        let reason = match (std::mem::take(&mut cam.snapshot), observed) {
+            (_, Some(reason)) => reason,
+            (true, None) => Reason::Snapshot,
+            (false, None) => return None,
+        };
         let shown = match cam.policy {
             Policy::OnChange { min_score, .. } => best.filter(|b| b.score >= min_score),
             Policy::EveryFrame => best,
@@ -361,7 +642,8 @@ impl Worker {
             schema: events::SCHEMA,
             node: self.node.to_string(),
             camera: cam.name.clone(),
-            seq: cam.seq,
+            // Assigned by the publisher's queue, which keeps counting across restarts.
+            seq: 0,
             captured_at,
             reason,
             top: result
@@ -381,6 +663,6 @@ impl Worker {
             },
             frames_dropped,
         };
-        Some(Publication { camera, event, state, captured: frame.captured })
+        Some(Publication { event, state, captured: frame.captured })
     }
 }

@@ -23,6 +23,8 @@ pub enum Reason {
     Change,
     /// `on_change`: nothing changed for `interval`.
     Heartbeat,
+    /// Asked for on the command topic.
+    Snapshot,
 }
 
 /// A camera's publish policy.
@@ -108,7 +110,8 @@ pub struct Event {
     pub schema: &'static str,
     pub node: String,
     pub camera: String,
-    /// Per camera, from 1, in publish order.
+    /// Per camera, from 1, in publish order; it keeps counting across restarts (the event queue stores
+    /// it), so a subscriber that sees a gap knows events were dropped (queue full).
     pub seq: u64,
     /// RFC 3339, UTC, milliseconds.
     pub captured_at: String,

@@ -19,8 +19,12 @@
 //! - [`postprocess`]: softmax, top-k, labels and score thresholds (pure functions).
 //! - [`events`]: the publish policy (every frame, or on change with debounce and heartbeat) and the
 //!   versioned event schema (pure).
-//! - [`publish`]: the MQTT client: topics, retained status with Last Will, events, states, reconnection.
-//! - [`daemon`]: wires the stages with bounded hand-offs and shuts them down in order.
+//! - [`publish`]: the MQTT side: the durable event queue ([`publish::queue`]), delivery until PUBACK,
+//!   reconnection with backoff and jitter, retained status (Last Will) / state / health, TLS, Home
+//!   Assistant discovery ([`publish::discovery`]) and the command topic ([`publish::command`]).
+//! - [`health`]: per-frame counters (atomics) and the periodic health report, systemd STATUS and watchdog.
+//! - [`daemon`]: wires the stages with bounded hand-offs, reloads the config on SIGHUP, feeds the
+//!   watchdog, and shuts the stages down in order.
 //! - [`pipeline`]: the same stage functions chained for the tools, so a tool's answer is the daemon's.
 //! - [`tools`]: the user-facing commands built on the pipeline (`classify`).
 #![warn(clippy::unwrap_used, missing_debug_implementations)]
@@ -29,6 +33,7 @@ pub mod capture;
 pub mod config;
 pub mod daemon;
 pub mod events;
+pub mod health;
 pub mod model;
 pub mod pipeline;
 pub mod postprocess;

@@ -297,7 +297,10 @@ fn run_compare(args: CompareArgs, ort_lib: Option<&Path>) -> Result<u8, Failure>
 }
 
 fn check_config(path: &Path) -> Result<u8, Failure> {
-    Config::load_for_daemon(path).map_err(|e| usage(e.into()))?;
+    let config = Config::load_for_daemon(path).map_err(|e| usage(e.into()))?;
+    for warning in config.warnings() {
+        eprintln!("warning: {warning}");
+    }
     println!("{}: ok", path.display());
     Ok(0)
 }
@@ -312,12 +315,33 @@ fn run_daemon(path: &Path, ort_lib: Option<&Path>) -> Result<u8, Failure> {
         .context("starting the async runtime")
         .map_err(|error| Failure { code: 1, error })?;
     let summary = runtime
-        .block_on(camclassd::daemon::run(config, ort_lib, stop_signal()))
+        .block_on(async {
+            let signals = camclassd::daemon::Signals { shutdown: stop_signal(), reload: reload_signal() };
+            camclassd::daemon::run(config, Some(path.to_path_buf()), ort_lib, signals).await
+        })
         .map_err(|e| Failure { code: e.exit_code(), error: e.into() })?;
     tracing::debug!(?summary, "exit");
     // Pending blocking work (a capture thread inside a device read) must not hold the exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     Ok(0)
+}
+
+/// One message per SIGHUP (`systemctl reload camclassd`).
+fn reload_signal() -> tokio::sync::mpsc::Receiver<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    // A reload already pending covers this one too.
+                    let _ = tx.try_send(());
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot listen for SIGHUP ({e}); config reload is off"),
+    }
+    rx
 }
 
 /// Resolves on SIGTERM (systemd stop) or SIGINT (Ctrl-C).

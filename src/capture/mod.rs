@@ -164,6 +164,11 @@ impl FrameHub {
         }
     }
 
+    /// Whether a captured frame is waiting to be taken (the watchdog's sign that the pipeline has work).
+    pub fn waiting(&self) -> bool {
+        self.lock().slots.iter().any(|s| s.frame.is_some())
+    }
+
     /// (captured, dropped) frame counts of a camera.
     pub fn counts(&self, camera: usize) -> (u64, u64) {
         let state = self.lock();

@@ -142,8 +142,10 @@ pub fn retained(broker: &Broker, filter: &str) -> Vec<Message> {
 pub fn daemon_config(dir: &Path, broker: &Broker, cameras: &str) -> std::path::PathBuf {
     let model = super::model("int8");
     let text = format!(
-        "version = 1\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nnode_id = \"testnode\"\nkeepalive = 5\n[model]\npath = {:?}\nthreads = 1\n{cameras}",
+        "version = 1\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nnode_id = \"testnode\"\nkeepalive = 5\n\
+         [queue]\npath = {:?}\n[model]\npath = {:?}\nthreads = 1\n{cameras}",
         broker.port,
+        dir.join("queue.redb").display().to_string(),
         model.display().to_string()
     );
     let path = dir.join("camclassd.toml");

@@ -1,0 +1,234 @@
+//! Health: counters the pipeline updates per frame (atomics, no locks, no allocation) and the periodic
+//! report built from them — the retained `<prefix>/<node>/health` message, systemd's `STATUS=` line and
+//! the watchdog's "is inference moving" test.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// The health message's schema identifier.
+pub const SCHEMA: &str = "camclassd.health/1";
+
+/// One camera's counters.
+#[derive(Debug)]
+pub struct CameraCounters {
+    pub name: String,
+    /// Frames classified.
+    frames: AtomicU64,
+    /// Sum of inference times, microseconds.
+    infer_us: AtomicU64,
+    /// Frames the camera delivered that were skipped because inference was busy (newest frame wins).
+    dropped: AtomicU64,
+}
+
+/// The pipeline's counters, shared by the workers (writers) and the publisher (reader).
+#[derive(Debug)]
+pub struct Health {
+    pub cameras: Vec<CameraCounters>,
+    /// Monotonic count of inference runs, all cameras: the watchdog pings only while it moves (or nothing
+    /// is waiting for inference).
+    inferences: AtomicU64,
+    /// Frames handed to inference but not finished (0 or 1 per worker).
+    busy: AtomicU64,
+}
+
+impl Health {
+    pub fn new(names: &[String]) -> Health {
+        Health {
+            cameras: names
+                .iter()
+                .map(|n| CameraCounters {
+                    name: n.clone(),
+                    frames: AtomicU64::new(0),
+                    infer_us: AtomicU64::new(0),
+                    dropped: AtomicU64::new(0),
+                })
+                .collect(),
+            inferences: AtomicU64::new(0),
+            busy: AtomicU64::new(0),
+        }
+    }
+
+    /// An inference is starting.
+    pub fn begin(&self) {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An inference of `camera` finished (successfully or not) after `infer`.
+    pub fn end(&self, camera: usize, infer: Duration, ok: bool) {
+        self.busy.fetch_sub(1, Ordering::Relaxed);
+        self.inferences.fetch_add(1, Ordering::Relaxed);
+        if ok && let Some(c) = self.cameras.get(camera) {
+            c.frames.fetch_add(1, Ordering::Relaxed);
+            c.infer_us.fetch_add(infer.as_micros() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// The capture side's drop count for `camera` (absolute, from the frame hub).
+    pub fn set_dropped(&self, camera: usize, dropped: u64) {
+        if let Some(c) = self.cameras.get(camera) {
+            c.dropped.store(dropped, Ordering::Relaxed);
+        }
+    }
+
+    pub fn inferences(&self) -> u64 {
+        self.inferences.load(Ordering::Relaxed)
+    }
+
+    pub fn busy(&self) -> bool {
+        self.busy.load(Ordering::Relaxed) > 0
+    }
+
+    fn totals(&self) -> Vec<(u64, u64, u64)> {
+        self.cameras
+            .iter()
+            .map(|c| {
+                (
+                    c.frames.load(Ordering::Relaxed),
+                    c.infer_us.load(Ordering::Relaxed),
+                    c.dropped.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Turns counters into rates between two reports.
+#[derive(Debug)]
+pub struct Reporter {
+    started: Instant,
+    last: Instant,
+    last_totals: Vec<(u64, u64, u64)>,
+}
+
+/// One camera in a health report.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CameraHealth {
+    /// Frames classified per second since the last report.
+    pub fps: f64,
+    pub frames: u64,
+    pub frames_dropped: u64,
+    /// Mean inference time since the last report, milliseconds (null when no frame was classified).
+    pub infer_ms: Option<f64>,
+}
+
+/// The retained health message.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub node: String,
+    pub version: &'static str,
+    pub uptime_s: u64,
+    pub rss_bytes: Option<u64>,
+    pub cameras: std::collections::BTreeMap<String, CameraHealth>,
+    pub queue: QueueHealth,
+    pub events_published: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct QueueHealth {
+    /// Events waiting for the broker's acknowledgement (on disk).
+    pub depth: u64,
+    pub bytes: u64,
+    /// Events dropped because the queue was full.
+    pub dropped: u64,
+}
+
+impl Reporter {
+    pub fn new(health: &Health) -> Reporter {
+        let now = Instant::now();
+        Reporter { started: now, last: now, last_totals: health.totals() }
+    }
+
+    /// A new counter set (after a config reload): rates restart from it, uptime does not.
+    pub fn rebase(&mut self, health: &Health) {
+        self.last = Instant::now();
+        self.last_totals = health.totals();
+    }
+
+    pub fn report(&mut self, health: &Health, node: &str, queue: QueueHealth, events_published: u64) -> Report {
+        let now = Instant::now();
+        let secs = now.duration_since(self.last).as_secs_f64().max(1e-3);
+        let totals = health.totals();
+        let cameras = health
+            .cameras
+            .iter()
+            .zip(&totals)
+            .enumerate()
+            .map(|(i, (c, &(frames, infer_us, dropped)))| {
+                let (f0, us0, _) = self.last_totals.get(i).copied().unwrap_or_default();
+                let df = frames.saturating_sub(f0);
+                let dus = infer_us.saturating_sub(us0);
+                let h = CameraHealth {
+                    fps: round2(df as f64 / secs),
+                    frames,
+                    frames_dropped: dropped,
+                    infer_ms: (df > 0).then(|| round2(dus as f64 / df as f64 / 1000.0)),
+                };
+                (c.name.clone(), h)
+            })
+            .collect();
+        self.last = now;
+        self.last_totals = totals;
+        Report {
+            schema: SCHEMA,
+            node: node.to_string(),
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_s: now.duration_since(self.started).as_secs(),
+            rss_bytes: rss_bytes(),
+            cameras,
+            queue,
+            events_published,
+        }
+    }
+}
+
+impl Report {
+    /// systemd's one-line `STATUS=`: fps per camera and the queue.
+    pub fn status_line(&self) -> String {
+        let cams: Vec<String> = self.cameras.iter().map(|(n, c)| format!("{n} {:.1} fps", c.fps)).collect();
+        format!("{}; queue {}", cams.join(", "), self.queue.depth)
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// Resident set size from /proc (Linux); `None` elsewhere.
+pub fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_rates_between_reports() {
+        let h = Health::new(&["a".into(), "b".into()]);
+        let mut r = Reporter::new(&h);
+        for _ in 0..10 {
+            h.begin();
+            h.end(0, Duration::from_millis(4), true);
+        }
+        h.set_dropped(1, 7);
+        let rep = r.report(&h, "n", QueueHealth::default(), 3);
+        assert_eq!(rep.cameras["a"].frames, 10);
+        assert_eq!(rep.cameras["a"].infer_ms, Some(4.0));
+        assert!(rep.cameras["a"].fps > 0.0);
+        assert_eq!(rep.cameras["b"].frames_dropped, 7);
+        assert_eq!(rep.cameras["b"].infer_ms, None);
+        assert!(!h.busy());
+        assert_eq!(h.inferences(), 10);
+        assert!(rep.status_line().starts_with("a "));
+        // The next report counts only what happened since.
+        let rep = r.report(&h, "n", QueueHealth::default(), 3);
+        assert_eq!(rep.cameras["a"].fps, 0.0);
+        assert_eq!(rep.cameras["a"].infer_ms, None);
+    }
+}

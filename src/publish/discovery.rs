@@ -1,0 +1,207 @@
+//! Home Assistant MQTT discovery: the retained `config` messages that make each camera appear in Home
+//! Assistant by itself — a label sensor, a score sensor, an `event` entity fed by the event topic, and
+//! diagnostic sensors (fps, dropped frames, inference time) fed by the health topic. Every entity's
+//! availability follows the node's retained status (Last Will `offline`).
+//!
+//! Topic layout: `<discovery prefix>/<component>/<node>/<object>/config`, object = `<camera>_<what>`.
+
+use serde_json::{Value, json};
+
+use super::Topics;
+
+/// The `reason` values an event can carry: the event entity's `event_types`.
+pub const EVENT_TYPES: [&str; 4] = ["change", "heartbeat", "frame", "snapshot"];
+
+/// Discovery settings for one node.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    prefix: String,
+    node: String,
+    topics: Topics,
+}
+
+/// One retained discovery message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigMessage {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+impl Discovery {
+    pub fn new(prefix: &str, node: &str, topics: Topics) -> Discovery {
+        Discovery { prefix: prefix.trim_end_matches('/').to_string(), node: object_id(node), topics }
+    }
+
+    /// Where Home Assistant announces itself (`online` after a restart).
+    pub fn status_topic(&self) -> String {
+        format!("{}/status", self.prefix)
+    }
+
+    /// The filter matching every config this node may have published, to find stale ones.
+    pub fn own_configs_filter(&self) -> String {
+        format!("{}/+/{}/+/config", self.prefix, self.node)
+    }
+
+    /// Whether `topic` is a config topic of this node.
+    pub fn is_own_config(&self, topic: &str) -> bool {
+        let parts: Vec<&str> = topic.split('/').collect();
+        let prefix: Vec<&str> = self.prefix.split('/').collect();
+        parts.len() == prefix.len() + 4
+            && parts[..prefix.len()] == prefix[..]
+            && parts[prefix.len() + 1] == self.node
+            && parts[prefix.len() + 3] == "config"
+    }
+
+    fn topic(&self, component: &str, object: &str) -> String {
+        format!("{}/{component}/{}/{object}/config", self.prefix, self.node)
+    }
+
+    fn device(&self) -> Value {
+        json!({
+            "identifiers": [format!("camclassd_{}", self.node)],
+            "name": format!("camclassd {}", self.node),
+            "manufacturer": "camclassd",
+            "model": "camera classification daemon",
+            "sw_version": env!("CARGO_PKG_VERSION"),
+        })
+    }
+
+    /// Fields every entity shares: availability, device, origin and ids.
+    fn entity(&self, object: &str, name: &str) -> serde_json::Map<String, Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("name".into(), json!(name));
+        m.insert("unique_id".into(), json!(format!("camclassd_{}_{object}", self.node)));
+        m.insert("object_id".into(), json!(format!("{}_{object}", self.node)));
+        m.insert("availability_topic".into(), json!(self.topics.status()));
+        m.insert("payload_available".into(), json!("online"));
+        m.insert("payload_not_available".into(), json!("offline"));
+        m.insert("device".into(), self.device());
+        m.insert("origin".into(), json!({"name": "camclassd", "sw_version": env!("CARGO_PKG_VERSION")}));
+        m
+    }
+
+    /// The config topics of `camera`, whatever its entities' payloads.
+    pub fn camera_topics(&self, camera: &str) -> Vec<String> {
+        let cam = object_id(camera);
+        [
+            ("sensor", "label"),
+            ("sensor", "score"),
+            ("event", "classification"),
+            ("sensor", "fps"),
+            ("sensor", "frames_dropped"),
+            ("sensor", "infer_ms"),
+        ]
+        .iter()
+        .map(|(component, what)| self.topic(component, &format!("{cam}_{what}")))
+        .collect()
+    }
+
+    /// Every config message for these cameras, plus the node's own diagnostics.
+    pub fn configs(&self, cameras: &[String]) -> Vec<ConfigMessage> {
+        let mut out = Vec::new();
+        let health = self.topics.health();
+        for camera in cameras {
+            let cam = object_id(camera);
+            let state = self.topics.state(camera);
+            let topics = self.camera_topics(camera);
+            let cam_key = serde_json::to_string(camera).unwrap_or_default();
+
+            let mut label = self.entity(&format!("{cam}_label"), &format!("{camera} label"));
+            label.insert("state_topic".into(), json!(state));
+            label.insert("value_template".into(), json!("{{ value_json.label if value_json.label else 'none' }}"));
+            label.insert("json_attributes_topic".into(), json!(state));
+            label.insert("icon".into(), json!("mdi:cctv"));
+
+            let mut score = self.entity(&format!("{cam}_score"), &format!("{camera} score"));
+            score.insert("state_topic".into(), json!(state));
+            score.insert("value_template".into(), json!("{{ (value_json.score * 100) | round(1) }}"));
+            score.insert("unit_of_measurement".into(), json!("%"));
+            score.insert("state_class".into(), json!("measurement"));
+            score.insert("icon".into(), json!("mdi:percent"));
+
+            let mut event = self.entity(&format!("{cam}_classification"), &format!("{camera} classification"));
+            event.insert("state_topic".into(), json!(self.topics.event(camera)));
+            event.insert("event_types".into(), json!(EVENT_TYPES));
+            // HA's event entity wants {"event_type": …, attributes…}; ours says `reason` and `top`.
+            event.insert(
+                "value_template".into(),
+                json!(
+                    "{% set t = value_json.top[0] if value_json.top else none %}\
+                     {{ {'event_type': value_json.reason, 'label': t.label if t else none, \
+                     'class_id': t.class_id if t else none, 'score': t.score if t else 0, \
+                     'seq': value_json.seq, 'captured_at': value_json.captured_at} | tojson }}"
+                ),
+            );
+
+            let diag = |object: &str, name: &str, field: &str, unit: Option<&str>, class: &str| {
+                let mut d = self.entity(&format!("{cam}_{object}"), &format!("{camera} {name}"));
+                d.insert("state_topic".into(), json!(health));
+                d.insert("value_template".into(), json!(format!("{{{{ value_json.cameras[{cam_key}].{field} }}}}")));
+                d.insert("entity_category".into(), json!("diagnostic"));
+                d.insert("state_class".into(), json!(class));
+                if let Some(unit) = unit {
+                    d.insert("unit_of_measurement".into(), json!(unit));
+                }
+                d
+            };
+            let fps = diag("fps", "fps", "fps", Some("fps"), "measurement");
+            let dropped = diag("frames_dropped", "dropped frames", "frames_dropped", None, "total_increasing");
+            let infer = diag("infer_ms", "inference time", "infer_ms", Some("ms"), "measurement");
+
+            for (topic, body) in topics.into_iter().zip([label, score, event, fps, dropped, infer]) {
+                out.push(ConfigMessage { topic, payload: Value::Object(body).to_string().into_bytes() });
+            }
+        }
+        let mut queue = self.entity("queue_depth", "queue depth");
+        queue.insert("state_topic".into(), json!(health));
+        queue.insert("value_template".into(), json!("{{ value_json.queue.depth }}"));
+        queue.insert("entity_category".into(), json!("diagnostic"));
+        queue.insert("state_class".into(), json!("measurement"));
+        out.push(ConfigMessage {
+            topic: self.topic("sensor", "queue_depth"),
+            payload: Value::Object(queue).to_string().into_bytes(),
+        });
+        out
+    }
+}
+
+/// A name usable as a discovery node or object id: `[a-zA-Z0-9_-]`, anything else becomes `_`.
+pub fn object_id(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn discovery() -> Discovery {
+        Discovery::new("homeassistant", "pi4", Topics::new("camclassd", "pi4"))
+    }
+
+    #[test]
+    fn every_camera_gets_its_entities_and_valid_json() {
+        let d = discovery();
+        let configs = d.configs(&["porch".into(), "back door".into()]);
+        assert_eq!(configs.len(), 13);
+        for c in &configs {
+            assert!(d.is_own_config(&c.topic), "{}", c.topic);
+            let v: Value = serde_json::from_slice(&c.payload).unwrap();
+            assert_eq!(v["availability_topic"], "camclassd/pi4/status");
+            assert_eq!(v["device"]["identifiers"][0], "camclassd_pi4");
+            assert!(v["state_topic"].as_str().unwrap().starts_with("camclassd/pi4/"));
+        }
+        let topics: Vec<&str> = configs.iter().map(|c| c.topic.as_str()).collect();
+        assert!(topics.contains(&"homeassistant/event/pi4/back_door_classification/config"));
+        assert!(topics.contains(&"homeassistant/sensor/pi4/porch_label/config"));
+    }
+
+    #[test]
+    fn recognises_only_its_own_config_topics() {
+        let d = discovery();
+        assert!(d.is_own_config("homeassistant/sensor/pi4/old_label/config"));
+        assert!(!d.is_own_config("homeassistant/sensor/other/old_label/config"));
+        assert!(!d.is_own_config("homeassistant/sensor/pi4/old_label/state"));
+        assert!(!d.is_own_config("homeassistant/status"));
+        assert_eq!(d.own_configs_filter(), "homeassistant/+/pi4/+/config");
+    }
+}

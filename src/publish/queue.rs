@@ -1,0 +1,592 @@
+//! The durable event queue: every event is written here before it is published, and removed only when the
+//! broker has acknowledged it (PUBACK), so neither a broker outage, a daemon restart nor a power cut loses it.
+//!
+//! Storage is [redb] (ACID, copy-on-write, crash-safe); each record also carries its own CRC-32 so a record
+//! damaged on the medium is detected, logged and skipped rather than published. A file redb cannot open
+//! is moved aside (`<path>.corrupt-<unix time>`) and a fresh queue started: the daemon never stops over it.
+//!
+//! Appends are durable when [`Queue::push`] returns (one fsync per batch). Removals are batched and made
+//! durable at least every [`ACK_FLUSH`]; after a crash the few acknowledged-but-not-yet-removed events are
+//! sent again, which at-least-once delivery allows. The queue is bounded by count and bytes: when full, the
+//! oldest events are dropped and counted.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use redb::{Database, Durability, ReadableTable, TableDefinition};
+
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// Per-camera last sequence number, so `seq` keeps counting across restarts.
+const SEQUENCES: TableDefinition<&str, u64> = TableDefinition::new("sequences");
+
+/// Removals are made durable at least this often.
+pub const ACK_FLUSH: Duration = Duration::from_secs(1);
+
+/// Record layout: CRC-32 (LE, over the rest) | topic length (u16 LE) | topic | payload.
+const HEADER: usize = 6;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("event queue {}: {source}", path.display())]
+    Open { path: PathBuf, source: Box<dyn std::error::Error + Send + Sync> },
+    #[error("event queue {}: {source}", path.display())]
+    Io { path: PathBuf, source: Box<dyn std::error::Error + Send + Sync> },
+}
+
+/// A queued event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub id: u64,
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// Limits of the queue.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_events: u64,
+    pub max_bytes: u64,
+}
+
+/// The on-disk queue. Single owner (the publisher task); redb's file lock keeps a second daemon out.
+pub struct Queue {
+    db: Database,
+    path: PathBuf,
+    limits: Limits,
+    /// Id the next pushed record gets.
+    next_id: u64,
+    len: u64,
+    bytes: u64,
+    sizes: std::collections::BTreeMap<u64, u64>,
+    sequences: HashMap<String, u64>,
+    dropped: u64,
+    pending_removals: bool,
+    last_durable: Instant,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").field("path", &self.path).field("len", &self.len).field("bytes", &self.bytes).finish()
+    }
+}
+
+fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> Box<dyn std::error::Error + Send + Sync> {
+    Box::new(e)
+}
+
+impl Queue {
+    /// Opens (or creates) the queue at `path`. A damaged file is moved aside with an error logged, and
+    /// whatever records could still be read are carried over into the fresh queue.
+    pub fn open(path: &Path, limits: Limits) -> Result<Queue, QueueError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| QueueError::Open { path: path.to_path_buf(), source: boxed(e) })?;
+        }
+        match Self::try_open(path, limits) {
+            Ok(Opened::Clean(queue)) => Ok(queue),
+            Ok(Opened::Salvaged { records, sequences, problem }) => {
+                let aside = Self::move_aside(path)?;
+                tracing::error!(
+                    "event queue {} is damaged ({problem}); kept {} readable events, moved the file to {}",
+                    path.display(),
+                    records.len(),
+                    aside.display()
+                );
+                let mut queue = Self::fresh(path, limits)?;
+                queue.restore(records, sequences)?;
+                Ok(queue)
+            }
+            Err(problem) => {
+                // Permission and lock problems are the user's to fix; anything else means the file is damaged.
+                if let Some(e) = problem.downcast_ref::<redb::DatabaseError>() {
+                    match e {
+                        redb::DatabaseError::DatabaseAlreadyOpen => {
+                            return Err(QueueError::Open {
+                                path: path.to_path_buf(),
+                                source: "in use by another process (a second camclassd with the same [queue] path?)"
+                                    .into(),
+                            });
+                        }
+                        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                            if io.kind() == std::io::ErrorKind::PermissionDenied =>
+                        {
+                            return Err(QueueError::Open { path: path.to_path_buf(), source: problem });
+                        }
+                        _ => {}
+                    }
+                }
+                if let Some(io) = problem.downcast_ref::<std::io::Error>()
+                    && io.kind() == std::io::ErrorKind::PermissionDenied
+                {
+                    return Err(QueueError::Open { path: path.to_path_buf(), source: problem });
+                }
+                let aside = Self::move_aside(path)?;
+                tracing::error!(
+                    "event queue {} cannot be read ({problem}); moved it to {} and started an empty queue",
+                    path.display(),
+                    aside.display()
+                );
+                Self::fresh(path, limits)
+            }
+        }
+    }
+
+    fn move_aside(path: &Path) -> Result<PathBuf, QueueError> {
+        let stamp = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(format!(".corrupt-{stamp}"));
+        let aside = PathBuf::from(aside);
+        std::fs::rename(path, &aside).map_err(|e| QueueError::Open { path: path.to_path_buf(), source: boxed(e) })?;
+        Ok(aside)
+    }
+
+    fn fresh(path: &Path, limits: Limits) -> Result<Queue, QueueError> {
+        match Self::try_open(path, limits) {
+            Ok(Opened::Clean(q)) => Ok(q),
+            Ok(Opened::Salvaged { problem, .. }) | Err(problem) => {
+                Err(QueueError::Open { path: path.to_path_buf(), source: problem })
+            }
+        }
+    }
+
+    /// Opens the file and reads every record, checking each CRC. redb is not expected to panic on a damaged
+    /// file, but a daemon that must never crash over its queue does not rely on that.
+    fn try_open(path: &Path, limits: Limits) -> Result<Opened, Box<dyn std::error::Error + Send + Sync>> {
+        let opened = catch_unwind(AssertUnwindSafe(|| -> Result<Opened, Box<dyn std::error::Error + Send + Sync>> {
+            let db = Database::builder().create(path)?;
+            let mut records = Vec::new();
+            let mut sequences = HashMap::new();
+            let mut bad = 0u64;
+            let scan = (|| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+                let tx = db.begin_write()?;
+                // Created here so that a fresh file has both tables.
+                tx.open_table(EVENTS)?;
+                tx.open_table(SEQUENCES)?;
+                tx.commit()?;
+                let read = db.begin_read()?;
+                let events = read.open_table(EVENTS)?;
+                for entry in events.iter()? {
+                    let (id, value) = entry?;
+                    match decode(id.value(), value.value()) {
+                        Some(r) => records.push(r),
+                        None => bad += 1,
+                    }
+                }
+                let seqs = read.open_table(SEQUENCES)?;
+                for entry in seqs.iter()? {
+                    let (camera, seq) = entry?;
+                    sequences.insert(camera.value().to_string(), seq.value());
+                }
+                Ok(())
+            })();
+            match scan {
+                Ok(()) if bad == 0 => Ok(Opened::Clean(Queue::from_parts(db, path, limits, &records, sequences))),
+                Ok(()) => {
+                    // Damaged records inside a readable file: drop them and carry on with the same file.
+                    tracing::error!(
+                        "event queue {}: {bad} damaged event(s) failed their checksum and were skipped",
+                        path.display()
+                    );
+                    let mut queue = Queue::from_parts(db, path, limits, &records, sequences);
+                    queue.remove_damaged()?;
+                    Ok(Opened::Clean(queue))
+                }
+                Err(problem) => Ok(Opened::Salvaged { records, sequences, problem }),
+            }
+        }));
+        match opened {
+            Ok(result) => result,
+            Err(_) => Err("the storage library panicked reading it".into()),
+        }
+    }
+
+    fn from_parts(
+        db: Database,
+        path: &Path,
+        limits: Limits,
+        records: &[Record],
+        sequences: HashMap<String, u64>,
+    ) -> Queue {
+        let sizes: std::collections::BTreeMap<u64, u64> =
+            records.iter().map(|r| (r.id, (HEADER + r.topic.len() + r.payload.len()) as u64)).collect();
+        Queue {
+            db,
+            path: path.to_path_buf(),
+            limits,
+            next_id: records.last().map_or(1, |r| r.id + 1),
+            len: sizes.len() as u64,
+            bytes: sizes.values().sum(),
+            sizes,
+            sequences,
+            dropped: 0,
+            pending_removals: false,
+            last_durable: Instant::now(),
+        }
+    }
+
+    /// Rewrites the events table without the records whose checksum failed.
+    fn remove_damaged(&mut self) -> Result<(), QueueError> {
+        let keep: std::collections::BTreeSet<u64> = self.sizes.keys().copied().collect();
+        self.write(true, |tx| {
+            let mut table = tx.open_table(EVENTS)?;
+            let all: Vec<u64> = table.iter()?.filter_map(|e| e.ok().map(|(k, _)| k.value())).collect();
+            for id in all.into_iter().filter(|id| !keep.contains(id)) {
+                table.remove(id)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn restore(&mut self, records: Vec<Record>, sequences: HashMap<String, u64>) -> Result<(), QueueError> {
+        self.sequences = sequences;
+        let items: Vec<(String, Vec<u8>)> = records.into_iter().map(|r| (r.topic, r.payload)).collect();
+        self.push(&items)?;
+        Ok(())
+    }
+
+    fn write(
+        &mut self,
+        durable: bool,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Result<(), QueueError> {
+        let io = |source| QueueError::Io { path: self.path.clone(), source };
+        let mut tx = self.db.begin_write().map_err(|e| io(boxed(e)))?;
+        tx.set_durability(if durable { Durability::Immediate } else { Durability::None });
+        f(&tx).map_err(io)?;
+        tx.commit().map_err(|e| io(boxed(e)))?;
+        if durable {
+            self.pending_removals = false;
+            self.last_durable = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// The next sequence number of `camera` (1, 2, …, continuing across restarts). Persisted with the next
+    /// [`Queue::push`].
+    pub fn next_seq(&mut self, camera: &str) -> u64 {
+        let seq = self.sequences.entry(camera.to_string()).or_insert(0);
+        *seq += 1;
+        *seq
+    }
+
+    /// Appends events, durably (one fsync for the batch), dropping the oldest beyond the limits.
+    /// Returns how many old events were dropped to make room.
+    pub fn push(&mut self, items: &[(String, Vec<u8>)]) -> Result<u64, QueueError> {
+        if items.is_empty() {
+            return Ok(0);
+        }
+        let first_id = self.next_id;
+        let mut sizes = Vec::with_capacity(items.len());
+        let mut evict = Vec::new();
+        {
+            // Plan the evictions before writing: new events count against the limits too.
+            let mut len = self.len;
+            let mut bytes = self.bytes;
+            let mut oldest = self.sizes.iter();
+            for (topic, payload) in items {
+                let size = (HEADER + topic.len() + payload.len()) as u64;
+                sizes.push(size);
+                len += 1;
+                bytes += size;
+            }
+            while len > self.limits.max_events || bytes > self.limits.max_bytes {
+                match oldest.next() {
+                    Some((&id, &size)) => {
+                        evict.push(id);
+                        len -= 1;
+                        bytes -= size;
+                    }
+                    None => break,
+                }
+            }
+        }
+        let sequences = self.sequences.clone();
+        self.write(true, |tx| {
+            let mut table = tx.open_table(EVENTS)?;
+            for id in &evict {
+                table.remove(*id)?;
+            }
+            let mut buf = Vec::new();
+            for (i, (topic, payload)) in items.iter().enumerate() {
+                encode(topic, payload, &mut buf);
+                table.insert(first_id + i as u64, buf.as_slice())?;
+            }
+            let mut seqs = tx.open_table(SEQUENCES)?;
+            for (camera, seq) in &sequences {
+                seqs.insert(camera.as_str(), *seq)?;
+            }
+            Ok(())
+        })?;
+        for id in &evict {
+            if let Some(size) = self.sizes.remove(id) {
+                self.len -= 1;
+                self.bytes -= size;
+            }
+        }
+        for (i, size) in sizes.into_iter().enumerate() {
+            self.sizes.insert(first_id + i as u64, size);
+            self.len += 1;
+            self.bytes += size;
+        }
+        self.next_id = first_id + items.len() as u64;
+        let evicted = evict.len() as u64;
+        if evicted > 0 {
+            let before = self.dropped;
+            self.dropped += evicted;
+            // Logged at powers of two: a long outage must not flood the journal.
+            if (before + 1..=self.dropped).any(u64::is_power_of_two) {
+                tracing::warn!(
+                    dropped = self.dropped,
+                    "event queue full ({} events, {} bytes max): oldest events dropped",
+                    self.limits.max_events,
+                    self.limits.max_bytes
+                );
+            }
+        }
+        Ok(evicted)
+    }
+
+    /// Up to `limit` records with id ≥ `from`, in order. A record whose checksum fails is removed and skipped.
+    pub fn read_from(&mut self, from: u64, limit: usize) -> Result<Vec<Record>, QueueError> {
+        let io = |source| QueueError::Io { path: self.path.clone(), source };
+        let mut out = Vec::with_capacity(limit.min(64));
+        let mut damaged = Vec::new();
+        {
+            let read = self.db.begin_read().map_err(|e| io(boxed(e)))?;
+            let table = read.open_table(EVENTS).map_err(|e| io(boxed(e)))?;
+            for entry in table.range(from..).map_err(|e| io(boxed(e)))? {
+                if out.len() >= limit {
+                    break;
+                }
+                let (id, value) = entry.map_err(|e| io(boxed(e)))?;
+                match decode(id.value(), value.value()) {
+                    Some(r) => out.push(r),
+                    None => damaged.push(id.value()),
+                }
+            }
+        }
+        if !damaged.is_empty() {
+            tracing::error!("event queue {}: {} damaged event(s) skipped", self.path.display(), damaged.len());
+            self.remove(&damaged)?;
+        }
+        Ok(out)
+    }
+
+    /// Removes acknowledged events. Made durable by the next [`Queue::push`], [`Queue::flush`], or at
+    /// the latest after [`ACK_FLUSH`].
+    pub fn remove(&mut self, ids: &[u64]) -> Result<(), QueueError> {
+        let present: Vec<u64> = ids.iter().copied().filter(|id| self.sizes.contains_key(id)).collect();
+        if present.is_empty() {
+            return Ok(());
+        }
+        let durable = self.last_durable.elapsed() >= ACK_FLUSH;
+        self.write(durable, |tx| {
+            let mut table = tx.open_table(EVENTS)?;
+            for id in &present {
+                table.remove(*id)?;
+            }
+            Ok(())
+        })?;
+        if !durable {
+            self.pending_removals = true;
+        }
+        for id in present {
+            if let Some(size) = self.sizes.remove(&id) {
+                self.len -= 1;
+                self.bytes -= size;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes pending removals durable (and lets redb reclaim their pages).
+    pub fn flush(&mut self) -> Result<(), QueueError> {
+        if self.pending_removals {
+            self.write(true, |_| Ok(()))?;
+        }
+        Ok(())
+    }
+
+    /// Whether removals are waiting for a durable commit older than [`ACK_FLUSH`].
+    pub fn flush_due(&self) -> bool {
+        self.pending_removals && self.last_durable.elapsed() >= ACK_FLUSH
+    }
+
+    /// The oldest queued event's id (the next id when empty).
+    pub fn first_id(&self) -> u64 {
+        self.sizes.keys().next().copied().unwrap_or(self.next_id)
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Events dropped because the queue was full, since it was opened.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+enum Opened {
+    Clean(Queue),
+    Salvaged {
+        records: Vec<Record>,
+        sequences: HashMap<String, u64>,
+        problem: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+fn encode(topic: &str, payload: &[u8], buf: &mut Vec<u8>) {
+    buf.clear();
+    buf.extend_from_slice(&[0; 4]);
+    // Topics are far shorter than 64 KiB (MQTT allows that much; ours are a few dozen bytes).
+    let topic = &topic.as_bytes()[..topic.len().min(u16::MAX as usize)];
+    buf.extend_from_slice(&(topic.len() as u16).to_le_bytes());
+    buf.extend_from_slice(topic);
+    buf.extend_from_slice(payload);
+    let crc = crc32fast::hash(&buf[4..]);
+    buf[..4].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn decode(id: u64, value: &[u8]) -> Option<Record> {
+    if value.len() < HEADER {
+        return None;
+    }
+    let crc = u32::from_le_bytes(value[..4].try_into().ok()?);
+    if crc32fast::hash(&value[4..]) != crc {
+        return None;
+    }
+    let topic_len = u16::from_le_bytes(value[4..6].try_into().ok()?) as usize;
+    let topic = value.get(HEADER..HEADER + topic_len)?;
+    let topic = std::str::from_utf8(topic).ok()?.to_string();
+    Some(Record { id, topic, payload: value[HEADER + topic_len..].to_vec() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits { max_events: 1000, max_bytes: 1 << 20 };
+
+    fn items(range: std::ops::Range<u32>) -> Vec<(String, Vec<u8>)> {
+        range.map(|i| (format!("t/{i}"), format!("payload {i}").into_bytes())).collect()
+    }
+
+    #[test]
+    fn records_come_back_in_order_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.redb");
+        {
+            let mut q = Queue::open(&path, LIMITS).unwrap();
+            assert_eq!(q.next_seq("porch"), 1);
+            assert_eq!(q.next_seq("porch"), 2);
+            q.push(&items(0..5)).unwrap();
+            let r = q.read_from(q.first_id(), 3).unwrap();
+            assert_eq!(r.iter().map(|r| r.topic.as_str()).collect::<Vec<_>>(), ["t/0", "t/1", "t/2"]);
+            q.remove(&[r[0].id, r[1].id]).unwrap();
+            q.flush().unwrap();
+        }
+        let mut q = Queue::open(&path, LIMITS).unwrap();
+        assert_eq!(q.len(), 3);
+        let r = q.read_from(0, 10).unwrap();
+        assert_eq!(
+            r.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(),
+            [b"payload 2".to_vec(), b"payload 3".to_vec(), b"payload 4".to_vec()]
+        );
+        // Sequence numbers continue where they stopped.
+        assert_eq!(q.next_seq("porch"), 3);
+        assert_eq!(q.next_seq("garage"), 1);
+        // New ids follow the old ones.
+        q.push(&items(5..6)).unwrap();
+        assert!(q.read_from(0, 10).unwrap().windows(2).all(|w| w[0].id < w[1].id));
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest_and_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = Queue::open(&dir.path().join("q.redb"), Limits { max_events: 10, max_bytes: 1 << 20 }).unwrap();
+        q.push(&items(0..8)).unwrap();
+        assert_eq!(q.push(&items(8..14)).unwrap(), 4);
+        assert_eq!(q.len(), 10);
+        assert_eq!(q.dropped(), 4);
+        assert_eq!(q.read_from(0, 1).unwrap()[0].topic, "t/4");
+        // The byte limit holds too.
+        let mut q = Queue::open(&dir.path().join("b.redb"), Limits { max_events: 1000, max_bytes: 100 }).unwrap();
+        q.push(&items(0..20)).unwrap();
+        assert!(q.bytes() <= 100, "{} bytes", q.bytes());
+        assert_eq!(q.read_from(0, 100).unwrap().last().unwrap().topic, "t/19");
+    }
+
+    #[test]
+    fn damaged_records_are_skipped_not_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.redb");
+        {
+            let mut q = Queue::open(&path, LIMITS).unwrap();
+            q.push(&items(0..3)).unwrap();
+            // Damage the middle record's payload behind the queue's back.
+            let tx = q.db.begin_write().unwrap();
+            {
+                let mut t = tx.open_table(EVENTS).unwrap();
+                let mut buf = Vec::new();
+                encode("t/1", b"payload 1", &mut buf);
+                let last = buf.len() - 1;
+                buf[last] ^= 0xff;
+                t.insert(2, buf.as_slice()).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let mut q = Queue::open(&path, LIMITS).unwrap();
+        let topics: Vec<String> = q.read_from(0, 10).unwrap().into_iter().map(|r| r.topic).collect();
+        assert_eq!(topics, ["t/0", "t/2"]);
+    }
+
+    #[test]
+    fn an_unreadable_file_is_moved_aside_and_a_fresh_queue_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.redb");
+        std::fs::write(&path, vec![0x5a; 10_000]).unwrap();
+        let mut q = Queue::open(&path, LIMITS).unwrap();
+        assert!(q.is_empty());
+        q.push(&items(0..1)).unwrap();
+        let aside = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().starts_with("q.redb.corrupt-"));
+        assert!(aside, "the damaged file is kept for inspection");
+    }
+
+    #[test]
+    fn a_truncated_file_never_crashes_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.redb");
+        {
+            let mut q = Queue::open(&path, LIMITS).unwrap();
+            for i in 0..50 {
+                q.push(&items(i * 10..i * 10 + 10)).unwrap();
+            }
+        }
+        let full = std::fs::read(&path).unwrap();
+        for cut in [full.len() / 2, full.len() - 1, 4096, 100, 0] {
+            std::fs::write(&path, &full[..cut]).unwrap();
+            let mut q = Queue::open(&path, LIMITS).unwrap();
+            q.push(&items(0..1)).unwrap();
+            drop(q);
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
