@@ -82,6 +82,7 @@ pub fn mjpeg_frames(stream: &[u8]) -> impl Iterator<Item = &[u8]> {
 pub fn run(cam: &CameraConfig, source: &str, index: usize, hub: &FrameHub, stop: &AtomicBool) {
     let mut backoff = Backoff::default();
     let mut failing = false;
+    let mut announced = usize::MAX;
     let mut pacer = Pacer::new(cam.fps);
     loop {
         let files = match list(source) {
@@ -103,7 +104,11 @@ pub fn run(cam: &CameraConfig, source: &str, index: usize, hub: &FrameHub, stop:
             failing = false;
         }
         backoff.reset();
-        tracing::info!(camera = %cam.name, images = files.len(), fps = cam.fps, looping = cam.looping, "replaying {source}");
+        // Once per change of the file list, not once per pass: a one-image loop at 5 fps would flood the journal.
+        if files.len() != announced {
+            tracing::info!(camera = %cam.name, images = files.len(), fps = cam.fps, looping = cam.looping, "replaying {source}");
+            announced = files.len();
+        }
         let mut stream = Vec::new();
         for file in &files {
             if is_mjpeg_stream(file) {

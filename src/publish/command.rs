@@ -53,15 +53,19 @@ pub fn parse(payload: &[u8]) -> Result<Command, CommandError> {
         let word = parts.next().unwrap_or_default().to_string();
         (word, parts.next().map(|c| c.trim().to_string()))
     };
-    if let Some(c) = &camera
-        && (c.is_empty() || c.len() > 64 || c.chars().any(|ch| ch.is_control() || matches!(ch, '/' | '+' | '#')))
-    {
-        return Err(CommandError::BadCamera);
-    }
-    match word.as_str() {
-        "reload" if camera.is_none() => Ok(Command::Reload),
-        "snapshot" => Ok(Command::Snapshot { camera }),
-        _ => Err(CommandError::Unknown(word.chars().take(32).collect())),
+    let command = match word.as_str() {
+        "reload" if camera.is_none() => Command::Reload,
+        "snapshot" => Command::Snapshot { camera: None },
+        _ => return Err(CommandError::Unknown(word.chars().take(32).collect())),
+    };
+    match (command, camera) {
+        (Command::Snapshot { .. }, Some(c)) => {
+            if c.is_empty() || c.len() > 64 || c.chars().any(|ch| ch.is_control() || matches!(ch, '/' | '+' | '#')) {
+                return Err(CommandError::BadCamera);
+            }
+            Ok(Command::Snapshot { camera: Some(c) })
+        }
+        (command, _) => Ok(command),
     }
 }
 

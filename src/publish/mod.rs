@@ -582,8 +582,11 @@ impl Publisher {
                 self.set_retained(topic, Vec::new());
             }
         }
-        for old in self.cameras.iter().filter(|c| !cameras.contains(c)) {
-            self.states.remove(old);
+        let removed: Vec<String> = self.cameras.iter().filter(|c| !cameras.contains(c)).cloned().collect();
+        for old in removed {
+            // Its retained state would otherwise describe a camera that is gone.
+            self.states.remove(&old);
+            self.set_retained(self.settings.topics.state(&old), Vec::new());
         }
         self.cameras = cameras;
         self.reporter.rebase(&health);

@@ -278,27 +278,26 @@ impl Queue {
             return Ok(0);
         }
         let first_id = self.next_id;
-        let mut sizes = Vec::with_capacity(items.len());
+        let sizes: Vec<u64> = items.iter().map(|(t, p)| (HEADER + t.len() + p.len()) as u64).collect();
+        // Plan the evictions before writing: new events count against the limits too, and when the batch
+        // alone is over them its own oldest events go as well.
         let mut evict = Vec::new();
+        let mut skip_new = 0;
         {
-            // Plan the evictions before writing: new events count against the limits too.
-            let mut len = self.len;
-            let mut bytes = self.bytes;
+            let mut len = self.len + items.len() as u64;
+            let mut bytes = self.bytes + sizes.iter().sum::<u64>();
             let mut oldest = self.sizes.iter();
-            for (topic, payload) in items {
-                let size = (HEADER + topic.len() + payload.len()) as u64;
-                sizes.push(size);
-                len += 1;
-                bytes += size;
-            }
             while len > self.limits.max_events || bytes > self.limits.max_bytes {
-                match oldest.next() {
-                    Some((&id, &size)) => {
-                        evict.push(id);
-                        len -= 1;
-                        bytes -= size;
-                    }
-                    None => break,
+                if let Some((&id, &size)) = oldest.next() {
+                    evict.push(id);
+                    len -= 1;
+                    bytes -= size;
+                } else if skip_new < items.len() {
+                    len -= 1;
+                    bytes -= sizes[skip_new];
+                    skip_new += 1;
+                } else {
+                    break;
                 }
             }
         }
@@ -309,7 +308,7 @@ impl Queue {
                 table.remove(*id)?;
             }
             let mut buf = Vec::new();
-            for (i, (topic, payload)) in items.iter().enumerate() {
+            for (i, (topic, payload)) in items.iter().enumerate().skip(skip_new) {
                 encode(topic, payload, &mut buf);
                 table.insert(first_id + i as u64, buf.as_slice())?;
             }
@@ -325,13 +324,13 @@ impl Queue {
                 self.bytes -= size;
             }
         }
-        for (i, size) in sizes.into_iter().enumerate() {
+        for (i, size) in sizes.into_iter().enumerate().skip(skip_new) {
             self.sizes.insert(first_id + i as u64, size);
             self.len += 1;
             self.bytes += size;
         }
         self.next_id = first_id + items.len() as u64;
-        let evicted = evict.len() as u64;
+        let evicted = (evict.len() + skip_new) as u64;
         if evicted > 0 {
             let before = self.dropped;
             self.dropped += evicted;

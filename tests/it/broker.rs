@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,61 +11,140 @@ pub struct Broker {
     pub port: u16,
     /// Username and password every client must give, when the broker requires them.
     pub credentials: Option<(String, String)>,
-    child: Child,
-    _dir: tempfile::TempDir,
+    /// The CA file clients must trust, when the broker speaks TLS.
+    pub tls_ca: Option<PathBuf>,
+    child: Option<Child>,
+    conf: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// TLS files for a broker (PEM): its certificate and key, and the CA that signs client certificates
+/// (set to require one).
+pub struct BrokerTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub require_client_cert: bool,
 }
 
 impl Broker {
     pub fn start() -> Broker {
-        Broker::start_with(None)
+        Broker::start_with(None, false, None)
     }
 
     /// A broker that refuses anonymous clients and knows one user (mosquitto_passwd writes its password file).
     pub fn start_with_user(user: &str, password: &str) -> Broker {
-        Broker::start_with(Some((user.to_string(), password.to_string())))
+        Broker::start_with(Some((user.to_string(), password.to_string())), false, None)
     }
 
-    fn start_with(credentials: Option<(String, String)>) -> Broker {
+    /// A broker that keeps sessions and queued messages on disk (saved every second), so persistent-session
+    /// subscribers survive its restart.
+    pub fn start_persistent() -> Broker {
+        Broker::start_with(None, true, None)
+    }
+
+    /// A broker with one TLS listener and nothing in plain text.
+    pub fn start_tls(tls: BrokerTls) -> Broker {
+        Broker::start_with(None, false, Some(tls))
+    }
+
+    fn start_with(credentials: Option<(String, String)>, persistent: bool, tls: Option<BrokerTls>) -> Broker {
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("mosquitto.conf");
-        let mut text = format!("listener {port} 127.0.0.1\npersistence false\n");
+        // Started as root, mosquitto would drop to the `mosquitto` user and then be unable to read or write
+        // files in this root-owned temp dir: keep it root.
+        let mut text = format!("user root\nlistener {port} 127.0.0.1\n");
+        if persistent {
+            text.push_str(&format!(
+                "persistence true\npersistence_location {}/\nautosave_interval 1\n",
+                dir.path().display()
+            ));
+        } else {
+            text.push_str("persistence false\n");
+        }
+        if let Some(tls) = &tls {
+            text.push_str(&format!(
+                "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {}\n",
+                tls.ca.display(),
+                tls.cert.display(),
+                tls.key.display(),
+                tls.require_client_cert
+            ));
+        }
         match &credentials {
             None => text.push_str("allow_anonymous true\n"),
             Some((user, password)) => {
-                use std::os::unix::fs::PermissionsExt;
                 let pw = dir.path().join("passwd");
                 let ok = Command::new("mosquitto_passwd").arg("-b").arg("-c").arg(&pw).args([user, password]).status();
                 assert!(ok.is_ok_and(|s| s.success()), "mosquitto_passwd");
-                // Started as root, mosquitto reads its files after dropping to the `mosquitto` user.
-                std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-                std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).expect("chmod");
                 text.push_str(&format!("allow_anonymous false\npassword_file {}\n", pw.display()));
             }
         }
         std::fs::write(&conf, text).expect("conf");
+        let mut broker = Broker { port, credentials, tls_ca: tls.map(|t| t.ca), child: None, conf, dir };
+        broker.start_again();
+        broker
+    }
+
+    /// Starts the broker (again) on the same port with the same configuration and storage.
+    pub fn start_again(&mut self) {
         // Debian installs the broker in /usr/sbin, which a non-root PATH may lack.
         let program = if Path::new("/usr/sbin/mosquitto").exists() { "/usr/sbin/mosquitto" } else { "mosquitto" };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("mosquitto.log"))
+            .expect("log file");
         let child = Command::new(program)
             .arg("-c")
-            .arg(&conf)
+            .arg(&self.conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("mosquitto (installed by scripts/setup) starts");
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not listen on {port}");
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not listen on {}", self.port);
             std::thread::sleep(Duration::from_millis(50));
         }
-        Broker { port, credentials, child, _dir: dir }
+    }
+
+    /// SIGKILL: no goodbye to anyone, nothing saved since the last autosave.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Arguments a mosquitto client needs to reach this broker.
+    pub fn client_args(&self) -> Vec<String> {
+        let mut args = vec!["-h".into(), "127.0.0.1".into(), "-p".into(), self.port.to_string()];
+        if let Some((user, password)) = &self.credentials {
+            args.extend(["-u".into(), user.clone(), "-P".into(), password.clone()]);
+        }
+        if let Some(ca) = &self.tls_ca {
+            args.extend(["--cafile".into(), ca.display().to_string()]);
+        }
+        args
+    }
+
+    /// Publishes one message with `mosquitto_pub`.
+    pub fn publish(&self, topic: &str, payload: &str, retain: bool) {
+        let mut cmd = Command::new("mosquitto_pub");
+        cmd.args(self.client_args()).args(["-q", "1", "-t", topic, "-m", payload]);
+        if retain {
+            cmd.arg("-r");
+        }
+        assert!(cmd.status().is_ok_and(|s| s.success()), "mosquitto_pub {topic}");
     }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
@@ -85,11 +164,18 @@ pub struct Witness {
 
 impl Witness {
     pub fn start(broker: &Broker, filter: &str) -> Witness {
+        Witness::start_with(broker, filter, &[])
+    }
+
+    /// A witness with a persistent session (client id `id`, clean session off): the broker keeps its
+    /// subscription and queues QoS 1 messages for it while it is away, and it reconnects by itself.
+    pub fn start_persistent(broker: &Broker, filter: &str, id: &str) -> Witness {
+        Witness::start_with(broker, filter, &["-c", "-i", id])
+    }
+
+    fn start_with(broker: &Broker, filter: &str, extra: &[&str]) -> Witness {
         let mut cmd = Command::new("mosquitto_sub");
-        cmd.args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-t", filter, "-F", "%r %t %p"]);
-        if let Some((user, password)) = &broker.credentials {
-            cmd.args(["-u", user, "-P", password]);
-        }
+        cmd.args(broker.client_args()).args(["-q", "1", "-t", filter, "-F", "%r %t %p"]).args(extra);
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("mosquitto_sub starts");
         let messages = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&messages);

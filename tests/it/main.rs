@@ -10,6 +10,7 @@ mod compare;
 mod daemon;
 mod errors;
 mod inspect;
+mod mqtt;
 mod reference;
 
 use std::path::{Path, PathBuf};

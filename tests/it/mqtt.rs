@@ -1,0 +1,581 @@
+//! The daemon as an MQTT citizen: no event lost across broker and daemon restarts, a damaged queue,
+//! Home Assistant discovery, TLS, the health topic, commands, SIGHUP reload and the systemd watchdog.
+//! Real mosquitto, real binary, `mosquitto_sub` witnesses; nothing mocked.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::broker::{Broker, BrokerTls, Message, Witness, daemon_config, retained};
+use super::*;
+
+/// A running daemon whose log is collected as it is written (a full pipe would stall it).
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(config: &Path) -> Daemon {
+        Daemon::start_env(config, &[])
+    }
+
+    fn start_env(config: &Path, env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = camclassd();
+        if env.iter().any(|(k, _)| *k == "WATCHDOG_USEC") {
+            // systemd names the watched process in WATCHDOG_PID; a shell that execs keeps its pid.
+            let program = cmd.get_program().to_owned();
+            cmd = Command::new("sh");
+            cmd.current_dir(root()).env_remove("RUST_LOG").arg("-c").arg("export WATCHDOG_PID=$$; exec \"$0\" \"$@\"");
+            cmd.arg(program);
+        }
+        cmd.args(["--log-level", "info", "run", "--config"]).arg(config);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("daemon starts");
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&log);
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().expect("lock");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Daemon { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().expect("lock").clone()
+    }
+
+    fn wait_log(&self, what: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if log.contains(what) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what:?} in the log:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().expect("kill").success();
+        assert!(ok, "kill {sig}");
+    }
+
+    /// SIGTERM, then the exit code (within 10 s) and the whole log.
+    fn stop(mut self) -> (Option<i32>, String) {
+        self.signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let code = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        (code, self.log())
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn replay_camera(image: &str, fps: f64, publish: &str) -> String {
+    format!(
+        "[[cameras]]\nname = \"porch\"\nsource = {:?}\nfps = {fps}\npublish = {publish:?}\n",
+        generated(image).display().to_string()
+    )
+}
+
+/// A config with `extra` lines added to `[mqtt]`, and `tail` (sections) at the end.
+fn config_with(dir: &Path, broker: &Broker, mqtt_extra: &str, cameras: &str, tail: &str) -> PathBuf {
+    let path = daemon_config(dir, broker, cameras);
+    let text = std::fs::read_to_string(&path).expect("config");
+    let text = text.replacen("keepalive = 5\n", &format!("keepalive = 5\nreconnect_max = 2\n{mqtt_extra}"), 1);
+    std::fs::write(&path, format!("{text}{tail}")).expect("config");
+    path
+}
+
+/// The `seq` of every event the witness saw, in arrival order.
+fn seqs(messages: &[Message]) -> Vec<u64> {
+    messages
+        .iter()
+        .filter(|m| m.topic.ends_with("/event"))
+        .map(|m| {
+            serde_json::from_str::<serde_json::Value>(&m.payload).expect("event JSON")["seq"].as_u64().expect("seq")
+        })
+        .collect()
+}
+
+/// Every seq from 1 to the highest seen arrived, first arrivals in order (a re-sent event may repeat).
+fn assert_complete_and_in_order(seqs: &[u64]) -> u64 {
+    let mut seen = BTreeSet::new();
+    let mut last_new = 0;
+    for &s in seqs {
+        if seen.insert(s) {
+            assert!(s > last_new, "seq {s} arrived after {last_new} for the first time: {seqs:?}");
+            last_new = s;
+        }
+    }
+    let max = seen.last().copied().unwrap_or(0);
+    let missing: Vec<u64> = (1..=max).filter(|s| !seen.contains(s)).collect();
+    assert!(missing.is_empty(), "lost events {missing:?} of 1..={max}");
+    max
+}
+
+fn max_seq(witness: &Witness) -> u64 {
+    seqs(&witness.messages()).into_iter().max().unwrap_or(0)
+}
+
+#[test]
+fn a_broker_killed_for_10_s_loses_no_event() {
+    let mut broker = Broker::start_persistent();
+    let witness = Witness::start_persistent(&broker, "camclassd/testnode/+/event", "witness-restart");
+    // Let the broker save the witness's session before it is killed.
+    std::thread::sleep(Duration::from_millis(1500));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_with(dir.path(), &broker, "", &replay_camera("coffee.jpg", 10.0, "every_frame"), "");
+    let daemon = Daemon::start(&config);
+    witness.wait_for("events", Duration::from_secs(20), |m| seqs(m).len() >= 10);
+
+    broker.kill();
+    let at_kill = max_seq(&witness);
+    std::thread::sleep(Duration::from_secs(10));
+    broker.start_again();
+
+    // ~100 events were made during the outage: all of them must come, after the ones from before.
+    witness.wait_for("the outage's events", Duration::from_secs(30), |m| {
+        seqs(m).into_iter().max().unwrap_or(0) >= at_kill + 80
+    });
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("MQTT connection lost"), "{log}");
+    assert!(log.contains("queued_events=0"), "every event was acknowledged before exit:\n{log}");
+    std::thread::sleep(Duration::from_millis(500));
+    let all = seqs(&witness.messages());
+    let max = assert_complete_and_in_order(&all);
+    assert!(max >= at_kill + 80, "{max} events");
+}
+
+#[test]
+fn a_daemon_killed_during_the_outage_delivers_its_queue_after_restart() {
+    let mut broker = Broker::start_persistent();
+    let witness = Witness::start_persistent(&broker, "camclassd/testnode/+/event", "witness-both");
+    std::thread::sleep(Duration::from_millis(1500));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_with(dir.path(), &broker, "", &replay_camera("coffee.jpg", 10.0, "every_frame"), "");
+    let daemon = Daemon::start(&config);
+    witness.wait_for("events", Duration::from_secs(20), |m| seqs(m).len() >= 10);
+
+    broker.kill();
+    let at_kill = max_seq(&witness);
+    std::thread::sleep(Duration::from_secs(4));
+    daemon.kill(); // SIGKILL: the queue on disk is all that is left of the outage's events
+    let daemon = Daemon::start(&config);
+    daemon.wait_log("delivering events from before", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(4));
+    broker.start_again();
+
+    witness.wait_for("the outage's events", Duration::from_secs(30), |m| {
+        seqs(m).into_iter().max().unwrap_or(0) >= at_kill + 60
+    });
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("queued_events=0"), "{log}");
+    std::thread::sleep(Duration::from_millis(500));
+    // seq kept counting across the restart (it is stored with the queue): one unbroken sequence.
+    assert_complete_and_in_order(&seqs(&witness.messages()));
+}
+
+#[test]
+fn a_damaged_queue_file_is_logged_and_the_daemon_carries_on() {
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/testnode/+/event");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_with(dir.path(), &broker, "", &replay_camera("coffee.jpg", 10.0, "every_frame"), "");
+    let queue = dir.path().join("queue.redb");
+
+    // Random bytes.
+    let noise: Vec<u8> = (0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&queue, &noise).expect("write");
+    let daemon = Daemon::start(&config);
+    witness.wait_for("events", Duration::from_secs(20), |m| !seqs(m).is_empty());
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("cannot be read") && log.contains(".corrupt-"), "{log}");
+
+    // A real queue, truncated as a power cut mid-write could leave it.
+    let len = std::fs::metadata(&queue).expect("queue").len();
+    let file = std::fs::OpenOptions::new().write(true).open(&queue).expect("open");
+    file.set_len(len / 2).expect("truncate");
+    drop(file);
+    let before = witness.messages().len();
+    let daemon = Daemon::start(&config);
+    witness.wait_for("events after the truncation", Duration::from_secs(20), |m| m.len() > before + 3);
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.matches("moved it to").count() + log.matches("moved the file to").count() >= 1, "{log}");
+}
+
+/// Keys Home Assistant's MQTT sensor and event platforms accept (full names, from its discovery schema),
+/// plus the common discovery keys.
+const HA_COMMON: &[&str] = &[
+    "name",
+    "unique_id",
+    "object_id",
+    "availability_topic",
+    "payload_available",
+    "payload_not_available",
+    "device",
+    "origin",
+    "state_topic",
+    "value_template",
+    "json_attributes_topic",
+    "json_attributes_template",
+    "icon",
+    "entity_category",
+    "qos",
+    "enabled_by_default",
+];
+const HA_SENSOR: &[&str] = &["unit_of_measurement", "state_class", "device_class", "expire_after", "force_update"];
+const HA_EVENT: &[&str] = &["event_types", "device_class"];
+const HA_DEVICE: &[&str] = &["identifiers", "name", "manufacturer", "model", "sw_version", "via_device"];
+
+fn assert_valid_discovery(m: &Message) {
+    let v: serde_json::Value = serde_json::from_str(&m.payload).expect("discovery payload is JSON");
+    let component = m.topic.split('/').nth(1).expect("component");
+    let extra = match component {
+        "sensor" => HA_SENSOR,
+        "event" => HA_EVENT,
+        other => panic!("unexpected component {other}"),
+    };
+    for key in v.as_object().expect("object").keys() {
+        assert!(HA_COMMON.contains(&key.as_str()) || extra.contains(&key.as_str()), "{key} in {}", m.topic);
+    }
+    for key in ["name", "unique_id", "state_topic", "availability_topic", "device"] {
+        assert!(!v[key].is_null(), "{key} missing in {}", m.topic);
+    }
+    for key in v["device"].as_object().expect("device").keys() {
+        assert!(HA_DEVICE.contains(&key.as_str()), "device.{key}");
+    }
+    assert_eq!(v["availability_topic"], "camclassd/testnode/status");
+    if component == "event" {
+        assert!(v["event_types"].as_array().is_some_and(|t| t.iter().any(|t| t == "change")));
+        assert_eq!(v["state_topic"], "camclassd/testnode/porch/event");
+    }
+}
+
+#[test]
+fn home_assistant_discovery_is_retained_resent_and_cleaned_up() {
+    let broker = Broker::start();
+    // A camera this node no longer has, left over from an earlier config.
+    broker.publish("homeassistant/sensor/testnode/oldcam_label/config", "{\"name\":\"old\"}", true);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_with(
+        dir.path(),
+        &broker,
+        "",
+        &replay_camera("coffee.jpg", 5.0, "on_change"),
+        "[homeassistant]\n[health]\ninterval = 1\n",
+    );
+    let daemon = Daemon::start(&config);
+    let witness = Witness::start(&broker, "homeassistant/#");
+    witness.wait_for("discovery configs", Duration::from_secs(20), |m| {
+        m.iter().filter(|m| m.topic.contains("/testnode/porch_")).count() >= 6
+    });
+
+    // The stale config is cleared once the daemon has seen it (retained, on its subscription).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let configs = loop {
+        let configs = retained(&broker, "homeassistant/+/testnode/+/config");
+        if !configs.iter().any(|m| m.topic.contains("oldcam")) || Instant::now() > deadline {
+            break configs;
+        }
+    };
+    let topics: BTreeSet<&str> = configs.iter().map(|m| m.topic.as_str()).collect();
+    for t in [
+        "homeassistant/sensor/testnode/porch_label/config",
+        "homeassistant/sensor/testnode/porch_score/config",
+        "homeassistant/event/testnode/porch_classification/config",
+        "homeassistant/sensor/testnode/porch_fps/config",
+        "homeassistant/sensor/testnode/porch_frames_dropped/config",
+        "homeassistant/sensor/testnode/porch_infer_ms/config",
+    ] {
+        assert!(topics.contains(t), "{t} not retained: {topics:?}");
+    }
+    assert!(!topics.iter().any(|t| t.contains("oldcam")), "the stale config was cleared: {topics:?}\n{}", daemon.log());
+    configs.iter().for_each(assert_valid_discovery);
+
+    // The state and health topics the entities read are there and carry what the templates read.
+    let state = retained(&broker, "camclassd/testnode/porch/state");
+    let s: serde_json::Value = serde_json::from_str(&state[0].payload).expect("state JSON");
+    assert!(s["label"].is_string() && s["score"].is_f64(), "{s}");
+    let health = retained(&broker, "camclassd/testnode/health");
+    let h: serde_json::Value = serde_json::from_str(&health[0].payload).expect("health JSON");
+    assert_eq!(h["schema"], "camclassd.health/1");
+    for key in ["fps", "frames", "frames_dropped"] {
+        assert!(h["cameras"]["porch"][key].is_number(), "{key} in {h}");
+    }
+    for key in ["uptime_s", "rss_bytes"] {
+        assert!(h[key].as_u64().is_some(), "{key} in {h}");
+    }
+    assert!(h["queue"]["depth"].is_u64(), "{h}");
+
+    // Home Assistant restarts: it says `online`, and gets every config again.
+    let before = witness.messages().iter().filter(|m| m.topic.ends_with("porch_label/config")).count();
+    broker.publish("homeassistant/status", "online", false);
+    witness.wait_for("configs re-sent", Duration::from_secs(10), |m| {
+        m.iter().filter(|m| m.topic.ends_with("porch_label/config")).count() > before
+    });
+
+    // The camera is renamed (config reload): the old camera's configs are cleared, the new one's appear.
+    let text = std::fs::read_to_string(&config).expect("config").replace("name = \"porch\"", "name = \"gate\"");
+    std::fs::write(&config, text).expect("config");
+    daemon.signal("-HUP");
+    daemon.wait_log("config reloaded", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(1));
+    let configs = retained(&broker, "homeassistant/+/testnode/+/config");
+    let topics: BTreeSet<&str> = configs.iter().map(|m| m.topic.as_str()).collect();
+    assert!(topics.contains("homeassistant/sensor/testnode/gate_label/config"), "{topics:?}");
+    assert!(!topics.iter().any(|t| t.contains("porch")), "{topics:?}");
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[test]
+fn sighup_reloads_cameras_without_dropping_the_mqtt_session() {
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/#");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_with(dir.path(), &broker, "", &replay_camera("coffee.jpg", 5.0, "every_frame"), "");
+    let daemon = Daemon::start(&config);
+    witness.wait_for("porch events", Duration::from_secs(20), |m| m.iter().any(|m| m.topic.ends_with("porch/event")));
+
+    // A bad edit is refused with the line, and the running config stays.
+    let good = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, good.replace("fps = 5", "fps = \"fast\"")).expect("config");
+    daemon.signal("-HUP");
+    let log = daemon.wait_log("reload refused", Duration::from_secs(10));
+    assert!(log.contains("camclassd.toml:") && log.contains("cameras[0].fps"), "{log}");
+
+    let garage = format!(
+        "[[cameras]]\nname = \"garage\"\nsource = {:?}\nfps = 5\npublish = \"every_frame\"\n",
+        generated("rocket.jpg").display().to_string()
+    );
+    std::fs::write(&config, format!("{good}{garage}")).expect("config");
+    daemon.signal("-HUP");
+    daemon.wait_log("config reloaded", Duration::from_secs(20));
+    witness.wait_for("garage events", Duration::from_secs(20), |m| m.iter().any(|m| m.topic.ends_with("garage/event")));
+    let messages = witness.messages();
+    let status: Vec<&str> =
+        messages.iter().filter(|m| m.topic == "camclassd/testnode/status").map(|m| m.payload.as_str()).collect();
+    assert_eq!(status, ["online"], "the session was kept: no offline/online in between");
+    // seq goes on for porch across the reload.
+    let porch: Vec<u64> =
+        seqs(&messages.iter().filter(|m| m.topic.ends_with("porch/event")).cloned().collect::<Vec<_>>());
+    assert!(porch.windows(2).all(|w| w[1] == w[0] + 1), "{porch:?}");
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[test]
+fn commands_are_validated_and_snapshot_publishes_the_next_frame() {
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/testnode/#");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // on_change with a steady scene: after the first change event, nothing more unless asked.
+    let cameras = format!("{}interval = 0\n", replay_camera("coffee.jpg", 5.0, "on_change"));
+    let config = config_with(dir.path(), &broker, "commands = true\n", &cameras, "");
+    let daemon = Daemon::start(&config);
+    witness.wait_for("the change event", Duration::from_secs(20), |m| !seqs(m).is_empty());
+
+    for junk in ["rm -rf /", "{\"command\": 5}", &"x".repeat(5000), "snapshot a/b", "reload please"] {
+        broker.publish("camclassd/testnode/command", junk, false);
+    }
+    broker.publish("camclassd/testnode/command", "snapshot porch", false);
+    let m = witness.wait_for("the snapshot event", Duration::from_secs(10), |m| {
+        m.iter().any(|m| m.topic.ends_with("/event") && m.payload.contains("\"reason\":\"snapshot\""))
+    });
+    assert_eq!(seqs(&m).len(), 2, "one change event, one snapshot: {m:#?}");
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("command refused"), "{log}");
+}
+
+/// A test CA, a broker certificate for 127.0.0.1 and a client certificate, made with openssl.
+struct Pki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+    other_ca: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl runs");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn make_pki(dir: &Path) -> Pki {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    for ca in ["ca", "other-ca"] {
+        let (key, pem, subj) = (format!("{ca}.key"), format!("{ca}.pem"), format!("/CN=camclassd test {ca}"));
+        let mut args = vec!["req", "-x509"];
+        args.extend(ec);
+        args.extend(["-keyout", &key, "-out", &pem, "-days", "2", "-subj", &subj]);
+        openssl(dir, &args);
+    }
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").expect("ext");
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
+    for (name, ext) in [("server", "server.ext"), ("client", "client.ext")] {
+        let mut args = vec!["req"];
+        args.extend(ec);
+        let (key, csr, subj) = (format!("{name}.key"), format!("{name}.csr"), format!("/CN={name}"));
+        args.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &args);
+        let pem = format!("{name}.pem");
+        let mut sign = vec!["x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key"];
+        // With an extension file openssl writes X.509 v3, the only version rustls accepts.
+        sign.extend(["-CAcreateserial", "-out", &pem, "-days", "2", "-extfile", ext]);
+        openssl(dir, &sign);
+    }
+    // Started as root with `user root`, mosquitto reads these directly.
+    Pki {
+        ca: dir.join("ca.pem"),
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server.key"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client.key"),
+        other_ca: dir.join("other-ca.pem"),
+    }
+}
+
+#[test]
+fn tls_with_a_client_certificate_works_and_a_wrong_ca_is_refused_without_fallback() {
+    let pki_dir = tempfile::tempdir().expect("tempdir");
+    let pki = make_pki(pki_dir.path());
+    let broker = Broker::start_tls(BrokerTls {
+        ca: pki.ca.clone(),
+        cert: pki.server_cert.clone(),
+        key: pki.server_key.clone(),
+        require_client_cert: true,
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cameras = replay_camera("coffee.jpg", 5.0, "every_frame");
+    let tls = |ca: &Path| {
+        format!(
+            "[mqtt.tls]\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
+            ca.display().to_string(),
+            pki.client_cert.display().to_string(),
+            pki.client_key.display().to_string()
+        )
+    };
+    // mosquitto_sub needs the client certificate too.
+    let witness_cmd = |filter: &str| {
+        let mut cmd = Command::new("mosquitto_sub");
+        cmd.args(broker.client_args()).args(["--cert", &pki.client_cert.display().to_string()]);
+        cmd.args(["--key", &pki.client_key.display().to_string(), "-t", filter, "-C", "3", "-W", "20", "-F", "%t"]);
+        cmd
+    };
+
+    // The right CA: events arrive over TLS.
+    let config = config_with(dir.path(), &broker, "", &cameras, &tls(&pki.ca));
+    let daemon = Daemon::start(&config);
+    let out = witness_cmd("camclassd/testnode/porch/event").output().expect("mosquitto_sub");
+    assert!(String::from_utf8_lossy(&out.stdout).lines().count() >= 3, "{}", daemon.log());
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+
+    // A CA that did not sign the broker's certificate: a clear error, retries, and never plain text.
+    let config = config_with(dir.path(), &broker, "", &cameras, &tls(&pki.other_ca));
+    let daemon = Daemon::start(&config);
+    let log = daemon.wait_log("MQTT connection refused", Duration::from_secs(15));
+    assert!(log.contains("TLS") && log.contains("mqtt.tls.ca_file"), "{log}");
+    std::thread::sleep(Duration::from_secs(3));
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    // Nothing went out, not even in plain text: the events wait on disk.
+    assert!(log.contains("events stay queued"), "{log}");
+    assert_eq!(log.matches("MQTT connection refused").count(), 1, "said once, retried quietly: {log}");
+}
+
+#[test]
+fn check_config_warns_about_a_password_file_everyone_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("password");
+    std::fs::write(&secret, "s3cret\n").expect("write");
+    let cameras = replay_camera("coffee.jpg", 5.0, "every_frame");
+    let mqtt = format!("username = \"u\"\npassword_file = {:?}\n", secret.display().to_string());
+    let config = config_with(dir.path(), &broker, &mqtt, &cameras, "");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = run(camclassd().arg("check-config").arg(&config));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("readable by every user") && stderr(&out).contains("chmod o-rwx"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("s3cret"));
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let out = run(camclassd().arg("check-config").arg(&config));
+    assert!(!stderr(&out).contains("readable by every user"), "{}", stderr(&out));
+}
+
+#[test]
+fn the_watchdog_is_fed_while_frames_flow_and_starves_when_inference_sticks() {
+    use std::os::unix::net::UnixDatagram;
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("notify socket");
+    socket.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    let config = config_with(
+        dir.path(),
+        &broker,
+        "",
+        &replay_camera("coffee.jpg", 5.0, "every_frame"),
+        "[health]\ninterval = 0.5\n",
+    );
+    let socket_env = socket_path.display().to_string();
+    let daemon = Daemon::start_env(
+        &config,
+        &[("NOTIFY_SOCKET", &socket_env), ("WATCHDOG_USEC", "600000"), ("CAMCLASSD_FAULT", "stall-inference-after:10")],
+    );
+    let mut received: Vec<(Instant, String)> = Vec::new();
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < Duration::from_secs(12) {
+        if let Ok(n) = socket.recv(&mut buf) {
+            for line in String::from_utf8_lossy(&buf[..n]).lines() {
+                received.push((Instant::now(), line.to_string()));
+            }
+        }
+    }
+    let log = daemon.wait_log("inference is stuck", Duration::from_secs(5));
+    daemon.kill();
+    let lines: Vec<&str> = received.iter().map(|(_, l)| l.as_str()).collect();
+    assert!(lines.contains(&"READY=1"), "{lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("STATUS=porch ") && l.contains("fps")), "{lines:?}");
+    let pings: Vec<Instant> = received.iter().filter(|(_, l)| l == "WATCHDOG=1").map(|(t, _)| *t).collect();
+    assert!(pings.len() >= 2, "pings while frames flowed: {lines:?}\n{log}");
+    // After the stall (10 frames at 5 fps ≈ 2 s), the pings stop for good.
+    let last = *pings.last().expect("a ping");
+    assert!(last.elapsed() > Duration::from_secs(4), "pings went on after inference stuck: {lines:?}");
+}
