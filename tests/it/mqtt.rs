@@ -94,6 +94,14 @@ impl Daemon {
     }
 }
 
+impl Drop for Daemon {
+    /// A failed assertion must not leave a daemon running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn replay_camera(image: &str, fps: f64, publish: &str) -> String {
     format!(
         "[[cameras]]\nname = \"porch\"\nsource = {:?}\nfps = {fps}\npublish = {publish:?}\n",
