@@ -237,38 +237,42 @@ pub(crate) fn open_session(
 
 /// Whether `provider` can be asked for at all: compiled into camclassd and present in the loaded library.
 fn availability(provider: Provider) -> Result<(), (SkipKind, String)> {
-    #[cfg(any(feature = "cuda", feature = "tensorrt"))]
-    use ort::ep::ExecutionProvider;
-    let (available, name, package): (ort::Result<bool>, &str, &str) = match provider {
-        Provider::Cpu => return Ok(()),
-        #[cfg(feature = "cuda")]
-        Provider::Cuda => {
-            (ort::ep::CUDA::is_available(), "CUDA", "onnxruntime-gpu on x86-64, a Jetson build on a Jetson")
-        }
-        #[cfg(feature = "tensorrt")]
-        Provider::Tensorrt => {
-            (ort::ep::TensorRT::is_available(), "TensorRT", "onnxruntime-gpu on x86-64, a Jetson build on a Jetson")
-        }
-        #[allow(unreachable_patterns)]
-        other => {
-            return Err((
-                SkipKind::NotBuilt,
-                format!(
-                    "this camclassd was built without the `{other}` cargo feature (rebuild with `--features {other}`)"
-                ),
-            ));
-        }
-    };
-    match available {
-        Ok(true) => Ok(()),
-        Ok(false) => Err((
+    if provider == Provider::Cpu {
+        return Ok(());
+    }
+    let package = "onnxruntime-gpu on x86-64, a Jetson build on a Jetson";
+    match runtime_has(provider) {
+        None => Err((
+            SkipKind::NotBuilt,
+            format!(
+                "this camclassd was built without the `{provider}` cargo feature (rebuild with `--features {provider}`)"
+            ),
+        )),
+        Some((Ok(true), _)) => Ok(()),
+        Some((Ok(false), name)) => Err((
             SkipKind::NotInRuntime,
             format!(
                 "this ONNX Runtime build has no {name} execution provider (the library was built without it, like \
                  the CPU-only `onnxruntime` wheel; a GPU build is needed: {package}; see docs/gpu.md)"
             ),
         )),
-        Err(e) => Err((SkipKind::NotInRuntime, format!("could not ask ONNX Runtime for its providers: {e}"))),
+        Some((Err(e), _)) => {
+            Err((SkipKind::NotInRuntime, format!("could not ask ONNX Runtime for its providers: {e}")))
+        }
+    }
+}
+
+/// Whether the loaded library has a GPU provider, and its display name; `None` when the provider's cargo
+/// feature is off (then `ort` has no code for it).
+fn runtime_has(provider: Provider) -> Option<(ort::Result<bool>, &'static str)> {
+    #[cfg(any(feature = "cuda", feature = "tensorrt"))]
+    use ort::ep::ExecutionProvider;
+    match provider {
+        #[cfg(feature = "cuda")]
+        Provider::Cuda => Some((ort::ep::CUDA::is_available(), "CUDA")),
+        #[cfg(feature = "tensorrt")]
+        Provider::Tensorrt => Some((ort::ep::TensorRT::is_available(), "TensorRT")),
+        _ => None,
     }
 }
 
@@ -292,13 +296,14 @@ fn failed_to_start(provider: Provider, error: &ort::Error) -> String {
 }
 
 /// What a provider's settings need to know about the model.
+// Which fields are read depends on the GPU features compiled in.
+#[cfg_attr(not(all(feature = "tensorrt", feature = "cuda")), allow(dead_code))]
 struct SessionContext<'a> {
     path: &'a Path,
     bytes: &'a [u8],
     sha256: &'a str,
     runtime: &'a Runtime,
     /// Register CUDA after TensorRT for the nodes TensorRT does not take.
-    #[cfg_attr(not(feature = "tensorrt"), allow(dead_code))]
     cuda_partner: bool,
 }
 
@@ -328,7 +333,8 @@ fn build_session(ctx: &SessionContext<'_>, provider: Provider, options: &ModelOp
 }
 
 /// The ORT provider registrations for `provider` (none for the CPU, which is always there).
-#[cfg_attr(not(any(feature = "cuda", feature = "tensorrt")), allow(unused_variables))]
+#[cfg_attr(not(feature = "tensorrt"), allow(unused_variables))]
+#[cfg_attr(not(any(feature = "cuda", feature = "tensorrt")), allow(unused_mut))]
 fn dispatch(
     ctx: &SessionContext<'_>,
     provider: Provider,
@@ -566,6 +572,15 @@ mod tests {
         assert_eq!(try_order(&[Tensorrt, Cuda, Cpu]), vec![Tensorrt, Cuda, Cpu]);
         assert_eq!(try_order(&[Cuda]), vec![Cuda, Cpu]);
         assert_eq!(try_order(&[Cuda, Cuda, Cpu, Tensorrt]), vec![Cuda, Cpu]);
+    }
+
+    /// Runs in builds without the feature (`cargo test --no-default-features`): no ONNX Runtime needed.
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn a_provider_compiled_out_names_its_cargo_feature() {
+        let Err((kind, reason)) = availability(Provider::Cuda) else { panic!("cuda is compiled out") };
+        assert_eq!(kind, SkipKind::NotBuilt);
+        assert!(reason.contains("built without the `cuda` cargo feature"), "{reason}");
     }
 
     #[test]
