@@ -279,20 +279,23 @@ fn runtime_has(provider: Provider) -> Option<(ort::Result<bool>, &'static str)> 
 /// The reason text for a provider that ONNX Runtime has but could not start: its own error, and what
 /// usually causes it.
 fn failed_to_start(provider: Provider, error: &ort::Error) -> String {
-    let hint = match provider {
-        Provider::Tensorrt => {
+    let (name, hint) = match provider {
+        Provider::Tensorrt => (
+            "TensorRT",
             "the TensorRT, CUDA and cuDNN libraries this ONNX Runtime was built against must be on the library \
-             path (JetPack provides them on a Jetson), and a GPU present"
-        }
-        Provider::Cuda => {
+             path (JetPack provides them on a Jetson), and a GPU present",
+        ),
+        Provider::Cuda => (
+            "CUDA",
             "the CUDA and cuDNN libraries this ONNX Runtime was built against must be on the library path, and a GPU \
-             present"
-        }
-        Provider::Cpu => "",
+             present",
+        ),
+        Provider::Cpu => ("CPU", "the model may not be valid"),
     };
-    format!(
-        "ONNX Runtime has the {provider} execution provider but could not start it: {error} ({hint}; see docs/gpu.md)"
-    )
+    // ORT's messages end with a newline; a log line must stay one line.
+    let error = error.to_string();
+    let error = error.trim();
+    format!("ONNX Runtime has the {name} execution provider but could not start it: {error} ({hint}; see docs/gpu.md)")
 }
 
 /// What a provider's settings need to know about the model.
