@@ -167,11 +167,44 @@ fn cache_dir_from(env: &dyn Fn(&str) -> Option<PathBuf>) -> PathBuf {
     base.join("tensorrt")
 }
 
-/// A session and what it took to open it.
+/// A session and what it took to open it. Field order matters: the session is dropped before its profile
+/// folder is removed (ONNX Runtime writes an unfinished profile when the session is dropped).
 pub(crate) struct Opened {
     pub session: Session,
     pub provider: Provider,
     pub skipped: Vec<SkippedProvider>,
+    pub profile: ProfileDir,
+}
+
+/// A private folder for one session's profile, removed with everything in it when dropped, so that no
+/// profile is left in the temporary folder whatever path the load takes.
+#[derive(Debug, Default)]
+pub(crate) struct ProfileDir(Option<PathBuf>);
+
+impl ProfileDir {
+    fn create() -> Result<ProfileDir, String> {
+        let seq = PROFILE_SEQ.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("camclassd-placement-{}-{seq}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(ProfileDir(Some(dir)))
+    }
+
+    /// The prefix ORT completes with a time stamp and `.json`.
+    fn prefix(&self) -> Option<PathBuf> {
+        self.0.as_ref().map(|d| d.join("profile"))
+    }
+
+    pub(crate) fn remove(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+impl Drop for ProfileDir {
+    fn drop(&mut self) {
+        self.remove();
+    }
 }
 
 /// The providers to try: the configured order up to and including `cpu`, which is always last.
@@ -209,11 +242,13 @@ pub(crate) fn open_session(
                     && order[i + 1..].contains(&Provider::Cuda)
                     && availability(Provider::Cuda).is_ok();
                 let ctx = SessionContext { path, bytes, sha256, runtime, cuda_partner: partner };
-                match build_session(&ctx, provider, options) {
+                // A failed attempt drops its folder here, after ORT has dropped the half-made session.
+                let mut profile = ProfileDir::default();
+                match build_session(&ctx, provider, options, &mut profile) {
                     Ok(session) => {
                         let rest = if partner { " (CUDA runs the nodes TensorRT does not take)" } else { "" };
                         tracing::info!(provider = %provider, model = %path.display(), "execution provider active{rest}");
-                        return Ok(Opened { session, provider, skipped });
+                        return Ok(Opened { session, provider, skipped, profile });
                     }
                     Err(e) if provider == Provider::Cpu => {
                         return Err(
@@ -310,10 +345,15 @@ struct SessionContext<'a> {
     cuda_partner: bool,
 }
 
-/// Profile files are named per session: workers load in parallel and ORT's time stamp is per millisecond.
+/// Profile folders are named per session: workers load in parallel.
 static PROFILE_SEQ: AtomicUsize = AtomicUsize::new(0);
 
-fn build_session(ctx: &SessionContext<'_>, provider: Provider, options: &ModelOptions) -> Result<Session, ort::Error> {
+fn build_session(
+    ctx: &SessionContext<'_>,
+    provider: Provider,
+    options: &ModelOptions,
+    profile: &mut ProfileDir,
+) -> Result<Session, ort::Error> {
     let threads = options
         .threads
         .filter(|&t| t > 0)
@@ -324,9 +364,14 @@ fn build_session(ctx: &SessionContext<'_>, provider: Provider, options: &ModelOp
         .with_inter_threads(1)?
         .with_config_entry("session.intra_op.allow_spinning", if options.allow_spinning { "1" } else { "0" })?;
     if options.record_placement {
-        let seq = PROFILE_SEQ.fetch_add(1, Ordering::Relaxed);
-        let prefix = std::env::temp_dir().join(format!("camclassd-placement-{}-{seq}", std::process::id()));
-        builder = builder.with_profiling(prefix)?;
+        match ProfileDir::create() {
+            Ok(dir) => *profile = dir,
+            // The placement is a report: without a folder for the profile, the session opens without it.
+            Err(e) => tracing::debug!("node placement not recorded: {e}"),
+        }
+        if let Some(prefix) = profile.prefix() {
+            builder = builder.with_profiling(prefix)?;
+        }
     }
     let eps = dispatch(ctx, provider, options);
     if !eps.is_empty() {
@@ -469,11 +514,14 @@ pub(crate) fn has_qdq_nodes(bytes: &[u8]) -> bool {
 }
 
 /// Ends the session's profiling (started by [`ModelOptions::record_placement`]) and reads the node placement
-/// from the profile, which is then deleted.
-pub(crate) fn finish_placement(session: &mut Session) -> Result<Vec<ProviderNodes>, String> {
-    let file = session.end_profiling().map_err(|e| format!("ending the profile: {e}"))?;
-    let text = std::fs::read_to_string(&file).map_err(|e| format!("reading the profile {file}: {e}"));
-    let _ = std::fs::remove_file(&file);
+/// from the profile; the profile's folder is then removed.
+pub(crate) fn finish_placement(session: &mut Session, profile: &mut ProfileDir) -> Result<Vec<ProviderNodes>, String> {
+    if profile.prefix().is_none() {
+        return Err("the session was opened without profiling".into());
+    }
+    let ended = session.end_profiling().map_err(|e| format!("ending the profile: {e}"));
+    let text = ended.and_then(|file| std::fs::read_to_string(&file).map_err(|e| format!("reading {file}: {e}")));
+    profile.remove();
     placement_from_profile(&text?)
 }
 
@@ -539,13 +587,22 @@ pub fn probe(runtime: &Runtime, path: &Path, options: &ModelOptions) -> Result<S
     let sha256 = super::hex(&sha2::Sha256::digest(&bytes));
     let options = ModelOptions { record_placement: true, ..options.clone() };
     let started = std::time::Instant::now();
-    let Opened { mut session, provider, skipped } = open_session(runtime, path, &bytes, &sha256, &options)?;
+    let mut opened = open_session(runtime, path, &bytes, &sha256, &options)?;
     let session_ms = started.elapsed().as_secs_f64() * 1e3;
-    let (placement, placement_error) = match run_on_zeros(&mut session).and_then(|()| finish_placement(&mut session)) {
-        Ok(p) => (Some(p), None),
-        Err(e) => (None, Some(e)),
-    };
-    Ok(SessionProbe { requested: options.providers.clone(), provider, skipped, placement, placement_error, session_ms })
+    let run = run_on_zeros(&mut opened.session);
+    let (placement, placement_error) =
+        match run.and_then(|()| finish_placement(&mut opened.session, &mut opened.profile)) {
+            Ok(p) => (Some(p), None),
+            Err(e) => (None, Some(e)),
+        };
+    Ok(SessionProbe {
+        requested: options.providers.clone(),
+        provider: opened.provider,
+        skipped: std::mem::take(&mut opened.skipped),
+        placement,
+        placement_error,
+        session_ms,
+    })
 }
 
 fn run_on_zeros(session: &mut Session) -> Result<(), String> {

@@ -166,6 +166,8 @@ pub struct Model {
     metadata: HashMap<String, String>,
     /// Session creation, and the first (warm-up) inference.
     load_times: (std::time::Duration, std::time::Duration),
+    /// Last, so that it is removed after the session is dropped (see [`ep::Opened`]).
+    profile: ep::ProfileDir,
 }
 
 impl Model {
@@ -176,7 +178,9 @@ impl Model {
         }
         let sha256 = hex(&Sha256::digest(&bytes));
         let load_started = std::time::Instant::now();
-        let ep::Opened { session, provider, skipped } = ep::open_session(runtime, path, &bytes, &sha256, options)?;
+        // Kept whole until the model owns it: dropping `opened` drops the session before its profile folder.
+        let opened = ep::open_session(runtime, path, &bytes, &sha256, options)?;
+        let session = &opened.session;
         let session_time = load_started.elapsed();
 
         let interface = |message: String| ModelError::Interface { path: path.to_path_buf(), message };
@@ -194,7 +198,7 @@ impl Model {
         let output_dims = score_output_dims(output.name(), output.dtype()).map_err(interface)?;
 
         let metadata =
-            read_metadata(&session).map_err(|source| ModelError::Session { path: path.to_path_buf(), source })?;
+            read_metadata(session).map_err(|source| ModelError::Session { path: path.to_path_buf(), source })?;
         let file_stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let mut spec = ModelSpec::resolve(&file_stem, &metadata, &options.overrides, input_shape)
             .map_err(|source| ModelError::Spec { path: path.to_path_buf(), source })?;
@@ -219,13 +223,13 @@ impl Model {
         input.extract_tensor_mut().1.fill(0.0);
 
         let mut model = Model {
-            session,
+            session: opened.session,
             path: path.to_path_buf(),
             sha256,
             size_bytes: bytes.len() as u64,
             spec,
-            provider,
-            skipped,
+            provider: opened.provider,
+            skipped: opened.skipped,
             placement: None,
             batch,
             num_classes: output_dims.unwrap_or(0),
@@ -233,6 +237,7 @@ impl Model {
             scores: Vec::new(),
             metadata,
             load_times: (session_time, std::time::Duration::ZERO),
+            profile: opened.profile,
         };
         let warm_up_started = std::time::Instant::now();
         // Warm-up: the first run allocates ORT's arenas and, for GPU providers, builds kernels or engines.
@@ -242,7 +247,7 @@ impl Model {
         })?;
         model.load_times.1 = warm_up_started.elapsed();
         if options.record_placement {
-            match ep::finish_placement(&mut model.session) {
+            match ep::finish_placement(&mut model.session, &mut model.profile) {
                 Ok(placement) => model.placement = Some(placement),
                 // Only a report is lost: the session itself is fine.
                 Err(e) => tracing::debug!(model = %path.display(), "node placement unknown: {e}"),

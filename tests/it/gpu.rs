@@ -195,3 +195,30 @@ fn inspect_with_ep_works_for_models_camclassd_cannot_classify_with() {
     assert_eq!(report["session"]["provider"], "cpu");
     assert!(report["session"]["placement"][0]["nodes"].as_u64().is_some_and(|n| n > 0), "{report}");
 }
+
+#[test]
+fn no_placement_profile_is_left_in_the_temporary_folder_whatever_the_outcome() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let with_tmp = |cmd: &mut Command| run(cmd.env("TMPDIR", tmp.path()));
+    // A fallback, then a success.
+    let out = with_tmp(
+        camclassd().args(["classify", "--ep", "cuda,cpu", "--model"]).arg(model("int8")).arg(generated("coffee.jpg")),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // A session that opens, then a model camclassd refuses (two inputs): the session is dropped unfinished.
+    let out = with_tmp(
+        camclassd().args(["classify", "--model"]).arg(generated("two_inputs.onnx")).arg(generated("coffee.jpg")),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // inspect's probe.
+    let out = with_tmp(camclassd().args(["inspect", "--ep", "cuda,cpu"]).arg(generated("not_image.onnx")));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // (ONNX Runtime itself leaves a small `.ses` file there, with or without profiling.)
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("read_dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("camclassd-")))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
