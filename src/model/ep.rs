@@ -627,6 +627,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn onnx_runtime_from_1_17_on_is_accepted() {
+        // docs/gpu.md tells Jetson users that any ONNX Runtime >= 1.17 loads (GPU builds lag the pin); enabling
+        // an `ort` `api-*` feature raises that floor and must update the docs.
+        assert_eq!(ort::MINOR_VERSION, 17);
+    }
+
+    #[test]
     fn the_order_stops_at_cpu_and_drops_repeats() {
         use Provider::*;
         assert_eq!(try_order(&[Tensorrt, Cuda, Cpu]), vec![Tensorrt, Cuda, Cpu]);
