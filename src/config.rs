@@ -428,6 +428,17 @@ fn validate_gpu(model: &ModelConfig, problem: &mut impl FnMut(&str, String)) {
             "model.cuda.device_id",
             format!("must be a GPU ordinal from 0 to {MAX_DEVICE}, got {}", cuda.device_id),
         );
+    } else if trt.device_id != cuda.device_id
+        && [Provider::Tensorrt, Provider::Cuda].iter().all(|p| model.execution_providers.contains(p))
+    {
+        // CUDA runs the nodes TensorRT leaves, in the same session: both must be on one GPU.
+        problem(
+            "model.cuda.device_id",
+            format!(
+                "{} differs from model.tensorrt.device_id {}; with both providers they share one GPU",
+                cuda.device_id, trt.device_id
+            ),
+        );
     }
     if trt.max_workspace_mb > 1 << 20 {
         problem(
@@ -615,7 +626,7 @@ mod tests {
     fn gpu_sections_parse_and_reach_the_model_options() {
         let text = "version = 1\n[model]\npath = \"Cargo.toml\"\nexecution_providers = [\"tensorrt\", \"cuda\", \"cpu\"]\n\
                     [model.tensorrt]\nfp16 = false\nint8 = true\nengine_cache_dir = \"/tmp/trt\"\ntiming_cache = false\n\
-                    max_workspace_mb = 256\nmin_subgraph_size = 3\ndla_core = 1\ndevice_id = 0\nengine_cache = true\n\
+                    max_workspace_mb = 256\nmin_subgraph_size = 3\ndla_core = 1\ndevice_id = 1\nengine_cache = true\n\
                     [model.cuda]\ndevice_id = 1\nconv_algo_search = \"exhaustive\"\narena_extend_strategy = \"next_power_of_two\"\n\
                     memory_limit_mb = 2048\n";
         let c = Config::parse(text).expect("valid");
@@ -625,7 +636,7 @@ mod tests {
         assert_eq!(o.tensorrt.int8, Some(true));
         assert_eq!(o.tensorrt.engine_cache_dir.as_deref(), Some(Path::new("/tmp/trt")));
         assert_eq!((o.tensorrt.max_workspace_mb, o.tensorrt.min_subgraph_size, o.tensorrt.dla_core), (256, 3, Some(1)));
-        assert_eq!((o.cuda.device_id, o.cuda.memory_limit_mb), (1, 2048));
+        assert_eq!((o.tensorrt.device_id, o.cuda.device_id, o.cuda.memory_limit_mb), (1, 1, 2048));
         assert_eq!(o.cuda.conv_algo_search, crate::model::ep::ConvAlgoSearch::Exhaustive);
         assert_eq!(o.cuda.arena_extend_strategy, crate::model::ep::ArenaExtendStrategy::NextPowerOfTwo);
         assert!(o.record_placement);
@@ -674,6 +685,17 @@ mod tests {
             "{got:#?}"
         );
         assert!(got[5].contains("model.cuda.memory_limit_mb: 9999999999 MiB"), "{got:#?}");
+
+        let two_gpus = "version = 1\n[model]\npath = \"Cargo.toml\"\nexecution_providers = [\"tensorrt\", \"cuda\"]\n\
+                        [model.tensorrt]\ndevice_id = 1\n[model.cuda]\ndevice_id = 0\n";
+        assert_eq!(
+            problems(two_gpus),
+            [
+                "8:1: model.cuda.device_id: 0 differs from model.tensorrt.device_id 1; with both providers they share one GPU"
+            ]
+        );
+        // Different ordinals are fine when only one of the two providers is used.
+        assert!(Config::parse(&two_gpus.replace("\"tensorrt\", ", "")).is_ok());
 
         let dla_fp32 = "version = 1\n[model]\npath = \"Cargo.toml\"\n[model.tensorrt]\nfp16 = false\ndla_core = 0\n";
         assert_eq!(
