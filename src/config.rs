@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::model::{ModelOptions, Optimization, Overrides, Provider};
+use crate::model::{CudaOptions, ModelOptions, Optimization, Overrides, Provider, TensorRtOptions};
 
 /// Where the daemon reads its configuration when no `--config` is given.
 pub const DEFAULT_PATH: &str = "/etc/camclassd/camclassd.toml";
@@ -263,6 +263,12 @@ pub struct ModelConfig {
     pub min_score: f32,
     #[serde(default)]
     pub preprocess: Overrides,
+    /// `[model.tensorrt]`
+    #[serde(default)]
+    pub tensorrt: TensorRtOptions,
+    /// `[model.cuda]`
+    #[serde(default)]
+    pub cuda: CudaOptions,
 }
 
 fn default_providers() -> Vec<Provider> {
@@ -284,6 +290,8 @@ impl ModelConfig {
             optimization: self.optimization,
             overrides: self.preprocess.clone(),
             labels: self.labels.clone(),
+            tensorrt: self.tensorrt.clone(),
+            cuda: self.cuda.clone(),
             ..ModelOptions::default()
         }
     }
@@ -570,7 +578,72 @@ impl Config {
         if pre.input_size.is_some_and(|[h, w]| h == 0 || w == 0) {
             problem("model.preprocess.input_size", "must be [height, width], both positive".into());
         }
+        validate_gpu(&self.model, &mut problem);
         problems
+    }
+}
+
+/// `[model.tensorrt]` and `[model.cuda]`: ranges that catch typos (a workspace in bytes, not MiB).
+fn validate_gpu(model: &ModelConfig, problem: &mut impl FnMut(&str, String)) {
+    // Ordinals beyond this are typos: no board or server has that many GPUs.
+    const MAX_DEVICE: u32 = 63;
+    let (trt, cuda) = (&model.tensorrt, &model.cuda);
+    if trt.device_id > MAX_DEVICE {
+        problem(
+            "model.tensorrt.device_id",
+            format!("must be a GPU ordinal from 0 to {MAX_DEVICE}, got {}", trt.device_id),
+        );
+    }
+    if cuda.device_id > MAX_DEVICE {
+        problem(
+            "model.cuda.device_id",
+            format!("must be a GPU ordinal from 0 to {MAX_DEVICE}, got {}", cuda.device_id),
+        );
+    } else if trt.device_id != cuda.device_id
+        && [Provider::Tensorrt, Provider::Cuda].iter().all(|p| model.execution_providers.contains(p))
+    {
+        // CUDA runs the nodes TensorRT leaves, in the same session: both must be on one GPU.
+        problem(
+            "model.cuda.device_id",
+            format!(
+                "{} differs from model.tensorrt.device_id {}; with both providers they share one GPU",
+                cuda.device_id, trt.device_id
+            ),
+        );
+    }
+    if trt.max_workspace_mb > 1 << 20 {
+        problem(
+            "model.tensorrt.max_workspace_mb",
+            format!("{} MiB is more than 1 TiB; the value is in MiB (0 lets TensorRT choose)", trt.max_workspace_mb),
+        );
+    }
+    if trt.min_subgraph_size == 0 {
+        problem("model.tensorrt.min_subgraph_size", "must be at least 1 node".into());
+    }
+    if trt.dla_core.is_some_and(|c| c > 1) {
+        problem(
+            "model.tensorrt.dla_core",
+            format!("Jetson boards have DLA cores 0 and 1, got {}", trt.dla_core.unwrap_or_default()),
+        );
+    }
+    if trt.dla_core.is_some() && !trt.fp16 && trt.int8 != Some(true) {
+        problem("model.tensorrt.dla_core", "the DLA runs FP16 or INT8 only: set fp16 = true or int8 = true".into());
+    }
+    if let Some(dir) = &trt.engine_cache_dir {
+        if dir.as_os_str().is_empty() {
+            problem(
+                "model.tensorrt.engine_cache_dir",
+                "must not be empty (set engine_cache = false to turn the cache off)".into(),
+            );
+        } else if dir.exists() && !dir.is_dir() {
+            problem("model.tensorrt.engine_cache_dir", format!("{} exists and is not a directory", dir.display()));
+        }
+    }
+    if cuda.memory_limit_mb > 1 << 20 {
+        problem(
+            "model.cuda.memory_limit_mb",
+            format!("{} MiB is more than 1 TiB; the value is in MiB (0 for no cap)", cuda.memory_limit_mb),
+        );
     }
 }
 
@@ -705,6 +778,100 @@ mod tests {
                 "9:1: cameras[0].debounce: must be at least 1 frame",
                 "8:1: cameras[0].interval: expected seconds up to a week (0 for no heartbeat), got 100000000000000000000",
             ]
+        );
+    }
+
+    #[test]
+    fn gpu_sections_default_to_jetson_friendly_settings() {
+        let c = Config::parse("version = 1\n[model]\npath = \"Cargo.toml\"\n").expect("valid");
+        let (trt, cuda) = (&c.model.tensorrt, &c.model.cuda);
+        assert!(trt.fp16 && trt.engine_cache && trt.timing_cache);
+        assert_eq!((trt.int8, trt.engine_cache_dir.as_ref(), trt.max_workspace_mb), (None, None, 1024));
+        assert_eq!((trt.device_id, trt.min_subgraph_size, trt.dla_core), (0, 1, None));
+        assert_eq!(cuda.conv_algo_search, crate::model::ep::ConvAlgoSearch::Heuristic);
+        assert_eq!(cuda.arena_extend_strategy, crate::model::ep::ArenaExtendStrategy::SameAsRequested);
+        assert_eq!((cuda.device_id, cuda.memory_limit_mb), (0, 0));
+    }
+
+    #[test]
+    fn gpu_sections_parse_and_reach_the_model_options() {
+        let text = "version = 1\n[model]\npath = \"Cargo.toml\"\nexecution_providers = [\"tensorrt\", \"cuda\", \"cpu\"]\n\
+                    [model.tensorrt]\nfp16 = false\nint8 = true\nengine_cache_dir = \"/tmp/trt\"\ntiming_cache = false\n\
+                    max_workspace_mb = 256\nmin_subgraph_size = 3\ndla_core = 1\ndevice_id = 1\nengine_cache = true\n\
+                    [model.cuda]\ndevice_id = 1\nconv_algo_search = \"exhaustive\"\narena_extend_strategy = \"next_power_of_two\"\n\
+                    memory_limit_mb = 2048\n";
+        let c = Config::parse(text).expect("valid");
+        let o = c.model.model_options();
+        assert_eq!(o.providers, vec![Provider::Tensorrt, Provider::Cuda, Provider::Cpu]);
+        assert!(!o.tensorrt.fp16 && !o.tensorrt.timing_cache && o.tensorrt.engine_cache);
+        assert_eq!(o.tensorrt.int8, Some(true));
+        assert_eq!(o.tensorrt.engine_cache_dir.as_deref(), Some(Path::new("/tmp/trt")));
+        assert_eq!((o.tensorrt.max_workspace_mb, o.tensorrt.min_subgraph_size, o.tensorrt.dla_core), (256, 3, Some(1)));
+        assert_eq!((o.tensorrt.device_id, o.cuda.device_id, o.cuda.memory_limit_mb), (1, 1, 2048));
+        assert_eq!(o.cuda.conv_algo_search, crate::model::ep::ConvAlgoSearch::Exhaustive);
+        assert_eq!(o.cuda.arena_extend_strategy, crate::model::ep::ArenaExtendStrategy::NextPowerOfTwo);
+        assert!(o.record_placement);
+    }
+
+    #[test]
+    fn gpu_key_errors_name_line_column_and_key() {
+        let head = "version = 1\n[model]\npath = \"Cargo.toml\"\n";
+        let cases: &[(&str, &str)] = &[
+            ("[model.tensorrt]\nfp61 = true\n", "5:1: model.tensorrt.fp61: unknown field `fp61`, expected one of"),
+            (
+                "[model.tensorrt]\nfp16 = \"yes\"\n",
+                "5:8: model.tensorrt.fp16: invalid type: string \"yes\", expected a boolean",
+            ),
+            ("[model.tensorrt]\nmax_workspace_mb = -1\n", "5:20: model.tensorrt.max_workspace_mb: invalid value"),
+            (
+                "[model.cuda]\nconv_algo_search = \"fast\"\n",
+                "5:20: model.cuda.conv_algo_search: unknown variant `fast`",
+            ),
+        ];
+        for (tail, expected) in cases {
+            let got = problems(&format!("{head}{tail}"));
+            assert!(got[0].starts_with(expected), "{tail:?}\n got: {got:?}\nwant: {expected}");
+        }
+    }
+
+    #[test]
+    fn gpu_values_out_of_range_are_all_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"").expect("write");
+        let text = format!(
+            "version = 1\n[model]\npath = \"Cargo.toml\"\n[model.tensorrt]\ndevice_id = 99\nmax_workspace_mb = 4294967296\n\
+             min_subgraph_size = 0\ndla_core = 2\nengine_cache_dir = {:?}\n[model.cuda]\nmemory_limit_mb = 9999999999\n",
+            file.display().to_string()
+        );
+        let got = problems(&text);
+        let keys: Vec<&str> = got.iter().map(|p| p.split(": ").next().unwrap_or_default()).collect();
+        assert_eq!(keys, ["5:1", "6:1", "7:1", "8:1", "9:1", "11:1"], "{got:#?}");
+        assert!(got[0].contains("model.tensorrt.device_id: must be a GPU ordinal from 0 to 63, got 99"), "{got:#?}");
+        assert!(got[1].contains("model.tensorrt.max_workspace_mb: 4294967296 MiB is more than 1 TiB"), "{got:#?}");
+        assert!(got[2].contains("model.tensorrt.min_subgraph_size: must be at least 1"), "{got:#?}");
+        assert!(got[3].contains("model.tensorrt.dla_core: Jetson boards have DLA cores 0 and 1, got 2"), "{got:#?}");
+        assert!(
+            got[4].contains("model.tensorrt.engine_cache_dir:") && got[4].contains("is not a directory"),
+            "{got:#?}"
+        );
+        assert!(got[5].contains("model.cuda.memory_limit_mb: 9999999999 MiB"), "{got:#?}");
+
+        let two_gpus = "version = 1\n[model]\npath = \"Cargo.toml\"\nexecution_providers = [\"tensorrt\", \"cuda\"]\n\
+                        [model.tensorrt]\ndevice_id = 1\n[model.cuda]\ndevice_id = 0\n";
+        assert_eq!(
+            problems(two_gpus),
+            [
+                "8:1: model.cuda.device_id: 0 differs from model.tensorrt.device_id 1; with both providers they share one GPU"
+            ]
+        );
+        // Different ordinals are fine when only one of the two providers is used.
+        assert!(Config::parse(&two_gpus.replace("\"tensorrt\", ", "")).is_ok());
+
+        let dla_fp32 = "version = 1\n[model]\npath = \"Cargo.toml\"\n[model.tensorrt]\nfp16 = false\ndla_core = 0\n";
+        assert_eq!(
+            problems(dla_fp32),
+            ["6:1: model.tensorrt.dla_core: the DLA runs FP16 or INT8 only: set fp16 = true or int8 = true"]
         );
     }
 

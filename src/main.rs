@@ -45,6 +45,10 @@ enum Command {
         /// JSON on stdout instead of text.
         #[arg(long)]
         json: bool,
+        /// Also open an ONNX Runtime session with these providers, in order (tensorrt, cuda, cpu), run it once
+        /// on zeros and report the provider that opened, those skipped and why, and which provider ran each node.
+        #[arg(long, value_delimiter = ',', value_name = "EP,...")]
+        ep: Option<Vec<Provider>>,
     },
     /// Benchmark models: load time, latency percentiles, throughput, CPU and memory, per provider and batch.
     Bench(BenchArgs),
@@ -68,9 +72,23 @@ struct BenchArgs {
     /// Intra-op threads (default: all cores).
     #[arg(long, value_parser = parse_threads)]
     threads: Option<usize>,
-    /// Execution providers to measure, each on its own (tensorrt, cuda, cpu).
+    /// Execution providers to measure, each on its own (tensorrt, cuda, cpu); tensorrt leaves to CUDA the nodes
+    /// it cannot run, as the daemon does with execution_providers = ["tensorrt", "cuda", "cpu"].
     #[arg(long, value_delimiter = ',', default_value = "cpu")]
     ep: Vec<Provider>,
+    /// A config file whose [model.tensorrt] and [model.cuda] sections (and [onnxruntime] library) apply.
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// TensorRT FP16 kernels, on or off (default: on, or the config's).
+    #[arg(long, value_name = "on|off", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    trt_fp16: Option<bool>,
+    /// TensorRT INT8 kernels, on or off (default: on for QDQ-quantized models, or the config's).
+    #[arg(long, value_name = "on|off", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    trt_int8: Option<bool>,
+    /// TensorRT engine cache folder (default: the config's, else ~/.cache/camclassd/tensorrt). A second run
+    /// loads the engines built by the first, so its load time is the one a restarted daemon sees.
+    #[arg(long, value_name = "DIR")]
+    trt_cache_dir: Option<PathBuf>,
     /// Batch sizes, for models with a dynamic batch dimension.
     #[arg(long, value_delimiter = ',', default_value = "1", value_parser = clap::value_parser!(u16).range(1..=256))]
     batch: Vec<u16>,
@@ -161,7 +179,7 @@ fn main() -> ExitCode {
         Command::Run { config } => run_daemon(&config, cli.ort_lib.as_deref()),
         Command::Classify(args) => run_classify(args, cli.ort_lib.as_deref()),
         Command::CheckConfig { config } => check_config(&config),
-        Command::Inspect { model, json } => inspect(&model, json),
+        Command::Inspect { model, json, ep } => inspect(&model, json, ep, cli.ort_lib.as_deref()),
         Command::Compare(args) => run_compare(args, cli.ort_lib.as_deref()),
         Command::Bench(args) => run_bench(args, cli.ort_lib.as_deref()),
     };
@@ -195,8 +213,13 @@ fn init_logging(level: Option<&str>) {
     }
 }
 
-fn inspect(path: &Path, json: bool) -> Result<u8, Failure> {
-    let report = camclassd::tools::inspect::inspect(path).map_err(|e| usage(e.into()))?;
+fn inspect(path: &Path, json: bool, ep: Option<Vec<Provider>>, ort_lib: Option<&Path>) -> Result<u8, Failure> {
+    let mut report = camclassd::tools::inspect::inspect(path).map_err(|e| usage(e.into()))?;
+    if let Some(providers) = ep {
+        let runtime = model::runtime::load(ort_lib).map_err(|e| usage(e.into()))?;
+        let options = ModelOptions { providers, ..ModelOptions::default() };
+        report.session = Some(model::ep::probe(runtime, path, &options).map_err(|e| usage(e.into()))?);
+    }
     let text = if json {
         serde_json::to_string_pretty(&report).context("encoding JSON").map_err(usage)? + "\n"
     } else {
@@ -224,8 +247,26 @@ fn run_bench(args: BenchArgs, ort_lib: Option<&Path>) -> Result<u8, Failure> {
             .map_err(usage)?,
         None => Vec::new(),
     };
+    let config = match &args.config {
+        Some(path) => Some(Config::load(path).map_err(|e| usage(e.into()))?),
+        None => None,
+    };
+    let (mut tensorrt, cuda) =
+        config.as_ref().map(|c| (c.model.tensorrt.clone(), c.model.cuda.clone())).unwrap_or_default();
+    if let Some(fp16) = args.trt_fp16 {
+        tensorrt.fp16 = fp16;
+    }
+    if args.trt_int8.is_some() {
+        tensorrt.int8 = args.trt_int8;
+    }
+    if let Some(dir) = &args.trt_cache_dir {
+        tensorrt.engine_cache_dir = Some(dir.clone());
+    }
+    let ort_lib = ort_lib.or(config.as_ref().and_then(|c| c.onnxruntime.library.as_deref()));
     let runtime = model::runtime::load(ort_lib).map_err(|e| usage(e.into()))?;
     let options = bench::BenchOptions {
+        tensorrt,
+        cuda,
         providers: args.ep.clone(),
         batches: args.batch.iter().map(|&b| usize::from(b)).collect(),
         threads: args.threads,

@@ -5,6 +5,7 @@
 //! resolves the [`ModelSpec`], and runs a warm-up. After that, [`Model::run`] reuses the input tensor (the
 //! preprocessor writes straight into it) and the score buffer: no per-frame allocation on our side.
 
+pub mod ep;
 pub mod runtime;
 pub mod spec;
 
@@ -14,15 +15,16 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use ort::session::Session;
-use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{Tensor, TensorElementType, ValueType};
 use sha2::{Digest, Sha256};
 
+pub use ep::{CudaOptions, ProviderNodes, SkipKind, SkippedProvider, TensorRtOptions};
 pub use runtime::Runtime;
 pub use spec::{InputShape, ModelSpec, Overrides, SpecError};
 
 /// An execution provider, in the user's order of preference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     Tensorrt,
@@ -96,6 +98,12 @@ pub struct ModelOptions {
     pub labels: Option<PathBuf>,
     /// Batch size for models with a dynamic batch dimension.
     pub batch: usize,
+    /// `[model.tensorrt]` settings, used when the TensorRT provider is tried.
+    pub tensorrt: TensorRtOptions,
+    /// `[model.cuda]` settings, used for the CUDA provider and for what TensorRT leaves to CUDA.
+    pub cuda: CudaOptions,
+    /// Profile the warm-up inference to learn which provider ran each node (see [`Model::placement`]).
+    pub record_placement: bool,
 }
 
 impl Default for ModelOptions {
@@ -108,6 +116,9 @@ impl Default for ModelOptions {
             overrides: Overrides::default(),
             labels: None,
             batch: 1,
+            tensorrt: TensorRtOptions::default(),
+            cuda: CudaOptions::default(),
+            record_placement: true,
         }
     }
 }
@@ -135,13 +146,6 @@ pub enum ModelError {
     Run(#[from] ort::Error),
 }
 
-/// Why a provider was not used.
-#[derive(Debug, Clone)]
-pub struct SkippedProvider {
-    pub provider: Provider,
-    pub reason: String,
-}
-
 /// A loaded model, ready to run.
 #[derive(Debug)]
 pub struct Model {
@@ -152,6 +156,8 @@ pub struct Model {
     spec: ModelSpec,
     provider: Provider,
     skipped: Vec<SkippedProvider>,
+    /// Which provider ran how many nodes in the warm-up; `None` unless recorded.
+    placement: Option<Vec<ProviderNodes>>,
     batch: usize,
     num_classes: usize,
     /// The input tensor, owned here for the session's life; the preprocessor fills it in place.
@@ -160,6 +166,8 @@ pub struct Model {
     metadata: HashMap<String, String>,
     /// Session creation, and the first (warm-up) inference.
     load_times: (std::time::Duration, std::time::Duration),
+    /// Last, so that it is removed after the session is dropped (see [`ep::Opened`]).
+    profile: ep::ProfileDir,
 }
 
 impl Model {
@@ -170,7 +178,9 @@ impl Model {
         }
         let sha256 = hex(&Sha256::digest(&bytes));
         let load_started = std::time::Instant::now();
-        let (session, provider, skipped) = open_session(runtime, path, &bytes, options)?;
+        // Kept whole until the model owns it: dropping `opened` drops the session before its profile folder.
+        let opened = ep::open_session(runtime, path, &bytes, &sha256, options)?;
+        let session = &opened.session;
         let session_time = load_started.elapsed();
 
         let interface = |message: String| ModelError::Interface { path: path.to_path_buf(), message };
@@ -188,7 +198,7 @@ impl Model {
         let output_dims = score_output_dims(output.name(), output.dtype()).map_err(interface)?;
 
         let metadata =
-            read_metadata(&session).map_err(|source| ModelError::Session { path: path.to_path_buf(), source })?;
+            read_metadata(session).map_err(|source| ModelError::Session { path: path.to_path_buf(), source })?;
         let file_stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let mut spec = ModelSpec::resolve(&file_stem, &metadata, &options.overrides, input_shape)
             .map_err(|source| ModelError::Spec { path: path.to_path_buf(), source })?;
@@ -213,19 +223,21 @@ impl Model {
         input.extract_tensor_mut().1.fill(0.0);
 
         let mut model = Model {
-            session,
+            session: opened.session,
             path: path.to_path_buf(),
             sha256,
             size_bytes: bytes.len() as u64,
             spec,
-            provider,
-            skipped,
+            provider: opened.provider,
+            skipped: opened.skipped,
+            placement: None,
             batch,
             num_classes: output_dims.unwrap_or(0),
             input,
             scores: Vec::new(),
             metadata,
             load_times: (session_time, std::time::Duration::ZERO),
+            profile: opened.profile,
         };
         let warm_up_started = std::time::Instant::now();
         // Warm-up: the first run allocates ORT's arenas and, for GPU providers, builds kernels or engines.
@@ -234,6 +246,13 @@ impl Model {
             other => other,
         })?;
         model.load_times.1 = warm_up_started.elapsed();
+        if options.record_placement {
+            match ep::finish_placement(&mut model.session, &mut model.profile) {
+                Ok(placement) => model.placement = Some(placement),
+                // Only a report is lost: the session itself is fine.
+                Err(e) => tracing::debug!(model = %path.display(), "node placement unknown: {e}"),
+            }
+        }
         if model.scores.is_empty() || model.scores.len() % model.batch != 0 {
             return Err(ModelError::Interface {
                 path: path.to_path_buf(),
@@ -318,6 +337,11 @@ impl Model {
     pub fn skipped_providers(&self) -> &[SkippedProvider] {
         &self.skipped
     }
+    /// Per provider, the nodes it ran in the warm-up inference, most first (`None` when not recorded). ONNX
+    /// Runtime runs what a GPU provider cannot on the CPU without failing; this is where that shows.
+    pub fn placement(&self) -> Option<&[ProviderNodes]> {
+        self.placement.as_deref()
+    }
     pub fn batch(&self) -> usize {
         self.batch
     }
@@ -341,107 +365,11 @@ fn session_summary(model: &Model) {
     tracing::info!(
         model = %model.path.display(),
         provider = %model.provider,
+        nodes = %model.placement.as_deref().map_or_else(|| "not recorded".into(), ep::placement_text),
         classes = model.num_classes,
         input = %format!("{:?} {}x{}", s.layout, s.input_size.0, s.input_size.1),
         "model ready"
     );
-}
-
-/// Tries each configured provider in order; the first session that opens wins.
-fn open_session(
-    runtime: &Runtime,
-    path: &Path,
-    bytes: &[u8],
-    options: &ModelOptions,
-) -> Result<(Session, Provider, Vec<SkippedProvider>), ModelError> {
-    let mut order: Vec<Provider> = Vec::new();
-    for p in options.providers.iter().copied().chain([Provider::Cpu]) {
-        if !order.contains(&p) {
-            order.push(p);
-        }
-        if p == Provider::Cpu {
-            break;
-        }
-    }
-    let mut skipped = Vec::new();
-    for provider in order {
-        if let Err(reason) = provider_compiled_in(provider) {
-            tracing::info!(provider = %provider, "execution provider skipped: {reason}");
-            skipped.push(SkippedProvider { provider, reason });
-            continue;
-        }
-        match build_session(runtime, bytes, provider, options) {
-            Ok(session) => {
-                tracing::info!(provider = %provider, model = %path.display(), "execution provider active");
-                return Ok((session, provider, skipped));
-            }
-            Err(e) if provider == Provider::Cpu => {
-                return Err(
-                    if e.code() == ort::ErrorCode::InvalidProtobuf || e.code() == ort::ErrorCode::InvalidGraph {
-                        ModelError::NotOnnx { path: path.to_path_buf(), message: e.message().to_string() }
-                    } else {
-                        ModelError::Session { path: path.to_path_buf(), source: e }
-                    },
-                );
-            }
-            Err(e) => {
-                let reason = e.to_string();
-                tracing::warn!(provider = %provider, "execution provider failed, trying the next: {reason}");
-                skipped.push(SkippedProvider { provider, reason });
-            }
-        }
-    }
-    unreachable!("the CPU provider ends the list and returns either way")
-}
-
-fn provider_compiled_in(provider: Provider) -> Result<(), String> {
-    #[cfg(any(feature = "cuda", feature = "tensorrt"))]
-    use ort::ep::ExecutionProvider;
-    let (available, build): (ort::Result<bool>, &str) = match provider {
-        Provider::Cpu => return Ok(()),
-        #[cfg(feature = "cuda")]
-        Provider::Cuda => (ort::ep::CUDA::is_available(), "CUDA"),
-        #[cfg(feature = "tensorrt")]
-        Provider::Tensorrt => (ort::ep::TensorRT::is_available(), "TensorRT"),
-        #[allow(unreachable_patterns)]
-        other => return Err(format!("this camclassd was built without the `{other}` cargo feature")),
-    };
-    match available {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(format!(
-            "this ONNX Runtime build has no {build} execution provider (a GPU build such as onnxruntime-gpu or JetPack's is needed)"
-        )),
-        Err(e) => Err(format!("could not query ONNX Runtime for {build}: {e}")),
-    }
-}
-
-fn build_session(
-    runtime: &Runtime,
-    bytes: &[u8],
-    provider: Provider,
-    options: &ModelOptions,
-) -> Result<Session, ort::Error> {
-    let threads = options
-        .threads
-        .filter(|&t| t > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let mut builder: SessionBuilder = Session::builder(&runtime.environment)?
-        .with_optimization_level(options.optimization.level())?
-        .with_intra_threads(threads)?
-        .with_inter_threads(1)?
-        .with_config_entry("session.intra_op.allow_spinning", if options.allow_spinning { "1" } else { "0" })?;
-    let dispatch = match provider {
-        #[cfg(feature = "cuda")]
-        Provider::Cuda => Some(ort::ep::CUDA::default().build().error_on_failure()),
-        #[cfg(feature = "tensorrt")]
-        Provider::Tensorrt => Some(ort::ep::TensorRT::default().build().error_on_failure()),
-        // CPU, and providers compiled out (already rejected by `provider_compiled_in`).
-        _ => None,
-    };
-    if let Some(ep) = dispatch {
-        builder = builder.with_execution_providers([ep])?;
-    }
-    builder.commit_from_memory(bytes)
 }
 
 fn read_metadata(session: &Session) -> Result<HashMap<String, String>, ort::Error> {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::model::{Model, ModelOptions, Provider, Runtime};
+use crate::model::{CudaOptions, Model, ModelOptions, Provider, ProviderNodes, Runtime, TensorRtOptions};
 use crate::postprocess::{Classification, Postprocessor};
 use crate::preprocess::{Frame, Preprocessor};
 
@@ -26,6 +26,8 @@ pub struct BenchOptions {
     /// Height and width for models with symbolic spatial dimensions.
     pub input_size: Option<[u32; 2]>,
     pub budget: Budget,
+    pub tensorrt: TensorRtOptions,
+    pub cuda: CudaOptions,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -48,7 +50,12 @@ pub struct Latency {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
     pub model: String,
+    /// The provider asked for; the row is timed only when the session opened with it.
     pub provider: String,
+    /// The provider the session opened with (differs from `provider` when it fell back: then `unavailable`).
+    pub ran_on: String,
+    /// Nodes per provider in the first inference: where ONNX Runtime put what `provider` does not support.
+    pub placement: Option<Vec<ProviderNodes>>,
     pub batch: usize,
     /// The input tensor's height and width.
     pub input_size: [u32; 2],
@@ -167,9 +174,16 @@ pub fn run(
             for &batch in &options.batches {
                 let label = format!("{} {provider} batch {batch}", short(path));
                 let mut model_options = ModelOptions {
-                    providers: vec![provider],
+                    // TensorRT is measured as the daemon runs it: CUDA takes the nodes TensorRT does not.
+                    providers: if provider == Provider::Tensorrt {
+                        vec![provider, Provider::Cuda]
+                    } else {
+                        vec![provider]
+                    },
                     threads: options.threads,
                     batch,
+                    tensorrt: options.tensorrt.clone(),
+                    cuda: options.cuda.clone(),
                     ..ModelOptions::default()
                 };
                 if let Some([h, w]) = options.input_size {
@@ -196,6 +210,8 @@ pub fn run(
                 let mut row = Row {
                     model: name.clone(),
                     provider: provider.to_string(),
+                    ran_on: model.provider().to_string(),
+                    placement: model.placement().map(<[ProviderNodes]>::to_vec),
                     batch,
                     input_size: [model.spec().input_size.0, model.spec().input_size.1],
                     note,
@@ -213,7 +229,11 @@ pub fn run(
                     // Asked for a GPU provider the library or machine lacks: say so, don't time the CPU under its name.
                     let why =
                         model.skipped_providers().iter().find(|s| s.provider == provider).map(|s| s.reason.clone());
-                    row.unavailable = Some(why.unwrap_or_else(|| format!("fell back to {}", model.provider())));
+                    row.unavailable = Some(format!(
+                        "{} (the session fell back to {}: not timed)",
+                        why.as_deref().unwrap_or("not used"),
+                        model.provider()
+                    ));
                     rows.push(row);
                     continue;
                 }
@@ -322,6 +342,19 @@ pub fn render_table(rows: &[Row]) -> String {
             pthr,
             r.speedup_vs_first.unwrap_or(f64::NAN),
         );
+    }
+    for r in rows.iter().filter(|r| r.unavailable.is_none()) {
+        // Nodes the requested provider did not take ran elsewhere (ONNX Runtime does not fail over them).
+        if let Some(p) = r.placement.as_ref().filter(|p| p.iter().any(|n| n.provider != r.provider)) {
+            let _ = writeln!(
+                o,
+                "note: {} {} batch {}: nodes ran on {}",
+                short(Path::new(&r.model)),
+                r.provider,
+                r.batch,
+                crate::model::ep::placement_text(p)
+            );
+        }
     }
     for r in rows.iter().filter(|r| r.note.is_some()) {
         let _ = writeln!(

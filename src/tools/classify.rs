@@ -33,6 +33,8 @@ impl From<Timings> for TimingMs {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ImageReport {
     pub image: String,
+    /// The execution provider the session runs on (`cpu` after a fallback from a GPU provider).
+    pub provider: String,
     pub top: Vec<LabeledScore>,
     pub timing_ms: TimingMs,
 }
@@ -69,6 +71,7 @@ pub fn classify_file(classifier: &mut Classifier, path: &Path) -> Result<ImageRe
     let model = classifier.model();
     Ok(ImageReport {
         image: path.display().to_string(),
+        provider: model.provider().to_string(),
         top: top
             .into_iter()
             .map(|s| LabeledScore { class_id: s.class_id, label: model.label(s.class_id).into_owned(), score: s.score })
@@ -80,8 +83,8 @@ pub fn classify_file(classifier: &mut Classifier, path: &Path) -> Result<ImageRe
 /// The human table: one block per image.
 pub fn render_table(report: &ImageReport) -> String {
     let mut out = format!(
-        "{}  (decode {:.1} ms, preprocess {:.1} ms, infer {:.1} ms)\n",
-        report.image, report.timing_ms.decode, report.timing_ms.preprocess, report.timing_ms.infer
+        "{}  (decode {:.1} ms, preprocess {:.1} ms, infer {:.1} ms on {})\n",
+        report.image, report.timing_ms.decode, report.timing_ms.preprocess, report.timing_ms.infer, report.provider
     );
     for (rank, s) in report.top.iter().enumerate() {
         out.push_str(&format!("  {:>2}. {:>6.2}%  {:>4}  {}\n", rank + 1, s.score * 100.0, s.class_id, s.label));

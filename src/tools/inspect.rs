@@ -9,6 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::onnx_proto::{self as pb, data_type};
+use crate::model::ep::{SessionProbe, placement_text};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
@@ -79,6 +80,9 @@ pub struct Inspection {
     pub parameters: u64,
     pub initializers: BTreeMap<String, TypeTotals>,
     pub quantization: Quantization,
+    /// With `--ep`: the session ONNX Runtime opened for the model and where it ran the nodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionProbe>,
 }
 
 /// Reads and summarises an ONNX file.
@@ -144,6 +148,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
         operators,
         parameters,
         initializers,
+        session: None,
     })
 }
 
@@ -342,5 +347,37 @@ pub fn render_text(m: &Inspection) -> String {
             let _ = writeln!(o, "    {k} = {shown}");
         }
     }
+    if let Some(p) = &m.session {
+        render_session(&mut o, p);
+    }
     o
+}
+
+fn render_session(o: &mut String, p: &SessionProbe) {
+    let requested: Vec<String> = p.requested.iter().map(ToString::to_string).collect();
+    let _ = writeln!(
+        o,
+        "  session       {} (requested {}; opened in {:.1} ms)",
+        p.provider,
+        requested.join(", "),
+        p.session_ms
+    );
+    for s in &p.skipped {
+        let _ = writeln!(o, "    skipped     {}: {}", s.provider, s.reason);
+    }
+    match (&p.placement, &p.placement_error) {
+        (Some(placement), _) => {
+            let _ = writeln!(o, "    nodes ran   {}", placement_text(placement));
+            for n in placement {
+                let mut ops: Vec<(&String, &usize)> = n.ops.iter().collect();
+                ops.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+                let ops: Vec<String> = ops.iter().map(|(op, c)| format!("{op} {c}")).collect();
+                let _ = writeln!(o, "      {:<9} {}", n.provider, ops.join(", "));
+            }
+        }
+        (None, Some(e)) => {
+            let _ = writeln!(o, "    nodes ran   unknown: {e}");
+        }
+        (None, None) => {}
+    }
 }

@@ -9,6 +9,7 @@ mod classify;
 mod compare;
 mod daemon;
 mod errors;
+mod gpu;
 mod inspect;
 mod mqtt;
 mod reference;

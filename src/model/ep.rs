@@ -1,0 +1,716 @@
+//! Execution providers: which ones this build and the loaded ONNX Runtime offer, their options
+//! (`[model.tensorrt]`, `[model.cuda]`), opening a session with the first one that works, and where ONNX
+//! Runtime actually placed the graph's nodes.
+//!
+//! A provider is skipped for one of three reasons, each reported on its own log line: camclassd was built
+//! without its cargo feature, the loaded ONNX Runtime library has no such provider (the CPU-only wheel), or
+//! ONNX Runtime has it but could not start it (CUDA, cuDNN or TensorRT libraries missing, no GPU).
+//!
+//! Even when a GPU provider starts, ONNX Runtime gives it only the nodes it supports and runs the rest on the
+//! CPU without saying so. [`ModelOptions::record_placement`] profiles the first inference (the only way the C
+//! API before 1.24 tells which provider ran each node) and reads the placement back from the profile.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ort::session::Session;
+use ort::session::builder::SessionBuilder;
+use ort::value::{DynTensor, ValueType};
+use serde::{Deserialize, Serialize};
+
+use super::{ModelError, ModelOptions, Provider, Runtime};
+
+/// `[model.tensorrt]`: TensorRT execution provider settings. Defaults suit a Jetson.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TensorRtOptions {
+    /// CUDA device ordinal (a Jetson has one GPU, 0).
+    pub device_id: u32,
+    /// Let TensorRT pick FP16 kernels where they are faster (about twice FP32 on Jetson GPUs).
+    pub fp16: bool,
+    /// INT8 kernels. `None` = on when the model has QuantizeLinear/DequantizeLinear nodes (explicit
+    /// quantization: TensorRT takes the scales from them, no calibration table needed).
+    pub int8: Option<bool>,
+    /// Keep built engines on disk, so that a restart loads them instead of rebuilding for minutes.
+    pub engine_cache: bool,
+    /// Where engines (and the timing cache) are kept; `None` = [`default_engine_cache_dir`].
+    pub engine_cache_dir: Option<PathBuf>,
+    /// Keep TensorRT's kernel timing results, which speeds up building engines for other models too.
+    pub timing_cache: bool,
+    /// Scratch memory TensorRT may use while building and running, in MiB; 0 = TensorRT's choice. On a
+    /// Jetson the GPU shares the board's memory with everything else.
+    pub max_workspace_mb: u64,
+    /// Smallest run of nodes handed to TensorRT; smaller runs stay on CUDA or CPU.
+    pub min_subgraph_size: u32,
+    /// Run on this DLA core (Jetson AGX Xavier/Orin: 0 or 1) instead of the GPU; layers the DLA cannot run
+    /// go to the GPU.
+    pub dla_core: Option<u32>,
+}
+
+impl Default for TensorRtOptions {
+    fn default() -> Self {
+        TensorRtOptions {
+            device_id: 0,
+            fp16: true,
+            int8: None,
+            engine_cache: true,
+            engine_cache_dir: None,
+            timing_cache: true,
+            max_workspace_mb: 1024,
+            min_subgraph_size: 1,
+            dla_core: None,
+        }
+    }
+}
+
+/// cuDNN convolution algorithm search (`cudnn_conv_algo_search`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConvAlgoSearch {
+    /// Time every algorithm on the first run: fastest kernels, slow first inference, more memory.
+    Exhaustive,
+    /// cuDNN's heuristics: nearly as fast, and quick to start.
+    Heuristic,
+    /// One fixed algorithm: least memory.
+    Default,
+}
+
+/// How the CUDA memory arena grows (`arena_extend_strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArenaExtendStrategy {
+    NextPowerOfTwo,
+    /// Grow by what is asked: less memory held, which matters where the GPU shares the board's RAM.
+    SameAsRequested,
+}
+
+/// `[model.cuda]`: CUDA execution provider settings (also used for the nodes TensorRT leaves over).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CudaOptions {
+    pub device_id: u32,
+    pub conv_algo_search: ConvAlgoSearch,
+    pub arena_extend_strategy: ArenaExtendStrategy,
+    /// Cap on the CUDA memory arena in MiB; 0 = no cap.
+    pub memory_limit_mb: u64,
+}
+
+impl Default for CudaOptions {
+    fn default() -> Self {
+        CudaOptions {
+            device_id: 0,
+            conv_algo_search: ConvAlgoSearch::Heuristic,
+            arena_extend_strategy: ArenaExtendStrategy::SameAsRequested,
+            memory_limit_mb: 0,
+        }
+    }
+}
+
+/// Why a provider was not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipKind {
+    /// camclassd was built without the provider's cargo feature.
+    NotBuilt,
+    /// The loaded ONNX Runtime library does not include the provider.
+    NotInRuntime,
+    /// ONNX Runtime has the provider but could not start it (libraries, driver, device), or the session failed.
+    FailedToStart,
+}
+
+/// A provider that was tried and not used, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SkippedProvider {
+    pub provider: Provider,
+    pub kind: SkipKind,
+    pub reason: String,
+}
+
+/// How many of the (optimised) graph's nodes one provider ran. A TensorRT engine counts as one node.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProviderNodes {
+    /// `cpu`, `cuda`, `tensorrt`, or ONNX Runtime's own name for any other provider.
+    pub provider: String,
+    pub nodes: usize,
+    /// Operator → count.
+    pub ops: BTreeMap<String, usize>,
+}
+
+/// What [`probe`] found: the provider a session opened with, those skipped, and the node placement.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionProbe {
+    pub requested: Vec<Provider>,
+    pub provider: Provider,
+    pub skipped: Vec<SkippedProvider>,
+    /// `None` when the placement could not be read (see `placement_error`).
+    pub placement: Option<Vec<ProviderNodes>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement_error: Option<String>,
+    pub session_ms: f64,
+}
+
+/// The engine cache folder when `engine_cache_dir` is not set: systemd's `CacheDirectory=` (`$CACHE_DIRECTORY`,
+/// `/var/cache/camclassd` with the shipped unit), else the user's cache (`$XDG_CACHE_HOME`, `~/.cache`), else
+/// `/var/cache/camclassd`; then `tensorrt/` under it.
+pub fn default_engine_cache_dir() -> PathBuf {
+    cache_dir_from(&|name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from))
+}
+
+fn cache_dir_from(env: &dyn Fn(&str) -> Option<PathBuf>) -> PathBuf {
+    // CACHE_DIRECTORY may list several folders separated by ':'; the unit sets one.
+    let base = env("CACHE_DIRECTORY")
+        .and_then(|v| v.to_str().and_then(|s| s.split(':').next()).map(PathBuf::from))
+        .or_else(|| env("XDG_CACHE_HOME").map(|p| p.join("camclassd")))
+        .or_else(|| env("HOME").map(|p| p.join(".cache/camclassd")))
+        .unwrap_or_else(|| PathBuf::from("/var/cache/camclassd"));
+    base.join("tensorrt")
+}
+
+/// A session and what it took to open it. Field order matters: the session is dropped before its profile
+/// folder is removed (ONNX Runtime writes an unfinished profile when the session is dropped).
+pub(crate) struct Opened {
+    pub session: Session,
+    pub provider: Provider,
+    pub skipped: Vec<SkippedProvider>,
+    pub profile: ProfileDir,
+}
+
+/// A private folder for one session's profile, removed with everything in it when dropped, so that no
+/// profile is left in the temporary folder whatever path the load takes.
+#[derive(Debug, Default)]
+pub(crate) struct ProfileDir(Option<PathBuf>);
+
+impl ProfileDir {
+    fn create() -> Result<ProfileDir, String> {
+        let seq = PROFILE_SEQ.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("camclassd-placement-{}-{seq}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(ProfileDir(Some(dir)))
+    }
+
+    /// The prefix ORT completes with a time stamp and `.json`.
+    fn prefix(&self) -> Option<PathBuf> {
+        self.0.as_ref().map(|d| d.join("profile"))
+    }
+
+    pub(crate) fn remove(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+impl Drop for ProfileDir {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// The providers to try: the configured order up to and including `cpu`, which is always last.
+pub(crate) fn try_order(requested: &[Provider]) -> Vec<Provider> {
+    let mut order: Vec<Provider> = Vec::new();
+    for p in requested.iter().copied().chain([Provider::Cpu]) {
+        if !order.contains(&p) {
+            order.push(p);
+        }
+        if p == Provider::Cpu {
+            break;
+        }
+    }
+    order
+}
+
+/// Tries each provider in order; the first session that opens wins. `sha256` names the engine cache folder.
+pub(crate) fn open_session(
+    runtime: &Runtime,
+    path: &Path,
+    bytes: &[u8],
+    sha256: &str,
+    options: &ModelOptions,
+) -> Result<Opened, ModelError> {
+    let order = try_order(&options.providers);
+    let mut skipped: Vec<SkippedProvider> = Vec::new();
+    for (i, &provider) in order.iter().enumerate() {
+        let next = order.get(i + 1).copied().unwrap_or(Provider::Cpu);
+        let (kind, reason) = match availability(provider) {
+            Err(skip) => skip,
+            Ok(()) => {
+                // TensorRT takes the nodes it supports; when CUDA comes later in the list and is there, it gets
+                // the rest rather than the CPU (ONNX Runtime's recommended pairing).
+                let partner = provider == Provider::Tensorrt
+                    && order[i + 1..].contains(&Provider::Cuda)
+                    && availability(Provider::Cuda).is_ok();
+                let ctx = SessionContext { path, bytes, sha256, runtime, cuda_partner: partner };
+                // A failed attempt drops its folder here, after ORT has dropped the half-made session.
+                let mut profile = ProfileDir::default();
+                match build_session(&ctx, provider, options, &mut profile) {
+                    Ok(session) => {
+                        let rest = if partner { " (CUDA runs the nodes TensorRT does not take)" } else { "" };
+                        tracing::info!(provider = %provider, model = %path.display(), "execution provider active{rest}");
+                        return Ok(Opened { session, provider, skipped, profile });
+                    }
+                    Err(e) if provider == Provider::Cpu => {
+                        return Err(
+                            if e.code() == ort::ErrorCode::InvalidProtobuf || e.code() == ort::ErrorCode::InvalidGraph {
+                                ModelError::NotOnnx { path: path.to_path_buf(), message: e.message().to_string() }
+                            } else {
+                                ModelError::Session { path: path.to_path_buf(), source: e }
+                            },
+                        );
+                    }
+                    Err(e) => (SkipKind::FailedToStart, failed_to_start(provider, &e)),
+                }
+            }
+        };
+        // One line per skipped provider, at warning level: the user asked for it and is not getting it.
+        tracing::warn!(provider = %provider, "execution provider {provider} unavailable, falling back to {next}: {reason}");
+        skipped.push(SkippedProvider { provider, kind, reason });
+    }
+    unreachable!("the CPU provider ends the list and returns either way")
+}
+
+/// Whether `provider` can be asked for at all: compiled into camclassd and present in the loaded library.
+fn availability(provider: Provider) -> Result<(), (SkipKind, String)> {
+    if provider == Provider::Cpu {
+        return Ok(());
+    }
+    let package = "onnxruntime-gpu on x86-64, a Jetson build on a Jetson";
+    match runtime_has(provider) {
+        None => Err((
+            SkipKind::NotBuilt,
+            format!(
+                "this camclassd was built without the `{provider}` cargo feature (rebuild with `--features {provider}`)"
+            ),
+        )),
+        Some((Ok(true), _)) => Ok(()),
+        Some((Ok(false), name)) => Err((
+            SkipKind::NotInRuntime,
+            format!(
+                "this ONNX Runtime build has no {name} execution provider (the library was built without it, like \
+                 the CPU-only `onnxruntime` wheel; a GPU build is needed: {package}; see docs/gpu.md)"
+            ),
+        )),
+        Some((Err(e), _)) => {
+            Err((SkipKind::NotInRuntime, format!("could not ask ONNX Runtime for its providers: {e}")))
+        }
+    }
+}
+
+/// Whether the loaded library has a GPU provider, and its display name; `None` when the provider's cargo
+/// feature is off (then `ort` has no code for it).
+fn runtime_has(provider: Provider) -> Option<(ort::Result<bool>, &'static str)> {
+    #[cfg(any(feature = "cuda", feature = "tensorrt"))]
+    use ort::ep::ExecutionProvider;
+    match provider {
+        #[cfg(feature = "cuda")]
+        Provider::Cuda => Some((ort::ep::CUDA::is_available(), "CUDA")),
+        #[cfg(feature = "tensorrt")]
+        Provider::Tensorrt => Some((ort::ep::TensorRT::is_available(), "TensorRT")),
+        _ => None,
+    }
+}
+
+/// The reason text for a provider that ONNX Runtime has but could not start: its own error, and what
+/// usually causes it.
+fn failed_to_start(provider: Provider, error: &ort::Error) -> String {
+    let (name, hint) = match provider {
+        Provider::Tensorrt => (
+            "TensorRT",
+            "the TensorRT, CUDA and cuDNN libraries this ONNX Runtime was built against must be on the library \
+             path (JetPack provides them on a Jetson), and a GPU present",
+        ),
+        Provider::Cuda => (
+            "CUDA",
+            "the CUDA and cuDNN libraries this ONNX Runtime was built against must be on the library path, and a GPU \
+             present",
+        ),
+        Provider::Cpu => ("CPU", "the model may not be valid"),
+    };
+    // ORT's messages end with a newline; a log line must stay one line.
+    let error = error.to_string();
+    let error = error.trim();
+    format!("ONNX Runtime has the {name} execution provider but could not start it: {error} ({hint}; see docs/gpu.md)")
+}
+
+/// What a provider's settings need to know about the model.
+// Which fields are read depends on the GPU features compiled in.
+#[cfg_attr(not(all(feature = "tensorrt", feature = "cuda")), allow(dead_code))]
+struct SessionContext<'a> {
+    path: &'a Path,
+    bytes: &'a [u8],
+    sha256: &'a str,
+    runtime: &'a Runtime,
+    /// Register CUDA after TensorRT for the nodes TensorRT does not take.
+    cuda_partner: bool,
+}
+
+/// Profile folders are named per session: workers load in parallel.
+static PROFILE_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+fn build_session(
+    ctx: &SessionContext<'_>,
+    provider: Provider,
+    options: &ModelOptions,
+    profile: &mut ProfileDir,
+) -> Result<Session, ort::Error> {
+    let threads = options
+        .threads
+        .filter(|&t| t > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut builder: SessionBuilder = Session::builder(&ctx.runtime.environment)?
+        .with_optimization_level(options.optimization.level())?
+        .with_intra_threads(threads)?
+        .with_inter_threads(1)?
+        .with_config_entry("session.intra_op.allow_spinning", if options.allow_spinning { "1" } else { "0" })?;
+    if options.record_placement {
+        match ProfileDir::create() {
+            Ok(dir) => *profile = dir,
+            // The placement is a report: without a folder for the profile, the session opens without it.
+            Err(e) => tracing::debug!("node placement not recorded: {e}"),
+        }
+        if let Some(prefix) = profile.prefix() {
+            builder = builder.with_profiling(prefix)?;
+        }
+    }
+    let eps = dispatch(ctx, provider, options);
+    if !eps.is_empty() {
+        builder = builder.with_execution_providers(eps)?;
+    }
+    builder.commit_from_memory(ctx.bytes)
+}
+
+/// The ORT provider registrations for `provider` (none for the CPU, which is always there).
+#[cfg_attr(not(feature = "tensorrt"), allow(unused_variables))]
+#[cfg_attr(not(any(feature = "cuda", feature = "tensorrt")), allow(unused_mut))]
+fn dispatch(
+    ctx: &SessionContext<'_>,
+    provider: Provider,
+    options: &ModelOptions,
+) -> Vec<ort::ep::ExecutionProviderDispatch> {
+    let mut eps = Vec::new();
+    match provider {
+        #[cfg(feature = "tensorrt")]
+        Provider::Tensorrt => {
+            eps.push(tensorrt(ctx, &options.tensorrt).build().error_on_failure());
+            #[cfg(feature = "cuda")]
+            if ctx.cuda_partner {
+                eps.push(cuda(&options.cuda).build().error_on_failure());
+            }
+        }
+        #[cfg(feature = "cuda")]
+        Provider::Cuda => eps.push(cuda(&options.cuda).build().error_on_failure()),
+        // CPU, and providers compiled out (already refused by `availability`).
+        _ => {}
+    }
+    eps
+}
+
+#[cfg(feature = "cuda")]
+fn cuda(o: &CudaOptions) -> ort::ep::CUDA {
+    use ort::ep::cuda::ConvAlgorithmSearch;
+    let mut ep = ort::ep::CUDA::default()
+        .with_device_id(o.device_id as i32)
+        .with_conv_algorithm_search(match o.conv_algo_search {
+            ConvAlgoSearch::Exhaustive => ConvAlgorithmSearch::Exhaustive,
+            ConvAlgoSearch::Heuristic => ConvAlgorithmSearch::Heuristic,
+            ConvAlgoSearch::Default => ConvAlgorithmSearch::Default,
+        })
+        .with_arena_extend_strategy(match o.arena_extend_strategy {
+            ArenaExtendStrategy::NextPowerOfTwo => ort::ep::ArenaExtendStrategy::NextPowerOfTwo,
+            ArenaExtendStrategy::SameAsRequested => ort::ep::ArenaExtendStrategy::SameAsRequested,
+        });
+    if o.memory_limit_mb > 0 {
+        ep = ep.with_memory_limit(mib(o.memory_limit_mb));
+    }
+    ep
+}
+
+#[cfg(feature = "tensorrt")]
+fn tensorrt(ctx: &SessionContext<'_>, o: &TensorRtOptions) -> ort::ep::TensorRT {
+    let int8 = o.int8.unwrap_or_else(|| has_qdq_nodes(ctx.bytes));
+    let mut ep = ort::ep::TensorRT::default()
+        .with_device_id(o.device_id as i32)
+        .with_fp16(o.fp16)
+        .with_int8(int8)
+        .with_min_subgraph_size(o.min_subgraph_size as usize);
+    if o.max_workspace_mb > 0 {
+        ep = ep.with_max_workspace_size(mib(o.max_workspace_mb));
+    }
+    if let Some(core) = o.dla_core {
+        ep = ep.with_dla(true).with_dla_core(core);
+    }
+    if o.engine_cache || o.timing_cache {
+        let base = o.engine_cache_dir.clone().unwrap_or_else(default_engine_cache_dir);
+        match engine_cache_folder(&base, ctx.path, ctx.sha256, &ctx.runtime.version) {
+            Ok(dir) => {
+                let dir = dir.display().to_string();
+                tracing::info!(folder = %dir, "TensorRT engine cache");
+                if o.engine_cache {
+                    ep = ep.with_engine_cache(true).with_engine_cache_path(&dir);
+                }
+                if o.timing_cache {
+                    ep = ep.with_timing_cache(true).with_timing_cache_path(&dir);
+                }
+            }
+            Err(e) => tracing::warn!(
+                "TensorRT engine cache disabled: {e}; every start will build the engine again (minutes on a Jetson)"
+            ),
+        }
+    }
+    tracing::info!(fp16 = o.fp16, int8, workspace_mb = o.max_workspace_mb, dla_core = ?o.dla_core, "TensorRT options");
+    ep
+}
+
+#[cfg(any(feature = "cuda", feature = "tensorrt"))]
+fn mib(n: u64) -> usize {
+    usize::try_from(n.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+}
+
+/// `<base>/<model stem>-<sha256 prefix>-ort<version>/`, created and checked writable. One folder per model
+/// and runtime: engines are only valid for the model and the ONNX Runtime/TensorRT that built them, and a
+/// stale folder can be deleted by name.
+#[cfg_attr(not(feature = "tensorrt"), allow(dead_code))]
+fn engine_cache_folder(base: &Path, model: &Path, sha256: &str, ort_version: &str) -> Result<PathBuf, String> {
+    let stem = model.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
+    let stem: String =
+        stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    let dir = base.join(format!("{stem}-{}-ort{ort_version}", &sha256[..sha256.len().min(12)]));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // An existing folder may still be read-only (a cache made by root, read by the service user).
+    let probe = dir.join(".camclassd-write-test");
+    std::fs::write(&probe, b"").map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(dir)
+}
+
+/// Just the op types of the main graph, so that decoding skips the weights.
+#[derive(Clone, PartialEq, prost::Message)]
+struct OpsOnlyModel {
+    #[prost(message, optional, tag = "7")]
+    graph: Option<OpsOnlyGraph>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct OpsOnlyGraph {
+    #[prost(message, repeated, tag = "1")]
+    node: Vec<OpsOnlyNode>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct OpsOnlyNode {
+    #[prost(string, tag = "4")]
+    op_type: String,
+}
+
+/// Whether the model is explicitly quantized (QDQ): TensorRT then needs INT8 enabled to honour the Q/DQ nodes.
+#[cfg_attr(not(feature = "tensorrt"), allow(dead_code))]
+pub(crate) fn has_qdq_nodes(bytes: &[u8]) -> bool {
+    use prost::Message;
+    OpsOnlyModel::decode(bytes)
+        .ok()
+        .and_then(|m| m.graph)
+        .is_some_and(|g| g.node.iter().any(|n| n.op_type == "QuantizeLinear" || n.op_type == "DequantizeLinear"))
+}
+
+/// Ends the session's profiling (started by [`ModelOptions::record_placement`]) and reads the node placement
+/// from the profile; the profile's folder is then removed.
+pub(crate) fn finish_placement(session: &mut Session, profile: &mut ProfileDir) -> Result<Vec<ProviderNodes>, String> {
+    if profile.prefix().is_none() {
+        return Err("the session was opened without profiling".into());
+    }
+    let ended = session.end_profiling().map_err(|e| format!("ending the profile: {e}"));
+    let text = ended.and_then(|file| std::fs::read_to_string(&file).map_err(|e| format!("reading {file}: {e}")));
+    profile.remove();
+    placement_from_profile(&text?)
+}
+
+/// Counts, per provider, the nodes that ran in an ONNX Runtime profile (`cat: "Node"` events, whose
+/// `args.provider` names the provider that executed the kernel).
+pub fn placement_from_profile(json: &str) -> Result<Vec<ProviderNodes>, String> {
+    let events: Vec<serde_json::Value> =
+        serde_json::from_str(json).map_err(|e| format!("the profile is not a JSON array of events: {e}"))?;
+    let mut seen = HashSet::new();
+    let mut by_provider: BTreeMap<String, ProviderNodes> = BTreeMap::new();
+    for e in &events {
+        let (Some("Node"), Some(name)) = (e["cat"].as_str(), e["name"].as_str()) else { continue };
+        // Each node has fence and kernel events; the kernel event is the one that says who ran it.
+        let Some(node) = name.strip_suffix("_kernel_time") else { continue };
+        let Some(ort_name) = e["args"]["provider"].as_str() else { continue };
+        if !seen.insert(node.to_string()) {
+            continue;
+        }
+        let provider = short_provider_name(ort_name);
+        let entry = by_provider.entry(provider.clone()).or_insert_with(|| ProviderNodes {
+            provider,
+            nodes: 0,
+            ops: BTreeMap::new(),
+        });
+        entry.nodes += 1;
+        let op = e["args"]["op_name"].as_str().unwrap_or("?").to_string();
+        *entry.ops.entry(op).or_default() += 1;
+    }
+    if by_provider.is_empty() {
+        return Err("the profile holds no node events".into());
+    }
+    let mut list: Vec<ProviderNodes> = by_provider.into_values().collect();
+    list.sort_by(|a, b| b.nodes.cmp(&a.nodes).then_with(|| a.provider.cmp(&b.provider)));
+    Ok(list)
+}
+
+fn short_provider_name(ort_name: &str) -> String {
+    match ort_name {
+        "CPUExecutionProvider" => "cpu".into(),
+        "CUDAExecutionProvider" => "cuda".into(),
+        "TensorrtExecutionProvider" => "tensorrt".into(),
+        other => other.into(),
+    }
+}
+
+/// `tensorrt 1 node, cuda 4 nodes, cpu 2 nodes`.
+pub fn placement_text(placement: &[ProviderNodes]) -> String {
+    placement
+        .iter()
+        .map(|p| format!("{} {} node{}", p.provider, p.nodes, if p.nodes == 1 { "" } else { "s" }))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Opens a session for any ONNX model (not only classifiers) the way the daemon would, runs it once on zeros
+/// (symbolic dimensions as 1) and reports the provider and node placement.
+pub fn probe(runtime: &Runtime, path: &Path, options: &ModelOptions) -> Result<SessionProbe, ModelError> {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Read { path: path.to_path_buf(), source })?;
+    if bytes.is_empty() {
+        return Err(ModelError::NotOnnx { path: path.to_path_buf(), message: "the file is empty".into() });
+    }
+    let sha256 = super::hex(&sha2::Sha256::digest(&bytes));
+    let options = ModelOptions { record_placement: true, ..options.clone() };
+    let started = std::time::Instant::now();
+    let mut opened = open_session(runtime, path, &bytes, &sha256, &options)?;
+    let session_ms = started.elapsed().as_secs_f64() * 1e3;
+    let run = run_on_zeros(&mut opened.session);
+    let (placement, placement_error) =
+        match run.and_then(|()| finish_placement(&mut opened.session, &mut opened.profile)) {
+            Ok(p) => (Some(p), None),
+            Err(e) => (None, Some(e)),
+        };
+    Ok(SessionProbe {
+        requested: options.providers.clone(),
+        provider: opened.provider,
+        skipped: std::mem::take(&mut opened.skipped),
+        placement,
+        placement_error,
+        session_ms,
+    })
+}
+
+fn run_on_zeros(session: &mut Session) -> Result<(), String> {
+    let mut inputs: Vec<(String, DynTensor)> = Vec::new();
+    for input in session.inputs() {
+        let ValueType::Tensor { ty, shape, .. } = input.dtype() else {
+            return Err(format!("input {:?} is not a tensor; the placement needs a run", input.name()));
+        };
+        if *ty == ort::value::TensorElementType::String {
+            return Err(format!("input {:?} is a string tensor; the placement needs a run", input.name()));
+        }
+        let dims: Vec<i64> = shape.iter().map(|&d| if d > 0 { d } else { 1 }).collect();
+        let tensor = DynTensor::new(session.allocator(), *ty, dims)
+            .map_err(|e| format!("input {:?}: cannot make a zero tensor: {e}", input.name()))?;
+        inputs.push((input.name().to_string(), tensor));
+    }
+    session.run(inputs).map(|_| ()).map_err(|e| format!("running on zeros failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn onnx_runtime_from_1_17_on_is_accepted() {
+        // docs/gpu.md tells Jetson users that any ONNX Runtime >= 1.17 loads (GPU builds lag the pin); enabling
+        // an `ort` `api-*` feature raises that floor and must update the docs.
+        assert_eq!(ort::MINOR_VERSION, 17);
+    }
+
+    #[test]
+    fn the_order_stops_at_cpu_and_drops_repeats() {
+        use Provider::*;
+        assert_eq!(try_order(&[Tensorrt, Cuda, Cpu]), vec![Tensorrt, Cuda, Cpu]);
+        assert_eq!(try_order(&[Cuda]), vec![Cuda, Cpu]);
+        assert_eq!(try_order(&[Cuda, Cuda, Cpu, Tensorrt]), vec![Cuda, Cpu]);
+    }
+
+    /// Runs in builds without the feature (`cargo test --no-default-features`): no ONNX Runtime needed.
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn a_provider_compiled_out_names_its_cargo_feature() {
+        let Err((kind, reason)) = availability(Provider::Cuda) else { panic!("cuda is compiled out") };
+        assert_eq!(kind, SkipKind::NotBuilt);
+        assert!(reason.contains("built without the `cuda` cargo feature"), "{reason}");
+    }
+
+    #[test]
+    fn placement_counts_kernel_events_per_provider() {
+        let json = r#"[
+            {"cat":"Session","name":"session_initialization","args":{}},
+            {"cat":"Node","name":"a_fence_before","args":{"op_name":"Conv"}},
+            {"cat":"Node","name":"TRTKernel_graph_main_0_kernel_time","args":{"op_name":"TRTKernel_graph_main_0","provider":"TensorrtExecutionProvider"}},
+            {"cat":"Node","name":"q_kernel_time","args":{"op_name":"QuantizeLinear","provider":"CPUExecutionProvider"}},
+            {"cat":"Node","name":"dq_kernel_time","args":{"op_name":"DequantizeLinear","provider":"CPUExecutionProvider"}},
+            {"cat":"Node","name":"q_kernel_time","args":{"op_name":"QuantizeLinear","provider":"CPUExecutionProvider"}},
+            {"cat":"Node","name":"copy_kernel_time","args":{"op_name":"MemcpyToHost","provider":"CUDAExecutionProvider"}}
+        ]"#;
+        let p = placement_from_profile(json).expect("parses");
+        assert_eq!(
+            p.iter().map(|p| (p.provider.as_str(), p.nodes)).collect::<Vec<_>>(),
+            [("cpu", 2), ("cuda", 1), ("tensorrt", 1)]
+        );
+        assert_eq!(p[0].ops.get("QuantizeLinear"), Some(&1));
+        assert_eq!(placement_text(&p), "cpu 2 nodes, cuda 1 node, tensorrt 1 node");
+        assert!(placement_from_profile("[]").is_err());
+        assert!(placement_from_profile("{").is_err());
+    }
+
+    #[test]
+    fn qdq_models_are_recognised_without_decoding_the_weights() {
+        use prost::Message;
+        let model = |ops: &[&str]| {
+            OpsOnlyModel {
+                graph: Some(OpsOnlyGraph {
+                    node: ops.iter().map(|o| OpsOnlyNode { op_type: (*o).to_string() }).collect(),
+                }),
+            }
+            .encode_to_vec()
+        };
+        assert!(has_qdq_nodes(&model(&["QuantizeLinear", "DequantizeLinear", "Conv"])));
+        assert!(!has_qdq_nodes(&model(&["Conv", "Relu"])));
+        assert!(!has_qdq_nodes(b"not a model"));
+    }
+
+    #[test]
+    fn the_engine_cache_folder_is_per_model_and_runtime() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let dir = engine_cache_folder(base.path(), Path::new("models/my model.onnx"), "0123456789abcdef", "1.32.0")
+            .expect("created");
+        assert_eq!(dir, base.path().join("my_model-0123456789ab-ort1.32.0"));
+        assert!(dir.is_dir());
+        // A file where the folder should be: a reason, not a panic.
+        let blocked = base.path().join("file");
+        std::fs::write(&blocked, b"").expect("write");
+        assert!(engine_cache_folder(&blocked, Path::new("m.onnx"), "00", "1").is_err());
+    }
+
+    #[test]
+    fn the_default_cache_follows_systemd_then_xdg_then_home() {
+        let with = |vars: &[(&str, &str)]| {
+            let vars: Vec<(String, PathBuf)> = vars.iter().map(|(k, v)| (k.to_string(), PathBuf::from(v))).collect();
+            cache_dir_from(&move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+        };
+        let all = [("CACHE_DIRECTORY", "/var/cache/camclassd"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/home/u")];
+        assert_eq!(with(&all), Path::new("/var/cache/camclassd/tensorrt"));
+        assert_eq!(with(&all[1..]), Path::new("/x/camclassd/tensorrt"));
+        assert_eq!(with(&all[2..]), Path::new("/home/u/.cache/camclassd/tensorrt"));
+        assert_eq!(with(&[]), Path::new("/var/cache/camclassd/tensorrt"));
+    }
+}
