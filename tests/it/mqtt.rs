@@ -149,64 +149,69 @@ fn max_seq(witness: &Witness) -> u64 {
     seqs(&witness.messages()).into_iter().max().unwrap_or(0)
 }
 
+/// A persistent broker, a persistent-session witness of the events, and a daemon publishing every frame of
+/// a 10 fps replay camera, once the first events arrived.
+struct Outage {
+    broker: Broker,
+    witness: Witness,
+    config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Outage {
+    fn start(witness_id: &str) -> (Outage, Daemon) {
+        let broker = Broker::start_persistent();
+        let witness = Witness::start_persistent(&broker, "camclassd/testnode/+/event", witness_id);
+        // Let the broker save the witness's session before it is killed.
+        std::thread::sleep(Duration::from_millis(1500));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = config_with(dir.path(), &broker, "", &replay_camera("coffee.jpg", 10.0, "every_frame"), "");
+        let daemon = Daemon::start(&config);
+        witness.wait_for("events", Duration::from_secs(20), |m| seqs(m).len() >= 10);
+        (Outage { broker, witness, config, _dir: dir }, daemon)
+    }
+
+    /// Waits for events up to `seq`, stops the daemon (which must have emptied its queue), and checks that
+    /// every event arrived, in order.
+    fn finish(&self, daemon: Daemon, seq: u64) -> String {
+        self.witness.wait_for("the outage's events", Duration::from_secs(30), |m| {
+            seqs(m).into_iter().max().unwrap_or(0) >= seq
+        });
+        let (code, log) = daemon.stop();
+        assert_eq!(code, Some(0), "{log}");
+        assert!(log.contains("queued_events=0"), "every event was acknowledged before exit:\n{log}");
+        std::thread::sleep(Duration::from_millis(500));
+        let max = assert_complete_and_in_order(&seqs(&self.witness.messages()));
+        assert!(max >= seq, "{max} events");
+        log
+    }
+}
+
 #[test]
 fn a_broker_killed_for_10_s_loses_no_event() {
-    let mut broker = Broker::start_persistent();
-    let witness = Witness::start_persistent(&broker, "camclassd/testnode/+/event", "witness-restart");
-    // Let the broker save the witness's session before it is killed.
-    std::thread::sleep(Duration::from_millis(1500));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = config_with(dir.path(), &broker, "", &replay_camera("coffee.jpg", 10.0, "every_frame"), "");
-    let daemon = Daemon::start(&config);
-    witness.wait_for("events", Duration::from_secs(20), |m| seqs(m).len() >= 10);
-
-    broker.kill();
-    let at_kill = max_seq(&witness);
+    let (mut outage, daemon) = Outage::start("witness-restart");
+    outage.broker.kill();
+    let at_kill = max_seq(&outage.witness);
     std::thread::sleep(Duration::from_secs(10));
-    broker.start_again();
-
+    outage.broker.start_again();
     // ~100 events were made during the outage: all of them must come, after the ones from before.
-    witness.wait_for("the outage's events", Duration::from_secs(30), |m| {
-        seqs(m).into_iter().max().unwrap_or(0) >= at_kill + 80
-    });
-    let (code, log) = daemon.stop();
-    assert_eq!(code, Some(0), "{log}");
+    let log = outage.finish(daemon, at_kill + 80);
     assert!(log.contains("MQTT connection lost"), "{log}");
-    assert!(log.contains("queued_events=0"), "every event was acknowledged before exit:\n{log}");
-    std::thread::sleep(Duration::from_millis(500));
-    let all = seqs(&witness.messages());
-    let max = assert_complete_and_in_order(&all);
-    assert!(max >= at_kill + 80, "{max} events");
 }
 
 #[test]
 fn a_daemon_killed_during_the_outage_delivers_its_queue_after_restart() {
-    let mut broker = Broker::start_persistent();
-    let witness = Witness::start_persistent(&broker, "camclassd/testnode/+/event", "witness-both");
-    std::thread::sleep(Duration::from_millis(1500));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = config_with(dir.path(), &broker, "", &replay_camera("coffee.jpg", 10.0, "every_frame"), "");
-    let daemon = Daemon::start(&config);
-    witness.wait_for("events", Duration::from_secs(20), |m| seqs(m).len() >= 10);
-
-    broker.kill();
-    let at_kill = max_seq(&witness);
+    let (mut outage, daemon) = Outage::start("witness-both");
+    outage.broker.kill();
+    let at_kill = max_seq(&outage.witness);
     std::thread::sleep(Duration::from_secs(4));
     daemon.kill(); // SIGKILL: the queue on disk is all that is left of the outage's events
-    let daemon = Daemon::start(&config);
+    let daemon = Daemon::start(&outage.config);
     daemon.wait_log("delivering events from before", Duration::from_secs(20));
     std::thread::sleep(Duration::from_secs(4));
-    broker.start_again();
-
-    witness.wait_for("the outage's events", Duration::from_secs(30), |m| {
-        seqs(m).into_iter().max().unwrap_or(0) >= at_kill + 60
-    });
-    let (code, log) = daemon.stop();
-    assert_eq!(code, Some(0), "{log}");
-    assert!(log.contains("queued_events=0"), "{log}");
-    std::thread::sleep(Duration::from_millis(500));
+    outage.broker.start_again();
     // seq kept counting across the restart (it is stored with the queue): one unbroken sequence.
-    assert_complete_and_in_order(&seqs(&witness.messages()));
+    outage.finish(daemon, at_kill + 60);
 }
 
 #[test]
