@@ -27,7 +27,7 @@ pub const ACK_FLUSH: Duration = Duration::from_secs(1);
 /// redb's page cache. Its default (1 GiB) lets RSS creep up by a megabyte per broker outage as the
 /// copy-on-write file cycles through fresh pages; the queue reads what it wrote moments ago, so a little is
 /// plenty (measured with scripts/soak-mqtt).
-const CACHE_BYTES: usize = 2 * 1024 * 1024;
+const CACHE_BYTES: usize = 512 * 1024;
 
 /// Record layout: CRC-32 (LE, over the rest) | topic length (u16 LE) | topic | payload.
 const HEADER: usize = 6;
