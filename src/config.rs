@@ -391,6 +391,9 @@ impl Config {
                 ));
             }
         }
+        if self.mqtt.as_ref().is_some_and(|m| m.qos == 0) {
+            out.push("mqtt.qos = 0: events leave the queue when written to the socket, unacknowledged; an outage can lose the last ones (use 1)".into());
+        }
         if self.mqtt.as_ref().is_some_and(|m| m.password.is_some()) {
             out.push("mqtt.password: the password is in the config file; password_file keeps it out".into());
         }

@@ -51,7 +51,8 @@ impl DaemonError {
     /// The process exit code: 2 for what the user must fix (config, model, library), 1 for run-time failures.
     pub fn exit_code(&self) -> u8 {
         match self {
-            DaemonError::Thread(_) | DaemonError::Failed => 1,
+            // A full or read-only disk may be fixed by the time systemd restarts us; a config error will not.
+            DaemonError::Thread(_) | DaemonError::Failed | DaemonError::Queue(QueueError::Io { .. }) => 1,
             _ => 2,
         }
     }
@@ -174,12 +175,8 @@ pub async fn run<S: Future<Output = ()>>(
         pipeline = next;
         if new_settings.source != settings.source {
             tracing::info!("[mqtt] changed: reconnecting with the new settings");
-            let (stats, queue) = publisher.stop().await;
+            let (stats, queue) = publisher.stop().await?;
             summary.add(stats);
-            let queue = match queue {
-                Some(q) => q,
-                None => open_queue(&config)?,
-            };
             publisher = PublisherHandle::spawn(new_settings.clone(), queue, &pipeline, command_tx.clone());
         } else {
             let _ = publisher
@@ -199,7 +196,8 @@ pub async fn run<S: Future<Output = ()>>(
     watchdog.abort();
     let failed = pipeline.hub.failed();
     summary.frames += pipeline.stop().await;
-    let (stats, _) = publisher.stop().await;
+    // A publisher that died ends the daemon with an error, even when the workers then stopped "cleanly".
+    let (stats, _) = publisher.stop().await?;
     summary.add(stats);
     tracing::info!(
         frames = summary.frames,
@@ -264,17 +262,15 @@ impl PublisherHandle {
         PublisherHandle { events, control, task }
     }
 
-    /// Ends the publisher once the pipeline's senders are gone; gives back the queue (`None` if it panicked).
-    async fn stop(self) -> (publish::PublishStats, Option<Queue>) {
+    /// Ends the publisher once the pipeline's senders are gone and gives back the queue; an error if the
+    /// publisher died (its queue with it), so that the service manager restarts camclassd.
+    async fn stop(self) -> Result<(publish::PublishStats, Queue), DaemonError> {
         let PublisherHandle { events, control, task } = self;
         drop((events, control));
-        match task.await {
-            Ok((stats, queue)) => (stats, Some(queue)),
-            Err(e) => {
-                tracing::error!("the publisher task failed: {e}");
-                (publish::PublishStats::default(), None)
-            }
-        }
+        task.await.map_err(|e| {
+            tracing::error!("the publisher failed: {e}");
+            DaemonError::Failed
+        })
     }
 }
 

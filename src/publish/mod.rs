@@ -100,8 +100,9 @@ pub struct Settings {
     pub commands: bool,
     pub discovery: Option<Discovery>,
     pub health_interval: Duration,
-    /// The config section these settings came from: a reload with the same section keeps the connection.
-    pub source: (MqttConfig, Option<crate::config::HomeAssistantConfig>, crate::config::HealthConfig),
+    /// The config sections these settings came from, and a digest of the secrets read from files (password,
+    /// TLS certificates and key): a reload with the same keeps the connection; a rotated key does not.
+    pub source: (MqttConfig, Option<crate::config::HomeAssistantConfig>, crate::config::HealthConfig, [u8; 32]),
 }
 
 /// Acknowledged-or-not publishes in flight at once; PUBACKs are matched to events through this window.
@@ -142,7 +143,7 @@ impl Settings {
             None => mqtt.password.clone(),
         };
         if let Some(user) = &mqtt.username {
-            options.set_credentials(user.clone(), password.unwrap_or_default());
+            options.set_credentials(user.clone(), password.clone().unwrap_or_default());
         }
         if let Some(tls) = &mqtt.tls {
             options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls_config(tls)?))));
@@ -166,9 +167,28 @@ impl Settings {
             commands: mqtt.commands,
             discovery,
             health_interval: Duration::from_secs_f64(config.health.interval),
-            source: (mqtt.clone(), config.homeassistant.clone(), config.health.clone()),
+            source: (
+                mqtt.clone(),
+                config.homeassistant.clone(),
+                config.health.clone(),
+                secrets_digest(mqtt, &password),
+            ),
         })
     }
+}
+
+/// SHA-256 over the password and the TLS files' contents: what a reload must notice even when the config
+/// file itself did not change.
+fn secrets_digest(mqtt: &MqttConfig, password: &Option<String>) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(password.as_deref().unwrap_or_default());
+    if let Some(tls) = &mqtt.tls {
+        for f in [Some(&tls.ca_file), tls.cert_file.as_ref(), tls.key_file.as_ref()].into_iter().flatten() {
+            h.update(std::fs::read(f).unwrap_or_default());
+        }
+    }
+    h.finalize().into()
 }
 
 /// A rustls client config from PEM files: the CA bundle, and the client certificate and key if given.
@@ -217,10 +237,11 @@ pub struct PublishStats {
 }
 
 /// What a publish request stands for, to act on its acknowledgement.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tag {
     Event(u64),
-    Other,
+    /// A retained message: put back in the list if its connection drops before the PUBACK.
+    Retained(u64),
 }
 
 /// What a connection's driver task reports, tagged with the connection's number.
@@ -240,11 +261,21 @@ enum Notice {
 struct Connection {
     id: u64,
     client: AsyncClient,
-    connected: bool,
+    /// The task driving this connection's event loop; aborted with the connection, so that a connection
+    /// given up cannot come back behind our back (and take over the client id).
+    task: tokio::task::JoinHandle<()>,
+    /// When the broker accepted it.
+    connected: Option<Instant>,
     /// Requests made, waiting for their `Sent` notice (in order).
     requested: VecDeque<Tag>,
-    /// Sent, waiting for their acknowledgement, by packet id.
-    inflight: HashMap<u16, Tag>,
+    /// Sent, waiting for their acknowledgement, by packet id, with when they were sent.
+    inflight: HashMap<u16, (Tag, Instant)>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl Connection {
@@ -278,6 +309,9 @@ struct Publisher {
     /// Each camera's last state payload, re-stated on reconnection.
     states: HashMap<String, Vec<u8>>,
     acked: Vec<u64>,
+    /// Retained messages sent and not yet acknowledged, by their tag number.
+    in_flight_retained: HashMap<u64, Retained>,
+    retained_sent: u64,
     last_removal: Instant,
     /// Publications received but not yet committed to the queue.
     waiting: Vec<Publication>,
@@ -317,6 +351,8 @@ pub async fn run(
         retained: VecDeque::new(),
         states: HashMap::new(),
         acked: Vec::new(),
+        in_flight_retained: HashMap::new(),
+        retained_sent: 0,
         last_removal: Instant::now(),
         waiting: Vec::new(),
         last_push: Instant::now(),
@@ -351,7 +387,15 @@ pub async fn run(
             () = sleep_until(push_at), if push_at.is_some() => p.commit(),
             Some((conn, notice)) = notice_rx.recv() => p.on_notice(conn, notice),
             message = control.recv(), if control_open => match message {
-                Some(Control::Pipeline { cameras, health }) => p.new_pipeline(cameras, health),
+                Some(Control::Pipeline { cameras, health }) => {
+                    // The old pipeline's last publications are all in `rx` by now (it was stopped before
+                    // this was sent, the new one starts after): they go first, under the old camera list.
+                    while let Ok(publication) = rx.try_recv() {
+                        p.waiting.push(publication);
+                    }
+                    p.commit();
+                    p.new_pipeline(cameras, health);
+                }
                 None => control_open = false,
             },
             () = sleep_until(reconnect_at), if reconnect_at.is_some() => {
@@ -359,7 +403,10 @@ pub async fn run(
                 p.connect();
             }
             _ = health_tick.tick() => p.publish_health(),
-            _ = flush_tick.tick() => p.flush_acks(true),
+            _ = flush_tick.tick() => {
+                p.flush_acks(true);
+                p.check_ack_timeout();
+            }
         }
         p.flush_acks(false);
         p.pump();
@@ -368,7 +415,7 @@ pub async fn run(
 
     // Shutting down: give the queue a few seconds to drain while connected, then say goodbye.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    while p.conn.as_ref().is_some_and(|c| c.connected) && (!p.queue.is_empty() || p.has_outstanding()) {
+    while p.conn.as_ref().is_some_and(|c| c.connected.is_some()) && (!p.queue.is_empty() || p.has_outstanding()) {
         tokio::select! {
             Some((conn, notice)) = notice_rx.recv() => p.on_notice(conn, notice),
             () = tokio::time::sleep_until(deadline) => break,
@@ -377,7 +424,7 @@ pub async fn run(
         p.pump();
     }
     p.flush_acks(true);
-    if let Err(e) = p.queue.flush() {
+    if let Err(e) = tokio::task::block_in_place(|| p.queue.flush()) {
         tracing::error!("{e}");
     }
     p.stats.queued = p.queue.len();
@@ -400,9 +447,15 @@ impl Publisher {
         let id = self.next_conn;
         // Room for the window, subscriptions and the final DISCONNECT: requests never wait for space.
         let (client, eventloop) = AsyncClient::new(self.settings.options.clone(), WINDOW + 16);
-        tokio::spawn(drive(id, eventloop, self.notices.clone()));
-        self.conn =
-            Some(Connection { id, client, connected: false, requested: VecDeque::new(), inflight: HashMap::new() });
+        let task = tokio::spawn(drive(id, eventloop, self.notices.clone()));
+        self.conn = Some(Connection {
+            id,
+            client,
+            task,
+            connected: None,
+            requested: VecDeque::new(),
+            inflight: HashMap::new(),
+        });
     }
 
     fn has_outstanding(&self) -> bool {
@@ -469,7 +522,7 @@ impl Publisher {
         };
         match notice {
             Notice::Connected => {
-                conn.connected = true;
+                conn.connected = Some(Instant::now());
                 match self.down_since.take() {
                     Some(t) => tracing::info!(
                         queued = self.queue.len(),
@@ -478,7 +531,6 @@ impl Publisher {
                     ),
                     None => tracing::info!("MQTT connected"),
                 }
-                self.backoff = Duration::from_secs(1);
                 // Acknowledged events leave the queue before it is re-sent from its oldest event.
                 self.flush_acks(true);
                 self.cursor = self.queue.first_id();
@@ -491,33 +543,72 @@ impl Publisher {
                     if let Tag::Event(e) = tag {
                         self.acked.push(e);
                     }
-                } else {
-                    conn.inflight.insert(pkid, tag);
+                } else if conn.inflight.insert(pkid, (tag, Instant::now())).is_some() {
+                    // rumqttc reused a packet id still waiting for its acknowledgement (QoS 2 frees ids at
+                    // PUBREC): the next acknowledgement could not be matched. Start over on a new connection.
+                    self.lose("a packet id was reused before its acknowledgement".into());
                 }
             }
             Notice::Acked(pkid) => {
-                if let Some(Tag::Event(e)) = conn.inflight.remove(&pkid) {
-                    self.acked.push(e);
+                match conn.inflight.remove(&pkid) {
+                    Some((Tag::Event(e), _)) => self.acked.push(e),
+                    Some((Tag::Retained(n), _)) => {
+                        self.in_flight_retained.remove(&n);
+                    }
+                    None => {}
                 }
+                // A connection that delivers is a healthy one: the backoff starts again from 1 s. (Reset on
+                // CONNACK, a broker that accepts and then drops us — a duplicate client id — would be hammered.)
+                self.backoff = Duration::from_secs(1);
             }
             Notice::Message(publish) => self.on_message(publish),
-            Notice::Lost(reason) => {
-                let was_connected = conn.connected;
-                self.conn = None;
-                let delay = self.next_backoff();
-                if self.down_since.is_none() {
-                    self.down_since = Some(Instant::now());
-                    let what = if was_connected { "lost" } else { "refused" };
-                    tracing::warn!(
-                        "MQTT connection {what}: {reason}; events are kept in the queue; retrying with backoff up to {:.0?}",
-                        self.settings.reconnect_max
-                    );
-                } else {
-                    tracing::debug!("MQTT still unreachable: {reason}; next try in {delay:.1?}");
-                }
-                self.reconnect_at = Some(tokio::time::Instant::now() + delay);
+            Notice::Lost(reason) => self.lose(reason),
+            Notice::Closed => self.lose("closed".into()),
+        }
+    }
+
+    /// Gives the current connection up and schedules the next one. Whatever it had not had acknowledged is
+    /// sent again on the next: events from the queue, retained messages from the list.
+    fn lose(&mut self, reason: String) {
+        let Some(conn) = self.conn.take() else { return };
+        let unacknowledged: Vec<u64> = conn
+            .requested
+            .iter()
+            .chain(conn.inflight.values().map(|(t, _)| t))
+            .filter_map(|t| match t {
+                Tag::Retained(n) => Some(*n),
+                Tag::Event(_) => None,
+            })
+            .collect();
+        for n in unacknowledged {
+            if let Some(r) = self.in_flight_retained.remove(&n)
+                && !self.retained.iter().any(|q| q.topic == r.topic)
+            {
+                self.retained.push_back(r);
             }
-            Notice::Closed => self.conn = None,
+        }
+        self.in_flight_retained.clear();
+        let delay = self.next_backoff();
+        if self.down_since.is_none() {
+            self.down_since = Some(Instant::now());
+            let what = if conn.connected.is_some() { "lost" } else { "refused" };
+            tracing::warn!(
+                "MQTT connection {what}: {reason}; events are kept in the queue; retrying with backoff up to {:.0?}",
+                self.settings.reconnect_max
+            );
+        } else {
+            tracing::debug!("MQTT still unreachable: {reason}; next try in {delay:.1?}");
+        }
+        self.reconnect_at = Some(tokio::time::Instant::now() + delay);
+    }
+
+    /// A broker that keeps the connection alive but stops acknowledging would hold the window full for
+    /// ever: after two keepalive periods without the oldest acknowledgement, reconnect and send again.
+    fn check_ack_timeout(&mut self) {
+        let limit = self.settings.options.keep_alive() * 2;
+        let stale = self.conn.as_ref().is_some_and(|c| c.inflight.values().any(|(_, sent)| sent.elapsed() > limit));
+        if stale {
+            self.lose(format!("no acknowledgement for {limit:?}"));
         }
     }
 
@@ -589,6 +680,11 @@ impl Publisher {
             }
         }
         if self.settings.commands && topic == self.settings.topics.command() {
+            if publish.retain {
+                // A retained command would run again at every reconnection.
+                tracing::warn!("retained command on {topic} ignored; publish commands without the retain flag");
+                return;
+            }
             match command::parse(&publish.payload) {
                 Ok(c) => {
                     tracing::info!(command = ?c, "command received");
@@ -659,13 +755,17 @@ impl Publisher {
 
     /// Fills the window: retained messages first, then queued events in order.
     fn pump(&mut self) {
-        let Some(conn) = self.conn.as_mut().filter(|c| c.connected) else { return };
+        let Some(conn) = self.conn.as_mut().filter(|c| c.connected.is_some()) else { return };
         while conn.outstanding() < WINDOW
             && let Some(r) = self.retained.pop_front()
         {
             // Retained messages go at QoS 1 whatever the events use: they must not be lost either.
             match conn.client.try_publish(r.topic.clone(), QoS::AtLeastOnce, true, r.payload.clone()) {
-                Ok(()) => conn.requested.push_back(Tag::Other),
+                Ok(()) => {
+                    self.retained_sent += 1;
+                    conn.requested.push_back(Tag::Retained(self.retained_sent));
+                    self.in_flight_retained.insert(self.retained_sent, r);
+                }
                 Err(e) => {
                     tracing::debug!("MQTT request refused: {e}");
                     self.retained.push_front(r);
@@ -700,7 +800,8 @@ impl Publisher {
 
     /// Publishes `offline` and disconnects cleanly (no Last Will), waiting briefly for the broker.
     async fn goodbye(&mut self, notices: &mut mpsc::Receiver<(u64, Notice)>) {
-        let Some(conn) = self.conn.as_ref().filter(|c| c.connected) else {
+        let Some(conn) = self.conn.as_ref().filter(|c| c.connected.is_some()) else {
+            self.conn = None; // a connection still being set up is abandoned, not left to connect later
             if self.stats.queued > 0 {
                 tracing::warn!(
                     queued = self.stats.queued,

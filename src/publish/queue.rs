@@ -89,9 +89,25 @@ impl Queue {
             std::fs::create_dir_all(dir)
                 .map_err(|e| QueueError::Open { path: path.to_path_buf(), source: boxed(e) })?;
         }
-        match Self::try_open(path, limits) {
+        let opened = Self::try_open(path, limits);
+        // What the user or the machine must fix (permissions, a second daemon, a full or read-only disk) is
+        // an error: moving the file aside would throw its events away. Only damage is worked around.
+        let problem = match &opened {
+            Ok(Opened::Salvaged { problem, .. }) | Err(problem) => Some(problem),
+            Ok(Opened::Clean(_)) => None,
+        };
+        if let Some(problem) = problem
+            && let Some(reason) = not_damage(problem.as_ref())
+        {
+            let source = format!("{reason}: {problem}").into();
+            return Err(match reason {
+                NotDamage::Fixable(_) => QueueError::Open { path: path.to_path_buf(), source },
+                NotDamage::Io => QueueError::Io { path: path.to_path_buf(), source },
+            });
+        }
+        match opened {
             Ok(Opened::Clean(queue)) => Ok(queue),
-            Ok(Opened::Salvaged { records, sequences, problem }) => {
+            Ok(Opened::Salvaged { records, mut sequences, problem }) => {
                 let aside = Self::move_aside(path)?;
                 tracing::error!(
                     "event queue {} is damaged ({problem}); kept {} readable events, moved the file to {}",
@@ -99,34 +115,20 @@ impl Queue {
                     records.len(),
                     aside.display()
                 );
+                // Sequence numbers must not go back: take the highest seen in the kept events too.
+                for r in &records {
+                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r.payload)
+                        && let (Some(camera), Some(seq)) = (v["camera"].as_str(), v["seq"].as_u64())
+                    {
+                        let s = sequences.entry(camera.to_string()).or_insert(0);
+                        *s = (*s).max(seq);
+                    }
+                }
                 let mut queue = Self::fresh(path, limits)?;
                 queue.restore(records, sequences)?;
                 Ok(queue)
             }
             Err(problem) => {
-                // Permission and lock problems are the user's to fix; anything else means the file is damaged.
-                if let Some(e) = problem.downcast_ref::<redb::DatabaseError>() {
-                    match e {
-                        redb::DatabaseError::DatabaseAlreadyOpen => {
-                            return Err(QueueError::Open {
-                                path: path.to_path_buf(),
-                                source: "in use by another process (a second camclassd with the same [queue] path?)"
-                                    .into(),
-                            });
-                        }
-                        redb::DatabaseError::Storage(redb::StorageError::Io(io))
-                            if io.kind() == std::io::ErrorKind::PermissionDenied =>
-                        {
-                            return Err(QueueError::Open { path: path.to_path_buf(), source: problem });
-                        }
-                        _ => {}
-                    }
-                }
-                if let Some(io) = problem.downcast_ref::<std::io::Error>()
-                    && io.kind() == std::io::ErrorKind::PermissionDenied
-                {
-                    return Err(QueueError::Open { path: path.to_path_buf(), source: problem });
-                }
                 let aside = Self::move_aside(path)?;
                 tracing::error!(
                     "event queue {} cannot be read ({problem}); moved it to {} and started an empty queue",
@@ -156,50 +158,70 @@ impl Queue {
         }
     }
 
-    /// Opens the file and reads every record, checking each CRC. redb is not expected to panic on a damaged
-    /// file, but a daemon that must never crash over its queue does not rely on that.
+    /// Opens the file and checks every record's CRC, keeping only sizes in memory (a full queue is up to
+    /// `max_mb`). Reads before writing, so a damaged file loses nothing to a failed first write. redb is
+    /// not expected to panic on a damaged file, but a daemon that must never crash over its queue does
+    /// not rely on that.
     fn try_open(path: &Path, limits: Limits) -> Result<Opened, Box<dyn std::error::Error + Send + Sync>> {
         let opened = catch_unwind(AssertUnwindSafe(|| -> Result<Opened, Box<dyn std::error::Error + Send + Sync>> {
             let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
-            let mut records = Vec::new();
+            let mut sizes = std::collections::BTreeMap::new();
             let mut sequences = HashMap::new();
-            let mut bad = 0u64;
+            let mut bad = Vec::new();
             let scan = (|| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-                let tx = db.begin_write()?;
-                // Created here so that a fresh file has both tables.
-                tx.open_table(EVENTS)?;
-                tx.open_table(SEQUENCES)?;
-                tx.commit()?;
                 let read = db.begin_read()?;
-                let events = read.open_table(EVENTS)?;
-                for entry in events.iter()? {
-                    let (id, value) = entry?;
-                    match decode(id.value(), value.value()) {
-                        Some(r) => records.push(r),
-                        None => bad += 1,
+                match read.open_table(SEQUENCES) {
+                    Ok(seqs) => {
+                        for entry in seqs.iter()? {
+                            let (camera, seq) = entry?;
+                            sequences.insert(camera.value().to_string(), seq.value());
+                        }
                     }
+                    Err(redb::TableError::TableDoesNotExist(_)) => {}
+                    Err(e) => return Err(e.into()),
                 }
-                let seqs = read.open_table(SEQUENCES)?;
-                for entry in seqs.iter()? {
-                    let (camera, seq) = entry?;
-                    sequences.insert(camera.value().to_string(), seq.value());
+                match read.open_table(EVENTS) {
+                    Ok(events) => {
+                        for entry in events.iter()? {
+                            let (id, value) = entry?;
+                            let value = value.value();
+                            if check(value) {
+                                sizes.insert(id.value(), value.len() as u64);
+                            } else {
+                                bad.push(id.value());
+                            }
+                        }
+                    }
+                    Err(redb::TableError::TableDoesNotExist(_)) => {}
+                    Err(e) => return Err(e.into()),
                 }
                 Ok(())
             })();
-            match scan {
-                Ok(()) if bad == 0 => Ok(Opened::Clean(Queue::from_parts(db, path, limits, &records, sequences))),
-                Ok(()) => {
-                    // Damaged records inside a readable file: drop them and carry on with the same file.
-                    tracing::error!(
-                        "event queue {}: {bad} damaged event(s) failed their checksum and were skipped",
-                        path.display()
-                    );
-                    let mut queue = Queue::from_parts(db, path, limits, &records, sequences);
-                    queue.remove_damaged()?;
-                    Ok(Opened::Clean(queue))
-                }
-                Err(problem) => Ok(Opened::Salvaged { records, sequences, problem }),
+            if let Err(problem) = scan {
+                return Ok(Opened::Salvaged { records: salvage(&db), sequences, problem });
             }
+            // Both tables exist from here on (a fresh file has neither).
+            let tx = db.begin_write()?;
+            tx.open_table(EVENTS)?;
+            tx.open_table(SEQUENCES)?;
+            tx.commit()?;
+            let mut queue = Queue::from_parts(db, path, limits, sizes, sequences);
+            if !bad.is_empty() {
+                // Damaged records inside a readable file: drop them and carry on with the same file.
+                tracing::error!(
+                    "event queue {}: {} damaged event(s) failed their checksum and were skipped",
+                    path.display(),
+                    bad.len()
+                );
+                queue.write(true, |tx| {
+                    let mut table = tx.open_table(EVENTS)?;
+                    for id in &bad {
+                        table.remove(*id)?;
+                    }
+                    Ok(())
+                })?;
+            }
+            Ok(Opened::Clean(queue))
         }));
         match opened {
             Ok(result) => result,
@@ -211,16 +233,14 @@ impl Queue {
         db: Database,
         path: &Path,
         limits: Limits,
-        records: &[Record],
+        sizes: std::collections::BTreeMap<u64, u64>,
         sequences: HashMap<String, u64>,
     ) -> Queue {
-        let sizes: std::collections::BTreeMap<u64, u64> =
-            records.iter().map(|r| (r.id, (HEADER + r.topic.len() + r.payload.len()) as u64)).collect();
         Queue {
             db,
             path: path.to_path_buf(),
             limits,
-            next_id: records.last().map_or(1, |r| r.id + 1),
+            next_id: sizes.keys().next_back().map_or(1, |id| id + 1),
             len: sizes.len() as u64,
             bytes: sizes.values().sum(),
             sizes,
@@ -229,19 +249,6 @@ impl Queue {
             pending_removals: false,
             last_durable: Instant::now(),
         }
-    }
-
-    /// Rewrites the events table without the records whose checksum failed.
-    fn remove_damaged(&mut self) -> Result<(), QueueError> {
-        let keep: std::collections::BTreeSet<u64> = self.sizes.keys().copied().collect();
-        self.write(true, |tx| {
-            let mut table = tx.open_table(EVENTS)?;
-            let all: Vec<u64> = table.iter()?.filter_map(|e| e.ok().map(|(k, _)| k.value())).collect();
-            for id in all.into_iter().filter(|id| !keep.contains(id)) {
-                table.remove(id)?;
-            }
-            Ok(())
-        })
     }
 
     fn restore(&mut self, records: Vec<Record>, sequences: HashMap<String, u64>) -> Result<(), QueueError> {
@@ -464,6 +471,74 @@ fn encode(topic: &str, payload: &[u8], buf: &mut Vec<u8>) {
     buf.extend_from_slice(payload);
     let crc = crc32fast::hash(&buf[4..]);
     buf[..4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Whether a stored value is intact: long enough, and its CRC matches.
+fn check(value: &[u8]) -> bool {
+    value.len() >= HEADER
+        && value[..4].try_into().is_ok_and(|crc| u32::from_le_bytes(crc) == crc32fast::hash(&value[4..]))
+}
+
+/// Every record that can still be read from a damaged file, in order, up to the first error.
+fn salvage(db: &Database) -> Vec<Record> {
+    let mut out = Vec::new();
+    let Ok(read) = db.begin_read() else { return out };
+    let Ok(events) = read.open_table(EVENTS) else { return out };
+    let Ok(iter) = events.iter() else { return out };
+    for entry in iter {
+        let Ok((id, value)) = entry else { break };
+        if let Some(r) = decode(id.value(), value.value()) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// Why an open failure is not damage to work around, if it is not.
+enum NotDamage {
+    /// Permissions, a second daemon: the user's to fix (exit 2).
+    Fixable(&'static str),
+    /// The disk is full or read-only, or the quota is reached: the machine's to fix; retried (exit 1).
+    Io,
+}
+
+impl std::fmt::Display for NotDamage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotDamage::Fixable(why) => f.write_str(why),
+            NotDamage::Io => f.write_str("the disk refused the write (full, read-only or over quota)"),
+        }
+    }
+}
+
+fn not_damage(problem: &(dyn std::error::Error + 'static)) -> Option<NotDamage> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(problem);
+    while let Some(e) = current {
+        if let Some(redb::DatabaseError::DatabaseAlreadyOpen) = e.downcast_ref::<redb::DatabaseError>() {
+            return Some(NotDamage::Fixable(
+                "in use by another process (a second camclassd with the same [queue] path?)",
+            ));
+        }
+        let io = e
+            .downcast_ref::<std::io::Error>()
+            .or_else(|| match e.downcast_ref::<redb::StorageError>() {
+                Some(redb::StorageError::Io(io)) => Some(io),
+                _ => None,
+            })
+            .or_else(|| match e.downcast_ref::<redb::DatabaseError>() {
+                Some(redb::DatabaseError::Storage(redb::StorageError::Io(io))) => Some(io),
+                _ => None,
+            });
+        if let Some(io) = io {
+            return match io.raw_os_error() {
+                Some(libc::EACCES | libc::EPERM) => Some(NotDamage::Fixable("permission denied")),
+                Some(libc::ENOSPC | libc::EROFS | libc::EDQUOT) => Some(NotDamage::Io),
+                _ => None,
+            };
+        }
+        current = e.source();
+    }
+    None
 }
 
 fn decode(id: u64, value: &[u8]) -> Option<Record> {

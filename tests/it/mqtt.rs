@@ -413,6 +413,8 @@ fn commands_are_validated_and_snapshot_publishes_the_next_frame() {
     // on_change with a steady scene: after the first change event, nothing more unless asked.
     let cameras = format!("{}interval = 0\n", replay_camera("coffee.jpg", 5.0, "on_change"));
     let config = config_with(dir.path(), &broker, "commands = true\n", &cameras, "");
+    // A retained command would run at every reconnection: it is refused.
+    broker.publish("camclassd/testnode/command", "reload", true);
     let daemon = Daemon::start(&config);
     witness.wait_for("the change event", Duration::from_secs(20), |m| !seqs(m).is_empty());
 
@@ -427,6 +429,7 @@ fn commands_are_validated_and_snapshot_publishes_the_next_frame() {
     let (code, log) = daemon.stop();
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("command refused"), "{log}");
+    assert!(log.contains("retained command") && !log.contains("config reloaded"), "{log}");
 }
 
 /// A test CA, a broker certificate for 127.0.0.1 and a client certificate, made with openssl.
