@@ -29,7 +29,7 @@ pub struct ConfigMessage {
 
 impl Discovery {
     pub fn new(prefix: &str, node: &str, topics: Topics) -> Discovery {
-        Discovery { prefix: prefix.trim_end_matches('/').to_string(), node: object_id(node), topics }
+        Discovery { prefix: prefix.trim_end_matches('/').to_string(), node: node.to_string(), topics }
     }
 
     /// Where Home Assistant announces itself (`online` after a restart).
@@ -82,7 +82,6 @@ impl Discovery {
 
     /// The config topics of `camera`, whatever its entities' payloads.
     pub fn camera_topics(&self, camera: &str) -> Vec<String> {
-        let cam = object_id(camera);
         [
             ("sensor", "label"),
             ("sensor", "score"),
@@ -92,7 +91,7 @@ impl Discovery {
             ("sensor", "infer_ms"),
         ]
         .iter()
-        .map(|(component, what)| self.topic(component, &format!("{cam}_{what}")))
+        .map(|(component, what)| self.topic(component, &format!("{camera}_{what}")))
         .collect()
     }
 
@@ -101,7 +100,9 @@ impl Discovery {
         let mut out = Vec::new();
         let health = self.topics.health();
         for camera in cameras {
-            let cam = object_id(camera);
+            // Camera and node names are validated topic levels ([A-Za-z0-9_-]), which is also what
+            // discovery allows in ids: they are used as they are.
+            let cam = camera;
             let state = self.topics.state(camera);
             let topics = self.camera_topics(camera);
             let cam_key = serde_json::to_string(camera).unwrap_or_default();
@@ -165,11 +166,6 @@ impl Discovery {
     }
 }
 
-/// A name usable as a discovery node or object id: `[a-zA-Z0-9_-]`, anything else becomes `_`.
-pub fn object_id(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,7 +177,7 @@ mod tests {
     #[test]
     fn every_camera_gets_its_entities_and_valid_json() {
         let d = discovery();
-        let configs = d.configs(&["porch".into(), "back door".into()]);
+        let configs = d.configs(&["porch".into(), "back_door".into()]);
         assert_eq!(configs.len(), 13);
         for c in &configs {
             assert!(d.is_own_config(&c.topic), "{}", c.topic);

@@ -28,6 +28,7 @@ use rumqttc::{
 };
 use tokio::sync::mpsc;
 
+use crate::capture::Backoff;
 use crate::config::{Config, MqttConfig, TlsConfig};
 use crate::events::{Event, State, millis};
 use crate::health::{Health, QueueHealth, Reporter};
@@ -317,7 +318,7 @@ struct Publisher {
     waiting: Vec<Publication>,
     last_push: Instant,
     stats: PublishStats,
-    backoff: Duration,
+    backoff: Backoff,
     reconnect_at: Option<tokio::time::Instant>,
     down_since: Option<Instant>,
     refused_commands: u64,
@@ -337,6 +338,7 @@ pub async fn run(
 ) -> (PublishStats, Queue) {
     let (notice_tx, mut notice_rx) = mpsc::channel::<(u64, Notice)>(1024);
     let reporter = Reporter::new(&health);
+    let backoff = Backoff::with_max(settings.reconnect_max);
     let mut p = Publisher {
         settings,
         cursor: queue.first_id(),
@@ -357,7 +359,7 @@ pub async fn run(
         waiting: Vec::new(),
         last_push: Instant::now(),
         stats: PublishStats::default(),
-        backoff: Duration::from_secs(1),
+        backoff,
         reconnect_at: None,
         down_since: None,
         refused_commands: 0,
@@ -559,7 +561,7 @@ impl Publisher {
                 }
                 // A connection that delivers is a healthy one: the backoff starts again from 1 s. (Reset on
                 // CONNACK, a broker that accepts and then drops us — a duplicate client id — would be hammered.)
-                self.backoff = Duration::from_secs(1);
+                self.backoff.reset();
             }
             Notice::Message(publish) => self.on_message(publish),
             Notice::Lost(reason) => self.lose(reason),
@@ -588,7 +590,7 @@ impl Publisher {
             }
         }
         self.in_flight_retained.clear();
-        let delay = self.next_backoff();
+        let delay = self.backoff.next_delay_jittered();
         if self.down_since.is_none() {
             self.down_since = Some(Instant::now());
             let what = if conn.connected.is_some() { "lost" } else { "refused" };
@@ -610,13 +612,6 @@ impl Publisher {
         if stale {
             self.lose(format!("no acknowledgement for {limit:?}"));
         }
-    }
-
-    /// Capped exponential backoff with jitter: a fleet that lost its broker does not come back in lockstep.
-    fn next_backoff(&mut self) -> Duration {
-        let base = self.backoff.min(self.settings.reconnect_max);
-        self.backoff = (self.backoff * 2).min(self.settings.reconnect_max);
-        base.mul_f64(0.5 + 0.5 * fastrand::f64())
     }
 
     /// A new connection is up: subscribe to what we listen to, and restate every retained message.

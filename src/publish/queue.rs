@@ -213,13 +213,7 @@ impl Queue {
                     path.display(),
                     bad.len()
                 );
-                queue.write(true, |tx| {
-                    let mut table = tx.open_table(EVENTS)?;
-                    for id in &bad {
-                        table.remove(*id)?;
-                    }
-                    Ok(())
-                })?;
+                queue.delete(&bad, true)?;
             }
             Ok(Opened::Clean(queue))
         }));
@@ -393,21 +387,27 @@ impl Queue {
             return Ok(());
         }
         let durable = self.last_durable.elapsed() >= ACK_FLUSH;
+        self.delete(&present, durable)?;
+        for id in present {
+            if let Some(size) = self.sizes.remove(&id) {
+                self.len -= 1;
+                self.bytes -= size;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes records by id in one commit; a non-durable one is made durable by a later commit.
+    fn delete(&mut self, ids: &[u64], durable: bool) -> Result<(), QueueError> {
         self.write(durable, |tx| {
             let mut table = tx.open_table(EVENTS)?;
-            for id in &present {
+            for id in ids {
                 table.remove(*id)?;
             }
             Ok(())
         })?;
         if !durable {
             self.pending_removals = true;
-        }
-        for id in present {
-            if let Some(size) = self.sizes.remove(&id) {
-                self.len -= 1;
-                self.bytes -= size;
-            }
         }
         Ok(())
     }
