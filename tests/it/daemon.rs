@@ -1,42 +1,115 @@
 //! `camclassd run` end to end: replay cameras, the real binary, a real mosquitto, `mosquitto_sub` witnesses.
 
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::broker::{Broker, Message, Witness, daemon_config, retained};
 use super::*;
 
-fn start_daemon(config: &Path) -> Child {
-    camclassd()
-        .args(["--log-level", "info", "run", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("daemon starts")
+/// A running daemon whose log is collected as it is written (a full pipe would stall it).
+pub struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
 }
 
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status.code();
-        }
-        std::thread::sleep(Duration::from_millis(50));
+impl Daemon {
+    pub fn start(config: &Path) -> Daemon {
+        Daemon::start_env(config, &[])
     }
-    None
+
+    pub fn start_env(config: &Path, env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = camclassd();
+        if env.iter().any(|(k, _)| *k == "WATCHDOG_USEC") {
+            // systemd names the watched process in WATCHDOG_PID; a shell that execs keeps its pid.
+            let program = cmd.get_program().to_owned();
+            cmd = Command::new("sh");
+            cmd.current_dir(root()).env_remove("RUST_LOG").arg("-c").arg("export WATCHDOG_PID=$$; exec \"$0\" \"$@\"");
+            cmd.arg(program);
+        }
+        cmd.args(["--log-level", "info", "run", "--config"]).arg(config);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("daemon starts");
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&log);
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().expect("lock");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Daemon { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().expect("lock").clone()
+    }
+
+    pub fn wait_log(&self, what: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if log.contains(what) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what:?} in the log:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().expect("kill").success();
+        assert!(ok, "kill {sig}");
+    }
+
+    /// The exit code once the daemon exits within `timeout` (`None`: still running, then killed).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                // Let the log reader take the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then the exit code (within 10 s) and the whole log.
+    pub fn stop(mut self) -> (Option<i32>, String) {
+        self.signal("-TERM");
+        let code = self.wait_exit(Duration::from_secs(10));
+        (code, self.log())
+    }
+
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().expect("kill").success();
-    assert!(ok, "kill {sig}");
+impl Drop for Daemon {
+    /// A failed assertion must not leave a daemon running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Runs the daemon on replays with `loop = false`: it must end by itself, cleanly (exit 0), and say offline.
 fn run_until_replay_ends(config: &Path, witness: &Witness) -> Vec<Message> {
-    let mut daemon = start_daemon(config);
-    let code = wait_exit(&mut daemon, Duration::from_secs(30));
-    let log = stderr(&daemon.wait_with_output().expect("output"));
+    let mut daemon = Daemon::start(config);
+    let code = daemon.wait_exit(Duration::from_secs(30));
+    let log = daemon.log();
     assert_eq!(code, Some(0), "{log}");
     witness.wait_for("offline", Duration::from_secs(5), |m| m.iter().any(|m| m.payload == "offline"))
 }
@@ -160,10 +233,9 @@ fn a_crash_leaves_the_last_will_and_sigterm_says_offline_and_exits_0() {
 
     // kill -9: the broker publishes the Last Will, retained.
     let witness = Witness::start(&broker, "camclassd/testnode/status");
-    let mut daemon = start_daemon(&config);
+    let daemon = Daemon::start(&config);
     witness.wait_for("online", Duration::from_secs(20), |m| m.iter().any(|m| m.payload == "online"));
-    signal(&daemon, "-KILL");
-    let _ = daemon.wait();
+    daemon.kill();
     witness.wait_for("the Last Will", Duration::from_secs(10), |m| m.last().is_some_and(|m| m.payload == "offline"));
     assert_eq!(
         retained(&broker, "camclassd/testnode/status").last().map(|m| m.payload.clone()).as_deref(),
@@ -173,14 +245,14 @@ fn a_crash_leaves_the_last_will_and_sigterm_says_offline_and_exits_0() {
 
     // SIGTERM: online again on restart, then offline and exit 0 well within 5 s.
     let witness = Witness::start(&broker, "camclassd/testnode/#");
-    let mut daemon = start_daemon(&config);
+    let mut daemon = Daemon::start(&config);
     witness.wait_for("online", Duration::from_secs(20), |m| m.iter().any(|m| m.payload == "online"));
     witness.wait_for("an event", Duration::from_secs(10), |m| m.iter().any(|m| m.topic.ends_with("/event")));
     let t = Instant::now();
-    signal(&daemon, "-TERM");
-    let code = wait_exit(&mut daemon, Duration::from_secs(5));
+    daemon.signal("-TERM");
+    let code = daemon.wait_exit(Duration::from_secs(5));
     let elapsed = t.elapsed();
-    let log = stderr(&daemon.wait_with_output().expect("output"));
+    let log = daemon.log();
     assert_eq!(code, Some(0), "exit after SIGTERM within 5 s (took {elapsed:?}): {log}");
     witness.wait_for("offline", Duration::from_secs(5), |m| m.last().is_some_and(|m| m.payload == "offline"));
 }
@@ -195,12 +267,12 @@ fn a_missing_camera_is_retried_while_the_other_keeps_publishing() {
         generated("coffee.jpg").display().to_string()
     );
     let config = daemon_config(dir.path(), &broker, &cameras);
-    let mut daemon = start_daemon(&config);
+    let mut daemon = Daemon::start(&config);
     witness.wait_for("20 events from the good camera", Duration::from_secs(30), |m| events(m, "good").len() >= 20);
     std::thread::sleep(Duration::from_secs(3)); // long enough for several retries (1 s, 2 s backoff)
-    signal(&daemon, "-TERM");
-    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(5)), Some(0));
-    let log = stderr(&daemon.wait_with_output().expect("output"));
+    daemon.signal("-TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(5)), Some(0));
+    let log = daemon.log();
     let warnings = log.lines().filter(|l| l.contains("cannot open camera") && l.contains("gone")).count();
     assert_eq!(warnings, 1, "the failure is logged once, not on every retry:\n{log}");
     assert!(events(&witness.messages(), "gone").is_empty());
@@ -323,12 +395,12 @@ fn sigterm_with_the_broker_down_still_exits_0_within_5_s() {
     );
     let config = daemon_config(dir.path(), &broker, &cameras);
     drop(broker); // nothing listens on that port any more
-    let mut daemon = start_daemon(&config);
+    let mut daemon = Daemon::start(&config);
     std::thread::sleep(Duration::from_secs(3));
     let t = Instant::now();
-    signal(&daemon, "-TERM");
-    let code = wait_exit(&mut daemon, Duration::from_secs(5));
-    let log = stderr(&daemon.wait_with_output().expect("output"));
+    daemon.signal("-TERM");
+    let code = daemon.wait_exit(Duration::from_secs(5));
+    let log = daemon.log();
     assert_eq!(code, Some(0), "took {:?}: {log}", t.elapsed());
     assert!(log.contains("MQTT connection refused"), "{log}");
     // Nothing reached a broker: the events wait on disk for the next start.
@@ -358,19 +430,19 @@ fn a_broker_that_requires_a_password_gets_it_from_the_password_file() {
     };
 
     // The right password: events flow.
-    let mut daemon = start_daemon(&with_password("good", "s3cret-pw"));
+    let mut daemon = Daemon::start(&with_password("good", "s3cret-pw"));
     witness.wait_for("an event", Duration::from_secs(20), |m| !events(m, "porch").is_empty());
-    signal(&daemon, "-TERM");
-    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(5)), Some(0));
-    let log = stderr(&daemon.wait_with_output().expect("output"));
+    daemon.signal("-TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(5)), Some(0));
+    let log = daemon.log();
     assert!(!log.contains("s3cret-pw"), "the password must never be logged:\n{log}");
 
     // A wrong one: refused, said once, retried, and the daemon still stops cleanly.
-    let mut daemon = start_daemon(&with_password("bad", "wrong-pw"));
+    let mut daemon = Daemon::start(&with_password("bad", "wrong-pw"));
     std::thread::sleep(Duration::from_secs(4));
-    signal(&daemon, "-TERM");
-    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(5)), Some(0));
-    let log = stderr(&daemon.wait_with_output().expect("output"));
+    daemon.signal("-TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(5)), Some(0));
+    let log = daemon.log();
     assert_eq!(log.matches("MQTT connection refused").count(), 1, "{log}");
     assert!(log.contains("check mqtt.username and the password"), "{log}");
     assert!(!log.contains("wrong-pw"), "{log}");

@@ -3,104 +3,11 @@
 //! Real mosquitto, real binary, `mosquitto_sub` witnesses; nothing mocked.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::broker::{Broker, BrokerTls, Message, Witness, daemon_config, retained};
+use super::daemon::Daemon;
 use super::*;
-
-/// A running daemon whose log is collected as it is written (a full pipe would stall it).
-struct Daemon {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Daemon {
-    fn start(config: &Path) -> Daemon {
-        Daemon::start_env(config, &[])
-    }
-
-    fn start_env(config: &Path, env: &[(&str, &str)]) -> Daemon {
-        let mut cmd = camclassd();
-        if env.iter().any(|(k, _)| *k == "WATCHDOG_USEC") {
-            // systemd names the watched process in WATCHDOG_PID; a shell that execs keeps its pid.
-            let program = cmd.get_program().to_owned();
-            cmd = Command::new("sh");
-            cmd.current_dir(root()).env_remove("RUST_LOG").arg("-c").arg("export WATCHDOG_PID=$$; exec \"$0\" \"$@\"");
-            cmd.arg(program);
-        }
-        cmd.args(["--log-level", "info", "run", "--config"]).arg(config);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("daemon starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&log);
-        let stderr = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().expect("lock");
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        Daemon { child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().expect("lock").clone()
-    }
-
-    fn wait_log(&self, what: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let log = self.log();
-            if log.contains(what) {
-                return log;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what:?} in the log:\n{log}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().expect("kill").success();
-        assert!(ok, "kill {sig}");
-    }
-
-    /// SIGTERM, then the exit code (within 10 s) and the whole log.
-    fn stop(mut self) -> (Option<i32>, String) {
-        self.signal("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let code = loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                break status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        std::thread::sleep(Duration::from_millis(100));
-        (code, self.log())
-    }
-
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Daemon {
-    /// A failed assertion must not leave a daemon running.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn replay_camera(image: &str, fps: f64, publish: &str) -> String {
     format!(
