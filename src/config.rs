@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::check::OnCheckFailure;
 use crate::model::{CudaOptions, ModelOptions, Optimization, Overrides, Provider, TensorRtOptions};
 
 /// Where the daemon reads its configuration when no `--config` is given.
@@ -269,6 +270,11 @@ pub struct ModelConfig {
     /// `[model.cuda]`
     #[serde(default)]
     pub cuda: CudaOptions,
+    /// What to do when the model fails its own check (`camclassd verify`) on this CPU.
+    #[serde(default)]
+    pub on_check_failure: OnCheckFailure,
+    /// The model to use instead with `on_check_failure = "fallback"` (the FP32 model).
+    pub fallback: Option<PathBuf>,
 }
 
 fn default_providers() -> Vec<Provider> {
@@ -432,6 +438,18 @@ impl Config {
                 "version",
                 format!("unsupported config version {}; this camclassd reads version {VERSION}", self.version),
             );
+        }
+        match (&self.model.fallback, self.model.on_check_failure) {
+            (None, OnCheckFailure::Fallback) => problem(
+                "model.on_check_failure",
+                "\"fallback\" needs [model] fallback = the model to use instead (the FP32 model)".into(),
+            ),
+            (Some(f), _) if !f.is_file() => problem("model.fallback", format!("model file {} not found", f.display())),
+            (Some(_), OnCheckFailure::Fail | OnCheckFailure::Warn) => problem(
+                "model.fallback",
+                "is only used with on_check_failure = \"fallback\"; set that or remove this key".into(),
+            ),
+            _ => {}
         }
         if self.model.path.is_dir() {
             problem("model.path", format!("{} is a directory, not a model file", self.model.path.display()));

@@ -21,10 +21,12 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
 use crate::capture::{self, FrameHub};
+use crate::check::{self, CheckStatus, ModelCheck};
 use crate::config::{Config, PublishMode};
 use crate::events::{self, Event, EventClass, EventTiming, ModelRef, Policy, PolicyState, Reason, State};
 use crate::health::Health;
 use crate::model::{self, Model, ModelError};
+use crate::pipeline::Classifier;
 use crate::postprocess::{Classification, Postprocessor};
 use crate::preprocess::Preprocessor;
 use crate::publish::{self, Command, Control, Limits, Publication, PublishError, Queue, QueueError, Settings};
@@ -41,6 +43,8 @@ pub enum DaemonError {
     Publish(#[from] PublishError),
     #[error("{0} (set [queue] path to a writable file)")]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Check(#[from] check::CheckLoadError),
     #[error("cannot start a thread: {0}")]
     Thread(#[from] std::io::Error),
     #[error("a pipeline thread failed (see the log); stopped so that the service manager restarts camclassd")]
@@ -105,10 +109,10 @@ pub async fn run<S: Future<Output = ()>>(
     let mut settings = Settings::from_config(&config)?;
     let ort_lib = ort_lib.or(config.onnxruntime.library.as_deref());
     let runtime = model::runtime::load(ort_lib)?;
-    let models = load_models(runtime, &config)?;
+    let (models, check) = load_models(runtime, &config)?;
     let queue = open_queue(&config)?;
 
-    let mut pipeline = Pipeline::start(&config, models)?;
+    let mut pipeline = Pipeline::start(&config, models, check)?;
     let (command_tx, mut commands) = mpsc::channel::<Command>(4);
     let mut publisher = PublisherHandle::spawn(settings.clone(), queue, &pipeline, command_tx.clone());
     pipeline.run(&publisher.events)?;
@@ -153,8 +157,8 @@ pub async fn run<S: Future<Output = ()>>(
         // Everything that can fail is prepared before the running pipeline stops.
         let prepared = Config::load_for_daemon(path).map_err(|e| e.to_string()).and_then(|new| {
             let s = Settings::from_config(&new).map_err(|e| e.to_string())?;
-            let m = load_models(runtime, &new).map_err(|e| e.to_string())?;
-            let p = Pipeline::start(&new, m).map_err(|e| e.to_string())?;
+            let (m, check) = load_models(runtime, &new).map_err(|e| e.to_string())?;
+            let p = Pipeline::start(&new, m, check).map_err(|e| e.to_string())?;
             Ok((new, s, p))
         });
         let (new, new_settings, next) = match prepared {
@@ -223,14 +227,36 @@ impl Summary {
 /// One inference session per worker. By default a worker's session gets its share of the cores minus one,
 /// which its decode thread uses: on 2 cores, 1 intra-op thread classifies 233 frames/s against 213 with 2
 /// (the decode thread then fights inference for a core).
-fn load_models(runtime: &'static model::runtime::Runtime, config: &Config) -> Result<Vec<Model>, DaemonError> {
+///
+/// The first session runs the model's own check ([`check::at_load`]); on a failure `[model]
+/// on_check_failure` decides: refuse, warn, or load `[model] fallback` for every worker instead.
+fn load_models(
+    runtime: &'static model::runtime::Runtime,
+    config: &Config,
+) -> Result<(Vec<Model>, ModelCheck), DaemonError> {
     let workers = config.model.workers;
     let mut options = config.model.model_options();
     if options.threads.is_none() {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         options.threads = Some((cores / workers).saturating_sub(1).max(1));
     }
-    (0..workers).map(|_| Model::load(runtime, &config.model.path, &options).map_err(DaemonError::from)).collect()
+    let mut first = Classifier::new(Model::load(runtime, &config.model.path, &options)?, 1, 0.0);
+    let outcome = check::at_load(&mut first, config.model.on_check_failure)?;
+    let path = match (&outcome.status, &config.model.fallback) {
+        (CheckStatus::Fallback, Some(fallback)) => {
+            tracing::warn!(fallback = %fallback.display(), "running the fallback model instead of {}", outcome.model);
+            fallback.clone()
+        }
+        _ => config.model.path.clone(),
+    };
+    let mut models = Vec::with_capacity(workers);
+    if path == config.model.path {
+        models.push(first.into_model());
+    }
+    while models.len() < workers {
+        models.push(Model::load(runtime, &path, &options)?);
+    }
+    Ok((models, outcome))
 }
 
 fn open_queue(config: &Config) -> Result<Queue, DaemonError> {
@@ -297,7 +323,7 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn start(config: &Config, models: Vec<Model>) -> Result<Pipeline, DaemonError> {
+    fn start(config: &Config, models: Vec<Model>, check: ModelCheck) -> Result<Pipeline, DaemonError> {
         if config.cameras.is_empty() {
             return Err(DaemonError::Incomplete);
         }
@@ -322,7 +348,7 @@ impl Pipeline {
         let names: Vec<String> = cameras.iter().map(|c| c.name.clone()).collect();
         let (done_tx, done) = mpsc::channel::<u64>(models.len().max(1));
         Ok(Pipeline {
-            health: Arc::new(Health::new(&names)),
+            health: Arc::new(Health::new(&names).with_model_check(check)),
             names,
             cameras_config: config.cameras.clone(),
             cameras: Arc::new(Mutex::new(cameras)),

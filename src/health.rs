@@ -31,6 +31,8 @@ pub struct Health {
     inferences: AtomicU64,
     /// Frames handed to inference but not finished (0 or 1 per worker).
     busy: AtomicU64,
+    /// The model's own check at load (camclassd verify), reported with every health message.
+    pub model_check: Option<crate::check::ModelCheck>,
 }
 
 impl Health {
@@ -47,7 +49,14 @@ impl Health {
                 .collect(),
             inferences: AtomicU64::new(0),
             busy: AtomicU64::new(0),
+            model_check: None,
         }
+    }
+
+    /// The same counters, reporting `check` as the model's check.
+    pub fn with_model_check(mut self, check: crate::check::ModelCheck) -> Health {
+        self.model_check = Some(check);
+        self
     }
 
     /// An inference is starting.
@@ -124,6 +133,9 @@ pub struct Report {
     pub cameras: std::collections::BTreeMap<String, CameraHealth>,
     pub queue: QueueHealth,
     pub events_published: u64,
+    /// The model's check at load: passed / failed / fallback / unchecked, with its figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_check: Option<crate::check::ModelCheck>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Default)]
@@ -180,6 +192,7 @@ impl Reporter {
             cameras,
             queue,
             events_published,
+            model_check: health.model_check.clone(),
         }
     }
 }

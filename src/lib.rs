@@ -30,6 +30,7 @@
 #![warn(clippy::unwrap_used, missing_debug_implementations)]
 
 pub mod capture;
+pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod events;

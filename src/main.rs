@@ -54,6 +54,19 @@ enum Command {
     Bench(BenchArgs),
     /// Compare two models' predictions on the same images (agreement, probability error, differences).
     Compare(CompareArgs),
+    /// Run a model's own check (the golden inputs stamped in it) on this CPU: exit 0 passed, 1 failed.
+    Verify {
+        /// The ONNX model.
+        model: PathBuf,
+        /// The report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Intra-op threads (default: all cores).
+        #[arg(long, value_parser = parse_threads)]
+        threads: Option<usize>,
+    },
+    /// Stamp a check into a model: golden inputs from your pictures and a reference model's answers.
+    Stamp(StampArgs),
     /// Validate a daemon config file without running anything.
     CheckConfig {
         /// The config file.
@@ -110,6 +123,32 @@ struct BenchArgs {
 }
 
 #[derive(Debug, Args)]
+struct StampArgs {
+    /// The model to protect (e.g. your INT8 model).
+    model: PathBuf,
+    /// The model whose answers count (e.g. the FP32 model it was quantized from).
+    #[arg(long, short)]
+    reference: PathBuf,
+    /// A folder of JPEG/PNG pictures, typical of what the model will see; the clearest are kept.
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// Where to write the stamped model (default: replace MODEL).
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// How many golden inputs to keep (4 to 16; each adds ~100 kB and a few ms at load).
+    #[arg(long, default_value_t = 8)]
+    count: usize,
+    /// Pass mark: the mean cosine of the probability vectors (every top-1 must match too).
+    #[arg(long, default_value_t = camclassd::check::DEFAULT_MIN_COSINE, value_parser = parse_probability)]
+    min_cosine: f32,
+    /// Intra-op threads (default: all cores).
+    #[arg(long, value_parser = parse_threads)]
+    threads: Option<usize>,
+    /// More pictures.
+    files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 struct CompareArgs {
     /// The reference model (e.g. FP32).
     a: PathBuf,
@@ -151,6 +190,9 @@ struct ClassifyArgs {
     /// One JSON object per image on stdout instead of a table.
     #[arg(long)]
     json: bool,
+    /// With --json: also every class's probability, in class order ("scores").
+    #[arg(long, requires = "json")]
+    scores: bool,
     /// Intra-op threads (default: all cores).
     #[arg(long, value_parser = parse_threads)]
     threads: Option<usize>,
@@ -179,6 +221,8 @@ fn main() -> ExitCode {
         Command::Run { config } => run_daemon(&config, cli.ort_lib.as_deref()),
         Command::Classify(args) => run_classify(args, cli.ort_lib.as_deref()),
         Command::CheckConfig { config } => check_config(&config),
+        Command::Verify { model, json, threads } => run_verify(&model, json, threads, cli.ort_lib.as_deref()),
+        Command::Stamp(args) => run_stamp(args, cli.ort_lib.as_deref()),
         Command::Inspect { model, json, ep } => inspect(&model, json, ep, cli.ort_lib.as_deref()),
         Command::Compare(args) => run_compare(args, cli.ort_lib.as_deref()),
         Command::Bench(args) => run_bench(args, cli.ort_lib.as_deref()),
@@ -312,8 +356,16 @@ fn run_compare(args: CompareArgs, ort_lib: Option<&Path>) -> Result<u8, Failure>
     let images = compare::image_list(args.images.as_deref(), &args.files).map_err(|e| usage(e.into()))?;
     let runtime = model::runtime::load(ort_lib).map_err(|e| usage(e.into()))?;
     let options = ModelOptions { threads: args.threads, ..ModelOptions::default() };
+    // A comparison is how one studies a model that fails its check: a failure is reported, not refused.
     let load = |path: &Path| {
-        Model::load(runtime, path, &options).map(|m| Classifier::new(m, 1, 0.0)).map_err(|e| usage(e.into()))
+        let mut c =
+            Model::load(runtime, path, &options).map(|m| Classifier::new(m, 1, 0.0)).map_err(|e| usage(e.into()))?;
+        let check =
+            camclassd::check::at_load(&mut c, camclassd::check::OnCheckFailure::Warn).map_err(|e| usage(e.into()))?;
+        if check.status == camclassd::check::CheckStatus::Failed {
+            eprintln!("camclassd: warning: {} fails its check on this CPU: {}", path.display(), check.detail);
+        }
+        Ok::<_, Failure>(c)
     };
     let (mut a, mut b) = (load(&args.a)?, load(&args.b)?);
     let report = compare::compare(&mut a, &mut b, &images, usize::from(args.top)).map_err(|e| usage(e.into()))?;
@@ -335,6 +387,78 @@ fn run_compare(args: CompareArgs, ort_lib: Option<&Path>) -> Result<u8, Failure>
         );
     }
     Ok(if below || !report.failed.is_empty() { 1 } else { 0 })
+}
+
+fn run_verify(path: &Path, json: bool, threads: Option<usize>, ort_lib: Option<&Path>) -> Result<u8, Failure> {
+    use camclassd::check::{self, GoldenSet};
+    let runtime = model::runtime::load(ort_lib).map_err(|e| usage(e.into()))?;
+    let options = ModelOptions { threads, ..ModelOptions::default() };
+    let model = Model::load(runtime, path, &options).map_err(|e| usage(e.into()))?;
+    let mut classifier = Classifier::new(model, 1, 0.0);
+    let Some(set) = GoldenSet::of(&classifier).map_err(|e| usage(e.into()))? else {
+        return Err(usage(anyhow::anyhow!(
+            "model {} carries no check; stamp one with: camclassd stamp {} --reference FP32_MODEL --images DIR",
+            path.display(),
+            path.display()
+        )));
+    };
+    let report = check::verify(&mut classifier, &set).map_err(|e| Failure { code: 1, error: e.into() })?;
+    let text = if json {
+        serde_json::to_string_pretty(&report).context("encoding JSON").map_err(usage)? + "\n"
+    } else {
+        check::render_report(path, &report)
+    };
+    write_stdout(&text)?;
+    Ok(if report.passed { 0 } else { 1 })
+}
+
+fn run_stamp(args: StampArgs, ort_lib: Option<&Path>) -> Result<u8, Failure> {
+    use camclassd::check;
+    let images =
+        camclassd::tools::compare::image_list(args.images.as_deref(), &args.files).map_err(|e| usage(e.into()))?;
+    let runtime = model::runtime::load(ort_lib).map_err(|e| usage(e.into()))?;
+    let options = ModelOptions { threads: args.threads, ..ModelOptions::default() };
+    let load = |path: &Path| {
+        Model::load(runtime, path, &options).map(|m| Classifier::new(m, 1, 0.0)).map_err(|e| usage(e.into()))
+    };
+    let (mut reference, mut candidate) = (load(&args.reference)?, load(&args.model)?);
+    let request = check::StampRequest { images: &images, count: args.count, min_cosine: args.min_cosine };
+    let (set, report) = check::build(&mut reference, &mut candidate, &request).map_err(|e| usage(e.into()))?;
+    write_stdout(&check::render_report(&args.model, &report))?;
+    if !report.passed {
+        return Err(Failure {
+            code: 1,
+            error: anyhow::anyhow!(
+                "{} fails this check already on this machine; nothing written (a lower --min-cosine, or a better model)",
+                args.model.display()
+            ),
+        });
+    }
+    let bytes =
+        std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display())).map_err(usage)?;
+    let stamped = check::stamp(&bytes, &set.to_metadata()).map_err(|e| usage(e.into()))?;
+    let output = args.output.clone().unwrap_or_else(|| args.model.clone());
+    let tmp = output.with_extension("onnx.stamping");
+    std::fs::write(&tmp, &stamped).and_then(|()| std::fs::rename(&tmp, &output)).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Failure { code: 1, error: anyhow::Error::new(e).context(format!("writing {}", output.display())) }
+    })?;
+    eprintln!(
+        "camclassd: stamped {} inputs into {} ({} bytes more)",
+        set.inputs.len(),
+        output.display(),
+        stamped.len().saturating_sub(bytes.len())
+    );
+    Ok(0)
+}
+
+fn write_stdout(text: &str) -> Result<(), Failure> {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure { code: 1, error: anyhow::Error::new(e).context("writing to stdout") })
+        }
+        _ => Ok(()),
+    }
 }
 
 fn check_config(path: &Path) -> Result<u8, Failure> {
@@ -441,11 +565,24 @@ fn run_classify(args: ClassifyArgs, ort_lib: Option<&Path>) -> Result<u8, Failur
     let runtime = model::runtime::load(ort_lib).map_err(|e| usage(e.into()))?;
     let model = Model::load(runtime, &model_path, &options).map_err(|e| usage(e.into()))?;
     let mut classifier = Classifier::new(model, top_k, min_score);
+    let policy = config.as_ref().map(|c| c.model.on_check_failure).unwrap_or_default();
+    let check = camclassd::check::at_load(&mut classifier, policy).map_err(|e| usage(e.into()))?;
+    if check.status == camclassd::check::CheckStatus::Fallback {
+        if let Some(fallback) = config.as_ref().and_then(|c| c.model.fallback.as_ref()) {
+            eprintln!(
+                "camclassd: {} fails its check here; classifying with {}",
+                model_path.display(),
+                fallback.display()
+            );
+            let model = Model::load(runtime, fallback, &options).map_err(|e| usage(e.into()))?;
+            classifier = Classifier::new(model, top_k, min_score);
+        }
+    }
 
     let mut failed = 0usize;
     let mut stdout = std::io::stdout().lock();
     for image in &args.images {
-        let text = match classify::classify_file(&mut classifier, image) {
+        let text = match classify::classify_file(&mut classifier, image, args.scores) {
             Ok(report) if args.json => {
                 serde_json::to_string(&report).context("encoding the JSON report").map_err(usage)? + "\n"
             }

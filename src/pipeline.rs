@@ -61,6 +61,11 @@ impl Classifier {
         &self.model
     }
 
+    /// The model back, for a caller that runs its own stage chain (the daemon's workers).
+    pub fn into_model(self) -> Model {
+        self.model
+    }
+
     /// The full probability vector of the last classified frame.
     pub fn probabilities(&self) -> &[f32] {
         self.postprocessor.probabilities()

@@ -37,6 +37,9 @@ pub struct ImageReport {
     pub provider: String,
     pub top: Vec<LabeledScore>,
     pub timing_ms: TimingMs,
+    /// Every class's probability, in class order (`--scores`): for evaluating a model outside camclassd.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scores: Option<Vec<f32>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +56,8 @@ pub enum ClassifyError {
 
 const MAX_FILE_BYTES: u64 = 256 << 20;
 
-/// Reads and classifies one image file.
-pub fn classify_file(classifier: &mut Classifier, path: &Path) -> Result<ImageReport, ClassifyError> {
+/// Reads and classifies one image file; `all_scores` also keeps the whole probability vector.
+pub fn classify_file(classifier: &mut Classifier, path: &Path, all_scores: bool) -> Result<ImageReport, ClassifyError> {
     if path.is_dir() {
         return Err(ClassifyError::Directory { path: path.to_path_buf() });
     }
@@ -77,6 +80,7 @@ pub fn classify_file(classifier: &mut Classifier, path: &Path) -> Result<ImageRe
             .map(|s| LabeledScore { class_id: s.class_id, label: model.label(s.class_id).into_owned(), score: s.score })
             .collect(),
         timing_ms: timings.into(),
+        scores: all_scores.then(|| classifier.probabilities().to_vec()),
     })
 }
 

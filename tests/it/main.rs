@@ -5,6 +5,7 @@
 
 mod bench;
 mod broker;
+mod check;
 mod classify;
 mod compare;
 mod daemon;
