@@ -162,6 +162,21 @@ impl Discovery {
             topic: self.topic("sensor", "queue_depth"),
             payload: Value::Object(queue).to_string().into_bytes(),
         });
+        // The model's own check at load (camclassd verify): passed / failed / fallback / unchecked.
+        let mut check = self.entity("model_check", "model check");
+        check.insert("state_topic".into(), json!(health));
+        check.insert(
+            "value_template".into(),
+            json!("{{ value_json.model_check.status if value_json.model_check else 'unchecked' }}"),
+        );
+        check.insert("json_attributes_topic".into(), json!(health));
+        check.insert("json_attributes_template".into(), json!("{{ (value_json.model_check or {}) | tojson }}"));
+        check.insert("entity_category".into(), json!("diagnostic"));
+        check.insert("icon".into(), json!("mdi:check-decagram"));
+        out.push(ConfigMessage {
+            topic: self.topic("sensor", "model_check"),
+            payload: Value::Object(check).to_string().into_bytes(),
+        });
         out
     }
 }
@@ -178,7 +193,7 @@ mod tests {
     fn every_camera_gets_its_entities_and_valid_json() {
         let d = discovery();
         let configs = d.configs(&["porch".into(), "back_door".into()]);
-        assert_eq!(configs.len(), 13);
+        assert_eq!(configs.len(), 14);
         for c in &configs {
             assert!(d.is_own_config(&c.topic), "{}", c.topic);
             let v: Value = serde_json::from_slice(&c.payload).unwrap();
@@ -189,6 +204,10 @@ mod tests {
         let topics: Vec<&str> = configs.iter().map(|c| c.topic.as_str()).collect();
         assert!(topics.contains(&"homeassistant/event/pi4/back_door_classification/config"));
         assert!(topics.contains(&"homeassistant/sensor/pi4/porch_label/config"));
+        let check = configs.iter().find(|c| c.topic == "homeassistant/sensor/pi4/model_check/config").unwrap();
+        let v: Value = serde_json::from_slice(&check.payload).unwrap();
+        assert_eq!(v["state_topic"], "camclassd/pi4/health");
+        assert_eq!(v["entity_category"], "diagnostic");
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub struct Row {
     pub note: Option<String>,
     /// `None` when it ran; otherwise why it did not.
     pub unavailable: Option<String>,
+    /// The model's own check on this CPU (passed / failed / unchecked): a fast model that fails it is
+    /// not a candidate. Run once per model and provider, before the timing.
+    pub model_check: Option<crate::check::CheckStatus>,
     pub size_bytes: u64,
     pub session_ms: f64,
     pub first_inference_ms: f64,
@@ -206,6 +209,22 @@ pub fn run(
                     }
                     other => other?,
                 };
+                // The check, before the timing (it runs a few inferences, like the warm-up does).
+                let mut model_check = None;
+                if batch == 1 {
+                    let mut classifier = crate::pipeline::Classifier::new(model, 1, 0.0);
+                    match crate::check::at_load(&mut classifier, crate::check::OnCheckFailure::Warn) {
+                        Ok(check) => {
+                            if check.status == crate::check::CheckStatus::Failed {
+                                let failed = format!("fails its model check on this CPU: {}", check.detail);
+                                note = Some(note.map_or(failed.clone(), |n| format!("{n}; {failed}")));
+                            }
+                            model_check = Some(check.status);
+                        }
+                        Err(e) => note = Some(format!("model check not run: {e}")),
+                    }
+                    model = classifier.into_model();
+                }
                 let size = model.size_bytes();
                 let mut row = Row {
                     model: name.clone(),
@@ -216,6 +235,7 @@ pub fn run(
                     input_size: [model.spec().input_size.0, model.spec().input_size.1],
                     note,
                     unavailable: None,
+                    model_check,
                     size_bytes: size,
                     session_ms: 0.0,
                     first_inference_ms: 0.0,

@@ -59,6 +59,39 @@ pub struct Quantization {
     pub activation_type: Option<String>,
 }
 
+/// What `camclassd verify` will check, read from the model's `camclassd.check` metadata.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckSummary {
+    pub inputs: usize,
+    pub reference_file: String,
+    pub reference_sha256: String,
+    pub min_cosine: f32,
+    pub bytes: usize,
+    /// Set when the golden set cannot be read (then `verify` refuses the model).
+    pub error: Option<String>,
+}
+
+fn check_summary(text: &str) -> CheckSummary {
+    match serde_json::from_str::<crate::check::GoldenSet>(text) {
+        Ok(set) => CheckSummary {
+            inputs: set.inputs.len(),
+            reference_file: set.reference.file,
+            reference_sha256: set.reference.sha256,
+            min_cosine: set.min_cosine,
+            bytes: text.len(),
+            error: None,
+        },
+        Err(e) => CheckSummary {
+            inputs: 0,
+            reference_file: String::new(),
+            reference_sha256: String::new(),
+            min_cosine: 0.0,
+            bytes: text.len(),
+            error: Some(e.to_string()),
+        },
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Inspection {
     pub path: String,
@@ -71,7 +104,11 @@ pub struct Inspection {
     pub domain: String,
     pub model_version: i64,
     pub doc_string: String,
+    /// `metadata_props`; the model check's golden set (`camclassd.check`, ~100 kB per input) is
+    /// summarised in `check` and shown here by its size only.
     pub metadata: BTreeMap<String, String>,
+    /// The stamped model check, if any.
+    pub check: Option<CheckSummary>,
     pub inputs: Vec<Io>,
     pub outputs: Vec<Io>,
     pub nodes: usize,
@@ -140,7 +177,23 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
         domain: model.domain.clone(),
         model_version: model.model_version,
         doc_string: model.doc_string.clone(),
-        metadata: model.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect(),
+        metadata: model
+            .metadata_props
+            .iter()
+            .map(|p| {
+                let value = if p.key == crate::check::METADATA_KEY {
+                    format!("({} bytes: the model check, see `check`)", p.value.len())
+                } else {
+                    p.value.clone()
+                };
+                (p.key.clone(), value)
+            })
+            .collect(),
+        check: model
+            .metadata_props
+            .iter()
+            .find(|p| p.key == crate::check::METADATA_KEY)
+            .map(|p| check_summary(&p.value)),
         inputs,
         outputs,
         nodes,
@@ -345,6 +398,23 @@ pub fn render_text(m: &Inspection) -> String {
                 v.clone()
             };
             let _ = writeln!(o, "    {k} = {shown}");
+        }
+    }
+    match &m.check {
+        Some(CheckSummary { error: Some(e), .. }) => {
+            let _ = writeln!(o, "  check         unreadable ({e})");
+        }
+        Some(c) => {
+            let sha = c.reference_sha256.get(..12).unwrap_or(&c.reference_sha256);
+            let _ = writeln!(
+                o,
+                "  check         {} golden inputs, answers of {} (sha256 {sha}…), pass: every top-1 and mean \
+                 cosine >= {:.2} (camclassd verify)",
+                c.inputs, c.reference_file, c.min_cosine
+            );
+        }
+        None => {
+            let _ = writeln!(o, "  check         none (camclassd stamp adds one)");
         }
     }
     if let Some(p) = &m.session {

@@ -22,7 +22,8 @@ for path in sys.argv[1:]:
         "parameters": int(sum(int(np.prod(t.dims)) for t in g.initializer)),
         "inputs": [io(v) for v in g.input if v.name not in inits],
         "outputs": [io(v) for v in g.output],
-        "metadata": {p.key: p.value for p in m.metadata_props},
+        "metadata": {p.key: (f"({len(p.value.encode())} bytes: the model check, see `check`)" if p.key == "camclassd.check" else p.value) for p in m.metadata_props},
+        "check_inputs": next((len(json.loads(p.value)["inputs"]) for p in m.metadata_props if p.key == "camclassd.check"), None),
         "producer_name": m.producer_name,
     }))
 "#;
@@ -59,6 +60,7 @@ fn inspect_agrees_with_the_onnx_package() {
         for key in ["ir_version", "nodes", "parameters", "metadata", "producer_name"] {
             assert_eq!(ours[key], t[key], "{name}: {key}");
         }
+        assert_eq!(ours["check"]["inputs"], t["check_inputs"], "{name}: the model check's inputs");
         let opsets: serde_json::Map<String, serde_json::Value> = ours["opsets"]
             .as_array()
             .expect("opsets")
@@ -91,7 +93,8 @@ fn inspect_reports_quantization_and_symbolic_dims() {
     let m: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
     assert_eq!(m["quantization"]["kind"], "qdq_static");
     assert_eq!(m["quantization"]["granularity"], "per_channel");
-    assert_eq!(m["quantization"]["weight_type"], "int8");
+    // U8U8: uint8 weights are exact on every CPU (models/README.md, "The INT8 recipe").
+    assert_eq!(m["quantization"]["weight_type"], "uint8");
     assert_eq!(m["quantization"]["activation_type"], "uint8");
     assert_eq!(m["inputs"][0]["shape"][0], "batch");
     let out = run(camclassd().args(["inspect", "--json"]).arg(model("fp32")));

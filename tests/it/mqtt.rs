@@ -234,6 +234,7 @@ fn home_assistant_discovery_is_retained_resent_and_cleaned_up() {
         "homeassistant/sensor/testnode/porch_fps/config",
         "homeassistant/sensor/testnode/porch_frames_dropped/config",
         "homeassistant/sensor/testnode/porch_infer_ms/config",
+        "homeassistant/sensor/testnode/model_check/config",
     ] {
         assert!(topics.contains(t), "{t} not retained: {topics:?}");
     }
@@ -254,6 +255,9 @@ fn home_assistant_discovery_is_retained_resent_and_cleaned_up() {
         assert!(h[key].as_u64().is_some(), "{key} in {h}");
     }
     assert!(h["queue"]["depth"].is_u64(), "{h}");
+    // The shipped INT8 model carries its check, and it passed at load on this CPU.
+    assert_eq!(h["model_check"]["status"], "passed", "{h}");
+    assert!(h["model_check"]["detail"].as_str().is_some_and(|d| d.contains("mean cosine")), "{h}");
 
     // Home Assistant restarts: it says `online`, and gets every config again.
     let before = witness.messages().iter().filter(|m| m.topic.ends_with("porch_label/config")).count();
