@@ -524,6 +524,9 @@ impl Config {
                 }
             }
         }
+        if let Some(why) = crate::publish::queue::foreign(&self.queue.path).filter(|_| !self.queue.path.is_dir()) {
+            problem("queue.path", format!("{} {why}; point it at a new file", self.queue.path.display()));
+        }
         if self.queue.path.as_os_str().is_empty() || self.queue.path.is_dir() {
             problem(
                 "queue.path",

@@ -41,7 +41,7 @@ pub enum DaemonError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Publish(#[from] PublishError),
-    #[error("{0} (set [queue] path to a writable file)")]
+    #[error(transparent)]
     Queue(#[from] QueueError),
     #[error(transparent)]
     Check(#[from] check::CheckLoadError),

@@ -95,6 +95,11 @@ impl Discovery {
         .collect()
     }
 
+    /// The config topics of the node's own entities (not tied to a camera).
+    pub fn node_topics(&self) -> [String; 2] {
+        [self.topic("sensor", "queue_depth"), self.topic("sensor", "model_check")]
+    }
+
     /// Every config message for these cameras, plus the node's own diagnostics.
     pub fn configs(&self, cameras: &[String]) -> Vec<ConfigMessage> {
         let mut out = Vec::new();
@@ -158,10 +163,8 @@ impl Discovery {
         queue.insert("value_template".into(), json!("{{ value_json.queue.depth }}"));
         queue.insert("entity_category".into(), json!("diagnostic"));
         queue.insert("state_class".into(), json!("measurement"));
-        out.push(ConfigMessage {
-            topic: self.topic("sensor", "queue_depth"),
-            payload: Value::Object(queue).to_string().into_bytes(),
-        });
+        let [queue_topic, check_topic] = self.node_topics();
+        out.push(ConfigMessage { topic: queue_topic, payload: Value::Object(queue).to_string().into_bytes() });
         // The model's own check at load (camclassd verify): passed / failed / fallback / unchecked.
         let mut check = self.entity("model_check", "model check");
         check.insert("state_topic".into(), json!(health));
@@ -173,10 +176,7 @@ impl Discovery {
         check.insert("json_attributes_template".into(), json!("{{ (value_json.model_check or {}) | tojson }}"));
         check.insert("entity_category".into(), json!("diagnostic"));
         check.insert("icon".into(), json!("mdi:check-decagram"));
-        out.push(ConfigMessage {
-            topic: self.topic("sensor", "model_check"),
-            payload: Value::Object(check).to_string().into_bytes(),
-        });
+        out.push(ConfigMessage { topic: check_topic, payload: Value::Object(check).to_string().into_bytes() });
         out
     }
 }

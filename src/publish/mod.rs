@@ -322,6 +322,8 @@ struct Publisher {
     reconnect_at: Option<tokio::time::Instant>,
     down_since: Option<Instant>,
     refused_commands: u64,
+    /// Failed attempts to rewrite a deleted queue file (logged at powers of two).
+    queue_file_errors: u64,
 }
 
 /// Runs the publisher until every sender of `rx` is gone, then drains the queue (a few seconds at most),
@@ -363,6 +365,7 @@ pub async fn run(
         reconnect_at: None,
         down_since: None,
         refused_commands: 0,
+        queue_file_errors: 0,
     };
     if !p.queue.is_empty() {
         tracing::info!(
@@ -406,6 +409,7 @@ pub async fn run(
             }
             _ = health_tick.tick() => p.publish_health(),
             _ = flush_tick.tick() => {
+                p.check_queue_file();
                 p.flush_acks(true);
                 p.check_ack_timeout();
             }
@@ -429,6 +433,7 @@ pub async fn run(
     if let Err(e) = tokio::task::block_in_place(|| p.queue.flush()) {
         tracing::error!("{e}");
     }
+    p.check_queue_file();
     p.stats.queued = p.queue.len();
     p.stats.dropped = p.queue.dropped();
     p.goodbye(&mut notice_rx).await;
@@ -666,7 +671,7 @@ impl Publisher {
             }
             if d.is_own_config(topic) {
                 let current = self.cameras.iter().flat_map(|c| d.camera_topics(c)).any(|t| t == topic)
-                    || topic.ends_with("/queue_depth/config");
+                    || d.node_topics().iter().any(|t| t == topic);
                 if !current && !publish.payload.is_empty() {
                     tracing::info!(topic, "clearing the discovery config of a camera no longer configured");
                     self.set_retained(topic.to_string(), Vec::new());
@@ -793,11 +798,32 @@ impl Publisher {
         }
     }
 
+    /// Notices a queue file deleted or replaced under the daemon (and writes the events again), once a
+    /// second; a failure to do so is logged at powers of two.
+    fn check_queue_file(&mut self) {
+        match tokio::task::block_in_place(|| self.queue.ensure_file()) {
+            Ok(()) => self.queue_file_errors = 0,
+            Err(e) => {
+                self.queue_file_errors += 1;
+                if self.queue_file_errors.is_power_of_two() {
+                    tracing::error!("{e}; the waiting events are only in memory until this is fixed");
+                }
+            }
+        }
+    }
+
     /// Publishes `offline` and disconnects cleanly (no Last Will), waiting briefly for the broker.
     async fn goodbye(&mut self, notices: &mut mpsc::Receiver<(u64, Notice)>) {
         let Some(conn) = self.conn.as_ref().filter(|c| c.connected.is_some()) else {
             self.conn = None; // a connection still being set up is abandoned, not left to connect later
-            if self.stats.queued > 0 {
+            if self.stats.queued > 0 && self.queue_file_errors > 0 {
+                tracing::error!(
+                    queued = self.stats.queued,
+                    "MQTT broker unreachable at shutdown and the event queue {} could not be written again: \
+                     these events are lost",
+                    self.queue.path().display()
+                );
+            } else if self.stats.queued > 0 {
                 tracing::warn!(
                     queued = self.stats.queued,
                     "MQTT broker unreachable at shutdown: events stay queued in {} for the next start",

@@ -2,8 +2,10 @@
 //! broker has acknowledged it (PUBACK), so neither a broker outage, a daemon restart nor a power cut loses it.
 //!
 //! Storage is [redb] (ACID, copy-on-write, crash-safe); each record also carries its own CRC-32 so a record
-//! damaged on the medium is detected, logged and skipped rather than published. A file redb cannot open
-//! is moved aside (`<path>.corrupt-<unix time>`) and a fresh queue started: the daemon never stops over it.
+//! damaged on the medium is detected, logged and skipped rather than published. A damaged queue file (one
+//! that starts with redb's header, so it was a queue) is moved aside (`<path>.corrupt-<unix time>`) and a
+//! fresh queue started: the daemon never stops over it. Anything else at the path — a device, a folder, a
+//! user's file — is never touched: that is an error naming the path ([`foreign`]).
 //!
 //! Appends are durable when [`Queue::push`] returns (one fsync per batch). Removals are batched and made
 //! durable at least every [`ACK_FLUSH`]; after a crash the few acknowledged-but-not-yet-removed events are
@@ -32,11 +34,49 @@ const CACHE_BYTES: usize = 512 * 1024;
 /// Record layout: CRC-32 (LE, over the rest) | topic length (u16 LE) | topic | payload.
 const HEADER: usize = 6;
 
+/// The first bytes of every redb 2 database file. Only a file that starts with them was ever a queue.
+const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+
+/// Why the thing at `path` is not an event queue that camclassd may open, create or move aside, if it is
+/// not: not a regular file (a device, a folder, a FIFO), or a non-empty file without redb's header (a
+/// config, a log, someone's data). A missing or empty file is fine: the queue is created there. A path that
+/// cannot be read is left for the open to report (with its permission or disk advice).
+pub fn foreign(path: &Path) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let kind = meta.file_type();
+    let what = if kind.is_dir() {
+        "a folder"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if meta.len() == 0 {
+        return None;
+    } else {
+        let mut head = [0u8; REDB_MAGIC.len()];
+        let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).ok()?;
+        if n == head.len() && head == REDB_MAGIC {
+            return None;
+        }
+        "a file that is not a camclassd event queue (no redb header)"
+    };
+    Some(format!("is {what}; camclassd never replaces it"))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
+    #[error(
+        "event queue {}: {why}: set [queue] path to a new file (the default is /var/lib/camclassd/queue.redb)",
+        path.display()
+    )]
+    Foreign { path: PathBuf, why: String },
     #[error("event queue {}: {source}", path.display())]
     Open { path: PathBuf, source: Box<dyn std::error::Error + Send + Sync> },
-    #[error("event queue {}: {source}", path.display())]
+    #[error("event queue {}: {source} (free space on that disk, or set [queue] path to a writable one)", path.display())]
     Io { path: PathBuf, source: Box<dyn std::error::Error + Send + Sync> },
 }
 
@@ -69,6 +109,14 @@ pub struct Queue {
     dropped: u64,
     pending_removals: bool,
     last_durable: Instant,
+    /// (device, inode) of the file this queue has open: a different one at `path`, or none, means the file
+    /// was deleted or replaced under the daemon ([`Queue::ensure_file`]).
+    file_id: Option<(u64, u64)>,
+}
+
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl std::fmt::Debug for Queue {
@@ -85,9 +133,14 @@ impl Queue {
     /// Opens (or creates) the queue at `path`. A damaged file is moved aside with an error logged, and
     /// whatever records could still be read are carried over into the fresh queue.
     pub fn open(path: &Path, limits: Limits) -> Result<Queue, QueueError> {
+        if let Some(why) = foreign(path) {
+            return Err(QueueError::Foreign { path: path.to_path_buf(), why });
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| QueueError::Open { path: path.to_path_buf(), source: boxed(e) })?;
+            std::fs::create_dir_all(dir).map_err(|e| QueueError::Open {
+                path: path.to_path_buf(),
+                source: format!("cannot create {}: {e} (set [queue] path to a writable file)", dir.display()).into(),
+            })?;
         }
         let opened = Self::try_open(path, limits);
         // What the user or the machine must fix (permissions, a second daemon, a full or read-only disk) is
@@ -242,7 +295,65 @@ impl Queue {
             dropped: 0,
             pending_removals: false,
             last_durable: Instant::now(),
+            file_id: file_id(path),
         }
+    }
+
+    /// Checks that the file at the queue's path is still the one this queue has open. When it was deleted
+    /// (or replaced) while the daemon ran, its events now live only in the open, unlinked file: they are
+    /// written, with their ids and the sequence numbers, into a new file at the path, and that is logged as
+    /// the error it is. Called before every write and every second by the publisher. A path now taken by
+    /// something that is not a queue is an error, and nothing is written there.
+    pub fn ensure_file(&mut self) -> Result<(), QueueError> {
+        let now = file_id(&self.path);
+        if now.is_some() && now == self.file_id {
+            return Ok(());
+        }
+        if let Some(why) = foreign(&self.path) {
+            return Err(QueueError::Foreign { path: self.path.clone(), why });
+        }
+        let io = |source| QueueError::Io { path: self.path.clone(), source };
+        let mut records: Vec<(u64, Vec<u8>)> = Vec::with_capacity(self.sizes.len());
+        {
+            let read = self.db.begin_read().map_err(|e| io(boxed(e)))?;
+            match read.open_table(EVENTS) {
+                Ok(table) => {
+                    for entry in table.iter().map_err(|e| io(boxed(e)))? {
+                        let (id, value) = entry.map_err(|e| io(boxed(e)))?;
+                        records.push((id.value(), value.value().to_vec()));
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(io(boxed(e))),
+            }
+        }
+        tracing::error!(
+            "event queue {} was {} while camclassd ran: writing its {} waiting events into a new file there",
+            self.path.display(),
+            if now.is_some() { "replaced" } else { "deleted" },
+            records.len()
+        );
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| io(boxed(e)))?;
+        }
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(&self.path).map_err(|e| io(boxed(e)))?;
+        let tx = db.begin_write().map_err(|e| io(boxed(e)))?;
+        {
+            let mut table = tx.open_table(EVENTS).map_err(|e| io(boxed(e)))?;
+            for (id, value) in &records {
+                table.insert(*id, value.as_slice()).map_err(|e| io(boxed(e)))?;
+            }
+            let mut seqs = tx.open_table(SEQUENCES).map_err(|e| io(boxed(e)))?;
+            for (camera, seq) in &self.sequences {
+                seqs.insert(camera.as_str(), *seq).map_err(|e| io(boxed(e)))?;
+            }
+        }
+        tx.commit().map_err(|e| io(boxed(e)))?;
+        self.db = db;
+        self.file_id = file_id(&self.path);
+        self.pending_removals = false;
+        self.last_durable = Instant::now();
+        Ok(())
     }
 
     fn restore(&mut self, records: Vec<Record>, sequences: HashMap<String, u64>) -> Result<(), QueueError> {
@@ -257,6 +368,7 @@ impl Queue {
         durable: bool,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<(), Box<dyn std::error::Error + Send + Sync>>,
     ) -> Result<(), QueueError> {
+        self.ensure_file()?;
         let io = |source| QueueError::Io { path: self.path.clone(), source };
         let mut tx = self.db.begin_write().map_err(|e| io(boxed(e)))?;
         tx.set_durability(if durable { Durability::Immediate } else { Durability::None });
@@ -531,7 +643,9 @@ fn not_damage(problem: &(dyn std::error::Error + 'static)) -> Option<NotDamage> 
             });
         if let Some(io) = io {
             return match io.raw_os_error() {
-                Some(libc::EACCES | libc::EPERM) => Some(NotDamage::Fixable("permission denied")),
+                Some(libc::EACCES | libc::EPERM) => Some(NotDamage::Fixable(
+                    "permission denied (the daemon's user must be able to write it; or set [queue] path to a writable file)",
+                )),
                 Some(libc::ENOSPC | libc::EROFS | libc::EDQUOT) => Some(NotDamage::Io),
                 _ => None,
             };
@@ -635,10 +749,47 @@ mod tests {
     }
 
     #[test]
-    fn an_unreadable_file_is_moved_aside_and_a_fresh_queue_starts() {
+    fn a_queue_file_deleted_while_open_is_written_again_with_its_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("qdel");
+        let path = folder.join("q.redb");
+        let mut q = Queue::open(&path, LIMITS).unwrap();
+        q.next_seq("porch");
+        q.push(&items(0..5)).unwrap();
+        std::fs::remove_dir_all(&folder).unwrap();
+        q.ensure_file().unwrap();
+        assert!(path.is_file(), "recreated");
+        q.push(&items(5..7)).unwrap();
+        let ids: Vec<u64> = q.read_from(0, 100).unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(ids, (1..=7).collect::<Vec<_>>(), "same ids, none lost");
+        drop(q);
+        let mut q = Queue::open(&path, LIMITS).unwrap();
+        assert_eq!(q.len(), 7, "the next start has them all");
+        assert_eq!(q.next_seq("porch"), 2, "seq kept");
+    }
+
+    #[test]
+    fn what_is_not_a_queue_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("camclassd.toml");
+        std::fs::write(&config, "version = 1\n").unwrap();
+        for path in [config.as_path(), dir.path(), Path::new("/dev/null")] {
+            let err = Queue::open(path, LIMITS).unwrap_err();
+            assert!(matches!(err, QueueError::Foreign { .. }), "{}: {err}", path.display());
+            assert!(err.to_string().contains("never replaces it"), "{err}");
+        }
+        assert_eq!(std::fs::read_to_string(&config).unwrap(), "version = 1\n", "the file is untouched");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "nothing moved aside or created");
+    }
+
+    #[test]
+    fn an_unreadable_queue_is_moved_aside_and_a_fresh_queue_starts() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.redb");
-        std::fs::write(&path, vec![0x5a; 10_000]).unwrap();
+        // redb's header, then garbage: a queue damaged past its first bytes.
+        let mut bytes = REDB_MAGIC.to_vec();
+        bytes.extend(vec![0x5a; 10_000]);
+        std::fs::write(&path, bytes).unwrap();
         let mut q = Queue::open(&path, LIMITS).unwrap();
         assert!(q.is_empty());
         q.push(&items(0..1)).unwrap();

@@ -159,3 +159,33 @@ fn a_closed_pipe_ends_output_quietly() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
 }
+
+/// `[queue] path` pointing at something that is not a queue: refused by check-config and by run (exit 2,
+/// naming the key), and the thing itself is left exactly as it was — never renamed, never replaced.
+#[test]
+fn a_queue_path_that_is_not_a_queue_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("camclassd.toml");
+    let int8 = model("int8").display().to_string();
+    let camera = format!("[[cameras]]\nname = \"c\"\nsource = {:?}\n", generated("coffee.jpg").display().to_string());
+    for target in [config.display().to_string(), "/dev/full".to_string(), "/dev/null".to_string()] {
+        let text = format!(
+            "version = 1\n[mqtt]\nhost = \"127.0.0.1\"\nport = 1\n[queue]\npath = {target:?}\n[model]\npath = {int8:?}\n{camera}"
+        );
+        std::fs::write(&config, &text).expect("config");
+        let out = run(camclassd().arg("check-config").arg(&config));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{target}: {err}");
+        assert!(err.contains("queue.path") && err.contains("never replaces it"), "{target}: {err}");
+        assert!(err.contains(&format!("{}:6:", config.display())), "the line: {err}");
+
+        let out = run(camclassd().args(["run", "--config"]).arg(&config));
+        assert_eq!(out.status.code(), Some(2), "{target}: {}", stderr(&out));
+        assert_eq!(std::fs::read_to_string(&config).expect("config"), text, "{target}: the config is untouched");
+        let names: Vec<_> =
+            std::fs::read_dir(dir.path()).expect("dir").map(|e| e.expect("entry").file_name()).collect();
+        assert_eq!(names.len(), 1, "{target}: nothing moved aside or created: {names:?}");
+    }
+    let dev = std::fs::metadata("/dev/full").expect("/dev/full").file_type();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(&dev), "/dev/full is still a device");
+}

@@ -129,14 +129,33 @@ fn a_damaged_queue_file_is_logged_and_the_daemon_carries_on() {
     let config = config_with(dir.path(), &broker, "", &replay_camera("coffee.jpg", 10.0, "every_frame"), "");
     let queue = dir.path().join("queue.redb");
 
-    // Random bytes.
+    // Random bytes are not a queue (no redb header): someone's file, never moved aside or replaced.
     let noise: Vec<u8> = (0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     std::fs::write(&queue, &noise).expect("write");
+    let mut daemon = Daemon::start(&config);
+    let code = daemon.wait_exit(Duration::from_secs(20));
+    let log = daemon.log();
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("not a camclassd event queue") && log.contains("queue.path"), "{log}");
+    assert_eq!(std::fs::read(&queue).expect("still there"), noise, "left exactly as it was");
+    std::fs::remove_file(&queue).expect("remove");
+
+    // A real queue, damaged past its header: moved aside, a fresh queue, events flow.
     let daemon = Daemon::start(&config);
     witness.wait_for("events", Duration::from_secs(20), |m| !seqs(m).is_empty());
     let (code, log) = daemon.stop();
     assert_eq!(code, Some(0), "{log}");
-    assert!(log.contains("cannot be read") && log.contains(".corrupt-"), "{log}");
+    let mut bytes = std::fs::read(&queue).expect("queue");
+    for b in &mut bytes[64..] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&queue, &bytes).expect("damage");
+    let before = witness.messages().len();
+    let daemon = Daemon::start(&config);
+    witness.wait_for("events after the damage", Duration::from_secs(20), |m| m.len() > before + 3);
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains(".corrupt-"), "{log}");
 
     // A real queue, truncated as a power cut mid-write could leave it.
     let len = std::fs::metadata(&queue).expect("queue").len();
@@ -149,6 +168,45 @@ fn a_damaged_queue_file_is_logged_and_the_daemon_carries_on() {
     let (code, log) = daemon.stop();
     assert_eq!(code, Some(0), "{log}");
     assert!(log.matches("moved it to").count() + log.matches("moved the file to").count() >= 1, "{log}");
+}
+
+/// The queue's folder removed while the broker is down: the daemon notices within a second, writes the
+/// waiting events into a new file, says so, and the next start delivers every one of them.
+#[test]
+fn a_queue_file_deleted_while_running_loses_no_event() {
+    let mut broker = Broker::start_persistent();
+    let witness = Witness::start_persistent(&broker, "camclassd/testnode/+/event", "qdel-witness");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_with(dir.path(), &broker, "", &replay_camera("coffee.jpg", 10.0, "every_frame"), "");
+    let folder = dir.path().join("qdel");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let queue = dir.path().join("queue.redb").display().to_string();
+    let moved = folder.join("q.redb").display().to_string();
+    std::fs::write(&config, text.replace(&format!("{queue:?}"), &format!("{moved:?}"))).expect("config");
+    broker.kill();
+
+    let daemon = Daemon::start(&config);
+    daemon.wait_log("camclassd running", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::remove_dir_all(&folder).expect("remove the queue's folder");
+    daemon.wait_log("was deleted while camclassd ran", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(Path::new(&moved).is_file(), "the queue file is there again:\n{log}");
+    let made: u64 = log
+        .lines()
+        .find_map(|l| l.split("queued=").nth(1).and_then(|v| v.split_whitespace().next()?.parse().ok()))
+        .expect("the number of queued events in the log");
+    assert!(made > 20, "{made} events queued:\n{log}");
+
+    broker.start_again();
+    let daemon = Daemon::start(&config);
+    let messages =
+        witness.wait_for("every queued event", Duration::from_secs(20), |m| (1..=made).all(|s| seqs(m).contains(&s)));
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(seqs(&messages).contains(&made), "{log}");
 }
 
 /// Keys Home Assistant's MQTT sensor and event platforms accept (full names, from its discovery schema),
