@@ -543,6 +543,8 @@ fn decode_loop(
 ) {
     let mut pre = Preprocessor::new(spec);
     let mut next = 0;
+    // Per camera, frames skipped in a row: logged at the first and at powers of two, and at recovery.
+    let mut skipped = vec![0u64; names.len()];
     while let Some((camera, frame)) = hub.take(&mut next) {
         let Ok(mut tensor) = free_rx.recv() else { break };
         let t0 = Instant::now();
@@ -550,11 +552,21 @@ fn decode_loop(
         let preprocess = t0.elapsed();
         let (captured_at, captured) = (frame.captured_at, frame.captured);
         hub.recycle(camera, frame.data);
+        let name = || names.get(camera).map_or("?", String::as_str);
+        let streak = skipped.get_mut(camera);
         if let Err(e) = result {
-            let name = names.get(camera).map_or("?", String::as_str);
-            tracing::warn!(camera = name, "frame skipped: {e}");
+            if let Some(n) = streak {
+                *n += 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(camera = name(), skipped = *n, "frame skipped: {e}");
+                }
+            }
             let _ = free_tx.send(tensor);
             continue;
+        }
+        if let Some(n) = streak.filter(|n| **n > 0) {
+            tracing::info!(camera = name(), "frames decode again after {n} skipped");
+            *n = 0;
         }
         if ready_tx.send(Prepared { camera, tensor, captured_at, captured, preprocess }).is_err() {
             break;
@@ -574,6 +586,8 @@ fn infer_loop(
     let mut result = Classification::default();
     let mut frames = 0u64;
     let model_ref = ModelRef { name: model.spec().name.clone(), sha256: model.sha256().to_string() };
+    // Inference failures in a row: logged at the first and at powers of two, and at recovery.
+    let mut failures = 0u64;
     while let Ok(mut p) = ready_rx.recv() {
         model.input_slot_mut(0).copy_from_slice(&p.tensor);
         // The tensor goes straight back: the decode thread fills it while this frame is inferred.
@@ -591,8 +605,15 @@ fn infer_loop(
         let camera = p.camera;
         worker.health.end(camera, infer, run.is_ok());
         if let Err(e) = run {
-            tracing::error!(camera = %worker.camera_name(camera), "inference failed: {e}");
+            failures += 1;
+            if failures.is_power_of_two() {
+                tracing::error!(camera = %worker.camera_name(camera), failures, "inference failed: {e}");
+            }
             continue;
+        }
+        if failures > 0 {
+            tracing::info!("inference works again after {failures} failures");
+            failures = 0;
         }
         frames += 1;
         post.process(model.scores(0), &mut result);

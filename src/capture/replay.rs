@@ -79,10 +79,15 @@ pub fn mjpeg_frames(stream: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// The capture thread of a replay camera.
+///
+/// A pass that delivers no frame (every file empty, unreadable or too big) counts as an unavailable source:
+/// it is logged once and retried with backoff, never spun on; each skipped file is named once per change of
+/// the file list.
 pub fn run(cam: &CameraConfig, source: &str, index: usize, hub: &FrameHub, stop: &AtomicBool) {
     let mut backoff = Backoff::default();
     let mut failing = false;
     let mut announced = usize::MAX;
+    let mut warned: std::collections::HashSet<std::path::PathBuf> = std::collections::HashSet::new();
     let mut pacer = Pacer::new(cam.fps);
     loop {
         let files = match list(source) {
@@ -99,27 +104,32 @@ pub fn run(cam: &CameraConfig, source: &str, index: usize, hub: &FrameHub, stop:
                 continue;
             }
         };
-        if failing {
-            tracing::info!(camera = %cam.name, "replay source available again");
-            failing = false;
-        }
-        backoff.reset();
         // Once per change of the file list, not once per pass: a one-image loop at 5 fps would flood the journal.
         if files.len() != announced {
             tracing::info!(camera = %cam.name, images = files.len(), fps = cam.fps, looping = cam.looping, "replaying {source}");
             announced = files.len();
+            warned.clear();
         }
+        let mut skip = |file: &Path, why: String| {
+            if warned.insert(file.to_path_buf()) {
+                tracing::warn!(camera = %cam.name, "skipping {}: {why}", file.display());
+            }
+        };
+        let mut delivered = 0u64;
         let mut stream = Vec::new();
         for file in &files {
             if is_mjpeg_stream(file) {
                 if std::fs::metadata(file).is_ok_and(|m| m.len() > MAX_STREAM_BYTES) {
-                    tracing::warn!(camera = %cam.name, "skipping {}: MJPEG streams over 512 MiB are not replayed; split it", file.display());
+                    skip(file, "MJPEG streams over 512 MiB are not replayed; split it".into());
                     continue;
                 }
                 stream.clear();
                 if let Err(e) = std::fs::File::open(file).and_then(|mut f| f.read_to_end(&mut stream)) {
-                    tracing::warn!(camera = %cam.name, "skipping {}: {e}", file.display());
+                    skip(file, e.to_string());
                     continue;
+                }
+                if stream.is_empty() {
+                    skip(file, "empty file".into());
                 }
                 for frame in mjpeg_frames(&stream) {
                     if !pace(&mut pacer, stop) {
@@ -128,6 +138,7 @@ pub fn run(cam: &CameraConfig, source: &str, index: usize, hub: &FrameHub, stop:
                     let mut data = hub.buffer(index);
                     data.extend_from_slice(frame);
                     hub.put(index, captured(data));
+                    delivered += 1;
                 }
                 continue;
             }
@@ -136,9 +147,29 @@ pub fn run(cam: &CameraConfig, source: &str, index: usize, hub: &FrameHub, stop:
             }
             let mut data = hub.buffer(index);
             match std::fs::File::open(file).and_then(|mut f| f.read_to_end(&mut data)) {
-                Ok(_) => hub.put(index, captured(data)),
-                Err(e) => tracing::warn!(camera = %cam.name, "skipping {}: {e}", file.display()),
+                Ok(_) => {
+                    hub.put(index, captured(data));
+                    delivered += 1;
+                }
+                Err(e) => skip(file, e.to_string()),
             }
+        }
+        if delivered > 0 {
+            if failing {
+                tracing::info!(camera = %cam.name, "replay source available again");
+                failing = false;
+            }
+            backoff.reset();
+        } else if cam.looping {
+            let delay = backoff.next_delay();
+            if !failing {
+                tracing::warn!(camera = %cam.name, "replay source {source} gave no frame ({} files); retrying with backoff up to {}s", files.len(), Backoff::MAX.as_secs());
+                failing = true;
+            }
+            if !sleep_unless_stopped(delay, stop) {
+                return;
+            }
+            continue;
         }
         if !cam.looping {
             tracing::info!(camera = %cam.name, "replay finished");

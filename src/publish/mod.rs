@@ -129,8 +129,11 @@ impl Settings {
             .set_keep_alive(Duration::from_secs(mqtt.keepalive))
             .set_clean_session(true)
             .set_inflight((2 * WINDOW) as u16)
-            // Incoming messages are commands and discovery configs: small. Bigger ones end the connection.
-            .set_max_packet_size(64 * 1024, 16 * 1024 * 1024)
+            // Incoming messages are commands, Home Assistant's status and our discovery configs: small, and
+            // anything over 1 KiB is refused where it is read. The packet limit is far above that, because
+            // a packet over it ends the connection, and a retained one (a stray 100 kB on
+            // homeassistant/status) would then end every connection as the broker sends it again.
+            .set_max_packet_size(INCOMING_MAX, 16 * 1024 * 1024)
             .set_last_will(LastWill::new(topics.status(), "offline", QoS::AtLeastOnce, true));
         let password = match &mqtt.password_file {
             Some(path) => Some(
@@ -877,13 +880,36 @@ async fn drive(id: u64, mut eventloop: EventLoop, notices: mpsc::Sender<(u64, No
     }
 }
 
+/// The largest packet accepted from the broker.
+const INCOMING_MAX: usize = 1024 * 1024;
+
 /// A connection error in words a user can act on.
 fn describe(e: &ConnectionError) -> String {
+    use rumqttc::ConnectReturnCode as Code;
     match e {
         ConnectionError::ConnectionRefused(code) => {
-            format!("the broker refused the connection ({code:?}): check mqtt.username and the password")
+            let why = match code {
+                Code::BadUserNamePassword => "check mqtt.username and the password file",
+                Code::NotAuthorized => {
+                    "the broker's access rules do not let this client connect (its ACL, or a \
+                                       username it wants)"
+                }
+                Code::BadClientId => {
+                    "the broker rejects the client id (mqtt.client_id; some brokers limit its \
+                                     length or characters)"
+                }
+                Code::RefusedProtocolVersion => "the broker does not speak MQTT 3.1.1",
+                Code::ServiceUnavailable => "the broker is not accepting connections now",
+                Code::Success => "no reason given",
+            };
+            format!("the broker refused the connection ({code:?}): {why}")
         }
         ConnectionError::Tls(t) => format!("TLS: {t} (check mqtt.tls.ca_file and the broker's certificate)"),
+        other if other.to_string().to_ascii_lowercase().contains("payload size limit") => format!(
+            "{other}: the broker sent a message over {} KiB on a subscribed topic; a retained one comes again at \
+             every connection: clear it (mosquitto_pub -r -n -t TOPIC)",
+            INCOMING_MAX / 1024
+        ),
         other => other.to_string(),
     }
 }
@@ -891,6 +917,16 @@ fn describe(e: &ConnectionError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_broker_refusal_names_its_own_cause() {
+        use rumqttc::ConnectReturnCode as Code;
+        let text = |c| describe(&ConnectionError::ConnectionRefused(c));
+        assert!(text(Code::BadUserNamePassword).contains("password"));
+        assert!(text(Code::BadClientId).contains("client id") && !text(Code::BadClientId).contains("password"));
+        assert!(text(Code::NotAuthorized).contains("access rules"));
+        assert!(text(Code::ServiceUnavailable).contains("not accepting"));
+    }
 
     #[test]
     fn topics_follow_the_documented_layout() {

@@ -46,6 +46,19 @@ impl Daemon {
         Daemon { child, log }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU time (user + system) the daemon has used so far, from /proc/<pid>/stat.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("/proc stat");
+        // Fields after the command name (which may hold spaces) start after the last ')'.
+        let fields: Vec<&str> = stat.rsplit_once(')').expect("stat format").1.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().expect("lock").clone()
     }
@@ -446,4 +459,101 @@ fn a_broker_that_requires_a_password_gets_it_from_the_password_file() {
     assert_eq!(log.matches("MQTT connection refused").count(), 1, "{log}");
     assert!(log.contains("check mqtt.username and the password"), "{log}");
     assert!(!log.contains("wrong-pw"), "{log}");
+}
+
+/// A looping replay whose only file gives no frame (an empty `.mjpeg`) waits with backoff instead of
+/// spinning: it costs almost no CPU, says so once, and stops at once on SIGTERM.
+#[test]
+fn a_replay_without_frames_waits_instead_of_spinning() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = dir.path().join("frames");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    std::fs::write(folder.join("x.mjpeg"), b"").expect("empty stream");
+    let cameras = format!("[[cameras]]\nname = \"porch\"\nsource = {:?}\nfps = 5\n", folder.display().to_string());
+    let config = daemon_config(dir.path(), &broker, &cameras);
+    let daemon = Daemon::start(&config);
+    daemon.wait_log("camclassd running", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(1));
+    let before = daemon.cpu_time();
+    std::thread::sleep(Duration::from_secs(3));
+    let used = daemon.cpu_time() - before;
+    let started = Instant::now();
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    // Spinning used ~2 s of CPU in these 3 s; waiting uses next to none.
+    assert!(used < Duration::from_millis(500), "{used:?} of CPU in 3 s:\n{log}");
+    assert!(started.elapsed() < Duration::from_secs(3), "SIGTERM took {:?}", started.elapsed());
+    assert_eq!(log.matches("gave no frame").count(), 1, "{log}");
+    assert!(log.matches("skipping").count() <= 1, "{log}");
+    assert!(!log.contains("did not stop"), "{log}");
+}
+
+/// A replayed file that does not decode (garbage in place of a JPEG) is logged at the first frame and at
+/// powers of two, not at every frame (before: 10 lines a second at 10 fps, for ever).
+#[test]
+fn undecodable_frames_are_logged_at_powers_of_two() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cameras = format!(
+        "[[cameras]]\nname = \"porch\"\nsource = {:?}\nfps = 10\n",
+        generated("not_an_image.jpg").display().to_string()
+    );
+    let config = daemon_config(dir.path(), &broker, &cameras);
+    let daemon = Daemon::start(&config);
+    daemon.wait_log("frame skipped", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(4));
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let lines = log.matches("frame skipped").count();
+    // ~40 frames: skipped = 1, 2, 4, 8, 16, 32.
+    assert!((2..=7).contains(&lines), "{lines} lines:\n{log}");
+    assert!(log.contains("skipped=32") || log.contains("skipped=16"), "the count is in the line:\n{log}");
+}
+
+/// scripts/demo stopped as a terminal's Ctrl-C stops it (SIGINT to its whole process group): the daemon
+/// says `offline` to a broker that is still up, and nothing complains that the broker vanished first.
+#[test]
+fn the_demo_stops_cleanly_on_ctrl_c() {
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new("bash")
+        .arg(root().join("scripts/demo"))
+        .env("DEMO_NO_SETUP", "1")
+        .env_remove("RUST_LOG")
+        .current_dir(root())
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("demo starts");
+    let out = Arc::new(Mutex::new(String::new()));
+    for stream in [
+        Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().expect("stderr")),
+    ] {
+        let sink = Arc::clone(&out);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let mut o = sink.lock().expect("lock");
+                o.push_str(&line);
+                o.push('\n');
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !out.lock().expect("lock").contains("camclassd/demo/porch/event") {
+        assert!(Instant::now() < deadline, "no event from the demo:\n{}", out.lock().expect("lock"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let group = format!("-{}", child.id());
+    assert!(Command::new("kill").args(["-INT", "--", &group]).status().expect("kill").success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "the demo did not stop:\n{}", out.lock().expect("lock"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let text = out.lock().expect("lock").clone();
+    assert!(text.contains("camclassd/demo/status offline"), "the witness saw the goodbye:\n{text}");
+    assert!(!text.contains("unreachable at shutdown") && !text.contains("connection lost"), "{text}");
 }

@@ -209,6 +209,26 @@ fn a_queue_file_deleted_while_running_loses_no_event() {
     assert!(seqs(&messages).contains(&made), "{log}");
 }
 
+/// A stray retained 100 kB message on a topic camclassd subscribes to (homeassistant/status) is dropped;
+/// the connection stays up and events keep flowing (before: every connection ended on it, each second).
+#[test]
+fn an_oversize_retained_message_does_not_end_every_connection() {
+    let broker = Broker::start();
+    broker.publish("homeassistant/status", &"x".repeat(100_000), true);
+    let witness = Witness::start(&broker, "camclassd/testnode/+/event");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config =
+        config_with(dir.path(), &broker, "", &replay_camera("coffee.jpg", 5.0, "every_frame"), "[homeassistant]\n");
+    let daemon = Daemon::start(&config);
+    daemon.wait_log("camclassd running", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(6));
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("connection lost"), "{log}");
+    let n = seqs(&witness.messages()).len();
+    assert!(n >= 20, "{n} events in 6 s at 5 fps:\n{log}");
+}
+
 /// Keys Home Assistant's MQTT sensor and event platforms accept (full names, from its discovery schema),
 /// plus the common discovery keys.
 const HA_COMMON: &[&str] = &[
