@@ -258,6 +258,11 @@ pub fn at_load(classifier: &mut Classifier, policy: OnCheckFailure) -> Result<Mo
             detail: "no check stamped in the model".into(),
         });
     };
+    if classifier.model().recipe_overridden() {
+        let detail = "not run: [model.preprocess] changes the recipe its answers were recorded with".to_string();
+        tracing::info!(model = %model, "model check {detail}");
+        return Ok(ModelCheck { status: CheckStatus::Unchecked, model, detail });
+    }
     let report = verify(classifier, &set)?;
     let detail = report.summary();
     let ms = report.elapsed.as_secs_f64() * 1e3;

@@ -205,6 +205,7 @@ pub struct CameraConfig {
     #[serde(default = "default_true", rename = "loop")]
     pub looping: bool,
     /// V4L2: `[width, height]` to ask for; default: the camera's choice.
+    #[serde(default, deserialize_with = "crate::model::spec::exact_array")]
     pub resolution: Option<[u32; 2]>,
     /// V4L2: `"mjpeg"` or `"yuyv"`; default: whichever the camera offers.
     pub format: Option<CameraFormat>,
@@ -740,6 +741,30 @@ mod tests {
 
     fn problems(text: &str) -> Vec<String> {
         Config::parse(text).expect_err("invalid").iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn lists_longer_than_expected_are_refused_not_cut() {
+        for (section, key, value, want) in [
+            ("[model.preprocess]", "mean", "[1.0, 2.0, 3.0, 4.0]", "model.preprocess.mean: expected 3 values, got 4"),
+            (
+                "[model.preprocess]",
+                "input_size",
+                "[224, 224, 3]",
+                "model.preprocess.input_size: expected 2 values, got 3",
+            ),
+            ("[model.preprocess]", "std", "[1.0]", "model.preprocess.std: expected 3 values, got 1"),
+            (
+                "[[cameras]]\nname = \"c\"\nsource = \"0\"",
+                "resolution",
+                "[640, 480, 3]",
+                "cameras[0].resolution: expected 2 values, got 3",
+            ),
+        ] {
+            let text = format!("version = 1\n[model]\npath = \"Cargo.toml\"\n{section}\n{key} = {value}\n");
+            let got = problems(&text);
+            assert!(got.iter().any(|p| p.contains(want)), "{key}: {got:?}");
+        }
     }
 
     #[test]

@@ -163,8 +163,8 @@ struct CompareArgs {
     /// The report as JSON on stdout.
     #[arg(long)]
     json: bool,
-    /// Exit 1 when top-1 agreement is below this percentage.
-    #[arg(long, value_name = "PCT")]
+    /// Exit 1 when top-1 agreement is below this percentage (0 to 100).
+    #[arg(long, value_name = "PCT", value_parser = parse_percentage)]
     fail_below: Option<f64>,
     /// Intra-op threads per model (default: all cores).
     #[arg(long, value_parser = parse_threads)]
@@ -230,11 +230,24 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => ExitCode::from(code),
         Err(Failure { code, error }) => {
-            // The library's messages already carry their causes; `{:#}` would print them twice.
-            eprintln!("camclassd: error: {error}");
+            eprintln!("camclassd: error: {}", render_error(&error));
             ExitCode::from(code)
         }
     }
+}
+
+/// The error and its causes on one line. The library's messages often carry their cause already (and
+/// `{:#}` would print it twice): a cause is added only when its text is not there yet.
+fn render_error(error: &anyhow::Error) -> String {
+    let mut out = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 fn init_logging(level: Option<&str>) {
@@ -343,7 +356,7 @@ fn run_bench(args: BenchArgs, ort_lib: Option<&Path>) -> Result<u8, Failure> {
     print!("{}", bench::render_table(&rows));
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&rows).context("encoding JSON").map_err(usage)?;
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display())).map_err(usage)?;
+        std::fs::write(path, json).map_err(|e| usage(anyhow::anyhow!("writing {}: {e}", path.display())))?;
     }
     if let Some(path) = &args.plot {
         bench::plot(&rows, path).map_err(|e| Failure { code: 1, error: anyhow::anyhow!("plot: {e}") })?;
@@ -374,7 +387,7 @@ fn run_compare(args: CompareArgs, ort_lib: Option<&Path>) -> Result<u8, Failure>
     } else {
         compare::render_text(&report)
     };
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    write_stdout(&text)?;
     for f in &report.failed {
         eprintln!("camclassd: error: {f}");
     }
@@ -601,6 +614,13 @@ fn run_classify(args: ClassifyArgs, ort_lib: Option<&Path>) -> Result<u8, Failur
         }
     }
     Ok(if failed > 0 { 1 } else { 0 })
+}
+
+fn parse_percentage(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a percentage from 0 to 100")),
+    }
 }
 
 fn parse_probability(s: &str) -> Result<f32, String> {

@@ -140,8 +140,14 @@ pub enum ModelError {
     Labels { path: PathBuf, source: std::io::Error },
     #[error("model {}: {labels} labels ({origin}) for {classes} output classes", path.display())]
     LabelCount { path: PathBuf, origin: String, labels: usize, classes: usize },
-    #[error("the model returned scores of shape {shape}, expected [{batch}, {classes}]")]
-    Output { shape: String, batch: usize, classes: usize },
+    #[error("model {}: returned scores of shape {shape}, expected [{batch}, {classes}]", path.display())]
+    Output { path: PathBuf, shape: String, batch: usize, classes: usize },
+    #[error(
+        "model {}: its scores for this input are not numbers ({count} of them NaN or infinite): the model \
+         or its quantization is broken",
+        path.display()
+    )]
+    NonFinite { path: PathBuf, count: usize },
     #[error("inference failed: {0}")]
     Run(#[from] ort::Error),
 }
@@ -164,6 +170,8 @@ pub struct Model {
     input: Tensor<f32>,
     scores: Vec<f32>,
     metadata: HashMap<String, String>,
+    /// `[model.preprocess]` changed the model's own recipe (so its stamped check does not apply).
+    recipe_overridden: bool,
     /// Session creation, and the first (warm-up) inference.
     load_times: (std::time::Duration, std::time::Duration),
     /// Last, so that it is removed after the session is dropped (see [`ep::Opened`]).
@@ -236,15 +244,19 @@ impl Model {
             input,
             scores: Vec::new(),
             metadata,
+            recipe_overridden: options.overrides != Overrides::default(),
             load_times: (session_time, std::time::Duration::ZERO),
             profile: opened.profile,
         };
         let warm_up_started = std::time::Instant::now();
         // Warm-up: the first run allocates ORT's arenas and, for GPU providers, builds kernels or engines.
-        model.run().map_err(|e| match e {
-            ModelError::Run(source) => ModelError::Session { path: path.to_path_buf(), source },
-            other => other,
-        })?;
+        match model.run() {
+            // An all-zero input may give NaN (a model that normalises by the input's variance): only real
+            // pictures count, and each is checked as it is classified.
+            Ok(_) | Err(ModelError::NonFinite { .. }) => {}
+            Err(ModelError::Run(source)) => return Err(ModelError::Session { path: path.to_path_buf(), source }),
+            Err(other) => return Err(other),
+        }
         model.load_times.1 = warm_up_started.elapsed();
         if options.record_placement {
             match ep::finish_placement(&mut model.session, &mut model.profile) {
@@ -260,7 +272,9 @@ impl Model {
             });
         }
         model.num_classes = model.scores.len() / model.batch;
-        if !model.spec.labels.is_empty() && model.spec.labels.len() != model.num_classes {
+        // A labels file given is checked even when empty: an empty file is a mistake, not "no labels".
+        let labels_given = options.labels.is_some() || !model.spec.labels.is_empty();
+        if labels_given && model.spec.labels.len() != model.num_classes {
             return Err(ModelError::LabelCount {
                 path: path.to_path_buf(),
                 origin: match &options.labels {
@@ -299,6 +313,7 @@ impl Model {
         let expected = self.batch * self.num_classes;
         if shape.first().is_some_and(|&n| n != self.batch as i64) || (self.num_classes > 0 && data.len() != expected) {
             return Err(ModelError::Output {
+                path: self.path.clone(),
                 shape: format!("{shape:?}"),
                 batch: self.batch,
                 classes: self.num_classes,
@@ -306,6 +321,11 @@ impl Model {
         }
         self.scores.clear();
         self.scores.extend_from_slice(data);
+        // A NaN would sort anywhere and softmax into NaN everywhere: never a classification.
+        let count = self.scores.iter().filter(|s| !s.is_finite()).count();
+        if count > 0 {
+            return Err(ModelError::NonFinite { path: self.path.clone(), count });
+        }
         Ok(&self.scores)
     }
 
@@ -348,6 +368,11 @@ impl Model {
     pub fn num_classes(&self) -> usize {
         self.num_classes
     }
+    /// Whether `[model.preprocess]` overrides replaced part of the model's own recipe.
+    pub fn recipe_overridden(&self) -> bool {
+        self.recipe_overridden
+    }
+
     pub fn metadata(&self) -> &HashMap<String, String> {
         &self.metadata
     }

@@ -81,13 +81,29 @@ pub struct ModelSpec {
 pub struct Overrides {
     pub layout: Option<Layout>,
     pub channel_order: Option<ChannelOrder>,
+    #[serde(default, deserialize_with = "exact_array")]
     pub input_size: Option<[u32; 2]>,
     pub resize: Option<u32>,
     pub crop: Option<Crop>,
     pub interpolation: Option<Interpolation>,
+    #[serde(default, deserialize_with = "exact_array")]
     pub mean: Option<[f32; 3]>,
+    #[serde(default, deserialize_with = "exact_array")]
     pub std: Option<[f32; 3]>,
     pub output: Option<OutputKind>,
+}
+
+/// A fixed-length list from a config file, refusing a longer one as a shorter one is refused: serde's
+/// arrays silently ignore extra values (`mean = [1, 2, 3, 4]` would lose the 4).
+pub fn exact_array<'de, D, T, const N: usize>(d: D) -> Result<Option<[T; N]>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    use serde::de::Error;
+    let Some(values) = Option::<Vec<T>>::deserialize(d)? else { return Ok(None) };
+    let n = values.len();
+    values.try_into().map(Some).map_err(|_| D::Error::custom(format!("expected {N} values, got {n}")))
 }
 
 /// Why a recipe could not be assembled.

@@ -183,7 +183,11 @@ pub fn compare(
         pairs.push((pa, pb));
     }
     if pairs.is_empty() {
-        return Err(CompareError::NoImages(format!("none of the {} images could be classified", images.len())));
+        return Err(CompareError::NoImages(format!(
+            "none of the {} images could be classified:\n  {}",
+            images.len(),
+            failed.join("\n  ")
+        )));
     }
     let n = pairs.len();
     let mut classes: Vec<ClassDisagreement> = per_class

@@ -169,3 +169,25 @@ fn the_daemon_takes_the_fallback_and_says_so_once() {
     let want = classify_json(&model("fp32"), &[generated("coffee.jpg")], &["--top", "1"], 0);
     assert_eq!(event["top"][0]["class_id"], want[0].top[0].class_id as u64, "{event}");
 }
+
+/// `[model.preprocess]` overrides change what the golden inputs become, so the check, recorded with the
+/// model's own recipe, is not run (and never blamed on the CPU).
+#[test]
+fn a_recipe_override_skips_the_check_instead_of_failing_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 1\n[model]\npath = {:?}\n[model.preprocess]\nmean = [1.0, 2.0, 3.0]\n",
+            model("int8").display().to_string()
+        ),
+    )
+    .expect("config");
+    let out = run(camclassd()
+        .args(["--log-level", "info", "classify", "--config"])
+        .arg(&config)
+        .arg(generated("coffee.jpg")));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("model check not run: [model.preprocess]"), "{}", stderr(&out));
+}

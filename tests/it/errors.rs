@@ -189,3 +189,80 @@ fn a_queue_path_that_is_not_a_queue_is_refused_and_left_alone() {
     let dev = std::fs::metadata("/dev/full").expect("/dev/full").file_type();
     assert!(std::os::unix::fs::FileTypeExt::is_char_device(&dev), "/dev/full is still a device");
 }
+
+/// A model whose scores are NaN: an error naming the model and each image (exit 1), never an empty
+/// "no class" answer, and no panic in compare.
+#[test]
+fn nan_scores_are_an_error_naming_model_and_image() {
+    let nan = generated("nan.onnx");
+    let out = run(camclassd()
+        .arg("classify")
+        .arg("--model")
+        .arg(&nan)
+        .arg(generated("coffee.jpg"))
+        .arg(generated("chelsea.jpg")));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("coffee.jpg") && err.contains("chelsea.jpg") && err.contains("nan.onnx"), "{err}");
+    assert!(err.contains("not numbers"), "{err}");
+    assert!(!stdout(&out).contains("no class above"), "{}", stdout(&out));
+
+    let out = run(camclassd().arg("compare").arg(&nan).arg(&nan).arg(generated("coffee.jpg")));
+    let err = stderr(&out);
+    assert!(matches!(out.status.code(), Some(1 | 2)), "no panic (101): {err}");
+    assert!(err.contains("coffee.jpg") && err.contains("not numbers"), "{err}");
+}
+
+/// Errors keep their cause: the OS error of a failed write, whatever command wrote.
+#[test]
+fn write_errors_say_why() {
+    let out = run(camclassd().args(["bench", "--runs", "2", "--json", "/nonexistent/dir/x.json"]).arg(model("int8")));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("/nonexistent/dir/x.json: No such file or directory"), "{}", stderr(&out));
+
+    let full = std::fs::File::create("/dev/full").expect("/dev/full");
+    let out = camclassd()
+        .arg("classify")
+        .arg("--model")
+        .arg(model("int8"))
+        .arg(generated("coffee.jpg"))
+        .stdout(full)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("writing to stdout: No space left on device"), "{}", stderr(&out));
+}
+
+#[test]
+fn compare_refuses_a_gate_outside_0_to_100() {
+    for bad in ["nan", "101", "-0.5"] {
+        let out = run(camclassd()
+            .arg("compare")
+            .arg(model("int8"))
+            .arg(model("int8"))
+            .arg(generated("coffee.jpg"))
+            .arg(format!("--fail-below={bad}")));
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+        assert!(stderr(&out).contains("not a percentage from 0 to 100"), "{bad}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn an_empty_labels_file_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let labels = dir.path().join("labels.txt");
+    std::fs::write(&labels, "").expect("labels");
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 1\n[model]\npath = {:?}\nlabels = {:?}\n",
+            model("int8").display().to_string(),
+            labels.display().to_string()
+        ),
+    )
+    .expect("config");
+    let out = run(camclassd().args(["classify", "--config"]).arg(&config).arg(generated("coffee.jpg")));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("0 labels") && stderr(&out).contains("1000 output classes"), "{}", stderr(&out));
+}

@@ -174,8 +174,7 @@ fn a_damaged_queue_file_is_logged_and_the_daemon_carries_on() {
 /// waiting events into a new file, says so, and the next start delivers every one of them.
 #[test]
 fn a_queue_file_deleted_while_running_loses_no_event() {
-    let mut broker = Broker::start_persistent();
-    let witness = Witness::start_persistent(&broker, "camclassd/testnode/+/event", "qdel-witness");
+    let mut broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config_with(dir.path(), &broker, "", &replay_camera("coffee.jpg", 10.0, "every_frame"), "");
     let folder = dir.path().join("qdel");
@@ -200,7 +199,9 @@ fn a_queue_file_deleted_while_running_loses_no_event() {
         .expect("the number of queued events in the log");
     assert!(made > 20, "{made} events queued:\n{log}");
 
+    // The witness subscribes before the daemon starts again: it sees every event the queue delivers.
     broker.start_again();
+    let witness = Witness::start(&broker, "camclassd/testnode/+/event");
     let daemon = Daemon::start(&config);
     let messages =
         witness.wait_for("every queued event", Duration::from_secs(20), |m| (1..=made).all(|s| seqs(m).contains(&s)));
