@@ -341,10 +341,12 @@ def finish(model: onnx.ModelProto, labels: list[str], precision: str) -> onnx.Mo
 # --------------------------------------------------------------------------- int8
 
 # The recipe, chosen by measurement (models/README.md has the table of what was tried, per CPU):
-# * weights uint8 (U8U8), not int8: ONNX Runtime's x86-64 AVX2 kernels (and AVX-512 without VNNI)
-#   multiply uint8 activations by int8 weights with `vpmaddubsw`, which saturates int16 pairs and wrecks
-#   full-range int8 weights; its U8U8 kernels widen to int16 first and are exact on every CPU. VNNI
-#   and ARM (with or without the dot-product instructions) are exact either way.
+# * the 1x1 (pointwise) convolutions and the classifier get uint8 weights (U8U8), not int8: ONNX Runtime's
+#   x86-64 AVX2 matrix kernels (and AVX-512 without VNNI) multiply uint8 activations by int8 weights with
+#   `vpmaddubsw`, which saturates int16 pairs and wrecks full-range int8 weights; its U8U8 kernels widen
+#   to int16 first and are exact on every CPU. VNNI and ARM are exact either way.
+# * the depthwise convolutions keep int8 weights: ONNX Runtime runs them with its own depthwise kernel,
+#   which accumulates in int32 (no saturation), and has no fast U8U8 one (all-U8U8 ran 7x slower).
 # * per-channel weights, activations uint8 (asymmetric: ReLU6 outputs are 0..6), MinMax ranges from
 #   256 calibration pictures that the evaluation set never uses (models/photos.py).
 # * the stem convolution and the first two blocks (6 convolutions, at 112x112 and 56x56) stay float: their
@@ -380,6 +382,19 @@ class _Calibration(CalibrationDataReader):
         return None if sample is None else {"input": sample[None]}
 
 
+def depthwise_int8_overrides(fp32: onnx.ModelProto) -> dict[str, list[dict]]:
+    """TensorQuantOverrides giving the quantized depthwise convolutions int8 (per-channel) weights."""
+    sizes = {t.name: t.dims[0] for t in fp32.graph.initializer if t.dims}
+    overrides = {}
+    for node in fp32.graph.node:
+        if node.op_type == "Conv" and "_depthwise_conv" in node.name and node.name not in FLOAT_NODES:
+            channels = sizes[node.input[1]]
+            overrides[node.input[1]] = [{"quant_type": QuantType.QInt8, "axis": 0}] + [
+                {"quant_type": QuantType.QInt8} for _ in range(channels - 1)
+            ]
+    return overrides
+
+
 def quantize(fp32: onnx.ModelProto, preprocess: Preprocess) -> onnx.ModelProto:
     samples = [preprocess(img) for img in calibration_images()]
     with tempfile.TemporaryDirectory(prefix="camclassd-quant.") as tmp:
@@ -401,6 +416,7 @@ def quantize(fp32: onnx.ModelProto, preprocess: Preprocess) -> onnx.ModelProto:
             activation_type=QuantType.QUInt8,
             calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=FLOAT_NODES,
+            extra_options={"TensorQuantOverrides": depthwise_int8_overrides(fp32)},
         )
         return onnx.load(dst)
 
