@@ -149,11 +149,12 @@ pub fn verify(classifier: &mut Classifier, set: &GoldenSet) -> Result<CheckRepor
     let mut inputs = Vec::with_capacity(set.inputs.len());
     for input in &set.inputs {
         let t = Instant::now();
-        let (result, _) = classifier
+        classifier
             .classify(Frame::Encoded(&input.png))
             .map_err(|source| CheckError::Pipeline { name: input.name.clone(), source })?;
-        let top1 = result.best().map_or(usize::MAX, |s| s.class_id);
         let probabilities = classifier.probabilities();
+        // From the probabilities, not the classification: the caller's top_k and min_score do not apply.
+        let top1 = argmax(probabilities).unwrap_or(usize::MAX);
         if probabilities.len() != input.probabilities.len() {
             return Err(CheckError::Classes {
                 name: input.name.clone(),
@@ -306,6 +307,18 @@ pub fn render_report(model: &Path, report: &CheckReport) -> String {
     }
     out.push_str(&format!("  {}: {}\n", if report.passed { "passed" } else { "FAILED" }, report.summary()));
     out
+}
+
+/// The index of the largest value (the lowest index among equals); `None` for an empty slice.
+fn argmax(values: &[f32]) -> Option<usize> {
+    values
+        .iter()
+        .enumerate()
+        .fold(None, |best, (i, &v)| match best {
+            Some((_, b)) if b >= v => best,
+            _ => Some((i, v)),
+        })
+        .map(|(i, _)| i)
 }
 
 /// Cosine similarity; NaN-safe (a NaN vector scores 0).
@@ -614,6 +627,12 @@ mod tests {
         };
         let back: GoldenSet = serde_json::from_str(&set.to_metadata()).expect("parses");
         assert_eq!(back, set);
+    }
+
+    #[test]
+    fn argmax_takes_the_first_of_equals() {
+        assert_eq!(argmax(&[0.1, 0.7, 0.7, 0.2]), Some(1));
+        assert_eq!(argmax(&[]), None);
     }
 
     #[test]

@@ -890,9 +890,9 @@ fn describe(e: &ConnectionError) -> String {
         ConnectionError::ConnectionRefused(code) => {
             let why = match code {
                 Code::BadUserNamePassword => "check mqtt.username and the password file",
+                // mosquitto answers a wrong password with this code, not BadUserNamePassword.
                 Code::NotAuthorized => {
-                    "the broker's access rules do not let this client connect (its ACL, or a \
-                                       username it wants)"
+                    "check mqtt.username and the password file, or the broker's access rules for this client"
                 }
                 Code::BadClientId => {
                     "the broker rejects the client id (mqtt.client_id; some brokers limit its \
@@ -924,7 +924,7 @@ mod tests {
         let text = |c| describe(&ConnectionError::ConnectionRefused(c));
         assert!(text(Code::BadUserNamePassword).contains("password"));
         assert!(text(Code::BadClientId).contains("client id") && !text(Code::BadClientId).contains("password"));
-        assert!(text(Code::NotAuthorized).contains("access rules"));
+        assert!(text(Code::NotAuthorized).contains("access rules") && text(Code::NotAuthorized).contains("password"));
         assert!(text(Code::ServiceUnavailable).contains("not accepting"));
     }
 
