@@ -140,7 +140,7 @@ fn the_daemon_takes_the_fallback_and_says_so_once() {
     let witness = Witness::start(&broker, "camclassd/#");
     let dir = tempfile::tempdir().expect("tempdir");
     let cameras = format!(
-        "[[cameras]]\nname = \"porch\"\nsource = {:?}\nfps = 10\npublish = \"every_frame\"\nloop = false\n",
+        "[[cameras]]\nname = \"porch\"\nsource = {:?}\nfps = 5\npublish = \"every_frame\"\n",
         generated("coffee.jpg").display().to_string()
     );
     let config = daemon_config(dir.path(), &broker, &cameras);
@@ -155,14 +155,13 @@ fn the_daemon_takes_the_fallback_and_says_so_once() {
     assert!(text.contains("broken-int8.onnx"), "{text}");
     std::fs::write(&config, text).expect("config");
 
-    let mut daemon = Daemon::start(&config);
-    let code = daemon.wait_exit(Duration::from_secs(30));
-    let log = daemon.log();
+    let daemon = Daemon::start(&config);
+    let messages =
+        witness.wait_for("an event", Duration::from_secs(30), |m| m.iter().any(|m| m.topic.ends_with("/event")));
+    let (code, log) = daemon.stop();
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(log.matches("model check FAILED").count(), 1, "{log}");
     assert!(log.contains("running the fallback model"), "{log}");
-    let messages =
-        witness.wait_for("an event", Duration::from_secs(5), |m| m.iter().any(|m| m.topic.ends_with("/event")));
     let event: serde_json::Value =
         serde_json::from_str(&messages.iter().find(|m| m.topic.ends_with("/event")).expect("event").payload)
             .expect("event JSON");
