@@ -147,6 +147,7 @@ impl CheckReport {
 pub fn verify(classifier: &mut Classifier, set: &GoldenSet) -> Result<CheckReport, CheckError> {
     let started = Instant::now();
     let mut inputs = Vec::with_capacity(set.inputs.len());
+    let mut best = Vec::with_capacity(1);
     for input in &set.inputs {
         let t = Instant::now();
         classifier
@@ -154,7 +155,8 @@ pub fn verify(classifier: &mut Classifier, set: &GoldenSet) -> Result<CheckRepor
             .map_err(|source| CheckError::Pipeline { name: input.name.clone(), source })?;
         let probabilities = classifier.probabilities();
         // From the probabilities, not the classification: the caller's top_k and min_score do not apply.
-        let top1 = argmax(probabilities).unwrap_or(usize::MAX);
+        crate::postprocess::top_k(probabilities, 1, f32::NEG_INFINITY, &mut best);
+        let top1 = best.first().map_or(usize::MAX, |s| s.class_id);
         if probabilities.len() != input.probabilities.len() {
             return Err(CheckError::Classes {
                 name: input.name.clone(),
@@ -166,7 +168,7 @@ pub fn verify(classifier: &mut Classifier, set: &GoldenSet) -> Result<CheckRepor
             name: input.name.clone(),
             expected_top1: input.top1,
             top1,
-            cosine: cosine(probabilities, &input.probabilities),
+            cosine: cosine(probabilities, &input.probabilities) as f32,
             ms: t.elapsed().as_secs_f64() * 1e3,
         });
     }
@@ -309,20 +311,8 @@ pub fn render_report(model: &Path, report: &CheckReport) -> String {
     out
 }
 
-/// The index of the largest value (the lowest index among equals); `None` for an empty slice.
-fn argmax(values: &[f32]) -> Option<usize> {
-    values
-        .iter()
-        .enumerate()
-        .fold(None, |best, (i, &v)| match best {
-            Some((_, b)) if b >= v => best,
-            _ => Some((i, v)),
-        })
-        .map(|(i, _)| i)
-}
-
-/// Cosine similarity; NaN-safe (a NaN vector scores 0).
-pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+/// Cosine similarity, in f64; 0 for a zero or NaN vector. `compare` and the model check share it.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
     for (&x, &y) in a.iter().zip(b) {
         dot += f64::from(x) * f64::from(y);
@@ -330,7 +320,7 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
         nb += f64::from(y) * f64::from(y);
     }
     let c = dot / (na.sqrt() * nb.sqrt());
-    if c.is_finite() { c as f32 } else { 0.0 }
+    if c.is_finite() { c } else { 0.0 }
 }
 
 /// The CPU features that pick ONNX Runtime's INT8 kernels, e.g. `x86-64 (avx2, no avx512-vnni)`.
@@ -627,12 +617,6 @@ mod tests {
         };
         let back: GoldenSet = serde_json::from_str(&set.to_metadata()).expect("parses");
         assert_eq!(back, set);
-    }
-
-    #[test]
-    fn argmax_takes_the_first_of_equals() {
-        assert_eq!(argmax(&[0.1, 0.7, 0.7, 0.2]), Some(1));
-        assert_eq!(argmax(&[]), None);
     }
 
     #[test]

@@ -76,15 +76,8 @@ pub fn error_stats(pairs: &[(Vec<f32>, Vec<f32>)]) -> ErrorStats {
     let mut diffs: Vec<f64> = Vec::new();
     let mut cosines = Vec::new();
     for (a, b) in pairs {
-        let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
-        for (&x, &y) in a.iter().zip(b) {
-            let (x, y) = (f64::from(x), f64::from(y));
-            diffs.push((x - y).abs());
-            dot += x * y;
-            na += x * x;
-            nb += y * y;
-        }
-        cosines.push(if na > 0.0 && nb > 0.0 { dot / (na.sqrt() * nb.sqrt()) } else { 0.0 });
+        diffs.extend(a.iter().zip(b).map(|(&x, &y)| (f64::from(x) - f64::from(y)).abs()));
+        cosines.push(crate::check::cosine(a, b));
     }
     if diffs.is_empty() {
         return ErrorStats::default();
