@@ -11,6 +11,7 @@
 //!
 //! - [`capture`]: camera threads (V4L2 through nokhwa, replay of image files), fps pacing, reconnect
 //!   backoff, and the hub where each camera's newest frame waits (older ones are dropped and counted).
+//! - [`backoff`]: capped exponential backoff with jitter, for cameras and MQTT alike.
 //! - [`config`]: parse and validate the TOML configuration; every error names file, line, column and key.
 //! - [`preprocess`]: decode (JPEG, PNG, raw RGB/YUYV camera frames), resize, crop and normalise into the
 //!   model's input tensor, reusing every buffer between frames.
@@ -29,6 +30,7 @@
 //! - [`tools`]: the user-facing commands built on the pipeline (`classify`).
 #![warn(clippy::unwrap_used, missing_debug_implementations)]
 
+pub mod backoff;
 pub mod capture;
 pub mod check;
 pub mod config;

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::{Instant, SystemTime};
 
-use super::{Backoff, CapturedFrame, FrameHub, Pacer, PixelFormat, sleep_unless_stopped};
+use super::{CapturedFrame, FrameHub, Pacer, PixelFormat, sleep_unless_stopped};
+use crate::backoff::Backoff;
 use crate::config::CameraConfig;
 
 /// The image files a replay source names, in play order.

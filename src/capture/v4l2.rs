@@ -5,7 +5,8 @@ use std::time::{Instant, SystemTime};
 
 use nokhwa::utils::{CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType, Resolution};
 
-use super::{Backoff, CapturedFrame, FrameHub, Pacer, PixelFormat, sleep_unless_stopped};
+use super::{CapturedFrame, FrameHub, Pacer, PixelFormat, sleep_unless_stopped};
+use crate::backoff::Backoff;
 use crate::config::{self, CameraConfig};
 
 /// Opens the device with the configured format, or the fastest MJPEG/YUYV mode it offers.

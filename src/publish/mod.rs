@@ -28,7 +28,7 @@ use rumqttc::{
 };
 use tokio::sync::mpsc;
 
-use crate::capture::Backoff;
+use crate::backoff::Backoff;
 use crate::config::{Config, MqttConfig, TlsConfig};
 use crate::events::{Event, State, millis};
 use crate::health::{Health, QueueHealth, Reporter};
