@@ -87,7 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let (ours, theirs) = (median(&mut ours), median(&mut theirs));
 
-        let mut classifier = Classifier::new(model, 5, 0.0);
+        let mut classifier = Classifier::new(model, 5, 0.0).expect("input tensor");
         let mut full = time(iterations, || {
             classifier.classify(Frame::Encoded(&jpeg)).expect("classify");
         });

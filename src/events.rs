@@ -1,12 +1,16 @@
-//! Events: the publish policy (when a camera speaks) and the versioned JSON schema (what it says).
+//! Events: the publish policy (when a camera speaks), the decision for each classified frame, and the
+//! versioned JSON schema (what it says).
 //!
-//! Pure: no I/O, no clocks of its own — the caller passes `now`, so the policy is tested with made-up time.
+//! Pure: no I/O, no clocks of its own — the caller passes the frame's capture time, so the policy and the
+//! decision are tested with made-up time. [`decide`] takes a camera's [`Tracker`] and returns the next one
+//! with the decision; the caller keeps the next tracker only once the publication was accepted, so an event
+//! the publisher had no room for is decided again on the next frame instead of being lost.
 
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use crate::postprocess::Scored;
+use crate::postprocess::{Classification, Scored, label};
 
 /// The event schema identifier; bump it on any incompatible change.
 pub const SCHEMA: &str = "camclassd.event/1";
@@ -35,7 +39,7 @@ pub enum Policy {
 }
 
 /// The policy's memory for one camera.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct PolicyState {
     /// The published top-1 (`Some(None)`: "nothing above min_score" was published).
     current: Option<Option<usize>>,
@@ -81,6 +85,134 @@ impl PolicyState {
             _ => None,
         }
     }
+}
+
+/// Everything a camera's publishing remembers between frames: the policy's memory, the class last stated
+/// on the retained `state` topic, a pending snapshot request and the last frame decided. `Copy`: deciding a
+/// frame allocates nothing unless it publishes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tracker {
+    policy: Policy,
+    state: PolicyState,
+    /// The class last published on the retained `state` topic (`Some(None)`: "nothing").
+    stated: Option<Option<usize>>,
+    /// Publish the next classified frame whatever the policy says (the `snapshot` command).
+    snapshot: bool,
+    /// Capture number of the last frame decided: with several workers a frame can finish after a newer
+    /// one of the same camera, and deciding it then would run the policy's time backwards.
+    last_frame: Option<u64>,
+}
+
+impl Tracker {
+    pub fn new(policy: Policy) -> Tracker {
+        Tracker { policy, state: PolicyState::default(), stated: None, snapshot: false, last_frame: None }
+    }
+
+    /// Publish the next classified frame, whatever the policy says.
+    pub fn request_snapshot(&mut self) {
+        self.snapshot = true;
+    }
+
+    /// Forget what was stated: the next published event re-states the camera's state.
+    pub fn restate(&mut self) {
+        self.stated = None;
+    }
+}
+
+/// One classified frame, as the decision sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    /// The camera's capture number of the frame (increasing in capture order).
+    pub frame: u64,
+    pub captured: Instant,
+    pub captured_at: SystemTime,
+    pub classification: &'a Classification,
+    pub preprocess: Duration,
+    pub infer: Duration,
+    /// Frames of this camera never classified, since start.
+    pub frames_dropped: u64,
+}
+
+/// Who speaks: the node, the camera and the model, with the model's labels.
+#[derive(Debug, Clone, Copy)]
+pub struct Speaker<'a> {
+    pub node: &'a str,
+    pub camera: &'a str,
+    pub model: &'a ModelRef,
+    pub labels: &'a [String],
+}
+
+/// What to do with a classified frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// An older frame than one already decided (another worker finished it later): ignored.
+    Stale,
+    /// Nothing to publish.
+    Quiet,
+    /// An event, with the camera's new retained state when it changed.
+    Publish { event: Event, state: Option<State> },
+}
+
+/// The publish decision for one classified frame: `(the tracker after it, the decision)`. Keep the new
+/// tracker only once a [`Decision::Publish`] was accepted: the same change is then decided again on the
+/// next frame instead of being lost.
+pub fn decide(tracker: Tracker, frame: &Observed<'_>, who: &Speaker<'_>) -> (Tracker, Decision) {
+    if tracker.last_frame.is_some_and(|last| frame.frame <= last) {
+        return (tracker, Decision::Stale);
+    }
+    let mut next = tracker;
+    next.last_frame = Some(frame.frame);
+    let best = frame.classification.best();
+    let observed = next.state.observe(next.policy, best, frame.captured);
+    let reason = match (std::mem::take(&mut next.snapshot), observed) {
+        (_, Some(reason)) => reason,
+        (true, None) => Reason::Snapshot,
+        (false, None) => return (next, Decision::Quiet),
+    };
+    let shown = match next.policy {
+        Policy::OnChange { min_score, .. } => best.filter(|b| b.score >= min_score),
+        Policy::EveryFrame => best,
+    };
+    let class = shown.map(|b| b.class_id);
+    let captured_at = rfc3339(frame.captured_at);
+    let state = (next.stated != Some(class) || reason == Reason::Change).then(|| {
+        next.stated = Some(class);
+        State {
+            schema: STATE_SCHEMA,
+            class_id: class,
+            label: class.map(|c| label(who.labels, c).into_owned()),
+            score: shown.map_or(0.0, |b| b.score),
+            since: captured_at.clone(),
+        }
+    });
+    let event = Event {
+        schema: SCHEMA,
+        node: who.node.to_string(),
+        camera: who.camera.to_string(),
+        // Assigned by the publisher's queue, which keeps counting across restarts.
+        seq: 0,
+        captured_at,
+        reason,
+        top: frame
+            .classification
+            .top
+            .iter()
+            .map(|s| EventClass {
+                class_id: s.class_id,
+                label: label(who.labels, s.class_id).into_owned(),
+                score: s.score,
+            })
+            .collect(),
+        model: who.model.clone(),
+        timing_ms: EventTiming {
+            // Measured by the publisher when the event leaves for the broker.
+            capture_to_publish: 0.0,
+            preprocess: millis(frame.preprocess),
+            infer: millis(frame.infer),
+        },
+        frames_dropped: frame.frames_dropped,
+    };
+    (next, Decision::Publish { event, state })
 }
 
 /// One class in an event.
@@ -136,6 +268,37 @@ pub struct State {
 /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-23T14:07:02.123Z`.
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Writes `timing_ms.capture_to_publish` into an encoded event as it leaves for the broker at `now`: the time
+/// from its frame's capture (`captured_at`) to its publication, outages and re-sends included. The event is
+/// encoded (and queued) before it is published, so the value is patched in place; a payload that is not an
+/// event is left alone.
+pub fn stamp_capture_to_publish(payload: &mut Vec<u8>, now: SystemTime) {
+    const CAPTURED: &[u8] = b"\"captured_at\":\"";
+    const FIELD: &[u8] = b"\"capture_to_publish\":";
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+    let Some(at) = find(payload, CAPTURED).map(|i| i + CAPTURED.len()) else { return };
+    let Some(len) = payload[at..].iter().position(|&b| b == b'"') else { return };
+    let Some(captured) =
+        std::str::from_utf8(&payload[at..at + len]).ok().and_then(|t| humantime::parse_rfc3339(t).ok())
+    else {
+        return;
+    };
+    let Some(start) = find(payload, FIELD).map(|i| i + FIELD.len()) else { return };
+    let end = payload[start..]
+        .iter()
+        .position(|b| !matches!(b, b'0'..=b'9' | b'.' | b'-' | b'+' | b'e' | b'E'))
+        .map_or(payload.len(), |n| start + n);
+    // A wall clock stepped back since the capture reads as 0, not as a negative time.
+    let ms = millis(now.duration_since(captured).unwrap_or_default());
+    let mut number = [0u8; 32];
+    let mut cursor = std::io::Cursor::new(&mut number[..]);
+    if std::io::Write::write_fmt(&mut cursor, format_args!("{ms:?}")).is_err() {
+        return;
+    }
+    let written = cursor.position() as usize;
+    payload.splice(start..end, number[..written].iter().copied());
 }
 
 pub fn millis(d: Duration) -> f64 {
@@ -195,6 +358,120 @@ mod tests {
         }
         assert_eq!(s.observe(policy, best(1, 0.9), t0 + Duration::from_secs(500)), Some(Reason::Change));
         assert_eq!(s.observe(policy, best(1, 0.9), t0 + Duration::from_secs(5000)), None);
+    }
+
+    /// Frame `n` of a camera at `t0 + n` seconds whose best class is `best`.
+    fn observed<'a>(n: u64, t0: Instant, c: &'a Classification) -> Observed<'a> {
+        Observed {
+            frame: n,
+            captured: t0 + Duration::from_secs(n),
+            captured_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + n),
+            classification: c,
+            preprocess: Duration::from_millis(2),
+            infer: Duration::from_millis(9),
+            frames_dropped: 0,
+        }
+    }
+
+    fn classified(class_id: usize, score: f32) -> Classification {
+        Classification { top: vec![Scored { class_id, score }] }
+    }
+
+    const LABELS: &[String] = &[];
+
+    fn speaker(model: &ModelRef) -> Speaker<'_> {
+        Speaker { node: "pi", camera: "porch", model, labels: LABELS }
+    }
+
+    #[test]
+    fn a_change_the_publisher_had_no_room_for_is_decided_again_on_the_next_frame() {
+        let model = ModelRef { name: "m".into(), sha256: "ab".into() };
+        let who = speaker(&model);
+        let policy = Policy::OnChange { debounce: 2, heartbeat: None, min_score: 0.5 };
+        let mut tracker = Tracker::new(policy);
+        let t0 = Instant::now();
+        let cat = classified(281, 0.9);
+        let (next, d) = decide(tracker, &observed(1, t0, &cat), &who);
+        assert_eq!(d, Decision::Quiet);
+        tracker = next;
+        let (_, d) = decide(tracker, &observed(2, t0, &cat), &who);
+        let Decision::Publish { event, state } = d else { panic!("the change: {d:?}") };
+        assert_eq!((event.reason, event.top[0].class_id), (Reason::Change, 281));
+        assert_eq!(state.and_then(|s| s.class_id), Some(281));
+        // The channel was full: the caller keeps the old tracker, and the very next frame publishes the change
+        // (with its retained state). Before, the policy had moved on and, with no heartbeat, the change was
+        // never told.
+        let (next, d) = decide(tracker, &observed(3, t0, &cat), &who);
+        let Decision::Publish { event, state } = d else { panic!("the change again: {d:?}") };
+        assert_eq!((event.reason, event.camera.as_str()), (Reason::Change, "porch"));
+        assert!(state.is_some_and(|s| s.class_id == Some(281) && s.label.as_deref() == Some("class_281")));
+        // Accepted this time: the camera is quiet until something changes.
+        let (_, d) = decide(next, &observed(4, t0, &cat), &who);
+        assert_eq!(d, Decision::Quiet);
+    }
+
+    #[test]
+    fn a_frame_older_than_one_already_decided_is_stale_and_changes_nothing() {
+        let model = ModelRef { name: "m".into(), sha256: "ab".into() };
+        let who = speaker(&model);
+        let tracker = Tracker::new(Policy::EveryFrame);
+        let t0 = Instant::now();
+        let c = classified(1, 0.9);
+        // Two workers: frame 5 finished before frame 4.
+        let (after5, d) = decide(tracker, &observed(5, t0, &c), &who);
+        assert!(matches!(d, Decision::Publish { .. }));
+        let (after4, d) = decide(after5, &observed(4, t0, &c), &who);
+        assert_eq!(d, Decision::Stale);
+        assert_eq!(after4, after5);
+        assert!(matches!(decide(after4, &observed(6, t0, &c), &who).1, Decision::Publish { .. }));
+    }
+
+    #[test]
+    fn a_snapshot_request_publishes_the_next_frame_once() {
+        let model = ModelRef { name: "m".into(), sha256: "ab".into() };
+        let who = speaker(&model);
+        let policy = Policy::OnChange { debounce: 1, heartbeat: None, min_score: 0.5 };
+        let t0 = Instant::now();
+        let c = classified(3, 0.9);
+        let (mut tracker, _) = decide(Tracker::new(policy), &observed(1, t0, &c), &who);
+        tracker.request_snapshot();
+        let (tracker, d) = decide(tracker, &observed(2, t0, &c), &who);
+        let Decision::Publish { event, state } = d else { panic!("{d:?}") };
+        assert_eq!(event.reason, Reason::Snapshot);
+        assert!(state.is_none(), "the state did not change");
+        assert_eq!(decide(tracker, &observed(3, t0, &c), &who).1, Decision::Quiet);
+    }
+
+    #[test]
+    fn capture_to_publish_is_measured_when_the_event_leaves() {
+        let captured = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let e = Event {
+            schema: SCHEMA,
+            node: "pi".into(),
+            camera: "porch".into(),
+            seq: 7,
+            captured_at: rfc3339(captured),
+            reason: Reason::Change,
+            // A label that looks like the field must not be touched.
+            top: vec![EventClass { class_id: 1, label: "\"capture_to_publish\":5".into(), score: 0.5 }],
+            model: ModelRef { name: "m".into(), sha256: "ab".into() },
+            timing_ms: EventTiming { capture_to_publish: 0.0, preprocess: 1.0, infer: 3.25 },
+            frames_dropped: 0,
+        };
+        let mut payload = serde_json::to_vec(&e).expect("encodes");
+        // Queued at capture + 20 ms, published 31.5 s later (a broker outage): the event says 31.52 s.
+        stamp_capture_to_publish(&mut payload, captured + Duration::from_micros(31_520_250));
+        let v: serde_json::Value = serde_json::from_slice(&payload).expect("still JSON");
+        assert_eq!(v["timing_ms"]["capture_to_publish"], 31520.25);
+        assert_eq!(v["top"][0]["label"], "\"capture_to_publish\":5");
+        // Sent again after a reconnection: measured again.
+        stamp_capture_to_publish(&mut payload, captured + Duration::from_secs(40));
+        let v: serde_json::Value = serde_json::from_slice(&payload).expect("still JSON");
+        assert_eq!(v["timing_ms"]["capture_to_publish"], 40000.0);
+        // Not an event: untouched.
+        let mut other = b"online".to_vec();
+        stamp_capture_to_publish(&mut other, captured);
+        assert_eq!(other, b"online");
     }
 
     #[test]

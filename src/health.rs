@@ -2,7 +2,7 @@
 //! report built from them — the retained `<prefix>/<node>/health` message, systemd's `STATUS=` line and
 //! the watchdog's "is inference moving" test.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -20,6 +20,12 @@ pub struct CameraCounters {
     infer_us: AtomicU64,
     /// Frames the camera delivered that were skipped because inference was busy (newest frame wins).
     dropped: AtomicU64,
+    /// Frames classified after a newer frame of the same camera (several workers): not published.
+    late: AtomicU64,
+    /// Age of the newest frame the source delivered, milliseconds, at the last look (`u64::MAX`: none yet).
+    last_frame_ms: AtomicU64,
+    /// False while the source is stale (no frame for longer than its limit).
+    connected: AtomicBool,
 }
 
 /// The pipeline's counters, shared by the workers (writers) and the publisher (reader).
@@ -33,6 +39,7 @@ pub struct Health {
     busy: AtomicU64,
     /// The model's own check at load (camclassd verify), reported with every health message.
     pub model_check: Option<crate::check::ModelCheck>,
+    started: Instant,
 }
 
 impl Health {
@@ -45,11 +52,15 @@ impl Health {
                     frames: AtomicU64::new(0),
                     infer_us: AtomicU64::new(0),
                     dropped: AtomicU64::new(0),
+                    late: AtomicU64::new(0),
+                    last_frame_ms: AtomicU64::new(u64::MAX),
+                    connected: AtomicBool::new(true),
                 })
                 .collect(),
             inferences: AtomicU64::new(0),
             busy: AtomicU64::new(0),
             model_check: None,
+            started: Instant::now(),
         }
     }
 
@@ -81,6 +92,27 @@ impl Health {
         }
     }
 
+    /// Time since these counters started (the pipeline's start).
+    pub fn uptime(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.started)
+    }
+
+    /// The staleness check's view of `camera`: the age of its newest frame and whether it counts as connected.
+    pub fn set_last_frame(&self, camera: usize, age: Option<Duration>, connected: bool) {
+        if let Some(c) = self.cameras.get(camera) {
+            let ms = age.map_or(u64::MAX, |a| a.as_millis().min(u128::from(u64::MAX - 1)) as u64);
+            c.last_frame_ms.store(ms, Ordering::Relaxed);
+            c.connected.store(connected, Ordering::Relaxed);
+        }
+    }
+
+    /// A frame of `camera` was classified after a newer one and not published.
+    pub fn add_late(&self, camera: usize) {
+        if let Some(c) = self.cameras.get(camera) {
+            c.late.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub fn inferences(&self) -> u64 {
         self.inferences.load(Ordering::Relaxed)
     }
@@ -96,7 +128,7 @@ impl Health {
                 (
                     c.frames.load(Ordering::Relaxed),
                     c.infer_us.load(Ordering::Relaxed),
-                    c.dropped.load(Ordering::Relaxed),
+                    c.dropped.load(Ordering::Relaxed) + c.late.load(Ordering::Relaxed),
                 )
             })
             .collect()
@@ -120,6 +152,10 @@ pub struct CameraHealth {
     pub frames_dropped: u64,
     /// Mean inference time since the last report, milliseconds (null when no frame was classified).
     pub infer_ms: Option<f64>,
+    /// False while the camera is stale: no frame for ten frame periods (at least 10 s).
+    pub connected: bool,
+    /// Seconds since the source last delivered a frame (null: none yet).
+    pub last_frame_age_s: Option<f64>,
 }
 
 /// The retained health message.
@@ -177,6 +213,11 @@ impl Reporter {
                     frames,
                     frames_dropped: dropped,
                     infer_ms: (df > 0).then(|| round2(dus as f64 / df as f64 / 1000.0)),
+                    connected: c.connected.load(Ordering::Relaxed),
+                    last_frame_age_s: match c.last_frame_ms.load(Ordering::Relaxed) {
+                        u64::MAX => None,
+                        ms => Some(round2(ms as f64 / 1000.0)),
+                    },
                 };
                 (c.name.clone(), h)
             })

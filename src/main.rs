@@ -371,8 +371,9 @@ fn run_compare(args: CompareArgs, ort_lib: Option<&Path>) -> Result<u8, Failure>
     let options = ModelOptions { threads: args.threads, ..ModelOptions::default() };
     // A comparison is how one studies a model that fails its check: a failure is reported, not refused.
     let load = |path: &Path| {
-        let mut c =
-            Model::load(runtime, path, &options).map(|m| Classifier::new(m, 1, 0.0)).map_err(|e| usage(e.into()))?;
+        let mut c = Model::load(runtime, path, &options)
+            .and_then(|m| Classifier::new(m, 1, 0.0))
+            .map_err(|e| usage(e.into()))?;
         let check =
             camclassd::check::at_load(&mut c, camclassd::check::OnCheckFailure::Warn).map_err(|e| usage(e.into()))?;
         if check.status == camclassd::check::CheckStatus::Failed {
@@ -407,7 +408,7 @@ fn run_verify(path: &Path, json: bool, threads: Option<usize>, ort_lib: Option<&
     let runtime = model::runtime::load(ort_lib).map_err(|e| usage(e.into()))?;
     let options = ModelOptions { threads, ..ModelOptions::default() };
     let model = Model::load(runtime, path, &options).map_err(|e| usage(e.into()))?;
-    let mut classifier = Classifier::new(model, 1, 0.0);
+    let mut classifier = Classifier::new(model, 1, 0.0).map_err(|e| usage(e.into()))?;
     let Some(set) = GoldenSet::of(&classifier).map_err(|e| usage(e.into()))? else {
         return Err(usage(anyhow::anyhow!(
             "model {} carries no check; stamp one with: camclassd stamp {} --reference FP32_MODEL --images DIR",
@@ -432,7 +433,7 @@ fn run_stamp(args: StampArgs, ort_lib: Option<&Path>) -> Result<u8, Failure> {
     let runtime = model::runtime::load(ort_lib).map_err(|e| usage(e.into()))?;
     let options = ModelOptions { threads: args.threads, ..ModelOptions::default() };
     let load = |path: &Path| {
-        Model::load(runtime, path, &options).map(|m| Classifier::new(m, 1, 0.0)).map_err(|e| usage(e.into()))
+        Model::load(runtime, path, &options).and_then(|m| Classifier::new(m, 1, 0.0)).map_err(|e| usage(e.into()))
     };
     let (mut reference, mut candidate) = (load(&args.reference)?, load(&args.model)?);
     let request = check::StampRequest { images: &images, count: args.count, min_cosine: args.min_cosine };
@@ -493,16 +494,37 @@ fn run_daemon(path: &Path, ort_lib: Option<&Path>) -> Result<u8, Failure> {
         .build()
         .context("starting the async runtime")
         .map_err(|error| Failure { code: 1, error })?;
-    let summary = runtime
-        .block_on(async {
-            let signals = camclassd::daemon::Signals { shutdown: stop_signal(), reload: reload_signal() };
-            camclassd::daemon::run(config, Some(path.to_path_buf()), ort_lib, signals).await
-        })
-        .map_err(|e| Failure { code: e.exit_code(), error: e.into() })?;
-    tracing::debug!(?summary, "exit");
-    // Pending blocking work (a capture thread inside a device read) must not hold the exit.
+    let outcome = runtime.block_on(async {
+        let signals = camclassd::daemon::Signals { shutdown: stop_signal(), reload: reload_signal() };
+        camclassd::daemon::run_with(config, Some(path.to_path_buf()), ort_lib, signals, test_hooks()).await
+    });
+    // Pending blocking work (a capture thread inside a device read, a reload abandoned at shutdown) must not
+    // hold the exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    let summary = outcome.map_err(|e| Failure { code: e.exit_code(), error: e.into() })?;
+    tracing::debug!(?summary, "exit");
     Ok(0)
+}
+
+/// Faults the integration tests inject into the debug binary they run (`CAMCLASSD_TEST_HOOKS`, e.g.
+/// `stall-inference-after=10,slow-reload-ms=30000`). Release builds have none: nothing in the environment
+/// can make the shipped daemon misbehave.
+#[cfg(debug_assertions)]
+fn test_hooks() -> camclassd::daemon::Hooks {
+    let mut hooks = camclassd::daemon::Hooks::default();
+    for item in std::env::var("CAMCLASSD_TEST_HOOKS").unwrap_or_default().split(',') {
+        match item.split_once('=') {
+            Some(("stall-inference-after", n)) => hooks.stall_inference_after = n.parse().ok(),
+            Some(("slow-reload-ms", ms)) => hooks.slow_reload = ms.parse().ok().map(std::time::Duration::from_millis),
+            _ => {}
+        }
+    }
+    hooks
+}
+
+#[cfg(not(debug_assertions))]
+fn test_hooks() -> camclassd::daemon::Hooks {
+    camclassd::daemon::Hooks::default()
 }
 
 /// glibc gives each new thread its own malloc arena (up to 8 per core), and threads come and go in the
@@ -577,7 +599,7 @@ fn run_classify(args: ClassifyArgs, ort_lib: Option<&Path>) -> Result<u8, Failur
 
     let runtime = model::runtime::load(ort_lib).map_err(|e| usage(e.into()))?;
     let model = Model::load(runtime, &model_path, &options).map_err(|e| usage(e.into()))?;
-    let mut classifier = Classifier::new(model, top_k, min_score);
+    let mut classifier = Classifier::new(model, top_k, min_score).map_err(|e| usage(e.into()))?;
     let policy = config.as_ref().map(|c| c.model.on_check_failure).unwrap_or_default();
     let check = camclassd::check::at_load(&mut classifier, policy).map_err(|e| usage(e.into()))?;
     if check.status == camclassd::check::CheckStatus::Fallback {
@@ -588,7 +610,7 @@ fn run_classify(args: ClassifyArgs, ort_lib: Option<&Path>) -> Result<u8, Failur
                 fallback.display()
             );
             let model = Model::load(runtime, fallback, &options).map_err(|e| usage(e.into()))?;
-            classifier = Classifier::new(model, top_k, min_score);
+            classifier = Classifier::new(model, top_k, min_score).map_err(|e| usage(e.into()))?;
         }
     }
 

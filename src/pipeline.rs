@@ -1,11 +1,14 @@
-//! The frame path shared by the daemon and every tool: decode → preprocess → infer → postprocess.
+//! The one stage chain for a frame, shared by the daemon and every tool: [`Prepare`] (decode → the model's
+//! input tensor) and [`Infer`] (model + postprocess → [`Classification`]).
 //!
-//! [`Classifier`] owns one model with its preprocessor and postprocessor, so `classify`, `bench`,
-//! `compare` and the daemon give the same answer for the same picture.
+//! The daemon runs the two stages on two threads, circulating two [`Input`] tensors between them, so the
+//! next frame is prepared straight into the tensor that will be inferred while the current one runs.
+//! [`Classifier`] chains them on one thread for `classify`, `compare`, `bench`, the model check and the
+//! benchmarks, so a tool's answer is the daemon's by construction.
 
 use std::time::{Duration, Instant};
 
-use crate::model::{Model, ModelError};
+use crate::model::{Input, Model, ModelError, ModelSpec};
 use crate::postprocess::{Classification, Postprocessor};
 use crate::preprocess::{Frame, PreprocessError, Preprocessor};
 
@@ -26,48 +29,111 @@ pub enum PipelineError {
     Model(#[from] ModelError),
 }
 
-/// A model with its pre- and postprocessing, ready for frames.
+/// Stage 1: a frame → one slot of a model's input tensor (decode, resize, crop, normalise). Its buffers are
+/// reused, so same-sized frames allocate nothing after the first.
 #[derive(Debug)]
-pub struct Classifier {
-    model: Model,
+pub struct Prepare {
     preprocessor: Preprocessor,
+}
+
+impl Prepare {
+    pub fn new(spec: &ModelSpec) -> Prepare {
+        Prepare { preprocessor: Preprocessor::new(spec) }
+    }
+
+    /// Decodes `frame` and writes it into `slot` of `input`; returns the time of each step.
+    pub fn frame(&mut self, frame: Frame<'_>, input: &mut Input, slot: usize) -> Result<Timings, PreprocessError> {
+        let t0 = Instant::now();
+        self.preprocessor.decode(frame)?;
+        let t1 = Instant::now();
+        self.preprocessor.write_tensor(input.slot_mut(slot))?;
+        Ok(Timings { decode: t1 - t0, preprocess: t1.elapsed(), ..Timings::default() })
+    }
+}
+
+/// Stage 2: an input tensor → scores (the model) → a [`Classification`] per batch slot (postprocess).
+#[derive(Debug)]
+pub struct Infer {
+    model: Model,
     postprocessor: Postprocessor,
     result: Classification,
 }
 
-impl Classifier {
-    pub fn new(model: Model, top_k: usize, min_score: f32) -> Classifier {
-        let preprocessor = Preprocessor::new(model.spec());
+impl Infer {
+    pub fn new(model: Model, top_k: usize, min_score: f32) -> Infer {
         let postprocessor = Postprocessor::new(model.spec().output, top_k, min_score);
-        Classifier { model, preprocessor, postprocessor, result: Classification::default() }
+        Infer { model, postprocessor, result: Classification::default() }
     }
 
-    /// Classifies one frame (batch slot 0).
-    pub fn classify(&mut self, frame: Frame<'_>) -> Result<(&Classification, Timings), PipelineError> {
+    /// Runs the model on every slot of `input`; returns the inference time.
+    pub fn run(&mut self, input: &Input) -> Result<Duration, ModelError> {
         let t0 = Instant::now();
-        self.preprocessor.decode(frame)?;
-        let t1 = Instant::now();
-        self.preprocessor.write_tensor(self.model.input_slot_mut(0))?;
-        let t2 = Instant::now();
-        self.model.run()?;
-        let t3 = Instant::now();
-        self.postprocessor.process(self.model.scores(0), &mut self.result);
-        let t4 = Instant::now();
-        let timings = Timings { decode: t1 - t0, preprocess: t2 - t1, infer: t3 - t2, postprocess: t4 - t3 };
-        Ok((&self.result, timings))
+        self.model.run_on(input)?;
+        Ok(t0.elapsed())
+    }
+
+    /// The classification of `slot` from the last run (its buffer reused).
+    pub fn classification(&mut self, slot: usize) -> &Classification {
+        self.postprocessor.process(self.model.scores(slot), &mut self.result);
+        &self.result
+    }
+
+    /// A new input tensor for this stage's model, for [`Prepare::frame`] to fill.
+    pub fn new_input(&self) -> Result<Input, ModelError> {
+        self.model.new_input()
     }
 
     pub fn model(&self) -> &Model {
         &self.model
     }
 
-    /// The model back, for a caller that runs its own stage chain (the daemon's workers).
     pub fn into_model(self) -> Model {
         self.model
     }
 
-    /// The full probability vector of the last classified frame.
+    /// The full probability vector of the last classification.
     pub fn probabilities(&self) -> &[f32] {
         self.postprocessor.probabilities()
+    }
+}
+
+/// Both stages on one thread, one frame at a time: what the tools use.
+#[derive(Debug)]
+pub struct Classifier {
+    prepare: Prepare,
+    infer: Infer,
+    input: Input,
+}
+
+impl Classifier {
+    pub fn new(model: Model, top_k: usize, min_score: f32) -> Result<Classifier, ModelError> {
+        let prepare = Prepare::new(model.spec());
+        let infer = Infer::new(model, top_k, min_score);
+        let input = infer.new_input()?;
+        Ok(Classifier { prepare, infer, input })
+    }
+
+    /// Classifies one frame (batch slot 0).
+    pub fn classify(&mut self, frame: Frame<'_>) -> Result<(&Classification, Timings), PipelineError> {
+        let mut timings = self.prepare.frame(frame, &mut self.input, 0)?;
+        timings.infer = self.infer.run(&self.input)?;
+        let t0 = Instant::now();
+        self.infer.classification(0);
+        timings.postprocess = t0.elapsed();
+        Ok((&self.infer.result, timings))
+    }
+
+    pub fn model(&self) -> &Model {
+        self.infer.model()
+    }
+
+    /// The model back, for a caller that goes on without the chain.
+    pub fn into_model(self) -> Model {
+        self.infer.into_model()
+    }
+
+    /// The full probability vector of the last classified frame.
+    pub fn probabilities(&self) -> &[f32] {
+        self.infer.probabilities()
     }
 }

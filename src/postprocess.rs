@@ -24,6 +24,14 @@ impl Classification {
     }
 }
 
+/// The label of a class, or `class_<id>` when the model has none for it.
+pub fn label(labels: &[String], class_id: usize) -> std::borrow::Cow<'_, str> {
+    match labels.get(class_id) {
+        Some(l) => std::borrow::Cow::Borrowed(l.as_str()),
+        None => std::borrow::Cow::Owned(format!("class_{class_id}")),
+    }
+}
+
 /// Numerically stable softmax, in place.
 pub fn softmax_in_place(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -94,9 +102,10 @@ impl Postprocessor {
         self.probabilities.clear();
         self.probabilities.extend_from_slice(scores);
         let apply_softmax = match self.output {
-            OutputKind::Logits => true,
             OutputKind::Probabilities => false,
-            OutputKind::Auto => !looks_like_probabilities(scores),
+            // `Auto` is resolved when the model loads (OutputKind::resolve); unresolved, softmax is the safe
+            // side: it keeps the ranking of scores that already were probabilities.
+            OutputKind::Logits | OutputKind::Auto => true,
         };
         if apply_softmax {
             softmax_in_place(&mut self.probabilities);
@@ -145,12 +154,28 @@ mod tests {
     fn output_kind_decides_softmax() {
         let mut r = Classification::default();
         let probs = [0.7, 0.2, 0.1];
-        Postprocessor::new(OutputKind::Auto, 1, 0.0).process(&probs, &mut r);
+        Postprocessor::new(OutputKind::Probabilities, 1, 0.0).process(&probs, &mut r);
         assert_eq!(r.best(), Some(Scored { class_id: 0, score: 0.7 }));
         Postprocessor::new(OutputKind::Logits, 1, 0.0).process(&probs, &mut r);
         assert!(r.best().is_some_and(|b| b.score < 0.5));
-        Postprocessor::new(OutputKind::Auto, 2, 0.0).process(&[5.0, -1.0, 2.0], &mut r);
+        Postprocessor::new(OutputKind::Logits, 2, 0.0).process(&[5.0, -1.0, 2.0], &mut r);
         assert_eq!(r.top.iter().map(|s| s.class_id).collect::<Vec<_>>(), vec![0, 2]);
         assert!((r.top[0].score - 0.9503).abs() < 1e-3);
+    }
+
+    #[test]
+    fn auto_output_is_decided_once_for_the_model_not_per_frame() {
+        // A logits model (its warm-up scores are no distribution) that meets a frame whose logits happen to
+        // lie in [0, 1] and sum to 1: before, that frame alone skipped softmax and reported 70 % where the
+        // model's softmax says 45 %.
+        let kind = OutputKind::Auto.resolve(&[3.2, -1.0, 0.4]);
+        assert_eq!(kind, OutputKind::Logits);
+        let mut r = Classification::default();
+        let mut post = Postprocessor::new(kind, 1, 0.0);
+        post.process(&[0.7, 0.2, 0.1], &mut r);
+        assert!(r.best().is_some_and(|b| (b.score - 0.4640).abs() < 1e-3), "{r:?}");
+        // A model whose warm-up output is a distribution is a probabilities model, for every frame.
+        assert_eq!(OutputKind::Auto.resolve(&[0.25, 0.25, 0.5]), OutputKind::Probabilities);
+        assert_eq!(OutputKind::Logits.resolve(&[0.25, 0.25, 0.5]), OutputKind::Logits);
     }
 }

@@ -52,7 +52,10 @@ impl CapturedFrame {
 
 #[derive(Debug, Default)]
 struct Slot {
-    frame: Option<CapturedFrame>,
+    /// The newest frame not yet taken, with its capture number.
+    frame: Option<(u64, CapturedFrame)>,
+    /// When the source last delivered a frame (taken or not).
+    last_put: Option<Instant>,
     /// Buffers handed back by the consumer, for the capture thread to fill next.
     spare: Vec<Vec<u8>>,
     dropped: u64,
@@ -100,7 +103,8 @@ impl FrameHub {
         let mut state = self.lock();
         let slot = &mut state.slots[camera];
         slot.captured += 1;
-        if let Some(old) = slot.frame.replace(frame) {
+        slot.last_put = Some(frame.captured);
+        if let Some((_, old)) = slot.frame.replace((slot.captured, frame)) {
             slot.dropped += 1;
             if slot.spare.len() < MAX_SPARES {
                 slot.spare.push(old.data);
@@ -144,17 +148,18 @@ impl FrameHub {
         self.lock().failed
     }
 
-    /// The next frame, visiting cameras in turn from `*next`; `None` when closed (or every source finished)
-    /// and nothing is left.
-    pub fn take(&self, next: &mut usize) -> Option<(usize, CapturedFrame)> {
+    /// The next frame, visiting cameras in turn from `*next`, as (camera, capture number, frame): a camera's
+    /// capture numbers increase in capture order (from 1). `None` when closed (or every source finished) and
+    /// nothing is left.
+    pub fn take(&self, next: &mut usize) -> Option<(usize, u64, CapturedFrame)> {
         let mut state = self.lock();
         loop {
             let n = state.slots.len();
             for i in 0..n {
                 let camera = (*next + i) % n;
-                if let Some(frame) = state.slots[camera].frame.take() {
+                if let Some((number, frame)) = state.slots[camera].frame.take() {
                     *next = (camera + 1) % n;
-                    return Some((camera, frame));
+                    return Some((camera, number, frame));
                 }
             }
             if state.closed || state.slots.iter().all(|s| s.finished) {
@@ -167,6 +172,13 @@ impl FrameHub {
     /// Whether a captured frame is waiting to be taken (the watchdog's sign that the pipeline has work).
     pub fn waiting(&self) -> bool {
         self.lock().slots.iter().any(|s| s.frame.is_some())
+    }
+
+    /// How long ago `camera`'s source last delivered a frame (`None`: never), and whether it has finished.
+    pub fn last_frame(&self, camera: usize, now: Instant) -> (Option<Duration>, bool) {
+        let state = self.lock();
+        let slot = &state.slots[camera];
+        (slot.last_put.map(|t| now.saturating_duration_since(t)), slot.finished)
     }
 
     /// (captured, dropped) frame counts of a camera.
@@ -294,10 +306,13 @@ mod tests {
         hub.put(1, frame(9));
         hub.put(0, frame(3));
         let mut next = 0;
-        let (cam, f) = hub.take(&mut next).expect("frame");
-        assert_eq!((cam, f.data[0]), (0, 3));
-        assert_eq!(hub.take(&mut next).map(|(c, f)| (c, f.data[0])), Some((1, 9)));
-        assert_eq!(hub.counts(0), (3, 2));
+        let (cam, number, f) = hub.take(&mut next).expect("frame");
+        assert_eq!((cam, number, f.data[0]), (0, 3, 3));
+        assert_eq!(hub.take(&mut next).map(|(c, n, f)| (c, n, f.data[0])), Some((1, 1, 9)));
+        // Capture numbers keep increasing per camera.
+        hub.put(0, frame(4));
+        assert_eq!(hub.take(&mut next).map(|(c, n, _)| (c, n)), Some((0, 4)));
+        assert_eq!(hub.counts(0), (4, 2));
         hub.close();
         assert!(hub.take(&mut next).is_none());
         // Dropped frames' buffers come back as spares.

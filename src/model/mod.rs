@@ -152,6 +152,28 @@ pub enum ModelError {
     Run(#[from] ort::Error),
 }
 
+/// An input tensor of a model (`batch` images in the model's layout), made by [`Model::new_input`]. The
+/// daemon circulates two between its decode and inference threads, so a frame is prepared straight into the
+/// tensor that will be inferred: no copy.
+#[derive(Debug)]
+pub struct Input {
+    tensor: Tensor<f32>,
+    per_image: usize,
+}
+
+impl Input {
+    /// The values of one batch slot, for the preprocessor to fill.
+    pub fn slot_mut(&mut self, slot: usize) -> &mut [f32] {
+        let per = self.per_image;
+        &mut self.tensor.extract_tensor_mut().1[slot * per..(slot + 1) * per]
+    }
+
+    /// Every value, all slots.
+    pub fn values_mut(&mut self) -> &mut [f32] {
+        self.tensor.extract_tensor_mut().1
+    }
+}
+
 /// A loaded model, ready to run.
 #[derive(Debug)]
 pub struct Model {
@@ -166,8 +188,8 @@ pub struct Model {
     placement: Option<Vec<ProviderNodes>>,
     batch: usize,
     num_classes: usize,
-    /// The input tensor, owned here for the session's life; the preprocessor fills it in place.
-    input: Tensor<f32>,
+    /// The model's own input (warm-up, [`Model::run`]); the stage chain uses inputs of its own.
+    input: Input,
     scores: Vec<f32>,
     metadata: HashMap<String, String>,
     /// `[model.preprocess]` changed the model's own recipe (so its stamped check does not apply).
@@ -225,10 +247,8 @@ impl Model {
             spec::Layout::Nchw => [batch, 3, h as usize, w as usize],
             spec::Layout::Nhwc => [batch, h as usize, w as usize, 3],
         };
-        let mut input = Tensor::<f32>::new(session.allocator(), dims)
-            .map_err(|source| ModelError::Session { path: path.to_path_buf(), source })?;
-        // Unused batch slots (a model with a fixed batch > 1) are fed zeros, not stale memory.
-        input.extract_tensor_mut().1.fill(0.0);
+        let input =
+            new_input(session, dims).map_err(|source| ModelError::Session { path: path.to_path_buf(), source })?;
 
         let mut model = Model {
             session: opened.session,
@@ -272,6 +292,12 @@ impl Model {
             });
         }
         model.num_classes = model.scores.len() / model.batch;
+        // `output = "auto"` is decided here, once, from the warm-up's scores: never frame by frame.
+        let resolved = model.spec.output.resolve(model.scores(0));
+        if resolved != model.spec.output {
+            tracing::info!(model = %path.display(), output = ?resolved, "output kind decided from the warm-up");
+            model.spec.output = resolved;
+        }
         // A labels file given is checked even when empty: an empty file is a mistake, not "no labels".
         let labels_given = options.labels.is_some() || !model.spec.labels.is_empty();
         if labels_given && model.spec.labels.len() != model.num_classes {
@@ -289,44 +315,42 @@ impl Model {
         Ok(model)
     }
 
-    /// The input tensor's storage, `batch × image` values in the spec's layout, for the preprocessor to fill.
+    /// The model's own input tensor, `batch × image` values in the spec's layout.
     pub fn input_mut(&mut self) -> &mut [f32] {
-        self.input.extract_tensor_mut().1
+        self.input.values_mut()
     }
 
-    /// The input values of one batch slot.
+    /// The model's own input values of one batch slot.
     pub fn input_slot_mut(&mut self, slot: usize) -> &mut [f32] {
-        let per = self.input_len_per_image();
-        &mut self.input_mut()[slot * per..(slot + 1) * per]
+        self.input.slot_mut(slot)
     }
 
     pub fn input_len_per_image(&self) -> usize {
-        let (h, w) = self.spec.input_size;
-        3 * h as usize * w as usize
+        self.input.per_image
     }
 
-    /// Runs the model on the current input tensor; returns `batch × num_classes` raw scores.
+    /// A new input tensor for this model (zeros), for callers that prepare frames apart from inference.
+    pub fn new_input(&self) -> Result<Input, ModelError> {
+        let dims = self.input.tensor.shape().to_vec();
+        new_input(&self.session, dims).map_err(|source| ModelError::Session { path: self.path.clone(), source })
+    }
+
+    /// Runs the model on its own input tensor; returns `batch × num_classes` raw scores.
     pub fn run(&mut self) -> Result<&[f32], ModelError> {
-        let outputs = self.session.run(ort::inputs![&self.input])?;
+        let Model { session, input, scores, path, batch, num_classes, .. } = self;
+        let outputs = session.run(ort::inputs![&input.tensor])?;
         let (shape, data) = outputs[0].try_extract_tensor::<f32>()?;
-        // Checked on every run: a model whose output size depends on its input must not be sliced blind.
-        let expected = self.batch * self.num_classes;
-        if shape.first().is_some_and(|&n| n != self.batch as i64) || (self.num_classes > 0 && data.len() != expected) {
-            return Err(ModelError::Output {
-                path: self.path.clone(),
-                shape: format!("{shape:?}"),
-                batch: self.batch,
-                classes: self.num_classes,
-            });
-        }
-        self.scores.clear();
-        self.scores.extend_from_slice(data);
-        // A NaN would sort anywhere and softmax into NaN everywhere: never a classification.
-        let count = self.scores.iter().filter(|s| !s.is_finite()).count();
-        if count > 0 {
-            return Err(ModelError::NonFinite { path: self.path.clone(), count });
-        }
-        Ok(&self.scores)
+        keep_scores(scores, path, *batch, *num_classes, shape, data)?;
+        Ok(scores)
+    }
+
+    /// Runs the model on `input` (made by [`Model::new_input`]); returns `batch × num_classes` raw scores.
+    pub fn run_on(&mut self, input: &Input) -> Result<&[f32], ModelError> {
+        let Model { session, scores, path, batch, num_classes, .. } = self;
+        let outputs = session.run(ort::inputs![&input.tensor])?;
+        let (shape, data) = outputs[0].try_extract_tensor::<f32>()?;
+        keep_scores(scores, path, *batch, *num_classes, shape, data)?;
+        Ok(scores)
     }
 
     /// The raw scores of one batch slot from the last run.
@@ -378,10 +402,7 @@ impl Model {
     }
     /// The label of a class, or `class_<id>` when the model has none.
     pub fn label(&self, class_id: usize) -> std::borrow::Cow<'_, str> {
-        match self.spec.labels.get(class_id) {
-            Some(l) => std::borrow::Cow::Borrowed(l.as_str()),
-            None => std::borrow::Cow::Owned(format!("class_{class_id}")),
-        }
+        crate::postprocess::label(&self.spec.labels, class_id)
     }
 }
 
@@ -395,6 +416,45 @@ fn session_summary(model: &Model) {
         input = %format!("{:?} {}x{}", s.layout, s.input_size.0, s.input_size.1),
         "model ready"
     );
+}
+
+/// Checks a run's output against the model's batch and class count and keeps it in `scores` (reused).
+fn keep_scores(
+    scores: &mut Vec<f32>,
+    path: &Path,
+    batch: usize,
+    num_classes: usize,
+    shape: &[i64],
+    data: &[f32],
+) -> Result<(), ModelError> {
+    // Checked on every run: a model whose output size depends on its input must not be sliced blind.
+    let expected = batch * num_classes;
+    if shape.first().is_some_and(|&n| n != batch as i64) || (num_classes > 0 && data.len() != expected) {
+        return Err(ModelError::Output {
+            path: path.to_path_buf(),
+            shape: format!("{shape:?}"),
+            batch,
+            classes: num_classes,
+        });
+    }
+    scores.clear();
+    scores.extend_from_slice(data);
+    // A NaN would sort anywhere and softmax into NaN everywhere: never a classification.
+    let count = scores.iter().filter(|s| !s.is_finite()).count();
+    if count > 0 {
+        return Err(ModelError::NonFinite { path: path.to_path_buf(), count });
+    }
+    Ok(())
+}
+
+/// An input tensor of `dims`, zero-filled: unused batch slots (a model with a fixed batch > 1) are fed zeros,
+/// not stale memory.
+fn new_input(session: &Session, dims: impl ort::value::IntoShape) -> Result<Input, ort::Error> {
+    let mut tensor = Tensor::<f32>::new(session.allocator(), dims)?;
+    tensor.extract_tensor_mut().1.fill(0.0);
+    let shape = tensor.shape();
+    let per_image = shape.iter().skip(1).product::<i64>().max(0) as usize;
+    Ok(Input { tensor, per_image })
 }
 
 fn read_metadata(session: &Session) -> Result<HashMap<String, String>, ort::Error> {

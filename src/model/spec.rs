@@ -51,8 +51,21 @@ pub enum OutputKind {
     Logits,
     /// Already probabilities.
     Probabilities,
-    /// Decided per output: a vector in [0, 1] summing to 1 is taken as probabilities.
+    /// Decided once, when the model is loaded ([`OutputKind::resolve`]): never per frame.
     Auto,
+}
+
+impl OutputKind {
+    /// `Auto` decided from the model's warm-up output: a vector in [0, 1] summing to 1 is probabilities,
+    /// anything else logits. Once per model, so a logits model whose scores for one frame happen to look
+    /// like probabilities still gets its softmax on that frame.
+    pub fn resolve(self, warm_up: &[f32]) -> OutputKind {
+        match self {
+            OutputKind::Auto if crate::postprocess::looks_like_probabilities(warm_up) => OutputKind::Probabilities,
+            OutputKind::Auto => OutputKind::Logits,
+            decided => decided,
+        }
+    }
 }
 
 /// The preprocessing and output recipe of one model.

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 
 use crate::backoff::Backoff;
 use crate::config::{Config, MqttConfig, TlsConfig};
-use crate::events::{Event, State, millis};
+use crate::events::{Event, State};
 use crate::health::{Health, QueueHealth, Reporter};
 pub use command::Command;
 use discovery::Discovery;
@@ -69,8 +69,6 @@ impl Topics {
 pub struct Publication {
     pub event: Event,
     pub state: Option<State>,
-    /// When the frame was captured: `capture_to_publish` is measured from here.
-    pub captured: Instant,
 }
 
 /// What the daemon tells a running publisher.
@@ -498,7 +496,6 @@ impl Publisher {
         for mut p in batch {
             let camera = p.event.camera.clone();
             p.event.seq = self.queue.next_seq(&camera);
-            p.event.timing_ms.capture_to_publish = millis(p.captured.elapsed());
             if let Some(state) = p.state
                 && let Ok(json) = serde_json::to_vec(&state)
             {
@@ -787,7 +784,9 @@ impl Publisher {
                 return;
             }
         };
-        for r in records {
+        let now = std::time::SystemTime::now();
+        for mut r in records {
+            crate::events::stamp_capture_to_publish(&mut r.payload, now);
             match conn.client.try_publish(r.topic, self.settings.qos, false, r.payload) {
                 Ok(()) => {
                     conn.requested.push_back(Tag::Event(r.id));

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::model::{CudaOptions, Model, ModelOptions, Provider, ProviderNodes, Runtime, TensorRtOptions};
-use crate::postprocess::{Classification, Postprocessor};
-use crate::preprocess::{Frame, Preprocessor};
+use crate::pipeline::{Infer, Prepare};
+use crate::preprocess::Frame;
 
 /// When a measurement stops.
 #[derive(Debug, Clone, Copy)]
@@ -212,7 +212,7 @@ pub fn run(
                 // The check, before the timing (it runs a few inferences, like the warm-up does).
                 let mut model_check = None;
                 if batch == 1 {
-                    let mut classifier = crate::pipeline::Classifier::new(model, 1, 0.0);
+                    let mut classifier = crate::pipeline::Classifier::new(model, 1, 0.0)?;
                     match crate::check::at_load(&mut classifier, crate::check::OnCheckFailure::Warn) {
                         Ok(check) => {
                             if check.status == crate::check::CheckStatus::Failed {
@@ -270,20 +270,20 @@ pub fn run(
                         model.run().map(|_| ()).map_err(BenchError::from)
                     })?;
                 if !images.is_empty() {
-                    let mut pre = Preprocessor::new(model.spec());
-                    let mut post = Postprocessor::new(model.spec().output, 5, 0.0);
-                    let mut result = Classification::default();
+                    // The daemon's stage chain, batch slot by batch slot.
+                    let mut prepare = Prepare::new(model.spec());
+                    let mut infer = Infer::new(model, 5, 0.0);
+                    let mut input = infer.new_input()?;
                     let mut next = 0;
                     row.pipeline =
                         Some(measure(options.budget, batch, &|f| progress(&format!("{label}: pipeline"), f), || {
                             for slot in 0..batch {
-                                pre.decode(Frame::Encoded(&images[next % images.len()]))?;
+                                prepare.frame(Frame::Encoded(&images[next % images.len()]), &mut input, slot)?;
                                 next += 1;
-                                pre.write_tensor(model.input_slot_mut(slot))?;
                             }
-                            model.run()?;
+                            infer.run(&input)?;
                             for slot in 0..batch {
-                                post.process(model.scores(slot), &mut result);
+                                infer.classification(slot);
                             }
                             Ok(())
                         })?);

@@ -562,7 +562,11 @@ fn the_watchdog_is_fed_while_frames_flow_and_starves_when_inference_sticks() {
     let socket_env = socket_path.display().to_string();
     let daemon = Daemon::start_env(
         &config,
-        &[("NOTIFY_SOCKET", &socket_env), ("WATCHDOG_USEC", "600000"), ("CAMCLASSD_FAULT", "stall-inference-after:10")],
+        &[
+            ("NOTIFY_SOCKET", &socket_env),
+            ("WATCHDOG_USEC", "600000"),
+            ("CAMCLASSD_TEST_HOOKS", "stall-inference-after=10"),
+        ],
     );
     let mut received: Vec<(Instant, String)> = Vec::new();
     let start = Instant::now();

@@ -1,0 +1,348 @@
+//! The daemon: wires capture → prepare → infer → events → publish, reloads, watches itself, and shuts down.
+//!
+//! - this module: the run loop (start, reload on SIGHUP or the `reload` command, shutdown in order) and the
+//!   loading of models and the queue;
+//! - [`pipeline`]: everything that depends on the cameras and the model, started, drained and stopped as one;
+//! - [`worker`]: an inference worker's two threads (prepare, infer) and the per-camera publish decision;
+//! - [`watchdog`]: systemd's watchdog and the camera staleness alarm.
+//!
+//! Threads: one capture thread per camera feeding the [`crate::capture::FrameHub`]; per inference worker, a
+//! prepare thread and an inference thread circulating two input tensors; the tokio runtime hosts the
+//! publisher (MQTT + event queue), the watchdog and this loop. A reload prepares the new config and models
+//! on a blocking thread, raced against shutdown, and keeps the MQTT connection when the `[mqtt]` section did
+//! not change. Shutdown: capture stops, the frames already captured are classified (for a bounded time),
+//! their events queued and published, `offline` is published and the client disconnects.
+
+mod pipeline;
+mod watchdog;
+mod worker;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::check::{self, CheckStatus, ModelCheck};
+use crate::config::Config;
+use crate::model::{self, Model, ModelError};
+use crate::pipeline::Classifier;
+use crate::publish::{self, Command, Control, Limits, Publication, PublishError, Queue, QueueError, Settings};
+use pipeline::Pipeline;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("the config has no [mqtt] section or no cameras")]
+    Incomplete,
+    #[error(transparent)]
+    Runtime(#[from] model::runtime::RuntimeError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Check(#[from] check::CheckLoadError),
+    #[error("cannot start a thread: {0}")]
+    Thread(#[from] std::io::Error),
+    #[error("a pipeline thread failed (see the log); stopped so that the service manager restarts camclassd")]
+    Failed,
+}
+
+impl DaemonError {
+    /// The process exit code: 2 for what the user must fix (config, model, library), 1 for run-time failures.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            // A full or read-only disk may be fixed by the time systemd restarts us; a config error will not.
+            DaemonError::Thread(_) | DaemonError::Failed | DaemonError::Queue(QueueError::Io { .. }) => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// What a run did, for the exit log line and the tests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Summary {
+    pub frames: u64,
+    pub events: u64,
+    pub events_dropped: u64,
+    /// Events left in the on-disk queue for the next start.
+    pub events_queued: u64,
+}
+
+/// What the daemon listens to besides its pipeline.
+#[derive(Debug)]
+pub struct Signals<S> {
+    /// Resolves on SIGTERM / SIGINT.
+    pub shutdown: S,
+    /// One message per SIGHUP.
+    pub reload: mpsc::Receiver<()>,
+}
+
+/// Faults a test harness injects into a daemon it drives (in-process through [`run_with`], or through the
+/// debug binary: see `test_hooks` in main.rs); the default injects nothing, and nothing here reads the
+/// environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Hooks {
+    /// Each inference thread hangs for good after classifying this many frames (the watchdog's test).
+    pub stall_inference_after: Option<u64>,
+    /// A reload's model loading takes this much longer (a TensorRT engine build, in tests).
+    pub slow_reload: Option<Duration>,
+}
+
+/// How long shutdown waits for the workers to classify the frames already captured: an inference that
+/// hangs must not keep the daemon from stopping before systemd's stop timeout (90 s) ends in SIGKILL.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Runs until shutdown is requested or every source has finished.
+pub async fn run<S: Future<Output = ()>>(
+    config: Config,
+    config_path: Option<PathBuf>,
+    ort_lib: Option<&Path>,
+    signals: Signals<S>,
+) -> Result<Summary, DaemonError> {
+    run_with(config, config_path, ort_lib, signals, Hooks::default()).await
+}
+
+/// [`run`] with faults injected by a test harness.
+pub async fn run_with<S: Future<Output = ()>>(
+    config: Config,
+    config_path: Option<PathBuf>,
+    ort_lib: Option<&Path>,
+    signals: Signals<S>,
+    hooks: Hooks,
+) -> Result<Summary, DaemonError> {
+    if config.mqtt.is_none() || config.cameras.is_empty() {
+        return Err(DaemonError::Incomplete);
+    }
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let mut settings = Settings::from_config(&config)?;
+    let ort_lib = ort_lib.or(config.onnxruntime.library.as_deref());
+    let runtime = model::runtime::load(ort_lib)?;
+    let (models, check) = load_models(runtime, &config)?;
+    let queue = open_queue(&config)?;
+
+    let mut pipeline = Pipeline::start(&config, models, check, hooks)?;
+    let (command_tx, mut commands) = mpsc::channel::<Command>(4);
+    let mut publisher = PublisherHandle::spawn(settings.clone(), queue, &pipeline, command_tx.clone());
+    pipeline.run(&publisher.events)?;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    tracing::info!(
+        node = %config.node_id(),
+        cameras = config.cameras.len(),
+        workers = config.model.workers,
+        "camclassd running"
+    );
+
+    let watched = Arc::new(Mutex::new(pipeline.watched()));
+    let watchdog = tokio::spawn(watchdog::run(Arc::clone(&watched)));
+
+    let mut summary = Summary::default();
+    let Signals { shutdown, mut reload } = signals;
+    tokio::pin!(shutdown);
+    let mut running = config;
+    'serve: loop {
+        let reload_now = tokio::select! {
+            () = &mut shutdown => { tracing::info!("shutting down"); break }
+            Some(frames) = pipeline.done.recv() => {
+                // A worker ended on its own: every replay source finished (or a thread failed).
+                pipeline.finished += 1;
+                summary.frames += frames;
+                break;
+            }
+            Some(()) = reload.recv() => { tracing::info!("SIGHUP: reloading the config"); true }
+            Some(command) = commands.recv() => match command {
+                Command::Reload => true,
+                Command::Snapshot { camera } => { pipeline.snapshot(camera.as_deref()); false }
+            },
+        };
+        if !reload_now {
+            continue;
+        }
+        let Some(path) = config_path.clone() else {
+            tracing::warn!("reload asked for, but camclassd was started without a config file");
+            continue;
+        };
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+        // Everything that can fail is prepared before the running pipeline stops, on a blocking thread (a
+        // TensorRT build takes minutes), while this loop still answers SIGTERM.
+        let preparing = tokio::task::spawn_blocking(move || prepare_reload(&path, runtime, hooks));
+        let prepared = tokio::select! {
+            () = &mut shutdown => {
+                tracing::info!("shutting down; the reload being prepared is abandoned");
+                break 'serve;
+            }
+            prepared = preparing => prepared.unwrap_or_else(|e| Err(format!("the reload failed: {e}"))),
+        };
+        let (new, new_settings, next) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("reload refused, the running config stays:\n{e}");
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+                continue;
+            }
+        };
+        for warning in new.warnings() {
+            tracing::warn!("{warning}");
+        }
+        for change in restart_only_changes(&running, &new) {
+            tracing::warn!("{change} changes take effect at the next restart");
+        }
+        summary.frames += pipeline.stop(DRAIN_LIMIT).await;
+        pipeline = next;
+        if new_settings.source != settings.source {
+            tracing::info!("[mqtt] changed: reconnecting with the new settings");
+            let (stats, queue) = publisher.stop().await?;
+            summary.add(stats);
+            publisher = PublisherHandle::spawn(new_settings.clone(), queue, &pipeline, command_tx.clone());
+        } else {
+            let _ = publisher
+                .control
+                .send(Control::Pipeline { cameras: pipeline.names.clone(), health: Arc::clone(&pipeline.health) })
+                .await;
+        }
+        pipeline.run(&publisher.events)?;
+        settings = new_settings;
+        running = new;
+        if let Ok(mut w) = watched.lock() {
+            *w = pipeline.watched();
+        }
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        tracing::info!(cameras = pipeline.names.len(), "config reloaded");
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    watchdog.abort();
+    let failed = pipeline.hub.failed();
+    summary.frames += pipeline.stop(DRAIN_LIMIT).await;
+    // A publisher that died ends the daemon with an error, even when the workers then stopped "cleanly".
+    let (stats, _) = publisher.stop().await?;
+    summary.add(stats);
+    tracing::info!(
+        frames = summary.frames,
+        events = summary.events,
+        dropped_events = summary.events_dropped,
+        queued_events = summary.events_queued,
+        "stopped"
+    );
+    if failed {
+        return Err(DaemonError::Failed);
+    }
+    Ok(summary)
+}
+
+impl Summary {
+    fn add(&mut self, stats: publish::PublishStats) {
+        self.events += stats.events;
+        self.events_dropped += stats.dropped;
+        self.events_queued = stats.queued;
+    }
+}
+
+/// A reload's new config, MQTT settings and pipeline (models loaded, nothing started), or why not.
+fn prepare_reload(
+    path: &Path,
+    runtime: &'static model::runtime::Runtime,
+    hooks: Hooks,
+) -> Result<(Config, Settings, Pipeline), String> {
+    let new = Config::load_for_daemon(path).map_err(|e| e.to_string())?;
+    let settings = Settings::from_config(&new).map_err(|e| e.to_string())?;
+    if let Some(delay) = hooks.slow_reload {
+        std::thread::sleep(delay);
+    }
+    let (models, check) = load_models(runtime, &new).map_err(|e| e.to_string())?;
+    let pipeline = Pipeline::start(&new, models, check, hooks).map_err(|e| e.to_string())?;
+    Ok((new, settings, pipeline))
+}
+
+/// The sections a reload cannot apply (the running process keeps them until it restarts).
+fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changes = Vec::new();
+    if running.queue != new.queue {
+        changes.push("[queue]");
+    }
+    if running.onnxruntime.library != new.onnxruntime.library {
+        // The library is loaded once per process: ONNX Runtime cannot be unloaded.
+        changes.push("[onnxruntime] library");
+    }
+    changes
+}
+
+/// One inference session per worker. By default a worker's session gets its share of the cores minus one,
+/// which its prepare thread uses: on 2 cores, 1 intra-op thread classifies 233 frames/s against 213 with 2
+/// (the prepare thread then fights inference for a core).
+///
+/// The first session runs the model's own check ([`check::at_load`]); on a failure `[model]
+/// on_check_failure` decides: refuse, warn, or load `[model] fallback` for every worker instead.
+fn load_models(
+    runtime: &'static model::runtime::Runtime,
+    config: &Config,
+) -> Result<(Vec<Model>, ModelCheck), DaemonError> {
+    let workers = config.model.workers;
+    let mut options = config.model.model_options();
+    if options.threads.is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        options.threads = Some((cores / workers).saturating_sub(1).max(1));
+    }
+    let mut first = Classifier::new(Model::load(runtime, &config.model.path, &options)?, 1, 0.0)?;
+    let outcome = check::at_load(&mut first, config.model.on_check_failure)?;
+    let path = match (&outcome.status, &config.model.fallback) {
+        (CheckStatus::Fallback, Some(fallback)) => {
+            tracing::warn!(fallback = %fallback.display(), "running the fallback model instead of {}", outcome.model);
+            fallback.clone()
+        }
+        _ => config.model.path.clone(),
+    };
+    let mut models = Vec::with_capacity(workers);
+    if path == config.model.path {
+        models.push(first.into_model());
+    }
+    while models.len() < workers {
+        models.push(Model::load(runtime, &path, &options)?);
+    }
+    Ok((models, outcome))
+}
+
+fn open_queue(config: &Config) -> Result<Queue, DaemonError> {
+    let limits = Limits { max_events: config.queue.max_events, max_bytes: config.queue.max_mb * 1024 * 1024 };
+    let queue = tokio::task::block_in_place(|| Queue::open(&config.queue.path, limits))?;
+    Ok(queue)
+}
+
+/// The running publisher task and the channels into it.
+struct PublisherHandle {
+    events: mpsc::Sender<Publication>,
+    control: mpsc::Sender<Control>,
+    task: tokio::task::JoinHandle<(publish::PublishStats, Queue)>,
+}
+
+impl PublisherHandle {
+    fn spawn(settings: Settings, queue: Queue, pipeline: &Pipeline, commands: mpsc::Sender<Command>) -> Self {
+        let (events, rx) = mpsc::channel::<Publication>(256);
+        let (control, control_rx) = mpsc::channel::<Control>(4);
+        let task = tokio::spawn(publish::run(
+            settings,
+            queue,
+            pipeline.names.clone(),
+            Arc::clone(&pipeline.health),
+            rx,
+            control_rx,
+            commands,
+        ));
+        PublisherHandle { events, control, task }
+    }
+
+    /// Ends the publisher once the pipeline's senders are gone and gives back the queue; an error if the
+    /// publisher died (its queue with it), so that the service manager restarts camclassd.
+    async fn stop(self) -> Result<(publish::PublishStats, Queue), DaemonError> {
+        let PublisherHandle { events, control, task } = self;
+        drop((events, control));
+        task.await.map_err(|e| {
+            tracing::error!("the publisher failed: {e}");
+            DaemonError::Failed
+        })
+    }
+}

@@ -1,0 +1,175 @@
+//! A pipeline: everything that depends on the cameras and the model. Built by [`Pipeline::start`] (which may
+//! fail and touches no device), set going by [`Pipeline::run`], drained and stopped by [`Pipeline::stop`].
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::worker::{Camera, Worker};
+use super::{DaemonError, Hooks, watchdog};
+use crate::capture::{self, FrameHub};
+use crate::check::ModelCheck;
+use crate::config::{CameraConfig, Config, PublishMode};
+use crate::events::{Policy, Tracker};
+use crate::health::Health;
+use crate::model::Model;
+use crate::publish::Publication;
+
+pub(super) struct Pipeline {
+    pub(super) names: Vec<String>,
+    cameras_config: Vec<CameraConfig>,
+    cameras: Arc<Mutex<Vec<Camera>>>,
+    pub(super) health: Arc<Health>,
+    pub(super) hub: Arc<FrameHub>,
+    stop: Arc<AtomicBool>,
+    models: Vec<Model>,
+    top_k: usize,
+    min_score: f32,
+    node: Arc<str>,
+    captures: Vec<JoinHandle<()>>,
+    pub(super) done: mpsc::Receiver<u64>,
+    done_tx: Option<mpsc::Sender<u64>>,
+    workers: usize,
+    pub(super) finished: usize,
+    dropped: Arc<AtomicU64>,
+    hooks: Hooks,
+}
+
+/// A camera's publish policy from its config section.
+fn policy(camera: &CameraConfig, default_min_score: f32) -> Policy {
+    match camera.publish {
+        PublishMode::EveryFrame => Policy::EveryFrame,
+        PublishMode::OnChange => Policy::OnChange {
+            debounce: camera.debounce,
+            heartbeat: (camera.interval > 0.0).then(|| Duration::from_secs_f64(camera.interval)),
+            min_score: camera.min_score.unwrap_or(default_min_score),
+        },
+    }
+}
+
+impl Pipeline {
+    pub(super) fn start(
+        config: &Config,
+        models: Vec<Model>,
+        check: ModelCheck,
+        hooks: Hooks,
+    ) -> Result<Pipeline, DaemonError> {
+        if config.cameras.is_empty() {
+            return Err(DaemonError::Incomplete);
+        }
+        let cameras: Vec<Camera> = config
+            .cameras
+            .iter()
+            .map(|c| Camera { name: c.name.clone(), tracker: Tracker::new(policy(c, config.model.min_score)) })
+            .collect();
+        let names: Vec<String> = cameras.iter().map(|c| c.name.clone()).collect();
+        let (done_tx, done) = mpsc::channel::<u64>(models.len().max(1));
+        Ok(Pipeline {
+            health: Arc::new(Health::new(&names).with_model_check(check)),
+            names,
+            cameras_config: config.cameras.clone(),
+            cameras: Arc::new(Mutex::new(cameras)),
+            hub: Arc::new(FrameHub::new(config.cameras.len())),
+            stop: Arc::new(AtomicBool::new(false)),
+            workers: models.len(),
+            models,
+            top_k: config.model.top_k,
+            min_score: config.model.min_score,
+            node: config.node_id().into(),
+            captures: Vec::new(),
+            done,
+            done_tx: Some(done_tx),
+            finished: 0,
+            dropped: Arc::new(AtomicU64::new(0)),
+            hooks,
+        })
+    }
+
+    /// What the watchdog and the staleness alarm look at.
+    pub(super) fn watched(&self) -> watchdog::Watched {
+        watchdog::Watched {
+            health: Arc::clone(&self.health),
+            hub: Arc::clone(&self.hub),
+            stall_after: self.cameras_config.iter().map(watchdog::stall_after).collect(),
+            stalled: vec![false; self.cameras_config.len()],
+        }
+    }
+
+    /// Starts the capture threads and the workers, whose events go to `events`.
+    pub(super) fn run(&mut self, events: &mpsc::Sender<Publication>) -> Result<(), DaemonError> {
+        self.captures = capture::spawn_all(&self.cameras_config, &self.hub, &self.stop)?;
+        let Some(done_tx) = self.done_tx.take() else { return Ok(()) };
+        for (i, model) in std::mem::take(&mut self.models).into_iter().enumerate() {
+            let worker = Worker {
+                hub: Arc::clone(&self.hub),
+                cameras: Arc::clone(&self.cameras),
+                health: Arc::clone(&self.health),
+                events: events.clone(),
+                node: Arc::clone(&self.node),
+                top_k: self.top_k,
+                min_score: self.min_score,
+                dropped: Arc::clone(&self.dropped),
+                stall_after: self.hooks.stall_inference_after,
+            };
+            worker.spawn(i, model, done_tx.clone())?;
+        }
+        Ok(())
+    }
+
+    /// Asks the next classified frame of `camera` (or of every camera) to be published.
+    pub(super) fn snapshot(&self, camera: Option<&str>) {
+        let mut cameras = self.cameras.lock().unwrap_or_else(|p| p.into_inner());
+        let mut found = false;
+        for c in cameras.iter_mut().filter(|c| camera.is_none_or(|name| c.name == name)) {
+            c.tracker.request_snapshot();
+            found = true;
+        }
+        if !found {
+            tracing::warn!(camera = camera.unwrap_or_default(), "snapshot: no such camera");
+        }
+    }
+
+    /// Stops capture, lets the workers classify what was captured (for at most `limit`), and returns the
+    /// frames classified.
+    pub(super) async fn stop(&mut self, limit: Duration) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.hub.close();
+        let mut frames = 0;
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.finished < self.workers {
+            match tokio::time::timeout_at(deadline, self.done.recv()).await {
+                Ok(Some(n)) => {
+                    self.finished += 1;
+                    frames += n;
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::error!(
+                        "{} inference worker(s) did not finish within {limit:?} (inference stuck?); going on without them",
+                        self.workers - self.finished
+                    );
+                    // The threads are left behind: the process exits (or the next pipeline runs) without them.
+                    self.finished = self.workers;
+                    break;
+                }
+            }
+        }
+        // A capture thread stuck in a device read must not hold the exit: give them a second.
+        let captures = std::mem::take(&mut self.captures);
+        let join = tokio::task::spawn_blocking(move || captures.into_iter().for_each(|h| drop(h.join())));
+        if tokio::time::timeout(Duration::from_secs(1), join).await.is_err() {
+            tracing::warn!("a camera did not stop within 1 s (blocked in a device read); going on without it");
+        }
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "events the publisher had no room for were decided again on later frames (changes are not lost)"
+            );
+        }
+        frames
+    }
+}

@@ -1,0 +1,91 @@
+//! The daemon watching itself: systemd's watchdog (pings only while inference moves, or has nothing to do)
+//! and the staleness alarm (a camera whose source stopped delivering frames without an error: a read
+//! blocked for ever, a stream that went silent). A stale camera is logged once, reported in the health
+//! message (`connected: false`, `last_frame_age_s`) and, through it, in Home Assistant's connectivity sensor.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::capture::FrameHub;
+use crate::config::CameraConfig;
+use crate::health::Health;
+
+/// What the watchdog looks at; replaced when a reload starts a new pipeline.
+#[derive(Debug)]
+pub(super) struct Watched {
+    pub(super) health: Arc<Health>,
+    pub(super) hub: Arc<FrameHub>,
+    /// Per camera: no frame for this long means stale.
+    pub(super) stall_after: Vec<Duration>,
+    /// Per camera: stale at the last look (logged on each change).
+    pub(super) stalled: Vec<bool>,
+}
+
+/// A camera is stale after ten frame periods without a frame, and never sooner than 10 s (a camera opening,
+/// or reconnecting with backoff, takes seconds).
+pub(super) fn stall_after(camera: &CameraConfig) -> Duration {
+    let periods = if camera.fps > 0.0 { 10.0 / camera.fps } else { 0.0 };
+    Duration::from_secs_f64(periods.max(10.0))
+}
+
+impl Watched {
+    /// Marks cameras stale or live again at `now`, logging each change once.
+    pub(super) fn check_cameras(&mut self, now: Instant) {
+        for (camera, stalled) in self.stalled.iter_mut().enumerate() {
+            let (age, finished) = self.hub.last_frame(camera, now);
+            let limit = self.stall_after.get(camera).copied().unwrap_or(Duration::from_secs(10));
+            let since_start = self.health.uptime(now);
+            // Before its first frame a camera is measured from the pipeline's start.
+            let silent = age.unwrap_or(since_start);
+            let stale = !finished && silent > limit;
+            self.health.set_last_frame(camera, age, !stale);
+            let name = self.health.cameras.get(camera).map_or("?", |c| c.name.as_str());
+            if stale && !*stalled {
+                tracing::error!(
+                    camera = name,
+                    "no frame for {:.0?} (the source delivers nothing and reports no error): the camera is stale",
+                    silent
+                );
+            } else if !stale && *stalled {
+                tracing::info!(camera = name, "frames arrive again");
+            }
+            *stalled = stale;
+        }
+    }
+}
+
+/// Runs for the daemon's life: the staleness check every second, and `WATCHDOG=1` every half watchdog
+/// period while inference is moving or has nothing to do. A stuck inference (frames waiting, no run
+/// finishing) stops the pings and systemd restarts us.
+pub(super) async fn run(watched: Arc<Mutex<Watched>>) {
+    let mut usec = 0;
+    let ping = (sd_notify::watchdog_enabled(false, &mut usec) && usec > 0).then(|| Duration::from_micros(usec) / 2);
+    let tick = ping.map_or(Duration::from_secs(1), |p| p.min(Duration::from_secs(1)));
+    let mut last_ping = Instant::now();
+    let mut last = None;
+    let mut warned = false;
+    loop {
+        tokio::time::sleep(tick).await;
+        let now = Instant::now();
+        let (n, idle) = {
+            let Ok(mut w) = watched.lock() else { continue };
+            w.check_cameras(now);
+            (w.health.inferences(), !w.health.busy() && !w.hub.waiting())
+        };
+        let Some(period) = ping else { continue };
+        if now.duration_since(last_ping) + tick / 2 < period {
+            continue;
+        }
+        last_ping = now;
+        // Moved since the last ping.
+        let moved = last.is_none_or(|l| l != n);
+        last = Some(n);
+        if moved || idle {
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            warned = false;
+        } else if !warned {
+            tracing::error!("inference is stuck (frames waiting, none classified): watchdog pings stopped");
+            warned = true;
+        }
+    }
+}
