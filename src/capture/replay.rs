@@ -2,9 +2,12 @@
 //!
 //! The source is one image, a folder (its JPEG/PNG files in name order), a glob such as `/srv/frames/*.jpg`
 //! (a video saved as numbered JPEG frames), or an MJPEG stream file (`.mjpeg`/`.mjpg`: JPEG frames back to
-//! back, as `ffmpeg -f mjpeg` or a camera dump writes them). It loops unless `loop = false`.
+//! back, as `ffmpeg -f mjpeg` or a camera dump writes them). It loops unless `loop = false`. A named pipe
+//! (`mkfifo /run/cam.mjpeg`) carries a live MJPEG stream from another program: its frames are delivered as
+//! they arrive, those beyond the camera's fps skipped.
 
 use std::io::Read;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::{Instant, SystemTime};
@@ -27,7 +30,7 @@ pub fn list(source: &str) -> Result<Vec<PathBuf>, String> {
             .filter_map(|entry| entry.ok().map(|e| e.path()))
             .filter(|p| p.is_file() && is_image(p))
             .collect()
-    } else if path.is_file() {
+    } else if path.is_file() || is_fifo(path) {
         vec![path.to_path_buf()]
     } else if source.contains(['*', '?', '[']) {
         glob::glob(source)
@@ -56,6 +59,62 @@ fn captured(data: Vec<u8>) -> CapturedFrame {
 fn pace(pacer: &mut Pacer, stop: &AtomicBool) -> bool {
     pacer.wait(stop);
     !stop.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn is_fifo(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo())
+}
+
+/// The most a named pipe may send without a JPEG frame boundary.
+const MAX_PIPE_FRAME: usize = 64 << 20;
+
+/// Reads a live MJPEG stream from a named pipe until its writer closes it (or the daemon stops), delivering
+/// each frame as it completes: at the next frame's start, or at its end-of-image marker when the writer
+/// paused there. Returns the frames delivered. Reads block while the writer is silent: the staleness alarm
+/// (daemon/watchdog.rs) reports such a camera.
+fn stream_pipe(file: &Path, index: usize, hub: &FrameHub, stop: &AtomicBool, pacer: &mut Pacer) -> Result<u64, String> {
+    const SOI: [u8; 2] = [0xFF, 0xD8];
+    const EOI: [u8; 2] = [0xFF, 0xD9];
+    let mut pipe = std::fs::File::open(file).map_err(|e| e.to_string())?;
+    let mut pending = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    let mut delivered = 0u64;
+    let mut deliver = |frame: &[u8], delivered: &mut u64| {
+        // A live source: frames beyond the fps are skipped, not waited for.
+        if frame.starts_with(&SOI) && pacer.due(Instant::now()) {
+            let mut data = hub.buffer(index);
+            data.extend_from_slice(frame);
+            hub.put(index, captured(data));
+            *delivered += 1;
+        }
+    };
+    loop {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(delivered);
+        }
+        let n = pipe.read(&mut chunk).map_err(|e| e.to_string())?;
+        if n == 0 {
+            if !pending.is_empty() {
+                deliver(&pending, &mut delivered);
+            }
+            return Ok(delivered);
+        }
+        pending.extend_from_slice(&chunk[..n]);
+        let mut start = 0;
+        while let Some(i) = pending[start..].windows(4).position(|w| w[..2] == EOI && w[2..] == SOI) {
+            let end = start + i + 2;
+            deliver(&pending[start..end], &mut delivered);
+            start = end;
+        }
+        if n < chunk.len() && pending.len() > start && pending.ends_with(&EOI) {
+            deliver(&pending[start..], &mut delivered);
+            start = pending.len();
+        }
+        pending.drain(..start);
+        if pending.len() > MAX_PIPE_FRAME {
+            return Err(format!("no JPEG frame boundary in {} MiB: not an MJPEG stream", MAX_PIPE_FRAME >> 20));
+        }
+    }
 }
 
 fn is_mjpeg_stream(path: &Path) -> bool {
@@ -119,6 +178,13 @@ pub fn run(cam: &CameraConfig, source: &str, index: usize, hub: &FrameHub, stop:
         let mut delivered = 0u64;
         let mut stream = Vec::new();
         for file in &files {
+            if is_fifo(file) {
+                match stream_pipe(file, index, hub, stop, &mut pacer) {
+                    Ok(n) => delivered += n,
+                    Err(e) => skip(file, e),
+                }
+                continue;
+            }
             if is_mjpeg_stream(file) {
                 if std::fs::metadata(file).is_ok_and(|m| m.len() > MAX_STREAM_BYTES) {
                     skip(file, "MJPEG streams over 512 MiB are not replayed; split it".into());

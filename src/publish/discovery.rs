@@ -89,6 +89,7 @@ impl Discovery {
             ("sensor", "fps"),
             ("sensor", "frames_dropped"),
             ("sensor", "infer_ms"),
+            ("binary_sensor", "connected"),
         ]
         .iter()
         .map(|(component, what)| self.topic(component, &format!("{camera}_{what}")))
@@ -153,8 +154,17 @@ impl Discovery {
             let fps = diag("fps", "fps", "fps", Some("fps"), "measurement");
             let dropped = diag("frames_dropped", "dropped frames", "frames_dropped", None, "total_increasing");
             let infer = diag("infer_ms", "inference time", "infer_ms", Some("ms"), "measurement");
+            // Off while the camera is stale (no frame for ten frame periods, at least 10 s).
+            let mut connected = self.entity(&format!("{cam}_connected"), &format!("{camera} connected"));
+            connected.insert("state_topic".into(), json!(health));
+            connected.insert(
+                "value_template".into(),
+                json!(format!("{{{{ 'ON' if value_json.cameras[{cam_key}].connected else 'OFF' }}}}")),
+            );
+            connected.insert("device_class".into(), json!("connectivity"));
+            connected.insert("entity_category".into(), json!("diagnostic"));
 
-            for (topic, body) in topics.into_iter().zip([label, score, event, fps, dropped, infer]) {
+            for (topic, body) in topics.into_iter().zip([label, score, event, fps, dropped, infer, connected]) {
                 out.push(ConfigMessage { topic, payload: Value::Object(body).to_string().into_bytes() });
             }
         }
@@ -193,7 +203,7 @@ mod tests {
     fn every_camera_gets_its_entities_and_valid_json() {
         let d = discovery();
         let configs = d.configs(&["porch".into(), "back_door".into()]);
-        assert_eq!(configs.len(), 14);
+        assert_eq!(configs.len(), 16);
         for c in &configs {
             assert!(d.is_own_config(&c.topic), "{}", c.topic);
             let v: Value = serde_json::from_slice(&c.payload).unwrap();
@@ -204,6 +214,13 @@ mod tests {
         let topics: Vec<&str> = configs.iter().map(|c| c.topic.as_str()).collect();
         assert!(topics.contains(&"homeassistant/event/pi4/back_door_classification/config"));
         assert!(topics.contains(&"homeassistant/sensor/pi4/porch_label/config"));
+        let connected = configs.iter().find(|c| c.topic == "homeassistant/binary_sensor/pi4/porch_connected/config");
+        let v: Value = serde_json::from_slice(&connected.expect("a connectivity sensor").payload).unwrap();
+        assert_eq!(
+            (v["device_class"].as_str(), v["state_topic"].as_str()),
+            (Some("connectivity"), Some("camclassd/pi4/health"))
+        );
+        assert_eq!(v["value_template"], "{{ 'ON' if value_json.cameras[\"porch\"].connected else 'OFF' }}");
         let check = configs.iter().find(|c| c.topic == "homeassistant/sensor/pi4/model_check/config").unwrap();
         let v: Value = serde_json::from_slice(&check.payload).unwrap();
         assert_eq!(v["state_topic"], "camclassd/pi4/health");

@@ -13,6 +13,7 @@ mod errors;
 mod gpu;
 mod inspect;
 mod mqtt;
+mod pipeline;
 mod reference;
 
 use std::path::{Path, PathBuf};

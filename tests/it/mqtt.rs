@@ -104,6 +104,17 @@ fn a_broker_killed_for_10_s_loses_no_event() {
     // ~100 events were made during the outage: all of them must come, after the ones from before.
     let log = outage.finish(daemon, at_kill + 80);
     assert!(log.contains("MQTT connection lost"), "{log}");
+    // capture_to_publish is measured when an event leaves for the broker: those captured during the outage
+    // say they waited for it (it read ~0-20 ms before, the time to the queue).
+    let waited: Vec<f64> = outage
+        .witness
+        .messages()
+        .iter()
+        .filter_map(|m| serde_json::from_str::<serde_json::Value>(&m.payload).ok())
+        .filter(|e| e["seq"].as_u64().is_some_and(|s| (at_kill + 15..at_kill + 20).contains(&s)))
+        .map(|e| e["timing_ms"]["capture_to_publish"].as_f64().unwrap_or(-1.0))
+        .collect();
+    assert!(!waited.is_empty() && waited.iter().all(|&ms| ms >= 4000.0), "{waited:?}");
 }
 
 #[test]
@@ -294,7 +305,7 @@ fn home_assistant_discovery_is_retained_resent_and_cleaned_up() {
     let daemon = Daemon::start(&config);
     let witness = Witness::start(&broker, "homeassistant/#");
     witness.wait_for("discovery configs", Duration::from_secs(20), |m| {
-        m.iter().filter(|m| m.topic.contains("/testnode/porch_")).count() >= 6
+        m.iter().filter(|m| m.topic.contains("/testnode/porch_")).count() >= 7
     });
 
     // The stale config is cleared once the daemon has seen it (retained, on its subscription).
@@ -313,6 +324,7 @@ fn home_assistant_discovery_is_retained_resent_and_cleaned_up() {
         "homeassistant/sensor/testnode/porch_fps/config",
         "homeassistant/sensor/testnode/porch_frames_dropped/config",
         "homeassistant/sensor/testnode/porch_infer_ms/config",
+        "homeassistant/binary_sensor/testnode/porch_connected/config",
         "homeassistant/sensor/testnode/model_check/config",
     ] {
         assert!(topics.contains(t), "{t} not retained: {topics:?}");
@@ -327,9 +339,10 @@ fn home_assistant_discovery_is_retained_resent_and_cleaned_up() {
     let health = retained(&broker, "camclassd/testnode/health");
     let h: serde_json::Value = serde_json::from_str(&health[0].payload).expect("health JSON");
     assert_eq!(h["schema"], "camclassd.health/1");
-    for key in ["fps", "frames", "frames_dropped"] {
+    for key in ["fps", "frames", "frames_dropped", "last_frame_age_s"] {
         assert!(h["cameras"]["porch"][key].is_number(), "{key} in {h}");
     }
+    assert_eq!(h["cameras"]["porch"]["connected"], true, "{h}");
     for key in ["uptime_s", "rss_bytes"] {
         assert!(h[key].as_u64().is_some(), "{key} in {h}");
     }

@@ -1,0 +1,172 @@
+//! The daemon's pipeline under stress: several workers, a reload that takes long, a camera that goes silent,
+//! restart-only settings. Each test was written against a defect of issue 16 and failed before its fix.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::broker::{Broker, Witness, daemon_config};
+use super::daemon::Daemon;
+use super::*;
+
+fn events(witness: &Witness, camera: &str) -> Vec<serde_json::Value> {
+    let topic = format!("camclassd/testnode/{camera}/event");
+    witness
+        .messages()
+        .iter()
+        .filter(|m| m.topic == topic)
+        .filter_map(|m| serde_json::from_str(&m.payload).ok())
+        .collect()
+}
+
+#[test]
+fn with_two_workers_a_cameras_events_follow_capture_order() {
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/testnode/+/event");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = dir.path().join("frames");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    for (i, name) in PHOTOS.iter().enumerate() {
+        let ext = name.rsplit('.').next().unwrap_or("jpg");
+        std::fs::copy(generated(name), folder.join(format!("{i:03}.{ext}"))).expect("copy");
+    }
+    // `workers = 2` lands in [model] (the keys before the first [[cameras]]).
+    let cameras = format!(
+        "workers = 2\n[[cameras]]\nname = \"porch\"\nsource = {:?}\nfps = 60\npublish = \"every_frame\"\n",
+        folder.display().to_string()
+    );
+    let config = daemon_config(dir.path(), &broker, &cameras);
+    let daemon = Daemon::start(&config);
+    witness.wait_for("events", Duration::from_secs(30), |m| m.len() >= 60);
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let mut events = events(&witness, "porch");
+    events.sort_by_key(|e| e["seq"].as_u64());
+    // Two workers finish frames of one camera in either order; the later one of a pair that finished out of
+    // order is dropped as late, never published after its successor (time would run backwards).
+    let times: Vec<std::time::SystemTime> = events
+        .iter()
+        .map(|e| humantime::parse_rfc3339(e["captured_at"].as_str().unwrap_or_default()).expect("captured_at"))
+        .collect();
+    for (i, pair) in times.windows(2).enumerate() {
+        assert!(pair[0] <= pair[1], "seq {} captured after seq {}: {:?}", i + 1, i + 2, &events[i..i + 2]);
+    }
+}
+
+#[test]
+fn sigterm_during_a_slow_reload_stops_the_daemon_at_once() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cameras = format!(
+        "[[cameras]]\nname = \"porch\"\nsource = {:?}\nfps = 5\n",
+        generated("coffee.jpg").display().to_string()
+    );
+    let config = daemon_config(dir.path(), &broker, &cameras);
+    // Every reload's model loading takes 60 s (a TensorRT engine build).
+    let mut daemon = Daemon::start_env(&config, &[("CAMCLASSD_TEST_HOOKS", "slow-reload-ms=60000")]);
+    daemon.wait_log("camclassd running", Duration::from_secs(30));
+    daemon.signal("-HUP");
+    daemon.wait_log("reloading the config", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(1));
+    let t = Instant::now();
+    daemon.signal("-TERM");
+    // Before, the reload ran inside the control loop: SIGTERM waited for it (systemd: SIGKILL at 90 s).
+    let code = daemon.wait_exit(Duration::from_secs(20));
+    let log = daemon.log();
+    assert_eq!(code, Some(0), "after {:?}:\n{log}", t.elapsed());
+    assert!(log.contains("the reload being prepared is abandoned"), "{log}");
+}
+
+#[test]
+fn a_reload_that_changes_the_onnxruntime_library_says_it_needs_a_restart() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cameras = format!(
+        "[[cameras]]\nname = \"porch\"\nsource = {:?}\nfps = 5\n",
+        generated("coffee.jpg").display().to_string()
+    );
+    let config = daemon_config(dir.path(), &broker, &cameras);
+    let daemon = Daemon::start(&config);
+    daemon.wait_log("camclassd running", Duration::from_secs(30));
+    let lib = std::fs::read_dir(root().join(".cache/onnxruntime/x86_64"))
+        .or_else(|_| std::fs::read_dir(root().join(".cache/onnxruntime/aarch64")))
+        .expect("scripts/setup installed ONNX Runtime")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so.1")))
+        .expect("libonnxruntime.so.1.*");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!("[onnxruntime]\nlibrary = {:?}\n", lib.display().to_string()));
+    std::fs::write(&config, text).expect("write");
+    daemon.signal("-HUP");
+    // Before, the new library was silently ignored.
+    daemon.wait_log("[onnxruntime] library changes take effect at the next restart", Duration::from_secs(30));
+    daemon.wait_log("config reloaded", Duration::from_secs(30));
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// Writes `frames` JPEG frames into a named pipe, then keeps it open, writing nothing, until told.
+fn feed_pipe(pipe: &Path, frames: usize) -> std::sync::mpsc::Sender<usize> {
+    let (tx, rx) = std::sync::mpsc::channel::<usize>();
+    let pipe = pipe.to_path_buf();
+    let jpeg = std::fs::read(generated("coffee.jpg")).expect("jpeg");
+    std::thread::spawn(move || {
+        let Ok(mut w) = std::fs::OpenOptions::new().write(true).open(&pipe) else { return };
+        let mut send = |n: usize| {
+            for _ in 0..n {
+                if w.write_all(&jpeg).and_then(|()| w.flush()).is_err() {
+                    return;
+                }
+            }
+        };
+        send(frames);
+        // Silent, pipe held open: the camera's read blocks without an error.
+        while let Ok(n) = rx.recv() {
+            send(n);
+        }
+    });
+    tx
+}
+
+#[test]
+fn a_camera_whose_read_blocks_is_reported_stale_and_recovers() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipe = dir.path().join("cam.mjpeg");
+    let made = std::process::Command::new("mkfifo").arg(&pipe).status().expect("mkfifo");
+    assert!(made.success());
+    let cameras = format!(
+        "[[cameras]]\nname = \"pipe\"\nsource = {:?}\nfps = 5\npublish = \"every_frame\"\n[health]\ninterval = 1\n",
+        pipe.display().to_string()
+    );
+    let config = daemon_config(dir.path(), &broker, &cameras);
+    let witness = Witness::start(&broker, "camclassd/testnode/#");
+    let daemon = Daemon::start(&config);
+    let more = feed_pipe(&pipe, 3);
+    witness.wait_for("an event from the pipe", Duration::from_secs(30), |m| {
+        m.iter().any(|m| m.topic == "camclassd/testnode/pipe/event")
+    });
+    // Ten frame periods at 5 fps is 2 s; the floor is 10 s.
+    let health = |m: &[super::broker::Message]| -> Option<serde_json::Value> {
+        m.iter()
+            .rev()
+            .find(|m| m.topic == "camclassd/testnode/health")
+            .and_then(|m| serde_json::from_str::<serde_json::Value>(&m.payload).ok())
+    };
+    let stale = witness.wait_for("the camera reported stale", Duration::from_secs(30), |m| {
+        health(m).is_some_and(|h| h["cameras"]["pipe"]["connected"] == false)
+    });
+    let h = health(&stale).expect("health");
+    assert!(h["cameras"]["pipe"]["last_frame_age_s"].as_f64().is_some_and(|a| a >= 10.0), "{h}");
+    daemon.wait_log("the camera is stale", Duration::from_secs(5));
+    // The writer speaks again: connected, logged once.
+    let _ = more.send(3);
+    witness.wait_for("connected again", Duration::from_secs(30), |m| {
+        health(m).is_some_and(|h| h["cameras"]["pipe"]["connected"] == true)
+    });
+    daemon.wait_log("frames arrive again", Duration::from_secs(5));
+    drop(more);
+    let (_, log) = daemon.stop();
+    assert_eq!(log.matches("the camera is stale").count(), 1, "{log}");
+}
