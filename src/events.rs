@@ -144,6 +144,9 @@ pub struct Speaker<'a> {
 
 /// What to do with a classified frame.
 #[derive(Debug, Clone, PartialEq)]
+// Returned by value and moved once into the publisher's channel: boxing the event would only add an
+// allocation per event.
+#[allow(clippy::large_enum_variant)]
 pub enum Decision {
     /// An older frame than one already decided (another worker finished it later): ignored.
     Stale,

@@ -14,55 +14,30 @@
 //! coalescing list while the broker is away and go out first on reconnection.
 
 pub mod command;
+mod delivery;
 pub mod discovery;
+mod driver;
 pub mod queue;
+mod settings;
+mod topics;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{
-    AsyncClient, ConnectionError, Event as MqttEvent, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
-    TlsConfiguration, Transport,
-};
+use rumqttc::{AsyncClient, QoS};
 use tokio::sync::mpsc;
 
 use crate::backoff::Backoff;
-use crate::config::{Config, MqttConfig, TlsConfig};
 use crate::events::{Event, State};
 use crate::health::{Health, QueueHealth, Reporter};
 pub use command::Command;
-use discovery::Discovery;
+use delivery::{Delivery, Sent};
+use driver::{Notice, drive};
 pub use queue::{Limits, Queue, QueueError};
-
-/// The topic names of one node.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Topics {
-    prefix: String,
-    node: String,
-}
-
-impl Topics {
-    pub fn new(prefix: &str, node: &str) -> Topics {
-        Topics { prefix: prefix.trim_end_matches('/').to_string(), node: node.to_string() }
-    }
-    pub fn status(&self) -> String {
-        format!("{}/{}/status", self.prefix, self.node)
-    }
-    pub fn health(&self) -> String {
-        format!("{}/{}/health", self.prefix, self.node)
-    }
-    pub fn command(&self) -> String {
-        format!("{}/{}/command", self.prefix, self.node)
-    }
-    pub fn event(&self, camera: &str) -> String {
-        format!("{}/{}/{camera}/event", self.prefix, self.node)
-    }
-    pub fn state(&self, camera: &str) -> String {
-        format!("{}/{}/{camera}/state", self.prefix, self.node)
-    }
-}
+pub use settings::Settings;
+pub use topics::Topics;
 
 /// What the pipeline hands to the publisher: an event, and the camera's new state when it changed.
 #[derive(Debug)]
@@ -88,22 +63,6 @@ pub enum PublishError {
     Queue(#[from] QueueError),
 }
 
-/// MQTT settings resolved from the config: everything that needs a new connection when it changes.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub options: MqttOptions,
-    pub qos: QoS,
-    pub topics: Topics,
-    pub node: String,
-    pub reconnect_max: Duration,
-    pub commands: bool,
-    pub discovery: Option<Discovery>,
-    pub health_interval: Duration,
-    /// The config sections these settings came from, and a digest of the secrets read from files (password,
-    /// TLS certificates and key): a reload with the same keeps the connection; a rotated key does not.
-    pub source: (MqttConfig, Option<crate::config::HomeAssistantConfig>, crate::config::HealthConfig, [u8; 32]),
-}
-
 /// Acknowledged-or-not publishes in flight at once; PUBACKs are matched to events through this window.
 const WINDOW: usize = 32;
 
@@ -111,121 +70,11 @@ const WINDOW: usize = 32;
 /// commit per event cost 5 % of the frame rate on this machine's disk; sparse events are not delayed.
 const GROUP_COMMIT: Duration = Duration::from_millis(20);
 
+/// A connection that lasted this long was healthy: the reconnection backoff starts again from 1 s after it.
+const STABLE: Duration = Duration::from_secs(10);
+
 /// Acknowledged events are removed from the queue at least this often.
 const ACK_BATCH: Duration = Duration::from_millis(100);
-
-impl Settings {
-    pub fn from_config(config: &Config) -> Result<Settings, PublishError> {
-        let Some(mqtt) = config.mqtt.as_ref() else {
-            return Err(PublishError::Tls("no [mqtt] section".into()));
-        };
-        let node = config.node_id();
-        let topics = Topics::new(&mqtt.topic_prefix, &node);
-        let client_id = mqtt.client_id.clone().unwrap_or_else(|| format!("camclassd-{node}"));
-        let mut options = MqttOptions::new(client_id, mqtt.host.clone(), mqtt.port());
-        options
-            .set_keep_alive(Duration::from_secs(mqtt.keepalive))
-            .set_clean_session(true)
-            .set_inflight((2 * WINDOW) as u16)
-            // Incoming messages are commands, Home Assistant's status and our discovery configs: small, and
-            // anything over 1 KiB is refused where it is read. The packet limit is far above that, because
-            // a packet over it ends the connection, and a retained one (a stray 100 kB on
-            // homeassistant/status) would then end every connection as the broker sends it again.
-            .set_max_packet_size(INCOMING_MAX, 16 * 1024 * 1024)
-            .set_last_will(LastWill::new(topics.status(), "offline", QoS::AtLeastOnce, true));
-        let password = match &mqtt.password_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|source| PublishError::PasswordFile { path: path.clone(), source })?
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string(),
-            ),
-            None => mqtt.password.clone(),
-        };
-        if let Some(user) = &mqtt.username {
-            options.set_credentials(user.clone(), password.clone().unwrap_or_default());
-        }
-        if let Some(tls) = &mqtt.tls {
-            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls_config(tls)?))));
-        }
-        let qos = match mqtt.qos {
-            0 => QoS::AtMostOnce,
-            2 => QoS::ExactlyOnce,
-            _ => QoS::AtLeastOnce,
-        };
-        let discovery = config
-            .homeassistant
-            .as_ref()
-            .filter(|ha| ha.enabled)
-            .map(|ha| Discovery::new(&ha.discovery_prefix, &node, topics.clone()));
-        Ok(Settings {
-            options,
-            qos,
-            topics,
-            node,
-            reconnect_max: Duration::from_secs_f64(mqtt.reconnect_max),
-            commands: mqtt.commands,
-            discovery,
-            health_interval: Duration::from_secs_f64(config.health.interval),
-            source: (
-                mqtt.clone(),
-                config.homeassistant.clone(),
-                config.health.clone(),
-                secrets_digest(mqtt, &password),
-            ),
-        })
-    }
-}
-
-/// SHA-256 over the password and the TLS files' contents: what a reload must notice even when the config
-/// file itself did not change.
-fn secrets_digest(mqtt: &MqttConfig, password: &Option<String>) -> [u8; 32] {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    h.update(password.as_deref().unwrap_or_default());
-    if let Some(tls) = &mqtt.tls {
-        for f in [Some(&tls.ca_file), tls.cert_file.as_ref(), tls.key_file.as_ref()].into_iter().flatten() {
-            h.update(std::fs::read(f).unwrap_or_default());
-        }
-    }
-    h.finalize().into()
-}
-
-/// A rustls client config from PEM files: the CA bundle, and the client certificate and key if given.
-/// Checked here, at start-up, so a bad file is a config error rather than a reconnect loop.
-fn tls_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, PublishError> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| PublishError::Tls(format!("{}: {e}", p.display())));
-    let mut roots = rustls::RootCertStore::empty();
-    let ca = read(&tls.ca_file)?;
-    let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(&ca).filter_map(Result::ok).collect();
-    let (added, _) = roots.add_parsable_certificates(certs);
-    if added == 0 {
-        return Err(PublishError::Tls(format!("{}: no PEM certificate in it", tls.ca_file.display())));
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| PublishError::Tls(e.to_string()))?
-        .with_root_certificates(roots);
-    match (&tls.cert_file, &tls.key_file) {
-        (Some(cert), Some(key)) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
-                .collect::<Result<_, _>>()
-                .map_err(|e| PublishError::Tls(format!("{}: {e}", cert.display())))?;
-            if chain.is_empty() {
-                return Err(PublishError::Tls(format!("{}: no PEM certificate in it", cert.display())));
-            }
-            let key = PrivateKeyDer::from_pem_slice(&read(key)?)
-                .map_err(|e| PublishError::Tls(format!("{}: no usable private key: {e}", key.display())))?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| PublishError::Tls(e.to_string()))
-        }
-        _ => Ok(builder.with_no_client_auth()),
-    }
-}
 
 /// Counters the publisher reports when it ends.
 #[derive(Debug, Default, Clone, Copy)]
@@ -238,27 +87,6 @@ pub struct PublishStats {
     pub queued: u64,
 }
 
-/// What a publish request stands for, to act on its acknowledgement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tag {
-    Event(u64),
-    /// A retained message: put back in the list if its connection drops before the PUBACK.
-    Retained(u64),
-}
-
-/// What a connection's driver task reports, tagged with the connection's number.
-#[derive(Debug)]
-enum Notice {
-    Connected,
-    /// A publish request was written, with this packet id (0 for QoS 0).
-    Sent(u16),
-    /// PUBACK (QoS 1) or PUBCOMP (QoS 2).
-    Acked(u16),
-    Message(rumqttc::Publish),
-    Lost(String),
-    Closed,
-}
-
 /// One connection: its client handle and the bookkeeping that maps acknowledgements to events.
 struct Connection {
     id: u64,
@@ -268,29 +96,12 @@ struct Connection {
     task: tokio::task::JoinHandle<()>,
     /// When the broker accepted it.
     connected: Option<Instant>,
-    /// Requests made, waiting for their `Sent` notice (in order).
-    requested: VecDeque<Tag>,
-    /// Sent, waiting for their acknowledgement, by packet id, with when they were sent.
-    inflight: HashMap<u16, (Tag, Instant)>,
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-impl Connection {
-    fn outstanding(&self) -> usize {
-        self.requested.len() + self.inflight.len()
-    }
-}
-
-/// A retained "latest value" message waiting for the broker.
-#[derive(Debug)]
-struct Retained {
-    topic: String,
-    payload: Vec<u8>,
 }
 
 /// The publisher's own state.
@@ -306,14 +117,11 @@ struct Publisher {
     next_conn: u64,
     /// The next queued event id to send on this connection.
     cursor: u64,
-    /// Retained messages to (re)send, newest per topic, in order.
-    retained: VecDeque<Retained>,
+    /// The current connection's requests and acknowledgements, and the retained messages waiting.
+    delivery: Delivery,
     /// Each camera's last state payload, re-stated on reconnection.
     states: HashMap<String, Vec<u8>>,
     acked: Vec<u64>,
-    /// Retained messages sent and not yet acknowledged, by their tag number.
-    in_flight_retained: HashMap<u64, Retained>,
-    retained_sent: u64,
     last_removal: Instant,
     /// Publications received but not yet committed to the queue.
     waiting: Vec<Publication>,
@@ -323,6 +131,8 @@ struct Publisher {
     reconnect_at: Option<tokio::time::Instant>,
     down_since: Option<Instant>,
     refused_commands: u64,
+    /// Connections in a row that the broker closed within [`STABLE`] of accepting them.
+    short_connections: u64,
     /// Failed attempts to rewrite a deleted queue file (logged at powers of two).
     queue_file_errors: u64,
 }
@@ -353,11 +163,9 @@ pub async fn run(
         notices: notice_tx,
         conn: None,
         next_conn: 0,
-        retained: VecDeque::new(),
+        delivery: Delivery::default(),
         states: HashMap::new(),
         acked: Vec::new(),
-        in_flight_retained: HashMap::new(),
-        retained_sent: 0,
         last_removal: Instant::now(),
         waiting: Vec::new(),
         last_push: Instant::now(),
@@ -366,6 +174,7 @@ pub async fn run(
         reconnect_at: None,
         down_since: None,
         refused_commands: 0,
+        short_connections: 0,
         queue_file_errors: 0,
     };
     if !p.queue.is_empty() {
@@ -453,21 +262,16 @@ impl Publisher {
     fn connect(&mut self) {
         self.next_conn += 1;
         let id = self.next_conn;
+        // Whatever an earlier connection had not had acknowledged starts over on this one.
+        self.delivery.lost();
         // Room for the window, subscriptions and the final DISCONNECT: requests never wait for space.
         let (client, eventloop) = AsyncClient::new(self.settings.options.clone(), WINDOW + 16);
         let task = tokio::spawn(drive(id, eventloop, self.notices.clone()));
-        self.conn = Some(Connection {
-            id,
-            client,
-            task,
-            connected: None,
-            requested: VecDeque::new(),
-            inflight: HashMap::new(),
-        });
+        self.conn = Some(Connection { id, client, task, connected: None });
     }
 
     fn has_outstanding(&self) -> bool {
-        self.conn.as_ref().is_some_and(|c| c.outstanding() > 0)
+        self.conn.is_some() && self.delivery.outstanding() > 0
     }
 
     /// Takes a publication and whatever else is already waiting; they are queued in one commit, at once
@@ -516,11 +320,7 @@ impl Publisher {
 
     /// Queues a retained message, replacing an older one for the same topic.
     fn set_retained(&mut self, topic: String, payload: Vec<u8>) {
-        if let Some(r) = self.retained.iter_mut().find(|r| r.topic == topic) {
-            r.payload = payload;
-        } else {
-            self.retained.push_back(Retained { topic, payload });
-        }
+        self.delivery.set_retained(topic, payload);
     }
 
     fn on_notice(&mut self, id: u64, notice: Notice) {
@@ -543,30 +343,16 @@ impl Publisher {
                 self.cursor = self.queue.first_id();
                 self.on_connected();
             }
-            Notice::Sent(pkid) => {
-                let Some(tag) = conn.requested.pop_front() else { return };
-                if pkid == 0 {
-                    // QoS 0: nothing will acknowledge it.
-                    if let Tag::Event(e) = tag {
-                        self.acked.push(e);
-                    }
-                } else if conn.inflight.insert(pkid, (tag, Instant::now())).is_some() {
-                    // rumqttc reused a packet id still waiting for its acknowledgement (QoS 2 frees ids at
-                    // PUBREC): the next acknowledgement could not be matched. Start over on a new connection.
-                    self.lose("a packet id was reused before its acknowledgement".into());
-                }
-            }
+            Notice::Sent(pkid) => match self.delivery.sent(pkid, Instant::now()) {
+                Sent::Done(id) => self.acked.push(id),
+                Sent::Waiting | Sent::Unknown => {}
+                // The next acknowledgement could not be matched: start over on a new connection.
+                Sent::Reused => self.lose("a packet id was reused before its acknowledgement".into()),
+            },
             Notice::Acked(pkid) => {
-                match conn.inflight.remove(&pkid) {
-                    Some((Tag::Event(e), _)) => self.acked.push(e),
-                    Some((Tag::Retained(n), _)) => {
-                        self.in_flight_retained.remove(&n);
-                    }
-                    None => {}
+                if let Some(id) = self.delivery.acked(pkid) {
+                    self.acked.push(id);
                 }
-                // A connection that delivers is a healthy one: the backoff starts again from 1 s. (Reset on
-                // CONNACK, a broker that accepts and then drops us — a duplicate client id — would be hammered.)
-                self.backoff.reset();
             }
             Notice::Message(publish) => self.on_message(publish),
             Notice::Lost(reason) => self.lose(reason),
@@ -578,23 +364,29 @@ impl Publisher {
     /// sent again on the next: events from the queue, retained messages from the list.
     fn lose(&mut self, reason: String) {
         let Some(conn) = self.conn.take() else { return };
-        let unacknowledged: Vec<u64> = conn
-            .requested
-            .iter()
-            .chain(conn.inflight.values().map(|(t, _)| t))
-            .filter_map(|t| match t {
-                Tag::Retained(n) => Some(*n),
-                Tag::Event(_) => None,
-            })
-            .collect();
-        for n in unacknowledged {
-            if let Some(r) = self.in_flight_retained.remove(&n)
-                && !self.retained.iter().any(|q| q.topic == r.topic)
-            {
-                self.retained.push_back(r);
+        self.delivery.lost();
+        // A connection that lasted is a healthy one: the backoff starts again from 1 s. (Reset on CONNACK or on
+        // the first PUBACK, a broker that accepts and then drops us — a duplicate client id — is hammered.)
+        let lasted = conn.connected.map(|t| t.elapsed());
+        match lasted {
+            Some(d) if d >= STABLE => {
+                self.backoff.reset();
+                self.short_connections = 0;
             }
+            Some(d) => {
+                self.short_connections += 1;
+                if self.short_connections.is_power_of_two() && self.short_connections >= 2 {
+                    tracing::warn!(
+                        times = self.short_connections,
+                        "the broker keeps closing the connection soon after accepting it ({reason}, after {d:.1?}): \
+                         another client with the same client id ({}) is the likely cause (a cloned SD card keeps \
+                         the hostname, the default node_id): set [mqtt] client_id or node_id on one of them",
+                        self.settings.options.client_id()
+                    );
+                }
+            }
+            None => {}
         }
-        self.in_flight_retained.clear();
         let delay = self.backoff.next_delay_jittered();
         if self.down_since.is_none() {
             self.down_since = Some(Instant::now());
@@ -613,7 +405,8 @@ impl Publisher {
     /// ever: after two keepalive periods without the oldest acknowledgement, reconnect and send again.
     fn check_ack_timeout(&mut self) {
         let limit = self.settings.options.keep_alive() * 2;
-        let stale = self.conn.as_ref().is_some_and(|c| c.inflight.values().any(|(_, sent)| sent.elapsed() > limit));
+        let stale =
+            self.conn.is_some() && self.delivery.oldest_unacknowledged(Instant::now()).is_some_and(|w| w > limit);
         if stale {
             self.lose(format!("no acknowledgement for {limit:?}"));
         }
@@ -636,8 +429,7 @@ impl Publisher {
             }
         }
         // The status first: a Last Will `offline` may be standing from the last outage.
-        self.retained.retain(|r| r.topic != self.settings.topics.status());
-        self.retained.push_front(Retained { topic: self.settings.topics.status(), payload: b"online".to_vec() });
+        self.delivery.set_retained_first(self.settings.topics.status(), b"online".to_vec());
         self.restate();
     }
 
@@ -756,24 +548,19 @@ impl Publisher {
     /// Fills the window: retained messages first, then queued events in order.
     fn pump(&mut self) {
         let Some(conn) = self.conn.as_mut().filter(|c| c.connected.is_some()) else { return };
-        while conn.outstanding() < WINDOW
-            && let Some(r) = self.retained.pop_front()
+        while self.delivery.outstanding() < WINDOW
+            && let Some(r) = self.delivery.next_retained()
         {
             // Retained messages go at QoS 1 whatever the events use: they must not be lost either.
             match conn.client.try_publish(r.topic.clone(), QoS::AtLeastOnce, true, r.payload.clone()) {
-                Ok(()) => {
-                    self.retained_sent += 1;
-                    conn.requested.push_back(Tag::Retained(self.retained_sent));
-                    self.in_flight_retained.insert(self.retained_sent, r);
-                }
+                Ok(()) => self.delivery.retained_requested(),
                 Err(e) => {
                     tracing::debug!("MQTT request refused: {e}");
-                    self.retained.push_front(r);
                     return;
                 }
             }
         }
-        let room = WINDOW.saturating_sub(conn.outstanding());
+        let room = WINDOW.saturating_sub(self.delivery.outstanding());
         if room == 0 {
             return;
         }
@@ -789,7 +576,7 @@ impl Publisher {
             crate::events::stamp_capture_to_publish(&mut r.payload, now);
             match conn.client.try_publish(r.topic, self.settings.qos, false, r.payload) {
                 Ok(()) => {
-                    conn.requested.push_back(Tag::Event(r.id));
+                    self.delivery.event_requested(r.id);
                     self.cursor = r.id + 1;
                 }
                 Err(e) => {
@@ -850,90 +637,5 @@ impl Publisher {
             Ok(()) => tracing::info!(events = self.stats.events, queued = self.stats.queued, "MQTT disconnected"),
             Err(_) => tracing::warn!("MQTT broker did not answer the disconnect; the Last Will will say offline"),
         }
-    }
-}
-
-/// Drives one connection's event loop until it fails or is closed; the only place that touches the network.
-async fn drive(id: u64, mut eventloop: EventLoop, notices: mpsc::Sender<(u64, Notice)>) {
-    loop {
-        let notice = match eventloop.poll().await {
-            Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => Notice::Connected,
-            Ok(MqttEvent::Incoming(Packet::PubAck(ack))) => Notice::Acked(ack.pkid),
-            Ok(MqttEvent::Incoming(Packet::PubComp(ack))) => Notice::Acked(ack.pkid),
-            Ok(MqttEvent::Incoming(Packet::Publish(p))) => Notice::Message(p),
-            Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => Notice::Sent(pkid),
-            Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => {
-                // Let the DISCONNECT reach the socket before the event loop is dropped.
-                let _ = tokio::time::timeout(Duration::from_millis(500), eventloop.poll()).await;
-                let _ = notices.send((id, Notice::Closed)).await;
-                return;
-            }
-            Ok(_) => continue,
-            Err(ConnectionError::RequestsDone) => Notice::Closed,
-            Err(e) => Notice::Lost(describe(&e)),
-        };
-        let last = matches!(notice, Notice::Lost(_) | Notice::Closed);
-        if notices.send((id, notice)).await.is_err() || last {
-            return;
-        }
-    }
-}
-
-/// The largest packet accepted from the broker.
-const INCOMING_MAX: usize = 1024 * 1024;
-
-/// A connection error in words a user can act on.
-fn describe(e: &ConnectionError) -> String {
-    use rumqttc::ConnectReturnCode as Code;
-    match e {
-        ConnectionError::ConnectionRefused(code) => {
-            let why = match code {
-                Code::BadUserNamePassword => "check mqtt.username and the password file",
-                // mosquitto answers a wrong password with this code, not BadUserNamePassword.
-                Code::NotAuthorized => {
-                    "check mqtt.username and the password file, or the broker's access rules for this client"
-                }
-                Code::BadClientId => {
-                    "the broker rejects the client id (mqtt.client_id; some brokers limit its \
-                                     length or characters)"
-                }
-                Code::RefusedProtocolVersion => "the broker does not speak MQTT 3.1.1",
-                Code::ServiceUnavailable => "the broker is not accepting connections now",
-                Code::Success => "no reason given",
-            };
-            format!("the broker refused the connection ({code:?}): {why}")
-        }
-        ConnectionError::Tls(t) => format!("TLS: {t} (check mqtt.tls.ca_file and the broker's certificate)"),
-        other if other.to_string().to_ascii_lowercase().contains("payload size limit") => format!(
-            "{other}: the broker sent a message over {} KiB on a subscribed topic; a retained one comes again at \
-             every connection: clear it (mosquitto_pub -r -n -t TOPIC)",
-            INCOMING_MAX / 1024
-        ),
-        other => other.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_broker_refusal_names_its_own_cause() {
-        use rumqttc::ConnectReturnCode as Code;
-        let text = |c| describe(&ConnectionError::ConnectionRefused(c));
-        assert!(text(Code::BadUserNamePassword).contains("password"));
-        assert!(text(Code::BadClientId).contains("client id") && !text(Code::BadClientId).contains("password"));
-        assert!(text(Code::NotAuthorized).contains("access rules") && text(Code::NotAuthorized).contains("password"));
-        assert!(text(Code::ServiceUnavailable).contains("not accepting"));
-    }
-
-    #[test]
-    fn topics_follow_the_documented_layout() {
-        let t = Topics::new("camclassd/", "pi4");
-        assert_eq!(t.status(), "camclassd/pi4/status");
-        assert_eq!(t.health(), "camclassd/pi4/health");
-        assert_eq!(t.command(), "camclassd/pi4/command");
-        assert_eq!(t.event("porch"), "camclassd/pi4/porch/event");
-        assert_eq!(t.state("porch"), "camclassd/pi4/porch/state");
     }
 }
