@@ -266,3 +266,43 @@ fn an_empty_labels_file_is_refused() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("0 labels") && stderr(&out).contains("1000 output classes"), "{}", stderr(&out));
 }
+
+/// A 16384x16384 grey PNG (260 kB on disk) is refused before it is decoded, with its size and the limit,
+/// and the process never holds the gigabyte decoding it would take.
+#[test]
+fn an_oversized_picture_is_refused_with_its_size_and_the_limit_and_memory_stays_bounded() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err_path = dir.path().join("stderr");
+    let child = camclassd()
+        .args(["classify", "--model"])
+        .arg(model("int8"))
+        .arg(generated("huge_grey.png"))
+        .arg(generated("coffee.jpg"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("spawn");
+    // wait4 gives this child's own peak RSS (other tests' children run at the same time).
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills in; the pid is our child's, not yet waited for.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t);
+    let status = std::process::ExitStatus::from_raw(status);
+    let err = std::fs::read_to_string(&err_path).expect("stderr");
+    assert_eq!(status.code(), Some(1), "the other picture is still classified: {err}");
+    assert!(err.contains("huge_grey.png") && err.contains("16384x16384 pixels"), "{err}");
+    assert!(err.contains("at most 32 megapixels"), "{err}");
+    let peak_mib = usage.ru_maxrss as f64 / 1024.0;
+    assert!(peak_mib < 400.0, "peak RSS {peak_mib:.0} MiB: the picture was decoded after all");
+}
+
+#[test]
+fn a_corrupt_png_is_named_and_described_in_words() {
+    let out = run(camclassd().args(["classify", "--model"]).arg(model("int8")).arg(generated("corrupt.png")));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("corrupt.png: cannot decode: corrupt PNG") && err.contains("\"IDXT\""), "{err}");
+    assert!(!err.contains("ChunkType"), "{err}");
+}
