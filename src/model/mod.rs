@@ -148,6 +148,8 @@ pub enum ModelError {
         path.display()
     )]
     NonFinite { path: PathBuf, count: usize },
+    #[error("model {}: external data {location:?}: {message}", path.display())]
+    ExternalData { path: PathBuf, location: String, message: String },
     #[error("inference failed: {0}")]
     Run(#[from] ort::Error),
 }

@@ -306,3 +306,37 @@ fn a_corrupt_png_is_named_and_described_in_words() {
     assert!(err.contains("corrupt.png: cannot decode: corrupt PNG") && err.contains("\"IDXT\""), "{err}");
     assert!(!err.contains("ChunkType"), "{err}");
 }
+
+/// A model whose weights are ONNX external data loads from any working directory (systemd's is `/`), and a
+/// data path that leaves the model's folder is refused.
+#[test]
+fn external_data_is_read_beside_the_model_whatever_the_working_directory() {
+    let out = run(camclassd()
+        .current_dir("/")
+        .args(["classify", "--json", "--model"])
+        .arg(generated("extdata.onnx"))
+        .arg(generated("coffee.jpg")));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("\"label\":\"a\""), "{}", stdout(&out));
+
+    let out = run(camclassd()
+        .current_dir("/")
+        .args(["classify", "--model"])
+        .arg(generated("extdata_escape.onnx"))
+        .arg(generated("coffee.jpg")));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("extdata_escape.onnx") && err.contains("../generated/extdata.onnx.data"), "{err}");
+    assert!(err.contains("relative to the model's folder"), "{err}");
+}
+
+#[test]
+fn a_model_that_fails_to_load_gets_one_error_line_and_no_stray_ort_log() {
+    for m in ["garbage.onnx", "truncated.onnx"] {
+        let out = run(camclassd().args(["classify", "--model"]).arg(generated(m)).arg(generated("coffee.jpg")));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(!err.contains("Could not write a profile"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
