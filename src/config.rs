@@ -276,6 +276,8 @@ pub struct ModelConfig {
     pub on_check_failure: OnCheckFailure,
     /// The model to use instead with `on_check_failure = "fallback"` (the FP32 model).
     pub fallback: Option<PathBuf>,
+    /// The output holding the class scores, for a model with several; default: the first.
+    pub output_name: Option<String>,
 }
 
 fn default_providers() -> Vec<Provider> {
@@ -299,6 +301,7 @@ impl ModelConfig {
             labels: self.labels.clone(),
             tensorrt: self.tensorrt.clone(),
             cuda: self.cuda.clone(),
+            output_name: self.output_name.clone(),
             ..ModelOptions::default()
         }
     }
@@ -581,6 +584,9 @@ impl Config {
             if cam.resolution.is_some_and(|[w, h]| w == 0 || h == 0) {
                 problem(&key("resolution"), "must be [width, height], both positive".into());
             }
+        }
+        if self.model.output_name.as_ref().is_some_and(|n| n.trim().is_empty()) {
+            problem("model.output_name", "must name one of the model's outputs (camclassd inspect lists them)".into());
         }
         if self.model.top_k == 0 {
             problem("model.top_k", "must be at least 1".into());

@@ -199,6 +199,9 @@ struct ClassifyArgs {
     /// Execution providers to try, in order (tensorrt, cuda, cpu).
     #[arg(long, value_delimiter = ',', value_name = "EP,...")]
     ep: Option<Vec<Provider>>,
+    /// The model output holding the class scores, for a model with several (default: the config's, else the first).
+    #[arg(long, value_name = "NAME")]
+    output_name: Option<String>,
     /// Image files (JPEG, PNG).
     #[arg(required = true)]
     images: Vec<PathBuf>,
@@ -570,6 +573,9 @@ fn run_classify(args: ClassifyArgs, ort_lib: Option<&Path>) -> Result<u8, Failur
     }
     if let Some(ep) = args.ep.clone() {
         options.providers = ep;
+    }
+    if let Some(name) = &args.output_name {
+        options.output_name = Some(name.clone());
     }
     let top_k = args.top.map(usize::from).or(config.as_ref().map(|c| c.model.top_k)).unwrap_or(5);
     let min_score = args.min_score.or(config.as_ref().map(|c| c.model.min_score)).unwrap_or(0.0);

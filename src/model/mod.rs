@@ -104,6 +104,8 @@ pub struct ModelOptions {
     pub cuda: CudaOptions,
     /// Profile the warm-up inference to learn which provider ran each node (see [`Model::placement`]).
     pub record_placement: bool,
+    /// The output holding the class scores, by name; `None`: the first (with a warning when there are more).
+    pub output_name: Option<String>,
 }
 
 impl Default for ModelOptions {
@@ -119,6 +121,7 @@ impl Default for ModelOptions {
             tensorrt: TensorRtOptions::default(),
             cuda: CudaOptions::default(),
             record_placement: true,
+            output_name: None,
         }
     }
 }
@@ -148,11 +151,20 @@ pub enum ModelError {
         path.display()
     )]
     NonFinite { path: PathBuf, count: usize },
+    #[error(
+        "model {}: its output is declared as probabilities (output = \"probabilities\"), but it returned scores \
+         from {min} to {max}, outside [0, 1]: these are logits; set [model.preprocess] output = \"logits\" (or \"auto\")",
+        path.display()
+    )]
+    NotProbabilities { path: PathBuf, min: f32, max: f32 },
     #[error("model {}: external data {location:?}: {message}", path.display())]
     ExternalData { path: PathBuf, location: String, message: String },
     #[error("inference failed: {0}")]
     Run(#[from] ort::Error),
 }
+
+/// How far outside [0, 1] a declared probability may stray (rounding in a quantized softmax).
+const PROBABILITY_SLACK: f32 = 0.01;
 
 /// A loaded model, ready to run.
 #[derive(Debug)]
@@ -168,6 +180,8 @@ pub struct Model {
     placement: Option<Vec<ProviderNodes>>,
     batch: usize,
     num_classes: usize,
+    /// The session output that holds the scores.
+    output_index: usize,
     /// The input tensor, owned here for the session's life; the preprocessor fills it in place.
     input: Tensor<f32>,
     scores: Vec<f32>,
@@ -202,9 +216,29 @@ impl Model {
             )));
         };
         let input_shape = image_input_shape(input.name(), input.dtype()).map_err(interface)?;
-        let Some(output) = session.outputs().first() else {
-            return Err(interface("it has no outputs".into()));
+        let outputs = session.outputs();
+        let names = || outputs.iter().map(|o| format!("{:?}", o.name())).collect::<Vec<_>>().join(", ");
+        let output_index = match &options.output_name {
+            Some(name) => outputs
+                .iter()
+                .position(|o| o.name() == name)
+                .ok_or_else(|| interface(format!("it has no output named {name:?}; its outputs are {}", names())))?,
+            None if outputs.is_empty() => return Err(interface("it has no outputs".into())),
+            None => {
+                if outputs.len() > 1 {
+                    tracing::warn!(
+                        model = %path.display(),
+                        "the model has {} outputs ({}); reading the scores from the first, {:?}: if that is not the \
+                         class scores, name the right one with [model] output_name (classify: --output-name)",
+                        outputs.len(),
+                        names(),
+                        outputs[0].name()
+                    );
+                }
+                0
+            }
         };
+        let output = &outputs[output_index];
         let output_dims = score_output_dims(output.name(), output.dtype()).map_err(interface)?;
 
         let metadata =
@@ -243,6 +277,7 @@ impl Model {
             placement: None,
             batch,
             num_classes: output_dims.unwrap_or(0),
+            output_index,
             input,
             scores: Vec::new(),
             metadata,
@@ -310,7 +345,7 @@ impl Model {
     /// Runs the model on the current input tensor; returns `batch × num_classes` raw scores.
     pub fn run(&mut self) -> Result<&[f32], ModelError> {
         let outputs = self.session.run(ort::inputs![&self.input])?;
-        let (shape, data) = outputs[0].try_extract_tensor::<f32>()?;
+        let (shape, data) = outputs[self.output_index].try_extract_tensor::<f32>()?;
         // Checked on every run: a model whose output size depends on its input must not be sliced blind.
         let expected = self.batch * self.num_classes;
         if shape.first().is_some_and(|&n| n != self.batch as i64) || (self.num_classes > 0 && data.len() != expected) {
@@ -327,6 +362,15 @@ impl Model {
         let count = self.scores.iter().filter(|s| !s.is_finite()).count();
         if count > 0 {
             return Err(ModelError::NonFinite { path: self.path.clone(), count });
+        }
+        // Declared probabilities that are not (a logits model): softmax would be skipped and "1139.84 %"
+        // printed. The slack allows for a softmax computed in 8 bits.
+        if self.spec.output == spec::OutputKind::Probabilities {
+            let (min, max) =
+                self.scores.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+            if min < -PROBABILITY_SLACK || max > 1.0 + PROBABILITY_SLACK {
+                return Err(ModelError::NotProbabilities { path: self.path.clone(), min, max });
+            }
         }
         Ok(&self.scores)
     }

@@ -340,3 +340,69 @@ fn a_model_that_fails_to_load_gets_one_error_line_and_no_stray_ort_log() {
         assert_eq!(err.lines().count(), 1, "{err}");
     }
 }
+
+/// `output = "probabilities"` on a logits model would print "1139.84 % espresso": refused with the way out.
+#[test]
+fn declared_probabilities_that_are_logits_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 1\n[model]\npath = {:?}\n[model.preprocess]\noutput = \"probabilities\"\n",
+            model("int8").display().to_string()
+        ),
+    )
+    .expect("config");
+    let out = run(camclassd().args(["classify", "--config"]).arg(&config).arg(generated("coffee.jpg")));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}\n{}", stdout(&out));
+    assert!(!stdout(&out).contains("espresso"), "{}", stdout(&out));
+    assert!(err.contains("outside [0, 1]") && err.contains("output = \"logits\""), "{err}");
+}
+
+/// A model with two outputs: a warning naming them when none is chosen, and `--output-name` or `[model]
+/// output_name` to choose.
+#[test]
+fn a_model_with_two_outputs_is_flagged_and_the_output_can_be_named() {
+    let two = generated("two_outputs.onnx");
+    let out =
+        run(camclassd().args(["classify", "--json", "--scores", "--model"]).arg(&two).arg(generated("coffee.jpg")));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("2 outputs (\"features\", \"logits\")") && err.contains("output_name"), "{err}");
+    let scores = |o: &std::process::Output| -> usize {
+        let v: serde_json::Value = serde_json::from_str(stdout(o).lines().next().unwrap_or("{}")).expect("json");
+        v["scores"].as_array().map_or(0, Vec::len)
+    };
+    assert_eq!(scores(&out), 3, "the first output, as before");
+
+    let out = run(camclassd()
+        .args(["classify", "--json", "--scores", "--output-name", "logits", "--model"])
+        .arg(&two)
+        .arg(generated("coffee.jpg")));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("outputs"), "{}", stderr(&out));
+    assert_eq!(scores(&out), 5);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!("version = 1\n[model]\npath = {:?}\noutput_name = \"logits\"\n", two.display().to_string()),
+    )
+    .expect("config");
+    let out =
+        run(camclassd().args(["classify", "--json", "--scores", "--config"]).arg(&config).arg(generated("coffee.jpg")));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(scores(&out), 5);
+
+    let out =
+        run(camclassd().args(["classify", "--output-name", "probs", "--model"]).arg(&two).arg(generated("coffee.jpg")));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no output named \"probs\"; its outputs are \"features\", \"logits\""),
+        "{}",
+        stderr(&out)
+    );
+}
