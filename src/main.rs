@@ -19,7 +19,7 @@ use camclassd::tools::classify;
 #[command(name = "camclassd", version, about = "Edge camera classification daemon and model tools")]
 struct Cli {
     /// Log filter (error, warn, info, debug, trace, or tracing directives); RUST_LOG also works.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_parser = parse_log_level)]
     log_level: Option<String>,
     /// Path of the ONNX Runtime library (libonnxruntime.so); overrides the config and the search.
     #[arg(long, global = true, value_name = "PATH")]
@@ -639,10 +639,40 @@ fn parse_probability(s: &str) -> Result<f32, String> {
 fn parse_size(s: &str) -> Result<[u32; 2], String> {
     let bad = || format!("{s:?} is not HEIGHTxWIDTH, e.g. 224x224");
     let (h, w) = s.split_once(['x', 'X']).ok_or_else(bad)?;
-    match (h.trim().parse::<u32>(), w.trim().parse::<u32>()) {
-        (Ok(h), Ok(w)) if (1..=4096).contains(&h) && (1..=4096).contains(&w) => Ok([h, w]),
+    let max = camclassd::config::MAX_INPUT_SIDE;
+    match (h.trim().parse::<u64>(), w.trim().parse::<u64>()) {
+        (Ok(0), Ok(_)) | (Ok(_), Ok(0)) => Err(format!("{s:?}: both sides must be positive")),
+        (Ok(h), Ok(w)) if h.max(w) > u64::from(max) => Err(camclassd::config::input_size_too_large(
+            u32::try_from(h).unwrap_or(u32::MAX),
+            u32::try_from(w).unwrap_or(u32::MAX),
+        )),
+        (Ok(h), Ok(w)) => Ok([h as u32, w as u32]),
         _ => Err(bad()),
     }
+}
+
+/// A bare level, or `tracing` directives (`camclassd=debug,ort=info`); anything else is refused rather than
+/// read as a target name (`verbose` would silently mean "everything from a target called verbose").
+fn parse_log_level(s: &str) -> Result<String, String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let bad = || {
+        format!(
+            "{s:?} is not a log level: use error, warn, info, debug, trace or off (or directives like camclassd=debug)"
+        )
+    };
+    if !s.contains(['=', ',']) {
+        return if LEVELS.contains(&s.trim().to_ascii_lowercase().as_str()) { Ok(s.to_string()) } else { Err(bad()) };
+    }
+    for directive in s.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !LEVELS.contains(&level.trim().to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "{directive:?} in {s:?}: {} is not a log level (error, warn, info, debug, trace, off)",
+                level.trim()
+            ));
+        }
+    }
+    Ok(s.to_string())
 }
 
 fn parse_threads(s: &str) -> Result<usize, String> {

@@ -406,3 +406,96 @@ fn a_model_with_two_outputs_is_flagged_and_the_output_can_be_named() {
         stderr(&out)
     );
 }
+
+/// A daemon config with `[mqtt]` (an unreachable broker), one replay camera and a private queue.
+fn daemon_config_text(dir: &Path, model_section: &str, mqtt_extra: &str) -> String {
+    format!(
+        "version = 1\n[mqtt]\nhost = \"127.0.0.1\"\nport = 1\n{mqtt_extra}[queue]\npath = {:?}\n{model_section}\
+         [[cameras]]\nname = \"c\"\nsource = {:?}\n",
+        dir.join("queue.redb").display().to_string(),
+        generated("coffee.jpg").display().to_string()
+    )
+}
+
+/// Names, ids and prefixes that no topic can hold, a port or a scheme in `host`, a duplicate key, a
+/// secret that is a directory, a camera source that is a device: each refused by check-config with the
+/// file, line and key, and advice.
+#[test]
+fn check_config_names_the_key_of_each_bad_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let int8 = model("int8").display().to_string();
+    let model_section = format!("[model]\npath = {int8:?}\n");
+    let long = "x".repeat(100_000);
+    let cases: Vec<(String, &str)> = vec![
+        (
+            daemon_config_text(dir.path(), &model_section, "").replace("name = \"c\"", &format!("name = {long:?}")),
+            ":10:1: cameras[0].name: is 100000 bytes long; at most 128",
+        ),
+        (
+            daemon_config_text(dir.path(), &model_section, &format!("node_id = \"{}\"\n", "n".repeat(70_000))),
+            ":5:1: mqtt.node_id: is 70000 bytes long",
+        ),
+        (
+            daemon_config_text(dir.path(), &model_section, &format!("client_id = \"{}\"\n", "n".repeat(70_000))),
+            ":5:1: mqtt.client_id: must be 1 to 256 bytes, got 70000",
+        ),
+        (
+            daemon_config_text(dir.path(), &model_section, "").replace("\"127.0.0.1\"", "\"127.0.0.1:1883\""),
+            ":3:1: mqtt.host: \"127.0.0.1:1883\" has a port in it: set host = \"127.0.0.1\" and port = 1883",
+        ),
+        (
+            daemon_config_text(dir.path(), &model_section, "").replace("\"127.0.0.1\"", "\"mqtt://broker.lan\""),
+            ":3:1: mqtt.host: \"mqtt://broker.lan\" has a scheme",
+        ),
+        (daemon_config_text(dir.path(), &model_section, "port = 2\n"), ":5:1: mqtt.port: duplicate key \"port\""),
+        (
+            daemon_config_text(
+                dir.path(),
+                &model_section,
+                &format!("username = \"u\"\npassword_file = {:?}\n", dir.path().display().to_string()),
+            ),
+            "is a directory, not a file",
+        ),
+        (
+            daemon_config_text(dir.path(), &model_section, "")
+                .replace(&generated("coffee.jpg").display().to_string(), "/dev/null"),
+            ":11:1: cameras[0].source: /dev/null is a device node",
+        ),
+        (
+            daemon_config_text(
+                dir.path(),
+                &format!("{model_section}[model.preprocess]\ninput_size = [20000, 20000]\n"),
+                "",
+            ),
+            ":10:1: model.preprocess.input_size: 20000x20000 is larger than 4096x4096",
+        ),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let config = dir.path().join(format!("k{i}.toml"));
+        std::fs::write(&config, text).expect("config");
+        let out = run(camclassd().arg("check-config").arg(&config));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{want}: {err}");
+        assert!(
+            err.contains(&format!("k{i}.toml{want}")) || (!want.starts_with(':') && err.contains(want)),
+            "want {want:?}\n{}",
+            &err[..err.len().min(2000)]
+        );
+        assert!(err.len() < 2000, "the long value is not echoed back: {} bytes", err.len());
+    }
+}
+
+#[test]
+fn an_unknown_log_level_is_refused() {
+    let out = run(camclassd()
+        .args(["--log-level", "verbose", "classify", "--model"])
+        .arg(model("int8"))
+        .arg(generated("coffee.jpg")));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("\"verbose\" is not a log level"), "{}", stderr(&out));
+    let out = run(camclassd()
+        .args(["--log-level", "camclassd=debug,ort=warn", "classify", "--model"])
+        .arg(model("int8"))
+        .arg(generated("coffee.jpg")));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
