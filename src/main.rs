@@ -223,7 +223,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Run { config } => run_daemon(&config, cli.ort_lib.as_deref()),
         Command::Classify(args) => run_classify(args, cli.ort_lib.as_deref()),
-        Command::CheckConfig { config } => check_config(&config),
+        Command::CheckConfig { config } => check_config(&config, cli.ort_lib.as_deref()),
         Command::Verify { model, json, threads } => run_verify(&model, json, threads, cli.ort_lib.as_deref()),
         Command::Stamp(args) => run_stamp(args, cli.ort_lib.as_deref()),
         Command::Inspect { model, json, ep } => inspect(&model, json, ep, cli.ort_lib.as_deref()),
@@ -477,10 +477,40 @@ fn write_stdout(text: &str) -> Result<(), Failure> {
     }
 }
 
-fn check_config(path: &Path) -> Result<u8, Failure> {
+/// Validates a config as `run` would start with it: the file, then what `run` reads before it starts (the
+/// MQTT password and TLS files, the model and its recipe, the fallback model), so that a config `run` would
+/// refuse (exit 2, which systemd does not restart) is refused here first, naming the key.
+fn check_config(path: &Path, ort_lib: Option<&Path>) -> Result<u8, Failure> {
+    use camclassd::check::OnCheckFailure;
     let config = Config::load_for_daemon(path).map_err(|e| usage(e.into()))?;
     for warning in config.warnings() {
         eprintln!("warning: {warning}");
+    }
+    let mut problems = Vec::new();
+    if let Err(e) = camclassd::publish::Settings::from_config(&config) {
+        problems.push(format!("{}: {e}", path.display()));
+    }
+    let ort_lib = ort_lib.or(config.onnxruntime.library.as_deref());
+    let runtime = model::runtime::load(ort_lib).map_err(|e| usage(e.into()))?;
+    // One thread and no placement profile: the model is opened to be checked, not to be timed.
+    let options = ModelOptions { threads: Some(1), record_placement: false, ..config.model.model_options() };
+    match Model::load(runtime, &config.model.path, &options) {
+        Err(e) => problems.push(format!("{}: model.path: {e}", path.display())),
+        // The model's own check, as `run` does it at start (it refuses a failure unless told otherwise).
+        Ok(model) => {
+            let mut classifier = Classifier::new(model, 1, 0.0);
+            if let Err(e) = camclassd::check::at_load(&mut classifier, config.model.on_check_failure) {
+                problems.push(format!("{}: model.on_check_failure: {e}", path.display()));
+            }
+        }
+    }
+    if let (OnCheckFailure::Fallback, Some(fallback)) = (config.model.on_check_failure, &config.model.fallback) {
+        if let Err(e) = Model::load(runtime, fallback, &options) {
+            problems.push(format!("{}: model.fallback: {e}", path.display()));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(usage(anyhow::anyhow!("{}", problems.join("\n"))));
     }
     println!("{}: ok", path.display());
     Ok(0)

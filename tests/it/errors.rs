@@ -499,3 +499,63 @@ fn an_unknown_log_level_is_refused() {
         .arg(generated("coffee.jpg")));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// Every config `run` refuses at start (exit 2, which systemd does not restart), `check-config` refuses
+/// too, with the same key and reason.
+#[test]
+fn check_config_refuses_what_run_refuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let int8 = model("int8").display().to_string();
+    let text_model = dir.path().join("model.onnx");
+    std::fs::write(&text_model, "this is a text file, not a model\n").expect("write");
+    let empty_ca = dir.path().join("empty.pem");
+    std::fs::write(&empty_ca, "").expect("write");
+    let key_pem = dir.path().join("key.pem");
+    std::fs::write(&key_pem, "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIDEfuJKeaFPcpHDaGr7hH1Fb1vR7cN9o8Ej1Cyrp6Jn0\n-----END PRIVATE KEY-----\n")
+        .expect("write");
+    let model_at = |p: &str| format!("[model]\npath = {p:?}\n");
+    let tls = |ca: &Path| format!("[mqtt.tls]\nca_file = {:?}\n", ca.display().to_string());
+    let cases: Vec<(String, String, &str)> = vec![
+        (model_at(&text_model.display().to_string()), String::new(), "not a valid ONNX model"),
+        (
+            model_at(&generated("no_metadata.onnx").display().to_string()),
+            String::new(),
+            "no preprocessing metadata for mean, std",
+        ),
+        (format!("{}[model.preprocess]\nresize = 100\n", model_at(&int8)), String::new(), "resize 100 is smaller"),
+        (
+            format!("{}[model.preprocess]\ninput_size = [100000, 100000]\n", model_at(&int8)),
+            String::new(),
+            "model.preprocess.input_size: 100000x100000 is larger than 4096x4096",
+        ),
+        (
+            format!("{}[model.preprocess]\ninput_size = [160, 160]\nresize = 182\n", model_at(&int8)),
+            String::new(),
+            "does not match the model's fixed input 224x224",
+        ),
+        (model_at(&int8), tls(Path::new("/etc/passwd")), "mqtt.tls: /etc/passwd: no PEM certificate in it"),
+        (model_at(&int8), tls(&empty_ca), "no PEM certificate in it"),
+        (model_at(&int8), tls(&key_pem), "key.pem: no PEM certificate in it"),
+        (model_at(&int8), tls(dir.path()), "is a directory, not a file"),
+    ];
+    for (i, (model_section, tls_section, reason)) in cases.iter().enumerate() {
+        let config = dir.path().join(format!("c{i}.toml"));
+        let text =
+            daemon_config_text(dir.path(), model_section, "").replace("[queue]", &format!("{tls_section}[queue]"));
+        std::fs::write(&config, &text).expect("config");
+        let run_out = run(camclassd().args(["run", "--config"]).arg(&config));
+        assert_eq!(run_out.status.code(), Some(2), "run refuses {text}\n{}", stderr(&run_out));
+        assert!(stderr(&run_out).contains(reason), "run: {reason}\n{}", stderr(&run_out));
+        let check = run(camclassd().arg("check-config").arg(&config));
+        let err = stderr(&check);
+        assert_eq!(check.status.code(), Some(2), "check-config passes what run refuses:\n{text}\n{err}");
+        assert!(err.contains(reason), "check-config: want {reason:?}\n{err}");
+        assert!(err.contains(&format!("c{i}.toml")), "names the file: {err}");
+        assert!(stdout(&check).is_empty(), "{}", stdout(&check));
+    }
+    // And a good one is still fine.
+    let config = dir.path().join("good.toml");
+    std::fs::write(&config, daemon_config_text(dir.path(), &model_at(&int8), "")).expect("config");
+    let out = run(camclassd().arg("check-config").arg(&config));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
