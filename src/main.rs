@@ -298,14 +298,33 @@ fn run_bench(args: BenchArgs, ort_lib: Option<&Path>) -> Result<u8, Failure> {
     if !(args.duration.is_finite() && args.duration > 0.0) || args.runs == Some(0) {
         return Err(usage(anyhow::anyhow!("--duration and --runs must be positive")));
     }
-    let images = match &args.images {
-        Some(dir) => camclassd::tools::compare::image_list(Some(dir), &[])
-            .map_err(|e| usage(e.into()))?
-            .iter()
-            .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
-            .collect::<anyhow::Result<Vec<_>>>()
-            .map_err(usage)?,
-        None => Vec::new(),
+    // As classify and compare do, a file that cannot be decoded is named and left out; the others are timed.
+    let (images, failed_images) = match &args.images {
+        Some(dir) => {
+            let paths = camclassd::tools::compare::image_list(Some(dir), &[]).map_err(|e| {
+                let why = match e {
+                    camclassd::tools::compare::CompareError::NoImages(why) => why,
+                    other => other.to_string(),
+                };
+                usage(anyhow::anyhow!("--images: {why}"))
+            })?;
+            if paths.is_empty() {
+                return Err(usage(anyhow::anyhow!("--images: no JPEG or PNG images in {}", dir.display())));
+            }
+            let (images, failed) = bench::usable_images(&paths);
+            for f in &failed {
+                eprintln!("camclassd: error: {f}");
+            }
+            if images.is_empty() {
+                return Err(usage(anyhow::anyhow!(
+                    "--images {}: none of its {} images could be decoded",
+                    dir.display(),
+                    paths.len()
+                )));
+            }
+            (images, failed)
+        }
+        None => (Vec::new(), Vec::new()),
     };
     let config = match &args.config {
         Some(path) => Some(Config::load(path).map_err(|e| usage(e.into()))?),
@@ -363,6 +382,10 @@ fn run_bench(args: BenchArgs, ort_lib: Option<&Path>) -> Result<u8, Failure> {
     }
     if let Some(path) = &args.plot {
         bench::plot(&rows, path).map_err(|e| Failure { code: 1, error: anyhow::anyhow!("plot: {e}") })?;
+    }
+    if !failed_images.is_empty() {
+        eprintln!("camclassd: {} image(s) left out of the pipeline figures (named above)", failed_images.len());
+        return Ok(1);
     }
     Ok(0)
 }
