@@ -332,7 +332,7 @@ fn external_data_is_read_beside_the_model_whatever_the_working_directory() {
 
 #[test]
 fn a_model_that_fails_to_load_gets_one_error_line_and_no_stray_ort_log() {
-    for m in ["garbage.onnx", "truncated.onnx"] {
+    for m in ["garbage.onnx", "truncated.onnx", "invalid_graph.onnx"] {
         let out = run(camclassd().args(["classify", "--model"]).arg(generated(m)).arg(generated("coffee.jpg")));
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{err}");
