@@ -270,6 +270,7 @@ fn an_empty_labels_file_is_refused() {
 /// A 16384x16384 grey PNG (260 kB on disk) is refused before it is decoded, with its size and the limit,
 /// and the process never holds the gigabyte decoding it would take.
 #[test]
+#[allow(clippy::zombie_processes, reason = "the child is reaped by wait4, which also gives its peak RSS")]
 fn an_oversized_picture_is_refused_with_its_size_and_the_limit_and_memory_stays_bounded() {
     use std::os::unix::process::ExitStatusExt;
     let dir = tempfile::tempdir().expect("tempdir");
