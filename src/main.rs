@@ -515,17 +515,27 @@ fn check_config(path: &Path, ort_lib: Option<&Path>) -> Result<u8, Failure> {
     }
     let ort_lib = ort_lib.or(config.onnxruntime.library.as_deref());
     let runtime = model::runtime::load(ort_lib).map_err(|e| usage(e.into()))?;
-    // One thread and no placement profile: the model is opened to be checked, not to be timed.
-    let options = ModelOptions { threads: Some(1), record_placement: false, ..config.model.model_options() };
+    // On the CPU, one thread, no placement profile: the model is opened to be checked, not to be timed, and
+    // its file, interface and recipe do not depend on the provider (this runs before every start under
+    // systemd: a TensorRT session here would build or load the engine a second time).
+    let cpu_only = config.model.execution_providers.iter().all(|p| *p == Provider::Cpu);
+    let options = ModelOptions {
+        providers: vec![Provider::Cpu],
+        threads: Some(1),
+        record_placement: false,
+        ..config.model.model_options()
+    };
     match Model::load(runtime, &config.model.path, &options) {
         Err(e) => problems.push(format!("{}: model.path: {e}", path.display())),
-        // The model's own check, as `run` does it at start (it refuses a failure unless told otherwise).
-        Ok(model) => {
+        // The model's own check, as `run` does it at start (it refuses a failure unless told otherwise); its
+        // answer depends on the provider, so only where run's provider is the CPU too.
+        Ok(model) if cpu_only => {
             let mut classifier = Classifier::new(model, 1, 0.0);
             if let Err(e) = camclassd::check::at_load(&mut classifier, config.model.on_check_failure) {
                 problems.push(format!("{}: model.on_check_failure: {e}", path.display()));
             }
         }
+        Ok(_) => {}
     }
     if let (OnCheckFailure::Fallback, Some(fallback)) = (config.model.on_check_failure, &config.model.fallback) {
         if let Err(e) = Model::load(runtime, fallback, &options) {

@@ -559,4 +559,10 @@ fn check_config_refuses_what_run_refuses() {
     std::fs::write(&config, daemon_config_text(dir.path(), &model_at(&int8), "")).expect("config");
     let out = run(camclassd().arg("check-config").arg(&config));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The model is opened on the CPU whatever run uses (no TensorRT engine built before every start).
+    let gpu = format!("{}execution_providers = [\"tensorrt\", \"cuda\", \"cpu\"]\n", model_at(&int8));
+    std::fs::write(&config, daemon_config_text(dir.path(), &gpu, "")).expect("config");
+    let out = run(camclassd().arg("check-config").arg(&config));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("falling back"), "{}", stderr(&out));
 }
