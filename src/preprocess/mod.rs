@@ -213,7 +213,7 @@ impl Preprocessor {
         // One buffer: the decoder writes its pixels, which are then turned into RGB8 where they are.
         let (total, pixels) = (total as usize, pixels as usize);
         check_color(color)?;
-        self.rgb.clear();
+        // Kept from the last frame (the decoder overwrites what it uses): no per-frame allocation or zeroing.
         self.rgb.resize(total.max(3 * pixels), 0);
         decoder.read_image(&mut self.rgb[..total])?;
         to_rgb8_in_place(color, &mut self.rgb, pixels)?;
