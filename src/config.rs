@@ -841,6 +841,13 @@ fn toml_problem(text: &str, key: String, e: &toml::de::Error) -> Problem {
     Problem { position: e.span().map(|s| line_col(text, s.start)), key, message }
 }
 
+/// 1-based (line, column) of a dotted key (`mqtt.tls.ca_file`, `cameras[1].name`) in config text, for
+/// problems found after validation (loading the model, reading the TLS files).
+pub fn key_position(text: &str, key: &str) -> Option<(usize, usize)> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    locate(doc.get_ref(), key).map(|span| line_col(text, span.start))
+}
+
 /// 1-based (line, column) of a byte offset; the column counts characters.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
@@ -1178,6 +1185,14 @@ mod tests {
         let got = problems("version = 1\n[model]\npath = \"Cargo.toml\"\n[model]\ntop_k = 1\n");
         assert_eq!(got.len(), 1);
         assert!(got[0].contains("duplicate table [model]"), "{got:?}");
+    }
+
+    #[test]
+    fn keys_are_located_after_validation() {
+        let text = "version = 1\n[model]\npath = \"m.onnx\"\n[mqtt]\nhost = \"h\"\n[mqtt.tls]\nca_file = \"x\"\n";
+        assert_eq!(key_position(text, "model.path"), Some((3, 1)));
+        assert_eq!(key_position(text, "mqtt.tls.ca_file"), Some((7, 1)));
+        assert_eq!(key_position(text, "mqtt.password_file"), None);
     }
 
     #[test]

@@ -509,9 +509,27 @@ fn check_config(path: &Path, ort_lib: Option<&Path>) -> Result<u8, Failure> {
     for warning in config.warnings() {
         eprintln!("warning: {warning}");
     }
+    // Problems found from here on are located in the file by their key, as the config's own are.
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let at = |key: &str| match camclassd::config::key_position(&text, key) {
+        Some((line, col)) => format!("{}:{line}:{col}", path.display()),
+        None => path.display().to_string(),
+    };
     let mut problems = Vec::new();
     if let Err(e) = camclassd::publish::Settings::from_config(&config) {
-        problems.push(format!("{}: {e}", path.display()));
+        let key = match &e {
+            camclassd::publish::PublishError::PasswordFile { .. } => "mqtt.password_file",
+            camclassd::publish::PublishError::Tls(why) if why.contains(&*tls_file(&config, "cert")) => {
+                "mqtt.tls.cert_file"
+            }
+            camclassd::publish::PublishError::Tls(why) if why.contains(&*tls_file(&config, "key")) => {
+                "mqtt.tls.key_file"
+            }
+            camclassd::publish::PublishError::Tls(_) => "mqtt.tls.ca_file",
+            _ => "mqtt",
+        };
+        let key = if camclassd::config::key_position(&text, key).is_some() { key } else { "mqtt.tls" };
+        problems.push(format!("{}: {e}", at(key)));
     }
     let ort_lib = ort_lib.or(config.onnxruntime.library.as_deref());
     let runtime = model::runtime::load(ort_lib).map_err(|e| usage(e.into()))?;
@@ -526,20 +544,20 @@ fn check_config(path: &Path, ort_lib: Option<&Path>) -> Result<u8, Failure> {
         ..config.model.model_options()
     };
     match Model::load(runtime, &config.model.path, &options) {
-        Err(e) => problems.push(format!("{}: model.path: {e}", path.display())),
+        Err(e) => problems.push(format!("{}: model.path: {e}", at("model.path"))),
         // The model's own check, as `run` does it at start (it refuses a failure unless told otherwise); its
         // answer depends on the provider, so only where run's provider is the CPU too.
         Ok(model) if cpu_only => {
             let mut classifier = Classifier::new(model, 1, 0.0);
             if let Err(e) = camclassd::check::at_load(&mut classifier, config.model.on_check_failure) {
-                problems.push(format!("{}: model.on_check_failure: {e}", path.display()));
+                problems.push(format!("{}: model.on_check_failure: {e}", at("model.on_check_failure")));
             }
         }
         Ok(_) => {}
     }
     if let (OnCheckFailure::Fallback, Some(fallback)) = (config.model.on_check_failure, &config.model.fallback) {
         if let Err(e) = Model::load(runtime, fallback, &options) {
-            problems.push(format!("{}: model.fallback: {e}", path.display()));
+            problems.push(format!("{}: model.fallback: {e}", at("model.fallback")));
         }
     }
     if !problems.is_empty() {
@@ -547,6 +565,13 @@ fn check_config(path: &Path, ort_lib: Option<&Path>) -> Result<u8, Failure> {
     }
     println!("{}: ok", path.display());
     Ok(0)
+}
+
+/// The `cert` or `key` file of `[mqtt.tls]` as the TLS errors print it; a name no error contains when unset.
+fn tls_file(config: &Config, which: &str) -> String {
+    let tls = config.mqtt.as_ref().and_then(|m| m.tls.as_ref());
+    let file = tls.and_then(|t| if which == "cert" { t.cert_file.as_ref() } else { t.key_file.as_ref() });
+    file.map_or_else(|| "\0".into(), |f| format!("{}:", f.display()))
 }
 
 fn run_daemon(path: &Path, ort_lib: Option<&Path>) -> Result<u8, Failure> {

@@ -551,7 +551,9 @@ fn check_config_refuses_what_run_refuses() {
         let err = stderr(&check);
         assert_eq!(check.status.code(), Some(2), "check-config passes what run refuses:\n{text}\n{err}");
         assert!(err.contains(reason), "check-config: want {reason:?}\n{err}");
-        assert!(err.contains(&format!("c{i}.toml")), "names the file: {err}");
+        // file:line:column of the key, as for the config's own problems.
+        let at = err.find(&format!("c{i}.toml:")).map(|p| &err[p + format!("c{i}.toml:").len()..]);
+        assert!(at.is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit())), "names file and line: {err}");
         assert!(stdout(&check).is_empty(), "{}", stdout(&check));
     }
     // And a good one is still fine.
