@@ -21,9 +21,9 @@ use crate::model::spec::{ChannelOrder, Crop, Interpolation, Layout, ModelSpec};
 
 /// The largest picture side accepted (a 16K frame).
 pub const MAX_SIDE: u32 = 16384;
-/// The most pixels decoded: 32 Mi (8K UHD, 7680×4320, fits). Decoding needs one buffer of 3 bytes a pixel
-/// (the decoder's output is converted to RGB8 in place), so an accepted picture takes at most ~100 MiB, not
-/// the 1.15 GB a 16384×16384 PNG took: a board with 1 GB survives a hostile or mistaken file.
+/// The most pixels decoded: 32 Mi (8K UHD, 7680×4320, fits). Decoding needs one buffer (the decoder's output,
+/// converted to RGB8 in place), so an accepted picture takes at most 128 MiB (96 MiB in RGB8), not the
+/// 1.15 GB a 16384×16384 PNG took: a board with 1 GB survives a hostile or mistaken file.
 pub const MAX_PIXELS: u64 = 32 << 20;
 /// The largest decoder output (16-bit or alpha pictures are larger than RGB8 per pixel).
 pub const MAX_DECODED_BYTES: u64 = 128 << 20;
@@ -55,7 +55,7 @@ pub enum PreprocessError {
     BadFrame(String),
     #[error(
         "image of {width}x{height} pixels ({:.1} megapixels) is larger than camclassd decodes: at most {} \
-         megapixels (8K UHD), {MAX_SIDE} pixels a side and {} MiB decoded, so that decoding stays within ~100 MiB \
+         megapixels (8K UHD), {MAX_SIDE} pixels a side and {} MiB decoded, so that decoding stays within 128 MiB \
          of memory; scale the picture down first",
         f64::from(*width) * f64::from(*height) / 1e6,
         MAX_PIXELS >> 20,
