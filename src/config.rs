@@ -276,6 +276,8 @@ pub struct ModelConfig {
     pub on_check_failure: OnCheckFailure,
     /// The model to use instead with `on_check_failure = "fallback"` (the FP32 model).
     pub fallback: Option<PathBuf>,
+    /// The output holding the class scores, for a model with several; default: the first.
+    pub output_name: Option<String>,
 }
 
 fn default_providers() -> Vec<Provider> {
@@ -299,6 +301,7 @@ impl ModelConfig {
             labels: self.labels.clone(),
             tensorrt: self.tensorrt.clone(),
             cuda: self.cuda.clone(),
+            output_name: self.output_name.clone(),
             ..ModelOptions::default()
         }
     }
@@ -476,8 +479,19 @@ impl Config {
             problem("model.workers", format!("must be between 1 and 16, got {}", self.model.workers));
         }
         if let Some(m) = &self.mqtt {
-            if m.host.trim().is_empty() {
-                problem("mqtt.host", "must not be empty".into());
+            if let Some(why) = host_problem(&m.host) {
+                problem("mqtt.host", why);
+            }
+            if let Some(id) = &m.client_id {
+                if id.is_empty() || id.len() > MAX_CLIENT_ID {
+                    problem(
+                        "mqtt.client_id",
+                        format!(
+                            "must be 1 to {MAX_CLIENT_ID} bytes, got {} (brokers guarantee 23; most take more)",
+                            id.len()
+                        ),
+                    );
+                }
             }
             if m.port == Some(0) {
                 problem("mqtt.port", "must be between 1 and 65535".into());
@@ -494,24 +508,30 @@ impl Config {
             if (m.password.is_some() || m.password_file.is_some()) && m.username.is_none() {
                 problem("mqtt.username", "a password needs a username".into());
             }
-            if let Some(f) = m.password_file.as_ref().filter(|f| !f.is_file()) {
-                problem("mqtt.password_file", format!("{} not found", f.display()));
+            if let Some(why) = m.password_file.as_deref().and_then(not_a_file) {
+                problem("mqtt.password_file", why);
             }
-            if !is_topic_level(&m.topic_prefix.replace('/', "_")) {
+            if m.topic_prefix.len() > MAX_TOPIC_PREFIX {
+                problem("mqtt.topic_prefix", too_long(m.topic_prefix.len(), MAX_TOPIC_PREFIX));
+            } else if !is_topic_level(&m.topic_prefix.replace('/', "_")) {
                 problem(
                     "mqtt.topic_prefix",
                     format!("{:?} must not be empty or contain +, # or spaces", m.topic_prefix),
                 );
             }
-            if let Some(node) = m.node_id.as_ref().filter(|n| !is_topic_level(n)) {
-                problem("mqtt.node_id", format!("{node:?} must be letters, digits, '-' or '_'"));
+            if let Some(node) = &m.node_id {
+                if node.len() > MAX_TOPIC_LEVEL {
+                    problem("mqtt.node_id", too_long(node.len(), MAX_TOPIC_LEVEL));
+                } else if !is_topic_level(node) {
+                    problem("mqtt.node_id", format!("{node:?} must be letters, digits, '-' or '_'"));
+                }
             }
             if !(m.reconnect_max.is_finite() && (1.0..=3600.0).contains(&m.reconnect_max)) {
                 problem("mqtt.reconnect_max", format!("expected seconds from 1 to 3600, got {}", m.reconnect_max));
             }
             if let Some(tls) = &m.tls {
-                if !tls.ca_file.is_file() {
-                    problem("mqtt.tls.ca_file", format!("{} not found", tls.ca_file.display()));
+                if let Some(why) = not_a_file(&tls.ca_file) {
+                    problem("mqtt.tls.ca_file", why);
                 }
                 match (&tls.cert_file, &tls.key_file) {
                     (Some(_), None) => problem("mqtt.tls.key_file", "cert_file needs key_file".into()),
@@ -519,8 +539,8 @@ impl Config {
                     _ => {}
                 }
                 for (key, f) in [("mqtt.tls.cert_file", &tls.cert_file), ("mqtt.tls.key_file", &tls.key_file)] {
-                    if let Some(f) = f.as_ref().filter(|f| !f.is_file()) {
-                        problem(key, format!("{} not found", f.display()));
+                    if let Some(why) = f.as_deref().and_then(not_a_file) {
+                        problem(key, why);
                     }
                 }
             }
@@ -542,7 +562,9 @@ impl Config {
         }
         if let Some(ha) = &self.homeassistant {
             let p = &ha.discovery_prefix;
-            if p.is_empty() || p.starts_with('/') || p.ends_with('/') || p.contains(['+', '#', ' ']) {
+            if p.len() > MAX_TOPIC_PREFIX {
+                problem("homeassistant.discovery_prefix", too_long(p.len(), MAX_TOPIC_PREFIX));
+            } else if p.is_empty() || p.starts_with('/') || p.ends_with('/') || p.contains(['+', '#', ' ']) {
                 problem("homeassistant.discovery_prefix", format!("{p:?} must be a topic without wildcards"));
             }
         }
@@ -552,7 +574,9 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for (i, cam) in self.cameras.iter().enumerate() {
             let key = |field: &str| format!("cameras[{i}].{field}");
-            if !is_topic_level(&cam.name) {
+            if cam.name.len() > MAX_TOPIC_LEVEL {
+                problem(&key("name"), too_long(cam.name.len(), MAX_TOPIC_LEVEL));
+            } else if !is_topic_level(&cam.name) {
                 problem(
                     &key("name"),
                     format!("{:?} must be letters, digits, '-' or '_' (it is a topic level)", cam.name),
@@ -565,6 +589,8 @@ impl Config {
             }
             if cam.source.trim().is_empty() {
                 problem(&key("source"), "must name a device, an image file, a folder or a glob".into());
+            } else if let Some(why) = replay_source_problem(&cam.source) {
+                problem(&key("source"), why);
             }
             if cam.debounce == 0 {
                 problem(&key("debounce"), "must be at least 1 frame".into());
@@ -581,6 +607,9 @@ impl Config {
             if cam.resolution.is_some_and(|[w, h]| w == 0 || h == 0) {
                 problem(&key("resolution"), "must be [width, height], both positive".into());
             }
+        }
+        if self.model.output_name.as_ref().is_some_and(|n| n.trim().is_empty()) {
+            problem("model.output_name", "must name one of the model's outputs (camclassd inspect lists them)".into());
         }
         if self.model.top_k == 0 {
             problem("model.top_k", "must be at least 1".into());
@@ -602,6 +631,14 @@ impl Config {
         }
         if pre.input_size.is_some_and(|[h, w]| h == 0 || w == 0) {
             problem("model.preprocess.input_size", "must be [height, width], both positive".into());
+        } else if let Some([h, w]) = pre.input_size.filter(|&[h, w]| h.max(w) > MAX_INPUT_SIDE) {
+            problem("model.preprocess.input_size", input_size_too_large(h, w));
+        }
+        if let Some(resize) = pre.resize.filter(|&r| r > MAX_RESIZE) {
+            problem(
+                "model.preprocess.resize",
+                format!("{resize} is more than {MAX_RESIZE}; it is the shorter side before the centre crop"),
+            );
         }
         validate_gpu(&self.model, &mut problem);
         problems
@@ -672,6 +709,97 @@ fn validate_gpu(model: &ModelConfig, problem: &mut impl FnMut(&str, String)) {
     }
 }
 
+/// The longest `[mqtt] node_id` and camera `name`, in bytes. With the prefixes below, the longest topic
+/// camclassd builds (`<discovery_prefix>/binary_sensor/<node>/<camera>_<entity>/config`) stays far under
+/// MQTT's limit of 65 535 bytes, and names stay readable in Home Assistant.
+pub const MAX_TOPIC_LEVEL: usize = 128;
+/// The longest `[mqtt] topic_prefix` and `[homeassistant] discovery_prefix`, in bytes.
+pub const MAX_TOPIC_PREFIX: usize = 256;
+/// The longest `[mqtt] client_id`, in bytes. MQTT 3.1.1 only guarantees 23; mosquitto, EMQX and HiveMQ take
+/// this and more.
+pub const MAX_CLIENT_ID: usize = 256;
+/// The largest `[model.preprocess] input_size` side: a 4096×4096 float tensor is already 192 MiB, and the
+/// image classifiers camclassd runs take 224 to 600 pixels. `[20000, 20000]` took 18 s and 5.9 GB per image.
+pub const MAX_INPUT_SIDE: u32 = 4096;
+/// The largest `[model.preprocess] resize` (the shorter side before the crop): twice the largest input.
+pub const MAX_RESIZE: u32 = 2 * MAX_INPUT_SIDE;
+
+/// The message for an input size over [`MAX_INPUT_SIDE`] (config and `bench --input-size`).
+pub fn input_size_too_large(h: u32, w: u32) -> String {
+    format!(
+        "{h}x{w} is larger than {MAX_INPUT_SIDE}x{MAX_INPUT_SIDE}: each side must be at most {MAX_INPUT_SIDE} pixels \
+         (a {MAX_INPUT_SIDE}x{MAX_INPUT_SIDE} input is already a 192 MiB tensor; image classifiers take 224 to 600)"
+    )
+}
+
+fn too_long(len: usize, max: usize) -> String {
+    format!("is {len} bytes long; at most {max} bytes (it is part of every MQTT topic camclassd publishes)")
+}
+
+/// Why an MQTT `host` is not a host name or address: a scheme or a port in it, spaces, slashes.
+fn host_problem(host: &str) -> Option<String> {
+    let h = host.trim();
+    if h.is_empty() {
+        return Some("must not be empty".into());
+    }
+    if let Some((scheme, rest)) = h.split_once("://") {
+        let rest = rest.trim_end_matches('/');
+        let tls =
+            if matches!(scheme, "mqtts" | "ssl" | "tls" | "wss") { "; for TLS add a [mqtt.tls] section" } else { "" };
+        return Some(format!(
+            "{host:?} has a scheme: give the host name or address alone (host = {:?}), the port in port{tls}",
+            rest.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()).map_or(rest, |(h, _)| h)
+        ));
+    }
+    if h.parse::<std::net::Ipv6Addr>().is_ok() {
+        return None;
+    }
+    if let Some((name, port)) = h.rsplit_once(':') {
+        return Some(if port.parse::<u16>().is_ok() {
+            format!("{host:?} has a port in it: set host = {name:?} and port = {port}")
+        } else {
+            format!("{host:?} is not a host name or address (a ':' belongs only in an IPv6 address, without brackets)")
+        });
+    }
+    if h.len() > 253 || h.contains(|c: char| c.is_whitespace() || c == '/' || c == '@' || c == '[' || c == ']') {
+        return Some(format!("{host:?} is not a host name or address"));
+    }
+    None
+}
+
+/// Why a file named in the config cannot be read as one (missing, a directory, a device); `None` when fine.
+fn not_a_file(path: &Path) -> Option<String> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => None,
+        Ok(m) if m.is_dir() => Some(format!("{} is a directory, not a file", path.display())),
+        Ok(_) => Some(format!("{} is not a regular file", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!("{} not found", path.display())),
+        Err(e) => Some(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Why a replay source (not a V4L2 device, not a glob) can never give a picture: a device node, a socket, or
+/// a symbolic link loop. A FIFO is a live MJPEG stream (capture/replay.rs); a missing source is fine here:
+/// the camera is retried until it appears.
+fn replay_source_problem(source: &str) -> Option<String> {
+    use std::os::unix::fs::FileTypeExt;
+    let crate::capture::SourceKind::Replay(s) = crate::capture::SourceKind::parse(source) else { return None };
+    if s.contains(['*', '?', '[']) {
+        return None;
+    }
+    let what = match std::fs::metadata(&s) {
+        Ok(m) if m.is_file() || m.is_dir() || m.file_type().is_fifo() => return None,
+        Ok(m) if m.file_type().is_char_device() || m.file_type().is_block_device() => "a device node",
+        Ok(m) if m.file_type().is_socket() => "a socket",
+        Ok(_) => "not a regular file",
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => "a symbolic link loop",
+        Err(_) => return None,
+    };
+    Some(format!(
+        "{s} is {what}: a camera source is a V4L2 device (/dev/videoN or N), an image file, a folder of images, a glob or a named pipe carrying MJPEG"
+    ))
+}
+
 /// One MQTT topic level: non-empty, no wildcards, separators or spaces.
 fn is_topic_level(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -685,7 +813,39 @@ fn sanitize_topic_level(s: &str) -> String {
 }
 
 fn toml_problem(text: &str, key: String, e: &toml::de::Error) -> Problem {
-    Problem { position: e.span().map(|s| line_col(text, s.start)), key, message: e.message().trim().to_string() }
+    let mut message = e.message().trim().to_string();
+    let mut key = key;
+    // The parser says "duplicate key" without naming it: the key is the text its span covers.
+    if message == "duplicate key" && key.is_empty() {
+        if let Some(name) = e.span().and_then(|s| text.get(s)).map(str::trim).filter(|n| !n.is_empty()) {
+            let line_start = e.span().map_or(0, |s| text[..s.start].rfind('\n').map_or(0, |i| i + 1));
+            let header = text[line_start..].trim_start().starts_with('[');
+            key = name.trim_matches(['[', ']']).trim().to_string();
+            let table = text[..line_start]
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| l.starts_with('['))
+                .map(|l| l.trim_matches(['[', ']']).trim().to_string());
+            let name = key.clone();
+            if let Some(table) = table.filter(|_| !header) {
+                key = format!("{table}.{key}");
+            }
+            message = if header {
+                format!("duplicate table [{key}]: each table may appear once; merge the two")
+            } else {
+                format!("duplicate key {name:?}: each key may appear once in a table; remove one")
+            };
+        }
+    }
+    Problem { position: e.span().map(|s| line_col(text, s.start)), key, message }
+}
+
+/// 1-based (line, column) of a dotted key (`mqtt.tls.ca_file`, `cameras[1].name`) in config text, for
+/// problems found after validation (loading the model, reading the TLS files).
+pub fn key_position(text: &str, key: &str) -> Option<(usize, usize)> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    locate(doc.get_ref(), key).map(|span| line_col(text, span.start))
 }
 
 /// 1-based (line, column) of a byte offset; the column counts characters.
@@ -922,6 +1082,117 @@ mod tests {
             problems(dla_fp32),
             ["6:1: model.tensorrt.dla_core: the DLA runs FP16 or INT8 only: set fp16 = true or int8 = true"]
         );
+    }
+
+    #[test]
+    fn names_and_ids_longer_than_a_topic_can_hold_are_refused() {
+        let long = "a".repeat(100_000);
+        let text = format!(
+            "version = 1\n[model]\npath = \"Cargo.toml\"\n[mqtt]\nhost = \"h\"\nnode_id = \"{n}\"\nclient_id = \"{n}\"\n\
+             topic_prefix = \"{n}\"\n[homeassistant]\ndiscovery_prefix = \"{n}\"\n[[cameras]]\nname = \"{n}\"\nsource = \"0\"\n",
+            n = long
+        );
+        let got = problems(&text);
+        for want in [
+            "6:1: mqtt.node_id: is 100000 bytes long; at most 128 bytes",
+            "7:1: mqtt.client_id: must be 1 to 256 bytes, got 100000",
+            "8:1: mqtt.topic_prefix: is 100000 bytes long; at most 256 bytes",
+            "10:1: homeassistant.discovery_prefix: is 100000 bytes long; at most 256 bytes",
+            "12:1: cameras[0].name: is 100000 bytes long; at most 128 bytes",
+        ] {
+            assert!(got.iter().any(|p| p.starts_with(want)), "{want}\n{got:#?}");
+        }
+        // Nothing quotes the 100 000 characters back.
+        assert!(got.iter().all(|p| p.len() < 300), "{got:#?}");
+        // At the limits, every topic camclassd builds fits MQTT's 65 535 bytes with room to spare.
+        let longest = MAX_TOPIC_PREFIX + "/binary_sensor/".len() + MAX_TOPIC_LEVEL + 1 + MAX_TOPIC_LEVEL + 64;
+        assert!(longest < 65_535);
+        let ok = format!(
+            "version = 1\n[model]\npath = \"Cargo.toml\"\n[mqtt]\nhost = \"h\"\nnode_id = \"{}\"\nclient_id = \"{}\"\n",
+            "n".repeat(MAX_TOPIC_LEVEL),
+            "c".repeat(MAX_CLIENT_ID)
+        );
+        assert!(Config::parse(&ok).is_ok());
+    }
+
+    #[test]
+    fn a_host_with_a_port_or_a_scheme_is_refused_with_advice() {
+        let host = |h: &str| {
+            let text = format!("version = 1\n[model]\npath = \"Cargo.toml\"\n[mqtt]\nhost = {h:?}\n");
+            Config::parse(&text).err().map(|p| p.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+        };
+        let err = host("127.0.0.1:1883").expect("refused");
+        assert!(err.starts_with("5:1: mqtt.host:") && err.contains("host = \"127.0.0.1\" and port = 1883"), "{err}");
+        let err = host("mqtt://broker.lan:1883").expect("refused");
+        assert!(err.contains("has a scheme") && err.contains("host = \"broker.lan\""), "{err}");
+        let err = host("mqtts://broker.lan").expect("refused");
+        assert!(err.contains("[mqtt.tls]"), "{err}");
+        assert!(host("broker lan").is_some());
+        for fine in ["127.0.0.1", "broker.lan", "::1", "fe80::1", "localhost"] {
+            assert_eq!(host(fine), None, "{fine}");
+        }
+    }
+
+    #[test]
+    fn an_input_size_beyond_4096_is_refused() {
+        let text = "version = 1\n[model]\npath = \"Cargo.toml\"\n[model.preprocess]\ninput_size = [20000, 20000]\nresize = 20000\n";
+        let got = problems(text);
+        assert!(
+            got[0].starts_with("5:1: model.preprocess.input_size: 20000x20000 is larger than 4096x4096"),
+            "{got:?}"
+        );
+        assert!(got.iter().any(|p| p.starts_with("6:1: model.preprocess.resize: 20000 is more than 8192")), "{got:?}");
+        let ok = "version = 1\n[model]\npath = \"Cargo.toml\"\n[model.preprocess]\ninput_size = [4096, 4096]\n";
+        assert!(Config::parse(ok).is_ok());
+    }
+
+    #[test]
+    fn secrets_and_sources_that_are_not_files_say_what_they_are() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().display().to_string();
+        let loop_link = dir.path().join("loop");
+        std::os::unix::fs::symlink(&loop_link, &loop_link).expect("symlink");
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.display().to_string()).expect("path");
+        // SAFETY: mkfifo reads a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let text = format!(
+            "version = 1\n[model]\npath = \"Cargo.toml\"\n[mqtt]\nhost = \"h\"\nusername = \"u\"\npassword_file = {d:?}\n\
+             [mqtt.tls]\nca_file = {d:?}\n[[cameras]]\nname = \"a\"\nsource = \"/dev/null\"\n\
+             [[cameras]]\nname = \"b\"\nsource = {:?}\n[[cameras]]\nname = \"c\"\nsource = {:?}\n\
+             [[cameras]]\nname = \"d\"\nsource = \"/nonexistent/later/*.jpg\"\n[[cameras]]\nname = \"e\"\nsource = \"/dev/video7\"\n",
+            fifo.display().to_string(),
+            loop_link.display().to_string(),
+        );
+        let got = problems(&text);
+        let want = [
+            format!("7:1: mqtt.password_file: {d} is a directory, not a file"),
+            format!("9:1: mqtt.tls.ca_file: {d} is a directory, not a file"),
+            "cameras[0].source: /dev/null is a device node: a camera source is".into(),
+            // cameras[1], the FIFO, is fine: a live MJPEG stream.
+            format!("cameras[2].source: {} is a symbolic link loop", loop_link.display()),
+        ];
+        for w in &want {
+            assert!(got.iter().any(|p| p.contains(w.as_str())), "{w}\n{got:#?}");
+        }
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+    }
+
+    #[test]
+    fn a_duplicate_key_or_table_is_named() {
+        let got = problems("version = 1\n[model]\npath = \"Cargo.toml\"\npath = \"x\"\n");
+        assert_eq!(got, ["4:1: model.path: duplicate key \"path\": each key may appear once in a table; remove one"]);
+        let got = problems("version = 1\n[model]\npath = \"Cargo.toml\"\n[model]\ntop_k = 1\n");
+        assert_eq!(got.len(), 1);
+        assert!(got[0].contains("duplicate table [model]"), "{got:?}");
+    }
+
+    #[test]
+    fn keys_are_located_after_validation() {
+        let text = "version = 1\n[model]\npath = \"m.onnx\"\n[mqtt]\nhost = \"h\"\n[mqtt.tls]\nca_file = \"x\"\n";
+        assert_eq!(key_position(text, "model.path"), Some((3, 1)));
+        assert_eq!(key_position(text, "mqtt.tls.ca_file"), Some((7, 1)));
+        assert_eq!(key_position(text, "mqtt.password_file"), None);
     }
 
     #[test]

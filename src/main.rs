@@ -19,7 +19,7 @@ use camclassd::tools::classify;
 #[command(name = "camclassd", version, about = "Edge camera classification daemon and model tools")]
 struct Cli {
     /// Log filter (error, warn, info, debug, trace, or tracing directives); RUST_LOG also works.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_parser = parse_log_level)]
     log_level: Option<String>,
     /// Path of the ONNX Runtime library (libonnxruntime.so); overrides the config and the search.
     #[arg(long, global = true, value_name = "PATH")]
@@ -199,6 +199,9 @@ struct ClassifyArgs {
     /// Execution providers to try, in order (tensorrt, cuda, cpu).
     #[arg(long, value_delimiter = ',', value_name = "EP,...")]
     ep: Option<Vec<Provider>>,
+    /// The model output holding the class scores, for a model with several (default: the config's, else the first).
+    #[arg(long, value_name = "NAME")]
+    output_name: Option<String>,
     /// Image files (JPEG, PNG).
     #[arg(required = true)]
     images: Vec<PathBuf>,
@@ -220,7 +223,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Run { config } => run_daemon(&config, cli.ort_lib.as_deref()),
         Command::Classify(args) => run_classify(args, cli.ort_lib.as_deref()),
-        Command::CheckConfig { config } => check_config(&config),
+        Command::CheckConfig { config } => check_config(&config, cli.ort_lib.as_deref()),
         Command::Verify { model, json, threads } => run_verify(&model, json, threads, cli.ort_lib.as_deref()),
         Command::Stamp(args) => run_stamp(args, cli.ort_lib.as_deref()),
         Command::Inspect { model, json, ep } => inspect(&model, json, ep, cli.ort_lib.as_deref()),
@@ -295,14 +298,33 @@ fn run_bench(args: BenchArgs, ort_lib: Option<&Path>) -> Result<u8, Failure> {
     if !(args.duration.is_finite() && args.duration > 0.0) || args.runs == Some(0) {
         return Err(usage(anyhow::anyhow!("--duration and --runs must be positive")));
     }
-    let images = match &args.images {
-        Some(dir) => camclassd::tools::compare::image_list(Some(dir), &[])
-            .map_err(|e| usage(e.into()))?
-            .iter()
-            .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
-            .collect::<anyhow::Result<Vec<_>>>()
-            .map_err(usage)?,
-        None => Vec::new(),
+    // As classify and compare do, a file that cannot be decoded is named and left out; the others are timed.
+    let (images, failed_images) = match &args.images {
+        Some(dir) => {
+            let paths = camclassd::tools::compare::image_list(Some(dir), &[]).map_err(|e| {
+                let why = match e {
+                    camclassd::tools::compare::CompareError::NoImages(why) => why,
+                    other => other.to_string(),
+                };
+                usage(anyhow::anyhow!("--images: {why}"))
+            })?;
+            if paths.is_empty() {
+                return Err(usage(anyhow::anyhow!("--images: no JPEG or PNG images in {}", dir.display())));
+            }
+            let (images, failed) = bench::usable_images(&paths);
+            for f in &failed {
+                eprintln!("camclassd: error: {f}");
+            }
+            if images.is_empty() {
+                return Err(usage(anyhow::anyhow!(
+                    "--images {}: none of its {} images could be decoded",
+                    dir.display(),
+                    paths.len()
+                )));
+            }
+            (images, failed)
+        }
+        None => (Vec::new(), Vec::new()),
     };
     let config = match &args.config {
         Some(path) => Some(Config::load(path).map_err(|e| usage(e.into()))?),
@@ -360,6 +382,10 @@ fn run_bench(args: BenchArgs, ort_lib: Option<&Path>) -> Result<u8, Failure> {
     }
     if let Some(path) = &args.plot {
         bench::plot(&rows, path).map_err(|e| Failure { code: 1, error: anyhow::anyhow!("plot: {e}") })?;
+    }
+    if !failed_images.is_empty() {
+        eprintln!("camclassd: {} image(s) left out of the pipeline figures (named above)", failed_images.len());
+        return Ok(1);
     }
     Ok(0)
 }
@@ -475,13 +501,80 @@ fn write_stdout(text: &str) -> Result<(), Failure> {
     }
 }
 
-fn check_config(path: &Path) -> Result<u8, Failure> {
+/// Validates a config as `run` would start with it: the file, then what `run` reads before it starts (the
+/// MQTT password and TLS files, the model and its recipe, the fallback model), so that a config `run` would
+/// refuse (exit 2, which systemd does not restart) is refused here first, naming the key.
+fn check_config(path: &Path, ort_lib: Option<&Path>) -> Result<u8, Failure> {
+    use camclassd::check::OnCheckFailure;
     let config = Config::load_for_daemon(path).map_err(|e| usage(e.into()))?;
     for warning in config.warnings() {
         eprintln!("warning: {warning}");
     }
+    // Problems found from here on are located in the file by their key, as the config's own are.
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let at = |key: &str| match camclassd::config::key_position(&text, key) {
+        Some((line, col)) => format!("{}:{line}:{col}", path.display()),
+        None => path.display().to_string(),
+    };
+    let mut problems = Vec::new();
+    if let Err(e) = camclassd::publish::Settings::from_config(&config) {
+        let key = match &e {
+            camclassd::publish::PublishError::PasswordFile { .. } => "mqtt.password_file",
+            camclassd::publish::PublishError::Tls(why) if why.contains(&*tls_file(&config, "cert")) => {
+                "mqtt.tls.cert_file"
+            }
+            camclassd::publish::PublishError::Tls(why) if why.contains(&*tls_file(&config, "key")) => {
+                "mqtt.tls.key_file"
+            }
+            camclassd::publish::PublishError::Tls(_) => "mqtt.tls.ca_file",
+            _ => "mqtt",
+        };
+        let key = if camclassd::config::key_position(&text, key).is_some() { key } else { "mqtt.tls" };
+        problems.push(format!("{}: {e}", at(key)));
+    }
+    let ort_lib = ort_lib.or(config.onnxruntime.library.as_deref());
+    let runtime = model::runtime::load(ort_lib).map_err(|e| usage(e.into()))?;
+    // On the CPU, one thread, no placement profile: the model is opened to be checked, not to be timed, and
+    // its file, interface and recipe do not depend on the provider (this runs before every start under
+    // systemd: a TensorRT session here would build or load the engine a second time).
+    let cpu_only = config.model.execution_providers.iter().all(|p| *p == Provider::Cpu);
+    let options = ModelOptions {
+        providers: vec![Provider::Cpu],
+        threads: Some(1),
+        record_placement: false,
+        ..config.model.model_options()
+    };
+    match Model::load(runtime, &config.model.path, &options) {
+        Err(e) => problems.push(format!("{}: model.path: {e}", at("model.path"))),
+        // The model's own check, as `run` does it at start (it refuses a failure unless told otherwise); its
+        // answer depends on the provider, so only where run's provider is the CPU too.
+        Ok(model) if cpu_only => match Classifier::new(model, 1, 0.0) {
+            Ok(mut classifier) => {
+                if let Err(e) = camclassd::check::at_load(&mut classifier, config.model.on_check_failure) {
+                    problems.push(format!("{}: model.on_check_failure: {e}", at("model.on_check_failure")));
+                }
+            }
+            Err(e) => problems.push(format!("{}: model.path: {e}", at("model.path"))),
+        },
+        Ok(_) => {}
+    }
+    if let (OnCheckFailure::Fallback, Some(fallback)) = (config.model.on_check_failure, &config.model.fallback) {
+        if let Err(e) = Model::load(runtime, fallback, &options) {
+            problems.push(format!("{}: model.fallback: {e}", at("model.fallback")));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(usage(anyhow::anyhow!("{}", problems.join("\n"))));
+    }
     println!("{}: ok", path.display());
     Ok(0)
+}
+
+/// The `cert` or `key` file of `[mqtt.tls]` as the TLS errors print it; a name no error contains when unset.
+fn tls_file(config: &Config, which: &str) -> String {
+    let tls = config.mqtt.as_ref().and_then(|m| m.tls.as_ref());
+    let file = tls.and_then(|t| if which == "cert" { t.cert_file.as_ref() } else { t.key_file.as_ref() });
+    file.map_or_else(|| "\0".into(), |f| format!("{}:", f.display()))
 }
 
 fn run_daemon(path: &Path, ort_lib: Option<&Path>) -> Result<u8, Failure> {
@@ -593,6 +686,9 @@ fn run_classify(args: ClassifyArgs, ort_lib: Option<&Path>) -> Result<u8, Failur
     if let Some(ep) = args.ep.clone() {
         options.providers = ep;
     }
+    if let Some(name) = &args.output_name {
+        options.output_name = Some(name.clone());
+    }
     let top_k = args.top.map(usize::from).or(config.as_ref().map(|c| c.model.top_k)).unwrap_or(5);
     let min_score = args.min_score.or(config.as_ref().map(|c| c.model.min_score)).unwrap_or(0.0);
     let ort_lib = ort_lib.or(config.as_ref().and_then(|c| c.onnxruntime.library.as_deref()));
@@ -655,10 +751,40 @@ fn parse_probability(s: &str) -> Result<f32, String> {
 fn parse_size(s: &str) -> Result<[u32; 2], String> {
     let bad = || format!("{s:?} is not HEIGHTxWIDTH, e.g. 224x224");
     let (h, w) = s.split_once(['x', 'X']).ok_or_else(bad)?;
-    match (h.trim().parse::<u32>(), w.trim().parse::<u32>()) {
-        (Ok(h), Ok(w)) if (1..=4096).contains(&h) && (1..=4096).contains(&w) => Ok([h, w]),
+    let max = camclassd::config::MAX_INPUT_SIDE;
+    match (h.trim().parse::<u64>(), w.trim().parse::<u64>()) {
+        (Ok(0), Ok(_)) | (Ok(_), Ok(0)) => Err(format!("{s:?}: both sides must be positive")),
+        (Ok(h), Ok(w)) if h.max(w) > u64::from(max) => Err(camclassd::config::input_size_too_large(
+            u32::try_from(h).unwrap_or(u32::MAX),
+            u32::try_from(w).unwrap_or(u32::MAX),
+        )),
+        (Ok(h), Ok(w)) => Ok([h as u32, w as u32]),
         _ => Err(bad()),
     }
+}
+
+/// A bare level, or `tracing` directives (`camclassd=debug,ort=info`); anything else is refused rather than
+/// read as a target name (`verbose` would silently mean "everything from a target called verbose").
+fn parse_log_level(s: &str) -> Result<String, String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let bad = || {
+        format!(
+            "{s:?} is not a log level: use error, warn, info, debug, trace or off (or directives like camclassd=debug)"
+        )
+    };
+    if !s.contains(['=', ',']) {
+        return if LEVELS.contains(&s.trim().to_ascii_lowercase().as_str()) { Ok(s.to_string()) } else { Err(bad()) };
+    }
+    for directive in s.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !LEVELS.contains(&level.trim().to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "{directive:?} in {s:?}: {} is not a log level (error, warn, info, debug, trace, off)",
+                level.trim()
+            ));
+        }
+    }
+    Ok(s.to_string())
 }
 
 fn parse_threads(s: &str) -> Result<usize, String> {

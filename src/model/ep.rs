@@ -229,6 +229,21 @@ pub(crate) fn open_session(
     sha256: &str,
     options: &ModelOptions,
 ) -> Result<Opened, ModelError> {
+    // Read before ONNX Runtime sees the file: what is not an ONNX protobuf at all is refused here, with no
+    // session (ORT would also log a stray "Could not write a profile" for a session that never loaded).
+    let header = ExternalOnlyModel::decode_header(bytes)
+        .map_err(|message| ModelError::NotOnnx { path: path.to_path_buf(), message })?;
+    let external = header.external_data_locations();
+    if let Some(dir) = path.parent() {
+        for location in &external {
+            check_external_location(dir, location).map_err(|message| ModelError::ExternalData {
+                path: path.to_path_buf(),
+                location: location.clone(),
+                message,
+            })?;
+        }
+    }
+    let from_file = !external.is_empty();
     let order = try_order(&options.providers);
     let mut skipped: Vec<SkippedProvider> = Vec::new();
     for (i, &provider) in order.iter().enumerate() {
@@ -241,7 +256,7 @@ pub(crate) fn open_session(
                 let partner = provider == Provider::Tensorrt
                     && order[i + 1..].contains(&Provider::Cuda)
                     && availability(Provider::Cuda).is_ok();
-                let ctx = SessionContext { path, bytes, sha256, runtime, cuda_partner: partner };
+                let ctx = SessionContext { path, bytes, sha256, runtime, cuda_partner: partner, from_file };
                 // A failed attempt drops its folder here, after ORT has dropped the half-made session.
                 let mut profile = ProfileDir::default();
                 match build_session(&ctx, provider, options, &mut profile) {
@@ -343,6 +358,9 @@ struct SessionContext<'a> {
     runtime: &'a Runtime,
     /// Register CUDA after TensorRT for the nodes TensorRT does not take.
     cuda_partner: bool,
+    /// Open the session from the file, not from `bytes`: ONNX Runtime then reads external data next to the
+    /// model rather than from the working directory (`/` under systemd).
+    from_file: bool,
 }
 
 /// Profile folders are named per session: workers load in parallel.
@@ -377,7 +395,83 @@ fn build_session(
     if !eps.is_empty() {
         builder = builder.with_execution_providers(eps)?;
     }
-    builder.commit_from_memory(ctx.bytes)
+    if ctx.from_file { builder.commit_from_file(ctx.path) } else { builder.commit_from_memory(ctx.bytes) }
+}
+
+/// The initializers of the main graph, only as far as external data goes (the weights are skipped).
+#[derive(Clone, PartialEq, prost::Message)]
+struct ExternalOnlyModel {
+    #[prost(message, optional, tag = "7")]
+    graph: Option<ExternalOnlyGraph>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ExternalOnlyGraph {
+    #[prost(message, repeated, tag = "5")]
+    initializer: Vec<ExternalOnlyTensor>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ExternalOnlyTensor {
+    #[prost(message, repeated, tag = "13")]
+    external_data: Vec<crate::tools::onnx_proto::StringStringEntryProto>,
+    /// 1 = EXTERNAL.
+    #[prost(int32, tag = "14")]
+    data_location: i32,
+}
+
+impl ExternalOnlyModel {
+    /// Decodes the model's protobuf structure (the weights are skipped, not copied); an error says why the
+    /// bytes are not an ONNX model.
+    fn decode_header(bytes: &[u8]) -> Result<ExternalOnlyModel, String> {
+        use prost::Message;
+        let model = ExternalOnlyModel::decode(bytes).map_err(|e| {
+            format!(
+                "protobuf parsing failed: {}",
+                e.to_string().trim_start_matches("failed to decode Protobuf message: ").replace("ExternalOnly", "")
+            )
+        })?;
+        if model.graph.is_none() {
+            return Err("it holds no graph".into());
+        }
+        Ok(model)
+    }
+
+    /// The files the model's weights are stored in (ONNX external data), each named once, in order.
+    fn external_data_locations(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let Some(graph) = &self.graph else { return out };
+        for t in graph.initializer.iter().filter(|t| t.data_location == 1) {
+            if let Some(e) = t.external_data.iter().find(|e| e.key == "location") {
+                if !out.contains(&e.value) {
+                    out.push(e.value.clone());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// External data must be a file in the model's own folder or below it: an absolute path or `..` would let a
+/// model read any file the daemon can.
+fn check_external_location(model_dir: &Path, location: &str) -> Result<(), String> {
+    use std::path::Component;
+    let rel = Path::new(location);
+    if location.is_empty() || rel.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+        return Err("must be a file name relative to the model's folder, without \"..\"; keep the data file \
+                    beside the model and save it with a relative location"
+            .into());
+    }
+    let dir = if model_dir.as_os_str().is_empty() { Path::new(".") } else { model_dir };
+    let file = dir.join(rel);
+    // A symbolic link inside the folder may still point out of it.
+    match (std::fs::canonicalize(dir), std::fs::canonicalize(&file)) {
+        (Ok(d), Ok(f)) if !f.starts_with(&d) => {
+            Err(format!("{} leads out of the model's folder (to {})", file.display(), f.display()))
+        }
+        (_, Err(e)) => Err(format!("{}: {e} (the data file must be beside the model)", file.display())),
+        _ => Ok(()),
+    }
 }
 
 /// The ORT provider registrations for `provider` (none for the CPU, which is always there).
@@ -686,6 +780,25 @@ mod tests {
         assert!(has_qdq_nodes(&model(&["QuantizeLinear", "DequantizeLinear", "Conv"])));
         assert!(!has_qdq_nodes(&model(&["Conv", "Relu"])));
         assert!(!has_qdq_nodes(b"not a model"));
+    }
+
+    #[test]
+    fn external_data_stays_in_the_models_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("w.data"), b"").expect("write");
+        std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        std::fs::write(dir.path().join("sub/w.data"), b"").expect("write");
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("out.data")).expect("symlink");
+        assert_eq!(check_external_location(dir.path(), "w.data"), Ok(()));
+        assert_eq!(check_external_location(dir.path(), "./sub/w.data"), Ok(()));
+        for bad in ["../w.data", "/etc/passwd", "sub/../../x", ""] {
+            let e = check_external_location(dir.path(), bad).expect_err(bad);
+            assert!(e.contains("relative to the model's folder"), "{bad}: {e}");
+        }
+        let e = check_external_location(dir.path(), "out.data").expect_err("symlink out");
+        assert!(e.contains("leads out of the model's folder"), "{e}");
+        let e = check_external_location(dir.path(), "missing.data").expect_err("missing");
+        assert!(e.contains("No such file"), "{e}");
     }
 
     #[test]

@@ -104,6 +104,8 @@ pub struct ModelOptions {
     pub cuda: CudaOptions,
     /// Profile the warm-up inference to learn which provider ran each node (see [`Model::placement`]).
     pub record_placement: bool,
+    /// The output holding the class scores, by name; `None`: the first (with a warning when there are more).
+    pub output_name: Option<String>,
 }
 
 impl Default for ModelOptions {
@@ -119,6 +121,7 @@ impl Default for ModelOptions {
             tensorrt: TensorRtOptions::default(),
             cuda: CudaOptions::default(),
             record_placement: true,
+            output_name: None,
         }
     }
 }
@@ -148,9 +151,20 @@ pub enum ModelError {
         path.display()
     )]
     NonFinite { path: PathBuf, count: usize },
+    #[error(
+        "model {}: its output is declared as probabilities (output = \"probabilities\"), but it returned scores \
+         from {min} to {max}, outside [0, 1]: these are logits; set [model.preprocess] output = \"logits\" (or \"auto\")",
+        path.display()
+    )]
+    NotProbabilities { path: PathBuf, min: f32, max: f32 },
+    #[error("model {}: external data {location:?}: {message}", path.display())]
+    ExternalData { path: PathBuf, location: String, message: String },
     #[error("inference failed: {0}")]
     Run(#[from] ort::Error),
 }
+
+/// How far outside [0, 1] a declared probability may stray (rounding in a quantized softmax).
+const PROBABILITY_SLACK: f32 = 0.01;
 
 /// An input tensor of a model (`batch` images in the model's layout), made by [`Model::new_input`]. The
 /// daemon circulates two between its decode and inference threads, so a frame is prepared straight into the
@@ -188,6 +202,8 @@ pub struct Model {
     placement: Option<Vec<ProviderNodes>>,
     batch: usize,
     num_classes: usize,
+    /// The session output that holds the scores.
+    output_index: usize,
     /// The model's own input (warm-up, [`Model::run`]); the stage chain uses inputs of its own.
     input: Input,
     scores: Vec<f32>,
@@ -222,9 +238,29 @@ impl Model {
             )));
         };
         let input_shape = image_input_shape(input.name(), input.dtype()).map_err(interface)?;
-        let Some(output) = session.outputs().first() else {
-            return Err(interface("it has no outputs".into()));
+        let outputs = session.outputs();
+        let names = || outputs.iter().map(|o| format!("{:?}", o.name())).collect::<Vec<_>>().join(", ");
+        let output_index = match &options.output_name {
+            Some(name) => outputs
+                .iter()
+                .position(|o| o.name() == name)
+                .ok_or_else(|| interface(format!("it has no output named {name:?}; its outputs are {}", names())))?,
+            None if outputs.is_empty() => return Err(interface("it has no outputs".into())),
+            None => {
+                if outputs.len() > 1 {
+                    tracing::warn!(
+                        model = %path.display(),
+                        "the model has {} outputs ({}); reading the scores from the first, {:?}: if that is not the \
+                         class scores, name the right one with [model] output_name (classify: --output-name)",
+                        outputs.len(),
+                        names(),
+                        outputs[0].name()
+                    );
+                }
+                0
+            }
         };
+        let output = &outputs[output_index];
         let output_dims = score_output_dims(output.name(), output.dtype()).map_err(interface)?;
 
         let metadata =
@@ -261,6 +297,7 @@ impl Model {
             placement: None,
             batch,
             num_classes: output_dims.unwrap_or(0),
+            output_index,
             input,
             scores: Vec::new(),
             metadata,
@@ -337,19 +374,19 @@ impl Model {
 
     /// Runs the model on its own input tensor; returns `batch × num_classes` raw scores.
     pub fn run(&mut self) -> Result<&[f32], ModelError> {
-        let Model { session, input, scores, path, batch, num_classes, .. } = self;
+        let Model { session, input, scores, path, batch, num_classes, output_index, spec, .. } = self;
         let outputs = session.run(ort::inputs![&input.tensor])?;
-        let (shape, data) = outputs[0].try_extract_tensor::<f32>()?;
-        keep_scores(scores, path, *batch, *num_classes, shape, data)?;
+        let (shape, data) = outputs[*output_index].try_extract_tensor::<f32>()?;
+        keep_scores(scores, path, *batch, *num_classes, spec.output, shape, data)?;
         Ok(scores)
     }
 
     /// Runs the model on `input` (made by [`Model::new_input`]); returns `batch × num_classes` raw scores.
     pub fn run_on(&mut self, input: &Input) -> Result<&[f32], ModelError> {
-        let Model { session, scores, path, batch, num_classes, .. } = self;
+        let Model { session, scores, path, batch, num_classes, output_index, spec, .. } = self;
         let outputs = session.run(ort::inputs![&input.tensor])?;
-        let (shape, data) = outputs[0].try_extract_tensor::<f32>()?;
-        keep_scores(scores, path, *batch, *num_classes, shape, data)?;
+        let (shape, data) = outputs[*output_index].try_extract_tensor::<f32>()?;
+        keep_scores(scores, path, *batch, *num_classes, spec.output, shape, data)?;
         Ok(scores)
     }
 
@@ -424,6 +461,7 @@ fn keep_scores(
     path: &Path,
     batch: usize,
     num_classes: usize,
+    output: spec::OutputKind,
     shape: &[i64],
     data: &[f32],
 ) -> Result<(), ModelError> {
@@ -443,6 +481,14 @@ fn keep_scores(
     let count = scores.iter().filter(|s| !s.is_finite()).count();
     if count > 0 {
         return Err(ModelError::NonFinite { path: path.to_path_buf(), count });
+    }
+    // Declared probabilities that are not (a logits model): softmax would be skipped and "1139.84 %"
+    // printed. The slack allows for a softmax computed in 8 bits.
+    if output == spec::OutputKind::Probabilities {
+        let (min, max) = scores.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        if min < -PROBABILITY_SLACK || max > 1.0 + PROBABILITY_SLACK {
+            return Err(ModelError::NotProbabilities { path: path.to_path_buf(), min, max });
+        }
     }
     Ok(())
 }

@@ -98,10 +98,35 @@ fn try_load(path: &Path) -> Result<Runtime, String> {
         return Err("not found".into());
     }
     let builder = ort::init_from(path).map_err(|e| e.to_string())?;
-    let environment = builder.with_name("camclassd").build().map_err(|e| e.to_string())?;
+    let environment =
+        builder.with_name("camclassd").with_logger(std::sync::Arc::new(ort_log)).build().map_err(|e| e.to_string())?;
     let library = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let version = library_version(&library).unwrap_or_else(|| "unknown".into());
     Ok(Runtime { library, version, environment })
+}
+
+/// ONNX Runtime's log lines, as `tracing` events under the `ort::logging` target (as `ort` itself routes them),
+/// less one: a session profiled for the node placement that fails to load logs "Could not write a profile
+/// because no model was loaded" when it is dropped, after the load's own error, which camclassd reports.
+fn ort_log(level: ort::logging::LogLevel, _category: &str, id: &str, location: &str, message: &str) {
+    use ort::logging::LogLevel;
+    if is_noise(message) {
+        return;
+    }
+    let span = tracing::span!(target: "ort::logging", tracing::Level::TRACE, "ort", id = id, location = location);
+    match level {
+        LogLevel::Verbose => tracing::event!(target: "ort::logging", parent: &span, tracing::Level::TRACE, "{message}"),
+        LogLevel::Info => tracing::event!(target: "ort::logging", parent: &span, tracing::Level::INFO, "{message}"),
+        LogLevel::Warning => tracing::event!(target: "ort::logging", parent: &span, tracing::Level::WARN, "{message}"),
+        LogLevel::Error => tracing::event!(target: "ort::logging", parent: &span, tracing::Level::ERROR, "{message}"),
+        LogLevel::Fatal => {
+            tracing::event!(target: "ort::logging", parent: &span, tracing::Level::ERROR, "(FATAL): {message}")
+        }
+    }
+}
+
+fn is_noise(message: &str) -> bool {
+    message.starts_with("Could not write a profile because no model was loaded")
 }
 
 /// The version the library reports through its API base (`OrtGetApiBase()->GetVersionString()`).

@@ -19,9 +19,14 @@ use resample::{Filter, Geometry, Resampler};
 
 use crate::model::spec::{ChannelOrder, Crop, Interpolation, Layout, ModelSpec};
 
-/// The largest picture side accepted (a 16K frame), and the largest decoded buffer.
+/// The largest picture side accepted (a 16K frame).
 pub const MAX_SIDE: u32 = 16384;
-const MAX_DECODED_BYTES: u64 = 256 << 20;
+/// The most pixels decoded: 32 Mi (8K UHD, 7680×4320, fits). Decoding needs one buffer (the decoder's output,
+/// converted to RGB8 in place), so an accepted picture takes at most 128 MiB (96 MiB in RGB8), not the
+/// 1.15 GB a 16384×16384 PNG took: a board with 1 GB survives a hostile or mistaken file.
+pub const MAX_PIXELS: u64 = 32 << 20;
+/// The largest decoder output (16-bit or alpha pictures are larger than RGB8 per pixel).
+pub const MAX_DECODED_BYTES: u64 = 128 << 20;
 
 /// A frame as it arrives from a source.
 #[derive(Debug, Clone, Copy)]
@@ -42,20 +47,42 @@ pub enum PreprocessError {
     UnknownFormat,
     #[error("truncated JPEG (no end-of-image marker)")]
     TruncatedJpeg,
-    #[error("cannot decode: {0}")]
+    #[error("cannot decode: {}", describe_decode_error(.0))]
     Decode(#[from] image::ImageError),
     #[error("unsupported pixel format {0:?}")]
     UnsupportedColor(ColorType),
     #[error("bad frame: {0}")]
     BadFrame(String),
     #[error(
-        "image of {width}x{height} pixels is larger than camclassd accepts ({MAX_SIDE}x{MAX_SIDE}, 256 MiB decoded)"
+        "image of {width}x{height} pixels ({:.1} megapixels) is larger than camclassd decodes: at most {} \
+         megapixels (8K UHD), {MAX_SIDE} pixels a side and {} MiB decoded, so that decoding stays within 128 MiB \
+         of memory; scale the picture down first",
+        f64::from(*width) * f64::from(*height) / 1e6,
+        MAX_PIXELS >> 20,
+        MAX_DECODED_BYTES >> 20
     )]
     TooLarge { width: u32, height: u32 },
     #[error("nothing decoded yet")]
     NoImage,
     #[error("tensor buffer holds {got} values, the model needs {need}")]
     TensorSize { got: usize, need: usize },
+}
+
+/// The decoder's error in words: "corrupt PNG: …" rather than "Format error decoding Png: …", and a PNG
+/// chunk named by its type rather than dumped as `ChunkType { type: IDAX, critical: true, … }`.
+fn describe_decode_error(e: &image::ImageError) -> String {
+    let mut text = e.to_string();
+    for format in ["Png", "Jpeg"] {
+        text =
+            text.replace(&format!("Format error decoding {format}: "), &format!("corrupt {}: ", format.to_uppercase()));
+    }
+    while let Some(start) = text.find("ChunkType {") {
+        let Some(len) = text[start..].find('}') else { break };
+        let dump = &text[start..start + len + 1];
+        let kind = dump.split("type: ").nth(1).and_then(|t| t.split(',').next()).unwrap_or("?").trim().to_string();
+        text.replace_range(start..start + len + 1, &format!("{kind:?}"));
+    }
+    text
 }
 
 /// Reusable preprocessing state for one model's recipe.
@@ -70,7 +97,6 @@ pub struct Preprocessor {
     lut: Box<[[f32; 256]; 3]>,
     filter: Filter,
     resampler: Resampler,
-    decoded: Vec<u8>,
     /// An MJPEG frame with the standard Huffman tables spliced in.
     patched: Vec<u8>,
     rgb: Vec<u8>,
@@ -117,7 +143,6 @@ impl Preprocessor {
             lut,
             filter,
             resampler: Resampler::default(),
-            decoded: Vec::new(),
             patched: Vec::new(),
             rgb: Vec::new(),
             rgb_size: None,
@@ -181,12 +206,17 @@ impl Preprocessor {
         let color = decoder.color_type();
         // A header can claim any size: refuse before allocating, so a hostile file cannot exhaust memory.
         let total = decoder.total_bytes();
-        if width > MAX_SIDE || height > MAX_SIDE || total > MAX_DECODED_BYTES {
+        let pixels = u64::from(width) * u64::from(height);
+        if width > MAX_SIDE || height > MAX_SIDE || pixels > MAX_PIXELS || total > MAX_DECODED_BYTES {
             return Err(PreprocessError::TooLarge { width, height });
         }
-        self.decoded.resize(total as usize, 0);
-        decoder.read_image(&mut self.decoded)?;
-        to_rgb8(color, &self.decoded, &mut self.rgb)?;
+        // One buffer: the decoder writes its pixels, which are then turned into RGB8 where they are.
+        let (total, pixels) = (total as usize, pixels as usize);
+        check_color(color)?;
+        // Kept from the last frame (the decoder overwrites what it uses): no per-frame allocation or zeroing.
+        self.rgb.resize(total.max(3 * pixels), 0);
+        decoder.read_image(&mut self.rgb[..total])?;
+        to_rgb8_in_place(color, &mut self.rgb, pixels)?;
 
         if orientation == image::metadata::Orientation::NoTransforms {
             return Ok((width, height));
@@ -282,35 +312,50 @@ pub fn normalize(rgb: &[u8], lut: &[[f32; 256]; 3], source_channel: [usize; 3], 
     }
 }
 
-/// Converts any decoded colour type to packed RGB8, reusing `out`.
-fn to_rgb8(color: ColorType, src: &[u8], out: &mut Vec<u8>) -> Result<(), PreprocessError> {
-    let px = src.len() / color.bytes_per_pixel() as usize;
-    out.clear();
-    out.reserve(px * 3);
-    // 16-bit samples are native-endian u16; scale to 8 bits with rounding.
-    let u16_at = |i: usize| -> u8 {
-        let v = u16::from_ne_bytes([src[2 * i], src[2 * i + 1]]);
-        ((u32::from(v) * 255 + 32767) / 65535) as u8
-    };
+/// Refuses, before decoding, the colour types [`to_rgb8_in_place`] cannot convert.
+fn check_color(color: ColorType) -> Result<(), PreprocessError> {
+    use ColorType::*;
     match color {
-        ColorType::Rgb8 => out.extend_from_slice(src),
-        ColorType::Rgba8 => src.chunks_exact(4).for_each(|p| out.extend_from_slice(&p[..3])),
-        ColorType::L8 => src.iter().for_each(|&l| out.extend_from_slice(&[l, l, l])),
-        ColorType::La8 => src.chunks_exact(2).for_each(|p| out.extend_from_slice(&[p[0], p[0], p[0]])),
-        ColorType::Rgb16 => {
-            (0..px).for_each(|i| out.extend_from_slice(&[u16_at(3 * i), u16_at(3 * i + 1), u16_at(3 * i + 2)]))
+        Rgb8 | Rgba8 | L8 | La8 | Rgb16 | Rgba16 | L16 | La16 => Ok(()),
+        other => Err(PreprocessError::UnsupportedColor(other)),
+    }
+}
+
+/// Converts `pixels` pixels of `color` at the start of `buf` to packed RGB8 in the same buffer, which ends
+/// `3 * pixels` long. Pixels that shrink are converted front to back, those that grow (grey) back to front,
+/// so no pixel is overwritten before it is read.
+fn to_rgb8_in_place(color: ColorType, buf: &mut Vec<u8>, pixels: usize) -> Result<(), PreprocessError> {
+    // 16-bit samples are native-endian u16; scale to 8 bits with rounding.
+    fn s16(p: &[u8], i: usize) -> u8 {
+        let v = u16::from_ne_bytes([p[2 * i], p[2 * i + 1]]);
+        ((u32::from(v) * 255 + 32767) / 65535) as u8
+    }
+    fn convert<const B: usize>(buf: &mut Vec<u8>, pixels: usize, f: impl Fn(&[u8]) -> [u8; 3]) {
+        let need = 3 * pixels;
+        if B >= 3 {
+            for i in 0..pixels {
+                let rgb = f(&buf[B * i..B * i + B]);
+                buf[3 * i..3 * i + 3].copy_from_slice(&rgb);
+            }
+            buf.truncate(need);
+        } else {
+            buf.resize(need.max(buf.len()), 0);
+            for i in (0..pixels).rev() {
+                let rgb = f(&buf[B * i..B * i + B]);
+                buf[3 * i..3 * i + 3].copy_from_slice(&rgb);
+            }
+            buf.truncate(need);
         }
-        ColorType::Rgba16 => {
-            (0..px).for_each(|i| out.extend_from_slice(&[u16_at(4 * i), u16_at(4 * i + 1), u16_at(4 * i + 2)]))
-        }
-        ColorType::L16 => (0..px).for_each(|i| {
-            let l = u16_at(i);
-            out.extend_from_slice(&[l, l, l])
-        }),
-        ColorType::La16 => (0..px).for_each(|i| {
-            let l = u16_at(2 * i);
-            out.extend_from_slice(&[l, l, l])
-        }),
+    }
+    match color {
+        ColorType::Rgb8 => buf.truncate(3 * pixels),
+        ColorType::Rgba8 => convert::<4>(buf, pixels, |p| [p[0], p[1], p[2]]),
+        ColorType::L8 => convert::<1>(buf, pixels, |p| [p[0]; 3]),
+        ColorType::La8 => convert::<2>(buf, pixels, |p| [p[0]; 3]),
+        ColorType::Rgb16 => convert::<6>(buf, pixels, |p| [s16(p, 0), s16(p, 1), s16(p, 2)]),
+        ColorType::Rgba16 => convert::<8>(buf, pixels, |p| [s16(p, 0), s16(p, 1), s16(p, 2)]),
+        ColorType::L16 => convert::<2>(buf, pixels, |p| [s16(p, 0); 3]),
+        ColorType::La16 => convert::<4>(buf, pixels, |p| [s16(p, 0); 3]),
         other => return Err(PreprocessError::UnsupportedColor(other)),
     }
     Ok(())
@@ -527,6 +572,70 @@ mod tests {
             Err(PreprocessError::TooLarge { width: 100_000, height: 100_000 }) => {}
             other => panic!("expected TooLarge, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_corrupt_png_is_described_not_dumped() {
+        let mut png = Vec::new();
+        image::RgbImage::new(4, 4).write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png).expect("encodes");
+        let at = png.windows(4).position(|w| w == b"IDAT").expect("IDAT");
+        png[at..at + 4].copy_from_slice(b"IDAX");
+        let mut p = Preprocessor::new(&spec(Layout::Nchw, ChannelOrder::Rgb));
+        let e = p.decode(Frame::Encoded(&png)).expect_err("corrupt").to_string();
+        assert!(!e.contains("ChunkType") && !e.contains("critical: true"), "{e}");
+        assert!(
+            e.starts_with("cannot decode: corrupt PNG: ") && e.contains("Unrecognized critical chunk: \"IDAX\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_colour_type_converts_in_place() {
+        let px = 5;
+        let cases: Vec<(ColorType, Vec<u8>)> = vec![
+            (ColorType::Rgb8, (0..px).flat_map(|i| [i as u8, 10, 20]).collect()),
+            (ColorType::Rgba8, (0..px).flat_map(|i| [i as u8, 10, 20, 255]).collect()),
+            (ColorType::L8, (0..px).map(|i| i as u8).collect()),
+            (ColorType::La8, (0..px).flat_map(|i| [i as u8, 7]).collect()),
+            (
+                ColorType::Rgb16,
+                (0..px).flat_map(|i| [i * 257, 2570, 5140].map(|v| v as u16).map(u16::to_ne_bytes)).flatten().collect(),
+            ),
+            (
+                ColorType::Rgba16,
+                (0..px)
+                    .flat_map(|i| [i * 257, 2570, 5140, 65535].map(|v| v as u16).map(u16::to_ne_bytes))
+                    .flatten()
+                    .collect(),
+            ),
+            (ColorType::L16, (0..px).flat_map(|i| ((i * 257) as u16).to_ne_bytes()).collect()),
+            (ColorType::La16, (0..px).flat_map(|i| [(i * 257) as u16, 9].map(u16::to_ne_bytes)).flatten().collect()),
+        ];
+        for (color, mut buf) in cases {
+            let grey = matches!(color, ColorType::L8 | ColorType::La8 | ColorType::L16 | ColorType::La16);
+            let want: Vec<u8> = (0..px).flat_map(|i| if grey { [i as u8; 3] } else { [i as u8, 10, 20] }).collect();
+            to_rgb8_in_place(color, &mut buf, px).expect("converts");
+            assert_eq!(buf, want, "{color:?}");
+        }
+    }
+
+    #[test]
+    fn more_than_32_megapixels_is_refused_before_decoding() {
+        // A grey PNG whose header says 8192x8192 (inside MAX_SIDE): 64 Mi pixels.
+        let mut png = Vec::new();
+        image::GrayImage::new(1, 1).write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png).expect("encodes");
+        png[16..20].copy_from_slice(&8192u32.to_be_bytes());
+        png[20..24].copy_from_slice(&8192u32.to_be_bytes());
+        let crc = crc32(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        let mut p = Preprocessor::new(&spec(Layout::Nchw, ChannelOrder::Rgb));
+        let e = p.decode(Frame::Encoded(&png)).expect_err("too many pixels");
+        assert!(matches!(e, PreprocessError::TooLarge { width: 8192, height: 8192 }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("8192x8192 pixels (67.1 megapixels)") && text.contains("at most 32 megapixels"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::model::{CudaOptions, Model, ModelOptions, Provider, ProviderNodes, Runtime, TensorRtOptions};
 use crate::pipeline::{Infer, Prepare};
-use crate::preprocess::Frame;
+use crate::preprocess::{Frame, Preprocessor};
 
 /// When a measurement stops.
 #[derive(Debug, Clone, Copy)]
@@ -85,6 +85,47 @@ pub enum BenchError {
     Images(String),
     #[error("pipeline: {0}")]
     Pipeline(#[from] crate::preprocess::PreprocessError),
+}
+
+/// The largest image file bench reads (as `classify`): a device node or a huge file must not fill memory.
+const MAX_IMAGE_BYTES: u64 = 256 << 20;
+
+/// Reads and decodes each image once: those that cannot be read or decoded are left out of the pipeline
+/// measurement and returned as `file: reason` lines, so that one bad file neither aborts the run nor goes
+/// unnamed.
+pub fn usable_images(paths: &[PathBuf]) -> (Vec<Vec<u8>>, Vec<String>) {
+    use crate::model::spec::{ChannelOrder, Crop, Interpolation, Layout, ModelSpec, OutputKind};
+    // Decoding does not depend on the recipe: any valid one will do.
+    let spec = ModelSpec {
+        name: String::new(),
+        layout: Layout::Nchw,
+        channel_order: ChannelOrder::Rgb,
+        input_size: (1, 1),
+        resize: 1,
+        crop: Crop::Center,
+        interpolation: Interpolation::Bilinear,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        output: OutputKind::Logits,
+        labels: Vec::new(),
+    };
+    let mut pre = Preprocessor::new(&spec);
+    let (mut usable, mut failed) = (Vec::new(), Vec::new());
+    for path in paths {
+        let bytes = match std::fs::metadata(path) {
+            Ok(m) if !m.is_file() || m.len() > MAX_IMAGE_BYTES => {
+                Err(format!("{}: not a regular file of at most 256 MiB", path.display()))
+            }
+            _ => std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display())),
+        };
+        match bytes
+            .and_then(|b| pre.decode(Frame::Encoded(&b)).map(|_| b).map_err(|e| format!("{}: {e}", path.display())))
+        {
+            Ok(b) => usable.push(b),
+            Err(e) => failed.push(e),
+        }
+    }
+    (usable, failed)
 }
 
 /// Percentiles, mean, throughput from per-run latencies in milliseconds (pure).
@@ -340,10 +381,13 @@ pub fn render_table(rows: &[Row]) -> String {
             continue;
         }
         let i = &r.inference;
-        let (pp50, pthr) = r.pipeline.as_ref().map_or((f64::NAN, f64::NAN), |p| (p.p50_ms, p.throughput));
+        // No images, no pipeline figures: a dash, not NaN.
+        let (pp50, pthr) = r.pipeline.as_ref().map_or(("-".to_string(), "-".to_string()), |p| {
+            (format!("{:.2}", p.p50_ms), format!("{:.1}", p.throughput))
+        });
         let _ = writeln!(
             o,
-            "{name:<32} {:<8} {:>5} {:>9} {:>8.2} {:>8.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>9.1} {:>6.0} {:>8.2} {:>8.1} {:>6.2}",
+            "{name:<32} {:<8} {:>5} {:>9} {:>8.2} {:>8.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>9.1} {:>6.0} {:>8} {:>8} {:>6}",
             r.provider,
             r.batch,
             format!("{}x{}", r.input_size[0], r.input_size[1]),
@@ -360,7 +404,7 @@ pub fn render_table(rows: &[Row]) -> String {
             i.cpu_pct,
             pp50,
             pthr,
-            r.speedup_vs_first.unwrap_or(f64::NAN),
+            r.speedup_vs_first.map_or_else(|| "-".to_string(), |x| format!("{x:.2}")),
         );
     }
     for r in rows.iter().filter(|r| r.unavailable.is_none()) {

@@ -104,3 +104,34 @@ fn input_sizes_are_selectable_where_the_model_allows() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("does not match the model's fixed input 224x224"), "{}", stderr(&out));
 }
+
+/// One file that cannot be decoded is named and left out, as classify and compare do; the rest are timed.
+#[test]
+fn a_bad_image_is_named_and_skipped_not_fatal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for name in ["coffee.jpg", "truncated.jpg"] {
+        std::fs::copy(generated(name), dir.path().join(name)).expect("copy");
+    }
+    let out = run(camclassd().arg("bench").arg(model("int8")).args(["--runs", "3", "--images"]).arg(dir.path()));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "partial failure: {err}");
+    assert!(err.lines().any(|l| l.contains("truncated.jpg") && l.contains("truncated JPEG")), "{err}");
+    assert!(
+        stdout(&out).lines().any(|l| l.starts_with("efficientnet-lite0-int8.onnx") && l.contains("224x224")),
+        "{}",
+        stdout(&out)
+    );
+
+    // An empty folder, a size too large and no images at all each get their own words.
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = run(camclassd().arg("bench").arg(model("int8")).args(["--runs", "2", "--images"]).arg(empty.path()));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no JPEG or PNG images in"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("compare"), "{}", stderr(&out));
+    let out = run(camclassd().arg("bench").arg(model("int8")).args(["--runs", "2", "--input-size", "10000x10000"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("larger than 4096x4096"), "{}", stderr(&out));
+    let out = run(camclassd().arg("bench").arg(model("int8")).args(["--runs", "2"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("NaN"), "{}", stdout(&out));
+}

@@ -266,3 +266,305 @@ fn an_empty_labels_file_is_refused() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("0 labels") && stderr(&out).contains("1000 output classes"), "{}", stderr(&out));
 }
+
+/// A 16384x16384 grey PNG (260 kB on disk) is refused before it is decoded, with its size and the limit,
+/// and the process never holds the gigabyte decoding it would take.
+#[test]
+#[allow(clippy::zombie_processes, reason = "the child is reaped by wait4, which also gives its peak RSS")]
+fn an_oversized_picture_is_refused_with_its_size_and_the_limit_and_memory_stays_bounded() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err_path = dir.path().join("stderr");
+    let child = camclassd()
+        .args(["classify", "--model"])
+        .arg(model("int8"))
+        .arg(generated("huge_grey.png"))
+        .arg(generated("coffee.jpg"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("spawn");
+    // wait4 gives this child's own peak RSS (other tests' children run at the same time).
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills in; the pid is our child's, not yet waited for.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t);
+    let status = std::process::ExitStatus::from_raw(status);
+    let err = std::fs::read_to_string(&err_path).expect("stderr");
+    assert_eq!(status.code(), Some(1), "the other picture is still classified: {err}");
+    assert!(err.contains("huge_grey.png") && err.contains("16384x16384 pixels"), "{err}");
+    assert!(err.contains("at most 32 megapixels"), "{err}");
+    let peak_mib = usage.ru_maxrss as f64 / 1024.0;
+    assert!(peak_mib < 400.0, "peak RSS {peak_mib:.0} MiB: the picture was decoded after all");
+}
+
+#[test]
+fn a_corrupt_png_is_named_and_described_in_words() {
+    let out = run(camclassd().args(["classify", "--model"]).arg(model("int8")).arg(generated("corrupt.png")));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("corrupt.png: cannot decode: corrupt PNG") && err.contains("\"IDXT\""), "{err}");
+    assert!(!err.contains("ChunkType"), "{err}");
+}
+
+/// A model whose weights are ONNX external data loads from any working directory (systemd's is `/`), and a
+/// data path that leaves the model's folder is refused.
+#[test]
+fn external_data_is_read_beside_the_model_whatever_the_working_directory() {
+    let out = run(camclassd()
+        .current_dir("/")
+        .args(["classify", "--json", "--model"])
+        .arg(generated("extdata.onnx"))
+        .arg(generated("coffee.jpg")));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("\"label\":\"a\""), "{}", stdout(&out));
+
+    let out = run(camclassd()
+        .current_dir("/")
+        .args(["classify", "--model"])
+        .arg(generated("extdata_escape.onnx"))
+        .arg(generated("coffee.jpg")));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("extdata_escape.onnx") && err.contains("../generated/extdata.onnx.data"), "{err}");
+    assert!(err.contains("relative to the model's folder"), "{err}");
+}
+
+#[test]
+fn a_model_that_fails_to_load_gets_one_error_line_and_no_stray_ort_log() {
+    for m in ["garbage.onnx", "truncated.onnx", "invalid_graph.onnx"] {
+        let out = run(camclassd().args(["classify", "--model"]).arg(generated(m)).arg(generated("coffee.jpg")));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(!err.contains("Could not write a profile"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+/// `output = "probabilities"` on a logits model would print "1139.84 % espresso": refused with the way out.
+#[test]
+fn declared_probabilities_that_are_logits_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 1\n[model]\npath = {:?}\n[model.preprocess]\noutput = \"probabilities\"\n",
+            model("int8").display().to_string()
+        ),
+    )
+    .expect("config");
+    let out = run(camclassd().args(["classify", "--config"]).arg(&config).arg(generated("coffee.jpg")));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}\n{}", stdout(&out));
+    assert!(!stdout(&out).contains("espresso"), "{}", stdout(&out));
+    assert!(err.contains("outside [0, 1]") && err.contains("output = \"logits\""), "{err}");
+}
+
+/// A model with two outputs: a warning naming them when none is chosen, and `--output-name` or `[model]
+/// output_name` to choose.
+#[test]
+fn a_model_with_two_outputs_is_flagged_and_the_output_can_be_named() {
+    let two = generated("two_outputs.onnx");
+    let out =
+        run(camclassd().args(["classify", "--json", "--scores", "--model"]).arg(&two).arg(generated("coffee.jpg")));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("2 outputs (\"features\", \"logits\")") && err.contains("output_name"), "{err}");
+    let scores = |o: &std::process::Output| -> usize {
+        let v: serde_json::Value = serde_json::from_str(stdout(o).lines().next().unwrap_or("{}")).expect("json");
+        v["scores"].as_array().map_or(0, Vec::len)
+    };
+    assert_eq!(scores(&out), 3, "the first output, as before");
+
+    let out = run(camclassd()
+        .args(["classify", "--json", "--scores", "--output-name", "logits", "--model"])
+        .arg(&two)
+        .arg(generated("coffee.jpg")));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("outputs"), "{}", stderr(&out));
+    assert_eq!(scores(&out), 5);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!("version = 1\n[model]\npath = {:?}\noutput_name = \"logits\"\n", two.display().to_string()),
+    )
+    .expect("config");
+    let out =
+        run(camclassd().args(["classify", "--json", "--scores", "--config"]).arg(&config).arg(generated("coffee.jpg")));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(scores(&out), 5);
+
+    let out =
+        run(camclassd().args(["classify", "--output-name", "probs", "--model"]).arg(&two).arg(generated("coffee.jpg")));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no output named \"probs\"; its outputs are \"features\", \"logits\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A daemon config with `[mqtt]` (an unreachable broker), one replay camera and a private queue.
+fn daemon_config_text(dir: &Path, model_section: &str, mqtt_extra: &str) -> String {
+    format!(
+        "version = 1\n[mqtt]\nhost = \"127.0.0.1\"\nport = 1\n{mqtt_extra}[queue]\npath = {:?}\n{model_section}\
+         [[cameras]]\nname = \"c\"\nsource = {:?}\n",
+        dir.join("queue.redb").display().to_string(),
+        generated("coffee.jpg").display().to_string()
+    )
+}
+
+/// Names, ids and prefixes that no topic can hold, a port or a scheme in `host`, a duplicate key, a
+/// secret that is a directory, a camera source that is a device: each refused by check-config with the
+/// file, line and key, and advice.
+#[test]
+fn check_config_names_the_key_of_each_bad_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let int8 = model("int8").display().to_string();
+    let model_section = format!("[model]\npath = {int8:?}\n");
+    let long = "x".repeat(100_000);
+    let cases: Vec<(String, &str)> = vec![
+        (
+            daemon_config_text(dir.path(), &model_section, "").replace("name = \"c\"", &format!("name = {long:?}")),
+            ":10:1: cameras[0].name: is 100000 bytes long; at most 128",
+        ),
+        (
+            daemon_config_text(dir.path(), &model_section, &format!("node_id = \"{}\"\n", "n".repeat(70_000))),
+            ":5:1: mqtt.node_id: is 70000 bytes long",
+        ),
+        (
+            daemon_config_text(dir.path(), &model_section, &format!("client_id = \"{}\"\n", "n".repeat(70_000))),
+            ":5:1: mqtt.client_id: must be 1 to 256 bytes, got 70000",
+        ),
+        (
+            daemon_config_text(dir.path(), &model_section, "").replace("\"127.0.0.1\"", "\"127.0.0.1:1883\""),
+            ":3:1: mqtt.host: \"127.0.0.1:1883\" has a port in it: set host = \"127.0.0.1\" and port = 1883",
+        ),
+        (
+            daemon_config_text(dir.path(), &model_section, "").replace("\"127.0.0.1\"", "\"mqtt://broker.lan\""),
+            ":3:1: mqtt.host: \"mqtt://broker.lan\" has a scheme",
+        ),
+        (daemon_config_text(dir.path(), &model_section, "port = 2\n"), ":5:1: mqtt.port: duplicate key \"port\""),
+        (
+            daemon_config_text(
+                dir.path(),
+                &model_section,
+                &format!("username = \"u\"\npassword_file = {:?}\n", dir.path().display().to_string()),
+            ),
+            "is a directory, not a file",
+        ),
+        (
+            daemon_config_text(dir.path(), &model_section, "")
+                .replace(&generated("coffee.jpg").display().to_string(), "/dev/null"),
+            ":11:1: cameras[0].source: /dev/null is a device node",
+        ),
+        (
+            daemon_config_text(
+                dir.path(),
+                &format!("{model_section}[model.preprocess]\ninput_size = [20000, 20000]\n"),
+                "",
+            ),
+            ":10:1: model.preprocess.input_size: 20000x20000 is larger than 4096x4096",
+        ),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let config = dir.path().join(format!("k{i}.toml"));
+        std::fs::write(&config, text).expect("config");
+        let out = run(camclassd().arg("check-config").arg(&config));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{want}: {err}");
+        assert!(
+            err.contains(&format!("k{i}.toml{want}")) || (!want.starts_with(':') && err.contains(want)),
+            "want {want:?}\n{}",
+            &err[..err.len().min(2000)]
+        );
+        assert!(err.len() < 2000, "the long value is not echoed back: {} bytes", err.len());
+    }
+}
+
+#[test]
+fn an_unknown_log_level_is_refused() {
+    let out = run(camclassd()
+        .args(["--log-level", "verbose", "classify", "--model"])
+        .arg(model("int8"))
+        .arg(generated("coffee.jpg")));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("\"verbose\" is not a log level"), "{}", stderr(&out));
+    let out = run(camclassd()
+        .args(["--log-level", "camclassd=debug,ort=warn", "classify", "--model"])
+        .arg(model("int8"))
+        .arg(generated("coffee.jpg")));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// Every config `run` refuses at start (exit 2, which systemd does not restart), `check-config` refuses
+/// too, with the same key and reason.
+#[test]
+fn check_config_refuses_what_run_refuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let int8 = model("int8").display().to_string();
+    let text_model = dir.path().join("model.onnx");
+    std::fs::write(&text_model, "this is a text file, not a model\n").expect("write");
+    let empty_ca = dir.path().join("empty.pem");
+    std::fs::write(&empty_ca, "").expect("write");
+    let key_pem = dir.path().join("key.pem");
+    std::fs::write(&key_pem, "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIDEfuJKeaFPcpHDaGr7hH1Fb1vR7cN9o8Ej1Cyrp6Jn0\n-----END PRIVATE KEY-----\n")
+        .expect("write");
+    let model_at = |p: &str| format!("[model]\npath = {p:?}\n");
+    let tls = |ca: &Path| format!("[mqtt.tls]\nca_file = {:?}\n", ca.display().to_string());
+    let cases: Vec<(String, String, &str)> = vec![
+        (model_at(&text_model.display().to_string()), String::new(), "not a valid ONNX model"),
+        (
+            model_at(&generated("no_metadata.onnx").display().to_string()),
+            String::new(),
+            "no preprocessing metadata for mean, std",
+        ),
+        (format!("{}[model.preprocess]\nresize = 100\n", model_at(&int8)), String::new(), "resize 100 is smaller"),
+        (
+            format!("{}[model.preprocess]\ninput_size = [100000, 100000]\n", model_at(&int8)),
+            String::new(),
+            "model.preprocess.input_size: 100000x100000 is larger than 4096x4096",
+        ),
+        (
+            format!("{}[model.preprocess]\ninput_size = [160, 160]\nresize = 182\n", model_at(&int8)),
+            String::new(),
+            "does not match the model's fixed input 224x224",
+        ),
+        (model_at(&int8), tls(Path::new("/etc/passwd")), "mqtt.tls: /etc/passwd: no PEM certificate in it"),
+        (model_at(&int8), tls(&empty_ca), "no PEM certificate in it"),
+        (model_at(&int8), tls(&key_pem), "key.pem: no PEM certificate in it"),
+        (model_at(&int8), tls(dir.path()), "is a directory, not a file"),
+    ];
+    for (i, (model_section, tls_section, reason)) in cases.iter().enumerate() {
+        let config = dir.path().join(format!("c{i}.toml"));
+        let text =
+            daemon_config_text(dir.path(), model_section, "").replace("[queue]", &format!("{tls_section}[queue]"));
+        std::fs::write(&config, &text).expect("config");
+        let run_out = run(camclassd().args(["run", "--config"]).arg(&config));
+        assert_eq!(run_out.status.code(), Some(2), "run refuses {text}\n{}", stderr(&run_out));
+        assert!(stderr(&run_out).contains(reason), "run: {reason}\n{}", stderr(&run_out));
+        let check = run(camclassd().arg("check-config").arg(&config));
+        let err = stderr(&check);
+        assert_eq!(check.status.code(), Some(2), "check-config passes what run refuses:\n{text}\n{err}");
+        assert!(err.contains(reason), "check-config: want {reason:?}\n{err}");
+        // file:line:column of the key, as for the config's own problems.
+        let at = err.find(&format!("c{i}.toml:")).map(|p| &err[p + format!("c{i}.toml:").len()..]);
+        assert!(at.is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit())), "names file and line: {err}");
+        assert!(stdout(&check).is_empty(), "{}", stdout(&check));
+    }
+    // And a good one is still fine.
+    let config = dir.path().join("good.toml");
+    std::fs::write(&config, daemon_config_text(dir.path(), &model_at(&int8), "")).expect("config");
+    let out = run(camclassd().arg("check-config").arg(&config));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The model is opened on the CPU whatever run uses (no TensorRT engine built before every start).
+    let gpu = format!("{}execution_providers = [\"tensorrt\", \"cuda\", \"cpu\"]\n", model_at(&int8));
+    std::fs::write(&config, daemon_config_text(dir.path(), &gpu, "")).expect("config");
+    let out = run(camclassd().arg("check-config").arg(&config));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("falling back"), "{}", stderr(&out));
+}
