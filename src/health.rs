@@ -22,8 +22,8 @@ pub struct CameraCounters {
     dropped: AtomicU64,
     /// Frames classified after a newer frame of the same camera (several workers): not published.
     late: AtomicU64,
-    /// Age of the newest frame the source delivered, milliseconds, at the last look (`u64::MAX`: none yet).
-    last_frame_ms: AtomicU64,
+    /// When the source last delivered a frame, milliseconds after [`Health`] started (`u64::MAX`: never).
+    last_frame_at_ms: AtomicU64,
     /// False while the source is stale (no frame for longer than its limit).
     connected: AtomicBool,
 }
@@ -53,7 +53,7 @@ impl Health {
                     infer_us: AtomicU64::new(0),
                     dropped: AtomicU64::new(0),
                     late: AtomicU64::new(0),
-                    last_frame_ms: AtomicU64::new(u64::MAX),
+                    last_frame_at_ms: AtomicU64::new(u64::MAX),
                     connected: AtomicBool::new(true),
                 })
                 .collect(),
@@ -97,11 +97,19 @@ impl Health {
         now.saturating_duration_since(self.started)
     }
 
-    /// The staleness check's view of `camera`: the age of its newest frame and whether it counts as connected.
-    pub fn set_last_frame(&self, camera: usize, age: Option<Duration>, connected: bool) {
+    /// `camera`'s source delivered a frame captured at `at` (the newest one seen wins).
+    pub fn frame_seen(&self, camera: usize, at: Instant) {
         if let Some(c) = self.cameras.get(camera) {
-            let ms = age.map_or(u64::MAX, |a| a.as_millis().min(u128::from(u64::MAX - 1)) as u64);
-            c.last_frame_ms.store(ms, Ordering::Relaxed);
+            let ms = at.saturating_duration_since(self.started).as_millis().min(u128::from(u64::MAX - 1)) as u64;
+            let _ = c
+                .last_frame_at_ms
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| (old == u64::MAX || ms > old).then_some(ms));
+        }
+    }
+
+    /// The staleness check's verdict on `camera`.
+    pub fn set_connected(&self, camera: usize, connected: bool) {
+        if let Some(c) = self.cameras.get(camera) {
             c.connected.store(connected, Ordering::Relaxed);
         }
     }
@@ -214,9 +222,11 @@ impl Reporter {
                     frames_dropped: dropped,
                     infer_ms: (df > 0).then(|| round2(dus as f64 / df as f64 / 1000.0)),
                     connected: c.connected.load(Ordering::Relaxed),
-                    last_frame_age_s: match c.last_frame_ms.load(Ordering::Relaxed) {
+                    last_frame_age_s: match c.last_frame_at_ms.load(Ordering::Relaxed) {
                         u64::MAX => None,
-                        ms => Some(round2(ms as f64 / 1000.0)),
+                        ms => Some(round2(
+                            now.saturating_duration_since(health.started + Duration::from_millis(ms)).as_secs_f64(),
+                        )),
                     },
                 };
                 (c.name.clone(), h)

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use camclassd::model::{self, Model, ModelOptions};
-use camclassd::postprocess::{Classification, Postprocessor};
-use camclassd::preprocess::{Frame, Preprocessor};
+use camclassd::pipeline::{Infer, Prepare};
+use camclassd::preprocess::Frame;
 
 struct Counting;
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
@@ -44,10 +44,11 @@ fn the_camera_frame_path_allocates_nothing_after_warm_up() {
     assert!(model_path.exists(), "run scripts/setup first");
     let runtime = model::runtime::load(None).expect("ONNX Runtime (run scripts/setup)");
     let options = ModelOptions { threads: Some(1), ..ModelOptions::default() };
-    let mut model = Model::load(runtime, &model_path, &options).expect("model loads");
-    let mut pre = Preprocessor::new(model.spec());
-    let mut post = Postprocessor::new(model.spec().output, 5, 0.0);
-    let mut result = Classification::default();
+    let model = Model::load(runtime, &model_path, &options).expect("model loads");
+    // The daemon's stage chain: its prepare thread fills an input tensor, its inference thread runs it.
+    let mut prepare = Prepare::new(model.spec());
+    let mut infer = Infer::new(model, 5, 0.0);
+    let mut input = infer.new_input().expect("input tensor");
 
     let (w, h) = (640u32, 480u32);
     let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
@@ -56,24 +57,21 @@ fn the_camera_frame_path_allocates_nothing_after_warm_up() {
 
     // Warm-up: buffers grow to the frame size once.
     for frame in frames {
-        pre.decode(frame).expect("decode");
-        pre.write_tensor(model.input_slot_mut(0)).expect("tensor");
-        model.run().expect("infer");
-        post.process(model.scores(0), &mut result);
+        prepare.frame(frame, &mut input, 0).expect("prepare");
+        infer.run(&input).expect("infer");
+        infer.classification(0);
     }
 
     let mut infer_allocs = Vec::new();
     for _ in 0..10 {
         for frame in frames {
-            let (_, n) = count(|| pre.decode(frame).expect("decode"));
-            assert_eq!(n, 0, "decoding a raw frame allocated {n} times");
-            let (_, n) = count(|| pre.write_tensor(model.input_slot_mut(0)).expect("tensor"));
-            assert_eq!(n, 0, "resize + normalise allocated {n} times");
-            let (_, n) = count(|| model.run().map(|_| ()).expect("infer"));
+            let (_, n) = count(|| prepare.frame(frame, &mut input, 0).expect("prepare"));
+            assert_eq!(n, 0, "decode + resize + normalise allocated {n} times");
+            let (_, n) = count(|| infer.run(&input).map(|_| ()).expect("infer"));
             infer_allocs.push(n);
-            let (_, n) = count(|| post.process(model.scores(0), &mut result));
+            let (top, n) = count(|| infer.classification(0).top.len());
             assert_eq!(n, 0, "postprocessing allocated {n} times");
-            assert_eq!(result.top.len(), 5);
+            assert_eq!(top, 5);
         }
     }
     // ORT's tensors live in its own arena; what remains is the `ort` crate's per-run bookkeeping

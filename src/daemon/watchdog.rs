@@ -38,7 +38,10 @@ impl Watched {
             // Before its first frame a camera is measured from the pipeline's start.
             let silent = age.unwrap_or(since_start);
             let stale = !finished && silent > limit;
-            self.health.set_last_frame(camera, age, !stale);
+            if let Some(at) = age.and_then(|a| now.checked_sub(a)) {
+                self.health.frame_seen(camera, at);
+            }
+            self.health.set_connected(camera, !stale);
             let name = self.health.cameras.get(camera).map_or("?", |c| c.name.as_str());
             if stale && !*stalled {
                 tracing::error!(

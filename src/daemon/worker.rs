@@ -129,6 +129,7 @@ impl Worker {
                 failures = 0;
             }
             frames += 1;
+            self.health.frame_seen(camera, captured);
             let (_, frames_dropped) = self.hub.counts(camera);
             self.health.set_dropped(camera, frames_dropped);
             let observed = Observed {

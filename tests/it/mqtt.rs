@@ -263,6 +263,8 @@ const HA_COMMON: &[&str] = &[
 ];
 const HA_SENSOR: &[&str] = &["unit_of_measurement", "state_class", "device_class", "expire_after", "force_update"];
 const HA_EVENT: &[&str] = &["event_types", "device_class"];
+const HA_BINARY_SENSOR: &[&str] =
+    &["device_class", "payload_on", "payload_off", "expire_after", "force_update", "off_delay"];
 const HA_DEVICE: &[&str] = &["identifiers", "name", "manufacturer", "model", "sw_version", "via_device"];
 
 fn assert_valid_discovery(m: &Message) {
@@ -271,6 +273,7 @@ fn assert_valid_discovery(m: &Message) {
     let extra = match component {
         "sensor" => HA_SENSOR,
         "event" => HA_EVENT,
+        "binary_sensor" => HA_BINARY_SENSOR,
         other => panic!("unexpected component {other}"),
     };
     for key in v.as_object().expect("object").keys() {

@@ -170,3 +170,30 @@ fn a_camera_whose_read_blocks_is_reported_stale_and_recovers() {
     let (_, log) = daemon.stop();
     assert_eq!(log.matches("the camera is stale").count(), 1, "{log}");
 }
+
+#[test]
+fn two_daemons_with_one_client_id_back_off_and_name_the_cause() {
+    // Cloned SD cards: same hostname, so the same default node id and client id. The broker drops the older
+    // connection each time the other connects.
+    let broker = Broker::start();
+    let cameras = format!(
+        "[[cameras]]\nname = \"porch\"\nsource = {:?}\nfps = 2\n",
+        generated("coffee.jpg").display().to_string()
+    );
+    let (dir_a, dir_b) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let a = Daemon::start(&daemon_config(dir_a.path(), &broker, &cameras));
+    let b = Daemon::start(&daemon_config(dir_b.path(), &broker, &cameras));
+    std::thread::sleep(Duration::from_secs(16));
+    let (_, log_a) = a.stop();
+    let (_, log_b) = b.stop();
+    let connections = |log: &str| log.matches("MQTT connected").count();
+    // Before, each reconnected 0.5-1 s after being dropped, for ever (about 10 connections each in 16 s);
+    // the waits now grow (1, 2, 4, 8 s …, jittered).
+    let total = connections(&log_a) + connections(&log_b);
+    assert!(total <= 12, "{total} connections in 16 s:\n{log_a}\n---\n{log_b}");
+    assert!(
+        log_a.contains("another client with the same client id (camclassd-testnode)")
+            || log_b.contains("another client with the same client id (camclassd-testnode)"),
+        "{log_a}\n---\n{log_b}"
+    );
+}
