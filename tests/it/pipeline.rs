@@ -9,6 +9,14 @@ use super::broker::{Broker, Witness, daemon_config};
 use super::daemon::Daemon;
 use super::*;
 
+/// One camera "porch" replaying coffee.jpg at `fps`.
+fn coffee_camera(fps: f64) -> String {
+    format!(
+        "[[cameras]]\nname = \"porch\"\nsource = {:?}\nfps = {fps}\n",
+        generated("coffee.jpg").display().to_string()
+    )
+}
+
 fn events(witness: &Witness, camera: &str) -> Vec<serde_json::Value> {
     let topic = format!("camclassd/testnode/{camera}/event");
     witness
@@ -57,10 +65,7 @@ fn with_two_workers_a_cameras_events_follow_capture_order() {
 fn sigterm_during_a_slow_reload_stops_the_daemon_at_once() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let cameras = format!(
-        "[[cameras]]\nname = \"porch\"\nsource = {:?}\nfps = 5\n",
-        generated("coffee.jpg").display().to_string()
-    );
+    let cameras = coffee_camera(5.0);
     let config = daemon_config(dir.path(), &broker, &cameras);
     // Every reload's model loading takes 60 s (a TensorRT engine build).
     let mut daemon = Daemon::start_env(&config, &[("CAMCLASSD_TEST_HOOKS", "slow-reload-ms=60000")]);
@@ -81,10 +86,7 @@ fn sigterm_during_a_slow_reload_stops_the_daemon_at_once() {
 fn a_reload_that_changes_the_onnxruntime_library_says_it_needs_a_restart() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let cameras = format!(
-        "[[cameras]]\nname = \"porch\"\nsource = {:?}\nfps = 5\n",
-        generated("coffee.jpg").display().to_string()
-    );
+    let cameras = coffee_camera(5.0);
     let config = daemon_config(dir.path(), &broker, &cameras);
     let daemon = Daemon::start(&config);
     daemon.wait_log("camclassd running", Duration::from_secs(30));
@@ -176,10 +178,7 @@ fn two_daemons_with_one_client_id_back_off_and_name_the_cause() {
     // Cloned SD cards: same hostname, so the same default node id and client id. The broker drops the older
     // connection each time the other connects.
     let broker = Broker::start();
-    let cameras = format!(
-        "[[cameras]]\nname = \"porch\"\nsource = {:?}\nfps = 2\n",
-        generated("coffee.jpg").display().to_string()
-    );
+    let cameras = coffee_camera(2.0);
     let (dir_a, dir_b) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
     let a = Daemon::start(&daemon_config(dir_a.path(), &broker, &cameras));
     let b = Daemon::start(&daemon_config(dir_b.path(), &broker, &cameras));
