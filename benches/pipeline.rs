@@ -72,11 +72,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .commit_from_file(&path)?;
         let shape = [1usize, 3, 224, 224];
         let mut bare_scores = vec![0f32; 1000];
-        model.input_slot_mut(0).copy_from_slice(&tensor);
+        let mut input = model.new_input()?;
+        input.slot_mut(0).copy_from_slice(&tensor);
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for _ in 0..10 {
             ours.extend(time(iterations / 10, || {
-                model.run().expect("infer");
+                model.run(&input).expect("infer");
             }));
             theirs.extend(time(iterations / 10, || {
                 let input = TensorRef::from_array_view((shape, &tensor[..])).expect("tensor");

@@ -107,11 +107,9 @@ impl Health {
         }
     }
 
-    /// The staleness check's verdict on `camera`.
-    pub fn set_connected(&self, camera: usize, connected: bool) {
-        if let Some(c) = self.cameras.get(camera) {
-            c.connected.store(connected, Ordering::Relaxed);
-        }
+    /// The staleness check's verdict on `camera`; returns the previous one.
+    pub fn set_connected(&self, camera: usize, connected: bool) -> bool {
+        self.cameras.get(camera).is_none_or(|c| c.connected.swap(connected, Ordering::Relaxed))
     }
 
     /// A frame of `camera` was classified after a newer one and not published.

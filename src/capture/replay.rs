@@ -77,6 +77,8 @@ fn stream_pipe(file: &Path, index: usize, hub: &FrameHub, stop: &AtomicBool, pac
     const EOI: [u8; 2] = [0xFF, 0xD9];
     let mut pipe = std::fs::File::open(file).map_err(|e| e.to_string())?;
     let mut pending = Vec::new();
+    // Where the search for a frame boundary resumes: bytes before it were searched by an earlier read.
+    let mut searched = 0usize;
     let mut chunk = vec![0u8; 64 << 10];
     let mut delivered = 0u64;
     let mut deliver = |frame: &[u8], delivered: &mut u64| {
@@ -101,20 +103,30 @@ fn stream_pipe(file: &Path, index: usize, hub: &FrameHub, stop: &AtomicBool, pac
         }
         pending.extend_from_slice(&chunk[..n]);
         let mut start = 0;
-        while let Some(i) = pending[start..].windows(4).position(|w| w[..2] == EOI && w[2..] == SOI) {
-            let end = start + i + 2;
+        // A boundary may straddle the previous read's end: search again from 3 bytes before it.
+        let mut from = searched.saturating_sub(3);
+        while let Some(i) = frame_end(&pending[from..]) {
+            let end = from + i;
             deliver(&pending[start..end], &mut delivered);
             start = end;
+            from = end;
         }
         if n < chunk.len() && pending.len() > start && pending.ends_with(&EOI) {
             deliver(&pending[start..], &mut delivered);
             start = pending.len();
         }
         pending.drain(..start);
+        searched = pending.len();
         if pending.len() > MAX_PIPE_FRAME {
             return Err(format!("no JPEG frame boundary in {} MiB: not an MJPEG stream", MAX_PIPE_FRAME >> 20));
         }
     }
+}
+
+/// Where the first JPEG frame of `stream` ends: at an end-of-image marker followed by the next frame's
+/// start-of-image marker (`None`: no such boundary yet).
+fn frame_end(stream: &[u8]) -> Option<usize> {
+    stream.windows(4).position(|w| w == [0xFF, 0xD9, 0xFF, 0xD8]).map(|i| i + 2)
 }
 
 fn is_mjpeg_stream(path: &Path) -> bool {
@@ -132,7 +144,7 @@ pub fn mjpeg_frames(stream: &[u8]) -> impl Iterator<Item = &[u8]> {
             return None;
         }
         let rest = &stream[start..];
-        let end = rest.windows(4).position(|w| w == [0xFF, 0xD9, 0xFF, 0xD8]).map_or(rest.len(), |i| i + 2);
+        let end = frame_end(rest).unwrap_or(rest.len());
         start += end;
         Some(&rest[..end])
     })

@@ -94,7 +94,6 @@ impl Pipeline {
             health: Arc::clone(&self.health),
             hub: Arc::clone(&self.hub),
             stall_after: self.cameras_config.iter().map(watchdog::stall_after).collect(),
-            stalled: vec![false; self.cameras_config.len()],
         }
     }
 
@@ -161,7 +160,9 @@ impl Pipeline {
         let captures = std::mem::take(&mut self.captures);
         let join = tokio::task::spawn_blocking(move || captures.into_iter().for_each(|h| drop(h.join())));
         if tokio::time::timeout(Duration::from_secs(1), join).await.is_err() {
-            tracing::warn!("a camera did not stop within 1 s (blocked in a device read); going on without it");
+            tracing::warn!(
+                "a camera did not stop within 1 s (blocked reading its device or pipe); going on without it"
+            );
         }
         let dropped = self.dropped.load(Ordering::Relaxed);
         if dropped > 0 {

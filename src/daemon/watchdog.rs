@@ -17,8 +17,6 @@ pub(super) struct Watched {
     pub(super) hub: Arc<FrameHub>,
     /// Per camera: no frame for this long means stale.
     pub(super) stall_after: Vec<Duration>,
-    /// Per camera: stale at the last look (logged on each change).
-    pub(super) stalled: Vec<bool>,
 }
 
 /// A camera is stale after ten frame periods without a frame, and never sooner than 10 s (a camera opening,
@@ -31,9 +29,8 @@ pub(super) fn stall_after(camera: &CameraConfig) -> Duration {
 impl Watched {
     /// Marks cameras stale or live again at `now`, logging each change once.
     pub(super) fn check_cameras(&mut self, now: Instant) {
-        for (camera, stalled) in self.stalled.iter_mut().enumerate() {
+        for (camera, &limit) in self.stall_after.iter().enumerate() {
             let (age, finished) = self.hub.last_frame(camera, now);
-            let limit = self.stall_after.get(camera).copied().unwrap_or(Duration::from_secs(10));
             let since_start = self.health.uptime(now);
             // Before its first frame a camera is measured from the pipeline's start.
             let silent = age.unwrap_or(since_start);
@@ -41,18 +38,18 @@ impl Watched {
             if let Some(at) = age.and_then(|a| now.checked_sub(a)) {
                 self.health.frame_seen(camera, at);
             }
-            self.health.set_connected(camera, !stale);
+            // Logged on each change only: the health counters remember the last verdict.
+            let was_stale = !self.health.set_connected(camera, !stale);
             let name = self.health.cameras.get(camera).map_or("?", |c| c.name.as_str());
-            if stale && !*stalled {
+            if stale && !was_stale {
                 tracing::error!(
                     camera = name,
                     "no frame for {:.0?} (the source delivers nothing and reports no error): the camera is stale",
                     silent
                 );
-            } else if !stale && *stalled {
+            } else if !stale && was_stale {
                 tracing::info!(camera = name, "frames arrive again");
             }
-            *stalled = stale;
         }
     }
 }

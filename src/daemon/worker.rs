@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
+use super::DaemonError;
 use crate::capture::FrameHub;
 use crate::events::{self, Decision, ModelRef, Observed, Speaker, Tracker};
 use crate::health::Health;
@@ -49,16 +50,11 @@ struct Prepared {
 }
 
 impl Worker {
-    pub(super) fn spawn(self, index: usize, model: Model, done: mpsc::Sender<u64>) -> std::io::Result<()> {
+    pub(super) fn spawn(self, index: usize, model: Model, done: mpsc::Sender<u64>) -> Result<(), DaemonError> {
         let (ready_tx, ready_rx) = std_mpsc::sync_channel::<Prepared>(1);
         let (free_tx, free_rx) = std_mpsc::channel::<Input>();
         for _ in 0..2 {
-            match model.new_input() {
-                Ok(input) => {
-                    let _ = free_tx.send(input);
-                }
-                Err(e) => return Err(std::io::Error::other(e.to_string())),
-            }
+            let _ = free_tx.send(model.new_input()?);
         }
         let spec = model.spec().clone();
         let names: Vec<String> =
@@ -208,27 +204,29 @@ fn prepare_loop(
                 Err(_) => break,
             },
         };
-        let t0 = Instant::now();
         let result = prepare.frame(frame.as_frame(), &mut input, 0);
-        let preprocess = t0.elapsed();
         let (captured_at, captured) = (frame.captured_at, frame.captured);
         hub.recycle(camera, frame.data);
         let name = || names.get(camera).map_or("?", String::as_str);
         let streak = skipped.get_mut(camera);
-        if let Err(e) = result {
-            if let Some(n) = streak {
-                *n += 1;
-                if n.is_power_of_two() {
-                    tracing::warn!(camera = name(), skipped = *n, "frame skipped: {e}");
+        let timings = match result {
+            Ok(t) => t,
+            Err(e) => {
+                if let Some(n) = streak {
+                    *n += 1;
+                    if n.is_power_of_two() {
+                        tracing::warn!(camera = name(), skipped = *n, "frame skipped: {e}");
+                    }
                 }
+                spare = Some(input);
+                continue;
             }
-            spare = Some(input);
-            continue;
-        }
+        };
         if let Some(n) = streak.filter(|n| **n > 0) {
             tracing::info!(camera = name(), "frames decode again after {n} skipped");
             *n = 0;
         }
+        let preprocess = timings.decode + timings.preprocess;
         if ready_tx.send(Prepared { camera, number, input, captured_at, captured, preprocess }).is_err() {
             break;
         }

@@ -2,8 +2,9 @@
 //!
 //! [`Model::load`] reads the file once (for the sha256 and the session), opens a session with the first
 //! execution provider that works, checks that the model takes one image tensor and gives one score vector,
-//! resolves the [`ModelSpec`], and runs a warm-up. After that, [`Model::run`] reuses the input tensor (the
-//! preprocessor writes straight into it) and the score buffer: no per-frame allocation on our side.
+//! resolves the [`ModelSpec`], and runs a warm-up. After that, [`Model::run`] runs an input tensor made by
+//! [`Model::new_input`] (the preprocessor writes straight into it) and reuses the score buffer: no per-frame
+//! allocation on our side.
 
 pub mod ep;
 pub mod runtime;
@@ -181,11 +182,6 @@ impl Input {
         let per = self.per_image;
         &mut self.tensor.extract_tensor_mut().1[slot * per..(slot + 1) * per]
     }
-
-    /// Every value, all slots.
-    pub fn values_mut(&mut self) -> &mut [f32] {
-        self.tensor.extract_tensor_mut().1
-    }
 }
 
 /// A loaded model, ready to run.
@@ -204,8 +200,8 @@ pub struct Model {
     num_classes: usize,
     /// The session output that holds the scores.
     output_index: usize,
-    /// The model's own input (warm-up, [`Model::run`]); the stage chain uses inputs of its own.
-    input: Input,
+    /// The input tensor's shape ([`Model::new_input`]).
+    input_dims: Vec<i64>,
     scores: Vec<f32>,
     metadata: HashMap<String, String>,
     /// `[model.preprocess]` changed the model's own recipe (so its stamped check does not apply).
@@ -283,7 +279,7 @@ impl Model {
             spec::Layout::Nchw => [batch, 3, h as usize, w as usize],
             spec::Layout::Nhwc => [batch, h as usize, w as usize, 3],
         };
-        let input =
+        let warm_up =
             new_input(session, dims).map_err(|source| ModelError::Session { path: path.to_path_buf(), source })?;
 
         let mut model = Model {
@@ -298,7 +294,7 @@ impl Model {
             batch,
             num_classes: output_dims.unwrap_or(0),
             output_index,
-            input,
+            input_dims: dims.iter().map(|&d| d as i64).collect(),
             scores: Vec::new(),
             metadata,
             recipe_overridden: options.overrides != Overrides::default(),
@@ -307,7 +303,7 @@ impl Model {
         };
         let warm_up_started = std::time::Instant::now();
         // Warm-up: the first run allocates ORT's arenas and, for GPU providers, builds kernels or engines.
-        match model.run() {
+        match model.run(&warm_up) {
             // An all-zero input may give NaN (a model that normalises by the input's variance): only real
             // pictures count, and each is checked as it is classified.
             Ok(_) | Err(ModelError::NonFinite { .. }) => {}
@@ -352,37 +348,14 @@ impl Model {
         Ok(model)
     }
 
-    /// The model's own input tensor, `batch × image` values in the spec's layout.
-    pub fn input_mut(&mut self) -> &mut [f32] {
-        self.input.values_mut()
-    }
-
-    /// The model's own input values of one batch slot.
-    pub fn input_slot_mut(&mut self, slot: usize) -> &mut [f32] {
-        self.input.slot_mut(slot)
-    }
-
-    pub fn input_len_per_image(&self) -> usize {
-        self.input.per_image
-    }
-
     /// A new input tensor for this model (zeros), for callers that prepare frames apart from inference.
     pub fn new_input(&self) -> Result<Input, ModelError> {
-        let dims = self.input.tensor.shape().to_vec();
-        new_input(&self.session, dims).map_err(|source| ModelError::Session { path: self.path.clone(), source })
-    }
-
-    /// Runs the model on its own input tensor; returns `batch × num_classes` raw scores.
-    pub fn run(&mut self) -> Result<&[f32], ModelError> {
-        let Model { session, input, scores, path, batch, num_classes, output_index, spec, .. } = self;
-        let outputs = session.run(ort::inputs![&input.tensor])?;
-        let (shape, data) = outputs[*output_index].try_extract_tensor::<f32>()?;
-        keep_scores(scores, path, *batch, *num_classes, spec.output, shape, data)?;
-        Ok(scores)
+        new_input(&self.session, self.input_dims.clone())
+            .map_err(|source| ModelError::Session { path: self.path.clone(), source })
     }
 
     /// Runs the model on `input` (made by [`Model::new_input`]); returns `batch × num_classes` raw scores.
-    pub fn run_on(&mut self, input: &Input) -> Result<&[f32], ModelError> {
+    pub fn run(&mut self, input: &Input) -> Result<&[f32], ModelError> {
         let Model { session, scores, path, batch, num_classes, output_index, spec, .. } = self;
         let outputs = session.run(ort::inputs![&input.tensor])?;
         let (shape, data) = outputs[*output_index].try_extract_tensor::<f32>()?;

@@ -262,8 +262,6 @@ impl Publisher {
     fn connect(&mut self) {
         self.next_conn += 1;
         let id = self.next_conn;
-        // Whatever an earlier connection had not had acknowledged starts over on this one.
-        self.delivery.lost();
         // Room for the window, subscriptions and the final DISCONNECT: requests never wait for space.
         let (client, eventloop) = AsyncClient::new(self.settings.options.clone(), WINDOW + 16);
         let task = tokio::spawn(drive(id, eventloop, self.notices.clone()));

@@ -306,9 +306,11 @@ pub fn run(
                 let (session, first) = model.load_times();
                 row.session_ms = session.as_secs_f64() * 1e3;
                 row.first_inference_ms = first.as_secs_f64() * 1e3;
+                // Inference alone, on a zero tensor (its own: the pipeline row below fills another).
+                let zeros = model.new_input()?;
                 row.inference =
                     measure(options.budget, batch, &|f| progress(&format!("{label}: inference"), f), || {
-                        model.run().map(|_| ()).map_err(BenchError::from)
+                        model.run(&zeros).map(|_| ()).map_err(BenchError::from)
                     })?;
                 if !images.is_empty() {
                     // The daemon's stage chain, batch slot by batch slot.
