@@ -310,7 +310,10 @@ impl Publisher {
             }
         }
         // An fsync: keep it off the async worker's back.
-        let pushed = tokio::task::block_in_place(|| self.queue.push(&items));
+        // Records below the cursor went to the broker (a subscriber has them, or will on a re-send): the
+        // queue drops them last, so its `dropped` count is the gap subscribers see in `seq`.
+        let cursor = self.cursor;
+        let pushed = tokio::task::block_in_place(|| self.queue.push_keeping(&items, cursor));
         if let Err(e) = pushed {
             tracing::error!("{e}; {} event(s) lost", items.len());
         }

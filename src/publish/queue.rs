@@ -392,6 +392,13 @@ impl Queue {
     /// Appends events, durably (one fsync for the batch), dropping the oldest beyond the limits.
     /// Returns how many old events were dropped to make room.
     pub fn push(&mut self, items: &[(String, Vec<u8>)]) -> Result<u64, QueueError> {
+        self.push_keeping(items, 0)
+    }
+
+    /// [`Queue::push`], dropping records with an id below `handed_over` (already sent to the broker, maybe
+    /// acknowledged) only when nothing newer is left to drop: a subscriber receives those, so dropping them
+    /// would count as lost events that arrived, and `dropped` would no longer equal the gap in `seq`.
+    pub fn push_keeping(&mut self, items: &[(String, Vec<u8>)], handed_over: u64) -> Result<u64, QueueError> {
         if items.is_empty() {
             return Ok(0);
         }
@@ -404,7 +411,8 @@ impl Queue {
         {
             let mut len = self.len + items.len() as u64;
             let mut bytes = self.bytes + sizes.iter().sum::<u64>();
-            let mut oldest = self.sizes.iter();
+            // Never-sent records first, oldest first; then the ones already handed to the broker.
+            let mut oldest = self.sizes.range(handed_over..).chain(self.sizes.range(..handed_over));
             while len > self.limits.max_events || bytes > self.limits.max_bytes {
                 if let Some((&id, &size)) = oldest.next() {
                     evict.push(id);
@@ -706,6 +714,19 @@ mod tests {
         // New ids follow the old ones.
         q.push(&items(5..6)).unwrap();
         assert!(q.read_from(0, 10).unwrap().windows(2).all(|w| w[0].id < w[1].id));
+    }
+
+    #[test]
+    fn records_already_handed_to_the_broker_are_dropped_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = Queue::open(&dir.path().join("q.redb"), Limits { max_events: 10, max_bytes: 1 << 20 }).unwrap();
+        q.push(&items(0..10)).unwrap();
+        // Records 0..3 were sent (the subscriber has them or will have them): the next oldest go instead.
+        let handed_over = q.read_from(0, 3).unwrap()[2].id + 1;
+        assert_eq!(q.push_keeping(&items(10..12), handed_over).unwrap(), 2);
+        let topics: Vec<String> = q.read_from(0, 20).unwrap().into_iter().map(|r| r.topic).collect();
+        assert_eq!(topics[..4], ["t/0", "t/1", "t/2", "t/5"]);
+        assert_eq!(q.dropped(), 2, "the two never sent: the gap a subscriber sees");
     }
 
     #[test]
