@@ -517,23 +517,47 @@ fn check_config(path: &Path, ort_lib: Option<&Path>) -> Result<u8, Failure> {
         None => path.display().to_string(),
     };
     let mut problems = Vec::new();
-    if let Err(e) = camclassd::publish::Settings::from_config(&config) {
-        let key = match &e {
-            camclassd::publish::PublishError::PasswordFile { .. } => "mqtt.password_file",
-            camclassd::publish::PublishError::Tls(why) if why.contains(&*tls_file(&config, "cert")) => {
-                "mqtt.tls.cert_file"
-            }
-            camclassd::publish::PublishError::Tls(why) if why.contains(&*tls_file(&config, "key")) => {
-                "mqtt.tls.key_file"
-            }
-            camclassd::publish::PublishError::Tls(_) => "mqtt.tls.ca_file",
-            _ => "mqtt",
-        };
-        let key = if camclassd::config::key_position(&text, key).is_some() { key } else { "mqtt.tls" };
-        problems.push(format!("{}: {e}", at(key)));
+    // A secret the service user may read and this user may not (a 0600 password file, checked without sudo)
+    // is not a problem of the config: say how to check it instead.
+    let unreadable = |e: &camclassd::publish::PublishError| match e {
+        camclassd::publish::PublishError::PasswordFile { source, .. } => {
+            source.kind() == std::io::ErrorKind::PermissionDenied
+        }
+        camclassd::publish::PublishError::Tls(why) => why.contains("(os error 13)"),
+        _ => false,
+    };
+    match camclassd::publish::Settings::from_config(&config) {
+        Err(e) if unreadable(&e) => eprintln!(
+            "warning: {e}: not readable by this user; run `sudo -u camclassd camclassd check-config {}` to check \
+             it as the service reads it",
+            path.display()
+        ),
+        Err(e) => {
+            let key = match &e {
+                camclassd::publish::PublishError::PasswordFile { .. } => "mqtt.password_file",
+                camclassd::publish::PublishError::Tls(why) if why.contains(&*tls_file(&config, "cert")) => {
+                    "mqtt.tls.cert_file"
+                }
+                camclassd::publish::PublishError::Tls(why) if why.contains(&*tls_file(&config, "key")) => {
+                    "mqtt.tls.key_file"
+                }
+                camclassd::publish::PublishError::Tls(_) => "mqtt.tls.ca_file",
+                _ => "mqtt",
+            };
+            let key = if camclassd::config::key_position(&text, key).is_some() { key } else { "mqtt.tls" };
+            problems.push(format!("{}: {e}", at(key)));
+        }
+        Ok(_) => {}
     }
     let ort_lib = ort_lib.or(config.onnxruntime.library.as_deref());
-    let runtime = model::runtime::load(ort_lib).map_err(|e| usage(e.into()))?;
+    let runtime = match model::runtime::load(ort_lib) {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            // The model cannot be opened without it; what was found so far is reported with it.
+            problems.push(format!("{}: onnxruntime.library: {e}", path.display()));
+            return Err(usage(anyhow::anyhow!("{}", problems.join("\n"))));
+        }
+    };
     // On the CPU, one thread, no placement profile: the model is opened to be checked, not to be timed, and
     // its file, interface and recipe do not depend on the provider (this runs before every start under
     // systemd: a TensorRT session here would build or load the engine a second time).

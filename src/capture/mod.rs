@@ -199,8 +199,21 @@ pub enum SourceKind {
 
 impl SourceKind {
     pub fn parse(source: &str) -> SourceKind {
+        SourceKind::parse_with(source, |p| std::fs::canonicalize(p).ok())
+    }
+
+    /// [`SourceKind::parse`] with the link resolution given (`canonicalize` in production).
+    fn parse_with(source: &str, resolve: impl Fn(&str) -> Option<std::path::PathBuf>) -> SourceKind {
         let s = source.trim();
         if let Some(n) = s.strip_prefix("/dev/video").and_then(|n| n.parse().ok()) {
+            return SourceKind::V4l2 { index: n, path: s.to_string() };
+        }
+        // A stable name udev keeps for one camera (`/dev/v4l/by-id/usb-…-video-index0`, `/dev/v4l/by-path/…`):
+        // the /dev/videoN it points to now.
+        if s.starts_with("/dev/")
+            && let Some(target) = resolve(s)
+            && let Some(n) = target.to_str().and_then(|t| t.strip_prefix("/dev/video")).and_then(|n| n.parse().ok())
+        {
             return SourceKind::V4l2 { index: n, path: s.to_string() };
         }
         if let Ok(n) = s.parse::<u32>() {
@@ -334,6 +347,15 @@ mod tests {
         assert_eq!(SourceKind::parse("/dev/video2"), SourceKind::V4l2 { index: 2, path: "/dev/video2".into() });
         assert_eq!(SourceKind::parse("0"), SourceKind::V4l2 { index: 0, path: "/dev/video0".into() });
         assert_eq!(SourceKind::parse("/srv/frames/*.jpg"), SourceKind::Replay("/srv/frames/*.jpg".into()));
+        // A udev by-id link is the device it points to now.
+        let by_id = "/dev/v4l/by-id/usb-Logitech_C920-video-index0";
+        let udev = |p: &str| (p == by_id).then(|| std::path::PathBuf::from("/dev/video2"));
+        assert_eq!(SourceKind::parse_with(by_id, udev), SourceKind::V4l2 { index: 2, path: by_id.into() });
+        // A link to anything else under /dev is not a camera.
+        assert_eq!(
+            SourceKind::parse_with("/dev/disk/by-id/x", |_| Some("/dev/sda".into())),
+            SourceKind::Replay("/dev/disk/by-id/x".into())
+        );
     }
 
     #[test]

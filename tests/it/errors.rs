@@ -568,3 +568,48 @@ fn check_config_refuses_what_run_refuses() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(!stderr(&out).contains("falling back"), "{}", stderr(&out));
 }
+
+/// `check-config` run by an admin without sudo, on a password file only the service user may read: a warning
+/// that says how to check it, not a config error (exit 2) for a config that is right.
+#[test]
+fn check_config_by_another_user_warns_about_an_unreadable_secret_instead_of_failing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let mode =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(m)).expect("chmod");
+    mode(d, 0o755);
+    std::fs::write(d.join("pw"), "secret\n").expect("pw");
+    mode(&d.join("pw"), 0o600);
+    let config = d.join("c.toml");
+    let text = format!(
+        "version = 1\n[mqtt]\nhost = \"127.0.0.1\"\nusername = \"u\"\npassword_file = {:?}\n[model]\npath = {:?}\n\
+         [queue]\npath = {:?}\n[[cameras]]\nname = \"a\"\nsource = {:?}\n",
+        d.join("pw").display().to_string(),
+        model("int8").display().to_string(),
+        d.join("q.redb").display().to_string(),
+        generated("coffee.jpg").display().to_string(),
+    );
+    std::fs::write(&config, text).expect("config");
+    mode(&config, 0o644);
+    // As `nobody` (the tests run as root, which reads everything).
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_camclassd"),
+            "check-config",
+        ])
+        .arg(&config)
+        .current_dir(root())
+        .output()
+        .expect("setpriv runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("not readable by this user") && err.contains("sudo -u camclassd camclassd check-config"),
+        "{err}"
+    );
+}
