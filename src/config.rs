@@ -718,19 +718,7 @@ pub const MAX_TOPIC_PREFIX: usize = 256;
 /// The longest `[mqtt] client_id`, in bytes. MQTT 3.1.1 only guarantees 23; mosquitto, EMQX and HiveMQ take
 /// this and more.
 pub const MAX_CLIENT_ID: usize = 256;
-/// The largest `[model.preprocess] input_size` side: a 4096×4096 float tensor is already 192 MiB, and the
-/// image classifiers camclassd runs take 224 to 600 pixels. `[20000, 20000]` took 18 s and 5.9 GB per image.
-pub const MAX_INPUT_SIDE: u32 = 4096;
-/// The largest `[model.preprocess] resize` (the shorter side before the crop): twice the largest input.
-pub const MAX_RESIZE: u32 = 2 * MAX_INPUT_SIDE;
-
-/// The message for an input size over [`MAX_INPUT_SIDE`] (config and `bench --input-size`).
-pub fn input_size_too_large(h: u32, w: u32) -> String {
-    format!(
-        "{h}x{w} is larger than {MAX_INPUT_SIDE}x{MAX_INPUT_SIDE}: each side must be at most {MAX_INPUT_SIDE} pixels \
-         (a {MAX_INPUT_SIDE}x{MAX_INPUT_SIDE} input is already a 192 MiB tensor; image classifiers take 224 to 600)"
-    )
-}
+pub use crate::model::spec::{MAX_INPUT_SIDE, MAX_RESIZE, input_size_too_large};
 
 fn too_long(len: usize, max: usize) -> String {
     format!("is {len} bytes long; at most {max} bytes (it is part of every MQTT topic camclassd publishes)")

@@ -134,6 +134,20 @@ pub enum SpecError {
     Invalid(String),
 }
 
+/// The largest input side, from the model or `[model.preprocess] input_size`: a 4096×4096 float tensor is already 192 MiB, and the
+/// image classifiers camclassd runs take 224 to 600 pixels. `[20000, 20000]` took 18 s and 5.9 GB per image.
+pub const MAX_INPUT_SIDE: u32 = 4096;
+/// The largest `resize` (the shorter side before the crop): twice the largest input.
+pub const MAX_RESIZE: u32 = 2 * MAX_INPUT_SIDE;
+
+/// The message for an input size over [`MAX_INPUT_SIDE`] (config and `bench --input-size`).
+pub fn input_size_too_large(h: u32, w: u32) -> String {
+    format!(
+        "{h}x{w} is larger than {MAX_INPUT_SIDE}x{MAX_INPUT_SIDE}: each side must be at most {MAX_INPUT_SIDE} pixels \
+         (a {MAX_INPUT_SIDE}x{MAX_INPUT_SIDE} input is already a 192 MiB tensor; image classifiers take 224 to 600)"
+    )
+}
+
 /// The list of required keys that neither the model nor the config provided.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MissingKeys(pub Vec<&'static str>);
@@ -274,6 +288,15 @@ impl ModelSpec {
                 .transpose()?
                 .unwrap_or(default_resize),
         };
+        // Wherever they come from (metadata, a fixed input shape, the config): bounded before any tensor exists.
+        if input_size.0.max(input_size.1) > MAX_INPUT_SIDE {
+            return Err(SpecError::Invalid(input_size_too_large(input_size.0, input_size.1)));
+        }
+        if resize > MAX_RESIZE {
+            return Err(SpecError::Invalid(format!(
+                "resize {resize} is more than {MAX_RESIZE}; it is the shorter side before the centre crop"
+            )));
+        }
         if crop == Crop::Center && resize < input_size.0.max(input_size.1) {
             return Err(SpecError::Invalid(format!(
                 "resize {resize} is smaller than the input size {}x{}; a centre crop needs resize >= {}",
@@ -437,6 +460,18 @@ mod tests {
         assert_eq!(s.resize, 183);
         assert_eq!(s.mean, [0.0; 3]);
         assert_eq!(s.output, OutputKind::Auto);
+    }
+
+    #[test]
+    fn an_input_size_from_the_model_itself_is_bounded_too() {
+        // A model's metadata (not the config) asks for 20000x20000: 18 s and 5.9 GB per image before.
+        let m = md(&[("input_size", "20000,20000"), ("mean", "0,0,0"), ("std", "1,1,1")]);
+        let dynamic = InputShape([None, Some(3), None, None]);
+        let e = ModelSpec::resolve("m", &m, &Overrides::default(), dynamic).expect_err("too large");
+        assert!(e.to_string().contains("20000x20000 is larger than 4096x4096"), "{e}");
+        let m = md(&[("resize", "100000"), ("mean", "0,0,0"), ("std", "1,1,1")]);
+        let e = ModelSpec::resolve("m", &m, &Overrides::default(), NCHW_224).expect_err("resize");
+        assert!(e.to_string().contains("resize 100000 is more than 8192"), "{e}");
     }
 
     #[test]
