@@ -1,6 +1,6 @@
-//! Execution providers: which ones this build and the loaded ONNX Runtime offer, their options
-//! (`[model.tensorrt]`, `[model.cuda]`), opening a session with the first one that works, and where ONNX
-//! Runtime actually placed the graph's nodes.
+//! Execution providers: which ones this build and the loaded ONNX Runtime offer, how their options
+//! ([`super::options`]: `[model.tensorrt]`, `[model.cuda]`) become ONNX Runtime's, opening a session with the
+//! first one that works, and where ONNX Runtime actually placed the graph's nodes.
 //!
 //! A provider is skipped for one of three reasons, each reported on its own log line: camclassd was built
 //! without its cargo feature, the loaded ONNX Runtime library has no such provider (the CPU-only wheel), or
@@ -17,93 +17,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use ort::session::Session;
 use ort::session::builder::SessionBuilder;
 use ort::value::{DynTensor, ValueType};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::{ModelError, ModelOptions, Provider, Runtime};
+use ort::session::builder::GraphOptimizationLevel;
 
-/// `[model.tensorrt]`: TensorRT execution provider settings. Defaults suit a Jetson.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TensorRtOptions {
-    /// CUDA device ordinal (a Jetson has one GPU, 0).
-    pub device_id: u32,
-    /// Let TensorRT pick FP16 kernels where they are faster (about twice FP32 on Jetson GPUs).
-    pub fp16: bool,
-    /// INT8 kernels. `None` = on when the model has QuantizeLinear/DequantizeLinear nodes (explicit
-    /// quantization: TensorRT takes the scales from them, no calibration table needed).
-    pub int8: Option<bool>,
-    /// Keep built engines on disk, so that a restart loads them instead of rebuilding for minutes.
-    pub engine_cache: bool,
-    /// Where engines (and the timing cache) are kept; `None` = [`default_engine_cache_dir`].
-    pub engine_cache_dir: Option<PathBuf>,
-    /// Keep TensorRT's kernel timing results, which speeds up building engines for other models too.
-    pub timing_cache: bool,
-    /// Scratch memory TensorRT may use while building and running, in MiB; 0 = TensorRT's choice. On a
-    /// Jetson the GPU shares the board's memory with everything else.
-    pub max_workspace_mb: u64,
-    /// Smallest run of nodes handed to TensorRT; smaller runs stay on CUDA or CPU.
-    pub min_subgraph_size: u32,
-    /// Run on this DLA core (Jetson AGX Xavier/Orin: 0 or 1) instead of the GPU; layers the DLA cannot run
-    /// go to the GPU.
-    pub dla_core: Option<u32>,
-}
+use super::{
+    ArenaExtendStrategy, ConvAlgoSearch, CudaOptions, ModelError, ModelOptions, Optimization, Provider, Runtime,
+    TensorRtOptions,
+};
 
-impl Default for TensorRtOptions {
-    fn default() -> Self {
-        TensorRtOptions {
-            device_id: 0,
-            fp16: true,
-            int8: None,
-            engine_cache: true,
-            engine_cache_dir: None,
-            timing_cache: true,
-            max_workspace_mb: 1024,
-            min_subgraph_size: 1,
-            dla_core: None,
-        }
-    }
-}
-
-/// cuDNN convolution algorithm search (`cudnn_conv_algo_search`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConvAlgoSearch {
-    /// Time every algorithm on the first run: fastest kernels, slow first inference, more memory.
-    Exhaustive,
-    /// cuDNN's heuristics: nearly as fast, and quick to start.
-    Heuristic,
-    /// One fixed algorithm: least memory.
-    Default,
-}
-
-/// How the CUDA memory arena grows (`arena_extend_strategy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ArenaExtendStrategy {
-    NextPowerOfTwo,
-    /// Grow by what is asked: less memory held, which matters where the GPU shares the board's RAM.
-    SameAsRequested,
-}
-
-/// `[model.cuda]`: CUDA execution provider settings (also used for the nodes TensorRT leaves over).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CudaOptions {
-    pub device_id: u32,
-    pub conv_algo_search: ConvAlgoSearch,
-    pub arena_extend_strategy: ArenaExtendStrategy,
-    /// Cap on the CUDA memory arena in MiB; 0 = no cap.
-    pub memory_limit_mb: u64,
-}
-
-impl Default for CudaOptions {
-    fn default() -> Self {
-        CudaOptions {
-            device_id: 0,
-            conv_algo_search: ConvAlgoSearch::Heuristic,
-            arena_extend_strategy: ArenaExtendStrategy::SameAsRequested,
-            memory_limit_mb: 0,
-        }
+/// ONNX Runtime's graph optimisation level for an [`Optimization`].
+fn optimization_level(o: Optimization) -> GraphOptimizationLevel {
+    match o {
+        Optimization::Disable => GraphOptimizationLevel::Disable,
+        Optimization::Basic => GraphOptimizationLevel::Level1,
+        Optimization::Extended => GraphOptimizationLevel::Level2,
+        // `All` rather than `Level3`: Level3 is layout optimisation, which older runtimes reject.
+        Optimization::All => GraphOptimizationLevel::All,
     }
 }
 
@@ -377,7 +307,7 @@ fn build_session(
         .filter(|&t| t > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut builder: SessionBuilder = Session::builder(&ctx.runtime.environment)?
-        .with_optimization_level(options.optimization.level())?
+        .with_optimization_level(optimization_level(options.optimization))?
         .with_intra_threads(threads)?
         .with_inter_threads(1)?
         .with_config_entry("session.intra_op.allow_spinning", if options.allow_spinning { "1" } else { "0" })?;

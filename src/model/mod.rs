@@ -7,125 +7,23 @@
 //! allocation on our side.
 
 pub mod ep;
+pub mod options;
 pub mod runtime;
 pub mod spec;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{Tensor, TensorElementType, ValueType};
 use sha2::{Digest, Sha256};
 
-pub use ep::{CudaOptions, ProviderNodes, SkipKind, SkippedProvider, TensorRtOptions};
+pub use ep::{ProviderNodes, SkipKind, SkippedProvider};
+pub use options::{
+    ArenaExtendStrategy, ConvAlgoSearch, CudaOptions, ModelOptions, Optimization, Provider, TensorRtOptions,
+};
 pub use runtime::Runtime;
 pub use spec::{InputShape, ModelSpec, Overrides, SpecError};
-
-/// An execution provider, in the user's order of preference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    Tensorrt,
-    Cuda,
-    Cpu,
-}
-
-impl Provider {
-    pub fn name(self) -> &'static str {
-        match self {
-            Provider::Tensorrt => "tensorrt",
-            Provider::Cuda => "cuda",
-            Provider::Cpu => "cpu",
-        }
-    }
-}
-
-impl fmt::Display for Provider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Provider {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "tensorrt" | "trt" => Ok(Provider::Tensorrt),
-            "cuda" => Ok(Provider::Cuda),
-            "cpu" => Ok(Provider::Cpu),
-            other => Err(format!("unknown execution provider {other:?} (expected tensorrt, cuda or cpu)")),
-        }
-    }
-}
-
-/// ONNX Runtime graph optimisation level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Optimization {
-    Disable,
-    Basic,
-    Extended,
-    #[default]
-    All,
-}
-
-impl Optimization {
-    fn level(self) -> GraphOptimizationLevel {
-        match self {
-            Optimization::Disable => GraphOptimizationLevel::Disable,
-            Optimization::Basic => GraphOptimizationLevel::Level1,
-            Optimization::Extended => GraphOptimizationLevel::Level2,
-            // `All` rather than `Level3`: Level3 is layout optimisation, which older runtimes reject.
-            Optimization::All => GraphOptimizationLevel::All,
-        }
-    }
-}
-
-/// How to open a model.
-#[derive(Debug, Clone)]
-pub struct ModelOptions {
-    /// Execution providers to try, in order; CPU is always the last resort.
-    pub providers: Vec<Provider>,
-    /// Intra-op threads; `None` = all cores.
-    pub threads: Option<usize>,
-    pub optimization: Optimization,
-    /// Let ORT's worker threads spin between runs: lower latency, but burns CPU while idle (off for daemons).
-    pub allow_spinning: bool,
-    pub overrides: Overrides,
-    /// A labels file (one per line) that replaces the model's labels.
-    pub labels: Option<PathBuf>,
-    /// Batch size for models with a dynamic batch dimension.
-    pub batch: usize,
-    /// `[model.tensorrt]` settings, used when the TensorRT provider is tried.
-    pub tensorrt: TensorRtOptions,
-    /// `[model.cuda]` settings, used for the CUDA provider and for what TensorRT leaves to CUDA.
-    pub cuda: CudaOptions,
-    /// Profile the warm-up inference to learn which provider ran each node (see [`Model::placement`]).
-    pub record_placement: bool,
-    /// The output holding the class scores, by name; `None`: the first (with a warning when there are more).
-    pub output_name: Option<String>,
-}
-
-impl Default for ModelOptions {
-    fn default() -> Self {
-        ModelOptions {
-            providers: vec![Provider::Cpu],
-            threads: None,
-            optimization: Optimization::All,
-            allow_spinning: false,
-            overrides: Overrides::default(),
-            labels: None,
-            batch: 1,
-            tensorrt: TensorRtOptions::default(),
-            cuda: CudaOptions::default(),
-            record_placement: true,
-            output_name: None,
-        }
-    }
-}
 
 /// Errors of the inference layer. Each names the model file.
 #[derive(Debug, thiserror::Error)]
