@@ -1,0 +1,308 @@
+//! The config file's schema: every section and key, with its default (serde, unknown keys refused).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::check::OnCheckFailure;
+use crate::model::options::{CudaOptions, ModelOptions, Optimization, Provider, TensorRtOptions};
+use crate::model::spec::Overrides;
+
+/// Where the daemon reads its configuration when no `--config` is given.
+pub const DEFAULT_PATH: &str = "/etc/camclassd/camclassd.toml";
+
+/// The configuration format version this build reads.
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub version: u32,
+    #[serde(default)]
+    pub onnxruntime: OnnxRuntimeConfig,
+    pub model: ModelConfig,
+    /// Required by `camclassd run`; the tools ignore it.
+    pub mqtt: Option<MqttConfig>,
+    #[serde(default)]
+    pub cameras: Vec<CameraConfig>,
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// Home Assistant MQTT discovery; on when the section is present.
+    pub homeassistant: Option<HomeAssistantConfig>,
+    #[serde(default)]
+    pub health: HealthConfig,
+}
+
+/// `[queue]`: the on-disk queue every event passes through until the broker acknowledges it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Default: `$STATE_DIRECTORY/queue.redb` under systemd, else `/var/lib/camclassd/queue.redb`.
+    #[serde(default = "default_queue_path")]
+    pub path: PathBuf,
+    /// The oldest events are dropped (and counted) beyond this many …
+    #[serde(default = "default_queue_events")]
+    pub max_events: u64,
+    /// … or beyond this many MiB of events.
+    #[serde(default = "default_queue_mb")]
+    pub max_mb: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig { path: default_queue_path(), max_events: default_queue_events(), max_mb: default_queue_mb() }
+    }
+}
+
+fn default_queue_path() -> PathBuf {
+    let dir = std::env::var_os("STATE_DIRECTORY")
+        .and_then(|d| std::env::split_paths(&d).next())
+        .unwrap_or_else(|| PathBuf::from("/var/lib/camclassd"));
+    dir.join("queue.redb")
+}
+const fn default_queue_events() -> u64 {
+    100_000
+}
+const fn default_queue_mb() -> u64 {
+    64
+}
+
+/// `[homeassistant]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeAssistantConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_discovery_prefix")]
+    pub discovery_prefix: String,
+}
+
+fn default_discovery_prefix() -> String {
+    "homeassistant".into()
+}
+
+/// `[health]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Seconds between retained `<prefix>/<node>/health` messages.
+    #[serde(default = "default_health_interval")]
+    pub interval: f64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig { interval: default_health_interval() }
+    }
+}
+
+const fn default_health_interval() -> f64 {
+    60.0
+}
+
+/// `[mqtt.tls]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA certificates (PEM) that sign the broker's certificate; default: the system's bundle.
+    #[serde(default = "default_ca_file")]
+    pub ca_file: PathBuf,
+    /// Client certificate chain (PEM), for brokers that require one; needs `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub key_file: Option<PathBuf>,
+}
+
+fn default_ca_file() -> PathBuf {
+    PathBuf::from("/etc/ssl/certs/ca-certificates.crt")
+}
+
+/// `[mqtt]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    pub host: String,
+    /// Default: 1883, or 8883 with `[mqtt.tls]`.
+    pub port: Option<u16>,
+    /// Default: `camclassd-<node_id>`.
+    pub client_id: Option<String>,
+    /// This device's name in topics; default: the hostname.
+    pub node_id: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// A file holding the password (first line), kept out of the config.
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "default_prefix")]
+    pub topic_prefix: String,
+    /// Seconds.
+    #[serde(default = "default_keepalive")]
+    pub keepalive: u64,
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    /// Longest wait between reconnection attempts, seconds (the wait doubles from 1 s, with jitter).
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max: f64,
+    /// Listen on `<prefix>/<node>/command` for `reload` and `snapshot`.
+    #[serde(default)]
+    pub commands: bool,
+    pub tls: Option<TlsConfig>,
+}
+
+impl MqttConfig {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(if self.tls.is_some() { 8883 } else { 1883 })
+    }
+}
+
+const fn default_reconnect_max() -> f64 {
+    30.0
+}
+fn default_prefix() -> String {
+    "camclassd".into()
+}
+const fn default_keepalive() -> u64 {
+    30
+}
+const fn default_qos() -> u8 {
+    1
+}
+
+/// When a camera publishes an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PublishMode {
+    /// Every classified frame.
+    EveryFrame,
+    /// When the top-1 class changes and holds for `debounce` frames, plus a heartbeat every `interval`.
+    #[default]
+    OnChange,
+}
+
+/// Pixel format asked of a V4L2 camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraFormat {
+    Mjpeg,
+    Yuyv,
+}
+
+/// `[[cameras]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    pub name: String,
+    /// A V4L2 device (`/dev/video0`, or its index `"0"`), an image file, a folder of images, or a glob.
+    pub source: String,
+    /// Frames per second to classify; frames beyond it are skipped before decoding.
+    #[serde(default = "default_fps")]
+    pub fps: f64,
+    /// Replay sources: start again after the last image (`false`: play once).
+    #[serde(default = "default_true", rename = "loop")]
+    pub looping: bool,
+    /// V4L2: `[width, height]` to ask for; default: the camera's choice.
+    #[serde(default, deserialize_with = "crate::model::spec::exact_array")]
+    pub resolution: Option<[u32; 2]>,
+    /// V4L2: `"mjpeg"` or `"yuyv"`; default: whichever the camera offers.
+    pub format: Option<CameraFormat>,
+    #[serde(default)]
+    pub publish: PublishMode,
+    /// `on_change`: frames a new top-1 must hold before it is published.
+    #[serde(default = "default_debounce")]
+    pub debounce: u32,
+    /// `on_change`: heartbeat period in seconds (0: none).
+    #[serde(default = "default_interval")]
+    pub interval: f64,
+    /// Below this, the top-1 counts as "nothing"; default: `[model] min_score`.
+    pub min_score: Option<f32>,
+}
+
+const fn default_fps() -> f64 {
+    5.0
+}
+const fn default_true() -> bool {
+    true
+}
+const fn default_debounce() -> u32 {
+    3
+}
+const fn default_interval() -> f64 {
+    60.0
+}
+
+/// `[onnxruntime]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnnxRuntimeConfig {
+    /// Path of `libonnxruntime.so`; when unset, the standard search applies (see `model::runtime`).
+    pub library: Option<PathBuf>,
+}
+
+/// `[model]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub path: PathBuf,
+    /// A labels file (one per line) replacing the model's own labels.
+    pub labels: Option<PathBuf>,
+    #[serde(default = "default_providers")]
+    pub execution_providers: Vec<Provider>,
+    /// Intra-op threads; 0 = all cores.
+    #[serde(default)]
+    pub threads: usize,
+    /// Inference sessions (each with its own decode thread) that share the cameras.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    #[serde(default)]
+    pub optimization: Optimization,
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+    #[serde(default)]
+    pub min_score: f32,
+    #[serde(default)]
+    pub preprocess: Overrides,
+    /// `[model.tensorrt]`
+    #[serde(default)]
+    pub tensorrt: TensorRtOptions,
+    /// `[model.cuda]`
+    #[serde(default)]
+    pub cuda: CudaOptions,
+    /// What to do when the model fails its own check (`camclassd verify`) on this CPU.
+    #[serde(default)]
+    pub on_check_failure: OnCheckFailure,
+    /// The model to use instead with `on_check_failure = "fallback"` (the FP32 model).
+    pub fallback: Option<PathBuf>,
+    /// The output holding the class scores, for a model with several; default: the first.
+    pub output_name: Option<String>,
+}
+
+fn default_providers() -> Vec<Provider> {
+    vec![Provider::Cpu]
+}
+const fn default_top_k() -> usize {
+    5
+}
+const fn default_workers() -> usize {
+    1
+}
+
+impl ModelConfig {
+    /// The options [`crate::model::Model::load`] takes.
+    pub fn model_options(&self) -> ModelOptions {
+        ModelOptions {
+            providers: self.execution_providers.clone(),
+            threads: (self.threads > 0).then_some(self.threads),
+            optimization: self.optimization,
+            overrides: self.preprocess.clone(),
+            labels: self.labels.clone(),
+            tensorrt: self.tensorrt.clone(),
+            cuda: self.cuda.clone(),
+            output_name: self.output_name.clone(),
+            ..ModelOptions::default()
+        }
+    }
+}
+
+/// The most intra-op threads accepted: 4 per core. More only thrashes, and a typo must not spawn thousands.
+pub fn max_threads() -> usize {
+    4 * std::thread::available_parallelism().map_or(1, |n| n.get())
+}

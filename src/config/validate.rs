@@ -1,0 +1,380 @@
+//! Validation of a parsed config: every value checked, every problem collected with its key, so a user fixes
+//! the file in one pass.
+
+use std::path::Path;
+
+use super::spans::{line_col, locate};
+use super::{Config, ModelConfig, Problem, VERSION, max_threads};
+use crate::check::OnCheckFailure;
+use crate::model::options::Provider;
+
+impl Config {
+    pub(super) fn validate(&self, text: &str) -> Vec<Problem> {
+        let doc = toml::de::DeTable::parse(text).ok();
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, message: String| {
+            let position = doc.as_ref().and_then(|d| locate(d.get_ref(), key)).map(|span| line_col(text, span.start));
+            problems.push(Problem { position, key: key.to_string(), message });
+        };
+        if self.version != VERSION {
+            problem(
+                "version",
+                format!("unsupported config version {}; this camclassd reads version {VERSION}", self.version),
+            );
+        }
+        match (&self.model.fallback, self.model.on_check_failure) {
+            (None, OnCheckFailure::Fallback) => problem(
+                "model.on_check_failure",
+                "\"fallback\" needs [model] fallback = the model to use instead (the FP32 model)".into(),
+            ),
+            (Some(f), _) if !f.is_file() => problem("model.fallback", format!("model file {} not found", f.display())),
+            (Some(_), OnCheckFailure::Fail | OnCheckFailure::Warn) => problem(
+                "model.fallback",
+                "is only used with on_check_failure = \"fallback\"; set that or remove this key".into(),
+            ),
+            _ => {}
+        }
+        if self.model.path.is_dir() {
+            problem("model.path", format!("{} is a directory, not a model file", self.model.path.display()));
+        } else if !self.model.path.is_file() {
+            problem("model.path", format!("model file {} not found", self.model.path.display()));
+        }
+        if self.model.threads > max_threads() {
+            problem(
+                "model.threads",
+                format!("{} is more than {} (4 per core); 0 means all cores", self.model.threads, max_threads()),
+            );
+        }
+        if let Some(labels) = self.model.labels.as_ref().filter(|p| !p.is_file()) {
+            problem("model.labels", format!("labels file {} not found", labels.display()));
+        }
+        if let Some(lib) = self.onnxruntime.library.as_ref().filter(|p| !p.is_file()) {
+            problem("onnxruntime.library", format!("{} not found", lib.display()));
+        }
+        if self.model.execution_providers.is_empty() {
+            problem("model.execution_providers", "must name at least one provider (e.g. [\"cpu\"])".into());
+        }
+        if self.model.workers == 0 || self.model.workers > 16 {
+            problem("model.workers", format!("must be between 1 and 16, got {}", self.model.workers));
+        }
+        if let Some(m) = &self.mqtt {
+            if let Some(why) = host_problem(&m.host) {
+                problem("mqtt.host", why);
+            }
+            if let Some(id) = &m.client_id {
+                if id.is_empty() || id.len() > MAX_CLIENT_ID {
+                    problem(
+                        "mqtt.client_id",
+                        format!(
+                            "must be 1 to {MAX_CLIENT_ID} bytes, got {} (brokers guarantee 23; most take more)",
+                            id.len()
+                        ),
+                    );
+                }
+            }
+            if m.port == Some(0) {
+                problem("mqtt.port", "must be between 1 and 65535".into());
+            }
+            if m.qos > 2 {
+                problem("mqtt.qos", format!("must be 0, 1 or 2, got {}", m.qos));
+            }
+            if m.keepalive < 5 || m.keepalive > 3600 {
+                problem("mqtt.keepalive", format!("must be between 5 and 3600 seconds, got {}", m.keepalive));
+            }
+            if m.password.is_some() && m.password_file.is_some() {
+                problem("mqtt.password_file", "set either password or password_file, not both".into());
+            }
+            if (m.password.is_some() || m.password_file.is_some()) && m.username.is_none() {
+                problem("mqtt.username", "a password needs a username".into());
+            }
+            if let Some(why) = m.password_file.as_deref().and_then(not_a_file) {
+                problem("mqtt.password_file", why);
+            }
+            if m.topic_prefix.len() > MAX_TOPIC_PREFIX {
+                problem("mqtt.topic_prefix", too_long(m.topic_prefix.len(), MAX_TOPIC_PREFIX));
+            } else if !is_topic_level(&m.topic_prefix.replace('/', "_")) {
+                problem(
+                    "mqtt.topic_prefix",
+                    format!("{:?} must not be empty or contain +, # or spaces", m.topic_prefix),
+                );
+            }
+            if let Some(node) = &m.node_id {
+                if node.len() > MAX_TOPIC_LEVEL {
+                    problem("mqtt.node_id", too_long(node.len(), MAX_TOPIC_LEVEL));
+                } else if !is_topic_level(node) {
+                    problem("mqtt.node_id", format!("{node:?} must be letters, digits, '-' or '_'"));
+                }
+            }
+            if !(m.reconnect_max.is_finite() && (1.0..=3600.0).contains(&m.reconnect_max)) {
+                problem("mqtt.reconnect_max", format!("expected seconds from 1 to 3600, got {}", m.reconnect_max));
+            }
+            if let Some(tls) = &m.tls {
+                if let Some(why) = not_a_file(&tls.ca_file) {
+                    problem("mqtt.tls.ca_file", why);
+                }
+                match (&tls.cert_file, &tls.key_file) {
+                    (Some(_), None) => problem("mqtt.tls.key_file", "cert_file needs key_file".into()),
+                    (None, Some(_)) => problem("mqtt.tls.cert_file", "key_file needs cert_file".into()),
+                    _ => {}
+                }
+                for (key, f) in [("mqtt.tls.cert_file", &tls.cert_file), ("mqtt.tls.key_file", &tls.key_file)] {
+                    if let Some(why) = f.as_deref().and_then(not_a_file) {
+                        problem(key, why);
+                    }
+                }
+            }
+        }
+        if let Some(why) = crate::publish::queue::foreign(&self.queue.path).filter(|_| !self.queue.path.is_dir()) {
+            problem("queue.path", format!("{} {why}; point it at a new file", self.queue.path.display()));
+        }
+        if self.queue.path.as_os_str().is_empty() || self.queue.path.is_dir() {
+            problem(
+                "queue.path",
+                format!("{:?} must be a file path (e.g. /var/lib/camclassd/queue.redb)", self.queue.path),
+            );
+        }
+        if self.queue.max_events == 0 {
+            problem("queue.max_events", "must be at least 1".into());
+        }
+        if !(1..=1_048_576).contains(&self.queue.max_mb) {
+            problem("queue.max_mb", format!("expected 1 to 1048576 MiB, got {}", self.queue.max_mb));
+        }
+        if let Some(ha) = &self.homeassistant {
+            let p = &ha.discovery_prefix;
+            if p.len() > MAX_TOPIC_PREFIX {
+                problem("homeassistant.discovery_prefix", too_long(p.len(), MAX_TOPIC_PREFIX));
+            } else if p.is_empty() || p.starts_with('/') || p.ends_with('/') || p.contains(['+', '#', ' ']) {
+                problem("homeassistant.discovery_prefix", format!("{p:?} must be a topic without wildcards"));
+            }
+        }
+        if !(self.health.interval.is_finite() && (0.1..=86_400.0).contains(&self.health.interval)) {
+            problem("health.interval", format!("expected seconds from 0.1 to 86400, got {}", self.health.interval));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, cam) in self.cameras.iter().enumerate() {
+            let key = |field: &str| format!("cameras[{i}].{field}");
+            if cam.name.len() > MAX_TOPIC_LEVEL {
+                problem(&key("name"), too_long(cam.name.len(), MAX_TOPIC_LEVEL));
+            } else if !is_topic_level(&cam.name) {
+                problem(
+                    &key("name"),
+                    format!("{:?} must be letters, digits, '-' or '_' (it is a topic level)", cam.name),
+                );
+            } else if !seen.insert(cam.name.as_str()) {
+                problem(&key("name"), format!("duplicate camera name {:?}", cam.name));
+            }
+            if !(cam.fps.is_finite() && (0.01..=120.0).contains(&cam.fps)) {
+                problem(&key("fps"), format!("expected a number from 0.01 to 120, got {}", cam.fps));
+            }
+            if cam.source.trim().is_empty() {
+                problem(&key("source"), "must name a device, an image file, a folder or a glob".into());
+            } else if let Some(why) = replay_source_problem(&cam.source) {
+                problem(&key("source"), why);
+            }
+            if cam.debounce == 0 {
+                problem(&key("debounce"), "must be at least 1 frame".into());
+            }
+            if !(cam.interval.is_finite() && (0.0..=604_800.0).contains(&cam.interval)) {
+                problem(
+                    &key("interval"),
+                    format!("expected seconds up to a week (0 for no heartbeat), got {}", cam.interval),
+                );
+            }
+            if cam.min_score.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
+                problem(&key("min_score"), "must be between 0 and 1".into());
+            }
+            if cam.resolution.is_some_and(|[w, h]| w == 0 || h == 0) {
+                problem(&key("resolution"), "must be [width, height], both positive".into());
+            }
+        }
+        if self.model.output_name.as_ref().is_some_and(|n| n.trim().is_empty()) {
+            problem("model.output_name", "must name one of the model's outputs (camclassd inspect lists them)".into());
+        }
+        if self.model.top_k == 0 {
+            problem("model.top_k", "must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.model.min_score) {
+            problem("model.min_score", format!("must be between 0 and 1, got {}", self.model.min_score));
+        }
+        let pre = &self.model.preprocess;
+        if let Some(std) = pre.std.filter(|s| s.iter().any(|v| !v.is_finite() || *v <= 0.0)) {
+            problem("model.preprocess.std", format!("every value must be positive, got {std:?}"));
+        }
+        if let Some(mean) = pre.mean.filter(|m| m.iter().any(|v| !v.is_finite())) {
+            problem("model.preprocess.mean", format!("every value must be a finite number, got {mean:?}"));
+        }
+        if let (Some(resize), Some([h, w])) = (pre.resize, pre.input_size)
+            && resize < h.max(w)
+        {
+            problem("model.preprocess.resize", format!("{resize} is smaller than the input size {h}x{w}"));
+        }
+        if pre.input_size.is_some_and(|[h, w]| h == 0 || w == 0) {
+            problem("model.preprocess.input_size", "must be [height, width], both positive".into());
+        } else if let Some([h, w]) = pre.input_size.filter(|&[h, w]| h.max(w) > MAX_INPUT_SIDE) {
+            problem("model.preprocess.input_size", input_size_too_large(h, w));
+        }
+        if let Some(resize) = pre.resize.filter(|&r| r > MAX_RESIZE) {
+            problem(
+                "model.preprocess.resize",
+                format!("{resize} is more than {MAX_RESIZE}; it is the shorter side before the centre crop"),
+            );
+        }
+        validate_gpu(&self.model, &mut problem);
+        problems
+    }
+}
+
+/// `[model.tensorrt]` and `[model.cuda]`: ranges that catch typos (a workspace in bytes, not MiB).
+fn validate_gpu(model: &ModelConfig, problem: &mut impl FnMut(&str, String)) {
+    // Ordinals beyond this are typos: no board or server has that many GPUs.
+    const MAX_DEVICE: u32 = 63;
+    let (trt, cuda) = (&model.tensorrt, &model.cuda);
+    if trt.device_id > MAX_DEVICE {
+        problem(
+            "model.tensorrt.device_id",
+            format!("must be a GPU ordinal from 0 to {MAX_DEVICE}, got {}", trt.device_id),
+        );
+    }
+    if cuda.device_id > MAX_DEVICE {
+        problem(
+            "model.cuda.device_id",
+            format!("must be a GPU ordinal from 0 to {MAX_DEVICE}, got {}", cuda.device_id),
+        );
+    } else if trt.device_id != cuda.device_id
+        && [Provider::Tensorrt, Provider::Cuda].iter().all(|p| model.execution_providers.contains(p))
+    {
+        // CUDA runs the nodes TensorRT leaves, in the same session: both must be on one GPU.
+        problem(
+            "model.cuda.device_id",
+            format!(
+                "{} differs from model.tensorrt.device_id {}; with both providers they share one GPU",
+                cuda.device_id, trt.device_id
+            ),
+        );
+    }
+    if trt.max_workspace_mb > 1 << 20 {
+        problem(
+            "model.tensorrt.max_workspace_mb",
+            format!("{} MiB is more than 1 TiB; the value is in MiB (0 lets TensorRT choose)", trt.max_workspace_mb),
+        );
+    }
+    if trt.min_subgraph_size == 0 {
+        problem("model.tensorrt.min_subgraph_size", "must be at least 1 node".into());
+    }
+    if trt.dla_core.is_some_and(|c| c > 1) {
+        problem(
+            "model.tensorrt.dla_core",
+            format!("Jetson boards have DLA cores 0 and 1, got {}", trt.dla_core.unwrap_or_default()),
+        );
+    }
+    if trt.dla_core.is_some() && !trt.fp16 && trt.int8 != Some(true) {
+        problem("model.tensorrt.dla_core", "the DLA runs FP16 or INT8 only: set fp16 = true or int8 = true".into());
+    }
+    if let Some(dir) = &trt.engine_cache_dir {
+        if dir.as_os_str().is_empty() {
+            problem(
+                "model.tensorrt.engine_cache_dir",
+                "must not be empty (set engine_cache = false to turn the cache off)".into(),
+            );
+        } else if dir.exists() && !dir.is_dir() {
+            problem("model.tensorrt.engine_cache_dir", format!("{} exists and is not a directory", dir.display()));
+        }
+    }
+    if cuda.memory_limit_mb > 1 << 20 {
+        problem(
+            "model.cuda.memory_limit_mb",
+            format!("{} MiB is more than 1 TiB; the value is in MiB (0 for no cap)", cuda.memory_limit_mb),
+        );
+    }
+}
+
+/// The longest `[mqtt] node_id` and camera `name`, in bytes. With the prefixes below, the longest topic
+/// camclassd builds (`<discovery_prefix>/binary_sensor/<node>/<camera>_<entity>/config`) stays far under
+/// MQTT's limit of 65 535 bytes, and names stay readable in Home Assistant.
+pub const MAX_TOPIC_LEVEL: usize = 128;
+/// The longest `[mqtt] topic_prefix` and `[homeassistant] discovery_prefix`, in bytes.
+pub const MAX_TOPIC_PREFIX: usize = 256;
+/// The longest `[mqtt] client_id`, in bytes. MQTT 3.1.1 only guarantees 23; mosquitto, EMQX and HiveMQ take
+/// this and more.
+pub const MAX_CLIENT_ID: usize = 256;
+pub use crate::model::spec::{MAX_INPUT_SIDE, MAX_RESIZE, input_size_too_large};
+
+fn too_long(len: usize, max: usize) -> String {
+    format!("is {len} bytes long; at most {max} bytes (it is part of every MQTT topic camclassd publishes)")
+}
+
+/// Why an MQTT `host` is not a host name or address: a scheme or a port in it, spaces, slashes.
+fn host_problem(host: &str) -> Option<String> {
+    let h = host.trim();
+    if h.is_empty() {
+        return Some("must not be empty".into());
+    }
+    if let Some((scheme, rest)) = h.split_once("://") {
+        let rest = rest.trim_end_matches('/');
+        let tls =
+            if matches!(scheme, "mqtts" | "ssl" | "tls" | "wss") { "; for TLS add a [mqtt.tls] section" } else { "" };
+        return Some(format!(
+            "{host:?} has a scheme: give the host name or address alone (host = {:?}), the port in port{tls}",
+            rest.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()).map_or(rest, |(h, _)| h)
+        ));
+    }
+    if h.parse::<std::net::Ipv6Addr>().is_ok() {
+        return None;
+    }
+    if let Some((name, port)) = h.rsplit_once(':') {
+        return Some(if port.parse::<u16>().is_ok() {
+            format!("{host:?} has a port in it: set host = {name:?} and port = {port}")
+        } else {
+            format!("{host:?} is not a host name or address (a ':' belongs only in an IPv6 address, without brackets)")
+        });
+    }
+    if h.len() > 253 || h.contains(|c: char| c.is_whitespace() || c == '/' || c == '@' || c == '[' || c == ']') {
+        return Some(format!("{host:?} is not a host name or address"));
+    }
+    None
+}
+
+/// Why a file named in the config cannot be read as one (missing, a directory, a device); `None` when fine.
+fn not_a_file(path: &Path) -> Option<String> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => None,
+        Ok(m) if m.is_dir() => Some(format!("{} is a directory, not a file", path.display())),
+        Ok(_) => Some(format!("{} is not a regular file", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!("{} not found", path.display())),
+        Err(e) => Some(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Why a replay source (not a V4L2 device, not a glob) can never give a picture: a device node, a socket, or
+/// a symbolic link loop. A FIFO is a live MJPEG stream (capture/replay.rs); a missing source is fine here:
+/// the camera is retried until it appears.
+fn replay_source_problem(source: &str) -> Option<String> {
+    use std::os::unix::fs::FileTypeExt;
+    let crate::capture::SourceKind::Replay(s) = crate::capture::SourceKind::parse(source) else { return None };
+    if s.contains(['*', '?', '[']) {
+        return None;
+    }
+    let what = match std::fs::metadata(&s) {
+        Ok(m) if m.is_file() || m.is_dir() || m.file_type().is_fifo() => return None,
+        Ok(m) if m.file_type().is_char_device() || m.file_type().is_block_device() => "a device node",
+        Ok(m) if m.file_type().is_socket() => "a socket",
+        Ok(_) => "not a regular file",
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => "a symbolic link loop",
+        Err(_) => return None,
+    };
+    Some(format!(
+        "{s} is {what}: a camera source is a V4L2 device (/dev/videoN or N), an image file, a folder of images, a glob or a named pipe carrying MJPEG"
+    ))
+}
+
+/// One MQTT topic level: non-empty, no wildcards, separators or spaces.
+fn is_topic_level(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Makes a hostname usable as a topic level.
+pub(super) fn sanitize_topic_level(s: &str) -> String {
+    let cleaned: String =
+        s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    if cleaned.is_empty() { "camclassd".into() } else { cleaned }
+}
