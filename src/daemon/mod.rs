@@ -2,9 +2,9 @@
 //!
 //! - this module: the run loop (start, reload on SIGHUP or the `reload` command, shutdown in order) and the
 //!   loading of models and the queue;
-//! - [`pipeline`]: everything that depends on the cameras and the model, started, drained and stopped as one;
-//! - [`worker`]: an inference worker's two threads (prepare, infer) and the per-camera publish decision;
-//! - [`watchdog`]: systemd's watchdog and the camera staleness alarm.
+//! - `pipeline`: everything that depends on the cameras and the model, started, drained and stopped as one;
+//! - `worker`: an inference worker's two threads (prepare, infer) and the per-camera publish decision;
+//! - `watchdog`: systemd's watchdog and the camera staleness alarm.
 //!
 //! Threads: one capture thread per camera feeding the [`crate::capture::FrameHub`]; per inference worker, a
 //! prepare thread and an inference thread circulating two input tensors; the tokio runtime hosts the

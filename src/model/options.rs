@@ -77,7 +77,7 @@ pub struct ModelOptions {
     pub tensorrt: TensorRtOptions,
     /// `[model.cuda]` settings, used for the CUDA provider and for what TensorRT leaves to CUDA.
     pub cuda: CudaOptions,
-    /// Profile the warm-up inference to learn which provider ran each node (see [`Model::placement`]).
+    /// Profile the warm-up inference to learn which provider ran each node (see [`super::Model::placement`]).
     pub record_placement: bool,
     /// The output holding the class scores, by name; `None`: the first (with a warning when there are more).
     pub output_name: Option<String>,
