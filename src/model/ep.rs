@@ -1,18 +1,16 @@
 //! Execution providers: which ones this build and the loaded ONNX Runtime offer, how their options
 //! ([`super::options`]: `[model.tensorrt]`, `[model.cuda]`) become ONNX Runtime's, opening a session with the
-//! first one that works, and where ONNX Runtime actually placed the graph's nodes.
+//! first one that works, and the inspect probe. Where the nodes ran is [`super::placement`]'s job, TensorRT's
+//! engine cache [`super::tensorrt`]'s.
 //!
 //! A provider is skipped for one of three reasons, each reported on its own log line: camclassd was built
 //! without its cargo feature, the loaded ONNX Runtime library has no such provider (the CPU-only wheel), or
 //! ONNX Runtime has it but could not start it (CUDA, cuDNN or TensorRT libraries missing, no GPU).
 //!
 //! Even when a GPU provider starts, ONNX Runtime gives it only the nodes it supports and runs the rest on the
-//! CPU without saying so. [`ModelOptions::record_placement`] profiles the first inference (the only way the C
-//! API before 1.24 tells which provider ran each node) and reads the placement back from the profile.
+//! CPU without saying so: [`ModelOptions::record_placement`] profiles the first inference to find out.
 
-use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 
 use ort::session::Session;
 use ort::session::builder::SessionBuilder;
@@ -21,10 +19,14 @@ use serde::Serialize;
 
 use ort::session::builder::GraphOptimizationLevel;
 
-use super::{
-    ArenaExtendStrategy, ConvAlgoSearch, CudaOptions, ModelError, ModelOptions, Optimization, Provider, Runtime,
-    TensorRtOptions,
-};
+#[cfg(feature = "tensorrt")]
+use super::TensorRtOptions;
+use super::placement::{ProfileDir, ProviderNodes, finish_placement};
+#[cfg(feature = "tensorrt")]
+use super::tensorrt::{default_engine_cache_dir, engine_cache_folder, has_qdq_nodes};
+#[cfg(feature = "cuda")]
+use super::{ArenaExtendStrategy, ConvAlgoSearch, CudaOptions};
+use super::{ModelError, ModelOptions, Optimization, Provider, Runtime};
 
 /// ONNX Runtime's graph optimisation level for an [`Optimization`].
 fn optimization_level(o: Optimization) -> GraphOptimizationLevel {
@@ -57,16 +59,6 @@ pub struct SkippedProvider {
     pub reason: String,
 }
 
-/// How many of the (optimised) graph's nodes one provider ran. A TensorRT engine counts as one node.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ProviderNodes {
-    /// `cpu`, `cuda`, `tensorrt`, or ONNX Runtime's own name for any other provider.
-    pub provider: String,
-    pub nodes: usize,
-    /// Operator → count.
-    pub ops: BTreeMap<String, usize>,
-}
-
 /// What [`probe`] found: the provider a session opened with, those skipped, and the node placement.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SessionProbe {
@@ -80,23 +72,6 @@ pub struct SessionProbe {
     pub session_ms: f64,
 }
 
-/// The engine cache folder when `engine_cache_dir` is not set: systemd's `CacheDirectory=` (`$CACHE_DIRECTORY`,
-/// `/var/cache/camclassd` with the shipped unit), else the user's cache (`$XDG_CACHE_HOME`, `~/.cache`), else
-/// `/var/cache/camclassd`; then `tensorrt/` under it.
-pub fn default_engine_cache_dir() -> PathBuf {
-    cache_dir_from(&|name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from))
-}
-
-fn cache_dir_from(env: &dyn Fn(&str) -> Option<PathBuf>) -> PathBuf {
-    // CACHE_DIRECTORY may list several folders separated by ':'; the unit sets one.
-    let base = env("CACHE_DIRECTORY")
-        .and_then(|v| v.to_str().and_then(|s| s.split(':').next()).map(PathBuf::from))
-        .or_else(|| env("XDG_CACHE_HOME").map(|p| p.join("camclassd")))
-        .or_else(|| env("HOME").map(|p| p.join(".cache/camclassd")))
-        .unwrap_or_else(|| PathBuf::from("/var/cache/camclassd"));
-    base.join("tensorrt")
-}
-
 /// A session and what it took to open it. Field order matters: the session is dropped before its profile
 /// folder is removed (ONNX Runtime writes an unfinished profile when the session is dropped).
 pub(crate) struct Opened {
@@ -104,37 +79,6 @@ pub(crate) struct Opened {
     pub provider: Provider,
     pub skipped: Vec<SkippedProvider>,
     pub profile: ProfileDir,
-}
-
-/// A private folder for one session's profile, removed with everything in it when dropped, so that no
-/// profile is left in the temporary folder whatever path the load takes.
-#[derive(Debug, Default)]
-pub(crate) struct ProfileDir(Option<PathBuf>);
-
-impl ProfileDir {
-    fn create() -> Result<ProfileDir, String> {
-        let seq = PROFILE_SEQ.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("camclassd-placement-{}-{seq}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        Ok(ProfileDir(Some(dir)))
-    }
-
-    /// The prefix ORT completes with a time stamp and `.json`.
-    fn prefix(&self) -> Option<PathBuf> {
-        self.0.as_ref().map(|d| d.join("profile"))
-    }
-
-    pub(crate) fn remove(&mut self) {
-        if let Some(dir) = self.0.take() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
-impl Drop for ProfileDir {
-    fn drop(&mut self) {
-        self.remove();
-    }
 }
 
 /// The providers to try: the configured order up to and including `cpu`, which is always last.
@@ -292,9 +236,6 @@ struct SessionContext<'a> {
     /// model rather than from the working directory (`/` under systemd).
     from_file: bool,
 }
-
-/// Profile folders are named per session: workers load in parallel.
-static PROFILE_SEQ: AtomicUsize = AtomicUsize::new(0);
 
 fn build_session(
     ctx: &SessionContext<'_>,
@@ -491,115 +432,6 @@ fn mib(n: u64) -> usize {
     usize::try_from(n.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
 }
 
-/// `<base>/<model stem>-<sha256 prefix>-ort<version>/`, created and checked writable. One folder per model
-/// and runtime: engines are only valid for the model and the ONNX Runtime/TensorRT that built them, and a
-/// stale folder can be deleted by name.
-#[cfg_attr(not(feature = "tensorrt"), allow(dead_code))]
-fn engine_cache_folder(base: &Path, model: &Path, sha256: &str, ort_version: &str) -> Result<PathBuf, String> {
-    let stem = model.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
-    let stem: String =
-        stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-    let dir = base.join(format!("{stem}-{}-ort{ort_version}", &sha256[..sha256.len().min(12)]));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    // An existing folder may still be read-only (a cache made by root, read by the service user).
-    let probe = dir.join(".camclassd-write-test");
-    std::fs::write(&probe, b"").map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
-    let _ = std::fs::remove_file(&probe);
-    Ok(dir)
-}
-
-/// Just the op types of the main graph, so that decoding skips the weights.
-#[derive(Clone, PartialEq, prost::Message)]
-struct OpsOnlyModel {
-    #[prost(message, optional, tag = "7")]
-    graph: Option<OpsOnlyGraph>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct OpsOnlyGraph {
-    #[prost(message, repeated, tag = "1")]
-    node: Vec<OpsOnlyNode>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct OpsOnlyNode {
-    #[prost(string, tag = "4")]
-    op_type: String,
-}
-
-/// Whether the model is explicitly quantized (QDQ): TensorRT then needs INT8 enabled to honour the Q/DQ nodes.
-#[cfg_attr(not(feature = "tensorrt"), allow(dead_code))]
-pub(crate) fn has_qdq_nodes(bytes: &[u8]) -> bool {
-    use prost::Message;
-    OpsOnlyModel::decode(bytes)
-        .ok()
-        .and_then(|m| m.graph)
-        .is_some_and(|g| g.node.iter().any(|n| n.op_type == "QuantizeLinear" || n.op_type == "DequantizeLinear"))
-}
-
-/// Ends the session's profiling (started by [`ModelOptions::record_placement`]) and reads the node placement
-/// from the profile; the profile's folder is then removed.
-pub(crate) fn finish_placement(session: &mut Session, profile: &mut ProfileDir) -> Result<Vec<ProviderNodes>, String> {
-    if profile.prefix().is_none() {
-        return Err("the session was opened without profiling".into());
-    }
-    let ended = session.end_profiling().map_err(|e| format!("ending the profile: {e}"));
-    let text = ended.and_then(|file| std::fs::read_to_string(&file).map_err(|e| format!("reading {file}: {e}")));
-    profile.remove();
-    placement_from_profile(&text?)
-}
-
-/// Counts, per provider, the nodes that ran in an ONNX Runtime profile (`cat: "Node"` events, whose
-/// `args.provider` names the provider that executed the kernel).
-pub fn placement_from_profile(json: &str) -> Result<Vec<ProviderNodes>, String> {
-    let events: Vec<serde_json::Value> =
-        serde_json::from_str(json).map_err(|e| format!("the profile is not a JSON array of events: {e}"))?;
-    let mut seen = HashSet::new();
-    let mut by_provider: BTreeMap<String, ProviderNodes> = BTreeMap::new();
-    for e in &events {
-        let (Some("Node"), Some(name)) = (e["cat"].as_str(), e["name"].as_str()) else { continue };
-        // Each node has fence and kernel events; the kernel event is the one that says who ran it.
-        let Some(node) = name.strip_suffix("_kernel_time") else { continue };
-        let Some(ort_name) = e["args"]["provider"].as_str() else { continue };
-        if !seen.insert(node.to_string()) {
-            continue;
-        }
-        let provider = short_provider_name(ort_name);
-        let entry = by_provider.entry(provider.clone()).or_insert_with(|| ProviderNodes {
-            provider,
-            nodes: 0,
-            ops: BTreeMap::new(),
-        });
-        entry.nodes += 1;
-        let op = e["args"]["op_name"].as_str().unwrap_or("?").to_string();
-        *entry.ops.entry(op).or_default() += 1;
-    }
-    if by_provider.is_empty() {
-        return Err("the profile holds no node events".into());
-    }
-    let mut list: Vec<ProviderNodes> = by_provider.into_values().collect();
-    list.sort_by(|a, b| b.nodes.cmp(&a.nodes).then_with(|| a.provider.cmp(&b.provider)));
-    Ok(list)
-}
-
-fn short_provider_name(ort_name: &str) -> String {
-    match ort_name {
-        "CPUExecutionProvider" => "cpu".into(),
-        "CUDAExecutionProvider" => "cuda".into(),
-        "TensorrtExecutionProvider" => "tensorrt".into(),
-        other => other.into(),
-    }
-}
-
-/// `tensorrt 1 node, cuda 4 nodes, cpu 2 nodes`.
-pub fn placement_text(placement: &[ProviderNodes]) -> String {
-    placement
-        .iter()
-        .map(|p| format!("{} {} node{}", p.provider, p.nodes, if p.nodes == 1 { "" } else { "s" }))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Opens a session for any ONNX model (not only classifiers) the way the daemon would, runs it once on zeros
 /// (symbolic dimensions as 1) and reports the provider and node placement.
 pub fn probe(runtime: &Runtime, path: &Path, options: &ModelOptions) -> Result<SessionProbe, ModelError> {
@@ -675,44 +507,6 @@ mod tests {
     }
 
     #[test]
-    fn placement_counts_kernel_events_per_provider() {
-        let json = r#"[
-            {"cat":"Session","name":"session_initialization","args":{}},
-            {"cat":"Node","name":"a_fence_before","args":{"op_name":"Conv"}},
-            {"cat":"Node","name":"TRTKernel_graph_main_0_kernel_time","args":{"op_name":"TRTKernel_graph_main_0","provider":"TensorrtExecutionProvider"}},
-            {"cat":"Node","name":"q_kernel_time","args":{"op_name":"QuantizeLinear","provider":"CPUExecutionProvider"}},
-            {"cat":"Node","name":"dq_kernel_time","args":{"op_name":"DequantizeLinear","provider":"CPUExecutionProvider"}},
-            {"cat":"Node","name":"q_kernel_time","args":{"op_name":"QuantizeLinear","provider":"CPUExecutionProvider"}},
-            {"cat":"Node","name":"copy_kernel_time","args":{"op_name":"MemcpyToHost","provider":"CUDAExecutionProvider"}}
-        ]"#;
-        let p = placement_from_profile(json).expect("parses");
-        assert_eq!(
-            p.iter().map(|p| (p.provider.as_str(), p.nodes)).collect::<Vec<_>>(),
-            [("cpu", 2), ("cuda", 1), ("tensorrt", 1)]
-        );
-        assert_eq!(p[0].ops.get("QuantizeLinear"), Some(&1));
-        assert_eq!(placement_text(&p), "cpu 2 nodes, cuda 1 node, tensorrt 1 node");
-        assert!(placement_from_profile("[]").is_err());
-        assert!(placement_from_profile("{").is_err());
-    }
-
-    #[test]
-    fn qdq_models_are_recognised_without_decoding_the_weights() {
-        use prost::Message;
-        let model = |ops: &[&str]| {
-            OpsOnlyModel {
-                graph: Some(OpsOnlyGraph {
-                    node: ops.iter().map(|o| OpsOnlyNode { op_type: (*o).to_string() }).collect(),
-                }),
-            }
-            .encode_to_vec()
-        };
-        assert!(has_qdq_nodes(&model(&["QuantizeLinear", "DequantizeLinear", "Conv"])));
-        assert!(!has_qdq_nodes(&model(&["Conv", "Relu"])));
-        assert!(!has_qdq_nodes(b"not a model"));
-    }
-
-    #[test]
     fn external_data_stays_in_the_models_folder() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("w.data"), b"").expect("write");
@@ -729,31 +523,5 @@ mod tests {
         assert!(e.contains("leads out of the model's folder"), "{e}");
         let e = check_external_location(dir.path(), "missing.data").expect_err("missing");
         assert!(e.contains("No such file"), "{e}");
-    }
-
-    #[test]
-    fn the_engine_cache_folder_is_per_model_and_runtime() {
-        let base = tempfile::tempdir().expect("tempdir");
-        let dir = engine_cache_folder(base.path(), Path::new("models/my model.onnx"), "0123456789abcdef", "1.32.0")
-            .expect("created");
-        assert_eq!(dir, base.path().join("my_model-0123456789ab-ort1.32.0"));
-        assert!(dir.is_dir());
-        // A file where the folder should be: a reason, not a panic.
-        let blocked = base.path().join("file");
-        std::fs::write(&blocked, b"").expect("write");
-        assert!(engine_cache_folder(&blocked, Path::new("m.onnx"), "00", "1").is_err());
-    }
-
-    #[test]
-    fn the_default_cache_follows_systemd_then_xdg_then_home() {
-        let with = |vars: &[(&str, &str)]| {
-            let vars: Vec<(String, PathBuf)> = vars.iter().map(|(k, v)| (k.to_string(), PathBuf::from(v))).collect();
-            cache_dir_from(&move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
-        };
-        let all = [("CACHE_DIRECTORY", "/var/cache/camclassd"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/home/u")];
-        assert_eq!(with(&all), Path::new("/var/cache/camclassd/tensorrt"));
-        assert_eq!(with(&all[1..]), Path::new("/x/camclassd/tensorrt"));
-        assert_eq!(with(&all[2..]), Path::new("/home/u/.cache/camclassd/tensorrt"));
-        assert_eq!(with(&[]), Path::new("/var/cache/camclassd/tensorrt"));
     }
 }

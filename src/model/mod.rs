@@ -8,8 +8,10 @@
 
 pub mod ep;
 pub mod options;
+pub mod placement;
 pub mod runtime;
 pub mod spec;
+pub mod tensorrt;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,10 +20,11 @@ use ort::session::Session;
 use ort::value::{Tensor, TensorElementType, ValueType};
 use sha2::{Digest, Sha256};
 
-pub use ep::{ProviderNodes, SkipKind, SkippedProvider};
+pub use ep::{SkipKind, SkippedProvider};
 pub use options::{
     ArenaExtendStrategy, ConvAlgoSearch, CudaOptions, ModelOptions, Optimization, Provider, TensorRtOptions,
 };
+pub use placement::ProviderNodes;
 pub use runtime::Runtime;
 pub use spec::{InputShape, ModelSpec, Overrides, SpecError};
 
@@ -107,7 +110,7 @@ pub struct Model {
     /// Session creation, and the first (warm-up) inference.
     load_times: (std::time::Duration, std::time::Duration),
     /// Last, so that it is removed after the session is dropped (see [`ep::Opened`]).
-    profile: ep::ProfileDir,
+    profile: placement::ProfileDir,
 }
 
 impl Model {
@@ -210,7 +213,7 @@ impl Model {
         }
         model.load_times.1 = warm_up_started.elapsed();
         if options.record_placement {
-            match ep::finish_placement(&mut model.session, &mut model.profile) {
+            match placement::finish_placement(&mut model.session, &mut model.profile) {
                 Ok(placement) => model.placement = Some(placement),
                 // Only a report is lost: the session itself is fine.
                 Err(e) => tracing::debug!(model = %path.display(), "node placement unknown: {e}"),
@@ -319,7 +322,7 @@ fn session_summary(model: &Model) {
     tracing::info!(
         model = %model.path.display(),
         provider = %model.provider,
-        nodes = %model.placement.as_deref().map_or_else(|| "not recorded".into(), ep::placement_text),
+        nodes = %model.placement.as_deref().map_or_else(|| "not recorded".into(), placement::placement_text),
         classes = model.num_classes,
         input = %format!("{:?} {}x{}", s.layout, s.input_size.0, s.input_size.1),
         "model ready"

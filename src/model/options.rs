@@ -114,7 +114,7 @@ pub struct TensorRtOptions {
     pub int8: Option<bool>,
     /// Keep built engines on disk, so that a restart loads them instead of rebuilding for minutes.
     pub engine_cache: bool,
-    /// Where engines (and the timing cache) are kept; `None` = [`super::ep::default_engine_cache_dir`].
+    /// Where engines (and the timing cache) are kept; `None` = [`super::tensorrt::default_engine_cache_dir`].
     pub engine_cache_dir: Option<PathBuf>,
     /// Keep TensorRT's kernel timing results, which speeds up building engines for other models too.
     pub timing_cache: bool,

@@ -418,7 +418,7 @@ pub fn render_table(rows: &[Row]) -> String {
                 short(Path::new(&r.model)),
                 r.provider,
                 r.batch,
-                crate::model::ep::placement_text(p)
+                crate::model::placement::placement_text(p)
             );
         }
     }

@@ -9,7 +9,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::onnx_proto::{self as pb, data_type};
-use crate::model::ep::{SessionProbe, placement_text};
+use crate::model::ep::SessionProbe;
+use crate::model::placement::placement_text;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
