@@ -55,6 +55,26 @@ pub enum OutputKind {
     Auto,
 }
 
+impl ModelSpec {
+    /// A recipe for decoding alone (checking that pictures decode, whatever model will take them): decoding
+    /// does not depend on the recipe, so any valid one will do.
+    pub fn for_decoding() -> ModelSpec {
+        ModelSpec {
+            name: String::new(),
+            layout: Layout::Nchw,
+            channel_order: ChannelOrder::Rgb,
+            input_size: (1, 1),
+            resize: 1,
+            crop: Crop::Center,
+            interpolation: Interpolation::Bilinear,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            output: OutputKind::Logits,
+            labels: Vec::new(),
+        }
+    }
+}
+
 impl OutputKind {
     /// `Auto` decided from the model's warm-up output: a vector in [0, 1] summing to 1 is probabilities,
     /// anything else logits. Once per model, so a logits model whose scores for one frame happen to look

@@ -382,21 +382,16 @@ pub fn yuyv_to_rgb(yuyv: &[u8], rgb: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::spec::OutputKind;
 
     fn spec(layout: Layout, order: ChannelOrder) -> ModelSpec {
         ModelSpec {
-            name: "t".into(),
             layout,
             channel_order: order,
             input_size: (4, 6),
             resize: 6,
-            crop: Crop::Center,
-            interpolation: Interpolation::Bilinear,
             mean: [127.5; 3],
             std: [127.5; 3],
-            output: OutputKind::Logits,
-            labels: vec![],
+            ..ModelSpec::for_decoding()
         }
     }
 

@@ -94,22 +94,7 @@ const MAX_IMAGE_BYTES: u64 = 256 << 20;
 /// measurement and returned as `file: reason` lines, so that one bad file neither aborts the run nor goes
 /// unnamed.
 pub fn usable_images(paths: &[PathBuf]) -> (Vec<Vec<u8>>, Vec<String>) {
-    use crate::model::spec::{ChannelOrder, Crop, Interpolation, Layout, ModelSpec, OutputKind};
-    // Decoding does not depend on the recipe: any valid one will do.
-    let spec = ModelSpec {
-        name: String::new(),
-        layout: Layout::Nchw,
-        channel_order: ChannelOrder::Rgb,
-        input_size: (1, 1),
-        resize: 1,
-        crop: Crop::Center,
-        interpolation: Interpolation::Bilinear,
-        mean: [0.0; 3],
-        std: [1.0; 3],
-        output: OutputKind::Logits,
-        labels: Vec::new(),
-    };
-    let mut pre = Preprocessor::new(&spec);
+    let mut pre = Preprocessor::new(&crate::model::spec::ModelSpec::for_decoding());
     let (mut usable, mut failed) = (Vec::new(), Vec::new());
     for path in paths {
         let bytes = match std::fs::metadata(path) {
