@@ -196,3 +196,23 @@ fn two_daemons_with_one_client_id_back_off_and_name_the_cause() {
         "{log_a}\n---\n{log_b}"
     );
 }
+
+#[test]
+fn sigterm_right_after_an_early_reload_does_not_wait_out_the_drain() {
+    // Issue 18 #17: SIGHUP 0.1 s after start, then SIGTERM: the queue is empty, so shutdown must not wait the
+    // publisher's 3 s drain.
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut daemon = Daemon::start(&daemon_config(dir.path(), &broker, &coffee_camera(5.0)));
+    std::thread::sleep(Duration::from_millis(100));
+    daemon.signal("-HUP");
+    daemon.wait_log("config reloaded", Duration::from_secs(30));
+    daemon.wait_log("MQTT connected", Duration::from_secs(10));
+    let t = Instant::now();
+    daemon.signal("-TERM");
+    let code = daemon.wait_exit(Duration::from_secs(10));
+    let (took, log) = (t.elapsed(), daemon.log());
+    assert_eq!(code, Some(0), "{log}");
+    assert!(took < Duration::from_millis(2500), "stopped in {took:?}:\n{log}");
+    assert!(log.contains("queued=0"), "{log}");
+}
