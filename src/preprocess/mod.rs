@@ -27,6 +27,9 @@ pub const MAX_SIDE: u32 = 16384;
 pub const MAX_PIXELS: u64 = 32 << 20;
 /// The largest decoder output (16-bit or alpha pictures are larger than RGB8 per pixel).
 pub const MAX_DECODED_BYTES: u64 = 128 << 20;
+/// A decode buffer larger than this (and than twice the current picture's need) is given back after an
+/// outsized picture: a 4K RGB frame takes 24 MiB.
+const RETAINED_DECODE_BYTES: usize = 32 << 20;
 
 /// A frame as it arrives from a source.
 #[derive(Debug, Clone, Copy)]
@@ -214,7 +217,12 @@ impl Preprocessor {
         let (total, pixels) = (total as usize, pixels as usize);
         check_color(color)?;
         // Kept from the last frame (the decoder overwrites what it uses): no per-frame allocation or zeroing.
-        self.rgb.resize(total.max(3 * pixels), 0);
+        // But one outsized picture must not pin up to 128 MiB per worker for the rest of the run.
+        let need = total.max(3 * pixels);
+        if self.rgb.capacity() > (2 * need).max(RETAINED_DECODE_BYTES) {
+            self.rgb = Vec::new();
+        }
+        self.rgb.resize(need, 0);
         decoder.read_image(&mut self.rgb[..total])?;
         to_rgb8_in_place(color, &mut self.rgb, pixels)?;
 
@@ -612,6 +620,26 @@ mod tests {
             to_rgb8_in_place(color, &mut buf, px).expect("converts");
             assert_eq!(buf, want, "{color:?}");
         }
+    }
+
+    #[test]
+    fn an_outsized_picture_does_not_pin_its_buffer_for_the_next_frames() {
+        let png = |side: u32| {
+            let mut out = Vec::new();
+            image::GrayImage::new(side, side)
+                .write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+                .expect("png");
+            out
+        };
+        let mut p = Preprocessor::new(&spec(Layout::Nchw, ChannelOrder::Rgb));
+        p.decode(Frame::Encoded(&png(4000))).expect("16 megapixels decode");
+        assert!(p.rgb.capacity() >= 48_000_000);
+        p.decode(Frame::Encoded(&png(64))).expect("decodes");
+        assert!(p.rgb.capacity() < 1 << 20, "{} bytes kept", p.rgb.capacity());
+        // Steady same-sized frames keep their buffer (no per-frame allocation).
+        let kept = p.rgb.as_ptr();
+        p.decode(Frame::Encoded(&png(64))).expect("decodes");
+        assert_eq!(p.rgb.as_ptr(), kept);
     }
 
     #[test]
