@@ -277,31 +277,33 @@ pub fn rfc3339(t: SystemTime) -> String {
 /// from its frame's capture (`captured_at`) to its publication, outages and re-sends included. The event is
 /// encoded (and queued) before it is published, so the value is patched in place; a payload that is not an
 /// event is left alone.
-pub fn stamp_capture_to_publish(payload: &mut Vec<u8>, now: SystemTime) {
+pub fn stamp_capture_to_publish(payload: &mut Vec<u8>, now: SystemTime) -> Option<Duration> {
     const CAPTURED: &[u8] = b"\"captured_at\":\"";
     const FIELD: &[u8] = b"\"capture_to_publish\":";
     let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
-    let Some(at) = find(payload, CAPTURED).map(|i| i + CAPTURED.len()) else { return };
-    let Some(len) = payload[at..].iter().position(|&b| b == b'"') else { return };
+    let Some(at) = find(payload, CAPTURED).map(|i| i + CAPTURED.len()) else { return None };
+    let Some(len) = payload[at..].iter().position(|&b| b == b'"') else { return None };
     let Some(captured) =
         std::str::from_utf8(&payload[at..at + len]).ok().and_then(|t| humantime::parse_rfc3339(t).ok())
     else {
-        return;
+        return None;
     };
-    let Some(start) = find(payload, FIELD).map(|i| i + FIELD.len()) else { return };
+    let Some(start) = find(payload, FIELD).map(|i| i + FIELD.len()) else { return None };
     let end = payload[start..]
         .iter()
         .position(|b| !matches!(b, b'0'..=b'9' | b'.' | b'-' | b'+' | b'e' | b'E'))
         .map_or(payload.len(), |n| start + n);
     // A wall clock stepped back since the capture reads as 0, not as a negative time.
-    let ms = millis(now.duration_since(captured).unwrap_or_default());
+    let elapsed = now.duration_since(captured).unwrap_or_default();
+    let ms = millis(elapsed);
     let mut number = [0u8; 32];
     let mut cursor = std::io::Cursor::new(&mut number[..]);
     if std::io::Write::write_fmt(&mut cursor, format_args!("{ms:?}")).is_err() {
-        return;
+        return None;
     }
     let written = cursor.position() as usize;
     payload.splice(start..end, number[..written].iter().copied());
+    Some(elapsed)
 }
 
 pub fn millis(d: Duration) -> f64 {

@@ -119,6 +119,18 @@ impl Health {
         }
     }
 
+    /// `camera`'s totals: frames classified, frames dropped (skipped or late), and whether it is connected
+    /// (not stale).
+    pub fn camera_totals(&self, camera: usize) -> Option<(u64, u64, bool)> {
+        self.cameras.get(camera).map(|c| {
+            (
+                c.frames.load(Ordering::Relaxed),
+                c.dropped.load(Ordering::Relaxed) + c.late.load(Ordering::Relaxed),
+                c.connected.load(Ordering::Relaxed),
+            )
+        })
+    }
+
     pub fn inferences(&self) -> u64 {
         self.inferences.load(Ordering::Relaxed)
     }

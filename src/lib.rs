@@ -26,6 +26,9 @@
 //! - [`health`]: per-frame counters (atomics) and the periodic health report, systemd STATUS and watchdog.
 //! - [`daemon`]: wires the stages with bounded hand-offs, reloads the config on SIGHUP, feeds the
 //!   watchdog, and shuts the stages down in order.
+//! - [`live`]: what the daemon is doing right now (newest frame and classification per camera, broker and
+//!   queue counters), written by the pipeline and the publisher, read by the HTTP server.
+//! - [`http`]: the status page, Prometheus `/metrics` and the JSON API (`[http]`), on the daemon's runtime.
 //! - [`pipeline`]: the same stage functions chained for the tools, so a tool's answer is the daemon's.
 //! - [`tools`]: the user-facing commands built on the pipeline (`classify`).
 #![warn(clippy::unwrap_used, missing_debug_implementations)]
@@ -37,6 +40,8 @@ pub mod config;
 pub mod daemon;
 pub mod events;
 pub mod health;
+pub mod http;
+pub mod live;
 pub mod model;
 pub mod pipeline;
 pub mod postprocess;

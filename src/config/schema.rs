@@ -31,6 +31,64 @@ pub struct Config {
     pub homeassistant: Option<HomeAssistantConfig>,
     #[serde(default)]
     pub health: HealthConfig,
+    /// The HTTP server (status page, `/metrics`, JSON API); off unless the section is present.
+    pub http: Option<HttpConfig>,
+}
+
+/// `[http]`: the status page, Prometheus metrics and the JSON API.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `address:port` to listen on; a non-loopback address needs `token_file`.
+    #[serde(default = "default_http_listen")]
+    pub listen: String,
+    /// A file holding the bearer token (first line) every request must carry.
+    pub token_file: Option<PathBuf>,
+    /// TLS: the server's certificate chain (PEM); needs `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// TLS: the certificate's private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// Largest request body (a picture to classify), MiB; larger ones get 413.
+    #[serde(default = "default_http_max_body_mb")]
+    pub max_body_mb: u64,
+    /// `POST /api/v1/classify` requests classified at once, each on its own one-thread ONNX Runtime session
+    /// running at a lower CPU priority than the cameras.
+    #[serde(default = "default_http_classify_workers")]
+    pub classify_workers: usize,
+    /// Classify requests that may wait for a worker; beyond them the answer is 429 with `Retry-After`.
+    #[serde(default = "default_http_classify_queue")]
+    pub classify_queue: usize,
+    /// The page's address as others reach it (Home Assistant's `configuration_url`); default: from `listen`
+    /// and the hostname.
+    pub url: Option<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_http_listen(),
+            token_file: None,
+            cert_file: None,
+            key_file: None,
+            max_body_mb: default_http_max_body_mb(),
+            classify_workers: default_http_classify_workers(),
+            classify_queue: default_http_classify_queue(),
+            url: None,
+        }
+    }
+}
+
+fn default_http_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+const fn default_http_max_body_mb() -> u64 {
+    10
+}
+const fn default_http_classify_workers() -> usize {
+    1
+}
+const fn default_http_classify_queue() -> usize {
+    16
 }
 
 /// `[queue]`: the on-disk queue every event passes through until the broker acknowledges it.

@@ -147,6 +147,49 @@ impl Config {
                 problem("homeassistant.discovery_prefix", format!("{p:?} must be a topic without wildcards"));
             }
         }
+        if let Some(http) = &self.http {
+            match http.listen.parse::<std::net::SocketAddr>() {
+                Err(_) => problem(
+                    "http.listen",
+                    format!("{:?} is not address:port (e.g. \"127.0.0.1:8080\" or \"[::]:8080\")", http.listen),
+                ),
+                Ok(addr) if !addr.ip().is_loopback() && http.token_file.is_none() => problem(
+                    "http.listen",
+                    format!(
+                        "{addr} is reachable from other machines: set http.token_file (a file holding the bearer \
+                         token every request must carry), or listen on 127.0.0.1"
+                    ),
+                ),
+                Ok(_) => {}
+            }
+            if let Some(why) = http.token_file.as_deref().and_then(not_a_file) {
+                problem("http.token_file", why);
+            }
+            match (&http.cert_file, &http.key_file) {
+                (Some(_), None) => problem("http.key_file", "cert_file needs key_file".into()),
+                (None, Some(_)) => problem("http.cert_file", "key_file needs cert_file".into()),
+                _ => {}
+            }
+            for (key, f) in [("http.cert_file", &http.cert_file), ("http.key_file", &http.key_file)] {
+                if let Some(why) = f.as_deref().and_then(not_a_file) {
+                    problem(key, why);
+                }
+            }
+            if !(1..=256).contains(&http.max_body_mb) {
+                problem("http.max_body_mb", format!("expected 1 to 256 MiB, got {}", http.max_body_mb));
+            }
+            if !(1..=16).contains(&http.classify_workers) {
+                problem("http.classify_workers", format!("must be between 1 and 16, got {}", http.classify_workers));
+            }
+            if http.classify_queue > 1024 {
+                problem("http.classify_queue", format!("must be at most 1024, got {}", http.classify_queue));
+            }
+            if let Some(url) = &http.url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                problem("http.url", format!("{url:?} must start with http:// or https://"));
+            }
+        }
         if !(self.health.interval.is_finite() && (0.1..=86_400.0).contains(&self.health.interval)) {
             problem("health.interval", format!("expected seconds from 0.1 to 86400, got {}", self.health.interval));
         }

@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 
 use crate::check::{self, CheckStatus, ModelCheck};
 use crate::config::Config;
+use crate::live::Live;
 use crate::model::{self, Model, ModelError};
 use crate::pipeline::Classifier;
 use crate::publish::{self, Command, Control, Limits, Publication, PublishError, Queue, QueueError, Settings};
@@ -45,6 +46,8 @@ pub enum DaemonError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Check(#[from] check::CheckLoadError),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
     #[error("cannot start a thread: {0}")]
     Thread(#[from] std::io::Error),
     #[error("a pipeline thread failed (see the log); stopped so that the service manager restarts camclassd")]
@@ -57,6 +60,8 @@ impl DaemonError {
         match self {
             // A full or read-only disk may be fixed by the time systemd restarts us; a config error will not.
             DaemonError::Thread(_) | DaemonError::Failed | DaemonError::Queue(QueueError::Io { .. }) => 1,
+            // A port in use may be free when systemd tries again.
+            DaemonError::Http(crate::http::HttpError::Bind { .. }) => 1,
             _ => 2,
         }
     }
@@ -123,13 +128,26 @@ pub async fn run_with<S: Future<Output = ()>>(
     let mut settings = Settings::from_config(&config)?;
     let ort_lib = ort_lib.or(config.onnxruntime.library.as_deref());
     let runtime = model::runtime::load(ort_lib)?;
+    let http_settings = config.http.as_ref().map(crate::http::Settings::from_config).transpose()?;
+    if let (Some(d), Some(http)) = (settings.discovery.as_mut(), &http_settings) {
+        d.set_configuration_url(&http.url);
+    }
     let (models, check) = load_models(runtime, &config)?;
     let queue = open_queue(&config)?;
+    let live = Arc::new(Live::new(&config.node_id(), config.http.is_some()));
+    let http = match (&config.http, &http_settings) {
+        (Some(http), Some(http_settings)) => {
+            let pool = classify_pool(runtime, &config, &check, http)?;
+            Some(crate::http::Server::start(http_settings, Arc::clone(&live), Some(pool)).await?)
+        }
+        _ => None,
+    };
 
-    let mut pipeline = Pipeline::start(&config, models, check, hooks)?;
+    let mut pipeline = Pipeline::start(&config, models, check, hooks, &live)?;
     let (command_tx, mut commands) = mpsc::channel::<Command>(4);
-    let mut publisher = PublisherHandle::spawn(settings.clone(), queue, &pipeline, command_tx.clone());
+    let mut publisher = PublisherHandle::spawn(settings.clone(), queue, &pipeline, command_tx.clone(), &live);
     pipeline.run(&publisher.events)?;
+    live.set_pipeline(Arc::clone(&pipeline.live));
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tracing::info!(
         node = %config.node_id(),
@@ -170,7 +188,8 @@ pub async fn run_with<S: Future<Output = ()>>(
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
         // Everything that can fail is prepared before the running pipeline stops, on a blocking thread (a
         // TensorRT build takes minutes), while this loop still answers SIGTERM.
-        let preparing = tokio::task::spawn_blocking(move || prepare_reload(&path, runtime, hooks));
+        let reload_live = Arc::clone(&live);
+        let preparing = tokio::task::spawn_blocking(move || prepare_reload(&path, runtime, hooks, &reload_live));
         let prepared = tokio::select! {
             () = &mut shutdown => {
                 tracing::info!("shutting down; the reload being prepared is abandoned");
@@ -178,7 +197,7 @@ pub async fn run_with<S: Future<Output = ()>>(
             }
             prepared = preparing => prepared.unwrap_or_else(|e| Err(format!("the reload failed: {e}"))),
         };
-        let (new, new_settings, next) = match prepared {
+        let (new, mut new_settings, next) = match prepared {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!("reload refused, the running config stays:\n{e}");
@@ -189,6 +208,9 @@ pub async fn run_with<S: Future<Output = ()>>(
         for warning in new.warnings() {
             tracing::warn!("{warning}");
         }
+        if let (Some(d), Some(http)) = (new_settings.discovery.as_mut(), &http_settings) {
+            d.set_configuration_url(&http.url);
+        }
         for change in restart_only_changes(&running, &new) {
             tracing::warn!("{change} changes take effect at the next restart");
         }
@@ -198,7 +220,7 @@ pub async fn run_with<S: Future<Output = ()>>(
             tracing::info!("[mqtt] changed: reconnecting with the new settings");
             let (stats, queue) = publisher.stop().await?;
             summary.add(stats);
-            publisher = PublisherHandle::spawn(new_settings.clone(), queue, &pipeline, command_tx.clone());
+            publisher = PublisherHandle::spawn(new_settings.clone(), queue, &pipeline, command_tx.clone(), &live);
         } else {
             let _ = publisher
                 .control
@@ -206,6 +228,7 @@ pub async fn run_with<S: Future<Output = ()>>(
                 .await;
         }
         pipeline.run(&publisher.events)?;
+        live.set_pipeline(Arc::clone(&pipeline.live));
         settings = new_settings;
         running = new;
         if let Ok(mut w) = watched.lock() {
@@ -221,6 +244,9 @@ pub async fn run_with<S: Future<Output = ()>>(
     // A publisher that died ends the daemon with an error, even when the workers then stopped "cleanly".
     let (stats, _) = publisher.stop().await?;
     summary.add(stats);
+    if let Some(http) = http {
+        http.stop().await;
+    }
     tracing::info!(
         frames = summary.frames,
         events = summary.events,
@@ -247,6 +273,7 @@ fn prepare_reload(
     path: &Path,
     runtime: &'static model::runtime::Runtime,
     hooks: Hooks,
+    live: &Live,
 ) -> Result<(Config, Settings, Pipeline), String> {
     let new = Config::load_for_daemon(path).map_err(|e| e.to_string())?;
     let settings = Settings::from_config(&new).map_err(|e| e.to_string())?;
@@ -254,7 +281,7 @@ fn prepare_reload(
         std::thread::sleep(delay);
     }
     let (models, check) = load_models(runtime, &new).map_err(|e| e.to_string())?;
-    let pipeline = Pipeline::start(&new, models, check, hooks).map_err(|e| e.to_string())?;
+    let pipeline = Pipeline::start(&new, models, check, hooks, live).map_err(|e| e.to_string())?;
     Ok((new, settings, pipeline))
 }
 
@@ -263,6 +290,10 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
     let mut changes = Vec::new();
     if running.queue != new.queue {
         changes.push("[queue]");
+    }
+    if running.http != new.http {
+        // The server, its token and its classify sessions live as long as the process.
+        changes.push("[http]");
     }
     if running.onnxruntime.library != new.onnxruntime.library {
         // The library is loaded once per process: ONNX Runtime cannot be unloaded.
@@ -306,6 +337,32 @@ fn load_models(
     Ok((models, outcome))
 }
 
+/// The sessions `POST /api/v1/classify` runs on: the model the cameras run (the fallback when it replaced
+/// the configured one), one intra-op thread each.
+fn classify_pool(
+    runtime: &'static model::runtime::Runtime,
+    config: &Config,
+    check: &ModelCheck,
+    http: &crate::config::HttpConfig,
+) -> Result<crate::http::classify::ClassifyPool, DaemonError> {
+    let path = match (&check.status, &config.model.fallback) {
+        (CheckStatus::Fallback, Some(fallback)) => fallback,
+        _ => &config.model.path,
+    };
+    let pool = tokio::task::block_in_place(|| {
+        crate::http::classify::ClassifyPool::start(
+            runtime,
+            path,
+            &config.model.model_options(),
+            http.classify_workers,
+            http.classify_queue,
+            config.model.top_k,
+            config.model.min_score,
+        )
+    })?;
+    Ok(pool)
+}
+
 fn open_queue(config: &Config) -> Result<Queue, DaemonError> {
     let limits = Limits { max_events: config.queue.max_events, max_bytes: config.queue.max_mb * 1024 * 1024 };
     let queue = tokio::task::block_in_place(|| Queue::open(&config.queue.path, limits))?;
@@ -320,7 +377,13 @@ struct PublisherHandle {
 }
 
 impl PublisherHandle {
-    fn spawn(settings: Settings, queue: Queue, pipeline: &Pipeline, commands: mpsc::Sender<Command>) -> Self {
+    fn spawn(
+        settings: Settings,
+        queue: Queue,
+        pipeline: &Pipeline,
+        commands: mpsc::Sender<Command>,
+        live: &Live,
+    ) -> Self {
         let (events, rx) = mpsc::channel::<Publication>(256);
         let (control, control_rx) = mpsc::channel::<Control>(4);
         let task = tokio::spawn(publish::run(
@@ -331,6 +394,7 @@ impl PublisherHandle {
             rx,
             control_rx,
             commands,
+            Arc::clone(&live.broker),
         ));
         PublisherHandle { events, control, task }
     }

@@ -15,6 +15,7 @@ use crate::check::ModelCheck;
 use crate::config::{CameraConfig, Config, PublishMode};
 use crate::events::{Policy, Tracker};
 use crate::health::Health;
+use crate::live::{Live, LivePipeline};
 use crate::model::Model;
 use crate::publish::Publication;
 
@@ -36,6 +37,8 @@ pub(super) struct Pipeline {
     pub(super) finished: usize,
     dropped: Arc<AtomicU64>,
     hooks: Hooks,
+    /// What the HTTP server reads of this pipeline.
+    pub(super) live: Arc<LivePipeline>,
 }
 
 /// A camera's publish policy from its config section.
@@ -56,6 +59,7 @@ impl Pipeline {
         models: Vec<Model>,
         check: ModelCheck,
         hooks: Hooks,
+        live: &Live,
     ) -> Result<Pipeline, DaemonError> {
         if config.cameras.is_empty() {
             return Err(DaemonError::Incomplete);
@@ -67,12 +71,18 @@ impl Pipeline {
             .collect();
         let names: Vec<String> = cameras.iter().map(|c| c.name.clone()).collect();
         let (done_tx, done) = mpsc::channel::<u64>(models.len().max(1));
+        let health = Arc::new(Health::new(&names).with_model_check(check));
+        let hub = Arc::new(FrameHub::new(config.cameras.len()));
+        let (model_name, labels) =
+            models.first().map(|m| (m.spec().name.clone(), m.spec().labels.clone())).unwrap_or_default();
+        let live = live.pipeline_view(&names, &health, &hub, &model_name, &labels);
         Ok(Pipeline {
-            health: Arc::new(Health::new(&names).with_model_check(check)),
+            health,
             names,
             cameras_config: config.cameras.clone(),
             cameras: Arc::new(Mutex::new(cameras)),
-            hub: Arc::new(FrameHub::new(config.cameras.len())),
+            hub,
+            live,
             stop: Arc::new(AtomicBool::new(false)),
             workers: models.len(),
             models,
@@ -112,6 +122,7 @@ impl Pipeline {
                 min_score: self.min_score,
                 dropped: Arc::clone(&self.dropped),
                 stall_after: self.hooks.stall_inference_after,
+                live: Arc::clone(&self.live),
             };
             worker.spawn(i, model, done_tx.clone())?;
         }

@@ -14,6 +14,7 @@ use super::DaemonError;
 use crate::capture::FrameHub;
 use crate::events::{self, Decision, ModelRef, Observed, Speaker, Tracker};
 use crate::health::Health;
+use crate::live::LivePipeline;
 use crate::model::{Input, Model, ModelSpec};
 use crate::pipeline::{Infer, Prepare};
 use crate::publish::Publication;
@@ -37,6 +38,8 @@ pub(super) struct Worker {
     pub(super) dropped: Arc<AtomicU64>,
     /// Test hook ([`super::Hooks`]): hang after this many frames.
     pub(super) stall_after: Option<u64>,
+    /// The newest frame and classification per camera, for the HTTP page.
+    pub(super) live: Arc<LivePipeline>,
 }
 
 /// A frame prepared for inference.
@@ -60,8 +63,9 @@ impl Worker {
         let names: Vec<String> =
             self.cameras.lock().map(|c| c.iter().map(|c| c.name.clone()).collect()).unwrap_or_default();
         let hub = Arc::clone(&self.hub);
+        let live = Arc::clone(&self.live);
         std::thread::Builder::new().name(format!("prepare-{index}")).spawn(move || {
-            let prepare = AssertUnwindSafe(|| prepare_loop(&hub, &spec, &names, &free_rx, &ready_tx));
+            let prepare = AssertUnwindSafe(|| prepare_loop(&hub, &spec, &names, &free_rx, &ready_tx, &live));
             if catch_unwind(prepare).is_err() {
                 tracing::error!("prepare thread panicked; stopping the daemon");
                 hub.fail();
@@ -128,11 +132,16 @@ impl Worker {
             self.health.frame_seen(camera, captured);
             let (_, frames_dropped) = self.hub.counts(camera);
             self.health.set_dropped(camera, frames_dropped);
+            let classification = infer.classification(0);
+            if let Some(c) = self.live.cameras.get(camera) {
+                c.store_result(classification, infer_time);
+            }
+            self.live.inference.observe(infer_time.as_secs_f64());
             let observed = Observed {
                 frame: number,
                 captured,
                 captured_at,
-                classification: infer.classification(0),
+                classification,
                 preprocess,
                 infer: infer_time,
                 frames_dropped,
@@ -189,6 +198,7 @@ fn prepare_loop(
     names: &[String],
     free_rx: &std_mpsc::Receiver<Input>,
     ready_tx: &std_mpsc::SyncSender<Prepared>,
+    live: &LivePipeline,
 ) {
     let mut prepare = Prepare::new(spec);
     let mut next = 0;
@@ -205,6 +215,12 @@ fn prepare_loop(
             },
         };
         let result = prepare.frame(frame.as_frame(), &mut input, 0);
+        if live.keep_frames
+            && result.is_ok()
+            && let Some(c) = live.cameras.get(camera)
+        {
+            c.store_frame(&frame);
+        }
         let (captured_at, captured) = (frame.captured_at, frame.captured);
         hub.recycle(camera, frame.data);
         let name = || names.get(camera).map_or("?", String::as_str);

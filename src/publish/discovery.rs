@@ -18,6 +18,8 @@ pub struct Discovery {
     prefix: String,
     node: String,
     topics: Topics,
+    /// The HTTP status page, when `[http]` is on: the device's `configuration_url`.
+    configuration_url: Option<String>,
 }
 
 /// One retained discovery message.
@@ -29,7 +31,17 @@ pub struct ConfigMessage {
 
 impl Discovery {
     pub fn new(prefix: &str, node: &str, topics: Topics) -> Discovery {
-        Discovery { prefix: prefix.trim_end_matches('/').to_string(), node: node.to_string(), topics }
+        Discovery {
+            prefix: prefix.trim_end_matches('/').to_string(),
+            node: node.to_string(),
+            topics,
+            configuration_url: None,
+        }
+    }
+
+    /// Links the device to the HTTP status page ("Visit" in Home Assistant's device view).
+    pub fn set_configuration_url(&mut self, url: &str) {
+        self.configuration_url = Some(url.to_string());
     }
 
     /// Where Home Assistant announces itself (`online` after a restart).
@@ -57,13 +69,17 @@ impl Discovery {
     }
 
     fn device(&self) -> Value {
-        json!({
+        let mut device = json!({
             "identifiers": [format!("camclassd_{}", self.node)],
             "name": format!("camclassd {}", self.node),
             "manufacturer": "camclassd",
             "model": "camera classification daemon",
             "sw_version": env!("CARGO_PKG_VERSION"),
-        })
+        });
+        if let (Some(url), Some(map)) = (&self.configuration_url, device.as_object_mut()) {
+            map.insert("configuration_url".into(), json!(url));
+        }
+        device
     }
 
     /// Fields every entity shares: availability, device, origin and ids.

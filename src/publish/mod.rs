@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 use crate::backoff::Backoff;
 use crate::events::{Event, State};
 use crate::health::{Health, QueueHealth, Reporter};
+use crate::live::BrokerStats;
 pub use command::Command;
 use delivery::{Delivery, Sent};
 use driver::{Notice, drive};
@@ -135,6 +136,8 @@ struct Publisher {
     short_connections: u64,
     /// Failed attempts to rewrite a deleted queue file (logged at powers of two).
     queue_file_errors: u64,
+    /// What the HTTP page and `/metrics` read.
+    live: Arc<BrokerStats>,
 }
 
 /// Runs the publisher until every sender of `rx` is gone, then drains the queue (a few seconds at most),
@@ -148,6 +151,7 @@ pub async fn run(
     mut rx: mpsc::Receiver<Publication>,
     mut control: mpsc::Receiver<Control>,
     commands: mpsc::Sender<Command>,
+    live: Arc<BrokerStats>,
 ) -> (PublishStats, Queue) {
     let (notice_tx, mut notice_rx) = mpsc::channel::<(u64, Notice)>(1024);
     let reporter = Reporter::new(&health);
@@ -176,6 +180,7 @@ pub async fn run(
         refused_commands: 0,
         short_connections: 0,
         queue_file_errors: 0,
+        live,
     };
     if !p.queue.is_empty() {
         tracing::info!(
@@ -226,6 +231,7 @@ pub async fn run(
         }
         p.flush_acks(false);
         p.pump();
+        p.live.set_queue(p.queue.len(), p.queue.bytes(), p.queue.dropped());
     }
     p.commit();
 
@@ -247,6 +253,7 @@ pub async fn run(
     p.stats.queued = p.queue.len();
     p.stats.dropped = p.queue.dropped();
     p.goodbye(&mut notice_rx).await;
+    p.live.connected.store(false, std::sync::atomic::Ordering::Relaxed);
     (p.stats, p.queue)
 }
 
@@ -262,6 +269,9 @@ impl Publisher {
     fn connect(&mut self) {
         self.next_conn += 1;
         let id = self.next_conn;
+        if id > 1 {
+            self.live.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         // Room for the window, subscriptions and the final DISCONNECT: requests never wait for space.
         let (client, eventloop) = AsyncClient::new(self.settings.options.clone(), WINDOW + 16);
         let task = tokio::spawn(drive(id, eventloop, self.notices.clone()));
@@ -314,8 +324,11 @@ impl Publisher {
         // queue drops them last, so its `dropped` count is the gap subscribers see in `seq`.
         let cursor = self.cursor;
         let pushed = tokio::task::block_in_place(|| self.queue.push_keeping(&items, cursor));
-        if let Err(e) = pushed {
-            tracing::error!("{e}; {} event(s) lost", items.len());
+        match pushed {
+            Ok(_) => {
+                self.live.events_queued.fetch_add(items.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => tracing::error!("{e}; {} event(s) lost", items.len()),
         }
     }
 
@@ -331,6 +344,7 @@ impl Publisher {
         match notice {
             Notice::Connected => {
                 conn.connected = Some(Instant::now());
+                self.live.connected.store(true, std::sync::atomic::Ordering::Relaxed);
                 match self.down_since.take() {
                     Some(t) => tracing::info!(
                         queued = self.queue.len(),
@@ -365,6 +379,7 @@ impl Publisher {
     /// sent again on the next: events from the queue, retained messages from the list.
     fn lose(&mut self, reason: String) {
         let Some(conn) = self.conn.take() else { return };
+        self.live.connected.store(false, std::sync::atomic::Ordering::Relaxed);
         self.delivery.lost();
         // A connection that lasted is a healthy one: the backoff starts again from 1 s. (Reset on CONNACK or on
         // the first PUBACK, a broker that accepts and then drops us — a duplicate client id — is hammered.)
@@ -532,6 +547,7 @@ impl Publisher {
         if due && !self.acked.is_empty() {
             self.last_removal = Instant::now();
             self.stats.events += self.acked.len() as u64;
+            self.live.events_published.fetch_add(self.acked.len() as u64, std::sync::atomic::Ordering::Relaxed);
             let acked = std::mem::take(&mut self.acked);
             if let Err(e) = tokio::task::block_in_place(|| self.queue.remove(&acked)) {
                 tracing::error!("{e}");
@@ -574,7 +590,9 @@ impl Publisher {
         };
         let now = std::time::SystemTime::now();
         for mut r in records {
-            crate::events::stamp_capture_to_publish(&mut r.payload, now);
+            if let Some(latency) = crate::events::stamp_capture_to_publish(&mut r.payload, now) {
+                self.live.capture_to_publish.observe(latency.as_secs_f64());
+            }
             match conn.client.try_publish(r.topic, self.settings.qos, false, r.payload) {
                 Ok(()) => {
                     self.delivery.event_requested(r.id);

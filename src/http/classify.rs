@@ -1,0 +1,175 @@
+//! `POST /api/v1/classify`: pictures sent over HTTP, classified by a small pool of threads with their own
+//! ONNX Runtime sessions (one intra-op thread each), so that requests never take the cameras' sessions or
+//! block the async runtime.
+//!
+//! The cameras come first: the pool's threads run at a lower CPU priority (nice 10) than the pipeline, and
+//! at most `classify_workers` requests are classified at once with `classify_queue` more waiting; a request
+//! beyond that is answered 429 (`Retry-After: 1`) at once, before its body is read.
+
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+use super::HttpError;
+use crate::model::{Model, ModelOptions, runtime::Runtime};
+use crate::pipeline::Classifier;
+use crate::preprocess::Frame;
+use crate::tools::classify::{ImageReport, LabeledScore};
+
+/// The most classes a request may ask for (`top`).
+pub const MAX_TOP: usize = 100;
+
+/// One request for the pool.
+struct Job {
+    body: axum::body::Bytes,
+    top: usize,
+    crop: Option<[u32; 4]>,
+    reply: oneshot::Sender<Result<ImageReport, String>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The classify threads and the admission limit in front of them.
+#[derive(Debug)]
+pub struct ClassifyPool {
+    jobs: std_mpsc::SyncSender<Job>,
+    slots: Arc<Semaphore>,
+    /// The model the pool runs (a request's `model=` must name it).
+    pub model: String,
+    /// `top` when a request does not say.
+    pub default_top: usize,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("bytes", &self.body.len()).field("top", &self.top).finish()
+    }
+}
+
+/// Why a request was not classified.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Every worker busy and the queue full.
+    Busy,
+    /// The pool stopped.
+    Gone,
+}
+
+impl ClassifyPool {
+    /// Loads `workers` sessions of `path` (one intra-op thread each) and starts their threads.
+    pub fn start(
+        runtime: &'static Runtime,
+        path: &std::path::Path,
+        options: &ModelOptions,
+        workers: usize,
+        queue: usize,
+        default_top: usize,
+        min_score: f32,
+    ) -> Result<ClassifyPool, HttpError> {
+        let options = ModelOptions { threads: Some(1), record_placement: false, ..options.clone() };
+        let (tx, rx) = std_mpsc::sync_channel::<Job>(workers + queue);
+        let rx = Arc::new(Mutex::new(rx));
+        let mut model_name = String::new();
+        for i in 0..workers.max(1) {
+            let model = Model::load(runtime, path, &options)?;
+            model_name = model.spec().name.clone();
+            let classifier = Classifier::new(model, MAX_TOP, min_score)?;
+            let rx = Arc::clone(&rx);
+            std::thread::Builder::new()
+                .name(format!("http-classify-{i}"))
+                .spawn(move || serve(classifier, &rx))
+                .map_err(HttpError::Thread)?;
+        }
+        Ok(ClassifyPool {
+            jobs: tx,
+            slots: Arc::new(Semaphore::new(workers.max(1) + queue)),
+            model: model_name,
+            default_top,
+        })
+    }
+
+    /// A place in the pool, or [`Refusal::Busy`] at once.
+    pub fn admit(&self) -> Result<OwnedSemaphorePermit, Refusal> {
+        Arc::clone(&self.slots).try_acquire_owned().map_err(|_| Refusal::Busy)
+    }
+
+    /// Classifies `body` (a JPEG or PNG), `crop` = x, y, width, height in its pixels.
+    pub async fn classify(
+        &self,
+        permit: OwnedSemaphorePermit,
+        body: axum::body::Bytes,
+        top: usize,
+        crop: Option<[u32; 4]>,
+    ) -> Result<Result<ImageReport, String>, Refusal> {
+        let (reply, answer) = oneshot::channel();
+        // Never blocks: the permits bound what is in the channel to its capacity.
+        self.jobs.try_send(Job { body, top, crop, reply, _permit: permit }).map_err(|_| Refusal::Gone)?;
+        answer.await.map_err(|_| Refusal::Gone)
+    }
+}
+
+/// A classify thread: lower priority than the cameras, then one job at a time.
+fn serve(mut classifier: Classifier, jobs: &Mutex<std_mpsc::Receiver<Job>>) {
+    lower_priority();
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let result = classify(&mut classifier, &job.body, job.top, job.crop);
+        let _ = job.reply.send(result);
+    }
+}
+
+/// Nice 10 for the calling thread (Linux threads have their own nice value): when the CPU is short, the
+/// cameras' threads get about ten times its share.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority only read and set this thread's scheduling priority.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+        if rc != 0 {
+            tracing::debug!("cannot lower the classify thread's priority: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
+/// The largest decoded picture a crop request may make (as the pipeline's own limit).
+const MAX_CROP_SOURCE_BYTES: u64 = 128 << 20;
+
+fn classify(classifier: &mut Classifier, body: &[u8], top: usize, crop: Option<[u32; 4]>) -> Result<ImageReport, String> {
+    let cropped;
+    let frame = match crop {
+        None => Frame::Encoded(body),
+        Some([x, y, w, h]) => {
+            let mut reader = image::ImageReader::new(std::io::Cursor::new(body))
+                .with_guessed_format()
+                .map_err(|e| format!("cannot read the picture: {e}"))?;
+            let mut limits = image::Limits::default();
+            limits.max_alloc = Some(MAX_CROP_SOURCE_BYTES);
+            reader.limits(limits);
+            let picture = reader.decode().map_err(|e| format!("cannot decode the picture: {e}"))?.to_rgb8();
+            let (pw, ph) = picture.dimensions();
+            if w == 0 || h == 0 || u64::from(x) + u64::from(w) > u64::from(pw) || u64::from(y) + u64::from(h) > u64::from(ph)
+            {
+                return Err(format!("crop {x},{y},{w},{h} is not inside the {pw}x{ph} picture"));
+            }
+            cropped = image::imageops::crop_imm(&picture, x, y, w, h).to_image();
+            Frame::Rgb8 { width: w, height: h, data: cropped.as_raw() }
+        }
+    };
+    let (result, timings) = classifier.classify(frame).map_err(|e| e.to_string())?;
+    let top_classes: Vec<_> = result.top.iter().take(top).copied().collect();
+    let model = classifier.model();
+    Ok(ImageReport {
+        image: "request".into(),
+        provider: model.provider().to_string(),
+        top: top_classes
+            .into_iter()
+            .map(|s| LabeledScore { class_id: s.class_id, label: model.label(s.class_id).into_owned(), score: s.score })
+            .collect(),
+        timing_ms: timings.into(),
+        scores: None,
+    })
+}

@@ -1,0 +1,188 @@
+//! The JSON the page and `/api/v1/status` serve (the health message's data and each camera's current
+//! classification), and a camera's newest frame as a JPEG.
+//!
+//! Rates (fps, mean inference time) come from a [`Reporter`] sampled every [`SAMPLE`] by one task, so every
+//! reader sees the same figures however often it asks.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::capture::PixelFormat;
+use crate::health::{QueueHealth, Report, Reporter};
+use crate::live::{Live, LivePipeline};
+use crate::tools::classify::LabeledScore;
+
+/// How often the rates are sampled.
+pub const SAMPLE: Duration = Duration::from_secs(2);
+
+/// `/api/v1/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// The health message's data (`camclassd.health/1`).
+    #[serde(flatten)]
+    pub report: Report,
+    pub broker: BrokerStatus,
+    /// The model the cameras run.
+    pub model: String,
+    /// Each camera's newest classification.
+    pub classifications: BTreeMap<String, CameraClassification>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerStatus {
+    pub connected: bool,
+    pub reconnects: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CameraClassification {
+    /// The top class's label (null before the first frame).
+    pub label: Option<String>,
+    pub score: Option<f32>,
+    pub top: Vec<LabeledScore>,
+    /// Seconds since this classification (null before the first frame).
+    pub age_s: Option<f64>,
+    pub infer_ms: Option<f64>,
+}
+
+/// The newest report, refreshed by [`sample`].
+#[derive(Debug, Default)]
+pub struct Latest(Mutex<Option<Report>>);
+
+impl Latest {
+    pub fn get(&self) -> Option<Report> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Samples the pipeline's counters every [`SAMPLE`] into `latest` (rebasing when a reload replaced the
+/// pipeline), until the task is dropped.
+pub async fn sample(live: Arc<Live>, latest: Arc<Latest>) {
+    let mut reporter: Option<(Arc<LivePipeline>, Reporter)> = None;
+    let mut tick = tokio::time::interval(SAMPLE);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(p) = live.pipeline() else { continue };
+        let (current, r) = match reporter.take() {
+            Some((old, mut r)) if !Arc::ptr_eq(&old, &p) => {
+                r.rebase(&p.health);
+                (p, r)
+            }
+            Some(kept) => kept,
+            None => {
+                let r = Reporter::new(&p.health);
+                (p, r)
+            }
+        };
+        let mut r = r;
+        let b = &live.broker;
+        let queue = QueueHealth {
+            depth: b.queue_depth.load(Ordering::Relaxed),
+            bytes: b.queue_bytes.load(Ordering::Relaxed),
+            dropped: b.events_dropped.load(Ordering::Relaxed),
+        };
+        let report = r.report(&current.health, &live.node, queue, b.events_published.load(Ordering::Relaxed));
+        *latest.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
+        reporter = Some((current, r));
+    }
+}
+
+/// The status now: the newest sampled report with the current classifications.
+pub fn status(live: &Live, latest: &Latest) -> Option<Status> {
+    let mut report = latest.get()?;
+    let pipeline = live.pipeline()?;
+    report.uptime_s = live.uptime().as_secs();
+    let now = SystemTime::now();
+    let classifications = pipeline
+        .cameras
+        .iter()
+        .map(|c| {
+            let r = c.result();
+            let top: Vec<LabeledScore> = r
+                .top
+                .iter()
+                .map(|&(class_id, score)| LabeledScore { class_id, label: pipeline.label(class_id), score })
+                .collect();
+            let view = CameraClassification {
+                label: top.first().map(|t| t.label.clone()),
+                score: top.first().map(|t| t.score),
+                age_s: r.at.map(|at| round2(now.duration_since(at).unwrap_or_default().as_secs_f64())),
+                infer_ms: r.at.map(|_| round2(r.infer.as_secs_f64() * 1000.0)),
+                top,
+            };
+            (c.name.clone(), view)
+        })
+        .collect();
+    Some(Status {
+        report,
+        broker: BrokerStatus {
+            connected: live.broker.connected.load(Ordering::Relaxed),
+            reconnects: live.broker.reconnects.load(Ordering::Relaxed),
+        },
+        model: pipeline.model.clone(),
+        classifications,
+    })
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// Why the daemon is not ready (empty: ready): MQTT connected, a pipeline running, its model usable, every
+/// camera delivering frames.
+pub fn not_ready(live: &Live) -> Vec<String> {
+    let mut why = Vec::new();
+    if !live.broker.connected.load(Ordering::Relaxed) {
+        why.push("not connected to the MQTT broker".to_string());
+    }
+    match live.pipeline() {
+        None => why.push("the pipeline is not running yet".into()),
+        Some(p) => {
+            if p.model_check.as_ref().is_some_and(|c| c.status == crate::check::CheckStatus::Failed) {
+                why.push(format!("model {} failed its check on this CPU", p.model));
+            }
+            for (i, c) in p.cameras.iter().enumerate() {
+                if p.health.camera_totals(i).is_some_and(|(_, _, connected)| !connected) {
+                    why.push(format!("camera {} is stale", c.name));
+                }
+            }
+        }
+    }
+    why
+}
+
+/// Quality of JPEGs made from raw or PNG frames.
+const JPEG_QUALITY: u8 = 80;
+
+/// `camera`'s newest frame as a JPEG: a JPEG frame as captured, anything else decoded and encoded. `None`
+/// when no frame was kept yet. Blocking (decoding): call it off the async runtime.
+pub fn snapshot_jpeg(pipeline: &LivePipeline, camera: usize) -> Option<Result<Vec<u8>, String>> {
+    let c = pipeline.cameras.get(camera)?;
+    let (data, format) = c.with_frame(|f| f.format.map(|format| (f.data.clone(), format)))?;
+    if format == PixelFormat::Encoded && data.starts_with(&[0xFF, 0xD8]) {
+        return Some(Ok(data));
+    }
+    let spec = crate::model::ModelSpec::for_decoding();
+    let mut decoder = crate::preprocess::Preprocessor::new(&spec);
+    let frame = match format {
+        PixelFormat::Encoded => crate::preprocess::Frame::Encoded(&data),
+        PixelFormat::Rgb8 { width, height } => crate::preprocess::Frame::Rgb8 { width, height, data: &data },
+        PixelFormat::Yuyv { width, height } => crate::preprocess::Frame::Yuyv { width, height, data: &data },
+    };
+    if let Err(e) = decoder.decode(frame) {
+        return Some(Err(e.to_string()));
+    }
+    let (w, h, rgb) = decoder.rgb()?;
+    let mut out = Vec::new();
+    let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY);
+    Some(
+        image::ImageEncoder::write_image(encoder, rgb, w, h, image::ExtendedColorType::Rgb8)
+            .map(|()| out)
+            .map_err(|e| e.to_string()),
+    )
+}
