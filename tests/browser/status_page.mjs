@@ -1,0 +1,67 @@
+// The status page in a real browser: Debian's chromium, headless, driven by playwright-core.
+//
+//   node tests/browser/status_page.mjs URL SCREENSHOT.png CAMERA=LABEL [CAMERA=LABEL ...]
+//
+// Loads URL, waits until every named camera's card shows its name, the expected current label and a
+// loaded (non-zero size) frame, takes a screenshot, and prints one JSON line of what it found. Exits 1
+// (naming what is missing) when that does not happen within 30 s.
+import { createRequire } from "node:module";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const require = createRequire(join(root, ".cache", "node", "package.json"));
+const { chromium } = require("playwright-core");
+
+const [url, screenshot, ...wanted] = process.argv.slice(2);
+const cameras = wanted.map((w) => { const i = w.indexOf("="); return { name: w.slice(0, i), label: w.slice(i + 1) }; });
+const profile = mkdtempSync(join(tmpdir(), "camclassd-chromium-"));
+// A fresh profile (--user-data-dir) each run; a phone-sized window: the page must be readable there.
+const browser = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+  viewport: { width: 412, height: 915 },
+  deviceScaleFactor: 1,
+});
+let code = 0;
+try {
+  const page = browser.pages()[0] ?? await browser.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(url, { waitUntil: "load" });
+  const seen = await page.waitForFunction((cameras) => {
+    const found = [];
+    for (const c of cameras) {
+      const card = document.querySelector(`section.camera[data-camera="${CSS.escape(c.name)}"]`);
+      if (!card) return false;
+      const name = card.querySelector("h2.name")?.textContent;
+      const label = card.querySelector(".label")?.textContent;
+      const img = card.querySelector(".frame img");
+      if (name !== c.name || label !== c.label || !img || !img.complete || img.naturalWidth === 0) return false;
+      const box = img.getBoundingClientRect();
+      if (box.width === 0 || box.height === 0) return false;
+      found.push({ name, label, natural: [img.naturalWidth, img.naturalHeight], shown: [box.width, box.height],
+                   bars: card.querySelectorAll(".bar").length });
+    }
+    return found;
+  }, cameras, { timeout: 30000, polling: 200 });
+  const found = await seen.jsonValue();
+  // The page must fit a phone's width: nothing wider than the window.
+  const width = await page.evaluate(() => document.documentElement.scrollWidth);
+  await page.screenshot({ path: screenshot, fullPage: true });
+  console.log(JSON.stringify({ cameras: found, scroll_width: width, errors }));
+} catch (e) {
+  const text = await (async () => { try { return (await browser.pages()[0]?.innerText("body")) ?? ""; } catch { return ""; } })();
+  console.error(`status page check failed: ${e.message}\npage text:\n${text}`);
+  code = 1;
+} finally {
+  await browser.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+process.exit(code);
