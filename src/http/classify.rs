@@ -46,14 +46,9 @@ impl std::fmt::Debug for Job {
     }
 }
 
-/// Why a request was not classified.
+/// The pool stopped (the daemon is shutting down).
 #[derive(Debug)]
-pub enum Refusal {
-    /// Every worker busy and the queue full.
-    Busy,
-    /// The pool stopped.
-    Gone,
-}
+pub struct Gone;
 
 impl ClassifyPool {
     /// Loads `workers` sessions of `path` (one intra-op thread each) and starts their threads.
@@ -88,9 +83,9 @@ impl ClassifyPool {
         })
     }
 
-    /// A place in the pool, or [`Refusal::Busy`] at once.
-    pub fn admit(&self) -> Result<OwnedSemaphorePermit, Refusal> {
-        Arc::clone(&self.slots).try_acquire_owned().map_err(|_| Refusal::Busy)
+    /// A place in the pool, or `None` at once when every worker is busy and the queue is full.
+    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.slots).try_acquire_owned().ok()
     }
 
     /// Classifies `body` (a JPEG or PNG), `crop` = x, y, width, height in its pixels.
@@ -100,11 +95,11 @@ impl ClassifyPool {
         body: axum::body::Bytes,
         top: usize,
         crop: Option<[u32; 4]>,
-    ) -> Result<Result<ImageReport, String>, Refusal> {
+    ) -> Result<Result<ImageReport, String>, Gone> {
         let (reply, answer) = oneshot::channel();
         // Never blocks: the permits bound what is in the channel to its capacity.
-        self.jobs.try_send(Job { body, top, crop, reply, _permit: permit }).map_err(|_| Refusal::Gone)?;
-        answer.await.map_err(|_| Refusal::Gone)
+        self.jobs.try_send(Job { body, top, crop, reply, _permit: permit }).map_err(|_| Gone)?;
+        answer.await.map_err(|_| Gone)
     }
 }
 

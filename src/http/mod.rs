@@ -27,7 +27,7 @@ use serde::Deserialize;
 
 use crate::config::HttpConfig;
 use crate::live::Live;
-use classify::{ClassifyPool, Refusal};
+use classify::ClassifyPool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -161,7 +161,7 @@ pub fn router(settings: &Settings, live: Arc<Live>, classify: Option<ClassifyPoo
         .route("/api/v1/status", get(status_json))
         .route("/api/v1/cameras/{camera}/snapshot.jpg", get(snapshot))
         .route("/api/v1/classify", post(classify_request))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(settings.max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), limit_body))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state);
     (router, latest)
@@ -273,6 +273,17 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
+/// A body announced larger than `[http] max_body_mb` gets 413 before it is read (a body without a length
+/// is cut at the limit where it is read, with the same answer).
+async fn limit_body(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let length = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if length.is_some_and(|n| n > state.max_body as u64) {
+        let text = format!("the body is over {} MiB\n", state.max_body >> 20);
+        return refuse(request.into_body(), state.max_body, StatusCode::PAYLOAD_TOO_LARGE, text).await;
+    }
+    next.run(request).await
+}
+
 /// With a token: `Authorization: Bearer <token>`, or Basic with the token as the password; else 401.
 async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(token) = &state.token else { return next.run(request).await };
@@ -280,11 +291,35 @@ async fn authorize(State(state): State<AppState>, request: Request, next: Next) 
     if given.as_deref().is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
         return next.run(request).await;
     }
-    let mut response = (StatusCode::UNAUTHORIZED, "401 Unauthorized: this camclassd needs its token\n").into_response();
+    let text = "401 Unauthorized: this camclassd needs its token\n".to_string();
+    let mut response = refuse(request.into_body(), state.max_body, StatusCode::UNAUTHORIZED, text).await;
     response
         .headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"camclassd\", charset=\"UTF-8\""));
     response
+}
+
+/// A refusal of a request whose body was not read (or not all of it). The rest of the body is read and
+/// thrown away first (at most twice the body limit, for at most 10 s: what nginx calls a lingering close),
+/// so that the client, still sending, gets the answer instead of a broken connection, and the connection
+/// stays usable; a body beyond that ends the connection after the answer.
+async fn refuse(body: Body, max_body: usize, code: StatusCode, text: String) -> Response {
+    use http_body_util::BodyExt;
+    let drain = async {
+        let mut body = body;
+        let mut left = 2 * max_body;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            let n = frame.data_ref().map_or(0, |d| d.len());
+            if n > left {
+                return false;
+            }
+            left -= n;
+        }
+        true
+    };
+    let drained = tokio::time::timeout(Duration::from_secs(10), drain).await.unwrap_or(false);
+    if drained { (code, text).into_response() } else { (code, [(header::CONNECTION, "close")], text).into_response() }
 }
 
 /// The token an `Authorization` header presents: a Bearer token, or a Basic password.
@@ -390,14 +425,13 @@ async fn classify_request(State(state): State<AppState>, Query(q): Query<Classif
         Err(e) => return plain(StatusCode::BAD_REQUEST, e),
     };
     // Refused before the body is read: a busy daemon spends nothing on the requests it turns away.
-    let permit = match pool.admit() {
-        Ok(p) => p,
-        Err(_) => return busy(),
-    };
+    let Some(permit) = pool.admit() else { return busy(body, state.max_body).await };
     let bytes = match axum::body::to_bytes(body, state.max_body).await {
         Ok(b) => b,
         Err(_) => {
-            return plain(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is over {} MiB\n", state.max_body >> 20));
+            // Cut at the limit: the connection cannot be kept (the rest of the body is still coming).
+            let text = format!("the body is over {} MiB\n", state.max_body >> 20);
+            return (StatusCode::PAYLOAD_TOO_LARGE, [(header::CONNECTION, "close")], text).into_response();
         }
     };
     if bytes.is_empty() {
@@ -406,18 +440,15 @@ async fn classify_request(State(state): State<AppState>, Query(q): Query<Classif
     match pool.classify(permit, bytes, top, crop).await {
         Ok(Ok(report)) => axum::Json(report).into_response(),
         Ok(Err(e)) => plain(StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")),
-        Err(Refusal::Busy) => busy(),
-        Err(Refusal::Gone) => plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()),
+        Err(classify::Gone) => plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()),
     }
 }
 
-fn busy() -> Response {
-    (
-        StatusCode::TOO_MANY_REQUESTS,
-        [(header::RETRY_AFTER, "1")],
-        "busy: every classify worker is taken and the queue is full; retry after a second\n",
-    )
-        .into_response()
+async fn busy(body: Body, max_body: usize) -> Response {
+    let text = "busy: every classify worker is taken and the queue is full; retry after a second\n".to_string();
+    let mut response = refuse(body, max_body, StatusCode::TOO_MANY_REQUESTS, text).await;
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 fn parse_crop(text: &str) -> Result<[u32; 4], String> {

@@ -67,7 +67,13 @@ pub async fn sample(live: Arc<Live>, latest: Arc<Latest>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(p) = live.pipeline() else { continue };
+        let p = loop {
+            // Until the pipeline starts (after the server), look often: the first report comes with it.
+            match live.pipeline() {
+                Some(p) => break p,
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
         let (current, r) = match reporter.take() {
             Some((old, mut r)) if !Arc::ptr_eq(&old, &p) => {
                 r.rebase(&p.health);

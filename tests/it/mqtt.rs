@@ -439,10 +439,10 @@ fn commands_are_validated_and_snapshot_publishes_the_next_frame() {
 }
 
 /// A test CA, a broker certificate for 127.0.0.1 and a client certificate, made with openssl.
-struct Pki {
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
+pub(super) struct Pki {
+    pub(super) ca: PathBuf,
+    pub(super) server_cert: PathBuf,
+    pub(super) server_key: PathBuf,
     client_cert: PathBuf,
     client_key: PathBuf,
     other_ca: PathBuf,
@@ -453,7 +453,7 @@ fn openssl(dir: &Path, args: &[&str]) {
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-fn make_pki(dir: &Path) -> Pki {
+pub(super) fn make_pki(dir: &Path) -> Pki {
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
     for ca in ["ca", "other-ca"] {
         let (key, pem, subj) = (format!("{ca}.key"), format!("{ca}.pem"), format!("/CN=camclassd test {ca}"));
