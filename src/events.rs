@@ -276,19 +276,15 @@ pub fn rfc3339(t: SystemTime) -> String {
 /// Writes `timing_ms.capture_to_publish` into an encoded event as it leaves for the broker at `now`: the time
 /// from its frame's capture (`captured_at`) to its publication, outages and re-sends included. The event is
 /// encoded (and queued) before it is published, so the value is patched in place; a payload that is not an
-/// event is left alone.
+/// event is left alone. Returns the time written (`None`: not an event).
 pub fn stamp_capture_to_publish(payload: &mut Vec<u8>, now: SystemTime) -> Option<Duration> {
     const CAPTURED: &[u8] = b"\"captured_at\":\"";
     const FIELD: &[u8] = b"\"capture_to_publish\":";
     let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
-    let Some(at) = find(payload, CAPTURED).map(|i| i + CAPTURED.len()) else { return None };
-    let Some(len) = payload[at..].iter().position(|&b| b == b'"') else { return None };
-    let Some(captured) =
-        std::str::from_utf8(&payload[at..at + len]).ok().and_then(|t| humantime::parse_rfc3339(t).ok())
-    else {
-        return None;
-    };
-    let Some(start) = find(payload, FIELD).map(|i| i + FIELD.len()) else { return None };
+    let at = find(payload, CAPTURED).map(|i| i + CAPTURED.len())?;
+    let len = payload[at..].iter().position(|&b| b == b'"')?;
+    let captured = std::str::from_utf8(&payload[at..at + len]).ok().and_then(|t| humantime::parse_rfc3339(t).ok())?;
+    let start = find(payload, FIELD).map(|i| i + FIELD.len())?;
     let end = payload[start..]
         .iter()
         .position(|b| !matches!(b, b'0'..=b'9' | b'.' | b'-' | b'+' | b'e' | b'E'))

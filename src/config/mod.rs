@@ -208,6 +208,27 @@ mod tests {
     }
 
     #[test]
+    fn http_problems_name_line_column_and_key() {
+        let base = "version = 1\n[model]\npath = \"Cargo.toml\"\n[http]\n";
+        let got = problems(&format!("{base}listen = \"0.0.0.0:8080\"\nmax_body_mb = 0\ncert_file = \"Cargo.toml\"\n"));
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(
+            got[0].starts_with("5:1: http.listen: 0.0.0.0:8080 is reachable from other machines: set http.token_file")
+        );
+        assert!(got[1].starts_with("7:1: http.cert_file: needs key_file"), "{got:?}");
+        assert!(got[2].starts_with("6:1: http.max_body_mb: expected 1 to 256 MiB, got 0"), "{got:?}");
+        let got = problems(&format!("{base}listen = \"localhost\"\n"));
+        assert!(got[0].starts_with("5:1: http.listen: \"localhost\" is not address:port"), "{got:?}");
+        // Loopback needs no token; the defaults are loopback.
+        for listen in ["127.0.0.1:9000", "[::1]:9000"] {
+            let c = Config::parse(&format!("{base}listen = \"{listen}\"\n")).expect("valid");
+            assert_eq!(c.http.map(|h| h.max_body_mb), Some(10));
+        }
+        let c = Config::parse(base).expect("valid");
+        assert_eq!(c.http.map(|h| h.listen), Some("127.0.0.1:8080".to_string()));
+    }
+
+    #[test]
     fn validation_collects_every_problem() {
         let text = "version = 2\n[model]\npath = \"no/such.onnx\"\ntop_k = 0\nmin_score = 1.5\n[model.preprocess]\nstd = [1.0, 0.0, 1.0]\n";
         let got = problems(text);

@@ -166,8 +166,9 @@ impl Config {
                 problem("http.token_file", why);
             }
             match (&http.cert_file, &http.key_file) {
-                (Some(_), None) => problem("http.key_file", "cert_file needs key_file".into()),
-                (None, Some(_)) => problem("http.cert_file", "key_file needs cert_file".into()),
+                // Located at the key that is there.
+                (Some(_), None) => problem("http.cert_file", "needs key_file (the certificate's private key)".into()),
+                (None, Some(_)) => problem("http.key_file", "needs cert_file (the certificate chain)".into()),
                 _ => {}
             }
             for (key, f) in [("http.cert_file", &http.cert_file), ("http.key_file", &http.key_file)] {

@@ -103,17 +103,45 @@ impl ClassifyPool {
     }
 }
 
+/// After requests, each of the next quiet seconds (as many as [`TRIMS`]) gives the memory they used back to
+/// the system; the connections that carried them close during those seconds too.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+const TRIMS: u32 = 3;
+
 /// A classify thread: lower priority than the cameras, then one job at a time.
 fn serve(mut classifier: Classifier, jobs: &Mutex<std_mpsc::Receiver<Job>>) {
     lower_priority();
+    let mut trims_due = 0;
     loop {
         let job = match jobs.lock() {
-            Ok(rx) => rx.recv(),
+            Ok(rx) => rx.recv_timeout(IDLE),
             Err(_) => return,
         };
-        let Ok(job) = job else { return };
+        let job = match job {
+            Ok(job) => job,
+            Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                if trims_due > 0 {
+                    trims_due -= 1;
+                    give_back_memory();
+                }
+                continue;
+            }
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         let result = classify(&mut classifier, &job.body, job.top, job.crop);
         let _ = job.reply.send(result);
+        trims_due = TRIMS;
+    }
+}
+
+/// A burst of requests leaves freed bodies, pictures and connection buffers in the allocator's free lists
+/// (glibc keeps them); once it is over, they go back to the system, so the daemon's memory returns to
+/// where it was.
+fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap memory; it is safe to call at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -133,7 +161,12 @@ fn lower_priority() {
 /// The largest decoded picture a crop request may make (as the pipeline's own limit).
 const MAX_CROP_SOURCE_BYTES: u64 = 128 << 20;
 
-fn classify(classifier: &mut Classifier, body: &[u8], top: usize, crop: Option<[u32; 4]>) -> Result<ImageReport, String> {
+fn classify(
+    classifier: &mut Classifier,
+    body: &[u8],
+    top: usize,
+    crop: Option<[u32; 4]>,
+) -> Result<ImageReport, String> {
     let cropped;
     let frame = match crop {
         None => Frame::Encoded(body),
@@ -146,7 +179,10 @@ fn classify(classifier: &mut Classifier, body: &[u8], top: usize, crop: Option<[
             reader.limits(limits);
             let picture = reader.decode().map_err(|e| format!("cannot decode the picture: {e}"))?.to_rgb8();
             let (pw, ph) = picture.dimensions();
-            if w == 0 || h == 0 || u64::from(x) + u64::from(w) > u64::from(pw) || u64::from(y) + u64::from(h) > u64::from(ph)
+            if w == 0
+                || h == 0
+                || u64::from(x) + u64::from(w) > u64::from(pw)
+                || u64::from(y) + u64::from(h) > u64::from(ph)
             {
                 return Err(format!("crop {x},{y},{w},{h} is not inside the {pw}x{ph} picture"));
             }

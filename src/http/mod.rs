@@ -70,8 +70,10 @@ impl std::fmt::Debug for Settings {
 impl Settings {
     pub fn from_config(http: &HttpConfig) -> Result<Settings, HttpError> {
         // Validated with the config: an address that does not parse never reaches here.
-        let listen: SocketAddr =
-            http.listen.parse().map_err(|_| HttpError::Tls(format!("http.listen {:?} is not address:port", http.listen)))?;
+        let listen: SocketAddr = http
+            .listen
+            .parse()
+            .map_err(|_| HttpError::Tls(format!("http.listen {:?} is not address:port", http.listen)))?;
         let token = match &http.token_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -88,7 +90,13 @@ impl Settings {
             (Some(cert), Some(key)) => Some(Arc::new(tls_config(cert, key)?)),
             _ => None,
         };
-        Ok(Settings { listen, token, url: page_url(http, tls.is_some()), tls, max_body: (http.max_body_mb as usize) << 20 })
+        Ok(Settings {
+            listen,
+            token,
+            url: page_url(http, tls.is_some()),
+            tls,
+            max_body: (http.max_body_mb as usize) << 20,
+        })
     }
 }
 
@@ -177,7 +185,11 @@ pub struct Server {
 
 impl Server {
     /// Binds `settings.listen` and serves until [`Server::stop`].
-    pub async fn start(settings: &Settings, live: Arc<Live>, classify: Option<ClassifyPool>) -> Result<Server, HttpError> {
+    pub async fn start(
+        settings: &Settings,
+        live: Arc<Live>,
+        classify: Option<ClassifyPool>,
+    ) -> Result<Server, HttpError> {
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .map_err(|source| HttpError::Bind { addr: settings.listen, source })?;
@@ -349,7 +361,10 @@ async fn page() -> Response {
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
-            (header::CONTENT_SECURITY_POLICY, "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src 'self' blob:"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src 'self' blob:",
+            ),
         ],
         PAGE,
     )
@@ -392,7 +407,9 @@ async fn snapshot(State(state): State<AppState>, Path(camera): Path<String>) -> 
             ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], bytes).into_response()
         }
         Ok(None) => (StatusCode::NOT_FOUND, [(header::RETRY_AFTER, "1")], "no frame yet\n").into_response(),
-        Ok(Some(Err(e))) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode the frame: {e}\n")).into_response(),
+        Ok(Some(Err(e))) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode the frame: {e}\n")).into_response()
+        }
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "the encoder failed\n").into_response(),
     }
 }
