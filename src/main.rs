@@ -549,6 +549,19 @@ fn check_config(path: &Path, ort_lib: Option<&Path>) -> Result<u8, Failure> {
         }
         Ok(_) => {}
     }
+    // [http]: the token and TLS files, read as `run` reads them.
+    if let Some(http) = &config.http {
+        use camclassd::http::HttpError;
+        match camclassd::http::Settings::from_config(http) {
+            Err(e @ (HttpError::TokenFile { .. } | HttpError::EmptyToken { .. })) => {
+                problems.push(format!("{}: {e}", at("http.token_file")));
+            }
+            Err(e) => {
+                problems.push(format!("{}: {e}", at(if http.cert_file.is_some() { "http.cert_file" } else { "http" })))
+            }
+            Ok(_) => {}
+        }
+    }
     let ort_lib = ort_lib.or(config.onnxruntime.library.as_deref());
     let runtime = match model::runtime::load(ort_lib) {
         Ok(runtime) => runtime,

@@ -37,6 +37,8 @@ pub enum HttpError {
     EmptyToken { path: PathBuf },
     #[error("http TLS: {0}")]
     Tls(String),
+    #[error("http.listen {0:?} is not address:port")]
+    Listen(String),
     #[error("http.listen: cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]

@@ -349,6 +349,20 @@ fn listening_beyond_loopback_without_a_token_is_refused_with_the_line() {
         let err = stderr(&out);
         assert!(err.contains(&expected) && err.contains("http.listen") && err.contains("token_file"), "{err}");
     }
+    // An empty token file is refused too, by check-config and run alike, naming the key.
+    let token = dir.path().join("token");
+    std::fs::write(&token, "\n").expect("token");
+    let http = format!("listen = \"0.0.0.0:18089\"\ntoken_file = {:?}\n", token.display().to_string());
+    let path = config(dir.path(), &broker, &camera("porch", "coffee.jpg"), &http, "");
+    for args in [vec!["run", "--config"], vec!["check-config"]] {
+        let out = run(camclassd().args(&args).arg(&path));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("http.token_file") && stderr(&out).contains("first line is empty"),
+            "{}",
+            stderr(&out)
+        );
+    }
 }
 
 #[test]
