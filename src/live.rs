@@ -137,6 +137,8 @@ pub struct LivePipeline {
     pub model: String,
     pub labels: Arc<[String]>,
     pub model_check: Option<ModelCheck>,
+    /// What part of a frame the model sees: `(height, width, resize, centre crop)` of its recipe.
+    pub crop: (u32, u32, u32, bool),
     /// Inference time of this pipeline's model.
     pub inference: Histogram,
     /// Whether the workers keep each camera's newest frame (only when someone can look at it).
@@ -184,9 +186,9 @@ impl Live {
         names: &[String],
         health: &Arc<Health>,
         hub: &Arc<FrameHub>,
-        model: &str,
-        labels: &[String],
+        spec: &crate::model::ModelSpec,
     ) -> Arc<LivePipeline> {
+        let (model, labels) = (spec.name.as_str(), &spec.labels);
         let inference = {
             let mut all = self.inference.lock().unwrap_or_else(|p| p.into_inner());
             match all.iter().find(|(m, _)| m == model) {
@@ -203,7 +205,8 @@ impl Live {
             hub: Arc::clone(hub),
             cameras: names.iter().map(|n| CameraLive::new(n)).collect(),
             model: model.to_string(),
-            labels: labels.into(),
+            labels: labels.as_slice().into(),
+            crop: (spec.input_size.0, spec.input_size.1, spec.resize, spec.crop == crate::model::spec::Crop::Center),
             model_check: health.model_check.clone(),
             inference,
             keep_frames: self.keep_frames,

@@ -73,9 +73,8 @@ impl Pipeline {
         let (done_tx, done) = mpsc::channel::<u64>(models.len().max(1));
         let health = Arc::new(Health::new(&names).with_model_check(check));
         let hub = Arc::new(FrameHub::new(config.cameras.len()));
-        let (model_name, labels) =
-            models.first().map(|m| (m.spec().name.clone(), m.spec().labels.clone())).unwrap_or_default();
-        let live = live.pipeline_view(&names, &health, &hub, &model_name, &labels);
+        let spec = models.first().map_or_else(crate::model::ModelSpec::for_decoding, |m| m.spec().clone());
+        let live = live.pipeline_view(&names, &health, &hub, &spec);
         Ok(Pipeline {
             health,
             names,

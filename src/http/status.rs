@@ -28,8 +28,20 @@ pub struct Status {
     pub broker: BrokerStatus,
     /// The model the cameras run.
     pub model: String,
+    /// The part of each frame the model sees (drawn on the page): its input size and recipe.
+    pub model_input: ModelInput,
     /// Each camera's newest classification.
     pub classifications: BTreeMap<String, CameraClassification>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInput {
+    pub height: u32,
+    pub width: u32,
+    /// The shorter side is scaled to this before the centre crop.
+    pub resize: u32,
+    /// `"center"`: the input is cut from the middle; `"none"`: the whole frame is stretched.
+    pub crop: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -131,6 +143,12 @@ pub fn status(live: &Live, latest: &Latest) -> Option<Status> {
             reconnects: live.broker.reconnects.load(Ordering::Relaxed),
         },
         model: pipeline.model.clone(),
+        model_input: ModelInput {
+            height: pipeline.crop.0,
+            width: pipeline.crop.1,
+            resize: pipeline.crop.2,
+            crop: if pipeline.crop.3 { "center" } else { "none" },
+        },
         classifications,
     })
 }

@@ -2,8 +2,8 @@
 //
 //   node tests/browser/status_page.mjs URL SCREENSHOT.png CAMERA=LABEL [CAMERA=LABEL ...]
 //
-// Loads URL, waits until every named camera's card shows its name, the expected current label and a
-// loaded (non-zero size) frame, takes a screenshot, and prints one JSON line of what it found. Exits 1
+// Loads URL, waits until every named camera's card shows its name, the expected current label, a
+// loaded (non-zero size) frame and the box the model sees over it, takes a screenshot, and prints one JSON line of what it found. Exits 1
 // (naming what is missing) when that does not happen within 30 s.
 import { createRequire } from "node:module";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -46,8 +46,10 @@ try {
       if (name !== c.name || label !== c.label || !img || !img.complete || img.naturalWidth === 0) return false;
       const box = img.getBoundingClientRect();
       if (box.width === 0 || box.height === 0) return false;
+      const crop = card.querySelector(".crop").getBoundingClientRect();
+      if (crop.width === 0 || crop.height === 0) return false;
       found.push({ name, label, natural: [img.naturalWidth, img.naturalHeight], shown: [box.width, box.height],
-                   bars: card.querySelectorAll(".bar").length });
+                   bars: card.querySelectorAll(".bar").length, crop: [crop.width, crop.height] });
     }
     return found;
   }, cameras, { timeout: 30000, polling: 200 });

@@ -218,6 +218,8 @@ fn the_page_metrics_status_and_snapshots_show_the_running_cameras() {
     for c in seen["cameras"].as_array().expect("cameras") {
         assert!(c["natural"][0].as_u64() > Some(0) && c["shown"][0].as_f64() > Some(0.0), "{c}");
         assert_eq!(c["bars"], 5, "top-5 bars: {c}");
+        // The model's centre crop, drawn inside the shown frame.
+        assert!(c["crop"][0].as_f64() > Some(0.0) && c["crop"][0].as_f64() <= c["shown"][0].as_f64(), "{c}");
     }
     assert!(std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 10_000), "screenshot kept in {screenshot:?}");
 
