@@ -273,6 +273,11 @@ pub struct ModelConfig {
     pub fallback: Option<PathBuf>,
     /// The output holding the class scores, for a model with several; default: the first.
     pub output_name: Option<String>,
+    /// Keep ONNX Runtime's optimised graph of the model (CPU sessions) and load it at the next start.
+    #[serde(default = "default_true")]
+    pub optimized_cache: bool,
+    /// Where; default: `onnxruntime/` under the cache folder (`/var/cache/camclassd` under systemd).
+    pub optimized_cache_dir: Option<PathBuf>,
 }
 
 fn default_providers() -> Vec<Provider> {
@@ -297,6 +302,9 @@ impl ModelConfig {
             tensorrt: self.tensorrt.clone(),
             cuda: self.cuda.clone(),
             output_name: self.output_name.clone(),
+            optimized_cache: self
+                .optimized_cache
+                .then(|| self.optimized_cache_dir.clone().unwrap_or_else(crate::model::optimized::default_cache_dir)),
             ..ModelOptions::default()
         }
     }

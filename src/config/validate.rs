@@ -220,7 +220,22 @@ impl Config {
             );
         }
         validate_gpu(&self.model, &mut problem);
+        validate_optimized_cache(&self.model, &mut problem);
         problems
+    }
+}
+
+/// `[model] optimized_cache_dir`: a folder, if it exists.
+fn validate_optimized_cache(model: &ModelConfig, problem: &mut impl FnMut(&str, String)) {
+    if let Some(dir) = &model.optimized_cache_dir {
+        if dir.as_os_str().is_empty() {
+            problem(
+                "model.optimized_cache_dir",
+                "must not be empty (set optimized_cache = false to turn the cache off)".into(),
+            );
+        } else if dir.exists() && !dir.is_dir() {
+            problem("model.optimized_cache_dir", format!("{} exists and is not a directory", dir.display()));
+        }
     }
 }
 

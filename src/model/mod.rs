@@ -7,6 +7,7 @@
 //! allocation on our side.
 
 pub mod ep;
+pub mod optimized;
 pub mod options;
 pub mod placement;
 pub mod runtime;

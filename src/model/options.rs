@@ -81,6 +81,9 @@ pub struct ModelOptions {
     pub record_placement: bool,
     /// The output holding the class scores, by name; `None`: the first (with a warning when there are more).
     pub output_name: Option<String>,
+    /// Keep the CPU session's optimised graph in this folder and load it from there next time
+    /// ([`super::optimized`]); `None`: optimise at every load.
+    pub optimized_cache: Option<PathBuf>,
 }
 
 impl Default for ModelOptions {
@@ -97,6 +100,7 @@ impl Default for ModelOptions {
             cuda: CudaOptions::default(),
             record_placement: true,
             output_name: None,
+            optimized_cache: None,
         }
     }
 }
