@@ -26,7 +26,7 @@ pub use options::{
 };
 pub use placement::ProviderNodes;
 pub use runtime::Runtime;
-pub use spec::{InputShape, ModelSpec, Overrides, SpecError};
+pub use spec::{InputShape, InputType, ModelSpec, OutputKind, Overrides, SpecError, TensorSlot};
 
 /// Errors of the inference layer. Each names the model file.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,8 @@ pub enum ModelError {
     Spec { path: PathBuf, source: SpecError },
     #[error("labels file {}: {source}", path.display())]
     Labels { path: PathBuf, source: std::io::Error },
+    #[error("labels file {}: {message}", path.display())]
+    LabelsFormat { path: PathBuf, message: String },
     #[error("model {}: {labels} labels ({origin}) for {classes} output classes", path.display())]
     LabelCount { path: PathBuf, origin: String, labels: usize, classes: usize },
     #[error("model {}: returned scores of shape {shape}, expected [{batch}, {classes}]", path.display())]
@@ -54,11 +56,12 @@ pub enum ModelError {
     )]
     NonFinite { path: PathBuf, count: usize },
     #[error(
-        "model {}: its output is declared as probabilities (output = \"probabilities\"), but it returned scores \
-         from {min} to {max}, outside [0, 1]: these are logits; set [model.preprocess] output = \"logits\" (or \"auto\")",
-        path.display()
+        "model {}: its output is declared as {declared} (output = \"{declared}\"), but it returned scores \
+         from {min} to {max}, outside [0, 1]: these are logits; set [model.preprocess] output = \"{fix}\"",
+        path.display(),
+        fix = if declared.is_multi_label() { "sigmoid_logits\" (camclassd applies the sigmoid)" } else { "logits\" (or \"auto\")" }
     )]
-    NotProbabilities { path: PathBuf, min: f32, max: f32 },
+    NotProbabilities { path: PathBuf, declared: OutputKind, min: f32, max: f32 },
     #[error("model {}: external data {location:?}: {message}", path.display())]
     ExternalData { path: PathBuf, location: String, message: String },
     #[error("inference failed: {0}")]
@@ -68,20 +71,38 @@ pub enum ModelError {
 /// How far outside [0, 1] a declared probability may stray (rounding in a quantized softmax).
 const PROBABILITY_SLACK: f32 = 0.01;
 
-/// An input tensor of a model (`batch` images in the model's layout), made by [`Model::new_input`]. The
-/// daemon circulates two between its decode and inference threads, so a frame is prepared straight into the
-/// tensor that will be inferred: no copy.
+/// An input tensor of a model (`batch` images in the model's layout and element type), made by
+/// [`Model::new_input`]. The daemon circulates two between its decode and inference threads, so a frame is
+/// prepared straight into the tensor that will be inferred: no copy.
 #[derive(Debug)]
 pub struct Input {
-    tensor: Tensor<f32>,
+    tensor: InputTensor,
     per_image: usize,
+}
+
+/// Floats for a normalised-input model, bytes for a raw-pixel (uint8) one.
+#[derive(Debug)]
+enum InputTensor {
+    F32(Tensor<f32>),
+    U8(Tensor<u8>),
 }
 
 impl Input {
     /// The values of one batch slot, for the preprocessor to fill.
-    pub fn slot_mut(&mut self, slot: usize) -> &mut [f32] {
-        let per = self.per_image;
-        &mut self.tensor.extract_tensor_mut().1[slot * per..(slot + 1) * per]
+    pub fn slot_mut(&mut self, slot: usize) -> TensorSlot<'_> {
+        let range = slot * self.per_image..(slot + 1) * self.per_image;
+        match &mut self.tensor {
+            InputTensor::F32(t) => TensorSlot::F32(&mut t.extract_tensor_mut().1[range]),
+            InputTensor::U8(t) => TensorSlot::U8(&mut t.extract_tensor_mut().1[range]),
+        }
+    }
+
+    /// The element type the tensor holds.
+    pub fn input_type(&self) -> InputType {
+        match self.tensor {
+            InputTensor::F32(_) => InputType::Float32,
+            InputTensor::U8(_) => InputType::Uint8,
+        }
     }
 }
 
@@ -134,7 +155,7 @@ impl Model {
                 session.inputs().iter().map(|i| i.name()).collect::<Vec<_>>().join(", ")
             )));
         };
-        let input_shape = image_input_shape(input.name(), input.dtype()).map_err(interface)?;
+        let (input_shape, input_type) = image_input_shape(input.name(), input.dtype()).map_err(interface)?;
         let outputs = session.outputs();
         let names = || outputs.iter().map(|o| format!("{:?}", o.name())).collect::<Vec<_>>().join(", ");
         let output_index = match &options.output_name {
@@ -163,12 +184,10 @@ impl Model {
         let metadata =
             read_metadata(session).map_err(|source| ModelError::Session { path: path.to_path_buf(), source })?;
         let file_stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let mut spec = ModelSpec::resolve(&file_stem, &metadata, &options.overrides, input_shape)
+        let mut spec = ModelSpec::resolve(&file_stem, &metadata, &options.overrides, input_shape, input_type)
             .map_err(|source| ModelError::Spec { path: path.to_path_buf(), source })?;
         if let Some(labels_path) = &options.labels {
-            let text = std::fs::read_to_string(labels_path)
-                .map_err(|source| ModelError::Labels { path: labels_path.clone(), source })?;
-            spec.labels = spec::parse_labels(&text);
+            spec.labels = read_labels(labels_path)?;
         }
 
         let batch = match input_shape.0[0] {
@@ -180,8 +199,8 @@ impl Model {
             spec::Layout::Nchw => [batch, 3, h as usize, w as usize],
             spec::Layout::Nhwc => [batch, h as usize, w as usize, 3],
         };
-        let warm_up =
-            new_input(session, dims).map_err(|source| ModelError::Session { path: path.to_path_buf(), source })?;
+        let warm_up = new_input(session, dims, input_type)
+            .map_err(|source| ModelError::Session { path: path.to_path_buf(), source })?;
 
         let mut model = Model {
             session: opened.session,
@@ -251,14 +270,17 @@ impl Model {
 
     /// A new input tensor for this model (zeros), for callers that prepare frames apart from inference.
     pub fn new_input(&self) -> Result<Input, ModelError> {
-        new_input(&self.session, self.input_dims.clone())
+        new_input(&self.session, self.input_dims.clone(), self.spec.input_type)
             .map_err(|source| ModelError::Session { path: self.path.clone(), source })
     }
 
     /// Runs the model on `input` (made by [`Model::new_input`]); returns `batch × num_classes` raw scores.
     pub fn run(&mut self, input: &Input) -> Result<&[f32], ModelError> {
         let Model { session, scores, path, batch, num_classes, output_index, spec, .. } = self;
-        let outputs = session.run(ort::inputs![&input.tensor])?;
+        let outputs = match &input.tensor {
+            InputTensor::F32(t) => session.run(ort::inputs![t])?,
+            InputTensor::U8(t) => session.run(ort::inputs![t])?,
+        };
         let (shape, data) = outputs[*output_index].try_extract_tensor::<f32>()?;
         keep_scores(scores, path, *batch, *num_classes, spec.output, shape, data)?;
         Ok(scores)
@@ -324,7 +346,8 @@ fn session_summary(model: &Model) {
         provider = %model.provider,
         nodes = %model.placement.as_deref().map_or_else(|| "not recorded".into(), placement::placement_text),
         classes = model.num_classes,
-        input = %format!("{:?} {}x{}", s.layout, s.input_size.0, s.input_size.1),
+        input = %format!("{} {} {}x{}", s.input_type.name(), s.layout, s.input_size.0, s.input_size.1),
+        output = %s.output.describe(),
         "model ready"
     );
 }
@@ -356,12 +379,12 @@ fn keep_scores(
     if count > 0 {
         return Err(ModelError::NonFinite { path: path.to_path_buf(), count });
     }
-    // Declared probabilities that are not (a logits model): softmax would be skipped and "1139.84 %"
-    // printed. The slack allows for a softmax computed in 8 bits.
-    if output == spec::OutputKind::Probabilities {
+    // Declared probabilities that are not (a logits model): softmax or the sigmoid would be skipped and
+    // "1139.84 %" printed. The slack allows for a softmax computed in 8 bits.
+    if output.is_probability() {
         let (min, max) = scores.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
         if min < -PROBABILITY_SLACK || max > 1.0 + PROBABILITY_SLACK {
-            return Err(ModelError::NotProbabilities { path: path.to_path_buf(), min, max });
+            return Err(ModelError::NotProbabilities { path: path.to_path_buf(), declared: output, min, max });
         }
     }
     Ok(())
@@ -369,12 +392,29 @@ fn keep_scores(
 
 /// An input tensor of `dims`, zero-filled: unused batch slots (a model with a fixed batch > 1) are fed zeros,
 /// not stale memory.
-fn new_input(session: &Session, dims: impl ort::value::IntoShape) -> Result<Input, ort::Error> {
-    let mut tensor = Tensor::<f32>::new(session.allocator(), dims)?;
-    tensor.extract_tensor_mut().1.fill(0.0);
-    let shape = tensor.shape();
+fn new_input(session: &Session, dims: impl ort::value::IntoShape, ty: InputType) -> Result<Input, ort::Error> {
+    let (tensor, shape) = match ty {
+        InputType::Float32 => {
+            let mut t = Tensor::<f32>::new(session.allocator(), dims)?;
+            t.extract_tensor_mut().1.fill(0.0);
+            let shape = t.shape().to_vec();
+            (InputTensor::F32(t), shape)
+        }
+        InputType::Uint8 => {
+            let mut t = Tensor::<u8>::new(session.allocator(), dims)?;
+            t.extract_tensor_mut().1.fill(0);
+            let shape = t.shape().to_vec();
+            (InputTensor::U8(t), shape)
+        }
+    };
     let per_image = shape.iter().skip(1).product::<i64>().max(0) as usize;
     Ok(Input { tensor, per_image })
+}
+
+/// A labels file: text (one per line) or JSON (a map of class ids to names, or a list), by content.
+pub fn read_labels(path: &Path) -> Result<Vec<String>, ModelError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Labels { path: path.to_path_buf(), source })?;
+    spec::parse_labels(&text).map_err(|message| ModelError::LabelsFormat { path: path.to_path_buf(), message })
 }
 
 fn read_metadata(session: &Session) -> Result<HashMap<String, String>, ort::Error> {
@@ -388,18 +428,26 @@ fn read_metadata(session: &Session) -> Result<HashMap<String, String>, ort::Erro
     Ok(out)
 }
 
-fn image_input_shape(name: &str, ty: &ValueType) -> Result<InputShape, String> {
+fn image_input_shape(name: &str, ty: &ValueType) -> Result<(InputShape, InputType), String> {
     let ValueType::Tensor { ty, shape, .. } = ty else {
         return Err(format!("input {name:?} is not a tensor"));
     };
-    if *ty != TensorElementType::Float32 {
-        return Err(format!("input {name:?} has element type {ty}; camclassd feeds float32 image tensors"));
-    }
+    let input_type = match ty {
+        TensorElementType::Float32 => InputType::Float32,
+        TensorElementType::Uint8 => InputType::Uint8,
+        other => {
+            return Err(format!(
+                "input {name:?} has element type {other}; camclassd feeds {}: export the model with one of \
+                 those inputs",
+                spec::SUPPORTED_INPUT_TYPES
+            ));
+        }
+    };
     if shape.len() != 4 {
         return Err(format!("input {name:?} has shape {shape:?}; an image tensor has 4 dimensions (NCHW or NHWC)"));
     }
     let dim = |d: i64| u32::try_from(d).ok().filter(|&d| d > 0);
-    Ok(InputShape([dim(shape[0]), dim(shape[1]), dim(shape[2]), dim(shape[3])]))
+    Ok((InputShape([dim(shape[0]), dim(shape[1]), dim(shape[2]), dim(shape[3])]), input_type))
 }
 
 /// Checks that the output is a float score vector per image; returns the class count when it is static.
