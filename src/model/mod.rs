@@ -57,7 +57,7 @@ pub enum ModelError {
     NonFinite { path: PathBuf, count: usize },
     #[error(
         "model {}: its output is declared as {declared} (output = \"{declared}\"), but it returned scores \
-         from {min} to {max}, outside [0, 1]: these are logits; set [model.preprocess] output = \"{fix}\"",
+         from {min} to {max}, outside [0, 1]: these are logits; set [model.preprocess] output = \"{fix}",
         path.display(),
         fix = if declared.is_multi_label() { "sigmoid_logits\" (camclassd applies the sigmoid)" } else { "logits\" (or \"auto\")" }
     )]
@@ -437,8 +437,8 @@ fn image_input_shape(name: &str, ty: &ValueType) -> Result<(InputShape, InputTyp
         TensorElementType::Uint8 => InputType::Uint8,
         other => {
             return Err(format!(
-                "input {name:?} has element type {other}; camclassd feeds {}: export the model with one of \
-                 those inputs",
+                "input {name:?} has element type {}; camclassd feeds {}: export the model with one of those inputs",
+                element_name(*other),
                 spec::SUPPORTED_INPUT_TYPES
             ));
         }
@@ -450,13 +450,33 @@ fn image_input_shape(name: &str, ty: &ValueType) -> Result<(InputShape, InputTyp
     Ok((InputShape([dim(shape[0]), dim(shape[1]), dim(shape[2]), dim(shape[3])]), input_type))
 }
 
+/// An element type by its ONNX (numpy) name, as `inspect` prints it: `int8`, `float16`, not ORT's `i8`, `f16`.
+fn element_name(ty: TensorElementType) -> String {
+    use TensorElementType::*;
+    match ty {
+        Float16 => "float16".into(),
+        Bfloat16 => "bfloat16".into(),
+        Float64 => "float64".into(),
+        Int8 => "int8".into(),
+        Int16 => "int16".into(),
+        Int32 => "int32".into(),
+        Int64 => "int64".into(),
+        Uint16 => "uint16".into(),
+        Uint32 => "uint32".into(),
+        Uint64 => "uint64".into(),
+        Bool => "bool".into(),
+        String => "string".into(),
+        other => other.to_string(),
+    }
+}
+
 /// Checks that the output is a float score vector per image; returns the class count when it is static.
 fn score_output_dims(name: &str, ty: &ValueType) -> Result<Option<usize>, String> {
     let ValueType::Tensor { ty, shape, .. } = ty else {
         return Err(format!("output {name:?} is not a tensor"));
     };
     if *ty != TensorElementType::Float32 {
-        return Err(format!("output {name:?} has element type {ty}; camclassd reads float32 scores"));
+        return Err(format!("output {name:?} has element type {}; camclassd reads float32 scores", element_name(*ty)));
     }
     // [N, C] or [N, C, 1, 1]: everything after the batch dimension is one score vector.
     if shape.len() < 2 || shape.len() > 4 || shape.iter().skip(2).any(|&d| d != 1) {
