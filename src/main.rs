@@ -744,7 +744,11 @@ fn run_classify(args: ClassifyArgs, ort_lib: Option<&Path>) -> Result<u8, Failur
     let mut classifier = Classifier::new(model, top_k, min_score).map_err(|e| usage(e.into()))?;
     let thresholds = |c: &Classifier| {
         let spec = c.model().spec();
-        let default = if spec.output.is_multi_label() { camclassd::postprocess::DEFAULT_MULTI_LABEL_THRESHOLD } else { min_score };
+        let default = if spec.output.is_multi_label() {
+            camclassd::postprocess::DEFAULT_MULTI_LABEL_THRESHOLD
+        } else {
+            min_score
+        };
         let named = args.threshold.iter().map(|(name, p)| (name.as_str(), *p));
         camclassd::postprocess::Thresholds::from_named(&spec.labels, named, default)
             .map_err(|e| usage(anyhow::anyhow!("--threshold: {e}")))

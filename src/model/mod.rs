@@ -413,7 +413,8 @@ fn new_input(session: &Session, dims: impl ort::value::IntoShape, ty: InputType)
 
 /// A labels file: text (one per line) or JSON (a map of class ids to names, or a list), by content.
 pub fn read_labels(path: &Path) -> Result<Vec<String>, ModelError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Labels { path: path.to_path_buf(), source })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ModelError::Labels { path: path.to_path_buf(), source })?;
     spec::parse_labels(&text).map_err(|message| ModelError::LabelsFormat { path: path.to_path_buf(), message })
 }
 

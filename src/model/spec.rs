@@ -86,8 +86,7 @@ impl InputType {
 }
 
 /// The element types camclassd feeds, for errors about the others.
-pub const SUPPORTED_INPUT_TYPES: &str =
-    "float32 (normalised pixels) or uint8 (raw pixels 0..255, as TFLite conversions and Teachable Machine exports take)";
+pub const SUPPORTED_INPUT_TYPES: &str = "float32 (normalised pixels) or uint8 (raw pixels 0..255, as TFLite conversions and Teachable Machine exports take)";
 
 /// One image's part of an input tensor, for the preprocessor to fill: floats or bytes, as the model takes.
 #[derive(Debug)]
@@ -437,7 +436,10 @@ impl ModelSpec {
                 Layout::Nhwc => "nchw",
             };
             let fix = match shape.implied_layout() {
-                Some(_) => format!("; {} says {layout}: set [model.preprocess] layout = \"{other}\"", layout_origin(from_config)),
+                Some(_) => format!(
+                    "; {} says {layout}: set [model.preprocess] layout = \"{other}\"",
+                    layout_origin(from_config)
+                ),
                 None => String::new(),
             };
             return Err(SpecError::Invalid(format!(
@@ -549,7 +551,10 @@ impl ModelSpec {
 
         let output = match overrides.output {
             Some(o) => o,
-            None => meta("output").map(|v| parse_enum(v, "output", &OutputKind::NAMES)).transpose()?.unwrap_or(OutputKind::Auto),
+            None => meta("output")
+                .map(|v| parse_enum(v, "output", &OutputKind::NAMES))
+                .transpose()?
+                .unwrap_or(OutputKind::Auto),
         };
         let labels = match meta("labels") {
             Some(text) => parse_labels(text).map_err(|message| SpecError::BadMetadata {
@@ -636,7 +641,8 @@ pub fn parse_labels(text: &str) -> Result<Vec<String>, String> {
 
 fn parse_json_labels(text: &str) -> Result<Vec<String>, String> {
     use serde_json::Value;
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("starts like JSON but is not valid JSON: {e}"))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| format!("starts like JSON but is not valid JSON: {e}"))?;
     let name = |v: &Value, at: &str| -> Result<String, String> {
         match v {
             Value::String(s) => Ok(s.trim().to_string()),
@@ -652,10 +658,8 @@ fn parse_json_labels(text: &str) -> Result<Vec<String>, String> {
         Value::Object(map) => {
             let mut labels: Vec<Option<String>> = vec![None; map.len()];
             for (key, v) in &map {
-                let id: usize = key
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("key {key:?} is not a class id (0, 1, 2, …)"))?;
+                let id: usize =
+                    key.trim().parse().map_err(|_| format!("key {key:?} is not a class id (0, 1, 2, …)"))?;
                 let slot = labels.get_mut(id).ok_or_else(|| {
                     format!("class id {id} is out of range: {} entries must be ids 0 to {}", map.len(), map.len() - 1)
                 })?;
@@ -676,10 +680,7 @@ fn parse_enum<T: Copy>(value: &str, key: &str, options: &[(&str, T)]) -> Result<
     options.iter().find(|(n, _)| *n == lower).map(|(_, v)| *v).ok_or_else(|| SpecError::BadMetadata {
         key: format!("{KEY_PREFIX}{key}"),
         value: value.to_string(),
-        message: format!(
-            "unknown value; expected {}",
-            options.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-        ),
+        message: format!("unknown value; expected {}", options.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")),
     })
 }
 
@@ -739,7 +740,8 @@ mod tests {
 
     #[test]
     fn missing_normalisation_names_the_keys_and_the_fix() {
-        let e = ModelSpec::resolve("m", &HashMap::new(), &Overrides::default(), NCHW_224, InputType::Float32).expect_err("no mean/std");
+        let e = ModelSpec::resolve("m", &HashMap::new(), &Overrides::default(), NCHW_224, InputType::Float32)
+            .expect_err("no mean/std");
         assert_eq!(e, SpecError::Missing { missing: MissingKeys(vec!["mean", "std"]) });
         assert!(e.to_string().contains("[model.preprocess]"), "{e}");
     }
@@ -776,19 +778,31 @@ mod tests {
 
     #[test]
     fn bad_metadata_is_reported_with_key_and_value() {
-        let e = ModelSpec::resolve("m", &md(&[("mean", "1,2"), ("std", "1,1,1")]), &Overrides::default(), NCHW_224, InputType::Float32)
-            .expect_err("two numbers");
+        let e = ModelSpec::resolve(
+            "m",
+            &md(&[("mean", "1,2"), ("std", "1,1,1")]),
+            &Overrides::default(),
+            NCHW_224,
+            InputType::Float32,
+        )
+        .expect_err("two numbers");
         assert_eq!(e.to_string(), "metadata camclassd.mean: expected comma-separated numbers (got \"1,2\")");
     }
 
     #[test]
     fn non_image_inputs_are_rejected() {
         let o = Overrides { mean: Some([0.0; 3]), std: Some([1.0; 3]), ..Overrides::default() };
-        let e = ModelSpec::resolve("m", &HashMap::new(), &o, InputShape([Some(1), Some(1), Some(28), Some(28)]), InputType::Float32)
-            .expect_err("1 channel");
+        let e = ModelSpec::resolve(
+            "m",
+            &HashMap::new(),
+            &o,
+            InputShape([Some(1), Some(1), Some(28), Some(28)]),
+            InputType::Float32,
+        )
+        .expect_err("1 channel");
         assert!(e.to_string().contains("NCHW or NHWC"), "{e}");
-        let e =
-            ModelSpec::resolve("m", &HashMap::new(), &o, InputShape([None, None, None, None]), InputType::Float32).expect_err("dynamic");
+        let e = ModelSpec::resolve("m", &HashMap::new(), &o, InputShape([None, None, None, None]), InputType::Float32)
+            .expect_err("dynamic");
         assert!(e.to_string().contains("layout"), "{e}");
     }
 
@@ -809,7 +823,10 @@ mod tests {
         let e = ModelSpec::resolve("m", &HashMap::new(), &nhwc, NCHW_224, InputType::Float32).expect_err("wrong");
         let text = e.to_string();
         assert!(text.contains("224 channels in NHWC layout"), "{text}");
-        assert!(text.contains("[model.preprocess] layout says NHWC: set [model.preprocess] layout = \"nchw\""), "{text}");
+        assert!(
+            text.contains("[model.preprocess] layout says NHWC: set [model.preprocess] layout = \"nchw\""),
+            "{text}"
+        );
     }
 
     #[test]
@@ -850,7 +867,10 @@ mod tests {
         assert_eq!(lines, ["tench", "goldfish"]);
         assert_eq!(parse_labels(r#"{"1": "goldfish", "0": "tench"}"#).expect("map"), lines);
         assert_eq!(parse_labels(" [\"tench\", \"goldfish\"]\n").expect("list"), lines);
-        assert_eq!(parse_labels(r#"{"0": ["n01440764", "tench"], "1": ["n01443537", "goldfish"]}"#).expect("keras"), lines);
+        assert_eq!(
+            parse_labels(r#"{"0": ["n01440764", "tench"], "1": ["n01443537", "goldfish"]}"#).expect("keras"),
+            lines
+        );
         for (bad, why) in [
             (r#"{"0": "tench", "2": "goldfish"}"#, "class id 2 is out of range"),
             (r#"{"0": "tench", "x": "goldfish"}"#, "key \"x\" is not a class id"),
@@ -870,7 +890,8 @@ mod tests {
     fn dynamic_spatial_dims_need_an_input_size() {
         let o = Overrides { mean: Some([0.0; 3]), std: Some([1.0; 3]), ..Overrides::default() };
         let e =
-            ModelSpec::resolve("m", &HashMap::new(), &o, InputShape([None, Some(3), None, None]), InputType::Float32).expect_err("size");
+            ModelSpec::resolve("m", &HashMap::new(), &o, InputShape([None, Some(3), None, None]), InputType::Float32)
+                .expect_err("size");
         assert_eq!(e, SpecError::Missing { missing: MissingKeys(vec!["input_size"]) });
     }
 }

@@ -504,7 +504,8 @@ mod tests {
             (Layout::Nhwc, ChannelOrder::Bgr),
             (Layout::Nchw, ChannelOrder::Bgr),
         ] {
-            let u8_spec = ModelSpec { input_type: InputType::Uint8, mean: [0.0; 3], std: [1.0; 3], ..spec(layout, order) };
+            let u8_spec =
+                ModelSpec { input_type: InputType::Uint8, mean: [0.0; 3], std: [1.0; 3], ..spec(layout, order) };
             let mut p = Preprocessor::new(&u8_spec);
             p.decode(Frame::Rgb8 { width: w, height: h, data: &data }).expect("decodes");
             let mut bytes = vec![0u8; p.tensor_len()];

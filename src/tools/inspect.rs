@@ -197,8 +197,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
 
     let initializer_names: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let io = |v: &pb::ValueInfoProto| describe_io(v);
-    let inputs: Vec<Io> =
-        graph.input.iter().filter(|i| !initializer_names.contains(i.name.as_str())).map(io).collect();
+    let inputs: Vec<Io> = graph.input.iter().filter(|i| !initializer_names.contains(i.name.as_str())).map(io).collect();
     let outputs = graph.output.iter().map(io).collect();
 
     let mut histogram: HashMap<String, usize> = HashMap::new();
