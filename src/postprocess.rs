@@ -333,9 +333,12 @@ mod tests {
         post.set_thresholds(t);
         post.process(&[0.9, 0.2, 0.7, 0.55, 0.1], &mut r);
         assert_eq!(r.on, vec![Scored { class_id: 2, score: 0.7 }, Scored { class_id: 1, score: 0.2 }]);
-        // Nothing on is a valid multi-label answer.
-        post.process(&[0.0, 0.1, 0.2, 0.3, 0.4], &mut r);
-        assert!(r.on.is_empty() && r.top.len() == 3);
+        // Nothing on is a valid multi-label answer; the list still has room for every class, so that a
+        // later frame with more classes on does not allocate (tests/alloc.rs).
+        let mut fresh = Classification::default();
+        post.process(&[0.0, 0.1, 0.2, 0.3, 0.4], &mut fresh);
+        assert!(fresh.on.is_empty() && fresh.top.len() == 3);
+        assert!(fresh.on.capacity() >= 5, "{}", fresh.on.capacity());
         // Raw logits: camclassd applies the sigmoid to each.
         let mut post = Postprocessor::new(OutputKind::SigmoidLogits, 2, 0.0);
         post.process(&[0.0, 2.0, -3.0], &mut r);
