@@ -494,3 +494,35 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_probabilities_outside_0_1_are_refused_with_the_kind_to_set() {
+        let mut scores = Vec::new();
+        let path = Path::new("m.onnx");
+        for (declared, fix) in [
+            (OutputKind::Probabilities, "output = \"logits\" (or \"auto\")"),
+            (OutputKind::Sigmoid, "output = \"sigmoid_logits\" (camclassd applies the sigmoid)"),
+        ] {
+            let e = keep_scores(&mut scores, path, 1, 3, declared, &[1, 3], &[-2.0, 0.5, 3.0]).expect_err("logits");
+            let text = e.to_string();
+            assert!(text.contains(&format!("declared as {declared}")) && text.ends_with(fix), "{text}");
+            keep_scores(&mut scores, path, 1, 3, declared, &[1, 3], &[0.2, 0.9, 0.7]).expect("in [0, 1]");
+            assert_eq!(scores, [0.2, 0.9, 0.7]);
+        }
+        // Raw scores are whatever they are.
+        for kind in [OutputKind::Logits, OutputKind::SigmoidLogits] {
+            keep_scores(&mut scores, path, 1, 3, kind, &[1, 3], &[-2.0, 0.5, 3.0]).expect("logits");
+        }
+    }
+
+    #[test]
+    fn element_types_are_named_as_onnx_names_them() {
+        assert_eq!(element_name(TensorElementType::Int8), "int8");
+        assert_eq!(element_name(TensorElementType::Float16), "float16");
+        assert!(spec::SUPPORTED_INPUT_TYPES.contains("uint8"));
+    }
+}
