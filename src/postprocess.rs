@@ -94,7 +94,7 @@ impl Thresholds {
         self
     }
 
-    /// From class names (as the labels spell them, or `class_<id>` for a model without labels) and values;
+    /// From class names (as the labels spell them, every class of that name; or `class_<id>`) and values;
     /// `"*"` sets the default, which is `default` otherwise. Unknown names are errors that list the classes.
     pub fn from_named<'a>(
         labels: &[String],
@@ -110,13 +110,18 @@ impl Thresholds {
                 thresholds.default = value;
                 continue;
             }
-            let id = match labels.iter().position(|l| l == name) {
-                Some(id) => id,
-                None if labels.is_empty() => name
-                    .strip_prefix("class_")
-                    .and_then(|n| n.parse().ok())
-                    .ok_or_else(|| ThresholdError::UnknownClass { name: name.to_string(), known: Vec::new() })?,
-                None => {
+            // Every class of that name: labels repeat (ImageNet has two "missile" classes).
+            let mut found = false;
+            for (id, _) in labels.iter().enumerate().filter(|(_, l)| *l == name) {
+                thresholds = thresholds.with_class(id, value);
+                found = true;
+            }
+            if found {
+                continue;
+            }
+            let id = match name.strip_prefix("class_").and_then(|n| n.parse::<usize>().ok()) {
+                Some(id) if labels.is_empty() || id < labels.len() => id,
+                _ => {
                     return Err(ThresholdError::UnknownClass { name: name.to_string(), known: labels.to_vec() });
                 }
             };
@@ -371,6 +376,13 @@ mod tests {
         assert!(e.to_string().contains("1.5"), "{e}");
         let t = Thresholds::from_named(&[], [("class_3", 0.9)], 0.5).expect("unlabelled model");
         assert_eq!((t.get(3), t.get(2)), (0.9, 0.5));
+        let t = Thresholds::from_named(&labels, [("class_1", 0.9)], 0.5).expect("by id");
+        assert_eq!((t.get(0), t.get(1)), (0.5, 0.9));
+        assert!(Thresholds::from_named(&labels, [("class_2", 0.9)], 0.5).is_err(), "only 2 classes");
+        // A name that several classes share applies to each.
+        let repeated: Vec<String> = ["missile", "rocket", "missile"].map(String::from).to_vec();
+        let t = Thresholds::from_named(&repeated, [("missile", 0.2)], 0.5).expect("known");
+        assert_eq!((t.get(0), t.get(1), t.get(2)), (0.2, 0.5, 0.2));
         assert!(Thresholds::from_named(&[], [("open", 0.9)], 0.5).is_err());
     }
 
