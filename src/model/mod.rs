@@ -453,22 +453,24 @@ fn image_input_shape(name: &str, ty: &ValueType) -> Result<(InputShape, InputTyp
 
 /// An element type by its ONNX (numpy) name, as `inspect` prints it: `int8`, `float16`, not ORT's `i8`, `f16`.
 fn element_name(ty: TensorElementType) -> String {
-    use TensorElementType::*;
-    match ty {
-        Float16 => "float16".into(),
-        Bfloat16 => "bfloat16".into(),
-        Float64 => "float64".into(),
-        Int8 => "int8".into(),
-        Int16 => "int16".into(),
-        Int32 => "int32".into(),
-        Int64 => "int64".into(),
-        Uint16 => "uint16".into(),
-        Uint32 => "uint32".into(),
-        Uint64 => "uint64".into(),
-        Bool => "bool".into(),
-        String => "string".into(),
-        other => other.to_string(),
-    }
+    let name = match ty {
+        TensorElementType::Float16 => "float16",
+        TensorElementType::Bfloat16 => "bfloat16",
+        TensorElementType::Float32 => "float32",
+        TensorElementType::Float64 => "float64",
+        TensorElementType::Int8 => "int8",
+        TensorElementType::Int16 => "int16",
+        TensorElementType::Int32 => "int32",
+        TensorElementType::Int64 => "int64",
+        TensorElementType::Uint8 => "uint8",
+        TensorElementType::Uint16 => "uint16",
+        TensorElementType::Uint32 => "uint32",
+        TensorElementType::Uint64 => "uint64",
+        TensorElementType::Bool => "bool",
+        TensorElementType::String => "string",
+        other => return other.to_string(),
+    };
+    name.to_string()
 }
 
 /// Checks that the output is a float score vector per image; returns the class count when it is static.

@@ -588,33 +588,23 @@ fn normalisation<'m>(
     overrides: &Overrides,
     meta: &impl Fn(&str) -> Option<&'m str>,
 ) -> Result<([f32; 3], [f32; 3]), SpecError> {
-    {
-        let mut missing = Vec::new();
-        let mean = match overrides.mean {
-            Some(m) => Some(m),
-            None => meta("mean").map(|v| parse_numbers::<f32, 3>(v, "mean")).transpose()?,
-        };
-        let std = match overrides.std {
-            Some(s) => Some(s),
-            None => meta("std").map(|v| parse_numbers::<f32, 3>(v, "std")).transpose()?,
-        };
-        if mean.is_none() {
-            missing.push("mean");
-        }
-        if std.is_none() {
-            missing.push("std");
-        }
-        let (Some(mean), Some(std)) = (mean, std) else {
-            return Err(SpecError::Missing { missing: MissingKeys(missing) });
-        };
-        if std.iter().any(|s| !s.is_finite() || *s <= 0.0) || mean.iter().any(|m| !m.is_finite()) {
-            return Err(SpecError::Invalid(format!(
-                "mean {mean:?} / std {std:?}: std must be positive and both finite"
-            )));
-        }
-
-        Ok((mean, std))
+    let mean = match overrides.mean {
+        Some(m) => Some(m),
+        None => meta("mean").map(|v| parse_numbers::<f32, 3>(v, "mean")).transpose()?,
+    };
+    let std = match overrides.std {
+        Some(s) => Some(s),
+        None => meta("std").map(|v| parse_numbers::<f32, 3>(v, "std")).transpose()?,
+    };
+    let (Some(mean), Some(std)) = (mean, std) else {
+        let missing = [("mean", mean.is_none()), ("std", std.is_none())];
+        let missing = missing.iter().filter(|(_, absent)| *absent).map(|(key, _)| *key).collect();
+        return Err(SpecError::Missing { missing: MissingKeys(missing) });
+    };
+    if std.iter().any(|s| !s.is_finite() || *s <= 0.0) || mean.iter().any(|m| !m.is_finite()) {
+        return Err(SpecError::Invalid(format!("mean {mean:?} / std {std:?}: std must be positive and both finite")));
     }
+    Ok((mean, std))
 }
 
 /// Class names from a labels file or the model's metadata, told apart by content:
