@@ -311,13 +311,14 @@ fn the_daemon_classifies_with_a_uint8_model_and_json_labels_as_classify_does() {
     let witness = Witness::start(&broker, "camclassd/#");
     let dir = tempfile::tempdir().expect("tempdir");
     let names = ["chelsea.jpg", "coffee.png", "rocket.jpg"];
+    // One frame a second: the hub keeps only the newest frame, and a loaded machine must not drop one.
     let folder = dir.path().join("frames");
     std::fs::create_dir_all(&folder).expect("mkdir");
     for (i, name) in names.iter().enumerate() {
         std::fs::copy(generated(name), folder.join(format!("{i:03}-{name}"))).expect("copy");
     }
     let cameras = format!(
-        "[[cameras]]\nname = \"feeder\"\nsource = {:?}\nfps = 20\npublish = \"every_frame\"\nloop = false\n",
+        "[[cameras]]\nname = \"feeder\"\nsource = {:?}\nfps = 1\npublish = \"every_frame\"\nloop = false\n",
         folder.display().to_string()
     );
     let config = daemon_config(dir.path(), &broker, &cameras);
