@@ -212,7 +212,8 @@ struct ClassifyArgs {
     #[arg(long, value_name = "KIND")]
     output: Option<model::OutputKind>,
     /// A class's threshold for being "on", as CLASS=P (repeatable; "*=P" for every other class). Multi-label
-    /// models list the classes on (default 0.5 each).
+    /// models always list the classes on (default 0.5 each); with this, a single-label model says whether its
+    /// best class is on.
     #[arg(long, value_name = "CLASS=P", value_parser = parse_threshold)]
     threshold: Vec<(String, f32)>,
     /// Image files (JPEG, PNG).
@@ -753,7 +754,9 @@ fn run_classify(args: ClassifyArgs, ort_lib: Option<&Path>) -> Result<u8, Failur
         camclassd::postprocess::Thresholds::from_named(&spec.labels, named, default)
             .map_err(|e| usage(anyhow::anyhow!("--threshold: {e}")))
     };
-    classifier.set_thresholds(thresholds(&classifier)?);
+    if !args.threshold.is_empty() {
+        classifier.set_thresholds(thresholds(&classifier)?);
+    }
     let policy = config.as_ref().map(|c| c.model.on_check_failure).unwrap_or_default();
     let check = camclassd::check::at_load(&mut classifier, policy).map_err(|e| usage(e.into()))?;
     if check.status == camclassd::check::CheckStatus::Fallback {
@@ -765,7 +768,9 @@ fn run_classify(args: ClassifyArgs, ort_lib: Option<&Path>) -> Result<u8, Failur
             );
             let model = Model::load(runtime, fallback, &options).map_err(|e| usage(e.into()))?;
             classifier = Classifier::new(model, top_k, min_score).map_err(|e| usage(e.into()))?;
-            classifier.set_thresholds(thresholds(&classifier)?);
+            if !args.threshold.is_empty() {
+                classifier.set_thresholds(thresholds(&classifier)?);
+            }
         }
     }
 

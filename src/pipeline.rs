@@ -109,6 +109,9 @@ pub struct Classifier {
     prepare: Prepare,
     infer: Infer,
     input: Input,
+    /// [`Classifier::set_thresholds`] was called: the caller wants the classes "on" even from a
+    /// single-label model.
+    thresholds_set: bool,
 }
 
 impl Classifier {
@@ -116,7 +119,7 @@ impl Classifier {
         let prepare = Prepare::new(model.spec());
         let infer = Infer::new(model, top_k, min_score);
         let input = infer.new_input()?;
-        Ok(Classifier { prepare, infer, input })
+        Ok(Classifier { prepare, infer, input, thresholds_set: false })
     }
 
     /// Classifies one frame (batch slot 0).
@@ -146,5 +149,11 @@ impl Classifier {
     /// Per-class thresholds for [`Classification::on`] ([`Infer::set_thresholds`]).
     pub fn set_thresholds(&mut self, thresholds: Thresholds) {
         self.infer.set_thresholds(thresholds);
+        self.thresholds_set = true;
+    }
+
+    /// Whether [`Classifier::set_thresholds`] was called.
+    pub fn thresholds_set(&self) -> bool {
+        self.thresholds_set
     }
 }

@@ -36,8 +36,9 @@ pub struct ImageReport {
     /// The execution provider the session runs on (`cpu` after a fallback from a GPU provider).
     pub provider: String,
     pub top: Vec<LabeledScore>,
-    /// Multi-label models only: every class at or over its threshold (0.5 unless `--threshold` says
-    /// otherwise), best first; possibly none.
+    /// Multi-label models (or thresholds given): every class at or over its threshold (0.5 unless
+    /// `--threshold` says otherwise), best first, possibly none; for a single-label model, its best class
+    /// when that reaches its threshold.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on: Option<Vec<LabeledScore>>,
     pub timing_ms: TimingMs,
@@ -74,7 +75,8 @@ pub fn classify_file(classifier: &mut Classifier, path: &Path, all_scores: bool)
     let (result, timings) = classifier
         .classify(Frame::Encoded(&bytes))
         .map_err(|source| ClassifyError::Pipeline { path: path.to_path_buf(), source })?;
-    let (top, on) = (result.top.clone(), result.multi_label.then(|| result.on.clone()));
+    let (top, on, multi_label) = (result.top.clone(), result.on.clone(), result.multi_label);
+    let on = (multi_label || classifier.thresholds_set()).then_some(on);
     let model = classifier.model();
     let labeled = |scored: Vec<crate::postprocess::Scored>| -> Vec<LabeledScore> {
         scored
@@ -107,7 +109,7 @@ pub fn render_table(report: &ImageReport) -> String {
     if let Some(on) = &report.on {
         let names: Vec<String> = on.iter().map(|s| format!("{} ({:.1}%)", s.label, s.score * 100.0)).collect();
         let names = if names.is_empty() { "none".to_string() } else { names.join(", ") };
-        out.push_str(&format!("  on (multi-label, each class at its threshold): {names}\n"));
+        out.push_str(&format!("  on (each class at its threshold): {names}\n"));
     }
     out
 }

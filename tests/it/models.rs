@@ -171,6 +171,15 @@ fn sigmoid_scores_are_independent_and_thresholds_pick_the_classes_on() {
         assert_eq!(on_ids(s), want, "{}", s["image"]);
     }
     assert!(on_ids(&strict[0]).contains(&(second as u64)), "{}", strict[0]);
+    // A single-label model with thresholds: its best class is on when it reaches its own threshold.
+    let single = classify_values(&model("fp32"), &images, &["--top", "1", "--threshold", "*=0.5"]);
+    for s in &single {
+        let best = &s["top"][0];
+        let want: Vec<u64> =
+            if best["score"].as_f64() >= Some(0.5) { vec![best["class_id"].as_u64().unwrap_or(0)] } else { vec![] };
+        assert_eq!(on_ids(s), want, "{s}");
+    }
+    assert!(single.iter().any(|s| on_ids(s).is_empty()) && single.iter().any(|s| !on_ids(s).is_empty()));
     // A threshold for a class the model does not have is refused with the classes' names.
     let e = fail(&generated("effnet-sigmoid.onnx"), &["--threshold", "garage door=0.5"]);
     assert!(e.contains("--threshold: no class named \"garage door\"") && e.contains("1000 classes, e.g. tench"), "{e}");
