@@ -582,8 +582,14 @@ fn check_config(path: &Path, ort_lib: Option<&Path>) -> Result<u8, Failure> {
         record_placement: false,
         ..config.model.model_options()
     };
+    // A model error is located at the key it is about (labels, preprocess.layout, …) when the file has it.
+    let model_key = |e: &model::ModelError| {
+        let key = format!("model.{}", e.config_key());
+        let key = if camclassd::config::key_position(&text, &key).is_some() { key } else { "model.path".to_string() };
+        format!("{}: {key}: {e}", at(&key))
+    };
     match Model::load(runtime, &config.model.path, &options) {
-        Err(e) => problems.push(format!("{}: model.path: {e}", at("model.path"))),
+        Err(e) => problems.push(model_key(&e)),
         // The model's own check, as `run` does it at start (it refuses a failure unless told otherwise); its
         // answer depends on the provider, so only where run's provider is the CPU too.
         Ok(model) if cpu_only => match Classifier::new(model, 1, 0.0) {

@@ -68,6 +68,24 @@ pub enum ModelError {
     Run(#[from] ort::Error),
 }
 
+impl ModelError {
+    /// The key, under the model's config section, that the error is about (`path`, `labels`,
+    /// `preprocess.output`, …), for check-config to point at the line.
+    pub fn config_key(&self) -> &'static str {
+        match self {
+            ModelError::Labels { .. } | ModelError::LabelsFormat { .. } => "labels",
+            ModelError::LabelCount { origin, .. } if origin.starts_with("from ") && !origin.contains("metadata") => {
+                "labels"
+            }
+            ModelError::NotProbabilities { .. } => "preprocess.output",
+            ModelError::Spec { source: SpecError::Invalid(m), .. } if m.contains("layout") => "preprocess.layout",
+            ModelError::Spec { source: SpecError::Invalid(m), .. } if m.contains("mean/std") => "preprocess.mean",
+            ModelError::Spec { .. } => "preprocess",
+            _ => "path",
+        }
+    }
+}
+
 /// How far outside [0, 1] a declared probability may stray (rounding in a quantized softmax).
 const PROBABILITY_SLACK: f32 = 0.01;
 
@@ -519,6 +537,21 @@ mod tests {
         for kind in [OutputKind::Logits, OutputKind::SigmoidLogits] {
             keep_scores(&mut scores, path, 1, 3, kind, &[1, 3], &[-2.0, 0.5, 3.0]).expect("logits");
         }
+    }
+
+    #[test]
+    fn errors_name_the_config_key_they_are_about() {
+        let path = PathBuf::from("m.onnx");
+        let format = ModelError::LabelsFormat { path: path.clone(), message: "x".into() };
+        assert_eq!(format.config_key(), "labels");
+        let count =
+            |origin: &str| ModelError::LabelCount { path: path.clone(), origin: origin.into(), labels: 1, classes: 2 };
+        assert_eq!(count("from labels.txt").config_key(), "labels");
+        assert_eq!(count("from the model's metadata").config_key(), "path");
+        let layout = SpecError::Invalid("set [model.preprocess] layout = \"nhwc\"".into());
+        assert_eq!(ModelError::Spec { path: path.clone(), source: layout }.config_key(), "preprocess.layout");
+        let e = ModelError::NotProbabilities { path, declared: OutputKind::Sigmoid, min: -1.0, max: 2.0 };
+        assert_eq!(e.config_key(), "preprocess.output");
     }
 
     #[test]

@@ -88,6 +88,24 @@ fn labels_from_a_json_map_or_list_name_classes_as_the_text_file_does() {
         let e = fail(&uint8, &["--labels", bad.to_str().expect("utf-8")]);
         assert!(e.contains(&format!("labels file {}", bad.display())) && e.contains(why), "{e}");
     }
+    // check-config points at the labels key.
+    let bad = dir.path().join("labels_map.txt");
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 1\n[mqtt]\nhost = \"127.0.0.1\"\n[queue]\npath = {:?}\n[model]\npath = {:?}\nlabels = {:?}\n\
+             [[cameras]]\nname = \"c\"\nsource = {:?}\n",
+            dir.path().join("q.redb").display().to_string(),
+            uint8.display().to_string(),
+            bad.display().to_string(),
+            generated("chelsea.jpg").display().to_string()
+        ),
+    )
+    .expect("config");
+    let out = run(camclassd().arg("check-config").arg(&config));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("c.toml:8:1: model.labels: labels file"), "{}", stderr(&out));
     // A JSON map of the wrong size is counted like a text file.
     let short = dir.path().join("short.json");
     std::fs::write(&short, r#"{"0": "tench", "1": "goldfish"}"#).expect("write");
