@@ -377,7 +377,7 @@ mod tests {
     }
 
     fn classified(class_id: usize, score: f32) -> Classification {
-        Classification { top: vec![Scored { class_id, score }] }
+        Classification { top: vec![Scored { class_id, score }], ..Classification::default() }
     }
 
     const LABELS: &[String] = &[];

@@ -202,6 +202,20 @@ struct ClassifyArgs {
     /// The model output holding the class scores, for a model with several (default: the config's, else the first).
     #[arg(long, value_name = "NAME")]
     output_name: Option<String>,
+    /// A labels file replacing the model's: one per line, or JSON ({"0": "tench", …} or ["tench", …]).
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
+    /// The input layout, for a model whose input shape does not tell (as [model.preprocess] layout).
+    #[arg(long, value_name = "nchw|nhwc")]
+    layout: Option<model::spec::Layout>,
+    /// How to read the scores: logits, probabilities, sigmoid, sigmoid_logits or auto (as [model.preprocess] output).
+    #[arg(long, value_name = "KIND")]
+    output: Option<model::OutputKind>,
+    /// A class's threshold for being "on", as CLASS=P (repeatable; "*=P" for every other class). Multi-label
+    /// models always list the classes on (default 0.5 each); with this, a single-label model says whether its
+    /// best class is on.
+    #[arg(long, value_name = "CLASS=P", value_parser = parse_threshold)]
+    threshold: Vec<(String, f32)>,
     /// Image files (JPEG, PNG).
     #[arg(required = true)]
     images: Vec<PathBuf>,
@@ -568,8 +582,14 @@ fn check_config(path: &Path, ort_lib: Option<&Path>) -> Result<u8, Failure> {
         record_placement: false,
         ..config.model.model_options()
     };
+    // A model error is located at the key it is about (labels, preprocess.layout, …) when the file has it.
+    let model_key = |e: &model::ModelError| {
+        let key = format!("model.{}", e.config_key());
+        let key = if camclassd::config::key_position(&text, &key).is_some() { key } else { "model.path".to_string() };
+        format!("{}: {key}: {e}", at(&key))
+    };
     match Model::load(runtime, &config.model.path, &options) {
-        Err(e) => problems.push(format!("{}: model.path: {e}", at("model.path"))),
+        Err(e) => problems.push(model_key(&e)),
         // The model's own check, as `run` does it at start (it refuses a failure unless told otherwise); its
         // answer depends on the provider, so only where run's provider is the CPU too.
         Ok(model) if cpu_only => match Classifier::new(model, 1, 0.0) {
@@ -713,6 +733,15 @@ fn run_classify(args: ClassifyArgs, ort_lib: Option<&Path>) -> Result<u8, Failur
     if let Some(name) = &args.output_name {
         options.output_name = Some(name.clone());
     }
+    if let Some(labels) = &args.labels {
+        options.labels = Some(labels.clone());
+    }
+    if let Some(layout) = args.layout {
+        options.overrides.layout = Some(layout);
+    }
+    if let Some(output) = args.output {
+        options.overrides.output = Some(output);
+    }
     let top_k = args.top.map(usize::from).or(config.as_ref().map(|c| c.model.top_k)).unwrap_or(5);
     let min_score = args.min_score.or(config.as_ref().map(|c| c.model.min_score)).unwrap_or(0.0);
     let ort_lib = ort_lib.or(config.as_ref().and_then(|c| c.onnxruntime.library.as_deref()));
@@ -720,6 +749,20 @@ fn run_classify(args: ClassifyArgs, ort_lib: Option<&Path>) -> Result<u8, Failur
     let runtime = model::runtime::load(ort_lib).map_err(|e| usage(e.into()))?;
     let model = Model::load(runtime, &model_path, &options).map_err(|e| usage(e.into()))?;
     let mut classifier = Classifier::new(model, top_k, min_score).map_err(|e| usage(e.into()))?;
+    let thresholds = |c: &Classifier| {
+        let spec = c.model().spec();
+        let default = if spec.output.is_multi_label() {
+            camclassd::postprocess::DEFAULT_MULTI_LABEL_THRESHOLD
+        } else {
+            min_score
+        };
+        let named = args.threshold.iter().map(|(name, p)| (name.as_str(), *p));
+        camclassd::postprocess::Thresholds::from_named(&spec.labels, named, default)
+            .map_err(|e| usage(anyhow::anyhow!("--threshold: {e}")))
+    };
+    if !args.threshold.is_empty() {
+        classifier.set_thresholds(thresholds(&classifier)?);
+    }
     let policy = config.as_ref().map(|c| c.model.on_check_failure).unwrap_or_default();
     let check = camclassd::check::at_load(&mut classifier, policy).map_err(|e| usage(e.into()))?;
     if check.status == camclassd::check::CheckStatus::Fallback {
@@ -731,6 +774,9 @@ fn run_classify(args: ClassifyArgs, ort_lib: Option<&Path>) -> Result<u8, Failur
             );
             let model = Model::load(runtime, fallback, &options).map_err(|e| usage(e.into()))?;
             classifier = Classifier::new(model, top_k, min_score).map_err(|e| usage(e.into()))?;
+            if !args.threshold.is_empty() {
+                classifier.set_thresholds(thresholds(&classifier)?);
+            }
         }
     }
 
@@ -770,6 +816,11 @@ fn parse_probability(s: &str) -> Result<f32, String> {
         Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
         _ => Err(format!("{s:?} is not a probability between 0 and 1")),
     }
+}
+
+fn parse_threshold(s: &str) -> Result<(String, f32), String> {
+    let (name, p) = s.rsplit_once('=').ok_or_else(|| format!("{s:?} is not CLASS=P, e.g. open=0.8 or \"*=0.5\""))?;
+    Ok((name.trim().to_string(), parse_probability(p.trim())?))
 }
 
 fn parse_size(s: &str) -> Result<[u32; 2], String> {

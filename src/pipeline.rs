@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use crate::model::{Input, Model, ModelError, ModelSpec};
-use crate::postprocess::{Classification, Postprocessor};
+use crate::postprocess::{Classification, Postprocessor, Thresholds};
 use crate::preprocess::{Frame, PreprocessError, Preprocessor};
 
 /// Time spent in each stage for one frame.
@@ -95,6 +95,12 @@ impl Infer {
     pub fn probabilities(&self) -> &[f32] {
         self.postprocessor.probabilities()
     }
+
+    /// Per-class thresholds for [`Classification::on`] (default: 0.5 for a multi-label model, the minimum
+    /// score for a single-label one).
+    pub fn set_thresholds(&mut self, thresholds: Thresholds) {
+        self.postprocessor.set_thresholds(thresholds);
+    }
 }
 
 /// Both stages on one thread, one frame at a time: what the tools use.
@@ -103,6 +109,9 @@ pub struct Classifier {
     prepare: Prepare,
     infer: Infer,
     input: Input,
+    /// [`Classifier::set_thresholds`] was called: the caller wants the classes "on" even from a
+    /// single-label model.
+    thresholds_set: bool,
 }
 
 impl Classifier {
@@ -110,7 +119,7 @@ impl Classifier {
         let prepare = Prepare::new(model.spec());
         let infer = Infer::new(model, top_k, min_score);
         let input = infer.new_input()?;
-        Ok(Classifier { prepare, infer, input })
+        Ok(Classifier { prepare, infer, input, thresholds_set: false })
     }
 
     /// Classifies one frame (batch slot 0).
@@ -135,5 +144,16 @@ impl Classifier {
     /// The full probability vector of the last classified frame.
     pub fn probabilities(&self) -> &[f32] {
         self.infer.probabilities()
+    }
+
+    /// Per-class thresholds for [`Classification::on`] ([`Infer::set_thresholds`]).
+    pub fn set_thresholds(&mut self, thresholds: Thresholds) {
+        self.infer.set_thresholds(thresholds);
+        self.thresholds_set = true;
+    }
+
+    /// Whether [`Classifier::set_thresholds`] was called.
+    pub fn thresholds_set(&self) -> bool {
+        self.thresholds_set
     }
 }

@@ -242,7 +242,7 @@ pub struct OnnxRuntimeConfig {
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     pub path: PathBuf,
-    /// A labels file (one per line) replacing the model's own labels.
+    /// A labels file replacing the model's own labels: one per line, or JSON (`{"0": "tench", …}` or a list).
     pub labels: Option<PathBuf>,
     #[serde(default = "default_providers")]
     pub execution_providers: Vec<Provider>,

@@ -69,7 +69,7 @@ pub struct ModelOptions {
     /// Let ORT's worker threads spin between runs: lower latency, but burns CPU while idle (off for daemons).
     pub allow_spinning: bool,
     pub overrides: Overrides,
-    /// A labels file (one per line) that replaces the model's labels.
+    /// A labels file that replaces the model's labels: one per line, or JSON (`{"0": "tench", …}` or a list).
     pub labels: Option<PathBuf>,
     /// Batch size for models with a dynamic batch dimension.
     pub batch: usize,

@@ -3,7 +3,8 @@
 //! Two steps, timed separately by the callers: [`Preprocessor::decode`] turns the frame into packed RGB8
 //! (applying EXIF orientation, dropping alpha, reducing 16-bit and grey images), and
 //! [`Preprocessor::write_tensor`] resizes the shorter side, centre-crops and normalises straight into the
-//! model's input buffer. Resize and crop are one step ([`resample`]): only the cropped pixels of the resized
+//! model's input buffer (floats for a float model; the resized RGB bytes themselves, in the model's layout
+//! and channel order, for a uint8 model). Resize and crop are one step ([`resample`]): only the cropped pixels of the resized
 //! picture are computed, with Pillow's own algorithm, so the tensor equals the Python reference's (PIL
 //! bilinear resize, then centre crop) bit for bit. Every buffer and the filter coefficients are kept and
 //! reused, so a stream of same-sized frames allocates nothing after the first.
@@ -17,7 +18,7 @@ use image::{ColorType, ImageDecoder, ImageReader};
 
 use resample::{Filter, Geometry, Resampler};
 
-use crate::model::spec::{ChannelOrder, Crop, Interpolation, Layout, ModelSpec};
+use crate::model::spec::{ChannelOrder, Crop, InputType, Interpolation, Layout, ModelSpec, TensorSlot};
 
 /// The largest picture side accepted (a 16K frame).
 pub const MAX_SIDE: u32 = 16384;
@@ -69,6 +70,8 @@ pub enum PreprocessError {
     NoImage,
     #[error("tensor buffer holds {got} values, the model needs {need}")]
     TensorSize { got: usize, need: usize },
+    #[error("tensor buffer holds {} values, the model takes {}", got.name(), need.name())]
+    TensorType { got: InputType, need: InputType },
 }
 
 /// The decoder's error in words: "corrupt PNG: …" rather than "Format error decoding Png: …", and a PNG
@@ -94,6 +97,7 @@ pub struct Preprocessor {
     resize: u32,
     crop: Crop,
     layout: Layout,
+    input_type: InputType,
     /// For each tensor channel, the source RGB channel that feeds it.
     source_channel: [usize; 3],
     /// Per tensor channel, `(v - mean) / std` for every byte value: normalisation is one lookup.
@@ -114,6 +118,7 @@ impl std::fmt::Debug for Preprocessor {
             .field("resize", &self.resize)
             .field("crop", &self.crop)
             .field("layout", &self.layout)
+            .field("input_type", &self.input_type)
             .finish_non_exhaustive()
     }
 }
@@ -142,6 +147,7 @@ impl Preprocessor {
             resize: spec.resize,
             crop: spec.crop,
             layout: spec.layout,
+            input_type: spec.input_type,
             source_channel,
             lut,
             filter,
@@ -153,7 +159,7 @@ impl Preprocessor {
         }
     }
 
-    /// Number of f32 values one image occupies in the tensor.
+    /// Number of values (floats or bytes) one image occupies in the tensor.
     pub fn tensor_len(&self) -> usize {
         self.resized.len()
     }
@@ -241,16 +247,23 @@ impl Preprocessor {
         Ok(size)
     }
 
-    /// Resizes, crops and normalises the decoded image into `out` (one image, in the model's layout).
-    pub fn write_tensor(&mut self, out: &mut [f32]) -> Result<(), PreprocessError> {
+    /// Resizes, crops and normalises the decoded image into `out` (one image, in the model's layout and
+    /// element type: normalised floats, or the resized bytes as they are for a uint8 model).
+    pub fn write_tensor(&mut self, out: TensorSlot<'_>) -> Result<(), PreprocessError> {
         let (w, h) = self.rgb_size.ok_or(PreprocessError::NoImage)?;
+        if out.input_type() != self.input_type {
+            return Err(PreprocessError::TensorType { got: out.input_type(), need: self.input_type });
+        }
         if out.len() != self.resized.len() {
             return Err(PreprocessError::TensorSize { got: out.len(), need: self.resized.len() });
         }
         let (out_h, out_w) = self.input_size;
         let geometry = geometry((w, h), (out_w, out_h), self.resize, self.crop);
         self.resampler.resample(&self.rgb, &mut self.resized, geometry, self.filter);
-        normalize(&self.resized, &self.lut, self.source_channel, self.layout, out);
+        match out {
+            TensorSlot::F32(out) => normalize(&self.resized, &self.lut, self.source_channel, self.layout, out),
+            TensorSlot::U8(out) => arrange(&self.resized, self.source_channel, self.layout, out),
+        }
         Ok(())
     }
 
@@ -315,6 +328,31 @@ pub fn normalize(rgb: &[u8], lut: &[[f32; 256]; 3], source_channel: [usize; 3], 
                 o[0] = lut[0][px[source_channel[0]] as usize];
                 o[1] = lut[1][px[source_channel[1]] as usize];
                 o[2] = lut[2][px[source_channel[2]] as usize];
+            }
+        }
+    }
+}
+
+/// Copies packed RGB8 into a uint8 tensor in its layout and channel order: no normalisation (the model
+/// takes raw pixels 0..255).
+pub fn arrange(rgb: &[u8], source_channel: [usize; 3], layout: Layout, out: &mut [u8]) {
+    let pixels = rgb.len() / 3;
+    match layout {
+        Layout::Nchw => {
+            let (c0, rest) = out.split_at_mut(pixels);
+            let (c1, c2) = rest.split_at_mut(pixels);
+            for (i, px) in rgb.chunks_exact(3).enumerate() {
+                c0[i] = px[source_channel[0]];
+                c1[i] = px[source_channel[1]];
+                c2[i] = px[source_channel[2]];
+            }
+        }
+        Layout::Nhwc if source_channel == [0, 1, 2] => out[..rgb.len()].copy_from_slice(rgb),
+        Layout::Nhwc => {
+            for (px, o) in rgb.chunks_exact(3).zip(out.chunks_exact_mut(3)) {
+                o[0] = px[source_channel[0]];
+                o[1] = px[source_channel[1]];
+                o[2] = px[source_channel[2]];
             }
         }
     }
@@ -434,7 +472,7 @@ mod tests {
             let mut p = Preprocessor::new(&spec(layout, order));
             p.decode(Frame::Rgb8 { width: w, height: h, data: &data }).expect("decodes");
             let mut out = vec![9.0; p.tensor_len()];
-            p.write_tensor(&mut out).expect("writes");
+            p.write_tensor(TensorSlot::F32(&mut out)).expect("writes");
             let first = |c: usize| match layout {
                 Layout::Nchw => out[c * 24],
                 Layout::Nhwc => out[c],
@@ -445,6 +483,46 @@ mod tests {
                 assert!((first(c) - e).abs() < 1e-6, "{layout:?} {order:?} channel {c}: {}", first(c));
             }
             assert!(out.iter().all(|v| v.abs() <= 1.0), "all values normalised");
+        }
+    }
+
+    #[test]
+    fn a_uint8_tensor_gets_the_resized_bytes_in_its_layout_and_channel_order() {
+        let (w, h) = (12, 8);
+        let data: Vec<u8> = (0..w * h).flat_map(|i| [(i % 251) as u8, 100, 200]).collect();
+        let float_spec = spec(Layout::Nchw, ChannelOrder::Rgb);
+        let mut reference = Preprocessor::new(&float_spec);
+        reference.decode(Frame::Rgb8 { width: w, height: h, data: &data }).expect("decodes");
+        let mut floats = vec![0.0; reference.tensor_len()];
+        reference.write_tensor(TensorSlot::F32(&mut floats)).expect("writes");
+        // The float tensor is (v - 127.5) / 127.5 of the resized bytes: the uint8 tensor must hold those bytes.
+        let resized: Vec<u8> = floats.iter().map(|v| (v * 127.5 + 127.5).round() as u8).collect();
+        let pixels = resized.len() / 3;
+        for (layout, order) in [
+            (Layout::Nchw, ChannelOrder::Rgb),
+            (Layout::Nhwc, ChannelOrder::Rgb),
+            (Layout::Nhwc, ChannelOrder::Bgr),
+            (Layout::Nchw, ChannelOrder::Bgr),
+        ] {
+            let u8_spec =
+                ModelSpec { input_type: InputType::Uint8, mean: [0.0; 3], std: [1.0; 3], ..spec(layout, order) };
+            let mut p = Preprocessor::new(&u8_spec);
+            p.decode(Frame::Rgb8 { width: w, height: h, data: &data }).expect("decodes");
+            let mut bytes = vec![0u8; p.tensor_len()];
+            p.write_tensor(TensorSlot::U8(&mut bytes)).expect("writes");
+            for i in 0..pixels {
+                for c in 0..3 {
+                    let source = if order == ChannelOrder::Rgb { c } else { 2 - c };
+                    let at = match layout {
+                        Layout::Nchw => c * pixels + i,
+                        Layout::Nhwc => i * 3 + c,
+                    };
+                    assert_eq!(bytes[at], resized[source * pixels + i], "{layout:?} {order:?} pixel {i} channel {c}");
+                }
+            }
+            // A float slot for a uint8 model (or the reverse) is an error, not a silent mix-up.
+            let e = p.write_tensor(TensorSlot::F32(&mut floats)).expect_err("wrong type");
+            assert!(matches!(e, PreprocessError::TensorType { .. }), "{e}");
         }
     }
 
@@ -465,7 +543,7 @@ mod tests {
             p.decode(Frame::Yuyv { width: 3, height: 1, data: &[0; 6] }),
             Err(PreprocessError::BadFrame(_))
         ));
-        assert!(matches!(p.write_tensor(&mut [0.0; 72]), Err(PreprocessError::NoImage)));
+        assert!(matches!(p.write_tensor(TensorSlot::F32(&mut [0.0; 72])), Err(PreprocessError::NoImage)));
     }
 
     #[test]

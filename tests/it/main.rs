@@ -12,6 +12,7 @@ mod daemon;
 mod errors;
 mod gpu;
 mod inspect;
+mod models;
 mod mqtt;
 mod pipeline;
 mod reference;
