@@ -438,7 +438,12 @@ impl Camera<'_> {
                 };
                 counted.fetch_add(1, Ordering::Relaxed);
                 let due = gate.lock().map(|mut g| g.due(t)).unwrap_or(true);
-                if due { gst::PadProbeReturn::Ok } else { gst::PadProbeReturn::Drop }
+                if due {
+                    gst::PadProbeReturn::Ok
+                } else {
+                    // Handled: the buffer is released here and the pad reports OK upstream.
+                    gst::PadProbeReturn::Handled
+                }
             });
         }
         let bus = pipeline.bus().ok_or_else(|| Failure::new(Kind::Setup, "the pipeline has no bus"))?;
