@@ -119,14 +119,17 @@ fn rtsp_h264_and_mjpeg_streams_give_the_top_1_classify_gives() {
     let witness = Witness::start(&broker, "camclassd/#");
     let dir = tempfile::tempdir().expect("tempdir");
     let cameras = camera("h264", &format!("rtsp://127.0.0.1:{p264}/cam"), "")
-        + &camera("mjpeg", &format!("rtsp://127.0.0.1:{pjpeg}/cam"), "transport = \"tcp\"\nlatency_ms = 100");
+        + &camera("mjpeg", &format!("rtsp://127.0.0.1:{pjpeg}/cam"), "transport = \"tcp\"\nlatency_ms = 100")
+        // Scaled in the pipeline to 3/4 of the 600x400 picture: the shorter side stays above the model's 256.
+        + &camera("small", &format!("rtsp://127.0.0.1:{p264}/cam"), "decode_size = [450, 300]");
     let daemon = Daemon::start(&config(dir.path(), &broker, &cameras));
-    for cam in ["h264", "mjpeg"] {
+    for cam in ["h264", "mjpeg", "small"] {
         assert_labels(&wait_events(&witness, cam, 5, Duration::from_secs(60)), &expected, cam);
     }
     let log = daemon.log();
     assert_eq!(lines_with(&log, "h264", "decoding video/x-h264 with").len(), 1, "{log}");
     assert_eq!(lines_with(&log, "mjpeg", "decoding image/jpeg with").len(), 1, "{log}");
+    assert_eq!(lines_with(&log, "small", "(450x300)").len(), 1, "decode_size scales in the pipeline:\n{log}");
     // Frames beyond fps are dropped in the pipeline: 10 fps served, 5 classified.
     let (_, log) = daemon.stop();
     assert!(!log.contains("CRITICAL"), "{log}");
