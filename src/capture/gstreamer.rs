@@ -60,8 +60,9 @@ pub fn debian_package(element: &str) -> Option<&'static str> {
         | "videorate" | "appsink" | "appsrc" | "videotestsrc" | "typefind" | "theoradec" | "oggdemux" => {
             "gstreamer1.0-plugins-base"
         }
-        "capsfilter" | "queue" | "queue2" | "fakesink" | "filesrc" | "filesink" | "identity" | "tee"
-        | "multiqueue" => "libgstreamer1.0-0",
+        "capsfilter" | "queue" | "queue2" | "fakesink" | "filesrc" | "filesink" | "identity" | "tee" | "multiqueue" => {
+            "libgstreamer1.0-0"
+        }
         _ if e.starts_with("rtp") || e.starts_with("v4l2") => "gstreamer1.0-plugins-good",
         "rtspsrc" | "souphttpsrc" | "jpegdec" | "jpegenc" | "multipartdemux" | "qtdemux" | "matroskademux"
         | "avidemux" | "vp8dec" | "vp9dec" | "pngdec" | "jpegparse" | "udpsrc" | "rtpbin" | "mp4mux" => {
@@ -81,9 +82,7 @@ fn decoder_package(caps: &str) -> Option<&'static str> {
     let media = caps.split(',').next().unwrap_or(caps).trim();
     Some(match media {
         "video/x-h264" | "video/x-h265" | "video/mpeg" | "video/x-divx" => "gstreamer1.0-libav",
-        "image/jpeg" | "image/png" | "video/x-vp8" | "video/x-vp9" | "application/x-rtp" => {
-            "gstreamer1.0-plugins-good"
-        }
+        "image/jpeg" | "image/png" | "video/x-vp8" | "video/x-vp9" | "application/x-rtp" => "gstreamer1.0-plugins-good",
         "video/x-av1" => "gstreamer1.0-plugins-bad",
         _ => return None,
     })
@@ -126,7 +125,9 @@ impl Failure {
 enum End {
     Stopped,
     /// End of stream after `frames` frames reached the rate gate.
-    Eos { frames: u64 },
+    Eos {
+        frames: u64,
+    },
     Failed(Failure),
 }
 
@@ -370,7 +371,10 @@ impl Camera<'_> {
                 }
                 let decoder = self.cam.decoder.as_str();
                 if !matches!(decoder, "auto" | "software") && gst::ElementFactory::find(decoder).is_none() {
-                    return Err(Failure::new(Kind::Setup, format!("decoder = {decoder:?}: {}", missing_element(decoder))));
+                    return Err(Failure::new(
+                        Kind::Setup,
+                        format!("decoder = {decoder:?}: {}", missing_element(decoder)),
+                    ));
                 }
                 let make = |f: &str| {
                     gst::ElementFactory::make(f).build().map_err(|_| Failure::new(Kind::Setup, missing_element(f)))
@@ -524,9 +528,10 @@ impl Camera<'_> {
         ever_streamed: bool,
     ) -> End {
         if pipeline.set_state(gst::State::Playing).is_err() {
-            return End::Failed(self.bus_failure(bus).unwrap_or_else(|| {
-                Failure::new(Kind::Unreachable, format!("{} does not start", self.shown()))
-            }));
+            return End::Failed(
+                self.bus_failure(bus)
+                    .unwrap_or_else(|| Failure::new(Kind::Unreachable, format!("{} does not start", self.shown()))),
+            );
         }
         let stall = Duration::from_secs_f64(self.cam.stall_timeout.max(3.0 / self.cam.fps));
         let mut last_frame = Instant::now();
@@ -541,13 +546,15 @@ impl Camera<'_> {
                         return End::Failed(self.error_failure(err, &missing));
                     }
                     gst::MessageView::Eos(_) => {
+                        // A video file loops by seeking back to its start, without rebuilding.
                         if let Plan::Uri { file: true, .. } = self.plan
                             && self.cam.looping
+                            && pipeline
+                                .seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT, gst::ClockTime::ZERO)
+                                .is_ok()
                         {
-                            if pipeline.seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT, gst::ClockTime::ZERO).is_ok() {
-                                last_frame = Instant::now();
-                                continue;
-                            }
+                            last_frame = Instant::now();
+                            continue;
                         }
                         return End::Eos { frames: counted.load(Ordering::Relaxed) };
                     }
@@ -698,26 +705,43 @@ impl Camera<'_> {
             };
             return Failure::new(Kind::Setup, format!("{shown}: no decoder for {caps}: {advice}"));
         }
-        if e.matches(gst::ResourceError::NotAuthorized) || detail.contains("401") || e.message().contains("Unauthorized") {
+        if e.matches(gst::ResourceError::NotAuthorized)
+            || detail.contains("401")
+            || e.message().contains("Unauthorized")
+        {
             return Failure::new(
                 Kind::Auth,
-                format!("{shown} refused the credentials (401 Unauthorized): check the user name in source and password_file"),
+                format!(
+                    "{shown} refused the credentials (401 Unauthorized): check the user name in source and password_file"
+                ),
             );
         }
         if e.matches(gst::ResourceError::NotFound) || detail.contains("404") {
-            return Failure::new(Kind::NotFound, format!("{shown}: not found ({}): check the URL or path", e.message()));
+            return Failure::new(
+                Kind::NotFound,
+                format!("{shown}: not found ({}): check the URL or path", e.message()),
+            );
         }
         if e.matches(gst::CoreError::MissingPlugin) || e.matches(gst::StreamError::CodecNotFound) {
-            return Failure::new(Kind::Setup, format!("{shown}: {} ({detail_line}): unknown codec or a missing plugin", e.message()));
+            return Failure::new(
+                Kind::Setup,
+                format!("{shown}: {} ({detail_line}): unknown codec or a missing plugin", e.message()),
+            );
         }
         if e.matches(gst::CoreError::Negotiation) || detail.contains("not-negotiated") {
             return Failure::new(
                 Kind::Setup,
-                format!("{shown}: {} ({detail_line}); a pipeline must give raw video: end it with `videoconvert ! appsink name=camclassd`", e.message()),
+                format!(
+                    "{shown}: {} ({detail_line}); a pipeline must give raw video: end it with `videoconvert ! appsink name=camclassd`",
+                    e.message()
+                ),
             );
         }
         if e.kind::<gst::StreamError>().is_some() {
-            return Failure::new(Kind::Setup, format!("{shown}: cannot decode the stream: {} ({detail_line})", e.message()));
+            return Failure::new(
+                Kind::Setup,
+                format!("{shown}: cannot decode the stream: {} ({detail_line})", e.message()),
+            );
         }
         Failure::new(Kind::Unreachable, format!("{shown}: {} ({detail_line})", e.message()))
     }

@@ -115,7 +115,9 @@ impl Config {
         for (i, cam) in self.cameras.iter().enumerate() {
             if crate::capture::SourceKind::of(cam) == crate::capture::SourceKind::Url(cam.source.clone())
                 && cam.source.split_once("://").is_some_and(|(_, rest)| {
-                    rest.split('/').next().is_some_and(|auth| auth.split_once('@').is_some_and(|(u, _)| u.contains(':')))
+                    rest.split('/')
+                        .next()
+                        .is_some_and(|auth| auth.split_once('@').is_some_and(|(u, _)| u.contains(':')))
                 })
             {
                 out.push(format!(

@@ -233,7 +233,11 @@ impl Config {
 
 /// A camera's GStreamer keys: a source this build can play, a scheme GStreamer is asked for, a pipeline that
 /// ends where camclassd takes the frames, and ranges that catch typos.
-fn validate_stream(cam: &crate::config::CameraConfig, key: &dyn Fn(&str) -> String, problem: &mut impl FnMut(&str, String)) {
+fn validate_stream(
+    cam: &crate::config::CameraConfig,
+    key: &dyn Fn(&str) -> String,
+    problem: &mut impl FnMut(&str, String),
+) {
     use crate::capture::SourceKind;
     let kind = SourceKind::of(cam);
     let field = if cam.pipeline.is_some() { "pipeline" } else { "source" };
@@ -253,7 +257,10 @@ fn validate_stream(cam: &crate::config::CameraConfig, key: &dyn Fn(&str) -> Stri
     if let Some(p) = &cam.pipeline
         && !(p.contains("appsink") && p.contains("name=camclassd"))
     {
-        problem(&key("pipeline"), "must end in `appsink name=camclassd` (e.g. `… ! videoconvert ! appsink name=camclassd`)".into());
+        problem(
+            &key("pipeline"),
+            "must end in `appsink name=camclassd` (e.g. `… ! videoconvert ! appsink name=camclassd`)".into(),
+        );
     }
     if let Some(pw) = &cam.password_file {
         if !matches!(kind, SourceKind::Url(_)) {
@@ -273,7 +280,10 @@ fn validate_stream(cam: &crate::config::CameraConfig, key: &dyn Fn(&str) -> Stri
     }
     let d = &cam.decoder;
     if d.is_empty() || !d.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        problem(&key("decoder"), format!("{d:?}: expected \"auto\", \"software\" or a GStreamer element name (gst-inspect-1.0 lists them)"));
+        problem(
+            &key("decoder"),
+            format!("{d:?}: expected \"auto\", \"software\" or a GStreamer element name (gst-inspect-1.0 lists them)"),
+        );
     }
 }
 

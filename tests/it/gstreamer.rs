@@ -229,7 +229,20 @@ fn an_mp4_file_replays_and_loops() {
     let ok = Command::new("gst-launch-1.0")
         .args(["-q", "multifilesrc"])
         .arg(format!("location={}", generated(PICTURE).display()))
-        .args(["num-buffers=10", "caps=image/jpeg,framerate=10/1", "!", "jpegdec", "!", "videoconvert", "!", "x264enc", "!", "mp4mux", "!", "filesink"])
+        .args([
+            "num-buffers=10",
+            "caps=image/jpeg,framerate=10/1",
+            "!",
+            "jpegdec",
+            "!",
+            "videoconvert",
+            "!",
+            "x264enc",
+            "!",
+            "mp4mux",
+            "!",
+            "filesink",
+        ])
         .arg(format!("location={}", clip.display()))
         .status()
         .expect("gst-launch-1.0 runs (scripts/setup installs gstreamer1.0-tools)");

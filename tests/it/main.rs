@@ -11,6 +11,7 @@ mod compare;
 mod daemon;
 mod errors;
 mod gpu;
+#[cfg(feature = "gstreamer")]
 mod gstreamer;
 mod inspect;
 mod mqtt;
