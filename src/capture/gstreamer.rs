@@ -198,6 +198,7 @@ struct Camera<'a> {
     password: Option<String>,
     decoder_logged: Option<String>,
     size: Option<(u32, u32)>,
+    resolution_changes: u64,
     warned_layout: bool,
 }
 
@@ -229,6 +230,7 @@ pub fn run(cam: &CameraConfig, kind: &SourceKind, index: usize, hub: &FrameHub, 
         password: url_password,
         decoder_logged: None,
         size: None,
+        resolution_changes: 0,
         warned_layout: false,
     };
     camera.run();
@@ -603,7 +605,11 @@ impl Camera<'_> {
         if let Some(old) = self.size
             && old != (w, h)
         {
-            tracing::info!(camera = %self.name(), "resolution changed from {}x{} to {w}x{h}", old.0, old.1);
+            // Frames go on at the new size (preprocessing takes any); logged at the 1st, 2nd, 4th … change.
+            self.resolution_changes += 1;
+            if self.resolution_changes.is_power_of_two() {
+                tracing::info!(camera = %self.name(), "resolution changed from {}x{} to {w}x{h} ({} changes so far)", old.0, old.1, self.resolution_changes);
+            }
         }
         self.size = Some((w, h));
         let Some(map) = sample.buffer().and_then(|b| b.map_readable().ok()) else { return false };

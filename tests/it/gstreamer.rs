@@ -204,18 +204,38 @@ fn rtsp_credentials_come_from_password_file_and_never_reach_the_log() {
 #[test]
 fn http_mjpeg_streams_and_snapshot_urls_give_events() {
     let expected = expected_label();
-    let server = Server::start("http_camera.py", &[generated(PICTURE).display().to_string()]);
+    let other = "camera.jpg"; // a confident picture of another size than the 600x400 one
+    let server = Server::start(
+        "http_camera.py",
+        &[generated(PICTURE).display().to_string(), generated(other).display().to_string()],
+    );
     let port = &server.line;
     let broker = Broker::start();
     let witness = Witness::start(&broker, "camclassd/#");
     let dir = tempfile::tempdir().expect("tempdir");
     let cameras = camera("stream", &format!("http://127.0.0.1:{port}/stream.mjpg"), "")
-        + &camera("snap", &format!("http://127.0.0.1:{port}/snapshot.jpg"), "");
+        + &camera("snap", &format!("http://127.0.0.1:{port}/snapshot.jpg"), "")
+        + &camera("alt", &format!("http://127.0.0.1:{port}/alternate.jpg"), "");
     let daemon = Daemon::start(&config(dir.path(), &broker, &cameras));
     for cam in ["stream", "snap"] {
         assert_labels(&wait_events(&witness, cam, 5, Duration::from_secs(60)), &expected, cam);
     }
+    // A resolution that changes at every frame: frames go on, and the change is logged at powers of two.
+    let alt = wait_events(&witness, "alt", 8, Duration::from_secs(60));
+    let labels: std::collections::BTreeSet<String> =
+        alt.iter().map(|e| e["top"][0]["label"].as_str().unwrap_or_default().to_string()).collect();
+    let other_label = classify_json(&model("fp32"), &[generated(other)], &[], 0)[0].top[0].label.clone();
+    assert_eq!(labels, [expected.clone(), other_label].into_iter().collect(), "both pictures are classified");
     let log = daemon.log();
+    let counts: Vec<u64> = lines_with(&log, "alt", "resolution changed from")
+        .iter()
+        .filter_map(|l| l.split_once(" changes so far").and_then(|(a, _)| a.rsplit('(').next()?.parse().ok()))
+        .collect();
+    assert!(!counts.is_empty(), "{log}");
+    assert!(
+        counts.iter().enumerate().all(|(i, &n)| n == 1 << i),
+        "logged at the 1st, 2nd, 4th … change only: {counts:?}"
+    );
     assert_eq!(lines_with(&log, "snap", "is a snapshot URL").len(), 1, "{log}");
     assert!(lines_with(&log, "stream", "snapshot").is_empty(), "{log}");
 }
