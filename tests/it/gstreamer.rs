@@ -303,3 +303,28 @@ fn a_missing_plugin_names_its_debian_package_and_the_others_carry_on() {
     assert!(vaapi[0].contains("gstreamer1.0-vaapi"), "{log}");
     assert_eq!(lines_with(&log, "soft", "decoder = \"software\"").len(), 1, "{log}");
 }
+
+#[test]
+fn check_config_names_the_line_of_each_bad_gstreamer_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "version = 1\n[mqtt]\nhost = \"127.0.0.1\"\n[model]\npath = {:?}\n\
+         [[cameras]]\nname = \"a\"\npipeline = \"videotestsrc ! fakesink\"\n\
+         [[cameras]]\nname = \"b\"\nsource = \"ftp://cam/x\"\n\
+         [[cameras]]\nname = \"c\"\nsource = \"rtsp://cam/x\"\nstall_timeout = 0\ndecode_size = [0, 10]\n",
+        model("fp32").display().to_string()
+    );
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).expect("config");
+    let out = run(camclassd().arg("check-config").arg(&path));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    for expected in [
+        "bad.toml:8:1: cameras[0].pipeline: must end in `appsink name=camclassd`",
+        "bad.toml:11:1: cameras[1].source: ftp:// is not a camera URL",
+        "bad.toml:15:1: cameras[2].stall_timeout: expected seconds from 1 to 3600, got 0",
+        "bad.toml:16:1: cameras[2].decode_size: must be [width, height]",
+    ] {
+        assert!(err.contains(expected), "{expected:?} not in:\n{err}");
+    }
+}
