@@ -422,6 +422,18 @@ impl Camera<'_> {
                 (pipeline.upcast::<gst::Bin>(), sink, *file)
             }
         };
+        // A decoder that joins a stream between key frames (or loses packets) outputs grey smears that would be
+        // classified as something: RTP depayloaders wait for a key frame (and ask the camera for one), libav's
+        // decoders drop corrupt frames.
+        pipeline.connect_deep_element_added(|_, _, element| {
+            for (property, value) in
+                [("output-corrupt", false), ("wait-for-keyframe", true), ("request-keyframe", true)]
+            {
+                if element.has_property_with_type(property, bool::static_type()) {
+                    element.set_property(property, value);
+                }
+            }
+        });
         // The rate gate: frames beyond `fps` are dropped before they are scaled and converted (a file by its
         // timestamps, so that it plays at its own pace; a live source by the clock).
         let gate_pad = match &self.plan {
