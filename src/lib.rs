@@ -9,8 +9,9 @@
 //!     events (policy) ──Event──▶ publish ──▶ MQTT
 //! ```
 //!
-//! - [`capture`]: camera threads (V4L2 through nokhwa, replay of image files), fps pacing, reconnect
-//!   backoff, and the hub where each camera's newest frame waits (older ones are dropped and counted).
+//! - [`capture`]: camera threads (V4L2 through nokhwa, replay of image files, and with the `gstreamer`
+//!   feature RTSP/HTTP cameras, video files and custom pipelines), fps pacing, reconnect backoff, and the hub
+//!   where each camera's newest frame waits (older ones are dropped and counted).
 //! - [`backoff`]: capped exponential backoff with jitter, for cameras and MQTT alike.
 //! - [`config`]: parse and validate the TOML configuration; every error names file, line, column and key.
 //! - [`preprocess`]: decode (JPEG, PNG, raw RGB/YUYV camera frames), resize, crop and normalise into the

@@ -112,6 +112,30 @@ impl Config {
                 ));
             }
         }
+        for (i, cam) in self.cameras.iter().enumerate() {
+            if crate::capture::SourceKind::of(cam) == crate::capture::SourceKind::Url(cam.source.clone())
+                && cam.source.split_once("://").is_some_and(|(_, rest)| {
+                    rest.split('/')
+                        .next()
+                        .is_some_and(|auth| auth.split_once('@').is_some_and(|(u, _)| u.contains(':')))
+                })
+            {
+                out.push(format!(
+                    "cameras[{i}].source: the password is in the URL (so in the config file); password_file keeps it out"
+                ));
+            }
+            if let Some(path) = &cam.password_file
+                && let Ok(meta) = std::fs::metadata(path)
+                && meta.permissions().mode() & 0o004 != 0
+            {
+                out.push(format!(
+                    "cameras[{i}].password_file: {} is readable by every user (mode {:o}); run: chmod o-rwx {}",
+                    path.display(),
+                    meta.permissions().mode() & 0o777,
+                    path.display()
+                ));
+            }
+        }
         if self.mqtt.as_ref().is_some_and(|m| m.qos == 0) {
             out.push("mqtt.qos = 0: events leave the queue when written to the socket, unacknowledged; an outage can lose the last ones (use 1)".into());
         }

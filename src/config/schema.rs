@@ -191,8 +191,29 @@ pub enum CameraFormat {
 #[serde(deny_unknown_fields)]
 pub struct CameraConfig {
     pub name: String,
-    /// A V4L2 device (`/dev/video0`, or its index `"0"`), an image file, a folder of images, or a glob.
+    /// A V4L2 device (`/dev/video0`, or its index `"0"`), an image file, a folder of images, a glob, an
+    /// `rtsp://` or `http://` URL or a video file (GStreamer). Empty when `pipeline` is given.
+    #[serde(default)]
     pub source: String,
+    /// GStreamer: a pipeline ending in `appsink name=camclassd`, instead of `source`.
+    pub pipeline: Option<String>,
+    /// RTSP / HTTP: the camera's password (first line of this file); the user name goes in the URL.
+    pub password_file: Option<PathBuf>,
+    /// RTSP: `"auto"` (UDP, then TCP), `"tcp"` or `"udp"`.
+    #[serde(default)]
+    pub transport: RtspTransport,
+    /// RTSP: the jitter buffer, in milliseconds.
+    #[serde(default = "default_latency_ms")]
+    pub latency_ms: u32,
+    /// GStreamer: `"auto"` (by plugin rank, hardware first), `"software"`, or a decoder element's name.
+    #[serde(default = "default_decoder")]
+    pub decoder: String,
+    /// GStreamer: `[width, height]` the decoded frames are scaled to inside the pipeline.
+    #[serde(default, deserialize_with = "crate::model::spec::exact_array")]
+    pub decode_size: Option<[u32; 2]>,
+    /// GStreamer: seconds without a frame before the stream is torn down and rebuilt.
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout: f64,
     /// Frames per second to classify; frames beyond it are skipped before decoding.
     #[serde(default = "default_fps")]
     pub fps: f64,
@@ -214,6 +235,27 @@ pub struct CameraConfig {
     pub interval: f64,
     /// Below this, the top-1 counts as "nothing"; default: `[model] min_score`.
     pub min_score: Option<f32>,
+}
+
+/// How RTSP carries the media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    /// UDP, falling back to TCP (RTP interleaved in the RTSP connection).
+    #[default]
+    Auto,
+    Tcp,
+    Udp,
+}
+
+const fn default_latency_ms() -> u32 {
+    200
+}
+fn default_decoder() -> String {
+    "auto".into()
+}
+const fn default_stall_timeout() -> f64 {
+    10.0
 }
 
 const fn default_fps() -> f64 {

@@ -166,11 +166,18 @@ impl Config {
             if !(cam.fps.is_finite() && (0.01..=120.0).contains(&cam.fps)) {
                 problem(&key("fps"), format!("expected a number from 0.01 to 120, got {}", cam.fps));
             }
-            if cam.source.trim().is_empty() {
-                problem(&key("source"), "must name a device, an image file, a folder or a glob".into());
-            } else if let Some(why) = replay_source_problem(&cam.source) {
+            match (&cam.pipeline, cam.source.trim().is_empty()) {
+                (Some(_), false) => problem(&key("pipeline"), "set either source or pipeline, not both".into()),
+                (None, true) => problem(
+                    &key("source"),
+                    "must name a device, an image file, a folder, a glob, a video file or an rtsp:// or http:// URL (or set pipeline)".into(),
+                ),
+                _ => {}
+            }
+            if let Some(why) = replay_source_problem(&cam.source) {
                 problem(&key("source"), why);
             }
+            validate_stream(cam, &key, &mut problem);
             if cam.debounce == 0 {
                 problem(&key("debounce"), "must be at least 1 frame".into());
             }
@@ -236,6 +243,62 @@ fn validate_optimized_cache(model: &ModelConfig, problem: &mut impl FnMut(&str, 
         } else if dir.exists() && !dir.is_dir() {
             problem("model.optimized_cache_dir", format!("{} exists and is not a directory", dir.display()));
         }
+    }
+}
+
+/// A camera's GStreamer keys: a source this build can play, a scheme GStreamer is asked for, a pipeline that
+/// ends where camclassd takes the frames, and ranges that catch typos.
+fn validate_stream(
+    cam: &crate::config::CameraConfig,
+    key: &dyn Fn(&str) -> String,
+    problem: &mut impl FnMut(&str, String),
+) {
+    use crate::capture::SourceKind;
+    let kind = SourceKind::of(cam);
+    let field = if cam.pipeline.is_some() { "pipeline" } else { "source" };
+    if kind.is_gstreamer() && !cfg!(feature = "gstreamer") {
+        problem(
+            &key(field),
+            "needs GStreamer, and this camclassd was built without it (cargo feature gstreamer): only V4L2 devices and image files"
+                .into(),
+        );
+    }
+    if let SourceKind::Url(url) = &kind {
+        let scheme = url.split_once("://").map_or("", |(s, _)| s);
+        if !matches!(scheme, "rtsp" | "rtsps" | "rtspt" | "http" | "https") {
+            problem(&key("source"), format!("{scheme}:// is not a camera URL: use rtsp:// or http(s)://"));
+        }
+    }
+    if let Some(p) = &cam.pipeline
+        && !(p.contains("appsink") && p.contains("name=camclassd"))
+    {
+        problem(
+            &key("pipeline"),
+            "must end in `appsink name=camclassd` (e.g. `… ! videoconvert ! appsink name=camclassd`)".into(),
+        );
+    }
+    if let Some(pw) = &cam.password_file {
+        if !matches!(kind, SourceKind::Url(_)) {
+            problem(&key("password_file"), "is for rtsp:// and http:// sources (the user name goes in the URL)".into());
+        } else if let Some(why) = not_a_file(pw) {
+            problem(&key("password_file"), why);
+        }
+    }
+    if cam.latency_ms > 10_000 {
+        problem(&key("latency_ms"), format!("expected milliseconds up to 10000, got {}", cam.latency_ms));
+    }
+    if !(cam.stall_timeout.is_finite() && (1.0..=3600.0).contains(&cam.stall_timeout)) {
+        problem(&key("stall_timeout"), format!("expected seconds from 1 to 3600, got {}", cam.stall_timeout));
+    }
+    if cam.decode_size.is_some_and(|[w, h]| w == 0 || h == 0 || w > 8192 || h > 8192) {
+        problem(&key("decode_size"), "must be [width, height], each from 1 to 8192".into());
+    }
+    let d = &cam.decoder;
+    if d.is_empty() || !d.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        problem(
+            &key("decoder"),
+            format!("{d:?}: expected \"auto\", \"software\" or a GStreamer element name (gst-inspect-1.0 lists them)"),
+        );
     }
 }
 
@@ -366,6 +429,9 @@ fn not_a_file(path: &Path) -> Option<String> {
 fn replay_source_problem(source: &str) -> Option<String> {
     use std::os::unix::fs::FileTypeExt;
     let crate::capture::SourceKind::Replay(s) = crate::capture::SourceKind::parse(source) else { return None };
+    if s.is_empty() {
+        return None;
+    }
     if s.contains(['*', '?', '[']) {
         return None;
     }

@@ -11,6 +11,8 @@ mod compare;
 mod daemon;
 mod errors;
 mod gpu;
+#[cfg(feature = "gstreamer")]
+mod gstreamer;
 mod inspect;
 mod models;
 mod mqtt;
