@@ -15,6 +15,7 @@ mod inspect;
 mod mqtt;
 mod pipeline;
 mod reference;
+mod regions;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
