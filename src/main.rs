@@ -742,7 +742,10 @@ fn run_classify(args: ClassifyArgs, ort_lib: Option<&Path>) -> Result<u8, Failur
             Some(m) => Some(m),
             None => {
                 let names: Vec<String> = c.named_models().into_iter().map(|m| m.name).collect();
-                return Err(usage(anyhow::anyhow!("--model-name {name:?}: no such model; the config has {}", names.join(", "))));
+                return Err(usage(anyhow::anyhow!(
+                    "--model-name {name:?}: no such model; the config has {}",
+                    names.join(", ")
+                )));
             }
         },
         (Some(c), None) => c.named_models().into_iter().next(),

@@ -45,6 +45,16 @@ pub struct Region {
     /// Classify at most this often (zero: every frame).
     pub classify_every: Duration,
     pub binary: Option<Binary>,
+    pub snapshot: Option<Snapshot>,
+}
+
+/// A region's snapshots: a JPEG with each change event and `snapshot` command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The longest side at most (never enlarged).
+    pub size: u32,
+    /// The whole frame with the region's box drawn, instead of the region alone.
+    pub frame: bool,
 }
 
 /// A config problem found once the models are loaded: its key and what is wrong.
@@ -67,6 +77,7 @@ pub fn plan(config: &Config, models: &[ModelInfo]) -> Result<Vec<Vec<Region>>, V
                 thresholds: vec![config.model.min_score; models.get(model).map_or(0, |m| m.num_classes)],
                 classify_every: Duration::ZERO,
                 binary: None,
+                snapshot: None,
             });
         }
         for (j, r) in cam.regions.iter().enumerate() {
@@ -98,6 +109,7 @@ pub fn plan(config: &Config, models: &[ModelInfo]) -> Result<Vec<Vec<Region>>, V
                 thresholds,
                 classify_every: Duration::from_secs_f64(r.classify_every.max(0.0)),
                 binary,
+                snapshot: r.snapshot.then_some(Snapshot { size: r.snapshot_size, frame: r.snapshot_frame }),
             });
         }
         cameras.push(regions);
@@ -242,7 +254,9 @@ mod tests {
 
     #[test]
     fn a_region_inherits_the_camera_policy_and_overrides_it() {
-        let c = config("debounce = 5\n[[cameras.regions]]\nname = \"a\"\n[[cameras.regions]]\nname = \"b\"\npublish = \"every_frame\"\n");
+        let c = config(
+            "debounce = 5\n[[cameras.regions]]\nname = \"a\"\n[[cameras.regions]]\nname = \"b\"\npublish = \"every_frame\"\n",
+        );
         let plan = plan(&c, &doors()).expect("plans");
         assert!(matches!(plan[0][0].policy, Policy::OnChange { debounce: 5, .. }));
         assert_eq!(plan[0][1].policy, Policy::EveryFrame);

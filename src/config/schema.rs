@@ -277,6 +277,20 @@ pub struct RegionConfig {
     pub on_class: Option<String>,
     /// Home Assistant: the `binary_sensor`'s device class (`door`, `garage_door`, `occupancy`, …).
     pub device_class: Option<String>,
+    /// Publish a JPEG of the region on `…/<region>/snapshot` (retained) with each change event and each
+    /// `snapshot` command.
+    #[serde(default)]
+    pub snapshot: bool,
+    /// The snapshot's longest side at most, in pixels (never enlarged).
+    #[serde(default = "default_snapshot_size")]
+    pub snapshot_size: u32,
+    /// The snapshot shows the whole frame with the region's box drawn, instead of the region alone.
+    #[serde(default)]
+    pub snapshot_frame: bool,
+}
+
+const fn default_snapshot_size() -> u32 {
+    640
 }
 
 fn default_model_name() -> String {

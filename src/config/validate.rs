@@ -256,12 +256,7 @@ pub const MAX_REGIONS: usize = 32;
 
 /// `[[cameras.regions]]` of camera `i`: names, models, crops and the policy's values. Crops against the
 /// frame size and thresholds against the model's classes are checked when those are known.
-fn validate_regions(
-    i: usize,
-    cam: &super::CameraConfig,
-    model_names: &[&str],
-    problem: &mut impl FnMut(&str, String),
-) {
+fn validate_regions(i: usize, cam: &super::CameraConfig, model_names: &[&str], problem: &mut impl FnMut(&str, String)) {
     if cam.regions.len() > MAX_REGIONS {
         problem(&format!("cameras[{i}].regions"), format!("at most {MAX_REGIONS} regions per camera"));
     }
@@ -278,7 +273,11 @@ fn validate_regions(
         if !model_names.contains(&r.model.as_str()) {
             problem(
                 &key("model"),
-                format!("unknown model {:?}; the models are {} ([model] is \"default\")", r.model, model_names.join(", ")),
+                format!(
+                    "unknown model {:?}; the models are {} ([model] is \"default\")",
+                    r.model,
+                    model_names.join(", ")
+                ),
             );
         }
         if let Some(crop) = r.crop {
@@ -305,6 +304,9 @@ fn validate_regions(
         }
         if !(r.classify_every.is_finite() && (0.0..=86_400.0).contains(&r.classify_every)) {
             problem(&key("classify_every"), format!("expected seconds from 0 to 86400, got {}", r.classify_every));
+        }
+        if !(16..=4096).contains(&r.snapshot_size) {
+            problem(&key("snapshot_size"), format!("expected 16 to 4096 pixels, got {}", r.snapshot_size));
         }
         if r.device_class.is_some() && r.on_class.is_none() {
             problem(&key("device_class"), "needs on_class (the class that turns the binary_sensor on)".into());

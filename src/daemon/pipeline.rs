@@ -74,9 +74,17 @@ impl Pipeline {
         let mut cameras = Vec::new();
         for (c, regions) in config.cameras.iter().zip(plan) {
             ranges.push(all.len()..all.len() + regions.len());
-            cameras.push(Camera { name: c.name.clone(), trackers: regions.iter().map(|r| Tracker::new(r.policy)).collect() });
+            cameras.push(Camera {
+                name: c.name.clone(),
+                trackers: regions.iter().map(|r| Tracker::new(r.policy)).collect(),
+            });
             for r in &regions {
-                targets.push(Target { camera: c.name.clone(), region: r.name.clone(), binary: r.binary.clone() });
+                targets.push(Target {
+                    camera: c.name.clone(),
+                    region: r.name.clone(),
+                    binary: r.binary.clone(),
+                    snapshot: r.snapshot.is_some(),
+                });
             }
             all.extend(regions);
         }

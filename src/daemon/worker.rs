@@ -14,12 +14,13 @@ use tokio::sync::mpsc;
 
 use super::DaemonError;
 use crate::capture::FrameHub;
-use crate::events::{self, Decision, ModelRef, Observed, Speaker, Tracker};
+use crate::events::{self, Decision, ModelRef, Observed, Reason, Speaker, Tracker};
 use crate::health::Health;
 use crate::model::{Input, Model, ModelSpec};
 use crate::pipeline::{Infer, Prepare};
 use crate::postprocess::{Classification, top_k_thresholds};
 use crate::preprocess::Rect;
+use crate::preprocess::snapshot::Snap;
 use crate::publish::Publication;
 use crate::region::Region;
 
@@ -57,8 +58,12 @@ pub(super) struct Worker {
     pub(super) stall_after: Option<u64>,
 }
 
-/// One input tensor per region (of every camera): a frame's regions are prepared into theirs.
-type Tensors = Vec<Input>;
+/// What a frame is prepared into: one input tensor per region (of every camera), and the snapshot of each
+/// region that takes snapshots (empty otherwise).
+struct Tensors {
+    inputs: Vec<Input>,
+    snaps: Vec<Snap>,
+}
 
 /// A frame prepared for inference.
 struct Prepared {
@@ -79,8 +84,9 @@ impl Worker {
         let (free_tx, free_rx) = std_mpsc::channel::<Tensors>();
         for _ in 0..2 {
             let inputs =
-                self.layout.regions.iter().map(|r| models[r.model].new_input()).collect::<Result<Tensors, _>>()?;
-            let _ = free_tx.send(inputs);
+                self.layout.regions.iter().map(|r| models[r.model].new_input()).collect::<Result<Vec<_>, _>>()?;
+            let snaps = self.layout.regions.iter().map(|_| Snap::default()).collect();
+            let _ = free_tx.send(Tensors { inputs, snaps });
         }
         let specs: Vec<ModelSpec> = models.iter().map(|m| m.spec().clone()).collect();
         let names: Vec<String> =
@@ -156,7 +162,7 @@ impl Worker {
                 }
                 let region = &layout.regions[g];
                 let infer = &mut infers[region.model];
-                match infer.run(&inputs[g]) {
+                match infer.run(&inputs.inputs[g]) {
                     Ok(t) => {
                         infer_time += t;
                         infer.classification(0);
@@ -165,10 +171,10 @@ impl Worker {
                     Err(e) => failed = Some(e),
                 }
             }
-            // The tensors go back to the prepare thread, which fills them with the frame after next.
-            let _ = free_tx.send(inputs);
             self.health.end(camera, infer_time, failed.is_none());
             if let Some(e) = failed {
+                // The tensors go back to the prepare thread, which fills them with the frame after next.
+                let _ = free_tx.send(inputs);
                 failures += 1;
                 if failures.is_power_of_two() {
                     tracing::error!(camera = %self.camera_name(camera), failures, "inference failed: {e}");
@@ -199,10 +205,13 @@ impl Worker {
                 };
                 let (v1, v2) = &model_refs[region.model];
                 let model = if region.name.is_some() { v2 } else { v1 };
-                if !self.publish(camera, bit, &observed, model, &labels[region.model]) {
+                let snap = region.snapshot.map(|_| &inputs.snaps[g]);
+                if !self.publish(camera, bit, &observed, model, &labels[region.model], snap) {
                     return frames;
                 }
             }
+            // Only now: a snapshot published above was read from this frame's set.
+            let _ = free_tx.send(inputs);
         }
         frames
     }
@@ -216,6 +225,7 @@ impl Worker {
         observed: &Observed<'_>,
         model: &ModelRef,
         labels: &[String],
+        snap: Option<&Snap>,
     ) -> bool {
         let mut cameras = self.cameras.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let cam = &mut cameras[camera];
@@ -234,21 +244,39 @@ impl Worker {
                 cam.trackers[region] = next;
                 true
             }
-            Decision::Publish { event, state } => match self.events.try_send(Publication { event, state }) {
-                Ok(()) => {
-                    cam.trackers[region] = next;
-                    true
+            Decision::Publish { event, state } => {
+                // A snapshot goes with a change and with the `snapshot` command (JPEG encoded only then).
+                let snapshot =
+                    snap.filter(|_| matches!(event.reason, Reason::Change | Reason::Snapshot)).and_then(|s| {
+                        match s.jpeg() {
+                            Ok(jpeg) => Some(jpeg),
+                            Err(e) => {
+                                tracing::warn!(camera = %cam.name, "cannot encode the snapshot: {e}");
+                                None
+                            }
+                        }
+                    });
+                self.send(cam, region, next, Publication { event, state, snapshot })
+            }
+        }
+    }
+
+    /// Hands a publication to the publisher; the region's tracker becomes `next` once it was taken.
+    fn send(&self, cam: &mut Camera, region: usize, next: Tracker, publication: Publication) -> bool {
+        match self.events.try_send(publication) {
+            Ok(()) => {
+                cam.trackers[region] = next;
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // The tracker stays where it was: the next frame decides the same change again.
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(camera = %cam.name, times = n, "publisher is behind: the event waits for a later frame");
                 }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    // The tracker stays where it was: the next frame decides the same change again.
-                    let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                    if n.is_power_of_two() {
-                        tracing::warn!(camera = %cam.name, times = n, "publisher is behind: the event waits for a later frame");
-                    }
-                    true
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            },
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 }
@@ -258,9 +286,14 @@ impl Worker {
 enum Placed {
     Unknown,
     /// Inside the frame of this size (`None`: the whole frame).
-    Inside { frame: (u32, u32), rect: Option<Rect> },
+    Inside {
+        frame: (u32, u32),
+        rect: Option<Rect>,
+    },
     /// Outside the frame of this size: the region is disabled (logged once).
-    Outside { frame: (u32, u32) },
+    Outside {
+        frame: (u32, u32),
+    },
 }
 
 /// Takes frames from the hub, decodes each once and prepares each due region of its camera into that
@@ -326,9 +359,13 @@ fn prepare_loop(
                 {
                     continue;
                 }
-                if let Err(e) = regions[g].region(picture, rect, &mut inputs[g], 0) {
+                if let Err(e) = regions[g].region(picture, rect, &mut inputs.inputs[g], 0) {
                     result = Err(e);
                     break;
+                }
+                if let Some(s) = region.snapshot {
+                    let whole = Rect { x: 0, y: 0, width: size.0, height: size.1 };
+                    inputs.snaps[g].take(picture, rect.unwrap_or(whole), s.size, s.frame);
                 }
                 last_classified[g] = Some(captured);
                 *mask |= 1 << bit;
@@ -359,9 +396,7 @@ fn prepare_loop(
             continue;
         }
         let preprocess = t0.elapsed();
-        if ready_tx
-            .send(Prepared { camera, number, inputs, regions: mask, captured_at, captured, preprocess })
-            .is_err()
+        if ready_tx.send(Prepared { camera, number, inputs, regions: mask, captured_at, captured, preprocess }).is_err()
         {
             break;
         }

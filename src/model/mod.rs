@@ -180,9 +180,8 @@ impl Model {
             spec::Layout::Nchw => [batch, 3, h as usize, w as usize],
             spec::Layout::Nhwc => [batch, h as usize, w as usize, 3],
         };
-        let warm_up =
-            new_input(session, dims.iter().map(|&d| d as i64).collect())
-                .map_err(|source| ModelError::Session { path: path.to_path_buf(), source })?;
+        let warm_up = new_input(session, dims.iter().map(|&d| d as i64).collect())
+            .map_err(|source| ModelError::Session { path: path.to_path_buf(), source })?;
 
         let mut model = Model {
             session: opened.session,

@@ -10,6 +10,7 @@
 
 mod mjpeg;
 pub mod resample;
+pub mod snapshot;
 
 use std::io::Cursor;
 
@@ -90,9 +91,10 @@ impl std::str::FromStr for CropSpec {
     type Err = String;
     /// `x,y,w,h`: four numbers, pixels or fractions of the frame (all four at most 1).
     fn from_str(s: &str) -> Result<CropSpec, String> {
-        let values: Vec<f64> = s.split(',').map(|v| v.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|_| {
-            format!("{s:?}: expected x,y,width,height (pixels, or fractions of the frame when all are at most 1)")
-        })?;
+        let values: Vec<f64> =
+            s.split(',').map(|v| v.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|_| {
+                format!("{s:?}: expected x,y,width,height (pixels, or fractions of the frame when all are at most 1)")
+            })?;
         let crop: [f64; 4] =
             values.try_into().map_err(|_| format!("{s:?}: expected four numbers: x,y,width,height"))?;
         match crate::config::crop_problem(crop) {
@@ -331,7 +333,12 @@ impl Preprocessor {
     /// Resizes, crops and normalises `rect` of `picture` (default: all of it) into `out` with this
     /// preprocessor's recipe: a region's tensor from a frame another preprocessor decoded. The region is
     /// read where it lies in the picture (no copy); same-sized regions allocate nothing after the first.
-    pub fn write_region(&mut self, picture: Picture<'_>, rect: Option<Rect>, out: &mut [f32]) -> Result<(), PreprocessError> {
+    pub fn write_region(
+        &mut self,
+        picture: Picture<'_>,
+        rect: Option<Rect>,
+        out: &mut [f32],
+    ) -> Result<(), PreprocessError> {
         if out.len() != self.resized.len() {
             return Err(PreprocessError::TensorSize { got: out.len(), need: self.resized.len() });
         }

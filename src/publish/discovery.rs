@@ -20,12 +20,14 @@ pub struct Target {
     pub region: Option<String>,
     /// A two-class region's `binary_sensor`.
     pub binary: Option<Binary>,
+    /// The region publishes snapshots: an `image` entity.
+    pub snapshot: bool,
 }
 
 impl Target {
     /// A camera's whole frame.
     pub fn camera(name: &str) -> Target {
-        Target { camera: name.to_string(), region: None, binary: None }
+        Target { camera: name.to_string(), region: None, binary: None, snapshot: false }
     }
 
     /// The topic level(s) under the node: `<camera>` or `<camera>/<region>`.
@@ -126,15 +128,10 @@ impl Discovery {
 
     /// The config topics of `camera`'s diagnostics, whatever their payloads.
     pub fn camera_topics(&self, camera: &str) -> Vec<String> {
-        [
-            ("sensor", "fps"),
-            ("sensor", "frames_dropped"),
-            ("sensor", "infer_ms"),
-            ("binary_sensor", "connected"),
-        ]
-        .iter()
-        .map(|(component, what)| self.topic(component, &format!("{camera}_{what}")))
-        .collect()
+        [("sensor", "fps"), ("sensor", "frames_dropped"), ("sensor", "infer_ms"), ("binary_sensor", "connected")]
+            .iter()
+            .map(|(component, what)| self.topic(component, &format!("{camera}_{what}")))
+            .collect()
     }
 
     /// The config topics of a region's entities (label, score, event, and the binary_sensor of a two-class
@@ -147,6 +144,9 @@ impl Discovery {
             .collect();
         if target.binary.is_some() {
             out.push(self.topic("binary_sensor", &object));
+        }
+        if target.snapshot {
+            out.push(self.topic("image", &format!("{object}_snapshot")));
         }
         out
     }
@@ -211,13 +211,22 @@ impl Discovery {
                 let mut b = self.entity(&object, &title);
                 b.insert("state_topic".into(), json!(state));
                 let on = serde_json::to_string(&binary.on).unwrap_or_default();
-                b.insert("value_template".into(), json!(format!("{{{{ 'ON' if value_json.label == {on} else 'OFF' }}}}")));
+                b.insert(
+                    "value_template".into(),
+                    json!(format!("{{{{ 'ON' if value_json.label == {on} else 'OFF' }}}}")),
+                );
                 b.insert("payload_on".into(), json!("ON"));
                 b.insert("payload_off".into(), json!("OFF"));
                 if let Some(class) = &binary.device_class {
                     b.insert("device_class".into(), json!(class));
                 }
                 bodies.push(b);
+            }
+            if target.snapshot {
+                let mut image = self.entity(&format!("{object}_snapshot"), &format!("{title} snapshot"));
+                image.insert("image_topic".into(), json!(self.topics.snapshot(&path)));
+                image.insert("content_type".into(), json!("image/jpeg"));
+                bodies.push(image);
             }
             for (topic, body) in self.target_topics(target).into_iter().zip(bodies) {
                 out.push(ConfigMessage { topic, payload: Value::Object(body).to_string().into_bytes() });

@@ -33,8 +33,8 @@ use crate::backoff::Backoff;
 use crate::events::{Event, State};
 use crate::health::{Health, QueueHealth, Reporter};
 pub use command::Command;
-pub use discovery::Target;
 use delivery::{Delivery, Sent};
+pub use discovery::Target;
 use driver::{Notice, drive};
 pub use queue::{Limits, Queue, QueueError};
 pub use settings::Settings;
@@ -45,6 +45,8 @@ pub use topics::Topics;
 pub struct Publication {
     pub event: Event,
     pub state: Option<State>,
+    /// A JPEG of the region, retained on `…/snapshot`.
+    pub snapshot: Option<Vec<u8>>,
 }
 
 /// What the daemon tells a running publisher.
@@ -307,6 +309,9 @@ impl Publisher {
                 self.states.insert(camera.clone(), json.clone());
                 self.set_retained(self.settings.topics.state(&camera), json);
             }
+            if let Some(jpeg) = p.snapshot.take() {
+                self.set_retained(self.settings.topics.snapshot(&camera), jpeg);
+            }
             match serde_json::to_vec(&p.event) {
                 Ok(payload) => items.push((self.settings.topics.event(&camera), payload)),
                 Err(e) => tracing::error!("cannot encode an event: {e}"),
@@ -502,8 +507,7 @@ impl Publisher {
     fn new_pipeline(&mut self, targets: Vec<Target>, health: Arc<Health>) {
         if let Some(d) = &self.settings.discovery {
             let keep = d.all_topics(&targets);
-            let removed: Vec<String> =
-                d.all_topics(&self.targets).into_iter().filter(|t| !keep.contains(t)).collect();
+            let removed: Vec<String> = d.all_topics(&self.targets).into_iter().filter(|t| !keep.contains(t)).collect();
             for topic in removed {
                 self.set_retained(topic, Vec::new());
             }
@@ -514,6 +518,7 @@ impl Publisher {
             // Its retained state would otherwise describe a camera (or region) that is gone.
             self.states.remove(&old);
             self.set_retained(self.settings.topics.state(&old), Vec::new());
+            self.set_retained(self.settings.topics.snapshot(&old), Vec::new());
         }
         self.targets = targets;
         self.reporter.rebase(&health);

@@ -25,7 +25,8 @@ fn region(name: &str, crop: &str, extra: &str) -> String {
 
 /// `classify --json --crop` of the composite with `model`: the region's answer from the still.
 fn classify_crop(model: &Path, crop: &str) -> Report {
-    let reports = classify_json(model, &[generated("composite_cat_coffee.png")], &["--crop", crop, "--threads", "1"], 0);
+    let reports =
+        classify_json(model, &[generated("composite_cat_coffee.png")], &["--crop", crop, "--threads", "1"], 0);
     reports.into_iter().next().expect("one report")
 }
 
@@ -79,25 +80,72 @@ const HA_COMPONENTS: &[(&str, &[&str], &[&str])] = &[
     ),
     (
         "binary_sensor",
-        &["state_topic", "value_template", "device_class", "payload_on", "payload_off", "expire_after", "force_update", "off_delay"],
+        &[
+            "state_topic",
+            "value_template",
+            "device_class",
+            "payload_on",
+            "payload_off",
+            "expire_after",
+            "force_update",
+            "off_delay",
+        ],
         &["state_topic"],
     ),
     ("event", &["state_topic", "value_template", "event_types", "device_class"], &["state_topic", "event_types"]),
     ("image", &["image_topic", "image_encoding", "content_type", "url_topic", "url_template"], &["image_topic"]),
 ];
-const HA_DEVICE: &[&str] = &["identifiers", "connections", "name", "manufacturer", "model", "sw_version", "hw_version", "via_device", "suggested_area", "configuration_url"];
+const HA_DEVICE: &[&str] = &[
+    "identifiers",
+    "connections",
+    "name",
+    "manufacturer",
+    "model",
+    "sw_version",
+    "hw_version",
+    "via_device",
+    "suggested_area",
+    "configuration_url",
+];
 /// HA's binary_sensor device classes (homeassistant/components/binary_sensor/__init__.py).
 const HA_BINARY_DEVICE_CLASSES: &[&str] = &[
-    "battery", "battery_charging", "carbon_monoxide", "cold", "connectivity", "door", "garage_door", "gas", "heat",
-    "light", "lock", "moisture", "motion", "moving", "occupancy", "opening", "plug", "power", "presence", "problem",
-    "running", "safety", "smoke", "sound", "tamper", "update", "vibration", "window",
+    "battery",
+    "battery_charging",
+    "carbon_monoxide",
+    "cold",
+    "connectivity",
+    "door",
+    "garage_door",
+    "gas",
+    "heat",
+    "light",
+    "lock",
+    "moisture",
+    "motion",
+    "moving",
+    "occupancy",
+    "opening",
+    "plug",
+    "power",
+    "presence",
+    "problem",
+    "running",
+    "safety",
+    "smoke",
+    "sound",
+    "tamper",
+    "update",
+    "vibration",
+    "window",
 ];
 
 fn assert_discovery_schema(m: &Message) {
     let v = json(m);
     let component = m.topic.split('/').nth(1).expect("component");
-    let (_, allowed, required) =
-        HA_COMPONENTS.iter().find(|(c, _, _)| *c == component).unwrap_or_else(|| panic!("unknown component in {}", m.topic));
+    let (_, allowed, required) = HA_COMPONENTS
+        .iter()
+        .find(|(c, _, _)| *c == component)
+        .unwrap_or_else(|| panic!("unknown component in {}", m.topic));
     for key in v.as_object().expect("an object").keys() {
         assert!(
             HA_COMMON.contains(&key.as_str()) || allowed.contains(&key.as_str()),
@@ -126,8 +174,12 @@ fn each_region_publishes_what_classify_crop_gives_for_its_half() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cameras = composite_camera(
         "every_frame",
-        &[region("left", LEFT, ""), region("right", "[450, 0, 450, 300]", ""), region("beyond", "[800, 0, 400, 300]", "")]
-            .concat(),
+        &[
+            region("left", LEFT, ""),
+            region("right", "[450, 0, 450, 300]", ""),
+            region("beyond", "[800, 0, 400, 300]", ""),
+        ]
+        .concat(),
     ) + &format!(
         "[[cameras]]\nname = \"whole\"\nsource = {:?}\nfps = 5\npublish = \"every_frame\"\n",
         generated("composite_cat_coffee.png").display().to_string()
@@ -157,7 +209,9 @@ fn each_region_publishes_what_classify_crop_gives_for_its_half() {
         assert_eq!(state["class_id"], e["top"][0]["class_id"]);
     }
     // The two halves are different photos: the regions really are different crops.
-    let top = |p: &str| json(last_on(&messages, &format!("camclassd/testnode/desk/{p}/event")).unwrap())["top"][0]["class_id"].clone();
+    let top = |p: &str| {
+        json(last_on(&messages, &format!("camclassd/testnode/desk/{p}/event")).unwrap())["top"][0]["class_id"].clone()
+    };
     assert_ne!(top("left"), top("right"));
 
     // The camera without regions keeps version 1 and its own topics.
@@ -174,7 +228,10 @@ fn each_region_publishes_what_classify_crop_gives_for_its_half() {
     // Discovery: per region a label sensor, a score sensor and an event entity, under the camera's node device.
     let configs = retained(&broker, "homeassistant/#");
     for object in ["desk_left_label", "desk_right_score"] {
-        assert!(configs.iter().any(|m| m.topic == format!("homeassistant/sensor/testnode/{object}/config")), "{object}");
+        assert!(
+            configs.iter().any(|m| m.topic == format!("homeassistant/sensor/testnode/{object}/config")),
+            "{object}"
+        );
     }
     let event = configs.iter().find(|m| m.topic == "homeassistant/event/testnode/desk_left_classification/config");
     assert_eq!(json(event.expect("event entity"))["state_topic"], "camclassd/testnode/desk/left/event");
@@ -218,7 +275,9 @@ fn a_two_class_region_is_a_binary_sensor_and_thresholds_and_classes_change_what_
 
     let two = generated("two_class.onnx");
     let state = |r: &str| {
-        json(retained_states.iter().find(|m| m.topic == format!("camclassd/testnode/desk/{r}/state")).expect("retained"))
+        json(
+            retained_states.iter().find(|m| m.topic == format!("camclassd/testnode/desk/{r}/state")).expect("retained"),
+        )
     };
     // Each half's label is what classify --crop says with the same model.
     assert_eq!(state("left")["label"].as_str(), Some(classify_crop(&two, "0,0,0.5,1").top[0].label.as_str()));
@@ -247,13 +306,77 @@ fn a_two_class_region_is_a_binary_sensor_and_thresholds_and_classes_change_what_
     assert!(!configs.iter().any(|m| m.topic.ends_with("/desk_strict/config")), "no binary_sensor without on_class");
 
     // Thresholds: the cat (below 1.0) and the coffee (below 0.5) are both left out: "nothing".
-    assert_eq!((state("strict")["class_id"].clone(), state("strict")["label"].clone()), (serde_json::Value::Null, serde_json::Value::Null));
+    assert_eq!(
+        (state("strict")["class_id"].clone(), state("strict")["label"].clone()),
+        (serde_json::Value::Null, serde_json::Value::Null)
+    );
     // The allow-list: the coffee is the only class reported.
     assert_eq!(state("coffee_only")["label"], "coffee");
     let events = witness.messages();
     let e = json(last_on(&events, "camclassd/testnode/desk/coffee_only/event").expect("event"));
     assert_eq!(e["top"].as_array().map(Vec::len), Some(1), "{e}");
     assert_eq!(e["model"]["name"], "catcoffee");
+    for m in configs.iter().filter(|m| !m.payload.is_empty()) {
+        assert_discovery_schema(m);
+    }
+}
+
+/// The retained payload of `topic`, as raw bytes (`mosquitto_sub` prints binary payloads as they are).
+fn retained_bytes(broker: &Broker, topic: &str) -> Vec<u8> {
+    let out = std::process::Command::new("mosquitto_sub")
+        .args(broker.client_args())
+        .args(["-t", topic, "-C", "1", "-N", "-W", "5", "--retained-only"])
+        .output()
+        .expect("mosquitto_sub runs");
+    assert!(out.status.success(), "no retained message on {topic}");
+    out.stdout
+}
+
+#[test]
+fn a_snapshot_is_a_retained_jpeg_of_the_crop_with_an_image_entity() {
+    let broker = Broker::start();
+    // Text topics only: the witness reads lines of text, and a JPEG is not one.
+    let witness = Witness::start(&broker, "camclassd/testnode/+/+/event");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let regions = [
+        region("left", LEFT, "snapshot = true\nsnapshot_size = 200\n"),
+        region("right", "[450, 100, 300, 200]", "snapshot = true\nsnapshot_frame = true\nsnapshot_size = 300\n"),
+        region("plain", LEFT, ""),
+    ]
+    .concat();
+    let config = daemon_config(dir.path(), &broker, &composite_camera("on_change", &regions));
+    std::fs::write(&config, std::fs::read_to_string(&config).expect("config") + "[homeassistant]\n").expect("write");
+    let daemon = Daemon::start(&config);
+    witness.wait_for("the regions' changes", Duration::from_secs(40), |m| {
+        ["left", "right"].iter().all(|r| m.iter().any(|m| m.topic == format!("camclassd/testnode/desk/{r}/event")))
+    });
+    let configs = retained(&broker, "homeassistant/#");
+    // The crop alone (450x300), longest side 200: the crop's aspect.
+    let left =
+        image::load_from_memory(&retained_bytes(&broker, "camclassd/testnode/desk/left/snapshot")).expect("a JPEG");
+    assert_eq!((left.width(), left.height()), (200, 133));
+    // The whole 900x300 frame with the box, longest side 300; the box's top edge is red.
+    let right = image::load_from_memory(&retained_bytes(&broker, "camclassd/testnode/desk/right/snapshot"))
+        .expect("a JPEG")
+        .to_rgb8();
+    assert_eq!(right.dimensions(), (300, 100));
+    let p = right.get_pixel(200, 33);
+    assert!(p[0] > 180 && p[1] < 90 && p[2] < 90, "the box at (200, 33): {p:?}");
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let plain = std::process::Command::new("mosquitto_sub")
+        .args(broker.client_args())
+        .args(["-t", "camclassd/testnode/desk/plain/snapshot", "-C", "1", "-W", "2", "--retained-only"])
+        .output()
+        .expect("mosquitto_sub runs");
+    assert!(plain.stdout.is_empty(), "a snapshot only where asked for");
+
+    let image = configs.iter().find(|m| m.topic == "homeassistant/image/testnode/desk_left_snapshot/config");
+    let v = json(image.expect("an image entity"));
+    assert_eq!(
+        (v["image_topic"].as_str(), v["content_type"].as_str()),
+        (Some("camclassd/testnode/desk/left/snapshot"), Some("image/jpeg"))
+    );
     for m in configs.iter().filter(|m| !m.payload.is_empty()) {
         assert_discovery_schema(m);
     }
@@ -327,7 +450,9 @@ fn region_config_errors_name_the_key_and_line() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
     let text = std::fs::read_to_string(&config).expect("config");
-    let line_of = |needle: &str, nth: usize| text.lines().enumerate().filter(|(_, l)| l.contains(needle)).nth(nth).expect(needle).0 + 1;
+    let line_of = |needle: &str, nth: usize| {
+        text.lines().enumerate().filter(|(_, l)| l.contains(needle)).nth(nth).expect(needle).0 + 1
+    };
     let at = |line: usize| format!("{}:{line}:", config.display());
     for (line, want) in [
         (line_of("model = \"nosuch\"", 0), "cameras[0].regions[0].model: unknown model \"nosuch\""),
@@ -337,7 +462,10 @@ fn region_config_errors_name_the_key_and_line() {
         assert!(err.lines().any(|l| l.contains(&at(line)) && l.contains(want)), "{want} at line {line}:\n{err}");
     }
     // Classes are known once the model is open: check-config opens it and names the key's line.
-    let fixed = text.replace("model = \"nosuch\"\n", "").replacen("name = \"a\"", "name = \"c\"", 1).replace("0.6, 1]", "0.5, 1]");
+    let fixed = text
+        .replace("model = \"nosuch\"\n", "")
+        .replacen("name = \"a\"", "name = \"c\"", 1)
+        .replace("0.6, 1]", "0.5, 1]");
     std::fs::write(&config, &fixed).expect("write");
     let out = run(camclassd().arg("check-config").arg(&config));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
