@@ -273,6 +273,9 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
     changes
 }
 
+/// Per worker, its sessions (one per model); the models' names in that order; the default model's check.
+type Loaded = (Vec<Vec<Model>>, Vec<String>, ModelCheck);
+
 /// Per worker, one inference session of each model the cameras use: `[model]` (named `default`, always
 /// loaded: its check describes the node) first, then the `[[models]]` some region names, each loaded once
 /// per worker and shared by every region that uses it. Returns the sessions, the models' names in that
@@ -287,7 +290,7 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
 fn load_models(
     runtime: &'static model::runtime::Runtime,
     config: &Config,
-) -> Result<(Vec<Vec<Model>>, Vec<String>, ModelCheck), DaemonError> {
+) -> Result<Loaded, DaemonError> {
     let workers = config.model.workers;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let default_threads = (cores / workers).saturating_sub(1).max(1);
