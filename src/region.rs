@@ -46,6 +46,17 @@ pub struct Region {
     pub classify_every: Duration,
     pub binary: Option<Binary>,
     pub snapshot: Option<Snapshot>,
+    pub motion: Option<Motion>,
+}
+
+/// A region's motion gate: inference is skipped while the picture stands still.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Motion {
+    /// Mean absolute difference of the grey thumbnails, a fraction of full scale, below which the region
+    /// is not classified again.
+    pub threshold: f32,
+    /// Classified anyway after this long.
+    pub max_skip: Duration,
 }
 
 /// A region's snapshots: a JPEG with each change event and `snapshot` command.
@@ -78,6 +89,7 @@ pub fn plan(config: &Config, models: &[ModelInfo]) -> Result<Vec<Vec<Region>>, V
                 classify_every: Duration::ZERO,
                 binary: None,
                 snapshot: None,
+                motion: None,
             });
         }
         for (j, r) in cam.regions.iter().enumerate() {
@@ -110,6 +122,9 @@ pub fn plan(config: &Config, models: &[ModelInfo]) -> Result<Vec<Vec<Region>>, V
                 classify_every: Duration::from_secs_f64(r.classify_every.max(0.0)),
                 binary,
                 snapshot: r.snapshot.then_some(Snapshot { size: r.snapshot_size, frame: r.snapshot_frame }),
+                motion: r
+                    .motion_threshold
+                    .map(|t| Motion { threshold: t as f32, max_skip: Duration::from_secs_f64(r.max_skip.max(0.0)) }),
             });
         }
         cameras.push(regions);

@@ -287,6 +287,16 @@ pub struct RegionConfig {
     /// The snapshot shows the whole frame with the region's box drawn, instead of the region alone.
     #[serde(default)]
     pub snapshot_frame: bool,
+    /// Motion gate: skip inference while the region's small grey thumbnail differs from the one last
+    /// classified by less than this (mean absolute difference, a fraction of full scale: 0.02 = 2 %).
+    pub motion_threshold: Option<f64>,
+    /// Motion gate: classify anyway after this many seconds without.
+    #[serde(default = "default_max_skip")]
+    pub max_skip: f64,
+}
+
+const fn default_max_skip() -> f64 {
+    60.0
 }
 
 const fn default_snapshot_size() -> u32 {

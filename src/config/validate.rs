@@ -305,6 +305,12 @@ fn validate_regions(i: usize, cam: &super::CameraConfig, model_names: &[&str], p
         if !(r.classify_every.is_finite() && (0.0..=86_400.0).contains(&r.classify_every)) {
             problem(&key("classify_every"), format!("expected seconds from 0 to 86400, got {}", r.classify_every));
         }
+        if r.motion_threshold.is_some_and(|t| !(t.is_finite() && (0.0..=1.0).contains(&t))) {
+            problem(&key("motion_threshold"), "expected a fraction from 0 to 1 (0.02: 2 % of full scale)".into());
+        }
+        if !(r.max_skip.is_finite() && (0.0..=86_400.0).contains(&r.max_skip)) {
+            problem(&key("max_skip"), format!("expected seconds from 0 to 86400, got {}", r.max_skip));
+        }
         if !(16..=4096).contains(&r.snapshot_size) {
             problem(&key("snapshot_size"), format!("expected 16 to 4096 pixels, got {}", r.snapshot_size));
         }

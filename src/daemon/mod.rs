@@ -287,10 +287,7 @@ type Loaded = (Vec<Vec<Model>>, Vec<String>, ModelCheck);
 ///
 /// The first session runs the model's own check ([`check::at_load`]); on a failure `[model]
 /// on_check_failure` decides: refuse, warn, or load `[model] fallback` for every worker instead.
-fn load_models(
-    runtime: &'static model::runtime::Runtime,
-    config: &Config,
-) -> Result<Loaded, DaemonError> {
+fn load_models(runtime: &'static model::runtime::Runtime, config: &Config) -> Result<Loaded, DaemonError> {
     let workers = config.model.workers;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let default_threads = (cores / workers).saturating_sub(1).max(1);

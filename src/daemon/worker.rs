@@ -20,6 +20,7 @@ use crate::model::{Input, Model, ModelSpec};
 use crate::pipeline::{Infer, Prepare};
 use crate::postprocess::{Classification, top_k_thresholds};
 use crate::preprocess::Rect;
+use crate::preprocess::motion::Thumbnails;
 use crate::preprocess::snapshot::Snap;
 use crate::publish::Publication;
 use crate::region::Region;
@@ -93,8 +94,10 @@ impl Worker {
             self.cameras.lock().map(|c| c.iter().map(|c| c.name.clone()).collect()).unwrap_or_default();
         let hub = Arc::clone(&self.hub);
         let layout = Arc::clone(&self.layout);
+        let health = Arc::clone(&self.health);
         std::thread::Builder::new().name(format!("prepare-{index}")).spawn(move || {
-            let prepare = AssertUnwindSafe(|| prepare_loop(&hub, &layout, &specs, &names, &free_rx, &ready_tx));
+            let prepare =
+                AssertUnwindSafe(|| prepare_loop(&hub, &layout, &health, &specs, &names, &free_rx, &ready_tx));
             if catch_unwind(prepare).is_err() {
                 tracing::error!("prepare thread panicked; stopping the daemon");
                 hub.fail();
@@ -301,6 +304,7 @@ enum Placed {
 fn prepare_loop(
     hub: &FrameHub,
     layout: &Layout,
+    health: &Health,
     specs: &[ModelSpec],
     names: &[String],
     free_rx: &std_mpsc::Receiver<Tensors>,
@@ -312,6 +316,8 @@ fn prepare_loop(
     let mut regions: Vec<Prepare> = layout.regions.iter().map(|r| Prepare::new(&specs[r.model])).collect();
     let mut placed = vec![Placed::Unknown; layout.regions.len()];
     let mut last_classified: Vec<Option<Instant>> = vec![None; layout.regions.len()];
+    // The motion gate's thumbnails, for the regions that have one.
+    let mut thumbnails: Vec<Thumbnails> = layout.regions.iter().map(|_| Thumbnails::default()).collect();
     let mut next = 0;
     // Per camera, frames skipped in a row: logged at the first and at powers of two, and at recovery.
     let mut skipped = vec![0u64; names.len()];
@@ -359,12 +365,24 @@ fn prepare_loop(
                 {
                     continue;
                 }
+                let whole = Rect { x: 0, y: 0, width: size.0, height: size.1 };
+                if let Some(motion) = region.motion {
+                    // Still (less change than the threshold since the region was last classified, and not
+                    // for longer than max_skip): no inference, the state stays.
+                    let moved = thumbnails[g].measure(picture, rect.unwrap_or(whole));
+                    let recent = last_classified[g]
+                        .is_some_and(|last| captured.saturating_duration_since(last) < motion.max_skip);
+                    if moved < motion.threshold && recent {
+                        health.add_motion_skipped(camera);
+                        continue;
+                    }
+                    thumbnails[g].keep();
+                }
                 if let Err(e) = regions[g].region(picture, rect, &mut inputs.inputs[g], 0) {
                     result = Err(e);
                     break;
                 }
                 if let Some(s) = region.snapshot {
-                    let whole = Rect { x: 0, y: 0, width: size.0, height: size.1 };
                     inputs.snaps[g].take(picture, rect.unwrap_or(whole), s.size, s.frame);
                 }
                 last_classified[g] = Some(captured);

@@ -9,6 +9,7 @@
 //! reused, so a stream of same-sized frames allocates nothing after the first.
 
 mod mjpeg;
+pub mod motion;
 pub mod resample;
 pub mod snapshot;
 

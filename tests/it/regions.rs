@@ -482,3 +482,55 @@ fn region_config_errors_name_the_key_and_line() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("1 model: default, [model] being \"default\""), "{}", stdout(&out));
 }
+
+#[test]
+fn the_motion_gate_skips_a_still_picture_and_classifies_a_change_at_once() {
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/testnode/#");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A still scene (40 identical frames), then one changed frame; replayed in a loop.
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).expect("mkdir");
+    for i in 0..40 {
+        std::fs::copy(generated("coffee.png"), frames.join(format!("{i:03}.png"))).expect("copy");
+    }
+    std::fs::copy(generated("chelsea.png"), frames.join("040.png")).expect("copy");
+    let camera = format!(
+        "[[cameras]]\nname = \"desk\"\nsource = {:?}\nfps = 20\npublish = \"every_frame\"\n\
+         [[cameras.regions]]\nname = \"all\"\nmotion_threshold = 0.02\nmax_skip = 600\n",
+        frames.display().to_string()
+    );
+    let config = daemon_config(dir.path(), &broker, &camera);
+    std::fs::write(&config, std::fs::read_to_string(&config).expect("config") + "[health]\ninterval = 0.5\n")
+        .expect("write");
+    let daemon = Daemon::start(&config);
+    let counts = |m: &[Message]| {
+        m.iter().rev().find(|m| m.topic == "camclassd/testnode/health").map_or((0, 0), |m| {
+            let c = &json(m)["cameras"]["desk"];
+            (c["frames"].as_u64().unwrap_or(0), c["motion_skipped"].as_u64().unwrap_or(0))
+        })
+    };
+    let messages = witness.wait_for("two loops of the replay", Duration::from_secs(60), |m| counts(m).1 >= 80);
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+
+    let (classified, skipped) = counts(&messages);
+    let share = classified as f64 / (classified + skipped) as f64;
+    assert!(share < 0.1, "inference ran on {classified} of {} frames", classified + skipped);
+    // Every event is a change of picture: the first coffee frame after the cat, or the cat right after the
+    // still coffee frames (classified at once); never the still frames in between.
+    let want =
+        |image: &str| classify_json(&model("int8"), &[generated(image)], &["--threads", "1"], 0)[0].top[0].class_id;
+    let (coffee, cat) = (want("coffee.png"), want("chelsea.png"));
+    let tops: Vec<u64> = messages
+        .iter()
+        .filter(|m| m.topic == "camclassd/testnode/desk/all/event")
+        .map(|m| json(m)["top"][0]["class_id"].as_u64().expect("class"))
+        .collect();
+    assert!(tops.len() >= 3, "{tops:?}");
+    assert_eq!(tops[0], coffee as u64);
+    for pair in tops.windows(2) {
+        assert_ne!(pair[0], pair[1], "an event without a change of picture: {tops:?}");
+        assert!(pair.iter().all(|&t| t == coffee as u64 || t == cat as u64), "{tops:?}");
+    }
+}
