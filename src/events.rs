@@ -182,6 +182,12 @@ pub fn decide(tracker: Tracker, frame: &Observed<'_>, who: &Speaker<'_>) -> (Tra
     };
     let class = shown.map(|b| b.class_id);
     let captured_at = rfc3339(frame.captured_at);
+    let top: Vec<EventClass> = frame
+        .classification
+        .top
+        .iter()
+        .map(|s| EventClass { class_id: s.class_id, label: label(who.labels, s.class_id).into_owned(), score: s.score })
+        .collect();
     let state = (next.stated != Some(class) || reason == Reason::Change).then(|| {
         next.stated = Some(class);
         State {
@@ -190,6 +196,7 @@ pub fn decide(tracker: Tracker, frame: &Observed<'_>, who: &Speaker<'_>) -> (Tra
             label: class.map(|c| label(who.labels, c).into_owned()),
             score: shown.map_or(0.0, |b| b.score),
             since: captured_at.clone(),
+            top: top.clone(),
         }
     });
     let event = Event {
@@ -201,16 +208,7 @@ pub fn decide(tracker: Tracker, frame: &Observed<'_>, who: &Speaker<'_>) -> (Tra
         seq: 0,
         captured_at,
         reason,
-        top: frame
-            .classification
-            .top
-            .iter()
-            .map(|s| EventClass {
-                class_id: s.class_id,
-                label: label(who.labels, s.class_id).into_owned(),
-                score: s.score,
-            })
-            .collect(),
+        top,
         model: who.model.clone(),
         timing_ms: EventTiming {
             // Measured by the publisher when the event leaves for the broker.
@@ -284,6 +282,9 @@ pub struct State {
     pub label: Option<String>,
     pub score: f32,
     pub since: String,
+    /// The top classes of the frame that set this state (Home Assistant shows them as the label sensor's
+    /// attributes).
+    pub top: Vec<EventClass>,
 }
 
 /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-23T14:07:02.123Z`.
