@@ -542,3 +542,33 @@ fn the_motion_gate_skips_a_still_picture_and_classifies_a_change_at_once() {
         assert!(pair.iter().all(|&t| t == coffee as u64 || t == cat as u64), "{tops:?}");
     }
 }
+
+#[test]
+fn classify_every_spaces_a_regions_classifications() {
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/testnode/#");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let regions = [region("fast", LEFT, ""), region("slow", LEFT, "classify_every = 1.0\n")].concat();
+    let camera = composite_camera("every_frame", &regions).replace("fps = 5", "fps = 10");
+    let config = daemon_config(dir.path(), &broker, &camera);
+    let daemon = Daemon::start(&config);
+    let events = |m: &[Message], r: &str| -> Vec<f64> {
+        m.iter()
+            .filter(|m| m.topic == format!("camclassd/testnode/desk/{r}/event"))
+            .map(|m| {
+                let at = json(m)["captured_at"].as_str().expect("captured_at").to_string();
+                let t = humantime::parse_rfc3339(&at).expect("RFC 3339");
+                t.duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs_f64()
+            })
+            .collect()
+    };
+    let messages = witness.wait_for("four slow events", Duration::from_secs(40), |m| events(m, "slow").len() >= 4);
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    // Capture times, not wall-clock: the slow region's frames are at least a second apart, the fast one's not.
+    let gaps = |t: Vec<f64>| t.windows(2).map(|w| w[1] - w[0]).collect::<Vec<f64>>();
+    let slow = gaps(events(&messages, "slow"));
+    assert!(slow.iter().all(|&g| g >= 0.999), "{slow:?}");
+    let fast = gaps(events(&messages, "fast"));
+    assert!(fast.iter().any(|&g| g < 0.5), "{fast:?}");
+}
