@@ -45,8 +45,12 @@ pub enum DaemonError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Check(#[from] check::CheckLoadError),
+    /// Regions the loaded models cannot serve: `(key, message)` each.
+    #[error("{}", .0.iter().map(|(k, m)| format!("{k}: {m}")).collect::<Vec<_>>().join("\n"))]
+    Regions(Vec<crate::region::Problem>),
+    /// The same, located in the config file.
     #[error("{0}")]
-    Regions(String),
+    RegionsAt(String),
     #[error("cannot start a thread: {0}")]
     Thread(#[from] std::io::Error),
     #[error("a pipeline thread failed (see the log); stopped so that the service manager restarts camclassd")]
@@ -128,7 +132,8 @@ pub async fn run_with<S: Future<Output = ()>>(
     let (models, names, check) = load_models(runtime, &config)?;
     let queue = open_queue(&config)?;
 
-    let mut pipeline = Pipeline::start(&config, models, names, check, hooks)?;
+    let mut pipeline =
+        Pipeline::start(&config, models, names, check, hooks).map_err(|e| locate(e, config_path.as_deref()))?;
     let (command_tx, mut commands) = mpsc::channel::<Command>(4);
     let mut publisher = PublisherHandle::spawn(settings.clone(), queue, &pipeline, command_tx.clone());
     pipeline.run(&publisher.events)?;
@@ -256,8 +261,22 @@ fn prepare_reload(
         std::thread::sleep(delay);
     }
     let (models, names, check) = load_models(runtime, &new).map_err(|e| e.to_string())?;
-    let pipeline = Pipeline::start(&new, models, names, check, hooks).map_err(|e| e.to_string())?;
+    let pipeline = Pipeline::start(&new, models, names, check, hooks).map_err(|e| locate(e, Some(path)).to_string())?;
     Ok((new, settings, pipeline))
+}
+
+/// A region problem with the `file:line:column` of its key, as config errors are shown.
+fn locate(e: DaemonError, path: Option<&Path>) -> DaemonError {
+    let (DaemonError::Regions(problems), Some(path)) = (&e, path) else { return e };
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|(key, message)| match crate::config::key_position(&text, key) {
+            Some((line, col)) => format!("{}:{line}:{col}: {key}: {message}", path.display()),
+            None => format!("{}: {key}: {message}", path.display()),
+        })
+        .collect();
+    DaemonError::RegionsAt(lines.join("\n"))
 }
 
 /// The sections a reload cannot apply (the running process keeps them until it restarts).

@@ -65,9 +65,7 @@ impl Pipeline {
                 num_classes: m.num_classes(),
             })
             .collect();
-        let plan = region::plan(config, &infos).map_err(|problems| {
-            DaemonError::Regions(problems.into_iter().map(|(k, m)| format!("{k}: {m}")).collect::<Vec<_>>().join("\n"))
-        })?;
+        let plan = region::plan(config, &infos).map_err(DaemonError::Regions)?;
         let mut targets = Vec::new();
         let mut ranges = Vec::new();
         let mut all = Vec::new();

@@ -484,6 +484,10 @@ fn region_config_errors_name_the_key_and_line() {
         "{}",
         stderr(&out)
     );
+    // `run` refuses it the same way (exit 2), located in the file.
+    let out = run(camclassd().args(["run", "--config"]).arg(&config));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("{}:{line}:", config.display())), "{}", stderr(&out));
     // A camera without regions: today's config, and check-config says [model] is the model "default".
     let plain = daemon_config(dir.path(), &broker, &composite_camera("on_change", ""));
     let out = run(camclassd().arg("check-config").arg(&plain));
