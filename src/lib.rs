@@ -19,6 +19,8 @@
 //! - [`model`]: find and load ONNX Runtime, open a session with the configured execution providers, read the
 //!   preprocessing recipe ([`model::ModelSpec`]) from the model's metadata, run inference.
 //! - [`postprocess`]: softmax, top-k, labels and score thresholds (pure functions).
+//! - [`region`]: the regions of each camera (crop, model, policy, per-class thresholds), planned from the
+//!   config and the loaded models.
 //! - [`events`]: the publish policy (every frame, or on change with debounce and heartbeat) and the
 //!   versioned event schema (pure).
 //! - [`publish`]: the MQTT side: the durable event queue ([`publish::queue`]), delivery until PUBACK,
@@ -43,4 +45,5 @@ pub mod pipeline;
 pub mod postprocess;
 pub mod preprocess;
 pub mod publish;
+pub mod region;
 pub mod tools;

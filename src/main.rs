@@ -216,6 +216,13 @@ struct ClassifyArgs {
     /// best class is on.
     #[arg(long, value_name = "CLASS=P", value_parser = parse_threshold)]
     threshold: Vec<(String, f32)>,
+    /// Classify this part of each picture, as a region's `crop` does: pixels, or fractions of the picture
+    /// when all four are at most 1.
+    #[arg(long, value_name = "X,Y,W,H")]
+    crop: Option<camclassd::preprocess::CropSpec>,
+    /// With --config: the `[[models]]` entry to classify with (default: `[model]`).
+    #[arg(long, value_name = "NAME", requires = "config")]
+    model_name: Option<String>,
     /// Image files (JPEG, PNG).
     #[arg(required = true)]
     images: Vec<PathBuf>,
@@ -607,10 +614,42 @@ fn check_config(path: &Path, ort_lib: Option<&Path>) -> Result<u8, Failure> {
             problems.push(format!("{}: model.fallback: {e}", at("model.fallback")));
         }
     }
+    // Every model by name, and the regions against their models' classes, as `run` plans them.
+    let mut infos = Vec::new();
+    for named in config.named_models() {
+        let options =
+            ModelOptions { providers: vec![Provider::Cpu], threads: Some(1), record_placement: false, ..named.options };
+        match Model::load(runtime, &named.path, &options) {
+            Ok(m) => infos.push(camclassd::region::ModelInfo {
+                name: named.name,
+                labels: m.spec().labels.clone(),
+                num_classes: m.num_classes(),
+            }),
+            Err(e) if named.key == "model" => drop(e), // reported above
+            Err(e) => problems.push(format!("{}: {}.path: {e}", at(&format!("{}.path", named.key)), named.key)),
+        }
+    }
+    let mut regions = 0;
+    if infos.len() == config.models.len() + 1 {
+        match camclassd::region::plan(&config, &infos) {
+            Ok(plan) => regions = plan.iter().flatten().filter(|r| r.name.is_some()).count(),
+            Err(found) => problems.extend(found.into_iter().map(|(key, m)| format!("{}: {key}: {m}", at(&key)))),
+        }
+    }
     if !problems.is_empty() {
         return Err(usage(anyhow::anyhow!("{}", problems.join("\n"))));
     }
-    println!("{}: ok", path.display());
+    let names: Vec<String> = config.named_models().into_iter().map(|m| m.name).collect();
+    println!(
+        "{}: ok ({} model{}: {}, [model] being \"default\"; {} camera{}, {regions} named region{})",
+        path.display(),
+        names.len(),
+        if names.len() == 1 { "" } else { "s" },
+        names.join(", "),
+        config.cameras.len(),
+        if config.cameras.len() == 1 { "" } else { "s" },
+        if regions == 1 { "" } else { "s" }
+    );
     Ok(0)
 }
 
@@ -718,12 +757,26 @@ fn run_classify(args: ClassifyArgs, ort_lib: Option<&Path>) -> Result<u8, Failur
         Some(path) => Some(Config::load(path).map_err(|e| usage(e.into()))?),
         None => None,
     };
-    let model_path = match (&args.model, &config) {
+    let named = match (&config, &args.model_name) {
+        (Some(c), Some(name)) => match c.named_models().into_iter().find(|m| &m.name == name) {
+            Some(m) => Some(m),
+            None => {
+                let names: Vec<String> = c.named_models().into_iter().map(|m| m.name).collect();
+                return Err(usage(anyhow::anyhow!(
+                    "--model-name {name:?}: no such model; the config has {}",
+                    names.join(", ")
+                )));
+            }
+        },
+        (Some(c), None) => c.named_models().into_iter().next(),
+        _ => None,
+    };
+    let model_path = match (&args.model, &named) {
         (Some(m), _) => m.clone(),
-        (None, Some(c)) => c.model.path.clone(),
+        (None, Some(c)) => c.path.clone(),
         (None, None) => return Err(usage(anyhow::anyhow!("classify needs --model MODEL or --config FILE"))),
     };
-    let mut options = config.as_ref().map(|c| c.model.model_options()).unwrap_or_else(ModelOptions::default);
+    let mut options = named.as_ref().map(|c| c.options.clone()).unwrap_or_else(ModelOptions::default);
     if let Some(t) = args.threads {
         options.threads = Some(t);
     }
@@ -783,7 +836,7 @@ fn run_classify(args: ClassifyArgs, ort_lib: Option<&Path>) -> Result<u8, Failur
     let mut failed = 0usize;
     let mut stdout = std::io::stdout().lock();
     for image in &args.images {
-        let text = match classify::classify_file(&mut classifier, image, args.scores) {
+        let text = match classify::classify_file_crop(&mut classifier, image, args.crop, args.scores) {
             Ok(report) if args.json => {
                 serde_json::to_string(&report).context("encoding the JSON report").map_err(usage)? + "\n"
             }

@@ -225,6 +225,28 @@ pub fn top_k(scores: &[f32], k: usize, min_score: f32, out: &mut Vec<Scored>) {
     }
 }
 
+/// As [`top_k`] with a threshold per class (`thresholds[class_id]`; a class beyond the slice is never
+/// reported, `f32::INFINITY` leaves a class out): a region's allow-list and per-class thresholds.
+pub fn top_k_thresholds(scores: &[f32], k: usize, thresholds: &[f32], out: &mut Vec<Scored>) {
+    out.clear();
+    if k == 0 {
+        return;
+    }
+    for ((class_id, &score), &min) in scores.iter().enumerate().zip(thresholds) {
+        if score.is_nan() || score < min {
+            continue;
+        }
+        if out.len() == k && out.last().is_some_and(|last| score <= last.score) {
+            continue;
+        }
+        let at = out.iter().position(|s| score > s.score).unwrap_or(out.len());
+        if out.len() == k {
+            out.pop();
+        }
+        out.insert(at, Scored { class_id, score });
+    }
+}
+
 /// Reusable postprocessing for one model.
 #[derive(Debug)]
 pub struct Postprocessor {
@@ -280,6 +302,17 @@ impl Postprocessor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_class_thresholds_and_left_out_classes() {
+        let scores = [0.05, 0.6, 0.3, 0.05];
+        let mut out = Vec::new();
+        // Class 1 needs 0.8: left out; class 2 passes 0.2; class 3 is not allowed.
+        top_k_thresholds(&scores, 5, &[0.0, 0.8, 0.2, f32::INFINITY], &mut out);
+        assert_eq!(out, vec![Scored { class_id: 2, score: 0.3 }, Scored { class_id: 0, score: 0.05 }]);
+        top_k_thresholds(&scores, 1, &[0.0; 4], &mut out);
+        assert_eq!(out, vec![Scored { class_id: 1, score: 0.6 }]);
+    }
 
     #[test]
     fn softmax_sums_to_one_and_keeps_order() {

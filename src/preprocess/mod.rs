@@ -10,7 +10,9 @@
 //! reused, so a stream of same-sized frames allocates nothing after the first.
 
 mod mjpeg;
+pub mod motion;
 pub mod resample;
+pub mod snapshot;
 
 use std::io::Cursor;
 
@@ -31,6 +33,78 @@ pub const MAX_DECODED_BYTES: u64 = 128 << 20;
 /// A decode buffer larger than this (and than twice the current picture's need) is given back after an
 /// outsized picture: a 4K RGB frame takes 24 MiB.
 const RETAINED_DECODE_BYTES: usize = 32 << 20;
+
+/// A decoded picture: packed RGB8, `width * height * 3` bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Picture<'a> {
+    pub width: u32,
+    pub height: u32,
+    pub rgb: &'a [u8],
+}
+
+/// A rectangle of a picture, in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rect {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Rect {
+    /// Non-empty and inside a `width` × `height` picture.
+    pub fn fits(&self, width: u32, height: u32) -> bool {
+        self.width > 0
+            && self.height > 0
+            && u64::from(self.x) + u64::from(self.width) <= u64::from(width)
+            && u64::from(self.y) + u64::from(self.height) <= u64::from(height)
+    }
+}
+
+impl std::fmt::Display for Rect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{} at ({}, {})", self.width, self.height, self.x, self.y)
+    }
+}
+
+/// A region's crop as configured: `[x, y, width, height]` in pixels, or in fractions of the frame when all
+/// four values are at most 1.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CropSpec(pub [f64; 4]);
+
+impl CropSpec {
+    /// The pixels of a `width` × `height` frame it covers (fractions: edges rounded to the nearest pixel). It
+    /// may lie outside the frame: see [`Rect::fits`].
+    pub fn resolve(&self, width: u32, height: u32) -> Rect {
+        let [x, y, w, h] = self.0;
+        let px = |v: f64| v.round().clamp(0.0, f64::from(u32::MAX)) as u32;
+        if self.0.iter().all(|v| *v <= 1.0) {
+            let (fw, fh) = (f64::from(width), f64::from(height));
+            let (x0, y0) = (px(x * fw), px(y * fh));
+            let (x1, y1) = (px((x + w) * fw), px((y + h) * fh));
+            Rect { x: x0, y: y0, width: x1.saturating_sub(x0), height: y1.saturating_sub(y0) }
+        } else {
+            Rect { x: px(x), y: px(y), width: px(w), height: px(h) }
+        }
+    }
+}
+
+impl std::str::FromStr for CropSpec {
+    type Err = String;
+    /// `x,y,w,h`: four numbers, pixels or fractions of the frame (all four at most 1).
+    fn from_str(s: &str) -> Result<CropSpec, String> {
+        let values: Vec<f64> =
+            s.split(',').map(|v| v.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|_| {
+                format!("{s:?}: expected x,y,width,height (pixels, or fractions of the frame when all are at most 1)")
+            })?;
+        let crop: [f64; 4] =
+            values.try_into().map_err(|_| format!("{s:?}: expected four numbers: x,y,width,height"))?;
+        match crate::config::crop_problem(crop) {
+            Some(why) => Err(why),
+            None => Ok(CropSpec(crop)),
+        }
+    }
+}
 
 /// A frame as it arrives from a source.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +140,8 @@ pub enum PreprocessError {
         MAX_DECODED_BYTES >> 20
     )]
     TooLarge { width: u32, height: u32 },
+    #[error("the crop {rect} is outside the {width}x{height} picture")]
+    CropOutside { rect: Rect, width: u32, height: u32 },
     #[error("nothing decoded yet")]
     NoImage,
     #[error("tensor buffer holds {got} values, the model needs {need}")]
@@ -250,21 +326,57 @@ impl Preprocessor {
     /// Resizes, crops and normalises the decoded image into `out` (one image, in the model's layout and
     /// element type: normalised floats, or the resized bytes as they are for a uint8 model).
     pub fn write_tensor(&mut self, out: TensorSlot<'_>) -> Result<(), PreprocessError> {
+        self.write_tensor_crop(None, out)
+    }
+
+    /// As [`Preprocessor::write_tensor`], from `rect` of the decoded image (default: all of it).
+    pub fn write_tensor_crop(&mut self, rect: Option<Rect>, out: TensorSlot<'_>) -> Result<(), PreprocessError> {
         let (w, h) = self.rgb_size.ok_or(PreprocessError::NoImage)?;
+        let rgb = std::mem::take(&mut self.rgb);
+        let result = self.write_region(Picture { width: w, height: h, rgb: &rgb }, rect, out);
+        self.rgb = rgb;
+        result
+    }
+
+    /// Resizes, crops and normalises `rect` of `picture` (default: all of it) into `out` with this
+    /// preprocessor's recipe: a region's tensor from a frame another preprocessor decoded. The region is
+    /// read where it lies in the picture (no copy); same-sized regions allocate nothing after the first.
+    pub fn write_region(
+        &mut self,
+        picture: Picture<'_>,
+        rect: Option<Rect>,
+        out: TensorSlot<'_>,
+    ) -> Result<(), PreprocessError> {
         if out.input_type() != self.input_type {
             return Err(PreprocessError::TensorType { got: out.input_type(), need: self.input_type });
         }
         if out.len() != self.resized.len() {
             return Err(PreprocessError::TensorSize { got: out.len(), need: self.resized.len() });
         }
+        let rect = rect.unwrap_or(Rect { x: 0, y: 0, width: picture.width, height: picture.height });
+        if !rect.fits(picture.width, picture.height) {
+            return Err(PreprocessError::CropOutside { rect, width: picture.width, height: picture.height });
+        }
         let (out_h, out_w) = self.input_size;
-        let geometry = geometry((w, h), (out_w, out_h), self.resize, self.crop);
-        self.resampler.resample(&self.rgb, &mut self.resized, geometry, self.filter);
+        let geometry = geometry((rect.width, rect.height), (out_w, out_h), self.resize, self.crop);
+        self.resampler.resample_view(
+            picture.rgb,
+            picture.width,
+            (rect.x, rect.y),
+            &mut self.resized,
+            geometry,
+            self.filter,
+        );
         match out {
             TensorSlot::F32(out) => normalize(&self.resized, &self.lut, self.source_channel, self.layout, out),
             TensorSlot::U8(out) => arrange(&self.resized, self.source_channel, self.layout, out),
         }
         Ok(())
+    }
+
+    /// The decoded picture, for [`Preprocessor::write_region`] of other recipes.
+    pub fn picture(&self) -> Option<Picture<'_>> {
+        self.rgb_size.map(|(width, height)| Picture { width, height, rgb: &self.rgb })
     }
 
     /// The decoded RGB8 image, for tools that want to look at it.

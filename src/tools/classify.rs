@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::pipeline::{Classifier, PipelineError, Timings};
-use crate::preprocess::Frame;
+use crate::preprocess::{CropSpec, Frame};
 
 /// One class in a report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -63,6 +63,16 @@ const MAX_FILE_BYTES: u64 = 256 << 20;
 
 /// Reads and classifies one image file; `all_scores` also keeps the whole probability vector.
 pub fn classify_file(classifier: &mut Classifier, path: &Path, all_scores: bool) -> Result<ImageReport, ClassifyError> {
+    classify_file_crop(classifier, path, None, all_scores)
+}
+
+/// As [`classify_file`], for `crop` of the picture (a region's answer, as the daemon gives it).
+pub fn classify_file_crop(
+    classifier: &mut Classifier,
+    path: &Path,
+    crop: Option<CropSpec>,
+    all_scores: bool,
+) -> Result<ImageReport, ClassifyError> {
     if path.is_dir() {
         return Err(ClassifyError::Directory { path: path.to_path_buf() });
     }
@@ -73,7 +83,7 @@ pub fn classify_file(classifier: &mut Classifier, path: &Path, all_scores: bool)
     }
     let bytes = std::fs::read(path).map_err(|source| ClassifyError::Read { path: path.to_path_buf(), source })?;
     let (result, timings) = classifier
-        .classify(Frame::Encoded(&bytes))
+        .classify_crop(Frame::Encoded(&bytes), crop)
         .map_err(|source| ClassifyError::Pipeline { path: path.to_path_buf(), source })?;
     let (top, on, multi_label) = (result.top.clone(), result.on.clone(), result.multi_label);
     let on = (multi_label || classifier.thresholds_set()).then_some(on);

@@ -18,6 +18,7 @@ mod models;
 mod mqtt;
 mod pipeline;
 mod reference;
+mod regions;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
