@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use camclassd::model::{self, Model, ModelOptions};
+use camclassd::model::{self, Model, ModelOptions, TensorSlot};
 use camclassd::pipeline::Classifier;
 use camclassd::preprocess::{Frame, Preprocessor};
 use ort::session::Session;
@@ -56,11 +56,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             pre.decode(Frame::Encoded(&jpeg)).expect("decode");
         });
         let mut tensor = vec![0f32; pre.tensor_len()];
-        let mut preprocess = time(iterations, || pre.write_tensor(&mut tensor).expect("preprocess"));
+        let mut preprocess = time(iterations, || pre.write_tensor(TensorSlot::F32(&mut tensor)).expect("preprocess"));
         let yuyv: Vec<u8> = (0..640 * 480 * 2).map(|i| (i * 13 % 239) as u8).collect();
         let mut yuyv_time = time(iterations, || {
             pre.decode(Frame::Yuyv { width: 640, height: 480, data: &yuyv }).expect("yuyv");
-            pre.write_tensor(&mut tensor).expect("preprocess");
+            pre.write_tensor(TensorSlot::F32(&mut tensor)).expect("preprocess");
         });
 
         // A bare ORT session with the same settings, fed the same tensor.
@@ -73,7 +73,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let shape = [1usize, 3, 224, 224];
         let mut bare_scores = vec![0f32; 1000];
         let mut input = model.new_input()?;
-        input.slot_mut(0).copy_from_slice(&tensor);
+        match input.slot_mut(0) {
+            TensorSlot::F32(slot) => slot.copy_from_slice(&tensor),
+            TensorSlot::U8(_) => unreachable!("the bundled models take float32"),
+        }
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for _ in 0..10 {
             ours.extend(time(iterations / 10, || {

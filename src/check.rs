@@ -371,6 +371,17 @@ pub fn build(
     if !(MIN_INPUTS..=MAX_INPUTS).contains(&request.count) {
         return Err(CheckError::Stamp(format!("--count {} is not within {MIN_INPUTS}..{MAX_INPUTS}", request.count)));
     }
+    let kind = |c: &Classifier| {
+        let output = c.model().spec().output;
+        (output.is_multi_label(), if output.is_multi_label() { "multi-label (sigmoid)" } else { "single-label" })
+    };
+    let ((reference_multi, reference_kind), (candidate_multi, candidate_kind)) = (kind(reference), kind(candidate));
+    if reference_multi != candidate_multi {
+        return Err(CheckError::Stamp(format!(
+            "the reference is {reference_kind} and the model {candidate_kind}: their probabilities do not compare; \
+             stamp with a reference whose output is read the same way"
+        )));
+    }
     let (h, w) = candidate.model().spec().input_size;
     if reference.model().spec().input_size != (h, w) {
         return Err(CheckError::Stamp(format!(

@@ -14,6 +14,8 @@ use crate::postprocess::{Classification, Scored, label};
 
 /// The event schema identifier; bump it on any incompatible change.
 pub const SCHEMA: &str = "camclassd.event/1";
+/// The schema of a named region's events: version 1 plus `region` (the model is the config's name for it).
+pub const SCHEMA_V2: &str = "camclassd.event/2";
 /// The state message's schema identifier.
 pub const STATE_SCHEMA: &str = "camclassd.state/1";
 
@@ -138,6 +140,8 @@ pub struct Observed<'a> {
 pub struct Speaker<'a> {
     pub node: &'a str,
     pub camera: &'a str,
+    /// The region; `None` for a camera's whole-frame region (schema version 1).
+    pub region: Option<&'a str>,
     pub model: &'a ModelRef,
     pub labels: &'a [String],
 }
@@ -178,6 +182,12 @@ pub fn decide(tracker: Tracker, frame: &Observed<'_>, who: &Speaker<'_>) -> (Tra
     };
     let class = shown.map(|b| b.class_id);
     let captured_at = rfc3339(frame.captured_at);
+    let top: Vec<EventClass> = frame
+        .classification
+        .top
+        .iter()
+        .map(|s| EventClass { class_id: s.class_id, label: label(who.labels, s.class_id).into_owned(), score: s.score })
+        .collect();
     let state = (next.stated != Some(class) || reason == Reason::Change).then(|| {
         next.stated = Some(class);
         State {
@@ -186,26 +196,19 @@ pub fn decide(tracker: Tracker, frame: &Observed<'_>, who: &Speaker<'_>) -> (Tra
             label: class.map(|c| label(who.labels, c).into_owned()),
             score: shown.map_or(0.0, |b| b.score),
             since: captured_at.clone(),
+            top: top.clone(),
         }
     });
     let event = Event {
-        schema: SCHEMA,
+        schema: if who.region.is_some() { SCHEMA_V2 } else { SCHEMA },
         node: who.node.to_string(),
         camera: who.camera.to_string(),
+        region: who.region.map(str::to_string),
         // Assigned by the publisher's queue, which keeps counting across restarts.
         seq: 0,
         captured_at,
         reason,
-        top: frame
-            .classification
-            .top
-            .iter()
-            .map(|s| EventClass {
-                class_id: s.class_id,
-                label: label(who.labels, s.class_id).into_owned(),
-                score: s.score,
-            })
-            .collect(),
+        top,
         model: who.model.clone(),
         timing_ms: EventTiming {
             // Measured by the publisher when the event leaves for the broker.
@@ -239,12 +242,15 @@ pub struct EventTiming {
     pub infer: f64,
 }
 
-/// The JSON published on `<prefix>/<node>/<camera>/event`.
+/// The JSON published on `<prefix>/<node>/<camera>/event` (or `…/<camera>/<region>/event`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
     pub schema: &'static str,
     pub node: String,
     pub camera: String,
+    /// Version 2: the region's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     /// Per camera, from 1, in publish order; it keeps counting across restarts (the event queue stores
     /// it), so a subscriber that sees a gap knows events were dropped (queue full).
     pub seq: u64,
@@ -258,6 +264,16 @@ pub struct Event {
     pub frames_dropped: u64,
 }
 
+impl Event {
+    /// The topic level(s) under the node: `<camera>` or `<camera>/<region>`.
+    pub fn path(&self) -> String {
+        match &self.region {
+            Some(r) => format!("{}/{r}", self.camera),
+            None => self.camera.clone(),
+        }
+    }
+}
+
 /// The retained JSON on `<prefix>/<node>/<camera>/state`: the current top-1.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct State {
@@ -266,6 +282,9 @@ pub struct State {
     pub label: Option<String>,
     pub score: f32,
     pub since: String,
+    /// The top classes of the frame that set this state (Home Assistant shows them as the label sensor's
+    /// attributes).
+    pub top: Vec<EventClass>,
 }
 
 /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-23T14:07:02.123Z`.
@@ -375,13 +394,13 @@ mod tests {
     }
 
     fn classified(class_id: usize, score: f32) -> Classification {
-        Classification { top: vec![Scored { class_id, score }] }
+        Classification { top: vec![Scored { class_id, score }], ..Classification::default() }
     }
 
     const LABELS: &[String] = &[];
 
     fn speaker(model: &ModelRef) -> Speaker<'_> {
-        Speaker { node: "pi", camera: "porch", model, labels: LABELS }
+        Speaker { node: "pi", camera: "porch", region: None, model, labels: LABELS }
     }
 
     #[test]
@@ -450,6 +469,7 @@ mod tests {
             schema: SCHEMA,
             node: "pi".into(),
             camera: "porch".into(),
+            region: None,
             seq: 7,
             captured_at: rfc3339(captured),
             reason: Reason::Change,
@@ -476,11 +496,25 @@ mod tests {
     }
 
     #[test]
+    fn a_region_speaks_schema_2_with_its_name() {
+        let model = ModelRef { name: "doors".into(), sha256: "ab".into() };
+        let who = Speaker { node: "pi", camera: "garage", region: Some("door"), model: &model, labels: LABELS };
+        let c = classified(1, 0.9);
+        let (_, d) = decide(Tracker::new(Policy::EveryFrame), &observed(1, Instant::now(), &c), &who);
+        let Decision::Publish { event, .. } = d else { panic!("{d:?}") };
+        assert_eq!(event.path(), "garage/door");
+        let v = serde_json::to_value(&event).expect("encodes");
+        assert_eq!((v["schema"].as_str(), v["region"].as_str()), (Some("camclassd.event/2"), Some("door")));
+        assert_eq!(v["model"]["name"], "doors");
+    }
+
+    #[test]
     fn the_event_encodes_to_the_documented_schema() {
         let e = Event {
             schema: SCHEMA,
             node: "pi".into(),
             camera: "porch".into(),
+            region: None,
             seq: 1,
             captured_at: rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)),
             reason: Reason::Change,

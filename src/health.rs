@@ -22,6 +22,8 @@ pub struct CameraCounters {
     dropped: AtomicU64,
     /// Frames classified after a newer frame of the same camera (several workers): not published.
     late: AtomicU64,
+    /// Region classifications the motion gate skipped (the picture stood still).
+    motion_skipped: AtomicU64,
     /// When the source last delivered a frame, milliseconds after [`Health`] started (`u64::MAX`: never).
     last_frame_at_ms: AtomicU64,
     /// False while the source is stale (no frame for longer than its limit).
@@ -53,6 +55,7 @@ impl Health {
                     infer_us: AtomicU64::new(0),
                     dropped: AtomicU64::new(0),
                     late: AtomicU64::new(0),
+                    motion_skipped: AtomicU64::new(0),
                     last_frame_at_ms: AtomicU64::new(u64::MAX),
                     connected: AtomicBool::new(true),
                 })
@@ -131,6 +134,13 @@ impl Health {
         })
     }
 
+    /// The motion gate skipped a region of `camera`.
+    pub fn add_motion_skipped(&self, camera: usize) {
+        if let Some(c) = self.cameras.get(camera) {
+            c.motion_skipped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub fn inferences(&self) -> u64 {
         self.inferences.load(Ordering::Relaxed)
     }
@@ -168,6 +178,8 @@ pub struct CameraHealth {
     pub fps: f64,
     pub frames: u64,
     pub frames_dropped: u64,
+    /// Region classifications the motion gate skipped since start.
+    pub motion_skipped: u64,
     /// Mean inference time since the last report, milliseconds (null when no frame was classified).
     pub infer_ms: Option<f64>,
     /// False while the camera is stale: no frame for ten frame periods (at least 10 s).
@@ -230,6 +242,7 @@ impl Reporter {
                     fps: round2(df as f64 / secs),
                     frames,
                     frames_dropped: dropped,
+                    motion_skipped: c.motion_skipped.load(Ordering::Relaxed),
                     infer_ms: (df > 0).then(|| round2(dus as f64 / df as f64 / 1000.0)),
                     connected: c.connected.load(Ordering::Relaxed),
                     last_frame_age_s: match c.last_frame_at_ms.load(Ordering::Relaxed) {

@@ -9,8 +9,9 @@
 //!     events (policy) ──Event──▶ publish ──▶ MQTT
 //! ```
 //!
-//! - [`capture`]: camera threads (V4L2 through nokhwa, replay of image files), fps pacing, reconnect
-//!   backoff, and the hub where each camera's newest frame waits (older ones are dropped and counted).
+//! - [`capture`]: camera threads (V4L2 through nokhwa, replay of image files, and with the `gstreamer`
+//!   feature RTSP/HTTP cameras, video files and custom pipelines), fps pacing, reconnect backoff, and the hub
+//!   where each camera's newest frame waits (older ones are dropped and counted).
 //! - [`backoff`]: capped exponential backoff with jitter, for cameras and MQTT alike.
 //! - [`config`]: parse and validate the TOML configuration; every error names file, line, column and key.
 //! - [`preprocess`]: decode (JPEG, PNG, raw RGB/YUYV camera frames), resize, crop and normalise into the
@@ -18,6 +19,8 @@
 //! - [`model`]: find and load ONNX Runtime, open a session with the configured execution providers, read the
 //!   preprocessing recipe ([`model::ModelSpec`]) from the model's metadata, run inference.
 //! - [`postprocess`]: softmax, top-k, labels and score thresholds (pure functions).
+//! - [`region`]: the regions of each camera (crop, model, policy, per-class thresholds), planned from the
+//!   config and the loaded models.
 //! - [`events`]: the publish policy (every frame, or on change with debounce and heartbeat) and the
 //!   versioned event schema (pure).
 //! - [`publish`]: the MQTT side: the durable event queue ([`publish::queue`]), delivery until PUBACK,
@@ -47,4 +50,5 @@ pub mod pipeline;
 pub mod postprocess;
 pub mod preprocess;
 pub mod publish;
+pub mod region;
 pub mod tools;

@@ -202,6 +202,27 @@ struct ClassifyArgs {
     /// The model output holding the class scores, for a model with several (default: the config's, else the first).
     #[arg(long, value_name = "NAME")]
     output_name: Option<String>,
+    /// A labels file replacing the model's: one per line, or JSON ({"0": "tench", …} or ["tench", …]).
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
+    /// The input layout, for a model whose input shape does not tell (as [model.preprocess] layout).
+    #[arg(long, value_name = "nchw|nhwc")]
+    layout: Option<model::spec::Layout>,
+    /// How to read the scores: logits, probabilities, sigmoid, sigmoid_logits or auto (as [model.preprocess] output).
+    #[arg(long, value_name = "KIND")]
+    output: Option<model::OutputKind>,
+    /// A class's threshold for being "on", as CLASS=P (repeatable; "*=P" for every other class). Multi-label
+    /// models always list the classes on (default 0.5 each); with this, a single-label model says whether its
+    /// best class is on.
+    #[arg(long, value_name = "CLASS=P", value_parser = parse_threshold)]
+    threshold: Vec<(String, f32)>,
+    /// Classify this part of each picture, as a region's `crop` does: pixels, or fractions of the picture
+    /// when all four are at most 1.
+    #[arg(long, value_name = "X,Y,W,H")]
+    crop: Option<camclassd::preprocess::CropSpec>,
+    /// With --config: the `[[models]]` entry to classify with (default: `[model]`).
+    #[arg(long, value_name = "NAME", requires = "config")]
+    model_name: Option<String>,
     /// Image files (JPEG, PNG).
     #[arg(required = true)]
     images: Vec<PathBuf>,
@@ -581,8 +602,14 @@ fn check_config(path: &Path, ort_lib: Option<&Path>) -> Result<u8, Failure> {
         record_placement: false,
         ..config.model.model_options()
     };
+    // A model error is located at the key it is about (labels, preprocess.layout, …) when the file has it.
+    let model_key = |e: &model::ModelError| {
+        let key = format!("model.{}", e.config_key());
+        let key = if camclassd::config::key_position(&text, &key).is_some() { key } else { "model.path".to_string() };
+        format!("{}: {key}: {e}", at(&key))
+    };
     match Model::load(runtime, &config.model.path, &options) {
-        Err(e) => problems.push(format!("{}: model.path: {e}", at("model.path"))),
+        Err(e) => problems.push(model_key(&e)),
         // The model's own check, as `run` does it at start (it refuses a failure unless told otherwise); its
         // answer depends on the provider, so only where run's provider is the CPU too.
         Ok(model) if cpu_only => match Classifier::new(model, 1, 0.0) {
@@ -600,10 +627,42 @@ fn check_config(path: &Path, ort_lib: Option<&Path>) -> Result<u8, Failure> {
             problems.push(format!("{}: model.fallback: {e}", at("model.fallback")));
         }
     }
+    // Every model by name, and the regions against their models' classes, as `run` plans them.
+    let mut infos = Vec::new();
+    for named in config.named_models() {
+        let options =
+            ModelOptions { providers: vec![Provider::Cpu], threads: Some(1), record_placement: false, ..named.options };
+        match Model::load(runtime, &named.path, &options) {
+            Ok(m) => infos.push(camclassd::region::ModelInfo {
+                name: named.name,
+                labels: m.spec().labels.clone(),
+                num_classes: m.num_classes(),
+            }),
+            Err(e) if named.key == "model" => drop(e), // reported above
+            Err(e) => problems.push(format!("{}: {}.path: {e}", at(&format!("{}.path", named.key)), named.key)),
+        }
+    }
+    let mut regions = 0;
+    if infos.len() == config.models.len() + 1 {
+        match camclassd::region::plan(&config, &infos) {
+            Ok(plan) => regions = plan.iter().flatten().filter(|r| r.name.is_some()).count(),
+            Err(found) => problems.extend(found.into_iter().map(|(key, m)| format!("{}: {key}: {m}", at(&key)))),
+        }
+    }
     if !problems.is_empty() {
         return Err(usage(anyhow::anyhow!("{}", problems.join("\n"))));
     }
-    println!("{}: ok", path.display());
+    let names: Vec<String> = config.named_models().into_iter().map(|m| m.name).collect();
+    println!(
+        "{}: ok ({} model{}: {}, [model] being \"default\"; {} camera{}, {regions} named region{})",
+        path.display(),
+        names.len(),
+        if names.len() == 1 { "" } else { "s" },
+        names.join(", "),
+        config.cameras.len(),
+        if config.cameras.len() == 1 { "" } else { "s" },
+        if regions == 1 { "" } else { "s" }
+    );
     Ok(0)
 }
 
@@ -711,12 +770,26 @@ fn run_classify(args: ClassifyArgs, ort_lib: Option<&Path>) -> Result<u8, Failur
         Some(path) => Some(Config::load(path).map_err(|e| usage(e.into()))?),
         None => None,
     };
-    let model_path = match (&args.model, &config) {
+    let named = match (&config, &args.model_name) {
+        (Some(c), Some(name)) => match c.named_models().into_iter().find(|m| &m.name == name) {
+            Some(m) => Some(m),
+            None => {
+                let names: Vec<String> = c.named_models().into_iter().map(|m| m.name).collect();
+                return Err(usage(anyhow::anyhow!(
+                    "--model-name {name:?}: no such model; the config has {}",
+                    names.join(", ")
+                )));
+            }
+        },
+        (Some(c), None) => c.named_models().into_iter().next(),
+        _ => None,
+    };
+    let model_path = match (&args.model, &named) {
         (Some(m), _) => m.clone(),
-        (None, Some(c)) => c.model.path.clone(),
+        (None, Some(c)) => c.path.clone(),
         (None, None) => return Err(usage(anyhow::anyhow!("classify needs --model MODEL or --config FILE"))),
     };
-    let mut options = config.as_ref().map(|c| c.model.model_options()).unwrap_or_else(ModelOptions::default);
+    let mut options = named.as_ref().map(|c| c.options.clone()).unwrap_or_else(ModelOptions::default);
     if let Some(t) = args.threads {
         options.threads = Some(t);
     }
@@ -726,6 +799,15 @@ fn run_classify(args: ClassifyArgs, ort_lib: Option<&Path>) -> Result<u8, Failur
     if let Some(name) = &args.output_name {
         options.output_name = Some(name.clone());
     }
+    if let Some(labels) = &args.labels {
+        options.labels = Some(labels.clone());
+    }
+    if let Some(layout) = args.layout {
+        options.overrides.layout = Some(layout);
+    }
+    if let Some(output) = args.output {
+        options.overrides.output = Some(output);
+    }
     let top_k = args.top.map(usize::from).or(config.as_ref().map(|c| c.model.top_k)).unwrap_or(5);
     let min_score = args.min_score.or(config.as_ref().map(|c| c.model.min_score)).unwrap_or(0.0);
     let ort_lib = ort_lib.or(config.as_ref().and_then(|c| c.onnxruntime.library.as_deref()));
@@ -733,6 +815,20 @@ fn run_classify(args: ClassifyArgs, ort_lib: Option<&Path>) -> Result<u8, Failur
     let runtime = model::runtime::load(ort_lib).map_err(|e| usage(e.into()))?;
     let model = Model::load(runtime, &model_path, &options).map_err(|e| usage(e.into()))?;
     let mut classifier = Classifier::new(model, top_k, min_score).map_err(|e| usage(e.into()))?;
+    let thresholds = |c: &Classifier| {
+        let spec = c.model().spec();
+        let default = if spec.output.is_multi_label() {
+            camclassd::postprocess::DEFAULT_MULTI_LABEL_THRESHOLD
+        } else {
+            min_score
+        };
+        let named = args.threshold.iter().map(|(name, p)| (name.as_str(), *p));
+        camclassd::postprocess::Thresholds::from_named(&spec.labels, named, default)
+            .map_err(|e| usage(anyhow::anyhow!("--threshold: {e}")))
+    };
+    if !args.threshold.is_empty() {
+        classifier.set_thresholds(thresholds(&classifier)?);
+    }
     let policy = config.as_ref().map(|c| c.model.on_check_failure).unwrap_or_default();
     let check = camclassd::check::at_load(&mut classifier, policy).map_err(|e| usage(e.into()))?;
     if check.status == camclassd::check::CheckStatus::Fallback {
@@ -744,13 +840,16 @@ fn run_classify(args: ClassifyArgs, ort_lib: Option<&Path>) -> Result<u8, Failur
             );
             let model = Model::load(runtime, fallback, &options).map_err(|e| usage(e.into()))?;
             classifier = Classifier::new(model, top_k, min_score).map_err(|e| usage(e.into()))?;
+            if !args.threshold.is_empty() {
+                classifier.set_thresholds(thresholds(&classifier)?);
+            }
         }
     }
 
     let mut failed = 0usize;
     let mut stdout = std::io::stdout().lock();
     for image in &args.images {
-        let text = match classify::classify_file(&mut classifier, image, args.scores) {
+        let text = match classify::classify_file_crop(&mut classifier, image, args.crop, args.scores) {
             Ok(report) if args.json => {
                 serde_json::to_string(&report).context("encoding the JSON report").map_err(usage)? + "\n"
             }
@@ -783,6 +882,11 @@ fn parse_probability(s: &str) -> Result<f32, String> {
         Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
         _ => Err(format!("{s:?} is not a probability between 0 and 1")),
     }
+}
+
+fn parse_threshold(s: &str) -> Result<(String, f32), String> {
+    let (name, p) = s.rsplit_once('=').ok_or_else(|| format!("{s:?} is not CLASS=P, e.g. open=0.8 or \"*=0.5\""))?;
+    Ok((name.trim().to_string(), parse_probability(p.trim())?))
 }
 
 fn parse_size(s: &str) -> Result<[u32; 2], String> {

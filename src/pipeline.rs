@@ -9,8 +9,8 @@
 use std::time::{Duration, Instant};
 
 use crate::model::{Input, Model, ModelError, ModelSpec};
-use crate::postprocess::{Classification, Postprocessor};
-use crate::preprocess::{Frame, PreprocessError, Preprocessor};
+use crate::postprocess::{Classification, Postprocessor, Thresholds};
+use crate::preprocess::{CropSpec, Frame, Picture, PreprocessError, Preprocessor, Rect};
 
 /// Time spent in each stage for one frame.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -43,11 +43,44 @@ impl Prepare {
 
     /// Decodes `frame` and writes it into `slot` of `input`; returns the time of each step.
     pub fn frame(&mut self, frame: Frame<'_>, input: &mut Input, slot: usize) -> Result<Timings, PreprocessError> {
+        self.frame_crop(frame, None, input, slot)
+    }
+
+    /// As [`Prepare::frame`], from `crop` of the decoded frame (default: all of it): a region's tensor.
+    pub fn frame_crop(
+        &mut self,
+        frame: Frame<'_>,
+        crop: Option<CropSpec>,
+        input: &mut Input,
+        slot: usize,
+    ) -> Result<Timings, PreprocessError> {
         let t0 = Instant::now();
-        self.preprocessor.decode(frame)?;
+        let (width, height) = self.preprocessor.decode(frame)?;
         let t1 = Instant::now();
-        self.preprocessor.write_tensor(input.slot_mut(slot))?;
+        let rect = crop.map(|c| c.resolve(width, height));
+        self.preprocessor.write_tensor_crop(rect, input.slot_mut(slot))?;
         Ok(Timings { decode: t1 - t0, preprocess: t1.elapsed(), ..Timings::default() })
+    }
+
+    /// Decodes `frame` only (for [`Prepare::region`] of other recipes); returns its size.
+    pub fn decode(&mut self, frame: Frame<'_>) -> Result<(u32, u32), PreprocessError> {
+        self.preprocessor.decode(frame)
+    }
+
+    /// The last decoded frame.
+    pub fn picture(&self) -> Option<Picture<'_>> {
+        self.preprocessor.picture()
+    }
+
+    /// Writes `crop` of a picture another [`Prepare`] decoded into `slot` of `input`, with this recipe.
+    pub fn region(
+        &mut self,
+        picture: Picture<'_>,
+        crop: Option<Rect>,
+        input: &mut Input,
+        slot: usize,
+    ) -> Result<(), PreprocessError> {
+        self.preprocessor.write_region(picture, crop, input.slot_mut(slot))
     }
 }
 
@@ -95,6 +128,12 @@ impl Infer {
     pub fn probabilities(&self) -> &[f32] {
         self.postprocessor.probabilities()
     }
+
+    /// Per-class thresholds for [`Classification::on`] (default: 0.5 for a multi-label model, the minimum
+    /// score for a single-label one).
+    pub fn set_thresholds(&mut self, thresholds: Thresholds) {
+        self.postprocessor.set_thresholds(thresholds);
+    }
 }
 
 /// Both stages on one thread, one frame at a time: what the tools use.
@@ -103,6 +142,9 @@ pub struct Classifier {
     prepare: Prepare,
     infer: Infer,
     input: Input,
+    /// [`Classifier::set_thresholds`] was called: the caller wants the classes "on" even from a
+    /// single-label model.
+    thresholds_set: bool,
 }
 
 impl Classifier {
@@ -110,12 +152,21 @@ impl Classifier {
         let prepare = Prepare::new(model.spec());
         let infer = Infer::new(model, top_k, min_score);
         let input = infer.new_input()?;
-        Ok(Classifier { prepare, infer, input })
+        Ok(Classifier { prepare, infer, input, thresholds_set: false })
     }
 
     /// Classifies one frame (batch slot 0).
     pub fn classify(&mut self, frame: Frame<'_>) -> Result<(&Classification, Timings), PipelineError> {
-        let mut timings = self.prepare.frame(frame, &mut self.input, 0)?;
+        self.classify_crop(frame, None)
+    }
+
+    /// Classifies `crop` of one frame (default: all of it), as the daemon classifies a region.
+    pub fn classify_crop(
+        &mut self,
+        frame: Frame<'_>,
+        crop: Option<CropSpec>,
+    ) -> Result<(&Classification, Timings), PipelineError> {
+        let mut timings = self.prepare.frame_crop(frame, crop, &mut self.input, 0)?;
         timings.infer = self.infer.run(&self.input)?;
         let t0 = Instant::now();
         self.infer.classification(0);
@@ -135,5 +186,16 @@ impl Classifier {
     /// The full probability vector of the last classified frame.
     pub fn probabilities(&self) -> &[f32] {
         self.infer.probabilities()
+    }
+
+    /// Per-class thresholds for [`Classification::on`] ([`Infer::set_thresholds`]).
+    pub fn set_thresholds(&mut self, thresholds: Thresholds) {
+        self.infer.set_thresholds(thresholds);
+        self.thresholds_set = true;
+    }
+
+    /// Whether [`Classifier::set_thresholds`] was called.
+    pub fn thresholds_set(&self) -> bool {
+        self.thresholds_set
     }
 }

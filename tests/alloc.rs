@@ -31,21 +31,25 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// Loading ONNX Runtime from two test threads at once crashes: the tests of this file take turns.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn count<R>(f: impl FnOnce() -> R) -> (R, usize) {
     let before = ALLOCATIONS.load(Ordering::SeqCst);
     let r = f();
     (r, ALLOCATIONS.load(Ordering::SeqCst) - before)
 }
 
-#[test]
-fn the_camera_frame_path_allocates_nothing_after_warm_up() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let model_path = root.join("models/efficientnet-lite0-int8.onnx");
-    assert!(model_path.exists(), "run scripts/setup first");
+/// The daemon's stage chain for one model: its prepare thread fills an input tensor, its inference thread
+/// runs it and postprocesses. Counts allocations per stage on camera frames after a warm-up.
+fn assert_no_allocations_per_frame(model_path: &Path) {
+    assert!(model_path.exists(), "{} is missing: run scripts/setup first", model_path.display());
     let runtime = model::runtime::load(None).expect("ONNX Runtime (run scripts/setup)");
     let options = ModelOptions { threads: Some(1), ..ModelOptions::default() };
-    let model = Model::load(runtime, &model_path, &options).expect("model loads");
-    // The daemon's stage chain: its prepare thread fills an input tensor, its inference thread runs it.
+    let model = Model::load(runtime, model_path, &options).expect("model loads");
     let mut prepare = Prepare::new(model.spec());
     let mut infer = Infer::new(model, 5, 0.0);
     let mut input = infer.new_input().expect("input tensor");
@@ -62,22 +66,85 @@ fn the_camera_frame_path_allocates_nothing_after_warm_up() {
         infer.classification(0);
     }
 
+    let name = model_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut infer_allocs = Vec::new();
     for _ in 0..10 {
         for frame in frames {
             let (_, n) = count(|| prepare.frame(frame, &mut input, 0).expect("prepare"));
-            assert_eq!(n, 0, "decode + resize + normalise allocated {n} times");
+            assert_eq!(n, 0, "{name}: decode + resize + normalise allocated {n} times");
             let (_, n) = count(|| infer.run(&input).map(|_| ()).expect("infer"));
             infer_allocs.push(n);
             let (top, n) = count(|| infer.classification(0).top.len());
-            assert_eq!(n, 0, "postprocessing allocated {n} times");
+            assert_eq!(n, 0, "{name}: postprocessing allocated {n} times");
             assert_eq!(top, 5);
         }
     }
     // ORT's tensors live in its own arena; what remains is the `ort` crate's per-run bookkeeping
     // (output name/value vectors), a handful of small allocations that do not grow with the frame.
     let max = infer_allocs.iter().copied().max().unwrap_or(0);
-    eprintln!("heap allocations per inference call (Rust side): {infer_allocs:?}");
-    assert!(max <= 2, "inference allocates {max} times per frame");
-    assert!(infer_allocs.windows(2).all(|w| w[0] == w[1]), "allocation count is steady: {infer_allocs:?}");
+    eprintln!("{name}: heap allocations per inference call (Rust side): {infer_allocs:?}");
+    assert!(max <= 2, "{name}: inference allocates {max} times per frame");
+    assert!(infer_allocs.windows(2).all(|w| w[0] == w[1]), "{name}: allocation count is steady: {infer_allocs:?}");
+}
+
+/// One test, models one after the other: the counts must not see another test's threads.
+#[test]
+fn the_camera_frame_path_allocates_nothing_after_warm_up() {
+    let _turn = one_at_a_time();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The shipped INT8 model (float NCHW input, logits); a uint8 NHWC-input model (raw pixels, no
+    // normalisation); a multi-label model whose set of classes "on" changes from frame to frame.
+    for path in [
+        root.join("models/efficientnet-lite0-int8.onnx"),
+        root.join("tests/data/generated/effnet-uint8-nhwc.onnx"),
+        root.join("tests/data/generated/effnet-sigmoid.onnx"),
+    ] {
+        assert_no_allocations_per_frame(&path);
+    }
+}
+
+/// A camera's regions: one decode, then each region's crop resampled where it lies into its own tensor, its
+/// motion thumbnail and its snapshot, and its thresholded top-k: nothing allocated after the first frame.
+#[test]
+fn the_region_path_allocates_nothing_after_warm_up() {
+    use camclassd::postprocess::{Scored, top_k_thresholds};
+    use camclassd::preprocess::motion::Thumbnails;
+    use camclassd::preprocess::snapshot::Snap;
+    use camclassd::preprocess::{CropSpec, Rect};
+
+    let _turn = one_at_a_time();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let runtime = model::runtime::load(None).expect("ONNX Runtime (run scripts/setup)");
+    let options = ModelOptions { threads: Some(1), ..ModelOptions::default() };
+    let model = Model::load(runtime, &root.join("models/efficientnet-lite0-int8.onnx"), &options).expect("loads");
+    let mut decoder = Prepare::new(&camclassd::model::ModelSpec::for_decoding());
+    let crops = [CropSpec([0.0, 0.0, 0.5, 1.0]), CropSpec([320.0, 40.0, 300.0, 400.0])];
+    let mut regions: Vec<Prepare> = crops.iter().map(|_| Prepare::new(model.spec())).collect();
+    let mut inputs: Vec<_> = crops.iter().map(|_| model.new_input().expect("input")).collect();
+    let mut thumbs: Vec<Thumbnails> = crops.iter().map(|_| Thumbnails::default()).collect();
+    let mut snaps: Vec<Snap> = crops.iter().map(|_| Snap::default()).collect();
+    let scores: Vec<f32> = (0..1000).map(|i| (i % 17) as f32 / 17.0).collect();
+    let thresholds: Vec<f32> = (0..1000).map(|i| if i % 2 == 0 { 0.3 } else { f32::INFINITY }).collect();
+    let mut top: Vec<Scored> = Vec::new();
+
+    let (w, h) = (640u32, 480u32);
+    let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
+    let mut frame = || {
+        decoder.decode(Frame::Rgb8 { width: w, height: h, data: &rgb }).expect("decode");
+        let picture = decoder.picture().expect("decoded");
+        for (i, crop) in crops.iter().enumerate() {
+            let rect: Rect = crop.resolve(w, h);
+            thumbs[i].measure(picture, rect);
+            thumbs[i].keep();
+            regions[i].region(picture, Some(rect), &mut inputs[i], 0).expect("region");
+            snaps[i].take(picture, rect, 200, i == 1);
+            top_k_thresholds(&scores, 5, &thresholds, &mut top);
+        }
+    };
+    frame();
+    frame();
+    for _ in 0..5 {
+        let ((), n) = count(&mut frame);
+        assert_eq!(n, 0, "a frame's regions allocated {n} times");
+    }
 }

@@ -62,3 +62,65 @@ fn a_reload_then_shutdown_through_the_signals_seam_keeps_every_event_and_a_slow_
     assert_eq!(summary.events_queued, summary.frames, "{summary:?}");
     assert_eq!((summary.events, summary.events_dropped), (0, 0), "{summary:?}");
 }
+
+/// The scores of `model_path` on a real photo, with the optimised-model cache in `cache` (or none), and the
+/// session's load time.
+fn scores_with_cache(model_path: &Path, cache: Option<&Path>) -> (Vec<f32>, Duration) {
+    use camclassd::model::{Model, ModelOptions};
+    use camclassd::pipeline::Prepare;
+    use camclassd::preprocess::Frame;
+    let runtime = camclassd::model::runtime::load(None).expect("ONNX Runtime (run scripts/setup)");
+    let options = ModelOptions {
+        threads: Some(1),
+        record_placement: false,
+        optimized_cache: cache.map(Path::to_path_buf),
+        ..ModelOptions::default()
+    };
+    let mut model = Model::load(runtime, model_path, &options).expect("model loads");
+    let photo = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/generated/chelsea.jpg"))
+        .expect("run scripts/setup first");
+    let mut input = model.new_input().expect("input");
+    Prepare::new(model.spec()).frame(Frame::Encoded(&photo), &mut input, 0).expect("prepare");
+    model.run(&input).expect("inference");
+    (model.scores(0).to_vec(), model.load_times().0)
+}
+
+#[test]
+fn the_optimised_model_cache_gives_the_same_scores_and_survives_a_corrupt_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for name in ["efficientnet-lite0-int8.onnx", "efficientnet-lite0-fp32.onnx"] {
+        let model = root.join("models").join(name);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = dir.path().join("onnxruntime");
+        let cached_files = || -> Vec<std::path::PathBuf> {
+            std::fs::read_dir(&cache).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default()
+        };
+        let (plain, _) = scores_with_cache(&model, None);
+        assert!(cached_files().is_empty(), "no cache asked for, none written");
+
+        // First load: optimises and writes the file (and nothing half-written beside it).
+        let (first, _) = scores_with_cache(&model, Some(&cache));
+        let files = cached_files();
+        assert_eq!(files.len(), 1, "{files:?}");
+        let file = &files[0];
+        assert!(file.extension().is_some_and(|e| e == "ort"), "{}", file.display());
+        let written = std::fs::metadata(file).expect("cache file").modified().expect("mtime");
+
+        // Second load: from the file, which stays as it was.
+        let (second, _) = scores_with_cache(&model, Some(&cache));
+        assert_eq!(std::fs::metadata(file).expect("cache file").modified().expect("mtime"), written);
+        for (what, got) in [("optimised and saved", &first), ("loaded from the cache", &second)] {
+            let worst = plain.iter().zip(got.iter()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= 1e-5, "{name} {what}: scores differ from an uncached session by up to {worst}");
+        }
+
+        // A damaged file is replaced, not trusted and not fatal.
+        std::fs::write(file, b"not an ORT model").expect("corrupt");
+        let (third, _) = scores_with_cache(&model, Some(&cache));
+        assert_eq!(third.len(), plain.len());
+        let worst = plain.iter().zip(third.iter()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= 1e-5, "{name} after a corrupt cache file: scores differ by up to {worst}");
+        assert!(std::fs::metadata(file).expect("rewritten").len() > 1000, "the corrupt file was replaced");
+        assert_eq!(cached_files().len(), 1);
+    }
+}

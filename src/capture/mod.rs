@@ -4,7 +4,12 @@
 //! replaced and counted as dropped, so when inference is slower than the cameras, latency stays bounded and
 //! memory flat. Frame buffers circulate between the hub and the capture threads instead of being allocated.
 //! Frames beyond a camera's fps limit are skipped by its thread before they are copied or decoded.
+//!
+//! Sources: V4L2 devices (`v4l2`), image files (`replay`), and with the `gstreamer` feature RTSP and HTTP
+//! cameras, video files and custom pipelines (`gstreamer`).
 
+#[cfg(feature = "gstreamer")]
+pub mod gstreamer;
 pub mod replay;
 pub mod v4l2;
 
@@ -195,9 +200,31 @@ pub enum SourceKind {
     V4l2 { index: u32, path: String },
     /// Images replayed from a file, a folder or a glob.
     Replay(String),
+    /// An `rtsp://`, `http://` (… any `scheme://`) URL: GStreamer.
+    Url(String),
+    /// A video file (`.mp4`, `.mkv`, `.webm`, `.mov` …): GStreamer.
+    Video(String),
+    /// A GStreamer pipeline description (the camera's `pipeline`).
+    Pipeline(String),
 }
 
+/// Video file extensions played through GStreamer (lower case).
+pub const VIDEO_EXTENSIONS: &[&str] = &["mp4", "m4v", "mkv", "webm", "mov", "avi", "ts", "mts"];
+
 impl SourceKind {
+    /// What a camera's config names: its `pipeline`, else its `source`.
+    pub fn of(cam: &CameraConfig) -> SourceKind {
+        match &cam.pipeline {
+            Some(p) => SourceKind::Pipeline(p.clone()),
+            None => SourceKind::parse(&cam.source),
+        }
+    }
+
+    /// Whether this source needs GStreamer.
+    pub fn is_gstreamer(&self) -> bool {
+        matches!(self, SourceKind::Url(_) | SourceKind::Video(_) | SourceKind::Pipeline(_))
+    }
+
     pub fn parse(source: &str) -> SourceKind {
         SourceKind::parse_with(source, |p| std::fs::canonicalize(p).ok())
     }
@@ -205,6 +232,17 @@ impl SourceKind {
     /// [`SourceKind::parse`] with the link resolution given (`canonicalize` in production).
     fn parse_with(source: &str, resolve: impl Fn(&str) -> Option<std::path::PathBuf>) -> SourceKind {
         let s = source.trim();
+        if s.contains("://") {
+            return SourceKind::Url(s.to_string());
+        }
+        if std::path::Path::new(s)
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| VIDEO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            && !s.contains(['*', '?', '['])
+        {
+            return SourceKind::Video(s.to_string());
+        }
         if let Some(n) = s.strip_prefix("/dev/video").and_then(|n| n.parse().ok()) {
             return SourceKind::V4l2 { index: n, path: s.to_string() };
         }
@@ -272,9 +310,13 @@ pub fn spawn_all(
         .map(|(index, cam)| {
             let (cam, hub, stop) = (cam.clone(), Arc::clone(hub), Arc::clone(stop));
             std::thread::Builder::new().name(format!("capture-{}", cam.name)).spawn(move || {
-                let capture = std::panic::AssertUnwindSafe(|| match SourceKind::parse(&cam.source) {
+                let capture = std::panic::AssertUnwindSafe(|| match SourceKind::of(&cam) {
                     SourceKind::V4l2 { index: device, path } => v4l2::run(&cam, device, &path, index, &hub, &stop),
                     SourceKind::Replay(pattern) => replay::run(&cam, &pattern, index, &hub, &stop),
+                    #[cfg(feature = "gstreamer")]
+                    kind => gstreamer::run(&cam, &kind, index, &hub, &stop),
+                    #[cfg(not(feature = "gstreamer"))]
+                    _ => tracing::error!(camera = %cam.name, "this camclassd was built without GStreamer (cargo feature gstreamer): only V4L2 devices and image files"),
                 });
                 if std::panic::catch_unwind(capture).is_err() {
                     tracing::error!(camera = %cam.name, "capture thread panicked; stopping the daemon");
@@ -347,6 +389,9 @@ mod tests {
         assert_eq!(SourceKind::parse("/dev/video2"), SourceKind::V4l2 { index: 2, path: "/dev/video2".into() });
         assert_eq!(SourceKind::parse("0"), SourceKind::V4l2 { index: 0, path: "/dev/video0".into() });
         assert_eq!(SourceKind::parse("/srv/frames/*.jpg"), SourceKind::Replay("/srv/frames/*.jpg".into()));
+        assert_eq!(SourceKind::parse("rtsp://cam/x"), SourceKind::Url("rtsp://cam/x".into()));
+        assert_eq!(SourceKind::parse("clip.MP4"), SourceKind::Video("clip.MP4".into()));
+        assert_eq!(SourceKind::parse("/srv/*.mp4"), SourceKind::Replay("/srv/*.mp4".into()));
         // A udev by-id link is the device it points to now.
         let by_id = "/dev/v4l/by-id/usb-Logitech_C920-video-index0";
         let udev = |p: &str| (p == by_id).then(|| std::path::PathBuf::from("/dev/video2"));

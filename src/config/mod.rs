@@ -20,7 +20,8 @@ use spans::toml_problem;
 pub use spans::{key_position, line_col};
 use validate::sanitize_topic_level;
 pub use validate::{
-    MAX_CLIENT_ID, MAX_INPUT_SIDE, MAX_RESIZE, MAX_TOPIC_LEVEL, MAX_TOPIC_PREFIX, input_size_too_large,
+    MAX_CLIENT_ID, MAX_INPUT_SIDE, MAX_REGIONS, MAX_RESIZE, MAX_TOPIC_LEVEL, MAX_TOPIC_PREFIX, crop_problem,
+    input_size_too_large,
 };
 
 /// One problem in a config file.
@@ -106,6 +107,30 @@ impl Config {
             {
                 out.push(format!(
                     "{key}: {} is readable by every user (mode {:o}); run: chmod o-rwx {}",
+                    path.display(),
+                    meta.permissions().mode() & 0o777,
+                    path.display()
+                ));
+            }
+        }
+        for (i, cam) in self.cameras.iter().enumerate() {
+            if crate::capture::SourceKind::of(cam) == crate::capture::SourceKind::Url(cam.source.clone())
+                && cam.source.split_once("://").is_some_and(|(_, rest)| {
+                    rest.split('/')
+                        .next()
+                        .is_some_and(|auth| auth.split_once('@').is_some_and(|(u, _)| u.contains(':')))
+                })
+            {
+                out.push(format!(
+                    "cameras[{i}].source: the password is in the URL (so in the config file); password_file keeps it out"
+                ));
+            }
+            if let Some(path) = &cam.password_file
+                && let Ok(meta) = std::fs::metadata(path)
+                && meta.permissions().mode() & 0o004 != 0
+            {
+                out.push(format!(
+                    "cameras[{i}].password_file: {} is readable by every user (mode {:o}); run: chmod o-rwx {}",
                     path.display(),
                     meta.permissions().mode() & 0o777,
                     path.display()

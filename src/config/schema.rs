@@ -21,6 +21,9 @@ pub struct Config {
     #[serde(default)]
     pub onnxruntime: OnnxRuntimeConfig,
     pub model: ModelConfig,
+    /// `[[models]]`: more models, by name, for the cameras' regions; `[model]` is the one named `default`.
+    #[serde(default)]
+    pub models: Vec<NamedModelConfig>,
     /// Required by `camclassd run`; the tools ignore it.
     pub mqtt: Option<MqttConfig>,
     #[serde(default)]
@@ -249,8 +252,29 @@ pub enum CameraFormat {
 #[serde(deny_unknown_fields)]
 pub struct CameraConfig {
     pub name: String,
-    /// A V4L2 device (`/dev/video0`, or its index `"0"`), an image file, a folder of images, or a glob.
+    /// A V4L2 device (`/dev/video0`, or its index `"0"`), an image file, a folder of images, a glob, an
+    /// `rtsp://` or `http://` URL or a video file (GStreamer). Empty when `pipeline` is given.
+    #[serde(default)]
     pub source: String,
+    /// GStreamer: a pipeline ending in `appsink name=camclassd`, instead of `source`.
+    pub pipeline: Option<String>,
+    /// RTSP / HTTP: the camera's password (first line of this file); the user name goes in the URL.
+    pub password_file: Option<PathBuf>,
+    /// RTSP: `"auto"` (UDP, then TCP), `"tcp"` or `"udp"`.
+    #[serde(default)]
+    pub transport: RtspTransport,
+    /// RTSP: the jitter buffer, in milliseconds.
+    #[serde(default = "default_latency_ms")]
+    pub latency_ms: u32,
+    /// GStreamer: `"auto"` (by plugin rank, hardware first), `"software"`, or a decoder element's name.
+    #[serde(default = "default_decoder")]
+    pub decoder: String,
+    /// GStreamer: `[width, height]` the decoded frames are scaled to inside the pipeline.
+    #[serde(default, deserialize_with = "crate::model::spec::exact_array")]
+    pub decode_size: Option<[u32; 2]>,
+    /// GStreamer: seconds without a frame before the stream is torn down and rebuilt.
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout: f64,
     /// Frames per second to classify; frames beyond it are skipped before decoding.
     #[serde(default = "default_fps")]
     pub fps: f64,
@@ -272,6 +296,115 @@ pub struct CameraConfig {
     pub interval: f64,
     /// Below this, the top-1 counts as "nothing"; default: `[model] min_score`.
     pub min_score: Option<f32>,
+    /// `[[cameras.regions]]`: the parts of the frame to classify, each with its model and policy; none:
+    /// the whole frame with the default model (topics without a region level).
+    #[serde(default)]
+    pub regions: Vec<RegionConfig>,
+}
+
+/// The name of the model `[model]` configures.
+pub const DEFAULT_MODEL: &str = "default";
+
+/// `[[models]]`: a model by name. What it does not set comes from `[model]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedModelConfig {
+    pub name: String,
+    pub path: PathBuf,
+    /// A labels file (one per line) replacing the model's own labels.
+    pub labels: Option<PathBuf>,
+    /// Default: `[model] execution_providers`.
+    pub execution_providers: Option<Vec<Provider>>,
+    /// Intra-op threads; default: `[model] threads`.
+    pub threads: Option<usize>,
+    #[serde(default)]
+    pub preprocess: Overrides,
+    /// The output holding the class scores, for a model with several; default: the first.
+    pub output_name: Option<String>,
+}
+
+/// `[[cameras.regions]]`: one question asked of a part of a camera's frame.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionConfig {
+    /// A topic level: `<prefix>/<node>/<camera>/<region>/…`.
+    pub name: String,
+    /// `[x, y, width, height]` in pixels, or fractions of the frame when all four are at most 1; default:
+    /// the whole frame.
+    #[serde(default, deserialize_with = "crate::model::spec::exact_array")]
+    pub crop: Option<[f64; 4]>,
+    /// A `[[models]]` name; default: `"default"` (`[model]`).
+    #[serde(default = "default_model_name")]
+    pub model: String,
+    /// Default: the camera's.
+    pub publish: Option<PublishMode>,
+    /// Default: the camera's.
+    pub debounce: Option<u32>,
+    /// Heartbeat seconds (0: none); default: the camera's.
+    pub interval: Option<f64>,
+    /// Default: the camera's.
+    pub min_score: Option<f32>,
+    /// Per-class score a class needs to be reported (`{ open = 0.8, "*" = 0.5 }`, `"*"`: every other class).
+    #[serde(default)]
+    pub thresholds: std::collections::BTreeMap<String, f32>,
+    /// Only these classes are reported (labels); default: all.
+    pub classes: Option<Vec<String>>,
+    /// Classify at most once per this many seconds (0: every frame).
+    #[serde(default)]
+    pub classify_every: f64,
+    /// Home Assistant: the class that turns the region's `binary_sensor` on (two-class models).
+    pub on_class: Option<String>,
+    /// Home Assistant: the `binary_sensor`'s device class (`door`, `garage_door`, `occupancy`, …).
+    pub device_class: Option<String>,
+    /// Publish a JPEG of the region on `…/<region>/snapshot` (retained) with each change event and each
+    /// `snapshot` command.
+    #[serde(default)]
+    pub snapshot: bool,
+    /// The snapshot's longest side at most, in pixels (never enlarged).
+    #[serde(default = "default_snapshot_size")]
+    pub snapshot_size: u32,
+    /// The snapshot shows the whole frame with the region's box drawn, instead of the region alone.
+    #[serde(default)]
+    pub snapshot_frame: bool,
+    /// Motion gate: skip inference while the region's small grey thumbnail differs from the one last
+    /// classified by less than this (mean absolute difference, a fraction of full scale: 0.02 = 2 %).
+    pub motion_threshold: Option<f64>,
+    /// Motion gate: classify anyway after this many seconds without.
+    #[serde(default = "default_max_skip")]
+    pub max_skip: f64,
+}
+
+const fn default_max_skip() -> f64 {
+    60.0
+}
+
+const fn default_snapshot_size() -> u32 {
+    640
+}
+
+fn default_model_name() -> String {
+    DEFAULT_MODEL.into()
+}
+
+/// How RTSP carries the media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    /// UDP, falling back to TCP (RTP interleaved in the RTSP connection).
+    #[default]
+    Auto,
+    Tcp,
+    Udp,
+}
+
+const fn default_latency_ms() -> u32 {
+    200
+}
+fn default_decoder() -> String {
+    "auto".into()
+}
+const fn default_stall_timeout() -> f64 {
+    10.0
 }
 
 const fn default_fps() -> f64 {
@@ -300,7 +433,7 @@ pub struct OnnxRuntimeConfig {
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     pub path: PathBuf,
-    /// A labels file (one per line) replacing the model's own labels.
+    /// A labels file replacing the model's own labels: one per line, or JSON (`{"0": "tench", …}` or a list).
     pub labels: Option<PathBuf>,
     #[serde(default = "default_providers")]
     pub execution_providers: Vec<Provider>,
@@ -331,6 +464,11 @@ pub struct ModelConfig {
     pub fallback: Option<PathBuf>,
     /// The output holding the class scores, for a model with several; default: the first.
     pub output_name: Option<String>,
+    /// Keep ONNX Runtime's optimised graph of the model (CPU sessions) and load it at the next start.
+    #[serde(default = "default_true")]
+    pub optimized_cache: bool,
+    /// Where; default: `onnxruntime/` under the cache folder (`/var/cache/camclassd` under systemd).
+    pub optimized_cache_dir: Option<PathBuf>,
 }
 
 fn default_providers() -> Vec<Provider> {
@@ -355,8 +493,63 @@ impl ModelConfig {
             tensorrt: self.tensorrt.clone(),
             cuda: self.cuda.clone(),
             output_name: self.output_name.clone(),
+            optimized_cache: self
+                .optimized_cache
+                .then(|| self.optimized_cache_dir.clone().unwrap_or_else(crate::model::optimized::default_cache_dir)),
             ..ModelOptions::default()
         }
+    }
+}
+
+/// A model by name, with the options to open it: `default` (`[model]`) or a `[[models]]` entry.
+#[derive(Debug, Clone)]
+pub struct NamedModel {
+    pub name: String,
+    pub path: PathBuf,
+    pub options: ModelOptions,
+    /// Its config key, for errors: `model` or `models[<i>]`.
+    pub key: String,
+}
+
+impl Config {
+    /// Every model by name: `default` (`[model]`) first, then `[[models]]` in file order. Unset options of a
+    /// `[[models]]` entry come from `[model]`.
+    pub fn named_models(&self) -> Vec<NamedModel> {
+        let base = self.model.model_options();
+        let mut out = vec![NamedModel {
+            name: DEFAULT_MODEL.into(),
+            path: self.model.path.clone(),
+            options: base.clone(),
+            key: "model".into(),
+        }];
+        for (i, m) in self.models.iter().enumerate() {
+            let mut options = base.clone();
+            if let Some(p) = &m.execution_providers {
+                options.providers = p.clone();
+            }
+            if let Some(t) = m.threads {
+                options.threads = (t > 0).then_some(t);
+            }
+            options.overrides = m.preprocess.clone();
+            options.labels = m.labels.clone();
+            options.output_name = m.output_name.clone();
+            out.push(NamedModel { name: m.name.clone(), path: m.path.clone(), options, key: format!("models[{i}]") });
+        }
+        out
+    }
+
+    /// The names of the models some camera uses (`default` for a camera without regions), in
+    /// [`Config::named_models`] order.
+    pub fn used_models(&self) -> Vec<String> {
+        self.named_models()
+            .into_iter()
+            .map(|m| m.name)
+            .filter(|name| {
+                self.cameras.iter().any(|c| {
+                    (c.regions.is_empty() && name == DEFAULT_MODEL) || c.regions.iter().any(|r| &r.model == name)
+                })
+            })
+            .collect()
     }
 }
 

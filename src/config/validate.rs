@@ -194,6 +194,32 @@ impl Config {
         if !(self.health.interval.is_finite() && (0.1..=86_400.0).contains(&self.health.interval)) {
             problem("health.interval", format!("expected seconds from 0.1 to 86400, got {}", self.health.interval));
         }
+        let mut model_names = vec![super::DEFAULT_MODEL];
+        for (i, m) in self.models.iter().enumerate() {
+            let key = |field: &str| format!("models[{i}].{field}");
+            if !is_topic_level(&m.name) || m.name.len() > MAX_TOPIC_LEVEL {
+                problem(&key("name"), format!("{:?} must be letters, digits, '-' or '_'", m.name));
+            } else if model_names.contains(&m.name.as_str()) {
+                let why = if m.name == super::DEFAULT_MODEL { " ([model] is the model named \"default\")" } else { "" };
+                problem(&key("name"), format!("duplicate model name {:?}{why}", m.name));
+            } else {
+                model_names.push(&m.name);
+            }
+            if m.path.is_dir() {
+                problem(&key("path"), format!("{} is a directory, not a model file", m.path.display()));
+            } else if !m.path.is_file() {
+                problem(&key("path"), format!("model file {} not found", m.path.display()));
+            }
+            if let Some(labels) = m.labels.as_ref().filter(|p| !p.is_file()) {
+                problem(&key("labels"), format!("labels file {} not found", labels.display()));
+            }
+            if m.threads.is_some_and(|t| t > max_threads()) {
+                problem(&key("threads"), format!("more than {} (4 per core); 0 means all cores", max_threads()));
+            }
+            if m.execution_providers.as_ref().is_some_and(Vec::is_empty) {
+                problem(&key("execution_providers"), "must name at least one provider (e.g. [\"cpu\"])".into());
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, cam) in self.cameras.iter().enumerate() {
             let key = |field: &str| format!("cameras[{i}].{field}");
@@ -210,11 +236,18 @@ impl Config {
             if !(cam.fps.is_finite() && (0.01..=120.0).contains(&cam.fps)) {
                 problem(&key("fps"), format!("expected a number from 0.01 to 120, got {}", cam.fps));
             }
-            if cam.source.trim().is_empty() {
-                problem(&key("source"), "must name a device, an image file, a folder or a glob".into());
-            } else if let Some(why) = replay_source_problem(&cam.source) {
+            match (&cam.pipeline, cam.source.trim().is_empty()) {
+                (Some(_), false) => problem(&key("pipeline"), "set either source or pipeline, not both".into()),
+                (None, true) => problem(
+                    &key("source"),
+                    "must name a device, an image file, a folder, a glob, a video file or an rtsp:// or http:// URL (or set pipeline)".into(),
+                ),
+                _ => {}
+            }
+            if let Some(why) = replay_source_problem(&cam.source) {
                 problem(&key("source"), why);
             }
+            validate_stream(cam, &key, &mut problem);
             if cam.debounce == 0 {
                 problem(&key("debounce"), "must be at least 1 frame".into());
             }
@@ -230,6 +263,7 @@ impl Config {
             if cam.resolution.is_some_and(|[w, h]| w == 0 || h == 0) {
                 problem(&key("resolution"), "must be [width, height], both positive".into());
             }
+            validate_regions(i, cam, &model_names, &mut problem);
         }
         if self.model.output_name.as_ref().is_some_and(|n| n.trim().is_empty()) {
             problem("model.output_name", "must name one of the model's outputs (camclassd inspect lists them)".into());
@@ -264,8 +298,169 @@ impl Config {
             );
         }
         validate_gpu(&self.model, &mut problem);
+        validate_optimized_cache(&self.model, &mut problem);
         problems
     }
+}
+
+/// `[model] optimized_cache_dir`: a folder, if it exists.
+fn validate_optimized_cache(model: &ModelConfig, problem: &mut impl FnMut(&str, String)) {
+    if let Some(dir) = &model.optimized_cache_dir {
+        if dir.as_os_str().is_empty() {
+            problem(
+                "model.optimized_cache_dir",
+                "must not be empty (set optimized_cache = false to turn the cache off)".into(),
+            );
+        } else if dir.exists() && !dir.is_dir() {
+            problem("model.optimized_cache_dir", format!("{} exists and is not a directory", dir.display()));
+        }
+    }
+}
+
+/// The most regions one camera may have.
+pub const MAX_REGIONS: usize = 32;
+
+/// `[[cameras.regions]]` of camera `i`: names, models, crops and the policy's values. Crops against the
+/// frame size and thresholds against the model's classes are checked when those are known.
+fn validate_regions(i: usize, cam: &super::CameraConfig, model_names: &[&str], problem: &mut impl FnMut(&str, String)) {
+    if cam.regions.len() > MAX_REGIONS {
+        problem(&format!("cameras[{i}].regions"), format!("at most {MAX_REGIONS} regions per camera"));
+    }
+    let mut names = std::collections::HashSet::new();
+    for (j, r) in cam.regions.iter().enumerate() {
+        let key = |field: &str| format!("cameras[{i}].regions[{j}].{field}");
+        if r.name.len() > MAX_TOPIC_LEVEL || !is_topic_level(&r.name) {
+            problem(&key("name"), format!("{:?} must be letters, digits, '-' or '_' (it is a topic level)", r.name));
+        } else if matches!(r.name.as_str(), "event" | "state" | "snapshot") {
+            problem(&key("name"), format!("{:?} is a topic of the camera itself; choose another name", r.name));
+        } else if !names.insert(r.name.as_str()) {
+            problem(&key("name"), format!("duplicate region name {:?} in camera {:?}", r.name, cam.name));
+        }
+        if !model_names.contains(&r.model.as_str()) {
+            problem(
+                &key("model"),
+                format!(
+                    "unknown model {:?}; the models are {} ([model] is \"default\")",
+                    r.model,
+                    model_names.join(", ")
+                ),
+            );
+        }
+        if let Some(crop) = r.crop {
+            if let Some(why) = crop_problem(crop) {
+                problem(&key("crop"), why);
+            }
+        }
+        if r.debounce == Some(0) {
+            problem(&key("debounce"), "must be at least 1 frame".into());
+        }
+        if r.interval.is_some_and(|s| !(s.is_finite() && (0.0..=604_800.0).contains(&s))) {
+            problem(&key("interval"), "expected seconds up to a week (0 for no heartbeat)".into());
+        }
+        if r.min_score.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
+            problem(&key("min_score"), "must be between 0 and 1".into());
+        }
+        for (class, t) in &r.thresholds {
+            if !(0.0..=1.0).contains(t) {
+                problem(&format!("{}.{class}", key("thresholds")), format!("must be between 0 and 1, got {t}"));
+            }
+        }
+        if r.classes.as_ref().is_some_and(Vec::is_empty) {
+            problem(&key("classes"), "must name at least one class (remove the key to report every class)".into());
+        }
+        if !(r.classify_every.is_finite() && (0.0..=86_400.0).contains(&r.classify_every)) {
+            problem(&key("classify_every"), format!("expected seconds from 0 to 86400, got {}", r.classify_every));
+        }
+        if r.motion_threshold.is_some_and(|t| !(t.is_finite() && (0.0..=1.0).contains(&t))) {
+            problem(&key("motion_threshold"), "expected a fraction from 0 to 1 (0.02: 2 % of full scale)".into());
+        }
+        if !(r.max_skip.is_finite() && (0.0..=86_400.0).contains(&r.max_skip)) {
+            problem(&key("max_skip"), format!("expected seconds from 0 to 86400, got {}", r.max_skip));
+        }
+        if !(16..=4096).contains(&r.snapshot_size) {
+            problem(&key("snapshot_size"), format!("expected 16 to 4096 pixels, got {}", r.snapshot_size));
+        }
+        if r.device_class.is_some() && r.on_class.is_none() {
+            problem(&key("device_class"), "needs on_class (the class that turns the binary_sensor on)".into());
+        }
+    }
+}
+
+/// A camera's GStreamer keys: a source this build can play, a scheme GStreamer is asked for, a pipeline that
+/// ends where camclassd takes the frames, and ranges that catch typos.
+fn validate_stream(
+    cam: &crate::config::CameraConfig,
+    key: &dyn Fn(&str) -> String,
+    problem: &mut impl FnMut(&str, String),
+) {
+    use crate::capture::SourceKind;
+    let kind = SourceKind::of(cam);
+    let field = if cam.pipeline.is_some() { "pipeline" } else { "source" };
+    if kind.is_gstreamer() && !cfg!(feature = "gstreamer") {
+        problem(
+            &key(field),
+            "needs GStreamer, and this camclassd was built without it (cargo feature gstreamer): only V4L2 devices and image files"
+                .into(),
+        );
+    }
+    if let SourceKind::Url(url) = &kind {
+        let scheme = url.split_once("://").map_or("", |(s, _)| s);
+        if !matches!(scheme, "rtsp" | "rtsps" | "rtspt" | "http" | "https") {
+            problem(&key("source"), format!("{scheme}:// is not a camera URL: use rtsp:// or http(s)://"));
+        }
+    }
+    if let Some(p) = &cam.pipeline
+        && !(p.contains("appsink") && p.contains("name=camclassd"))
+    {
+        problem(
+            &key("pipeline"),
+            "must end in `appsink name=camclassd` (e.g. `… ! videoconvert ! appsink name=camclassd`)".into(),
+        );
+    }
+    if let Some(pw) = &cam.password_file {
+        if !matches!(kind, SourceKind::Url(_)) {
+            problem(&key("password_file"), "is for rtsp:// and http:// sources (the user name goes in the URL)".into());
+        } else if let Some(why) = not_a_file(pw) {
+            problem(&key("password_file"), why);
+        }
+    }
+    if cam.latency_ms > 10_000 {
+        problem(&key("latency_ms"), format!("expected milliseconds up to 10000, got {}", cam.latency_ms));
+    }
+    if !(cam.stall_timeout.is_finite() && (1.0..=3600.0).contains(&cam.stall_timeout)) {
+        problem(&key("stall_timeout"), format!("expected seconds from 1 to 3600, got {}", cam.stall_timeout));
+    }
+    if cam.decode_size.is_some_and(|[w, h]| w == 0 || h == 0 || w > 8192 || h > 8192) {
+        problem(&key("decode_size"), "must be [width, height], each from 1 to 8192".into());
+    }
+    let d = &cam.decoder;
+    if d.is_empty() || !d.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        problem(
+            &key("decoder"),
+            format!("{d:?}: expected \"auto\", \"software\" or a GStreamer element name (gst-inspect-1.0 lists them)"),
+        );
+    }
+}
+
+/// Why a region's `[x, y, w, h]` can never fit a frame: negative, empty, or fractions beyond the frame.
+pub fn crop_problem(crop: [f64; 4]) -> Option<String> {
+    let [x, y, w, h] = crop;
+    if crop.iter().any(|v| !v.is_finite() || *v < 0.0) {
+        return Some(format!("{crop:?}: expected [x, y, width, height], none negative"));
+    }
+    if w == 0.0 || h == 0.0 {
+        return Some(format!("{crop:?}: width and height must be positive"));
+    }
+    if crop.iter().all(|v| *v <= 1.0) {
+        if x + w > 1.0 + 1e-9 || y + h > 1.0 + 1e-9 {
+            return Some(format!("{crop:?}: as fractions of the frame, x + width and y + height must be at most 1"));
+        }
+    } else if crop.iter().any(|v| v.fract() != 0.0) {
+        return Some(format!(
+            "{crop:?}: pixels are whole numbers (fractions of the frame need all four values at most 1)"
+        ));
+    }
+    None
 }
 
 /// `[model.tensorrt]` and `[model.cuda]`: ranges that catch typos (a workspace in bytes, not MiB).
@@ -395,6 +590,9 @@ fn not_a_file(path: &Path) -> Option<String> {
 fn replay_source_problem(source: &str) -> Option<String> {
     use std::os::unix::fs::FileTypeExt;
     let crate::capture::SourceKind::Replay(s) = crate::capture::SourceKind::parse(source) else { return None };
+    if s.is_empty() {
+        return None;
+    }
     if s.contains(['*', '?', '[']) {
         return None;
     }

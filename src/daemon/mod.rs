@@ -48,6 +48,12 @@ pub enum DaemonError {
     Check(#[from] check::CheckLoadError),
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
+    /// Regions the loaded models cannot serve: `(key, message)` each.
+    #[error("{}", .0.iter().map(|(k, m)| format!("{k}: {m}")).collect::<Vec<_>>().join("\n"))]
+    Regions(Vec<crate::region::Problem>),
+    /// The same, located in the config file.
+    #[error("{0}")]
+    RegionsAt(String),
     #[error("cannot start a thread: {0}")]
     Thread(#[from] std::io::Error),
     #[error("a pipeline thread failed (see the log); stopped so that the service manager restarts camclassd")]
@@ -132,7 +138,7 @@ pub async fn run_with<S: Future<Output = ()>>(
     if let (Some(d), Some(http)) = (settings.discovery.as_mut(), &http_settings) {
         d.set_configuration_url(&http.url);
     }
-    let (models, check) = load_models(runtime, &config)?;
+    let (models, names, check) = load_models(runtime, &config)?;
     let queue = open_queue(&config)?;
     let live = Arc::new(Live::new(&config.node_id(), config.http.is_some()));
     let http = match (&config.http, &http_settings) {
@@ -143,7 +149,8 @@ pub async fn run_with<S: Future<Output = ()>>(
         _ => None,
     };
 
-    let mut pipeline = Pipeline::start(&config, models, check, hooks, &live)?;
+    let mut pipeline =
+        Pipeline::start(&config, models, names, check, hooks, &live).map_err(|e| locate(e, config_path.as_deref()))?;
     let (command_tx, mut commands) = mpsc::channel::<Command>(4);
     let mut publisher = PublisherHandle::spawn(settings.clone(), queue, &pipeline, command_tx.clone(), &live);
     pipeline.run(&publisher.events)?;
@@ -224,7 +231,7 @@ pub async fn run_with<S: Future<Output = ()>>(
         } else {
             let _ = publisher
                 .control
-                .send(Control::Pipeline { cameras: pipeline.names.clone(), health: Arc::clone(&pipeline.health) })
+                .send(Control::Pipeline { targets: pipeline.targets.clone(), health: Arc::clone(&pipeline.health) })
                 .await;
         }
         pipeline.run(&publisher.events)?;
@@ -280,9 +287,24 @@ fn prepare_reload(
     if let Some(delay) = hooks.slow_reload {
         std::thread::sleep(delay);
     }
-    let (models, check) = load_models(runtime, &new).map_err(|e| e.to_string())?;
-    let pipeline = Pipeline::start(&new, models, check, hooks, live).map_err(|e| e.to_string())?;
+    let (models, names, check) = load_models(runtime, &new).map_err(|e| e.to_string())?;
+    let pipeline =
+        Pipeline::start(&new, models, names, check, hooks, live).map_err(|e| locate(e, Some(path)).to_string())?;
     Ok((new, settings, pipeline))
+}
+
+/// A region problem with the `file:line:column` of its key, as config errors are shown.
+fn locate(e: DaemonError, path: Option<&Path>) -> DaemonError {
+    let (DaemonError::Regions(problems), Some(path)) = (&e, path) else { return e };
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|(key, message)| match crate::config::key_position(&text, key) {
+            Some((line, col)) => format!("{}:{line}:{col}: {key}: {message}", path.display()),
+            None => format!("{}: {key}: {message}", path.display()),
+        })
+        .collect();
+    DaemonError::RegionsAt(lines.join("\n"))
 }
 
 /// The sections a reload cannot apply (the running process keeps them until it restarts).
@@ -302,21 +324,27 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
     changes
 }
 
-/// One inference session per worker. By default a worker's session gets its share of the cores minus one,
-/// which its prepare thread uses: on 2 cores, 1 intra-op thread classifies 233 frames/s against 213 with 2
-/// (the prepare thread then fights inference for a core).
+/// Per worker, its sessions (one per model); the models' names in that order; the default model's check.
+type Loaded = (Vec<Vec<Model>>, Vec<String>, ModelCheck);
+
+/// Per worker, one inference session of each model the cameras use: `[model]` (named `default`, always
+/// loaded: its check describes the node) first, then the `[[models]]` some region names, each loaded once
+/// per worker and shared by every region that uses it. Returns the sessions, the models' names in that
+/// order, and the default model's check.
+///
+/// By default a worker's session gets its share of the cores minus one, which its prepare thread uses: on 2
+/// cores, 1 intra-op thread classifies 233 frames/s against 213 with 2 (the prepare thread then fights
+/// inference for a core).
 ///
 /// The first session runs the model's own check ([`check::at_load`]); on a failure `[model]
 /// on_check_failure` decides: refuse, warn, or load `[model] fallback` for every worker instead.
-fn load_models(
-    runtime: &'static model::runtime::Runtime,
-    config: &Config,
-) -> Result<(Vec<Model>, ModelCheck), DaemonError> {
+fn load_models(runtime: &'static model::runtime::Runtime, config: &Config) -> Result<Loaded, DaemonError> {
     let workers = config.model.workers;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let default_threads = (cores / workers).saturating_sub(1).max(1);
     let mut options = config.model.model_options();
     if options.threads.is_none() {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        options.threads = Some((cores / workers).saturating_sub(1).max(1));
+        options.threads = Some(default_threads);
     }
     let mut first = Classifier::new(Model::load(runtime, &config.model.path, &options)?, 1, 0.0)?;
     let outcome = check::at_load(&mut first, config.model.on_check_failure)?;
@@ -327,14 +355,28 @@ fn load_models(
         }
         _ => config.model.path.clone(),
     };
-    let mut models = Vec::with_capacity(workers);
-    if path == config.model.path {
-        models.push(first.into_model());
+    let mut sessions: Vec<Vec<Model>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut first = Some(first.into_model()).filter(|_| path == config.model.path);
+    for worker in &mut sessions {
+        worker.push(match first.take() {
+            Some(model) => model,
+            None => Model::load(runtime, &path, &options)?,
+        });
     }
-    while models.len() < workers {
-        models.push(Model::load(runtime, &path, &options)?);
+    let used = config.used_models();
+    let mut names = vec![crate::config::DEFAULT_MODEL.to_string()];
+    for named in config.named_models().into_iter().skip(1).filter(|m| used.contains(&m.name)) {
+        let mut options = named.options.clone();
+        if options.threads.is_none() {
+            options.threads = Some(default_threads);
+        }
+        for worker in &mut sessions {
+            worker.push(Model::load(runtime, &named.path, &options)?);
+        }
+        tracing::info!(model = %named.name, path = %named.path.display(), "model loaded");
+        names.push(named.name);
     }
-    Ok((models, outcome))
+    Ok((sessions, names, outcome))
 }
 
 /// The sessions `POST /api/v1/classify` runs on: the model the cameras run (the fallback when it replaced
@@ -389,7 +431,7 @@ impl PublisherHandle {
         let task = tokio::spawn(publish::run(
             settings,
             queue,
-            pipeline.names.clone(),
+            pipeline.targets.clone(),
             Arc::clone(&pipeline.health),
             rx,
             control_rx,

@@ -8,25 +8,30 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::worker::{Camera, Worker};
+use super::worker::{Camera, Layout, Worker};
 use super::{DaemonError, Hooks, watchdog};
 use crate::capture::{self, FrameHub};
 use crate::check::ModelCheck;
-use crate::config::{CameraConfig, Config, PublishMode};
-use crate::events::{Policy, Tracker};
+use crate::config::{CameraConfig, Config};
+use crate::events::Tracker;
 use crate::health::Health;
 use crate::live::{Live, LivePipeline};
 use crate::model::Model;
-use crate::publish::Publication;
+use crate::publish::{Publication, Target};
+use crate::region::{self, ModelInfo};
 
 pub(super) struct Pipeline {
     pub(super) names: Vec<String>,
+    /// What speaks: each camera's whole frame, or its regions.
+    pub(super) targets: Vec<Target>,
     cameras_config: Vec<CameraConfig>,
     cameras: Arc<Mutex<Vec<Camera>>>,
+    layout: Arc<Layout>,
     pub(super) health: Arc<Health>,
     pub(super) hub: Arc<FrameHub>,
     stop: Arc<AtomicBool>,
-    models: Vec<Model>,
+    /// Per worker, one session per model (by [`region::Region::model`]).
+    models: Vec<Vec<Model>>,
     top_k: usize,
     min_score: f32,
     node: Arc<str>,
@@ -41,22 +46,12 @@ pub(super) struct Pipeline {
     pub(super) live: Arc<LivePipeline>,
 }
 
-/// A camera's publish policy from its config section.
-fn policy(camera: &CameraConfig, default_min_score: f32) -> Policy {
-    match camera.publish {
-        PublishMode::EveryFrame => Policy::EveryFrame,
-        PublishMode::OnChange => Policy::OnChange {
-            debounce: camera.debounce,
-            heartbeat: (camera.interval > 0.0).then(|| Duration::from_secs_f64(camera.interval)),
-            min_score: camera.min_score.unwrap_or(default_min_score),
-        },
-    }
-}
-
 impl Pipeline {
+    /// `models`: per worker, one session per model, in the order of `model_names` (config names).
     pub(super) fn start(
         config: &Config,
-        models: Vec<Model>,
+        models: Vec<Vec<Model>>,
+        model_names: Vec<String>,
         check: ModelCheck,
         hooks: Hooks,
         live: &Live,
@@ -64,20 +59,52 @@ impl Pipeline {
         if config.cameras.is_empty() {
             return Err(DaemonError::Incomplete);
         }
-        let cameras: Vec<Camera> = config
-            .cameras
+        let first = models.first().ok_or(DaemonError::Incomplete)?;
+        let infos: Vec<ModelInfo> = first
             .iter()
-            .map(|c| Camera { name: c.name.clone(), tracker: Tracker::new(policy(c, config.model.min_score)) })
+            .zip(&model_names)
+            .map(|(m, name)| ModelInfo {
+                name: name.clone(),
+                labels: m.spec().labels.clone(),
+                num_classes: m.num_classes(),
+            })
             .collect();
+        let plan = region::plan(config, &infos).map_err(DaemonError::Regions)?;
+        let mut targets = Vec::new();
+        let mut ranges = Vec::new();
+        let mut all = Vec::new();
+        let mut cameras = Vec::new();
+        for (c, regions) in config.cameras.iter().zip(plan) {
+            ranges.push(all.len()..all.len() + regions.len());
+            cameras.push(Camera {
+                name: c.name.clone(),
+                trackers: regions.iter().map(|r| Tracker::new(r.policy)).collect(),
+            });
+            for r in &regions {
+                targets.push(Target {
+                    camera: c.name.clone(),
+                    region: r.name.clone(),
+                    binary: r.binary.clone(),
+                    snapshot: r.snapshot.is_some(),
+                });
+            }
+            all.extend(regions);
+        }
+        let layout = Arc::new(Layout { regions: all, cameras: ranges, model_names });
         let names: Vec<String> = cameras.iter().map(|c| c.name.clone()).collect();
         let (done_tx, done) = mpsc::channel::<u64>(models.len().max(1));
         let health = Arc::new(Health::new(&names).with_model_check(check));
         let hub = Arc::new(FrameHub::new(config.cameras.len()));
-        let spec = models.first().map_or_else(crate::model::ModelSpec::for_decoding, |m| m.spec().clone());
+        let spec = models
+            .first()
+            .and_then(|w| w.first())
+            .map_or_else(crate::model::ModelSpec::for_decoding, |m| m.spec().clone());
         let live = live.pipeline_view(&names, &health, &hub, &spec);
         Ok(Pipeline {
             health,
             names,
+            targets,
+            layout,
             cameras_config: config.cameras.clone(),
             cameras: Arc::new(Mutex::new(cameras)),
             hub,
@@ -114,6 +141,7 @@ impl Pipeline {
             let worker = Worker {
                 hub: Arc::clone(&self.hub),
                 cameras: Arc::clone(&self.cameras),
+                layout: Arc::clone(&self.layout),
                 health: Arc::clone(&self.health),
                 events: events.clone(),
                 node: Arc::clone(&self.node),
@@ -133,7 +161,7 @@ impl Pipeline {
         let mut cameras = self.cameras.lock().unwrap_or_else(|p| p.into_inner());
         let mut found = false;
         for c in cameras.iter_mut().filter(|c| camera.is_none_or(|name| c.name == name)) {
-            c.tracker.request_snapshot();
+            c.trackers.iter_mut().for_each(Tracker::request_snapshot);
             found = true;
         }
         if !found {

@@ -1,7 +1,9 @@
-//! An inference worker: a prepare thread ([`Prepare`]: decode → input tensor) and an inference thread
-//! ([`Infer`]: model + postprocess), joined by a one-slot hand-off. Two input tensors circulate between them,
-//! so the next frame is prepared into one while the other is inferred, and nothing is copied. The inference
-//! thread then asks [`events::decide`] whether the camera speaks, and hands the publication on.
+//! An inference worker: a prepare thread (decode a frame once, then each of its camera's regions → that
+//! region's input tensor, with its model's recipe) and an inference thread (each region's model +
+//! postprocess), joined by a one-slot hand-off. Two sets of input tensors (one tensor per region) circulate
+//! between them, so the next frame is prepared into one while the other is inferred, and nothing is copied:
+//! a region is resampled where it lies in the decoded frame. The inference thread then asks
+//! [`events::decide`] whether each region speaks, and hands the publication on.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,23 +14,41 @@ use tokio::sync::mpsc;
 
 use super::DaemonError;
 use crate::capture::FrameHub;
-use crate::events::{self, Decision, ModelRef, Observed, Speaker, Tracker};
+use crate::events::{self, Decision, ModelRef, Observed, Reason, Speaker, Tracker};
 use crate::health::Health;
 use crate::live::LivePipeline;
 use crate::model::{Input, Model, ModelSpec};
 use crate::pipeline::{Infer, Prepare};
+use crate::postprocess::{Classification, top_k_thresholds};
+use crate::preprocess::Rect;
+use crate::preprocess::motion::Thumbnails;
+use crate::preprocess::snapshot::Snap;
 use crate::publish::Publication;
+use crate::region::Region;
 
-/// A camera as the workers see it: its name and its publish memory.
+/// A camera as the workers see it: its name and its regions' publish memory.
 #[derive(Debug)]
 pub(super) struct Camera {
     pub(super) name: String,
-    pub(super) tracker: Tracker,
+    /// One per region of [`Layout::regions`] of this camera, in the same order.
+    pub(super) trackers: Vec<Tracker>,
+}
+
+/// Every camera's regions, fixed for a pipeline; a region's index in [`Layout::regions`] is its input
+/// tensor's in a [`Tensors`] set.
+#[derive(Debug)]
+pub(super) struct Layout {
+    pub(super) regions: Vec<Region>,
+    /// Per camera, the range of its regions in `regions`.
+    pub(super) cameras: Vec<std::ops::Range<usize>>,
+    /// The models' config names, by [`Region::model`].
+    pub(super) model_names: Vec<String>,
 }
 
 pub(super) struct Worker {
     pub(super) hub: Arc<FrameHub>,
     pub(super) cameras: Arc<Mutex<Vec<Camera>>>,
+    pub(super) layout: Arc<Layout>,
     pub(super) health: Arc<Health>,
     pub(super) events: mpsc::Sender<Publication>,
     pub(super) node: Arc<str>,
@@ -42,30 +62,48 @@ pub(super) struct Worker {
     pub(super) live: Arc<LivePipeline>,
 }
 
+/// What a frame is prepared into: one input tensor per region (of every camera), and the snapshot of each
+/// region that takes snapshots (empty otherwise).
+struct Tensors {
+    inputs: Vec<Input>,
+    snaps: Vec<Snap>,
+}
+
 /// A frame prepared for inference.
 struct Prepared {
     camera: usize,
     number: u64,
-    input: Input,
+    inputs: Tensors,
+    /// Bit `i`: the camera's region `i` was prepared (it is due, and its crop lies inside the frame).
+    regions: u64,
     captured_at: SystemTime,
     captured: Instant,
     preprocess: Duration,
 }
 
 impl Worker {
-    pub(super) fn spawn(self, index: usize, model: Model, done: mpsc::Sender<u64>) -> Result<(), DaemonError> {
+    /// Starts the two threads with this worker's sessions, one per model (by [`Region::model`]).
+    pub(super) fn spawn(self, index: usize, models: Vec<Model>, done: mpsc::Sender<u64>) -> Result<(), DaemonError> {
         let (ready_tx, ready_rx) = std_mpsc::sync_channel::<Prepared>(1);
-        let (free_tx, free_rx) = std_mpsc::channel::<Input>();
+        let (free_tx, free_rx) = std_mpsc::channel::<Tensors>();
         for _ in 0..2 {
-            let _ = free_tx.send(model.new_input()?);
+            let inputs =
+                self.layout.regions.iter().map(|r| models[r.model].new_input()).collect::<Result<Vec<_>, _>>()?;
+            let snaps = self.layout.regions.iter().map(|_| Snap::default()).collect();
+            let _ = free_tx.send(Tensors { inputs, snaps });
         }
-        let spec = model.spec().clone();
+        let specs: Vec<ModelSpec> = models.iter().map(|m| m.spec().clone()).collect();
         let names: Vec<String> =
             self.cameras.lock().map(|c| c.iter().map(|c| c.name.clone()).collect()).unwrap_or_default();
         let hub = Arc::clone(&self.hub);
+        let layout = Arc::clone(&self.layout);
+        let health = Arc::clone(&self.health);
         let live = Arc::clone(&self.live);
         std::thread::Builder::new().name(format!("prepare-{index}")).spawn(move || {
-            let prepare = AssertUnwindSafe(|| prepare_loop(&hub, &spec, &names, &free_rx, &ready_tx, &live));
+            let prepare = AssertUnwindSafe(|| {
+                let shared = PrepareShared { hub: &hub, layout: &layout, health: &health, live: &live };
+                prepare_loop(shared, &specs, &names, &free_rx, &ready_tx)
+            });
             if catch_unwind(prepare).is_err() {
                 tracing::error!("prepare thread panicked; stopping the daemon");
                 hub.fail();
@@ -73,8 +111,9 @@ impl Worker {
         })?;
         std::thread::Builder::new().name(format!("infer-{index}")).spawn(move || {
             let hub = Arc::clone(&self.hub);
-            let mut infer = Infer::new(model, self.top_k, self.min_score);
-            let run = AssertUnwindSafe(|| self.infer_loop(&mut infer, &ready_rx, &free_tx));
+            let mut infers: Vec<Infer> =
+                models.into_iter().map(|m| Infer::new(m, self.top_k, self.min_score)).collect();
+            let run = AssertUnwindSafe(|| self.infer_loop(&mut infers, &ready_rx, &free_tx));
             let frames = catch_unwind(run).unwrap_or_else(|_| {
                 tracing::error!("inference thread panicked; stopping the daemon");
                 hub.fail();
@@ -89,18 +128,29 @@ impl Worker {
         self.cameras.lock().map(|c| c[camera].name.clone()).unwrap_or_default()
     }
 
-    /// Infers prepared frames, decides what each camera publishes, hands it to the publisher. Returns the
-    /// number of frames classified.
+    /// Infers prepared frames region by region, decides what each region publishes, hands it to the
+    /// publisher. Returns the number of frames classified.
     fn infer_loop(
         &self,
-        infer: &mut Infer,
+        infers: &mut [Infer],
         ready_rx: &std_mpsc::Receiver<Prepared>,
-        free_tx: &std_mpsc::Sender<Input>,
+        free_tx: &std_mpsc::Sender<Tensors>,
     ) -> u64 {
         let mut frames = 0u64;
-        let model = infer.model();
-        let model_ref = ModelRef { name: model.spec().name.clone(), sha256: model.sha256().to_string() };
-        let labels = model.spec().labels.clone();
+        let layout = &*self.layout;
+        // A named region's events name the model as the config does; the whole frame's as version 1 did.
+        let model_refs: Vec<(ModelRef, ModelRef)> = infers
+            .iter()
+            .zip(&layout.model_names)
+            .map(|(i, name)| {
+                let sha256 = i.model().sha256().to_string();
+                let v1 = ModelRef { name: i.model().spec().name.clone(), sha256: sha256.clone() };
+                (v1, ModelRef { name: name.clone(), sha256 })
+            })
+            .collect();
+        let labels: Vec<Vec<String>> = infers.iter().map(|i| i.model().spec().labels.clone()).collect();
+        // Each region's classification (its thresholds and allow-list applied), reused frame after frame.
+        let mut results: Vec<Classification> = vec![Classification::default(); layout.regions.len()];
         // Inference failures in a row: logged at the first and at powers of two, and at recovery.
         let mut failures = 0u64;
         while let Ok(p) = ready_rx.recv() {
@@ -111,13 +161,29 @@ impl Worker {
                     std::thread::park();
                 }
             }
-            let run = infer.run(&p.input);
-            // The tensor goes back to the prepare thread, which fills it with the frame after next.
-            let Prepared { camera, number, input, captured_at, captured, preprocess } = p;
-            let _ = free_tx.send(input);
-            let infer_time = run.as_ref().map_or(Duration::ZERO, |d| *d);
-            self.health.end(camera, infer_time, run.is_ok());
-            if let Err(e) = run {
+            let Prepared { camera, number, inputs, regions, captured_at, captured, preprocess } = p;
+            let range = layout.cameras[camera].clone();
+            let mut infer_time = Duration::ZERO;
+            let mut failed = None;
+            for (bit, g) in range.clone().enumerate() {
+                if regions & (1 << bit) == 0 {
+                    continue;
+                }
+                let region = &layout.regions[g];
+                let infer = &mut infers[region.model];
+                match infer.run(&inputs.inputs[g]) {
+                    Ok(t) => {
+                        infer_time += t;
+                        infer.classification(0);
+                        top_k_thresholds(infer.probabilities(), self.top_k, &region.thresholds, &mut results[g].top);
+                    }
+                    Err(e) => failed = Some(e),
+                }
+            }
+            self.health.end(camera, infer_time, failed.is_none());
+            if let Some(e) = failed {
+                // The tensors go back to the prepare thread, which fills them with the frame after next.
+                let _ = free_tx.send(inputs);
                 failures += 1;
                 if failures.is_power_of_two() {
                     tracing::error!(camera = %self.camera_name(camera), failures, "inference failed: {e}");
@@ -132,101 +198,229 @@ impl Worker {
             self.health.frame_seen(camera, captured);
             let (_, frames_dropped) = self.hub.counts(camera);
             self.health.set_dropped(camera, frames_dropped);
-            let classification = infer.classification(0);
-            if let Some(c) = self.live.cameras.get(camera) {
-                c.store_result(classification, infer_time);
-            }
             self.live.inference.observe(infer_time.as_secs_f64());
-            let observed = Observed {
-                frame: number,
-                captured,
-                captured_at,
-                classification,
-                preprocess,
-                infer: infer_time,
-                frames_dropped,
-            };
-            if !self.publish(camera, &observed, &model_ref, &labels) {
-                break;
+            let mut shown = false;
+            for (bit, g) in range.enumerate() {
+                if regions & (1 << bit) == 0 {
+                    continue;
+                }
+                let region = &layout.regions[g];
+                // The page shows a camera's first region classified in this frame (the whole frame without
+                // regions).
+                if !shown && let Some(c) = self.live.cameras.get(camera) {
+                    c.store_result(&results[g], infer_time);
+                    shown = true;
+                }
+                let observed = Observed {
+                    frame: number,
+                    captured,
+                    captured_at,
+                    classification: &results[g],
+                    preprocess,
+                    infer: infer_time,
+                    frames_dropped,
+                };
+                let (v1, v2) = &model_refs[region.model];
+                let model = if region.name.is_some() { v2 } else { v1 };
+                let snap = region.snapshot.map(|_| &inputs.snaps[g]);
+                if !self.publish(camera, bit, &observed, model, &labels[region.model], snap) {
+                    return frames;
+                }
             }
+            // Only now: a snapshot published above was read from this frame's set.
+            let _ = free_tx.send(inputs);
         }
         frames
     }
 
-    /// Decides for one classified frame and hands the publication on; the camera's tracker advances only
-    /// when the publisher took it. False when the publisher is gone.
-    fn publish(&self, camera: usize, observed: &Observed<'_>, model: &ModelRef, labels: &[String]) -> bool {
+    /// Decides for one classified region of a frame and hands the publication on; the region's tracker
+    /// advances only when the publisher took it. False when the publisher is gone.
+    fn publish(
+        &self,
+        camera: usize,
+        region: usize,
+        observed: &Observed<'_>,
+        model: &ModelRef,
+        labels: &[String],
+        snap: Option<&Snap>,
+    ) -> bool {
         let mut cameras = self.cameras.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let cam = &mut cameras[camera];
-        let who = Speaker { node: &self.node, camera: &cam.name, model, labels };
-        let (next, decision) = events::decide(cam.tracker, observed, &who);
+        let name = self.layout.regions[self.layout.cameras[camera].start + region].name.as_deref();
+        let who = Speaker { node: &self.node, camera: &cam.name, region: name, model, labels };
+        let (next, decision) = events::decide(cam.trackers[region], observed, &who);
         match decision {
             Decision::Stale => {
                 // Another worker finished a newer frame of this camera first: this one is late.
-                self.health.add_late(camera);
+                if region == 0 {
+                    self.health.add_late(camera);
+                }
                 true
             }
             Decision::Quiet => {
-                cam.tracker = next;
+                cam.trackers[region] = next;
                 true
             }
             Decision::Publish { event, state } => {
-                match self.events.try_send(Publication { event, state }) {
-                    Ok(()) => {
-                        cam.tracker = next;
-                        true
-                    }
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        // The tracker stays where it was: the next frame decides the same change again.
-                        let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                        if n.is_power_of_two() {
-                            tracing::warn!(camera = %cam.name, times = n, "publisher is behind: the event waits for a later frame");
+                // A snapshot goes with a change and with the `snapshot` command (JPEG encoded only then).
+                let snapshot =
+                    snap.filter(|_| matches!(event.reason, Reason::Change | Reason::Snapshot)).and_then(|s| {
+                        match s.jpeg() {
+                            Ok(jpeg) => Some(jpeg),
+                            Err(e) => {
+                                tracing::warn!(camera = %cam.name, "cannot encode the snapshot: {e}");
+                                None
+                            }
                         }
-                        true
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => false,
-                }
+                    });
+                self.send(cam, region, next, Publication { event, state, snapshot })
             }
+        }
+    }
+
+    /// Hands a publication to the publisher; the region's tracker becomes `next` once it was taken.
+    fn send(&self, cam: &mut Camera, region: usize, next: Tracker, publication: Publication) -> bool {
+        match self.events.try_send(publication) {
+            Ok(()) => {
+                cam.trackers[region] = next;
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // The tracker stays where it was: the next frame decides the same change again.
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(camera = %cam.name, times = n, "publisher is behind: the event waits for a later frame");
+                }
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 }
 
-/// Takes frames from the hub, prepares them into free input tensors, hands them to inference.
+/// A region's crop against the frame size it was resolved for.
+#[derive(Debug, Clone, Copy)]
+enum Placed {
+    Unknown,
+    /// Inside the frame of this size (`None`: the whole frame).
+    Inside {
+        frame: (u32, u32),
+        rect: Option<Rect>,
+    },
+    /// Outside the frame of this size: the region is disabled (logged once).
+    Outside {
+        frame: (u32, u32),
+    },
+}
+
+/// What the prepare thread shares with the rest of the pipeline.
+struct PrepareShared<'a> {
+    hub: &'a FrameHub,
+    layout: &'a Layout,
+    health: &'a Health,
+    /// The newest frame per camera, for the HTTP page.
+    live: &'a LivePipeline,
+}
+
+/// Takes frames from the hub, decodes each once and prepares each due region of its camera into that
+/// region's free input tensor, hands them to inference.
 fn prepare_loop(
-    hub: &FrameHub,
-    spec: &ModelSpec,
+    shared: PrepareShared<'_>,
+    specs: &[ModelSpec],
     names: &[String],
-    free_rx: &std_mpsc::Receiver<Input>,
+    free_rx: &std_mpsc::Receiver<Tensors>,
     ready_tx: &std_mpsc::SyncSender<Prepared>,
-    live: &LivePipeline,
 ) {
-    let mut prepare = Prepare::new(spec);
+    let PrepareShared { hub, layout, health, live } = shared;
+    let mut decoder = Prepare::new(&ModelSpec::for_decoding());
+    // One per region: its model's recipe, with its own coefficients and buffers (a region's geometry is
+    // fixed, so each allocates nothing after its first frame).
+    let mut regions: Vec<Prepare> = layout.regions.iter().map(|r| Prepare::new(&specs[r.model])).collect();
+    let mut placed = vec![Placed::Unknown; layout.regions.len()];
+    let mut last_classified: Vec<Option<Instant>> = vec![None; layout.regions.len()];
+    // The motion gate's thumbnails, for the regions that have one.
+    let mut thumbnails: Vec<Thumbnails> = layout.regions.iter().map(|_| Thumbnails::default()).collect();
     let mut next = 0;
     // Per camera, frames skipped in a row: logged at the first and at powers of two, and at recovery.
     let mut skipped = vec![0u64; names.len()];
-    // A tensor whose frame failed to prepare: used for the next frame.
+    // Tensors whose frame failed to prepare: used for the next frame.
     let mut spare = None;
     while let Some((camera, number, frame)) = hub.take(&mut next) {
-        let mut input = match spare.take() {
-            Some(input) => input,
+        let mut inputs = match spare.take() {
+            Some(inputs) => inputs,
             None => match free_rx.recv() {
-                Ok(input) => input,
+                Ok(inputs) => inputs,
                 Err(_) => break,
             },
         };
-        let result = prepare.frame(frame.as_frame(), &mut input, 0);
+        let name = || names.get(camera).map_or("?", String::as_str);
+        let (captured_at, captured) = (frame.captured_at, frame.captured);
+        let t0 = Instant::now();
+        let mut result = decoder.decode(frame.as_frame()).map(|_| 0u64);
+        if let (Ok(mask), Some(picture)) = (result.as_mut(), decoder.picture()) {
+            let size = (picture.width, picture.height);
+            for (bit, g) in layout.cameras[camera].clone().enumerate() {
+                let region = &layout.regions[g];
+                let rect = match placed[g] {
+                    Placed::Inside { frame, rect } if frame == size => rect,
+                    Placed::Outside { frame } if frame == size => continue,
+                    _ => {
+                        let rect = region.crop.map(|c| c.resolve(size.0, size.1));
+                        if rect.is_some_and(|r| !r.fits(size.0, size.1)) {
+                            tracing::error!(
+                                camera = name(),
+                                region = region.name.as_deref().unwrap_or_default(),
+                                "the crop {} is outside the {}x{} frame: this region is disabled until the frame size changes",
+                                rect.map(|r| r.to_string()).unwrap_or_default(),
+                                size.0,
+                                size.1
+                            );
+                            placed[g] = Placed::Outside { frame: size };
+                            continue;
+                        }
+                        placed[g] = Placed::Inside { frame: size, rect };
+                        rect
+                    }
+                };
+                if let Some(last) = last_classified[g]
+                    && captured.saturating_duration_since(last) < region.classify_every
+                {
+                    continue;
+                }
+                let whole = Rect { x: 0, y: 0, width: size.0, height: size.1 };
+                if let Some(motion) = region.motion {
+                    // Still (less change than the threshold since the region was last classified, and not
+                    // for longer than max_skip): no inference, the state stays.
+                    let moved = thumbnails[g].measure(picture, rect.unwrap_or(whole));
+                    let recent = last_classified[g]
+                        .is_some_and(|last| captured.saturating_duration_since(last) < motion.max_skip);
+                    if moved < motion.threshold && recent {
+                        health.add_motion_skipped(camera);
+                        continue;
+                    }
+                    thumbnails[g].keep();
+                }
+                if let Err(e) = regions[g].region(picture, rect, &mut inputs.inputs[g], 0) {
+                    result = Err(e);
+                    break;
+                }
+                if let Some(s) = region.snapshot {
+                    inputs.snaps[g].take(picture, rect.unwrap_or(whole), s.size, s.frame);
+                }
+                last_classified[g] = Some(captured);
+                *mask |= 1 << bit;
+            }
+        }
         if live.keep_frames
             && result.is_ok()
             && let Some(c) = live.cameras.get(camera)
         {
             c.store_frame(&frame);
         }
-        let (captured_at, captured) = (frame.captured_at, frame.captured);
         hub.recycle(camera, frame.data);
-        let name = || names.get(camera).map_or("?", String::as_str);
         let streak = skipped.get_mut(camera);
-        let timings = match result {
-            Ok(t) => t,
+        let mask = match result {
+            Ok(mask) => mask,
             Err(e) => {
                 if let Some(n) = streak {
                     *n += 1;
@@ -234,7 +428,7 @@ fn prepare_loop(
                         tracing::warn!(camera = name(), skipped = *n, "frame skipped: {e}");
                     }
                 }
-                spare = Some(input);
+                spare = Some(inputs);
                 continue;
             }
         };
@@ -242,8 +436,14 @@ fn prepare_loop(
             tracing::info!(camera = name(), "frames decode again after {n} skipped");
             *n = 0;
         }
-        let preprocess = timings.decode + timings.preprocess;
-        if ready_tx.send(Prepared { camera, number, input, captured_at, captured, preprocess }).is_err() {
+        if mask == 0 {
+            // No region of this camera is due (classify_every) or inside the frame.
+            spare = Some(inputs);
+            continue;
+        }
+        let preprocess = t0.elapsed();
+        if ready_tx.send(Prepared { camera, number, inputs, regions: mask, captured_at, captured, preprocess }).is_err()
+        {
             break;
         }
     }

@@ -192,14 +192,20 @@ fn classify(
     };
     let (result, timings) = classifier.classify(frame).map_err(|e| e.to_string())?;
     let top_classes: Vec<_> = result.top.iter().take(top).copied().collect();
+    // As `classify --json`: a multi-label model lists the classes at or over their thresholds.
+    let on = result.multi_label.then(|| result.on.clone());
     let model = classifier.model();
+    let labeled = |scored: Vec<crate::postprocess::Scored>| -> Vec<LabeledScore> {
+        scored
+            .into_iter()
+            .map(|s| LabeledScore { class_id: s.class_id, label: model.label(s.class_id).into_owned(), score: s.score })
+            .collect()
+    };
     Ok(ImageReport {
         image: "request".into(),
         provider: model.provider().to_string(),
-        top: top_classes
-            .into_iter()
-            .map(|s| LabeledScore { class_id: s.class_id, label: model.label(s.class_id).into_owned(), score: s.score })
-            .collect(),
+        top: labeled(top_classes),
+        on: on.map(labeled),
         timing_ms: timings.into(),
         scores: None,
     })

@@ -26,7 +26,7 @@ use super::placement::{ProfileDir, ProviderNodes, finish_placement};
 use super::tensorrt::{default_engine_cache_dir, engine_cache_folder, has_qdq_nodes};
 #[cfg(feature = "cuda")]
 use super::{ArenaExtendStrategy, ConvAlgoSearch, CudaOptions};
-use super::{ModelError, ModelOptions, Optimization, Provider, Runtime};
+use super::{ModelError, ModelOptions, Optimization, Provider, Runtime, optimized};
 
 /// ONNX Runtime's graph optimisation level for an [`Optimization`].
 fn optimization_level(o: Optimization) -> GraphOptimizationLevel {
@@ -243,30 +243,82 @@ fn build_session(
     options: &ModelOptions,
     profile: &mut ProfileDir,
 ) -> Result<Session, ort::Error> {
-    let threads = options
-        .threads
-        .filter(|&t| t > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let mut builder: SessionBuilder = Session::builder(&ctx.runtime.environment)?
-        .with_optimization_level(optimization_level(options.optimization))?
-        .with_intra_threads(threads)?
-        .with_inter_threads(1)?
-        .with_config_entry("session.intra_op.allow_spinning", if options.allow_spinning { "1" } else { "0" })?;
     if options.record_placement {
         match ProfileDir::create() {
             Ok(dir) => *profile = dir,
             // The placement is a report: without a folder for the profile, the session opens without it.
             Err(e) => tracing::debug!("node placement not recorded: {e}"),
         }
+    }
+    let builder = |level: Optimization| -> Result<SessionBuilder, ort::Error> {
+        let threads = options
+            .threads
+            .filter(|&t| t > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let mut builder: SessionBuilder = Session::builder(&ctx.runtime.environment)?
+            .with_optimization_level(optimization_level(level))?
+            .with_intra_threads(threads)?
+            .with_inter_threads(1)?
+            .with_config_entry("session.intra_op.allow_spinning", if options.allow_spinning { "1" } else { "0" })?;
         if let Some(prefix) = profile.prefix() {
             builder = builder.with_profiling(prefix)?;
         }
+        let eps = dispatch(ctx, provider, options);
+        if !eps.is_empty() {
+            builder = builder.with_execution_providers(eps)?;
+        }
+        Ok(builder)
+    };
+    let cache = match &options.optimized_cache {
+        Some(dir) if provider == Provider::Cpu && !ctx.from_file && options.optimization != Optimization::Disable => {
+            Some(dir)
+        }
+        _ => None,
+    };
+    let Some(dir) = cache else {
+        let mut b = builder(options.optimization)?;
+        return if ctx.from_file { b.commit_from_file(ctx.path) } else { b.commit_from_memory(ctx.bytes) };
+    };
+    let file = optimized::cache_file(dir, ctx.path, ctx.sha256, &ctx.runtime.version, options.optimization);
+    if file.is_file() {
+        // Already optimised for this model, runtime and CPU: nothing left for ORT to do at load.
+        match builder(Optimization::Disable)?.commit_from_file(&file) {
+            Ok(session) => {
+                tracing::debug!(file = %file.display(), model = %ctx.path.display(), "optimised model loaded from the cache");
+                return Ok(session);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    file = %file.display(),
+                    "the cached optimised model could not be opened ({}); optimising {} again and replacing it",
+                    e.message().trim(),
+                    ctx.path.display()
+                );
+                let _ = std::fs::remove_file(&file);
+            }
+        }
     }
-    let eps = dispatch(ctx, provider, options);
-    if !eps.is_empty() {
-        builder = builder.with_execution_providers(eps)?;
+    if let Err(reason) = optimized::writable_folder(dir) {
+        tracing::warn!("optimised model not cached ({reason}): every start optimises the model again");
+        return builder(options.optimization)?.commit_from_memory(ctx.bytes);
     }
-    if ctx.from_file { builder.commit_from_file(ctx.path) } else { builder.commit_from_memory(ctx.bytes) }
+    let temporary = optimized::temporary_name(&file);
+    let session = builder(options.optimization)?
+        .with_optimized_model_path(&temporary)?
+        .with_config_entry("session.save_model_format", "ORT")?
+        // ORT warns that a graph optimised with the NCHWc layout is for this CPU only: the file's name says so.
+        .with_log_level(ort::logging::LogLevel::Error)?
+        .commit_from_memory(ctx.bytes)?;
+    match std::fs::rename(&temporary, &file) {
+        Ok(()) => {
+            tracing::info!(file = %file.display(), model = %ctx.path.display(), "optimised model cached for the next start")
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&temporary);
+            tracing::warn!("optimised model not cached: cannot rename {} into place: {e}", temporary.display());
+        }
+    }
+    Ok(session)
 }
 
 /// The initializers of the main graph, only as far as external data goes (the weights are skipped).

@@ -7,6 +7,7 @@
 //! allocation on our side.
 
 pub mod ep;
+pub mod optimized;
 pub mod options;
 pub mod placement;
 pub mod runtime;
@@ -26,7 +27,7 @@ pub use options::{
 };
 pub use placement::ProviderNodes;
 pub use runtime::Runtime;
-pub use spec::{InputShape, ModelSpec, Overrides, SpecError};
+pub use spec::{InputShape, InputType, ModelSpec, OutputKind, Overrides, SpecError, TensorSlot};
 
 /// Errors of the inference layer. Each names the model file.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,8 @@ pub enum ModelError {
     Spec { path: PathBuf, source: SpecError },
     #[error("labels file {}: {source}", path.display())]
     Labels { path: PathBuf, source: std::io::Error },
+    #[error("labels file {}: {message}", path.display())]
+    LabelsFormat { path: PathBuf, message: String },
     #[error("model {}: {labels} labels ({origin}) for {classes} output classes", path.display())]
     LabelCount { path: PathBuf, origin: String, labels: usize, classes: usize },
     #[error("model {}: returned scores of shape {shape}, expected [{batch}, {classes}]", path.display())]
@@ -54,34 +57,71 @@ pub enum ModelError {
     )]
     NonFinite { path: PathBuf, count: usize },
     #[error(
-        "model {}: its output is declared as probabilities (output = \"probabilities\"), but it returned scores \
-         from {min} to {max}, outside [0, 1]: these are logits; set [model.preprocess] output = \"logits\" (or \"auto\")",
-        path.display()
+        "model {}: its output is declared as {declared} (output = \"{declared}\"), but it returned scores \
+         from {min} to {max}, outside [0, 1]: these are logits; set [model.preprocess] output = \"{fix}",
+        path.display(),
+        fix = if declared.is_multi_label() { "sigmoid_logits\" (camclassd applies the sigmoid)" } else { "logits\" (or \"auto\")" }
     )]
-    NotProbabilities { path: PathBuf, min: f32, max: f32 },
+    NotProbabilities { path: PathBuf, declared: OutputKind, min: f32, max: f32 },
     #[error("model {}: external data {location:?}: {message}", path.display())]
     ExternalData { path: PathBuf, location: String, message: String },
     #[error("inference failed: {0}")]
     Run(#[from] ort::Error),
 }
 
+impl ModelError {
+    /// The key, under the model's config section, that the error is about (`path`, `labels`,
+    /// `preprocess.output`, …), for check-config to point at the line.
+    pub fn config_key(&self) -> &'static str {
+        match self {
+            ModelError::Labels { .. } | ModelError::LabelsFormat { .. } => "labels",
+            ModelError::LabelCount { origin, .. } if origin.starts_with("from ") && !origin.contains("metadata") => {
+                "labels"
+            }
+            ModelError::NotProbabilities { .. } => "preprocess.output",
+            ModelError::Spec { source: SpecError::Invalid(m), .. } if m.contains("layout") => "preprocess.layout",
+            ModelError::Spec { source: SpecError::Invalid(m), .. } if m.contains("mean/std") => "preprocess.mean",
+            ModelError::Spec { .. } => "preprocess",
+            _ => "path",
+        }
+    }
+}
+
 /// How far outside [0, 1] a declared probability may stray (rounding in a quantized softmax).
 const PROBABILITY_SLACK: f32 = 0.01;
 
-/// An input tensor of a model (`batch` images in the model's layout), made by [`Model::new_input`]. The
-/// daemon circulates two between its decode and inference threads, so a frame is prepared straight into the
-/// tensor that will be inferred: no copy.
+/// An input tensor of a model (`batch` images in the model's layout and element type), made by
+/// [`Model::new_input`]. The daemon circulates two between its decode and inference threads, so a frame is
+/// prepared straight into the tensor that will be inferred: no copy.
 #[derive(Debug)]
 pub struct Input {
-    tensor: Tensor<f32>,
+    tensor: InputTensor,
     per_image: usize,
+}
+
+/// Floats for a normalised-input model, bytes for a raw-pixel (uint8) one.
+#[derive(Debug)]
+enum InputTensor {
+    F32(Tensor<f32>),
+    U8(Tensor<u8>),
 }
 
 impl Input {
     /// The values of one batch slot, for the preprocessor to fill.
-    pub fn slot_mut(&mut self, slot: usize) -> &mut [f32] {
-        let per = self.per_image;
-        &mut self.tensor.extract_tensor_mut().1[slot * per..(slot + 1) * per]
+    pub fn slot_mut(&mut self, slot: usize) -> TensorSlot<'_> {
+        let range = slot * self.per_image..(slot + 1) * self.per_image;
+        match &mut self.tensor {
+            InputTensor::F32(t) => TensorSlot::F32(&mut t.extract_tensor_mut().1[range]),
+            InputTensor::U8(t) => TensorSlot::U8(&mut t.extract_tensor_mut().1[range]),
+        }
+    }
+
+    /// The element type the tensor holds.
+    pub fn input_type(&self) -> InputType {
+        match self.tensor {
+            InputTensor::F32(_) => InputType::Float32,
+            InputTensor::U8(_) => InputType::Uint8,
+        }
     }
 }
 
@@ -134,7 +174,7 @@ impl Model {
                 session.inputs().iter().map(|i| i.name()).collect::<Vec<_>>().join(", ")
             )));
         };
-        let input_shape = image_input_shape(input.name(), input.dtype()).map_err(interface)?;
+        let (input_shape, input_type) = image_input_shape(input.name(), input.dtype()).map_err(interface)?;
         let outputs = session.outputs();
         let names = || outputs.iter().map(|o| format!("{:?}", o.name())).collect::<Vec<_>>().join(", ");
         let output_index = match &options.output_name {
@@ -163,12 +203,10 @@ impl Model {
         let metadata =
             read_metadata(session).map_err(|source| ModelError::Session { path: path.to_path_buf(), source })?;
         let file_stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let mut spec = ModelSpec::resolve(&file_stem, &metadata, &options.overrides, input_shape)
+        let mut spec = ModelSpec::resolve(&file_stem, &metadata, &options.overrides, input_shape, input_type)
             .map_err(|source| ModelError::Spec { path: path.to_path_buf(), source })?;
         if let Some(labels_path) = &options.labels {
-            let text = std::fs::read_to_string(labels_path)
-                .map_err(|source| ModelError::Labels { path: labels_path.clone(), source })?;
-            spec.labels = spec::parse_labels(&text);
+            spec.labels = read_labels(labels_path)?;
         }
 
         let batch = match input_shape.0[0] {
@@ -180,8 +218,8 @@ impl Model {
             spec::Layout::Nchw => [batch, 3, h as usize, w as usize],
             spec::Layout::Nhwc => [batch, h as usize, w as usize, 3],
         };
-        let warm_up =
-            new_input(session, dims).map_err(|source| ModelError::Session { path: path.to_path_buf(), source })?;
+        let warm_up = new_input(session, dims.iter().map(|&d| d as i64).collect(), input_type)
+            .map_err(|source| ModelError::Session { path: path.to_path_buf(), source })?;
 
         let mut model = Model {
             session: opened.session,
@@ -251,14 +289,17 @@ impl Model {
 
     /// A new input tensor for this model (zeros), for callers that prepare frames apart from inference.
     pub fn new_input(&self) -> Result<Input, ModelError> {
-        new_input(&self.session, self.input_dims.clone())
+        new_input(&self.session, self.input_dims.clone(), self.spec.input_type)
             .map_err(|source| ModelError::Session { path: self.path.clone(), source })
     }
 
     /// Runs the model on `input` (made by [`Model::new_input`]); returns `batch × num_classes` raw scores.
     pub fn run(&mut self, input: &Input) -> Result<&[f32], ModelError> {
         let Model { session, scores, path, batch, num_classes, output_index, spec, .. } = self;
-        let outputs = session.run(ort::inputs![&input.tensor])?;
+        let outputs = match &input.tensor {
+            InputTensor::F32(t) => session.run(ort::inputs![t])?,
+            InputTensor::U8(t) => session.run(ort::inputs![t])?,
+        };
         let (shape, data) = outputs[*output_index].try_extract_tensor::<f32>()?;
         keep_scores(scores, path, *batch, *num_classes, spec.output, shape, data)?;
         Ok(scores)
@@ -324,7 +365,8 @@ fn session_summary(model: &Model) {
         provider = %model.provider,
         nodes = %model.placement.as_deref().map_or_else(|| "not recorded".into(), placement::placement_text),
         classes = model.num_classes,
-        input = %format!("{:?} {}x{}", s.layout, s.input_size.0, s.input_size.1),
+        input = %format!("{} {} {}x{}", s.input_type.name(), s.layout, s.input_size.0, s.input_size.1),
+        output = %s.output.describe(),
         "model ready"
     );
 }
@@ -356,12 +398,12 @@ fn keep_scores(
     if count > 0 {
         return Err(ModelError::NonFinite { path: path.to_path_buf(), count });
     }
-    // Declared probabilities that are not (a logits model): softmax would be skipped and "1139.84 %"
-    // printed. The slack allows for a softmax computed in 8 bits.
-    if output == spec::OutputKind::Probabilities {
+    // Declared probabilities that are not (a logits model): softmax or the sigmoid would be skipped and
+    // "1139.84 %" printed. The slack allows for a softmax computed in 8 bits.
+    if output.is_probability() {
         let (min, max) = scores.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
         if min < -PROBABILITY_SLACK || max > 1.0 + PROBABILITY_SLACK {
-            return Err(ModelError::NotProbabilities { path: path.to_path_buf(), min, max });
+            return Err(ModelError::NotProbabilities { path: path.to_path_buf(), declared: output, min, max });
         }
     }
     Ok(())
@@ -369,12 +411,33 @@ fn keep_scores(
 
 /// An input tensor of `dims`, zero-filled: unused batch slots (a model with a fixed batch > 1) are fed zeros,
 /// not stale memory.
-fn new_input(session: &Session, dims: impl ort::value::IntoShape) -> Result<Input, ort::Error> {
-    let mut tensor = Tensor::<f32>::new(session.allocator(), dims)?;
-    tensor.extract_tensor_mut().1.fill(0.0);
-    let shape = tensor.shape();
+///
+/// The memory is the process's own, not the session's arena: the daemon holds two tensors per region, and
+/// each one taken from ONNX Runtime's arena could grow it by a doubling chunk (three regions on one model
+/// took 10 MiB more than one region; now the tensors alone, 0.6 MiB each as float32).
+fn new_input(_session: &Session, dims: Vec<i64>, ty: InputType) -> Result<Input, ort::Error> {
+    let len = dims.iter().product::<i64>().max(0) as usize;
+    let (tensor, shape) = match ty {
+        InputType::Float32 => {
+            let t = Tensor::<f32>::from_array((dims, vec![0f32; len]))?;
+            let shape = t.shape().to_vec();
+            (InputTensor::F32(t), shape)
+        }
+        InputType::Uint8 => {
+            let t = Tensor::<u8>::from_array((dims, vec![0u8; len]))?;
+            let shape = t.shape().to_vec();
+            (InputTensor::U8(t), shape)
+        }
+    };
     let per_image = shape.iter().skip(1).product::<i64>().max(0) as usize;
     Ok(Input { tensor, per_image })
+}
+
+/// A labels file: text (one per line) or JSON (a map of class ids to names, or a list), by content.
+pub fn read_labels(path: &Path) -> Result<Vec<String>, ModelError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ModelError::Labels { path: path.to_path_buf(), source })?;
+    spec::parse_labels(&text).map_err(|message| ModelError::LabelsFormat { path: path.to_path_buf(), message })
 }
 
 fn read_metadata(session: &Session) -> Result<HashMap<String, String>, ort::Error> {
@@ -388,18 +451,48 @@ fn read_metadata(session: &Session) -> Result<HashMap<String, String>, ort::Erro
     Ok(out)
 }
 
-fn image_input_shape(name: &str, ty: &ValueType) -> Result<InputShape, String> {
+fn image_input_shape(name: &str, ty: &ValueType) -> Result<(InputShape, InputType), String> {
     let ValueType::Tensor { ty, shape, .. } = ty else {
         return Err(format!("input {name:?} is not a tensor"));
     };
-    if *ty != TensorElementType::Float32 {
-        return Err(format!("input {name:?} has element type {ty}; camclassd feeds float32 image tensors"));
-    }
+    let input_type = match ty {
+        TensorElementType::Float32 => InputType::Float32,
+        TensorElementType::Uint8 => InputType::Uint8,
+        other => {
+            return Err(format!(
+                "input {name:?} has element type {}; camclassd feeds {}: export the model with one of those inputs",
+                element_name(*other),
+                spec::SUPPORTED_INPUT_TYPES
+            ));
+        }
+    };
     if shape.len() != 4 {
         return Err(format!("input {name:?} has shape {shape:?}; an image tensor has 4 dimensions (NCHW or NHWC)"));
     }
     let dim = |d: i64| u32::try_from(d).ok().filter(|&d| d > 0);
-    Ok(InputShape([dim(shape[0]), dim(shape[1]), dim(shape[2]), dim(shape[3])]))
+    Ok((InputShape([dim(shape[0]), dim(shape[1]), dim(shape[2]), dim(shape[3])]), input_type))
+}
+
+/// An element type by its ONNX (numpy) name, as `inspect` prints it: `int8`, `float16`, not ORT's `i8`, `f16`.
+fn element_name(ty: TensorElementType) -> String {
+    let name = match ty {
+        TensorElementType::Float16 => "float16",
+        TensorElementType::Bfloat16 => "bfloat16",
+        TensorElementType::Float32 => "float32",
+        TensorElementType::Float64 => "float64",
+        TensorElementType::Int8 => "int8",
+        TensorElementType::Int16 => "int16",
+        TensorElementType::Int32 => "int32",
+        TensorElementType::Int64 => "int64",
+        TensorElementType::Uint8 => "uint8",
+        TensorElementType::Uint16 => "uint16",
+        TensorElementType::Uint32 => "uint32",
+        TensorElementType::Uint64 => "uint64",
+        TensorElementType::Bool => "bool",
+        TensorElementType::String => "string",
+        other => return other.to_string(),
+    };
+    name.to_string()
 }
 
 /// Checks that the output is a float score vector per image; returns the class count when it is static.
@@ -408,7 +501,7 @@ fn score_output_dims(name: &str, ty: &ValueType) -> Result<Option<usize>, String
         return Err(format!("output {name:?} is not a tensor"));
     };
     if *ty != TensorElementType::Float32 {
-        return Err(format!("output {name:?} has element type {ty}; camclassd reads float32 scores"));
+        return Err(format!("output {name:?} has element type {}; camclassd reads float32 scores", element_name(*ty)));
     }
     // [N, C] or [N, C, 1, 1]: everything after the batch dimension is one score vector.
     if shape.len() < 2 || shape.len() > 4 || shape.iter().skip(2).any(|&d| d != 1) {
@@ -424,4 +517,51 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_probabilities_outside_0_1_are_refused_with_the_kind_to_set() {
+        let mut scores = Vec::new();
+        let path = Path::new("m.onnx");
+        for (declared, fix) in [
+            (OutputKind::Probabilities, "output = \"logits\" (or \"auto\")"),
+            (OutputKind::Sigmoid, "output = \"sigmoid_logits\" (camclassd applies the sigmoid)"),
+        ] {
+            let e = keep_scores(&mut scores, path, 1, 3, declared, &[1, 3], &[-2.0, 0.5, 3.0]).expect_err("logits");
+            let text = e.to_string();
+            assert!(text.contains(&format!("declared as {declared}")) && text.ends_with(fix), "{text}");
+            keep_scores(&mut scores, path, 1, 3, declared, &[1, 3], &[0.2, 0.9, 0.7]).expect("in [0, 1]");
+            assert_eq!(scores, [0.2, 0.9, 0.7]);
+        }
+        // Raw scores are whatever they are.
+        for kind in [OutputKind::Logits, OutputKind::SigmoidLogits] {
+            keep_scores(&mut scores, path, 1, 3, kind, &[1, 3], &[-2.0, 0.5, 3.0]).expect("logits");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_config_key_they_are_about() {
+        let path = PathBuf::from("m.onnx");
+        let format = ModelError::LabelsFormat { path: path.clone(), message: "x".into() };
+        assert_eq!(format.config_key(), "labels");
+        let count =
+            |origin: &str| ModelError::LabelCount { path: path.clone(), origin: origin.into(), labels: 1, classes: 2 };
+        assert_eq!(count("from labels.txt").config_key(), "labels");
+        assert_eq!(count("from the model's metadata").config_key(), "path");
+        let layout = SpecError::Invalid("set [model.preprocess] layout = \"nhwc\"".into());
+        assert_eq!(ModelError::Spec { path: path.clone(), source: layout }.config_key(), "preprocess.layout");
+        let e = ModelError::NotProbabilities { path, declared: OutputKind::Sigmoid, min: -1.0, max: 2.0 };
+        assert_eq!(e.config_key(), "preprocess.output");
+    }
+
+    #[test]
+    fn element_types_are_named_as_onnx_names_them() {
+        assert_eq!(element_name(TensorElementType::Int8), "int8");
+        assert_eq!(element_name(TensorElementType::Float16), "float16");
+        assert!(spec::SUPPORTED_INPUT_TYPES.contains("uint8"));
+    }
 }

@@ -69,7 +69,7 @@ pub struct ModelOptions {
     /// Let ORT's worker threads spin between runs: lower latency, but burns CPU while idle (off for daemons).
     pub allow_spinning: bool,
     pub overrides: Overrides,
-    /// A labels file (one per line) that replaces the model's labels.
+    /// A labels file that replaces the model's labels: one per line, or JSON (`{"0": "tench", …}` or a list).
     pub labels: Option<PathBuf>,
     /// Batch size for models with a dynamic batch dimension.
     pub batch: usize,
@@ -81,6 +81,9 @@ pub struct ModelOptions {
     pub record_placement: bool,
     /// The output holding the class scores, by name; `None`: the first (with a warning when there are more).
     pub output_name: Option<String>,
+    /// Keep the CPU session's optimised graph in this folder and load it from there next time
+    /// ([`super::optimized`]); `None`: optimise at every load.
+    pub optimized_cache: Option<PathBuf>,
 }
 
 impl Default for ModelOptions {
@@ -97,6 +100,7 @@ impl Default for ModelOptions {
             cuda: CudaOptions::default(),
             record_placement: true,
             output_name: None,
+            optimized_cache: None,
         }
     }
 }

@@ -3,13 +3,16 @@
 //! Two steps, timed separately by the callers: [`Preprocessor::decode`] turns the frame into packed RGB8
 //! (applying EXIF orientation, dropping alpha, reducing 16-bit and grey images), and
 //! [`Preprocessor::write_tensor`] resizes the shorter side, centre-crops and normalises straight into the
-//! model's input buffer. Resize and crop are one step ([`resample`]): only the cropped pixels of the resized
+//! model's input buffer (floats for a float model; the resized RGB bytes themselves, in the model's layout
+//! and channel order, for a uint8 model). Resize and crop are one step ([`resample`]): only the cropped pixels of the resized
 //! picture are computed, with Pillow's own algorithm, so the tensor equals the Python reference's (PIL
 //! bilinear resize, then centre crop) bit for bit. Every buffer and the filter coefficients are kept and
 //! reused, so a stream of same-sized frames allocates nothing after the first.
 
 mod mjpeg;
+pub mod motion;
 pub mod resample;
+pub mod snapshot;
 
 use std::io::Cursor;
 
@@ -17,7 +20,7 @@ use image::{ColorType, ImageDecoder, ImageReader};
 
 use resample::{Filter, Geometry, Resampler};
 
-use crate::model::spec::{ChannelOrder, Crop, Interpolation, Layout, ModelSpec};
+use crate::model::spec::{ChannelOrder, Crop, InputType, Interpolation, Layout, ModelSpec, TensorSlot};
 
 /// The largest picture side accepted (a 16K frame).
 pub const MAX_SIDE: u32 = 16384;
@@ -30,6 +33,78 @@ pub const MAX_DECODED_BYTES: u64 = 128 << 20;
 /// A decode buffer larger than this (and than twice the current picture's need) is given back after an
 /// outsized picture: a 4K RGB frame takes 24 MiB.
 const RETAINED_DECODE_BYTES: usize = 32 << 20;
+
+/// A decoded picture: packed RGB8, `width * height * 3` bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Picture<'a> {
+    pub width: u32,
+    pub height: u32,
+    pub rgb: &'a [u8],
+}
+
+/// A rectangle of a picture, in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rect {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Rect {
+    /// Non-empty and inside a `width` × `height` picture.
+    pub fn fits(&self, width: u32, height: u32) -> bool {
+        self.width > 0
+            && self.height > 0
+            && u64::from(self.x) + u64::from(self.width) <= u64::from(width)
+            && u64::from(self.y) + u64::from(self.height) <= u64::from(height)
+    }
+}
+
+impl std::fmt::Display for Rect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{} at ({}, {})", self.width, self.height, self.x, self.y)
+    }
+}
+
+/// A region's crop as configured: `[x, y, width, height]` in pixels, or in fractions of the frame when all
+/// four values are at most 1.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CropSpec(pub [f64; 4]);
+
+impl CropSpec {
+    /// The pixels of a `width` × `height` frame it covers (fractions: edges rounded to the nearest pixel). It
+    /// may lie outside the frame: see [`Rect::fits`].
+    pub fn resolve(&self, width: u32, height: u32) -> Rect {
+        let [x, y, w, h] = self.0;
+        let px = |v: f64| v.round().clamp(0.0, f64::from(u32::MAX)) as u32;
+        if self.0.iter().all(|v| *v <= 1.0) {
+            let (fw, fh) = (f64::from(width), f64::from(height));
+            let (x0, y0) = (px(x * fw), px(y * fh));
+            let (x1, y1) = (px((x + w) * fw), px((y + h) * fh));
+            Rect { x: x0, y: y0, width: x1.saturating_sub(x0), height: y1.saturating_sub(y0) }
+        } else {
+            Rect { x: px(x), y: px(y), width: px(w), height: px(h) }
+        }
+    }
+}
+
+impl std::str::FromStr for CropSpec {
+    type Err = String;
+    /// `x,y,w,h`: four numbers, pixels or fractions of the frame (all four at most 1).
+    fn from_str(s: &str) -> Result<CropSpec, String> {
+        let values: Vec<f64> =
+            s.split(',').map(|v| v.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|_| {
+                format!("{s:?}: expected x,y,width,height (pixels, or fractions of the frame when all are at most 1)")
+            })?;
+        let crop: [f64; 4] =
+            values.try_into().map_err(|_| format!("{s:?}: expected four numbers: x,y,width,height"))?;
+        match crate::config::crop_problem(crop) {
+            Some(why) => Err(why),
+            None => Ok(CropSpec(crop)),
+        }
+    }
+}
 
 /// A frame as it arrives from a source.
 #[derive(Debug, Clone, Copy)]
@@ -65,10 +140,14 @@ pub enum PreprocessError {
         MAX_DECODED_BYTES >> 20
     )]
     TooLarge { width: u32, height: u32 },
+    #[error("the crop {rect} is outside the {width}x{height} picture")]
+    CropOutside { rect: Rect, width: u32, height: u32 },
     #[error("nothing decoded yet")]
     NoImage,
     #[error("tensor buffer holds {got} values, the model needs {need}")]
     TensorSize { got: usize, need: usize },
+    #[error("tensor buffer holds {} values, the model takes {}", got.name(), need.name())]
+    TensorType { got: InputType, need: InputType },
 }
 
 /// The decoder's error in words: "corrupt PNG: …" rather than "Format error decoding Png: …", and a PNG
@@ -94,6 +173,7 @@ pub struct Preprocessor {
     resize: u32,
     crop: Crop,
     layout: Layout,
+    input_type: InputType,
     /// For each tensor channel, the source RGB channel that feeds it.
     source_channel: [usize; 3],
     /// Per tensor channel, `(v - mean) / std` for every byte value: normalisation is one lookup.
@@ -114,6 +194,7 @@ impl std::fmt::Debug for Preprocessor {
             .field("resize", &self.resize)
             .field("crop", &self.crop)
             .field("layout", &self.layout)
+            .field("input_type", &self.input_type)
             .finish_non_exhaustive()
     }
 }
@@ -142,6 +223,7 @@ impl Preprocessor {
             resize: spec.resize,
             crop: spec.crop,
             layout: spec.layout,
+            input_type: spec.input_type,
             source_channel,
             lut,
             filter,
@@ -153,7 +235,7 @@ impl Preprocessor {
         }
     }
 
-    /// Number of f32 values one image occupies in the tensor.
+    /// Number of values (floats or bytes) one image occupies in the tensor.
     pub fn tensor_len(&self) -> usize {
         self.resized.len()
     }
@@ -241,17 +323,60 @@ impl Preprocessor {
         Ok(size)
     }
 
-    /// Resizes, crops and normalises the decoded image into `out` (one image, in the model's layout).
-    pub fn write_tensor(&mut self, out: &mut [f32]) -> Result<(), PreprocessError> {
+    /// Resizes, crops and normalises the decoded image into `out` (one image, in the model's layout and
+    /// element type: normalised floats, or the resized bytes as they are for a uint8 model).
+    pub fn write_tensor(&mut self, out: TensorSlot<'_>) -> Result<(), PreprocessError> {
+        self.write_tensor_crop(None, out)
+    }
+
+    /// As [`Preprocessor::write_tensor`], from `rect` of the decoded image (default: all of it).
+    pub fn write_tensor_crop(&mut self, rect: Option<Rect>, out: TensorSlot<'_>) -> Result<(), PreprocessError> {
         let (w, h) = self.rgb_size.ok_or(PreprocessError::NoImage)?;
+        let rgb = std::mem::take(&mut self.rgb);
+        let result = self.write_region(Picture { width: w, height: h, rgb: &rgb }, rect, out);
+        self.rgb = rgb;
+        result
+    }
+
+    /// Resizes, crops and normalises `rect` of `picture` (default: all of it) into `out` with this
+    /// preprocessor's recipe: a region's tensor from a frame another preprocessor decoded. The region is
+    /// read where it lies in the picture (no copy); same-sized regions allocate nothing after the first.
+    pub fn write_region(
+        &mut self,
+        picture: Picture<'_>,
+        rect: Option<Rect>,
+        out: TensorSlot<'_>,
+    ) -> Result<(), PreprocessError> {
+        if out.input_type() != self.input_type {
+            return Err(PreprocessError::TensorType { got: out.input_type(), need: self.input_type });
+        }
         if out.len() != self.resized.len() {
             return Err(PreprocessError::TensorSize { got: out.len(), need: self.resized.len() });
         }
+        let rect = rect.unwrap_or(Rect { x: 0, y: 0, width: picture.width, height: picture.height });
+        if !rect.fits(picture.width, picture.height) {
+            return Err(PreprocessError::CropOutside { rect, width: picture.width, height: picture.height });
+        }
         let (out_h, out_w) = self.input_size;
-        let geometry = geometry((w, h), (out_w, out_h), self.resize, self.crop);
-        self.resampler.resample(&self.rgb, &mut self.resized, geometry, self.filter);
-        normalize(&self.resized, &self.lut, self.source_channel, self.layout, out);
+        let geometry = geometry((rect.width, rect.height), (out_w, out_h), self.resize, self.crop);
+        self.resampler.resample_view(
+            picture.rgb,
+            picture.width,
+            (rect.x, rect.y),
+            &mut self.resized,
+            geometry,
+            self.filter,
+        );
+        match out {
+            TensorSlot::F32(out) => normalize(&self.resized, &self.lut, self.source_channel, self.layout, out),
+            TensorSlot::U8(out) => arrange(&self.resized, self.source_channel, self.layout, out),
+        }
         Ok(())
+    }
+
+    /// The decoded picture, for [`Preprocessor::write_region`] of other recipes.
+    pub fn picture(&self) -> Option<Picture<'_>> {
+        self.rgb_size.map(|(width, height)| Picture { width, height, rgb: &self.rgb })
     }
 
     /// The decoded RGB8 image, for tools that want to look at it.
@@ -315,6 +440,31 @@ pub fn normalize(rgb: &[u8], lut: &[[f32; 256]; 3], source_channel: [usize; 3], 
                 o[0] = lut[0][px[source_channel[0]] as usize];
                 o[1] = lut[1][px[source_channel[1]] as usize];
                 o[2] = lut[2][px[source_channel[2]] as usize];
+            }
+        }
+    }
+}
+
+/// Copies packed RGB8 into a uint8 tensor in its layout and channel order: no normalisation (the model
+/// takes raw pixels 0..255).
+pub fn arrange(rgb: &[u8], source_channel: [usize; 3], layout: Layout, out: &mut [u8]) {
+    let pixels = rgb.len() / 3;
+    match layout {
+        Layout::Nchw => {
+            let (c0, rest) = out.split_at_mut(pixels);
+            let (c1, c2) = rest.split_at_mut(pixels);
+            for (i, px) in rgb.chunks_exact(3).enumerate() {
+                c0[i] = px[source_channel[0]];
+                c1[i] = px[source_channel[1]];
+                c2[i] = px[source_channel[2]];
+            }
+        }
+        Layout::Nhwc if source_channel == [0, 1, 2] => out[..rgb.len()].copy_from_slice(rgb),
+        Layout::Nhwc => {
+            for (px, o) in rgb.chunks_exact(3).zip(out.chunks_exact_mut(3)) {
+                o[0] = px[source_channel[0]];
+                o[1] = px[source_channel[1]];
+                o[2] = px[source_channel[2]];
             }
         }
     }
@@ -434,7 +584,7 @@ mod tests {
             let mut p = Preprocessor::new(&spec(layout, order));
             p.decode(Frame::Rgb8 { width: w, height: h, data: &data }).expect("decodes");
             let mut out = vec![9.0; p.tensor_len()];
-            p.write_tensor(&mut out).expect("writes");
+            p.write_tensor(TensorSlot::F32(&mut out)).expect("writes");
             let first = |c: usize| match layout {
                 Layout::Nchw => out[c * 24],
                 Layout::Nhwc => out[c],
@@ -445,6 +595,46 @@ mod tests {
                 assert!((first(c) - e).abs() < 1e-6, "{layout:?} {order:?} channel {c}: {}", first(c));
             }
             assert!(out.iter().all(|v| v.abs() <= 1.0), "all values normalised");
+        }
+    }
+
+    #[test]
+    fn a_uint8_tensor_gets_the_resized_bytes_in_its_layout_and_channel_order() {
+        let (w, h) = (12, 8);
+        let data: Vec<u8> = (0..w * h).flat_map(|i| [(i % 251) as u8, 100, 200]).collect();
+        let float_spec = spec(Layout::Nchw, ChannelOrder::Rgb);
+        let mut reference = Preprocessor::new(&float_spec);
+        reference.decode(Frame::Rgb8 { width: w, height: h, data: &data }).expect("decodes");
+        let mut floats = vec![0.0; reference.tensor_len()];
+        reference.write_tensor(TensorSlot::F32(&mut floats)).expect("writes");
+        // The float tensor is (v - 127.5) / 127.5 of the resized bytes: the uint8 tensor must hold those bytes.
+        let resized: Vec<u8> = floats.iter().map(|v| (v * 127.5 + 127.5).round() as u8).collect();
+        let pixels = resized.len() / 3;
+        for (layout, order) in [
+            (Layout::Nchw, ChannelOrder::Rgb),
+            (Layout::Nhwc, ChannelOrder::Rgb),
+            (Layout::Nhwc, ChannelOrder::Bgr),
+            (Layout::Nchw, ChannelOrder::Bgr),
+        ] {
+            let u8_spec =
+                ModelSpec { input_type: InputType::Uint8, mean: [0.0; 3], std: [1.0; 3], ..spec(layout, order) };
+            let mut p = Preprocessor::new(&u8_spec);
+            p.decode(Frame::Rgb8 { width: w, height: h, data: &data }).expect("decodes");
+            let mut bytes = vec![0u8; p.tensor_len()];
+            p.write_tensor(TensorSlot::U8(&mut bytes)).expect("writes");
+            for i in 0..pixels {
+                for c in 0..3 {
+                    let source = if order == ChannelOrder::Rgb { c } else { 2 - c };
+                    let at = match layout {
+                        Layout::Nchw => c * pixels + i,
+                        Layout::Nhwc => i * 3 + c,
+                    };
+                    assert_eq!(bytes[at], resized[source * pixels + i], "{layout:?} {order:?} pixel {i} channel {c}");
+                }
+            }
+            // A float slot for a uint8 model (or the reverse) is an error, not a silent mix-up.
+            let e = p.write_tensor(TensorSlot::F32(&mut floats)).expect_err("wrong type");
+            assert!(matches!(e, PreprocessError::TensorType { .. }), "{e}");
         }
     }
 
@@ -465,7 +655,7 @@ mod tests {
             p.decode(Frame::Yuyv { width: 3, height: 1, data: &[0; 6] }),
             Err(PreprocessError::BadFrame(_))
         ));
-        assert!(matches!(p.write_tensor(&mut [0.0; 72]), Err(PreprocessError::NoImage)));
+        assert!(matches!(p.write_tensor(TensorSlot::F32(&mut [0.0; 72])), Err(PreprocessError::NoImage)));
     }
 
     #[test]

@@ -148,8 +148,23 @@ pub struct Resampler {
 impl Resampler {
     /// Resamples packed RGB8 `src` into `dst` (`out.0 * out.1 * 3` bytes).
     pub fn resample(&mut self, src: &[u8], dst: &mut [u8], geometry: Geometry, filter: Filter) {
+        self.resample_view(src, geometry.src.0, (0, 0), dst, geometry, filter);
+    }
+
+    /// As [`Resampler::resample`], from the `geometry.src`-sized window at `origin` of a packed RGB8 picture
+    /// `stride` pixels wide: a region is resampled where it lies, without being copied out first.
+    pub fn resample_view(
+        &mut self,
+        src: &[u8],
+        stride: u32,
+        origin: (u32, u32),
+        dst: &mut [u8],
+        geometry: Geometry,
+        filter: Filter,
+    ) {
         let Geometry { src: (sw, sh), out: (ow, oh), .. } = geometry;
-        debug_assert!(src.len() >= sw as usize * sh as usize * 3);
+        debug_assert!(origin.0 + sw <= stride);
+        debug_assert!(src.len() >= (stride as usize * (origin.1 + sh) as usize) * 3);
         debug_assert_eq!(dst.len(), ow as usize * oh as usize * 3);
         if self.key != Some((geometry, filter)) {
             self.prepare(geometry, filter);
@@ -158,9 +173,10 @@ impl Resampler {
         // Horizontal pass over the source rows the vertical pass reads.
         let rows = self.temp.len() / (ow as usize * 3);
         let h = &self.horizontal;
-        let src_stride = sw as usize * 3;
+        let src_stride = stride as usize * 3;
+        let (x0, y0) = (origin.0 as usize * 3, origin.1 as usize);
         for (r, out_row) in self.temp.chunks_exact_mut(ow as usize * 3).enumerate().take(rows) {
-            let in_row = &src[(self.row_first as usize + r) * src_stride..][..src_stride];
+            let in_row = &src[(y0 + self.row_first as usize + r) * src_stride + x0..][..sw as usize * 3];
             for (x, px) in out_row.chunks_exact_mut(3).enumerate() {
                 let first = h.first[x] as usize;
                 let taps = h.taps[x] as usize;
@@ -224,6 +240,24 @@ mod tests {
         let g = Geometry { src: (5, 4), full: (5, 4), offset: (0, 0), out: (5, 4) };
         Resampler::default().resample(&src, &mut dst, g, Filter::Bilinear);
         assert_eq!(src, dst);
+    }
+
+    #[test]
+    fn a_view_resamples_as_the_copied_window_does() {
+        let (sw, sh) = (29u32, 17u32);
+        let src: Vec<u8> = (0..sw * sh * 3).map(|i| (i * 13 % 251) as u8).collect();
+        let (x, y, w, h) = (5u32, 3u32, 19u32, 11u32);
+        let copy: Vec<u8> = (y..y + h)
+            .flat_map(|row| src[((row * sw + x) * 3) as usize..((row * sw + x + w) * 3) as usize].to_vec())
+            .collect();
+        for filter in [Filter::Nearest, Filter::Bilinear, Filter::Bicubic, Filter::Lanczos3] {
+            let g = Geometry { src: (w, h), full: (8, 6), offset: (1, 1), out: (6, 4) };
+            let mut want = vec![0; 6 * 4 * 3];
+            Resampler::default().resample(&copy, &mut want, g, filter);
+            let mut got = vec![0; 6 * 4 * 3];
+            Resampler::default().resample_view(&src, sw, (x, y), &mut got, g, filter);
+            assert_eq!(got, want, "{filter:?}");
+        }
     }
 
     #[test]

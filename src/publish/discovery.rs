@@ -3,11 +3,57 @@
 //! diagnostic sensors (fps, dropped frames, inference time) fed by the health topic. Every entity's
 //! availability follows the node's retained status (Last Will `offline`).
 //!
-//! Topic layout: `<discovery prefix>/<component>/<node>/<object>/config`, object = `<camera>_<what>`.
+//! Topic layout: `<discovery prefix>/<component>/<node>/<object>/config`, object = `<camera>_<what>`, or
+//! `<camera>_<region>_<what>` for a region; a two-class region with `on_class` also gets a `binary_sensor`
+//! (object `<camera>_<region>`).
 
 use serde_json::{Value, json};
 
 use super::Topics;
+use crate::region::Binary;
+
+/// What speaks on its own topics: a camera's whole frame (`region: None`, the camera's topics) or one of
+/// its regions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub camera: String,
+    pub region: Option<String>,
+    /// A two-class region's `binary_sensor`.
+    pub binary: Option<Binary>,
+    /// The region publishes snapshots: an `image` entity.
+    pub snapshot: bool,
+}
+
+impl Target {
+    /// A camera's whole frame.
+    pub fn camera(name: &str) -> Target {
+        Target { camera: name.to_string(), region: None, binary: None, snapshot: false }
+    }
+
+    /// The topic level(s) under the node: `<camera>` or `<camera>/<region>`.
+    pub fn path(&self) -> String {
+        match &self.region {
+            Some(r) => format!("{}/{r}", self.camera),
+            None => self.camera.clone(),
+        }
+    }
+
+    /// Its discovery object id: `<camera>` or `<camera>_<region>`.
+    pub fn object(&self) -> String {
+        self.path().replace('/', "_")
+    }
+}
+
+/// The distinct cameras of `targets`, in order.
+pub fn cameras(targets: &[Target]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for t in targets {
+        if !out.contains(&t.camera) {
+            out.push(t.camera.clone());
+        }
+    }
+    out
+}
 
 /// The `reason` values an event can carry: the event entity's `event_types`.
 pub const EVENT_TYPES: [&str; 4] = ["change", "heartbeat", "frame", "snapshot"];
@@ -96,20 +142,29 @@ impl Discovery {
         m
     }
 
-    /// The config topics of `camera`, whatever its entities' payloads.
+    /// The config topics of `camera`'s diagnostics, whatever their payloads.
     pub fn camera_topics(&self, camera: &str) -> Vec<String> {
-        [
-            ("sensor", "label"),
-            ("sensor", "score"),
-            ("event", "classification"),
-            ("sensor", "fps"),
-            ("sensor", "frames_dropped"),
-            ("sensor", "infer_ms"),
-            ("binary_sensor", "connected"),
-        ]
-        .iter()
-        .map(|(component, what)| self.topic(component, &format!("{camera}_{what}")))
-        .collect()
+        [("sensor", "fps"), ("sensor", "frames_dropped"), ("sensor", "infer_ms"), ("binary_sensor", "connected")]
+            .iter()
+            .map(|(component, what)| self.topic(component, &format!("{camera}_{what}")))
+            .collect()
+    }
+
+    /// The config topics of a region's entities (label, score, event, and the binary_sensor of a two-class
+    /// region).
+    pub fn target_topics(&self, target: &Target) -> Vec<String> {
+        let object = target.object();
+        let mut out: Vec<String> = [("sensor", "label"), ("sensor", "score"), ("event", "classification")]
+            .iter()
+            .map(|(component, what)| self.topic(component, &format!("{object}_{what}")))
+            .collect();
+        if target.binary.is_some() {
+            out.push(self.topic("binary_sensor", &object));
+        }
+        if target.snapshot {
+            out.push(self.topic("image", &format!("{object}_snapshot")));
+        }
+        out
     }
 
     /// The config topics of the node's own entities (not tied to a camera).
@@ -117,33 +172,44 @@ impl Discovery {
         [self.topic("sensor", "queue_depth"), self.topic("sensor", "model_check")]
     }
 
-    /// Every config message for these cameras, plus the node's own diagnostics.
-    pub fn configs(&self, cameras: &[String]) -> Vec<ConfigMessage> {
+    /// Every config topic of these targets and their cameras.
+    pub fn all_topics(&self, targets: &[Target]) -> Vec<String> {
+        let mut out: Vec<String> = cameras(targets).iter().flat_map(|c| self.camera_topics(c)).collect();
+        out.extend(targets.iter().flat_map(|t| self.target_topics(t)));
+        out
+    }
+
+    /// Every config message for these targets (a camera's whole frame, or a region) and their cameras, plus
+    /// the node's own diagnostics.
+    pub fn configs(&self, targets: &[Target]) -> Vec<ConfigMessage> {
         let mut out = Vec::new();
         let health = self.topics.health();
-        for camera in cameras {
-            // Camera and node names are validated topic levels ([A-Za-z0-9_-]), which is also what
+        for target in targets {
+            // Camera, region and node names are validated topic levels ([A-Za-z0-9_-]), which is also what
             // discovery allows in ids: they are used as they are.
-            let cam = camera;
-            let state = self.topics.state(camera);
-            let topics = self.camera_topics(camera);
-            let cam_key = serde_json::to_string(camera).unwrap_or_default();
+            let object = target.object();
+            let path = target.path();
+            let title = match &target.region {
+                Some(r) => format!("{} {r}", target.camera),
+                None => target.camera.clone(),
+            };
+            let state = self.topics.state(&path);
 
-            let mut label = self.entity(&format!("{cam}_label"), &format!("{camera} label"));
+            let mut label = self.entity(&format!("{object}_label"), &format!("{title} label"));
             label.insert("state_topic".into(), json!(state));
             label.insert("value_template".into(), json!("{{ value_json.label if value_json.label else 'none' }}"));
             label.insert("json_attributes_topic".into(), json!(state));
             label.insert("icon".into(), json!("mdi:cctv"));
 
-            let mut score = self.entity(&format!("{cam}_score"), &format!("{camera} score"));
+            let mut score = self.entity(&format!("{object}_score"), &format!("{title} score"));
             score.insert("state_topic".into(), json!(state));
             score.insert("value_template".into(), json!("{{ (value_json.score * 100) | round(1) }}"));
             score.insert("unit_of_measurement".into(), json!("%"));
             score.insert("state_class".into(), json!("measurement"));
             score.insert("icon".into(), json!("mdi:percent"));
 
-            let mut event = self.entity(&format!("{cam}_classification"), &format!("{camera} classification"));
-            event.insert("state_topic".into(), json!(self.topics.event(camera)));
+            let mut event = self.entity(&format!("{object}_classification"), &format!("{title} classification"));
+            event.insert("state_topic".into(), json!(self.topics.event(&path)));
             event.insert("event_types".into(), json!(EVENT_TYPES));
             // HA's event entity wants {"event_type": …, attributes…}; ours says `reason` and `top`.
             event.insert(
@@ -152,10 +218,39 @@ impl Discovery {
                     "{% set t = value_json.top[0] if value_json.top else none %}\
                      {{ {'event_type': value_json.reason, 'label': t.label if t else none, \
                      'class_id': t.class_id if t else none, 'score': t.score if t else 0, \
-                     'seq': value_json.seq, 'captured_at': value_json.captured_at} | tojson }}"
+                     'seq': value_json.seq, 'captured_at': value_json.captured_at, \
+                     'top': value_json.top} | tojson }}"
                 ),
             );
-
+            let mut bodies = vec![label, score, event];
+            if let Some(binary) = &target.binary {
+                let mut b = self.entity(&object, &title);
+                b.insert("state_topic".into(), json!(state));
+                let on = serde_json::to_string(&binary.on).unwrap_or_default();
+                b.insert(
+                    "value_template".into(),
+                    json!(format!("{{{{ 'ON' if value_json.label == {on} else 'OFF' }}}}")),
+                );
+                b.insert("payload_on".into(), json!("ON"));
+                b.insert("payload_off".into(), json!("OFF"));
+                if let Some(class) = &binary.device_class {
+                    b.insert("device_class".into(), json!(class));
+                }
+                bodies.push(b);
+            }
+            if target.snapshot {
+                let mut image = self.entity(&format!("{object}_snapshot"), &format!("{title} snapshot"));
+                image.insert("image_topic".into(), json!(self.topics.snapshot(&path)));
+                image.insert("content_type".into(), json!("image/jpeg"));
+                bodies.push(image);
+            }
+            for (topic, body) in self.target_topics(target).into_iter().zip(bodies) {
+                out.push(ConfigMessage { topic, payload: Value::Object(body).to_string().into_bytes() });
+            }
+        }
+        for camera in cameras(targets) {
+            let cam = &camera;
+            let cam_key = serde_json::to_string(&camera).unwrap_or_default();
             let diag = |object: &str, name: &str, field: &str, unit: Option<&str>, class: &str| {
                 let mut d = self.entity(&format!("{cam}_{object}"), &format!("{camera} {name}"));
                 d.insert("state_topic".into(), json!(health));
@@ -180,7 +275,7 @@ impl Discovery {
             connected.insert("device_class".into(), json!("connectivity"));
             connected.insert("entity_category".into(), json!("diagnostic"));
 
-            for (topic, body) in topics.into_iter().zip([label, score, event, fps, dropped, infer, connected]) {
+            for (topic, body) in self.camera_topics(&camera).into_iter().zip([fps, dropped, infer, connected]) {
                 out.push(ConfigMessage { topic, payload: Value::Object(body).to_string().into_bytes() });
             }
         }
@@ -218,7 +313,7 @@ mod tests {
     #[test]
     fn every_camera_gets_its_entities_and_valid_json() {
         let d = discovery();
-        let configs = d.configs(&["porch".into(), "back_door".into()]);
+        let configs = d.configs(&[Target::camera("porch"), Target::camera("back_door")]);
         assert_eq!(configs.len(), 16);
         for c in &configs {
             assert!(d.is_own_config(&c.topic), "{}", c.topic);

@@ -35,6 +35,7 @@ use crate::health::{Health, QueueHealth, Reporter};
 use crate::live::BrokerStats;
 pub use command::Command;
 use delivery::{Delivery, Sent};
+pub use discovery::Target;
 use driver::{Notice, drive};
 pub use queue::{Limits, Queue, QueueError};
 pub use settings::Settings;
@@ -45,13 +46,15 @@ pub use topics::Topics;
 pub struct Publication {
     pub event: Event,
     pub state: Option<State>,
+    /// A JPEG of the region, retained on `…/snapshot`.
+    pub snapshot: Option<Vec<u8>>,
 }
 
 /// What the daemon tells a running publisher.
 #[derive(Debug)]
 pub enum Control {
     /// The pipeline was rebuilt (config reload): these cameras and counters from now on.
-    Pipeline { cameras: Vec<String>, health: Arc<Health> },
+    Pipeline { targets: Vec<Target>, health: Arc<Health> },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +112,8 @@ impl Drop for Connection {
 struct Publisher {
     settings: Settings,
     queue: Queue,
-    cameras: Vec<String>,
+    /// The cameras and regions that speak.
+    targets: Vec<Target>,
     health: Arc<Health>,
     reporter: Reporter,
     commands: mpsc::Sender<Command>,
@@ -146,7 +150,7 @@ struct Publisher {
 pub async fn run(
     settings: Settings,
     queue: Queue,
-    cameras: Vec<String>,
+    targets: Vec<Target>,
     health: Arc<Health>,
     mut rx: mpsc::Receiver<Publication>,
     mut control: mpsc::Receiver<Control>,
@@ -160,7 +164,7 @@ pub async fn run(
         settings,
         cursor: queue.first_id(),
         queue,
-        cameras,
+        targets,
         health,
         reporter,
         commands,
@@ -207,14 +211,14 @@ pub async fn run(
             () = sleep_until(push_at), if push_at.is_some() => p.commit(),
             Some((conn, notice)) = notice_rx.recv() => p.on_notice(conn, notice),
             message = control.recv(), if control_open => match message {
-                Some(Control::Pipeline { cameras, health }) => {
+                Some(Control::Pipeline { targets, health }) => {
                     // The old pipeline's last publications are all in `rx` by now (it was stopped before
                     // this was sent, the new one starts after): they go first, under the old camera list.
                     while let Ok(publication) = rx.try_recv() {
                         p.waiting.push(publication);
                     }
                     p.commit();
-                    p.new_pipeline(cameras, health);
+                    p.new_pipeline(targets, health);
                 }
                 None => control_open = false,
             },
@@ -306,13 +310,17 @@ impl Publisher {
         self.last_push = Instant::now();
         let mut items = Vec::with_capacity(batch.len());
         for mut p in batch {
-            let camera = p.event.camera.clone();
+            // `<camera>` or `<camera>/<region>`: the topic, the retained state and `seq` are the region's.
+            let camera = p.event.path();
             p.event.seq = self.queue.next_seq(&camera);
             if let Some(state) = p.state
                 && let Ok(json) = serde_json::to_vec(&state)
             {
                 self.states.insert(camera.clone(), json.clone());
                 self.set_retained(self.settings.topics.state(&camera), json);
+            }
+            if let Some(jpeg) = p.snapshot.take() {
+                self.set_retained(self.settings.topics.snapshot(&camera), jpeg);
             }
             match serde_json::to_vec(&p.event) {
                 Ok(payload) => items.push((self.settings.topics.event(&camera), payload)),
@@ -452,14 +460,15 @@ impl Publisher {
     /// Discovery configs, states and health, as after a Home Assistant restart.
     fn restate(&mut self) {
         if let Some(d) = &self.settings.discovery {
-            for c in d.configs(&self.cameras) {
+            for c in d.configs(&self.targets) {
                 self.set_retained(c.topic, c.payload);
             }
         }
         let states: Vec<(String, Vec<u8>)> = self
-            .cameras
+            .targets
             .iter()
-            .filter_map(|c| self.states.get(c).map(|s| (self.settings.topics.state(c), s.clone())))
+            .map(Target::path)
+            .filter_map(|c| self.states.get(&c).map(|s| (self.settings.topics.state(&c), s.clone())))
             .collect();
         for (topic, payload) in states {
             self.set_retained(topic, payload);
@@ -478,7 +487,7 @@ impl Publisher {
                 return;
             }
             if d.is_own_config(topic) {
-                let current = self.cameras.iter().flat_map(|c| d.camera_topics(c)).any(|t| t == topic)
+                let current = d.all_topics(&self.targets).iter().any(|t| t == topic)
                     || d.node_topics().iter().any(|t| t == topic);
                 if !current && !publish.payload.is_empty() {
                     tracing::info!(topic, "clearing the discovery config of a camera no longer configured");
@@ -510,21 +519,23 @@ impl Publisher {
         }
     }
 
-    fn new_pipeline(&mut self, cameras: Vec<String>, health: Arc<Health>) {
+    fn new_pipeline(&mut self, targets: Vec<Target>, health: Arc<Health>) {
         if let Some(d) = &self.settings.discovery {
-            let removed: Vec<String> =
-                self.cameras.iter().filter(|c| !cameras.contains(c)).flat_map(|c| d.camera_topics(c)).collect();
+            let keep = d.all_topics(&targets);
+            let removed: Vec<String> = d.all_topics(&self.targets).into_iter().filter(|t| !keep.contains(t)).collect();
             for topic in removed {
                 self.set_retained(topic, Vec::new());
             }
         }
-        let removed: Vec<String> = self.cameras.iter().filter(|c| !cameras.contains(c)).cloned().collect();
+        let paths: Vec<String> = targets.iter().map(Target::path).collect();
+        let removed: Vec<String> = self.targets.iter().map(Target::path).filter(|c| !paths.contains(c)).collect();
         for old in removed {
-            // Its retained state would otherwise describe a camera that is gone.
+            // Its retained state would otherwise describe a camera (or region) that is gone.
             self.states.remove(&old);
             self.set_retained(self.settings.topics.state(&old), Vec::new());
+            self.set_retained(self.settings.topics.snapshot(&old), Vec::new());
         }
-        self.cameras = cameras;
+        self.targets = targets;
         self.reporter.rebase(&health);
         self.health = health;
         self.restate();

@@ -27,6 +27,10 @@ impl Topics {
     pub fn state(&self, camera: &str) -> String {
         format!("{}/{}/{camera}/state", self.prefix, self.node)
     }
+    /// A region's retained JPEG (`camera` is `<camera>/<region>`).
+    pub fn snapshot(&self, camera: &str) -> String {
+        format!("{}/{}/{camera}/snapshot", self.prefix, self.node)
+    }
 }
 
 #[cfg(test)]

@@ -68,6 +68,9 @@ pub struct Row {
     pub model_check: Option<crate::check::CheckStatus>,
     pub size_bytes: u64,
     pub session_ms: f64,
+    /// Session creation from the optimised-model cache (`[model] optimized_cache`), which a restarted daemon
+    /// sees; CPU rows only.
+    pub cached_session_ms: Option<f64>,
     pub first_inference_ms: f64,
     pub inference: Latency,
     pub pipeline: Option<Latency>,
@@ -188,6 +191,17 @@ fn measure(
     Ok(summarize(samples, batch, wall0.elapsed(), cpu_time() - cpu0))
 }
 
+/// The session load time from a fresh optimised-model cache: a first load fills it, a second reads it. `None`
+/// when no temporary folder could be made.
+fn cached_load_ms(runtime: &Runtime, path: &Path, options: &ModelOptions) -> Option<f64> {
+    let dir = tempfile::tempdir().ok()?;
+    let options =
+        ModelOptions { optimized_cache: Some(dir.path().to_path_buf()), record_placement: false, ..options.clone() };
+    drop(Model::load(runtime, path, &options).ok()?);
+    let model = Model::load(runtime, path, &options).ok()?;
+    Some(model.load_times().0.as_secs_f64() * 1e3)
+}
+
 /// Benchmarks each model × provider × batch. `images` feed the pipeline measurement (empty: inference only).
 pub fn run(
     runtime: &Runtime,
@@ -264,6 +278,7 @@ pub fn run(
                     model_check,
                     size_bytes: size,
                     session_ms: 0.0,
+                    cached_session_ms: None,
                     first_inference_ms: 0.0,
                     inference: Latency::default(),
                     pipeline: None,
@@ -290,6 +305,9 @@ pub fn run(
                 }
                 let (session, first) = model.load_times();
                 row.session_ms = session.as_secs_f64() * 1e3;
+                if provider == Provider::Cpu {
+                    row.cached_session_ms = cached_load_ms(runtime, path, &model_options);
+                }
                 row.first_inference_ms = first.as_secs_f64() * 1e3;
                 // Inference alone, on a zero tensor (its own: the pipeline row below fills another).
                 let zeros = model.new_input()?;
@@ -341,13 +359,14 @@ pub fn render_table(rows: &[Row]) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "{:<32} {:<8} {:>5} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6}",
+        "{:<32} {:<8} {:>5} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6}",
         "model",
         "ep",
         "batch",
         "input",
         "size MB",
         "load ms",
+        "cached",
         "first ms",
         "mean",
         "p50",
@@ -374,12 +393,13 @@ pub fn render_table(rows: &[Row]) -> String {
         });
         let _ = writeln!(
             o,
-            "{name:<32} {:<8} {:>5} {:>9} {:>8.2} {:>8.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>9.1} {:>6.0} {:>8} {:>8} {:>6}",
+            "{name:<32} {:<8} {:>5} {:>9} {:>8.2} {:>8.1} {:>8} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>9.1} {:>6.0} {:>8} {:>8} {:>6}",
             r.provider,
             r.batch,
             format!("{}x{}", r.input_size[0], r.input_size[1]),
             r.size_bytes as f64 / 1e6,
             r.session_ms,
+            r.cached_session_ms.map_or_else(|| "-".to_string(), |x| format!("{x:.1}")),
             r.first_inference_ms,
             i.mean_ms,
             i.p50_ms,

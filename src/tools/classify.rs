@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::pipeline::{Classifier, PipelineError, Timings};
-use crate::preprocess::Frame;
+use crate::preprocess::{CropSpec, Frame};
 
 /// One class in a report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -36,6 +36,11 @@ pub struct ImageReport {
     /// The execution provider the session runs on (`cpu` after a fallback from a GPU provider).
     pub provider: String,
     pub top: Vec<LabeledScore>,
+    /// Multi-label models (or thresholds given): every class at or over its threshold (0.5 unless
+    /// `--threshold` says otherwise), best first, possibly none; for a single-label model, its best class
+    /// when that reaches its threshold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on: Option<Vec<LabeledScore>>,
     pub timing_ms: TimingMs,
     /// Every class's probability, in class order (`--scores`): for evaluating a model outside camclassd.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -58,6 +63,16 @@ const MAX_FILE_BYTES: u64 = 256 << 20;
 
 /// Reads and classifies one image file; `all_scores` also keeps the whole probability vector.
 pub fn classify_file(classifier: &mut Classifier, path: &Path, all_scores: bool) -> Result<ImageReport, ClassifyError> {
+    classify_file_crop(classifier, path, None, all_scores)
+}
+
+/// As [`classify_file`], for `crop` of the picture (a region's answer, as the daemon gives it).
+pub fn classify_file_crop(
+    classifier: &mut Classifier,
+    path: &Path,
+    crop: Option<CropSpec>,
+    all_scores: bool,
+) -> Result<ImageReport, ClassifyError> {
     if path.is_dir() {
         return Err(ClassifyError::Directory { path: path.to_path_buf() });
     }
@@ -68,17 +83,22 @@ pub fn classify_file(classifier: &mut Classifier, path: &Path, all_scores: bool)
     }
     let bytes = std::fs::read(path).map_err(|source| ClassifyError::Read { path: path.to_path_buf(), source })?;
     let (result, timings) = classifier
-        .classify(Frame::Encoded(&bytes))
+        .classify_crop(Frame::Encoded(&bytes), crop)
         .map_err(|source| ClassifyError::Pipeline { path: path.to_path_buf(), source })?;
-    let top = result.top.clone();
+    let (top, on, multi_label) = (result.top.clone(), result.on.clone(), result.multi_label);
+    let on = (multi_label || classifier.thresholds_set()).then_some(on);
     let model = classifier.model();
+    let labeled = |scored: Vec<crate::postprocess::Scored>| -> Vec<LabeledScore> {
+        scored
+            .into_iter()
+            .map(|s| LabeledScore { class_id: s.class_id, label: model.label(s.class_id).into_owned(), score: s.score })
+            .collect()
+    };
     Ok(ImageReport {
         image: path.display().to_string(),
         provider: model.provider().to_string(),
-        top: top
-            .into_iter()
-            .map(|s| LabeledScore { class_id: s.class_id, label: model.label(s.class_id).into_owned(), score: s.score })
-            .collect(),
+        top: labeled(top),
+        on: on.map(labeled),
         timing_ms: timings.into(),
         scores: all_scores.then(|| classifier.probabilities().to_vec()),
     })
@@ -95,6 +115,11 @@ pub fn render_table(report: &ImageReport) -> String {
     }
     if report.top.is_empty() {
         out.push_str("  (no class above the minimum score)\n");
+    }
+    if let Some(on) = &report.on {
+        let names: Vec<String> = on.iter().map(|s| format!("{} ({:.1}%)", s.label, s.score * 100.0)).collect();
+        let names = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+        out.push_str(&format!("  on (each class at its threshold): {names}\n"));
     }
     out
 }

@@ -93,6 +93,62 @@ fn check_summary(text: &str) -> CheckSummary {
     }
 }
 
+/// How camclassd will feed the model and read its scores, as far as the file tells (a session decides the
+/// rest at load: `output = "auto"`, symbolic dimensions).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Interface {
+    /// The image input's element type (numpy's name).
+    pub input_type: String,
+    /// What camclassd feeds it (`None`: an element type camclassd does not feed).
+    pub feeds: Option<&'static str>,
+    /// `NCHW`, `NHWC`, `ambiguous` or `unknown`.
+    pub layout: String,
+    /// Where the layout comes from: `metadata`, `input shape`, or what to set.
+    pub layout_from: &'static str,
+    /// The output kind (`camclassd.output`, else `auto`).
+    pub output: String,
+    /// How camclassd reads the scores, in words.
+    pub output_meaning: &'static str,
+    /// Each class an independent probability (sigmoid), on at its own threshold.
+    pub multi_label: bool,
+}
+
+/// The interface of a model with one 4-dimensional input; `None` for anything else (the session says why).
+fn interface(inputs: &[Io], metadata: &BTreeMap<String, String>) -> Option<Interface> {
+    use crate::model::spec::{InputShape, InputType, KEY_PREFIX, OutputKind};
+    let [input] = inputs else { return None };
+    let dims = input.shape.as_ref().filter(|d| d.len() == 4)?;
+    let dim = |d: &Dim| match d {
+        Dim::Value(v) => u32::try_from(*v).ok().filter(|&v| v > 0),
+        _ => None,
+    };
+    let shape = InputShape([dim(&dims[0]), dim(&dims[1]), dim(&dims[2]), dim(&dims[3])]);
+    let meta = |key: &str| metadata.get(&format!("{KEY_PREFIX}{key}"));
+    let (layout, layout_from) = match (meta("layout"), shape.implied_layout()) {
+        (Some(l), _) => (l.to_ascii_uppercase(), "metadata"),
+        (None, Some(l)) => (l.name().to_string(), "input shape"),
+        (None, None) if shape.0[1] == Some(3) && shape.0[3] == Some(3) => {
+            ("ambiguous".into(), "set [model.preprocess] layout")
+        }
+        (None, None) => ("unknown".into(), "set [model.preprocess] layout"),
+    };
+    let input_type = InputType::from_name(&input.element_type);
+    let (output, output_meaning) = match meta("output").map(|v| v.parse::<OutputKind>()) {
+        None => (OutputKind::Auto.name().to_string(), OutputKind::Auto.describe()),
+        Some(Ok(kind)) => (kind.name().to_string(), kind.describe()),
+        Some(Err(_)) => (meta("output").cloned().unwrap_or_default(), "not a kind camclassd knows"),
+    };
+    Some(Interface {
+        input_type: input.element_type.clone(),
+        feeds: input_type.map(InputType::feeds),
+        layout,
+        layout_from,
+        multi_label: output.parse::<OutputKind>().is_ok_and(OutputKind::is_multi_label),
+        output,
+        output_meaning,
+    })
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Inspection {
     pub path: String,
@@ -112,6 +168,8 @@ pub struct Inspection {
     pub check: Option<CheckSummary>,
     pub inputs: Vec<Io>,
     pub outputs: Vec<Io>,
+    /// How camclassd feeds the image input and reads the scores (one 4-dimensional input only).
+    pub interface: Option<Interface>,
     pub nodes: usize,
     /// Operator → count, most frequent first (ties by name).
     pub operators: Vec<(String, usize)>,
@@ -139,7 +197,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
 
     let initializer_names: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let io = |v: &pb::ValueInfoProto| describe_io(v);
-    let inputs = graph.input.iter().filter(|i| !initializer_names.contains(i.name.as_str())).map(io).collect();
+    let inputs: Vec<Io> = graph.input.iter().filter(|i| !initializer_names.contains(i.name.as_str())).map(io).collect();
     let outputs = graph.output.iter().map(io).collect();
 
     let mut histogram: HashMap<String, usize> = HashMap::new();
@@ -160,7 +218,20 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
         totals.bytes += tensor_bytes(t, size, elements);
     }
 
+    let metadata: BTreeMap<String, String> = model
+        .metadata_props
+        .iter()
+        .map(|p| {
+            let value = if p.key == crate::check::METADATA_KEY {
+                format!("({} bytes: the model check, see `check`)", p.value.len())
+            } else {
+                p.value.clone()
+            };
+            (p.key.clone(), value)
+        })
+        .collect();
     Ok(Inspection {
+        interface: interface(&inputs, &metadata),
         path: path.display().to_string(),
         file_size: bytes.len() as u64,
         sha256: crate::model::hex(&Sha256::digest(&bytes)),
@@ -178,18 +249,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
         domain: model.domain.clone(),
         model_version: model.model_version,
         doc_string: model.doc_string.clone(),
-        metadata: model
-            .metadata_props
-            .iter()
-            .map(|p| {
-                let value = if p.key == crate::check::METADATA_KEY {
-                    format!("({} bytes: the model check, see `check`)", p.value.len())
-                } else {
-                    p.value.clone()
-                };
-                (p.key.clone(), value)
-            })
-            .collect(),
+        metadata,
         check: model
             .metadata_props
             .iter()
@@ -372,6 +432,15 @@ pub fn render_text(m: &Inspection) -> String {
         for io in list {
             let _ = writeln!(o, "    {}  {}  {}", io.name, io.element_type, dims_text(&io.shape));
         }
+    }
+    if let Some(i) = &m.interface {
+        let feeds = i.feeds.unwrap_or("not an element type camclassd feeds (float32 or uint8)");
+        let layout = match i.layout_from {
+            "metadata" | "input shape" => format!("{} (layout from the {})", i.layout, i.layout_from),
+            fix => format!("layout {}: {fix}", i.layout),
+        };
+        let _ = writeln!(o, "  interface     input {} {layout}: {feeds}", i.input_type);
+        let _ = writeln!(o, "                output {}: {}", i.output, i.output_meaning);
     }
     let _ = writeln!(o, "  nodes         {}", m.nodes);
     let ops: Vec<String> = m.operators.iter().map(|(op, n)| format!("{op} {n}")).collect();

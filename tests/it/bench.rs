@@ -69,6 +69,8 @@ fn bench_reports_ordered_percentiles_ratios_and_unavailable_providers() {
             r["session_ms"].as_f64().is_some_and(|v| v > 0.0)
                 && r["first_inference_ms"].as_f64().is_some_and(|v| v > 0.0)
         );
+        // CPU rows also time the load a restarted daemon sees, from the optimised-model cache.
+        assert!(r["cached_session_ms"].as_f64().is_some_and(|v| v > 0.0), "{r}");
         assert!(r["peak_rss_mib"].as_f64().is_some_and(|v| v > 10.0), "{r}");
     }
     assert_eq!(ran[0]["speedup_vs_first"], 1.0);

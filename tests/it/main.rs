@@ -11,11 +11,15 @@ mod compare;
 mod daemon;
 mod errors;
 mod gpu;
+#[cfg(feature = "gstreamer")]
+mod gstreamer;
 mod http;
 mod inspect;
+mod models;
 mod mqtt;
 mod pipeline;
 mod reference;
+mod regions;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

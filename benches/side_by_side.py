@@ -1,0 +1,134 @@
+"""camclassd beside the loops a user would write, in one run, on one machine (issue 17's method).
+
+side_by_side.py CAMCLASSD MODEL IMAGE SECONDS PEER_PYTHON
+
+Measures, each for SECONDS after a warm-up:
+  - the inference floor: a bare session.run loop, 1 and 2 intra-op threads;
+  - JPEG decode alone (cv2.imdecode, libjpeg-turbo), for the "floor + decode" a native pipeline costs;
+  - the peers: Python + OpenCV (1 and 2 threads) and Python + Pillow (2 threads) loops;
+  - `camclassd run` at full load (3 replay cameras offering 120 fps each, every_frame events);
+  - one camera at 1, 5 and 15 fps: camclassd beside the floor, the decode and the OpenCV loop paced the same
+    way (a paced loop costs more per frame than a flat-out one: caches go cold and threads wake between frames).
+Prints frames/s, CPU ms per frame (process CPU over frames classified) and the ratios the issue asks for.
+CPU time is read from /proc/PID/stat after the warm-up, so model loading and the model check are not counted.
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+camclassd, model, image, seconds, peer_python = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5]
+here = os.path.dirname(os.path.abspath(__file__))
+TICK = os.sysconf("SC_CLK_TCK")
+WARM_UP = 4.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
+def peer(mode: str, threads: int, fps: float = 0.0) -> dict:
+    out = subprocess.run(
+        [peer_python, f"{here}/peer_loops.py", mode, image, model, str(seconds), str(threads), str(fps)],
+        check=True, capture_output=True, text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def lines(path: str) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def daemon(work: str, port: int, cameras: int, fps: float, label: str) -> dict:
+    frames = os.path.join(work, "frames")
+    os.makedirs(frames, exist_ok=True)
+    for i in range(20):
+        shutil.copy(image, os.path.join(frames, f"{i:02}.jpg"))
+    conf = os.path.join(work, f"{label}.toml")
+    with open(conf, "w") as f:
+        f.write(f'version = 1\n[mqtt]\nhost = "127.0.0.1"\nport = {port}\nnode_id = "{label}"\n')
+        f.write(f'[queue]\npath = "{work}/{label}.redb"\n[model]\npath = "{os.path.abspath(model)}"\n')
+        for c in range(cameras):
+            f.write(f'[[cameras]]\nname = "c{c}"\nsource = "{frames}"\nfps = {fps}\npublish = "every_frame"\n')
+    events = os.path.join(work, f"{label}.events")
+    sub = subprocess.Popen(["mosquitto_sub", "-p", str(port), "-t", f"camclassd/{label}/+/event"],
+                           stdout=open(events, "wb"))
+    time.sleep(0.3)
+    proc = subprocess.Popen([camclassd, "run", "--config", conf], stderr=open(f"{work}/{label}.log", "wb"))
+    try:
+        deadline = time.time() + 60
+        while lines(events) == 0:
+            if proc.poll() is not None or time.time() > deadline:
+                raise SystemExit(f"camclassd published nothing; see {work}/{label}.log")
+            time.sleep(0.1)
+        time.sleep(WARM_UP)
+        c0, n0, t0 = cpu_seconds(proc.pid), lines(events), time.perf_counter()
+        time.sleep(seconds)
+        c1, n1, t1 = cpu_seconds(proc.pid), lines(events), time.perf_counter()
+    finally:
+        proc.terminate()
+        proc.wait()
+        sub.terminate()
+    n = max(n1 - n0, 1)
+    what = f"camclassd run, {cameras} camera{'s' if cameras > 1 else ''} at {fps:g} fps"
+    return {"what": what, "frames": n1 - n0, "frames_per_s": n / (t1 - t0),
+            "cpu_ms_per_frame": 1e3 * (c1 - c0) / n, "cpu_pct": 100 * (c1 - c0) / (t1 - t0)}
+
+
+def show(r: dict) -> dict:
+    print(f"  {r['what']:<44} {r['frames_per_s']:>8.1f} {r['cpu_ms_per_frame']:>10.2f} {r['cpu_pct']:>7.0f}", flush=True)
+    return r
+
+
+work = tempfile.mkdtemp(prefix="camclassd-sbs-")
+port = free_port()
+with open(f"{work}/mosquitto.conf", "w") as f:
+    f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+broker = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", f"{work}/mosquitto.conf"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+time.sleep(0.5)
+try:
+    print(f"{os.path.basename(model)}, {os.path.basename(image)}, {os.cpu_count()} cores, {seconds:g} s each")
+    print(f"  {'what':<44} {'frames/s':>8} {'CPU ms/fr':>10} {'CPU %':>7}")
+    show(peer("bare", 1))
+    floor2 = show(peer("bare", 2))
+    show(peer("decode", 1))
+    show(peer("opencv", 1))
+    cv2 = show(peer("opencv", 2))
+    pil = show(peer("pil", 2))
+    full = show(daemon(work, port, 3, 120, "full"))
+    paced = {}
+    for fps in (1, 5, 15):
+        paced[fps] = (
+            show(daemon(work, port, 1, fps, f"paced{fps}")),
+            show(peer("bare", 1, fps)),
+            show(peer("decode", 1, fps)),
+            show(peer("opencv", 1, fps)),
+            show(peer("opencv", 2, fps)),
+        )
+finally:
+    broker.terminate()
+
+print("ratios")
+print(f"  full load: camclassd {full['frames_per_s']:.1f} frames/s = {full['frames_per_s'] / cv2['frames_per_s']:.2f}x the "
+      f"OpenCV loop (2 threads), {full['frames_per_s'] / pil['frames_per_s']:.2f}x the Pillow loop, "
+      f"{full['frames_per_s'] / floor2['frames_per_s']:.2f}x the bare 2-thread floor")
+print("  at a camera's pace, against the floor (bare 1-thread session.run) + JPEG decode paced the same way:")
+for fps, (ours, bare, dec, cv1, cv2p) in paced.items():
+    native = bare["cpu_ms_per_frame"] + dec["cpu_ms_per_frame"]
+    print(f"    {fps:>2} fps: camclassd {ours['cpu_ms_per_frame']:.2f} ms = {ours['cpu_ms_per_frame'] / native:.2f}x of "
+          f"{native:.2f} ms (goal <= 1.15x); OpenCV loop 1 thread {cv1['cpu_ms_per_frame']:.2f} ms "
+          f"({cv1['cpu_ms_per_frame'] / native:.2f}x), 2 threads {cv2p['cpu_ms_per_frame']:.2f} ms")
+shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,833 @@
+//! GStreamer sources: RTSP cameras, HTTP MJPEG streams and snapshot URLs, video files, and pipelines of the
+//! user's own (`libcamerasrc`, `nvarguscamerasrc`, `v4l2src` …), decoded, scaled and converted to RGB inside
+//! GStreamer, and handed to the [`FrameHub`](super::FrameHub) like any other camera's frames.
+//!
+//! One pipeline per camera session: `uridecodebin` (the decoder picked by plugin rank, or as configured) →
+//! a rate gate (a pad probe that drops frames beyond `fps` before they are scaled or converted) →
+//! `videoscale` → `videoconvert` → `appsink` (RGB, one buffer, newest wins). A session that ends, fails or
+//! stalls is torn down and rebuilt with the shared capped backoff with jitter; while it waits nothing of
+//! GStreamer runs. Credentials never reach a log line: the user and password go to the source element as
+//! properties, URLs are logged with their user info replaced by `***`, and GStreamer's own messages are
+//! scrubbed of the password.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use gstreamer as gst;
+use gstreamer::glib;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use super::{CapturedFrame, FrameHub, PixelFormat, SourceKind, sleep_unless_stopped};
+use crate::backoff::Backoff;
+use crate::config::{CameraConfig, RtspTransport};
+
+/// `url` with its user info (`user:password@`) replaced by `***@`, for log lines.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// `url` without its user info, and the user name and password it carried.
+pub fn split_credentials(url: &str) -> (String, Option<String>, Option<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else { return (url.to_string(), None, None) };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return (url.to_string(), None, None) };
+    let (user, password) = match rest[..at].split_once(':') {
+        Some((u, p)) => (u.to_string(), Some(p.to_string())),
+        None => (rest[..at].to_string(), None),
+    };
+    (format!("{scheme}://{}", &rest[at + 1..]), Some(user).filter(|u| !u.is_empty()), password)
+}
+
+/// The Debian package that carries a GStreamer element (or a family of them), for "install …" advice.
+pub fn debian_package(element: &str) -> Option<&'static str> {
+    let e = element;
+    Some(match e {
+        _ if e.starts_with("avdec_") || e.starts_with("avenc_") => "gstreamer1.0-libav",
+        _ if e.starts_with("vaapi") => "gstreamer1.0-vaapi",
+        _ if e.starts_with("nv") && (e.contains("argus") || e.contains("v4l2") || e.contains("vidconv")) => {
+            "nvidia-l4t-gstreamer (NVIDIA JetPack)"
+        }
+        "libcamerasrc" => "gstreamer1.0-libcamera",
+        "uridecodebin" | "uridecodebin3" | "decodebin" | "decodebin3" | "playbin" | "videoconvert" | "videoscale"
+        | "videorate" | "appsink" | "appsrc" | "videotestsrc" | "typefind" | "theoradec" | "oggdemux" => {
+            "gstreamer1.0-plugins-base"
+        }
+        "capsfilter" | "queue" | "queue2" | "fakesink" | "filesrc" | "filesink" | "identity" | "tee" | "multiqueue" => {
+            "libgstreamer1.0-0"
+        }
+        _ if e.starts_with("rtp") || e.starts_with("v4l2") => "gstreamer1.0-plugins-good",
+        "rtspsrc" | "souphttpsrc" | "jpegdec" | "jpegenc" | "multipartdemux" | "qtdemux" | "matroskademux"
+        | "avidemux" | "vp8dec" | "vp9dec" | "pngdec" | "jpegparse" | "udpsrc" | "rtpbin" | "mp4mux" => {
+            "gstreamer1.0-plugins-good"
+        }
+        _ if e.starts_with("va") || e.starts_with("nv") => "gstreamer1.0-plugins-bad",
+        "h264parse" | "h265parse" | "openh264dec" | "tsdemux" | "dav1ddec" | "av1dec" | "msdkh264dec" => {
+            "gstreamer1.0-plugins-bad"
+        }
+        "x264enc" | "mpeg2dec" => "gstreamer1.0-plugins-ugly",
+        _ => return None,
+    })
+}
+
+/// The Debian package with a decoder for `caps` (a `missing-plugin` message's detail).
+fn decoder_package(caps: &str) -> Option<&'static str> {
+    let media = caps.split(',').next().unwrap_or(caps).trim();
+    Some(match media {
+        "video/x-h264" | "video/x-h265" | "video/mpeg" | "video/x-divx" => "gstreamer1.0-libav",
+        "image/jpeg" | "image/png" | "video/x-vp8" | "video/x-vp9" | "application/x-rtp" => "gstreamer1.0-plugins-good",
+        "video/x-av1" => "gstreamer1.0-plugins-bad",
+        _ => return None,
+    })
+}
+
+fn missing_element(element: &str) -> String {
+    match debian_package(element) {
+        Some(p) => format!("the GStreamer element {element} is not installed: install the Debian package {p}"),
+        None => format!("the GStreamer element {element} is not installed (no Debian package known for it)"),
+    }
+}
+
+/// What went wrong in a session, by what the user can do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Refused, unreachable, lost, ended or stalled: wait for the camera.
+    Unreachable,
+    /// 401: the credentials.
+    Auth,
+    /// 404 or a missing file: the URL or path.
+    NotFound,
+    /// A plugin or decoder is missing, or the stream cannot be decoded.
+    Setup,
+}
+
+#[derive(Debug)]
+struct Failure {
+    kind: Kind,
+    message: String,
+}
+
+impl Failure {
+    fn new(kind: Kind, message: impl Into<String>) -> Failure {
+        Failure { kind, message: message.into() }
+    }
+}
+
+/// How a session ended.
+#[derive(Debug)]
+enum End {
+    Stopped,
+    /// End of stream after `frames` frames reached the rate gate.
+    Eos {
+        frames: u64,
+    },
+    Failed(Failure),
+}
+
+/// What the camera's config makes of the source.
+#[derive(Debug, Clone)]
+enum Plan {
+    /// `uridecodebin` on a URI without credentials.
+    Uri { uri: String, shown: String, user: Option<String>, live: bool, file: bool },
+    /// The user's own pipeline.
+    Pipeline(String),
+}
+
+/// Lets through at most one frame per period of time `t` (ns): a jump backwards or far ahead (a loop, a
+/// restart) starts the schedule again.
+#[derive(Debug)]
+struct RateGate {
+    period: u64,
+    next: Option<u64>,
+}
+
+impl RateGate {
+    fn new(fps: f64) -> RateGate {
+        RateGate { period: (1e9 / fps) as u64, next: None }
+    }
+
+    fn due(&mut self, t: u64) -> bool {
+        // A tenth of a period early still counts: a snapshot polled each period must not miss its turn.
+        let tolerance = self.period / 10;
+        if let Some(n) = self.next
+            && t + tolerance < n
+            && n - t <= self.period
+        {
+            return false;
+        }
+        let base = match self.next {
+            Some(n) if t + tolerance >= n && t < n + self.period => n,
+            _ => t,
+        };
+        self.next = Some(base + self.period);
+        true
+    }
+}
+
+/// The value `autoplug-select` returns: 0 try, 2 skip (`GstAutoplugSelectResult`).
+fn select_value(skip: bool) -> Option<glib::Value> {
+    let ty = glib::Type::from_name("GstAutoplugSelectResult")?;
+    glib::EnumClass::with_type(ty)?.to_value(if skip { 2 } else { 0 })
+}
+
+fn is_video_decoder(f: &gst::ElementFactory) -> bool {
+    let klass = f.klass();
+    klass.contains("Decoder") && (klass.contains("Video") || klass.contains("Image"))
+}
+
+fn is_hardware(f: &gst::ElementFactory) -> bool {
+    f.klass().contains("Hardware")
+}
+
+/// One camera's GStreamer state across sessions: what was logged, so that each change is logged once.
+#[derive(Debug)]
+struct Camera<'a> {
+    cam: &'a CameraConfig,
+    plan: Plan,
+    index: usize,
+    hub: &'a FrameHub,
+    stop: &'a AtomicBool,
+    /// The password from `password_file` (or the URL), scrubbed from every message.
+    password: Option<String>,
+    decoder_logged: Option<String>,
+    size: Option<(u32, u32)>,
+    resolution_changes: u64,
+    warned_layout: bool,
+}
+
+/// The capture thread of a GStreamer camera.
+pub fn run(cam: &CameraConfig, kind: &SourceKind, index: usize, hub: &FrameHub, stop: &AtomicBool) {
+    if let Err(e) = gst::init() {
+        tracing::error!(camera = %cam.name, "GStreamer does not start: {e}; install libgstreamer1.0-0");
+        return;
+    }
+    let (plan, url_password) = match kind {
+        SourceKind::Url(url) => {
+            let (uri, user, password) = split_credentials(url);
+            (Plan::Uri { shown: redact(url), uri, user, live: true, file: false }, password)
+        }
+        SourceKind::Video(path) => {
+            let abs = std::fs::canonicalize(path).unwrap_or_else(|_| Path::new(path).to_path_buf());
+            let uri = glib::filename_to_uri(&abs, None).map(|u| u.to_string()).unwrap_or_default();
+            (Plan::Uri { uri, shown: path.clone(), user: None, live: false, file: true }, None)
+        }
+        SourceKind::Pipeline(p) => (Plan::Pipeline(p.clone()), None),
+        _ => return,
+    };
+    let mut camera = Camera {
+        cam,
+        plan,
+        index,
+        hub,
+        stop,
+        password: url_password,
+        decoder_logged: None,
+        size: None,
+        resolution_changes: 0,
+        warned_layout: false,
+    };
+    camera.run();
+}
+
+impl Camera<'_> {
+    fn name(&self) -> &str {
+        &self.cam.name
+    }
+
+    fn shown(&self) -> String {
+        match &self.plan {
+            Plan::Uri { shown, .. } => shown.clone(),
+            Plan::Pipeline(_) => "the pipeline".into(),
+        }
+    }
+
+    /// GStreamer's text with the password, if any, replaced.
+    fn scrub(&self, text: &str) -> String {
+        match self.password.as_deref().filter(|p| p.len() >= 2) {
+            Some(p) => text.replace(p, "***"),
+            None => text.to_string(),
+        }
+    }
+
+    fn run(&mut self) {
+        let mut backoff = Backoff::default();
+        // The kind of failure last logged while the camera has been down (`None`: streaming, or never tried).
+        let mut failing: Option<Kind> = None;
+        let mut down_since: Option<Instant> = None;
+        let mut ever_streamed = false;
+        let mut snapshot_announced = false;
+        while !self.stop.load(Ordering::Relaxed) {
+            if let Some(file) = &self.cam.password_file {
+                match std::fs::read_to_string(file) {
+                    Ok(text) => self.password = text.lines().next().map(|l| l.trim_end().to_string()),
+                    Err(e) => {
+                        let f = Failure::new(Kind::Setup, format!("cannot read password_file {}: {e}", file.display()));
+                        if !self.report(&f, &mut failing, ever_streamed) {
+                            return;
+                        }
+                        if !sleep_unless_stopped(backoff.next_delay_jittered(), self.stop) {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let started = Instant::now();
+            let mut delivered = 0u64;
+            let end = match self.build() {
+                Ok(session) => self.stream(session, &mut delivered, &mut failing, &mut down_since, ever_streamed),
+                Err(f) => End::Failed(f),
+            };
+            if delivered > 0 {
+                ever_streamed = true;
+                backoff.reset();
+            }
+            match end {
+                End::Stopped => return,
+                End::Eos { frames } => {
+                    if let Plan::Uri { file: true, .. } = self.plan {
+                        // A video file that does not loop is finished (looping ones seek inside `stream`).
+                        tracing::info!(camera = %self.name(), "video {} finished", self.shown());
+                        return;
+                    }
+                    if frames == 1 && matches!(&self.plan, Plan::Uri { uri, .. } if uri.starts_with("http")) {
+                        // A still image per request: a snapshot URL, fetched once per frame period.
+                        if !snapshot_announced {
+                            tracing::info!(camera = %self.name(), "{} is a snapshot URL: fetching it {} times a second", self.shown(), self.cam.fps);
+                            snapshot_announced = true;
+                        }
+                        let period = Duration::from_secs_f64(1.0 / self.cam.fps);
+                        if !sleep_unless_stopped(period.saturating_sub(started.elapsed()), self.stop) {
+                            return;
+                        }
+                        continue;
+                    }
+                    let f = Failure::new(Kind::Unreachable, format!("the stream from {} ended", self.shown()));
+                    if !self.report(&f, &mut failing, ever_streamed) {
+                        return;
+                    }
+                }
+                End::Failed(f) => {
+                    if !self.report(&f, &mut failing, ever_streamed) {
+                        return;
+                    }
+                }
+            }
+            if down_since.is_none() {
+                down_since = Some(Instant::now());
+            }
+            if !sleep_unless_stopped(backoff.next_delay_jittered(), self.stop) {
+                return;
+            }
+        }
+    }
+
+    /// Logs a failure once per change of its kind while the camera is down; false when the daemon stops.
+    fn report(&self, f: &Failure, failing: &mut Option<Kind>, ever_streamed: bool) -> bool {
+        let message = self.scrub(&f.message);
+        if *failing != Some(f.kind) {
+            let what = if ever_streamed && failing.is_none() { "camera lost" } else { "camera unavailable" };
+            tracing::warn!(camera = %self.name(), "{what}: {message}; retrying with backoff up to {}s", Backoff::MAX.as_secs());
+            *failing = Some(f.kind);
+        } else {
+            tracing::debug!(camera = %self.name(), "still unavailable: {message}");
+        }
+        !self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Builds the session's pipeline, or says why it cannot be.
+    fn build(&self) -> Result<Session, Failure> {
+        let gate = Arc::new(Mutex::new(RateGate::new(self.cam.fps)));
+        let mut caps = gst::Caps::builder("video/x-raw").field("format", "RGB");
+        if let Some([w, h]) = self.cam.decode_size {
+            caps = caps.field("width", w as i32).field("height", h as i32);
+        }
+        let caps = caps.build();
+        let (pipeline, sink, by_pts) = match &self.plan {
+            Plan::Pipeline(description) => {
+                let element = gst::parse::launch(description).map_err(|e| parse_failure(&e))?;
+                let bin = element.downcast::<gst::Bin>().map_err(|_| {
+                    Failure::new(Kind::Setup, "the pipeline is a single element; it must end in appsink name=camclassd")
+                })?;
+                let sink = bin
+                    .by_name("camclassd")
+                    .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+                    .ok_or_else(|| Failure::new(Kind::Setup, "the pipeline has no `appsink name=camclassd`"))?;
+                sink.set_caps(Some(&caps));
+                sink.set_max_buffers(1);
+                sink.set_drop(true);
+                (bin, sink, false)
+            }
+            Plan::Uri { uri, user, live, file, .. } => {
+                for e in ["uridecodebin", "videoscale", "videoconvert", "appsink"] {
+                    if gst::ElementFactory::find(e).is_none() {
+                        return Err(Failure::new(Kind::Setup, missing_element(e)));
+                    }
+                }
+                let decoder = self.cam.decoder.as_str();
+                if !matches!(decoder, "auto" | "software") && gst::ElementFactory::find(decoder).is_none() {
+                    return Err(Failure::new(
+                        Kind::Setup,
+                        format!("decoder = {decoder:?}: {}", missing_element(decoder)),
+                    ));
+                }
+                let make = |f: &str| {
+                    gst::ElementFactory::make(f).build().map_err(|_| Failure::new(Kind::Setup, missing_element(f)))
+                };
+                let pipeline = gst::Pipeline::new();
+                let dec = make("uridecodebin")?;
+                dec.set_property("uri", uri);
+                let scale = make("videoscale")?;
+                scale.set_property("add-borders", false);
+                let convert = make("videoconvert")?;
+                let sink = gst_app::AppSink::builder().caps(&caps).max_buffers(1).drop(true).sync(!*live).build();
+                pipeline
+                    .add_many([&dec, &scale, &convert, sink.upcast_ref()])
+                    .and_then(|_| gst::Element::link_many([&scale, &convert, sink.upcast_ref()]))
+                    .map_err(|e| Failure::new(Kind::Setup, format!("cannot assemble the pipeline: {e}")))?;
+                self.configure_source(&dec, user.clone());
+                self.choose_decoder(&dec);
+                let weak = pipeline.downgrade();
+                let scale_sink = scale.static_pad("sink");
+                dec.connect_pad_added(move |_, pad| {
+                    let video = pad
+                        .current_caps()
+                        .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/")))
+                        .unwrap_or(false);
+                    match &scale_sink {
+                        Some(target) if video && !target.is_linked() => {
+                            let _ = pad.link(target);
+                        }
+                        _ => {
+                            // Audio, or a second video stream: consumed and thrown away.
+                            if let (Some(pipeline), Ok(fake)) =
+                                (weak.upgrade(), gst::ElementFactory::make("fakesink").property("sync", false).build())
+                                && pipeline.add(&fake).is_ok()
+                            {
+                                let _ = fake.sync_state_with_parent();
+                                if let Some(p) = fake.static_pad("sink") {
+                                    let _ = pad.link(&p);
+                                }
+                            }
+                        }
+                    }
+                });
+                (pipeline.upcast::<gst::Bin>(), sink, *file)
+            }
+        };
+        // A decoder that joins a stream between key frames (or loses packets) outputs grey smears that would be
+        // classified as something: RTP depayloaders wait for a key frame (and ask the camera for one), libav's
+        // decoders drop corrupt frames.
+        pipeline.connect_deep_element_added(|_, _, element| {
+            for (property, value) in
+                [("output-corrupt", false), ("wait-for-keyframe", true), ("request-keyframe", true)]
+            {
+                if element.has_property_with_type(property, bool::static_type()) {
+                    element.set_property(property, value);
+                }
+            }
+        });
+        // The rate gate: frames beyond `fps` are dropped before they are scaled and converted (a file by its
+        // timestamps, so that it plays at its own pace; a live source by the clock).
+        let gate_pad = match &self.plan {
+            Plan::Uri { .. } => pipeline
+                .iterate_elements()
+                .into_iter()
+                .flatten()
+                .find(|e| e.factory().is_some_and(|f| f.name() == "videoscale"))
+                .and_then(|e| e.static_pad("sink")),
+            Plan::Pipeline(_) => sink.static_pad("sink"),
+        };
+        let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        if let Some(pad) = gate_pad {
+            let (gate, counted) = (Arc::clone(&gate), Arc::clone(&counted));
+            let t0 = Instant::now();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                let t = match (&info.data, by_pts) {
+                    (Some(gst::PadProbeData::Buffer(b)), true) => b.pts().map_or(0, |p| p.nseconds()),
+                    _ => t0.elapsed().as_nanos() as u64,
+                };
+                counted.fetch_add(1, Ordering::Relaxed);
+                let due = gate.lock().map(|mut g| g.due(t)).unwrap_or(true);
+                if due {
+                    gst::PadProbeReturn::Ok
+                } else {
+                    // Handled: the buffer is released here and the pad reports OK upstream.
+                    gst::PadProbeReturn::Handled
+                }
+            });
+        }
+        let bus = pipeline.bus().ok_or_else(|| Failure::new(Kind::Setup, "the pipeline has no bus"))?;
+        Ok(Session { pipeline, sink, bus, counted })
+    }
+
+    /// RTSP and HTTP: credentials, transport and latency set on the source element `uridecodebin` makes.
+    fn configure_source(&self, dec: &gst::Element, user: Option<String>) {
+        let password = self.password.clone();
+        let transport = self.cam.transport;
+        let latency = self.cam.latency_ms;
+        dec.connect("source-setup", false, move |args| {
+            let src = args.get(1).and_then(|v| v.get::<gst::Element>().ok())?;
+            let factory = src.factory().map(|f| f.name().to_string()).unwrap_or_default();
+            if let (Some(user), true) = (&user, src.has_property("user-id")) {
+                src.set_property("user-id", user);
+                if let (Some(pw), true) = (&password, src.has_property("user-pw")) {
+                    src.set_property("user-pw", pw);
+                }
+            }
+            if factory == "rtspsrc" {
+                src.set_property("latency", latency);
+                src.set_property("drop-on-latency", true);
+                match transport {
+                    RtspTransport::Tcp => src.set_property_from_str("protocols", "tcp"),
+                    RtspTransport::Udp => src.set_property_from_str("protocols", "udp+udp-mcast"),
+                    RtspTransport::Auto => {}
+                }
+            }
+            None
+        });
+    }
+
+    /// `decoder = "software"` skips hardware decoders; a named one skips every other video decoder.
+    fn choose_decoder(&self, dec: &gst::Element) {
+        let mode = self.cam.decoder.clone();
+        if mode == "auto" {
+            return;
+        }
+        if select_value(false).is_none() {
+            tracing::warn!(camera = %self.name(), "this GStreamer cannot be told which decoder to use; decoder = {mode:?} is ignored");
+            return;
+        }
+        dec.connect("autoplug-select", false, move |args| {
+            let factory = args.get(3).and_then(|v| v.get::<gst::ElementFactory>().ok());
+            let skip = factory.is_some_and(|f| {
+                is_video_decoder(&f) && if mode == "software" { is_hardware(&f) } else { f.name() != mode.as_str() }
+            });
+            select_value(skip)
+        });
+    }
+
+    /// Plays a session until it ends, fails, stalls or the daemon stops; delivers its frames to the hub.
+    fn stream(
+        &mut self,
+        session: Session,
+        delivered: &mut u64,
+        failing: &mut Option<Kind>,
+        down_since: &mut Option<Instant>,
+        ever_streamed: bool,
+    ) -> End {
+        let Session { pipeline, sink, bus, counted } = session;
+        let end = self.play(&pipeline, &sink, &bus, &counted, delivered, failing, down_since, ever_streamed);
+        let _ = pipeline.set_state(gst::State::Null);
+        end
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn play(
+        &mut self,
+        pipeline: &gst::Bin,
+        sink: &gst_app::AppSink,
+        bus: &gst::Bus,
+        counted: &std::sync::atomic::AtomicU64,
+        delivered: &mut u64,
+        failing: &mut Option<Kind>,
+        down_since: &mut Option<Instant>,
+        ever_streamed: bool,
+    ) -> End {
+        if pipeline.set_state(gst::State::Playing).is_err() {
+            return End::Failed(
+                self.bus_failure(bus)
+                    .unwrap_or_else(|| Failure::new(Kind::Unreachable, format!("{} does not start", self.shown()))),
+            );
+        }
+        let stall = Duration::from_secs_f64(self.cam.stall_timeout.max(3.0 / self.cam.fps));
+        let mut last_frame = Instant::now();
+        let mut missing: Vec<String> = Vec::new();
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return End::Stopped;
+            }
+            while let Some(msg) = bus.pop() {
+                match msg.view() {
+                    gst::MessageView::Error(err) => {
+                        return End::Failed(self.error_failure(err, &missing));
+                    }
+                    gst::MessageView::Eos(_) => {
+                        // A video file loops by seeking back to its start, without rebuilding.
+                        if let Plan::Uri { file: true, .. } = self.plan
+                            && self.cam.looping
+                            && pipeline
+                                .seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT, gst::ClockTime::ZERO)
+                                .is_ok()
+                        {
+                            last_frame = Instant::now();
+                            continue;
+                        }
+                        return End::Eos { frames: counted.load(Ordering::Relaxed) };
+                    }
+                    gst::MessageView::Element(e) => {
+                        if let Some(s) = e.structure().filter(|s| s.name() == "missing-plugin") {
+                            let detail = s.get::<String>("detail").unwrap_or_default();
+                            missing.push(detail);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) else {
+                if last_frame.elapsed() > stall {
+                    return End::Failed(Failure::new(
+                        Kind::Unreachable,
+                        format!("no frame from {} for {:.0?} (stall_timeout)", self.shown(), stall),
+                    ));
+                }
+                continue;
+            };
+            last_frame = Instant::now();
+            if self.deliver(&sample) {
+                *delivered += 1;
+                if *delivered == 1 {
+                    if failing.is_some() || !ever_streamed {
+                        let after = down_since.map(|t| format!(" after {:.0?} down", t.elapsed())).unwrap_or_default();
+                        let (w, h) = self.size.unwrap_or_default();
+                        tracing::info!(camera = %self.name(), "streaming {} ({w}x{h}){after}", self.shown());
+                    }
+                    *failing = None;
+                    *down_since = None;
+                    self.log_decoder(pipeline);
+                }
+            }
+        }
+    }
+
+    /// Copies a sample's RGB rows into a recycled buffer and hands it to the hub; false when skipped.
+    fn deliver(&mut self, sample: &gst::Sample) -> bool {
+        let Some((w, h)) = sample.caps().and_then(|c| c.structure(0)).and_then(|s| {
+            Some((u32::try_from(s.get::<i32>("width").ok()?).ok()?, u32::try_from(s.get::<i32>("height").ok()?).ok()?))
+        }) else {
+            return false;
+        };
+        if let Some(old) = self.size
+            && old != (w, h)
+        {
+            // Frames go on at the new size (preprocessing takes any); logged at the 1st, 2nd, 4th … change.
+            self.resolution_changes += 1;
+            if self.resolution_changes.is_power_of_two() {
+                tracing::info!(camera = %self.name(), "resolution changed from {}x{} to {w}x{h} ({} changes so far)", old.0, old.1, self.resolution_changes);
+            }
+        }
+        self.size = Some((w, h));
+        let Some(map) = sample.buffer().and_then(|b| b.map_readable().ok()) else { return false };
+        let bytes = map.as_slice();
+        let row = w as usize * 3;
+        // GStreamer pads RGB rows to 4 bytes.
+        let stride = (row + 3) & !3;
+        let mut data = self.hub.buffer(self.index);
+        if bytes.len() == row * h as usize {
+            data.extend_from_slice(bytes);
+        } else if bytes.len() >= stride * h as usize {
+            for y in 0..h as usize {
+                data.extend_from_slice(&bytes[y * stride..y * stride + row]);
+            }
+        } else {
+            if !self.warned_layout {
+                tracing::warn!(camera = %self.name(), "a {w}x{h} frame of {} bytes is not RGB rows; skipped", bytes.len());
+                self.warned_layout = true;
+            }
+            self.hub.recycle(self.index, data);
+            return false;
+        }
+        self.hub.put(
+            self.index,
+            CapturedFrame {
+                data,
+                format: PixelFormat::Rgb8 { width: w, height: h },
+                captured_at: SystemTime::now(),
+                captured: Instant::now(),
+            },
+        );
+        true
+    }
+
+    /// Names the decoder the session uses and why, when it differs from the one logged last.
+    fn log_decoder(&mut self, pipeline: &gst::Bin) {
+        let Some(decoder) = pipeline
+            .iterate_recurse()
+            .into_iter()
+            .flatten()
+            .find(|e| e.factory().is_some_and(|f| is_video_decoder(&f)))
+        else {
+            return;
+        };
+        let Some(factory) = decoder.factory() else { return };
+        let name = factory.name().to_string();
+        if self.decoder_logged.as_deref() == Some(name.as_str()) {
+            return;
+        }
+        let caps = decoder.static_pad("sink").and_then(|p| p.current_caps());
+        let media = caps.as_ref().and_then(|c| c.structure(0)).map(|s| s.name().to_string()).unwrap_or_default();
+        let mut candidates: Vec<gst::ElementFactory> =
+            gst::ElementFactory::factories_with_type(gst::ElementFactoryType::DECODER, gst::Rank::MARGINAL)
+                .into_iter()
+                .filter(|f| is_video_decoder(f) && caps.as_ref().is_none_or(|c| f.can_sink_any_caps(c)))
+                .collect();
+        candidates.sort_by_key(|f| std::cmp::Reverse(f.rank()));
+        let list: Vec<String> = candidates
+            .iter()
+            .map(|f| format!("{} ({}{})", f.name(), f.rank(), if is_hardware(f) { ", hardware" } else { "" }))
+            .collect();
+        let kind = if is_hardware(&factory) { "hardware" } else { "software" };
+        let why = match self.cam.decoder.as_str() {
+            "auto" => "decoder = \"auto\": the highest-ranked installed decoder".to_string(),
+            "software" => "decoder = \"software\": the highest-ranked software decoder".to_string(),
+            other => format!("decoder = {other:?}"),
+        };
+        tracing::info!(camera = %self.name(), "decoding {media} with {name} ({kind}; {why}; candidates: {})", list.join(", "));
+        self.decoder_logged = Some(name);
+    }
+
+    /// The first error waiting on the bus, as a failure.
+    fn bus_failure(&self, bus: &gst::Bus) -> Option<Failure> {
+        let mut missing = Vec::new();
+        while let Some(msg) = bus.pop() {
+            match msg.view() {
+                gst::MessageView::Error(err) => return Some(self.error_failure(err, &missing)),
+                gst::MessageView::Element(e) => {
+                    if let Some(s) = e.structure().filter(|s| s.name() == "missing-plugin") {
+                        missing.push(s.get::<String>("detail").unwrap_or_default());
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// A GStreamer error in the user's terms: what happened and what to check.
+    fn error_failure(&self, err: &gst::message::Error, missing: &[String]) -> Failure {
+        let e = err.error();
+        let shown = self.shown();
+        let detail = err.debug().map(|d| d.to_string()).unwrap_or_default();
+        let detail_line = detail.lines().last().unwrap_or("").trim().to_string();
+        if let Some(caps) = missing.first() {
+            let advice = match decoder_package(caps) {
+                Some(p) => format!("install the Debian package {p}"),
+                None => "unknown codec: no GStreamer decoder for it is known".into(),
+            };
+            return Failure::new(Kind::Setup, format!("{shown}: no decoder for {caps}: {advice}"));
+        }
+        if e.matches(gst::ResourceError::NotAuthorized)
+            || detail.contains("401")
+            || e.message().contains("Unauthorized")
+        {
+            return Failure::new(
+                Kind::Auth,
+                format!(
+                    "{shown} refused the credentials (401 Unauthorized): check the user name in source and password_file"
+                ),
+            );
+        }
+        if e.matches(gst::ResourceError::NotFound) || detail.contains("404") {
+            return Failure::new(
+                Kind::NotFound,
+                format!("{shown}: not found ({}): check the URL or path", e.message()),
+            );
+        }
+        if e.matches(gst::CoreError::MissingPlugin) || e.matches(gst::StreamError::CodecNotFound) {
+            return Failure::new(
+                Kind::Setup,
+                format!("{shown}: {} ({detail_line}): unknown codec or a missing plugin", e.message()),
+            );
+        }
+        if e.matches(gst::CoreError::Negotiation) || detail.contains("not-negotiated") {
+            return Failure::new(
+                Kind::Setup,
+                format!(
+                    "{shown}: {} ({detail_line}); a pipeline must give raw video: end it with `videoconvert ! appsink name=camclassd`",
+                    e.message()
+                ),
+            );
+        }
+        if e.kind::<gst::StreamError>().is_some() {
+            return Failure::new(
+                Kind::Setup,
+                format!("{shown}: cannot decode the stream: {} ({detail_line})", e.message()),
+            );
+        }
+        Failure::new(Kind::Unreachable, format!("{shown}: {} ({detail_line})", e.message()))
+    }
+}
+
+/// A pipeline description GStreamer cannot build: a missing element names its Debian package.
+fn parse_failure(e: &glib::Error) -> Failure {
+    let text = e.message();
+    if e.matches(gst::ParseError::NoSuchElement)
+        && let Some(name) = text.split('"').nth(1)
+    {
+        return Failure::new(Kind::Setup, format!("pipeline: {}", missing_element(name)));
+    }
+    Failure::new(Kind::Setup, format!("pipeline: {text}"))
+}
+
+/// A built pipeline and what the capture loop holds of it.
+#[derive(Debug)]
+struct Session {
+    pipeline: gst::Bin,
+    sink: gst_app::AppSink,
+    bus: gst::Bus,
+    /// Frames that reached the rate gate (kept or dropped).
+    counted: Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_show_and_are_split_off() {
+        assert_eq!(redact("rtsp://admin:s3cret@10.0.0.5:554/stream1"), "rtsp://***@10.0.0.5:554/stream1");
+        assert_eq!(redact("rtsp://admin@cam/x"), "rtsp://***@cam/x");
+        assert_eq!(redact("http://cam/snap.jpg?u=a@b"), "http://cam/snap.jpg?u=a@b");
+        assert_eq!(
+            split_credentials("rtsp://admin:pw@cam:554/s"),
+            ("rtsp://cam:554/s".into(), Some("admin".into()), Some("pw".into()))
+        );
+        assert_eq!(split_credentials("rtsp://cam/s"), ("rtsp://cam/s".into(), None, None));
+    }
+
+    #[test]
+    fn missing_elements_name_their_debian_package() {
+        assert_eq!(debian_package("avdec_h264"), Some("gstreamer1.0-libav"));
+        assert_eq!(debian_package("libcamerasrc"), Some("gstreamer1.0-libcamera"));
+        assert_eq!(debian_package("vaapih264dec"), Some("gstreamer1.0-vaapi"));
+        assert_eq!(debian_package("rtspsrc"), Some("gstreamer1.0-plugins-good"));
+        assert_eq!(debian_package("vah264dec"), Some("gstreamer1.0-plugins-bad"));
+        assert_eq!(debian_package("nvarguscamerasrc"), Some("nvidia-l4t-gstreamer (NVIDIA JetPack)"));
+        assert_eq!(decoder_package("video/x-h265, stream-format=(string)byte-stream"), Some("gstreamer1.0-libav"));
+        assert_eq!(debian_package("nosuchthing"), None);
+    }
+
+    #[test]
+    fn the_rate_gate_keeps_the_rate_and_resyncs_after_a_jump() {
+        let ms = 1_000_000u64;
+        let mut g = RateGate::new(10.0);
+        // 30 fps in, 10 fps out.
+        let due: Vec<bool> = (0..10).map(|i| g.due(i * 33 * ms)).collect();
+        assert_eq!(due, [true, false, false, true, false, false, true, false, false, true]);
+        // A file that loops starts again at 0.
+        assert!(g.due(0));
+        assert!(!g.due(33 * ms));
+        // A snapshot polled each period, a little early, still counts.
+        let mut s = RateGate::new(5.0);
+        assert!(s.due(0));
+        assert!(s.due(195 * ms));
+        assert!(s.due(390 * ms));
+    }
+}

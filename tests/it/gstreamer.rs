@@ -1,0 +1,330 @@
+//! GStreamer cameras end to end: a real RTSP server (gst-rtsp-server through python3-gi,
+//! tests/fixtures/rtsp_server.py), a real HTTP camera (tests/fixtures/http_camera.py), an MP4 made with
+//! gst-launch-1.0, the real daemon and a real mosquitto. Events are compared with `classify --json` on the
+//! same picture (FP32 model; labels, not scores).
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use super::broker::{Broker, Message, Witness};
+use super::daemon::Daemon;
+use super::*;
+
+/// The test picture: a confident top-1 that survives H.264 and JPEG coding.
+const PICTURE: &str = "coffee.jpg";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+/// A fixture server (python3-gi or http.server) that prints one line when ready.
+struct Server {
+    child: Child,
+    line: String,
+}
+
+impl Server {
+    fn start(script: &str, args: &[String]) -> Server {
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(root().join("tests/fixtures").join(script))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs (scripts/setup installs python3-gi and gir1.2-gst-rtsp-server-1.0)");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        BufReader::new(stdout).read_line(&mut line).expect("the fixture says it is ready");
+        assert!(!line.is_empty(), "{script} exited before it was ready");
+        Server { child, line: line.trim().to_string() }
+    }
+
+    /// An RTSP server streaming the test picture at rtsp://127.0.0.1:PORT/cam.
+    fn rtsp(port: u16, codec: &str, credentials: Option<(&str, &str)>) -> Server {
+        let mut args = vec![port.to_string(), generated(PICTURE).display().to_string(), codec.to_string()];
+        if let Some((u, p)) = credentials {
+            args.extend([u.to_string(), p.to_string()]);
+        }
+        let s = Server::start("rtsp_server.py", &args);
+        assert_eq!(s.line, "ready");
+        s
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A daemon config with the FP32 model (the reference `classify` runs the same one).
+fn config(dir: &Path, broker: &Broker, cameras: &str) -> PathBuf {
+    let text = format!(
+        "version = 1\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nnode_id = \"testnode\"\nkeepalive = 5\n\
+         [queue]\npath = {:?}\n[model]\npath = {:?}\nthreads = 1\n{cameras}",
+        broker.port,
+        dir.join("queue.redb").display().to_string(),
+        model("fp32").display().to_string()
+    );
+    let path = dir.join("camclassd.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+fn camera(name: &str, source: &str, extra: &str) -> String {
+    format!("[[cameras]]\nname = \"{name}\"\nsource = \"{source}\"\nfps = 5\npublish = \"every_frame\"\n{extra}\n")
+}
+
+fn events(messages: &[Message], camera: &str) -> Vec<serde_json::Value> {
+    let topic = format!("camclassd/testnode/{camera}/event");
+    messages.iter().filter(|m| m.topic == topic).filter_map(|m| serde_json::from_str(&m.payload).ok()).collect()
+}
+
+/// `classify --json`'s top-1 label for the test picture, with the FP32 model.
+fn expected_label() -> String {
+    let reports = classify_json(&model("fp32"), &[generated(PICTURE)], &[], 0);
+    reports[0].top[0].label.clone()
+}
+
+fn wait_events(witness: &Witness, camera: &str, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
+    let m = witness.wait_for(&format!("{n} events from {camera}"), timeout, |m| events(m, camera).len() >= n);
+    events(&m, camera)
+}
+
+fn assert_labels(events: &[serde_json::Value], expected: &str, camera: &str) {
+    for e in events {
+        assert_eq!(e["top"][0]["label"], expected, "camera {camera}: {e}");
+    }
+}
+
+fn lines_with<'a>(log: &'a str, camera: &str, what: &str) -> Vec<&'a str> {
+    log.lines().filter(|l| l.contains(&format!("camera={camera}")) && l.contains(what)).collect()
+}
+
+#[test]
+fn rtsp_h264_and_mjpeg_streams_give_the_top_1_classify_gives() {
+    let expected = expected_label();
+    let (p264, pjpeg) = (free_port(), free_port());
+    let _h264 = Server::rtsp(p264, "h264", None);
+    let _mjpeg = Server::rtsp(pjpeg, "mjpeg", None);
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/#");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cameras = camera("h264", &format!("rtsp://127.0.0.1:{p264}/cam"), "")
+        + &camera("mjpeg", &format!("rtsp://127.0.0.1:{pjpeg}/cam"), "transport = \"tcp\"\nlatency_ms = 100")
+        // Scaled in the pipeline to 3/4 of the 600x400 picture: the shorter side stays above the model's 256.
+        + &camera("small", &format!("rtsp://127.0.0.1:{p264}/cam"), "decode_size = [450, 300]");
+    let daemon = Daemon::start(&config(dir.path(), &broker, &cameras));
+    for cam in ["h264", "mjpeg", "small"] {
+        assert_labels(&wait_events(&witness, cam, 5, Duration::from_secs(60)), &expected, cam);
+    }
+    let log = daemon.log();
+    assert_eq!(lines_with(&log, "h264", "decoding video/x-h264 with").len(), 1, "{log}");
+    assert_eq!(lines_with(&log, "mjpeg", "decoding image/jpeg with").len(), 1, "{log}");
+    assert_eq!(lines_with(&log, "small", "(450x300)").len(), 1, "decode_size scales in the pipeline:\n{log}");
+    // Frames beyond fps are dropped in the pipeline: 10 fps served, 5 classified.
+    let (_, log) = daemon.stop();
+    assert!(!log.contains("CRITICAL"), "{log}");
+}
+
+#[test]
+fn a_restarted_rtsp_server_is_reconnected_and_the_outage_costs_no_cpu() {
+    let expected = expected_label();
+    let port = free_port();
+    let server = Server::rtsp(port, "h264", None);
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/#");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cameras = camera("door", &format!("rtsp://127.0.0.1:{port}/cam"), "");
+    let daemon = Daemon::start(&config(dir.path(), &broker, &cameras));
+    wait_events(&witness, "door", 3, Duration::from_secs(60));
+    server.kill();
+    daemon.wait_log("camera lost", Duration::from_secs(15));
+    // The outage: the daemon waits with backoff; its CPU time over 4 s of it must stay under 2 % of a core.
+    std::thread::sleep(Duration::from_millis(500));
+    let (t0, cpu0) = (Instant::now(), daemon.cpu_time());
+    std::thread::sleep(Duration::from_secs(4));
+    let (wall, cpu) = (t0.elapsed(), daemon.cpu_time() - cpu0);
+    let share = cpu.as_secs_f64() / wall.as_secs_f64();
+    assert!(share < 0.02, "the daemon used {:.1} % of a core while the camera was gone", share * 100.0);
+    let before = events(&witness.messages(), "door").len();
+    let _server = Server::rtsp(port, "h264", None);
+    let after = wait_events(&witness, "door", before + 3, Duration::from_secs(45));
+    assert_labels(&after[before..], &expected, "door");
+    let log = daemon.wait_log("streaming rtsp://127.0.0.1", Duration::from_secs(5));
+    assert_eq!(lines_with(&log, "door", "camera lost").len(), 1, "the outage is logged once:\n{log}");
+    assert_eq!(lines_with(&log, "door", "camera unavailable").len(), 0, "retries are not logged again:\n{log}");
+    assert_eq!(lines_with(&log, "door", "after").iter().filter(|l| l.contains("down")).count(), 1, "{log}");
+}
+
+#[test]
+fn rtsp_credentials_come_from_password_file_and_never_reach_the_log() {
+    let port = free_port();
+    let _server = Server::rtsp(port, "mjpeg", Some(("bob", "s3cret-pass")));
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/#");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (right, wrong) = (dir.path().join("right"), dir.path().join("wrong"));
+    std::fs::write(&right, "s3cret-pass\n").expect("password file");
+    std::fs::write(&wrong, "wr0ng-pass\n").expect("password file");
+    let url = format!("rtsp://bob@127.0.0.1:{port}/cam");
+    let cameras = camera("right", &url, &format!("password_file = {:?}", right.display().to_string()))
+        + &camera("wrong", &url, &format!("password_file = {:?}", wrong.display().to_string()))
+        + &camera("nopath", &format!("rtsp://127.0.0.1:{port}/nothing-here"), "")
+        + &camera("refused", "rtsp://127.0.0.1:1/cam", "");
+    let daemon = Daemon::start(&config(dir.path(), &broker, &cameras));
+    wait_events(&witness, "right", 3, Duration::from_secs(60));
+    // Several retries of the wrong password (backoff 1 s, 2 s …), one message.
+    std::thread::sleep(Duration::from_secs(4));
+    let log = daemon.log();
+    let refused = lines_with(&log, "wrong", "401 Unauthorized");
+    assert_eq!(refused.len(), 1, "one clear message, not one per retry:\n{log}");
+    assert!(refused[0].contains("check the user name in source and password_file"), "{log}");
+    assert!(refused[0].contains("rtsp://***@127.0.0.1"), "the URL is shown without its user: {log}");
+    assert_eq!(lines_with(&log, "nopath", "camera unavailable").len(), 1, "{log}");
+    assert_eq!(lines_with(&log, "refused", "camera unavailable").len(), 1, "{log}");
+    assert!(events(&witness.messages(), "wrong").is_empty());
+    // The retries go on: the right password in the file is picked up at the next attempt.
+    std::fs::write(&wrong, "s3cret-pass\n").expect("password file");
+    wait_events(&witness, "wrong", 1, Duration::from_secs(30));
+    let (_, log) = daemon.stop();
+    for secret in ["s3cret-pass", "wr0ng-pass"] {
+        assert!(!log.contains(secret), "a password in the log:\n{log}");
+    }
+}
+
+#[test]
+fn http_mjpeg_streams_and_snapshot_urls_give_events() {
+    let expected = expected_label();
+    let other = "camera.jpg"; // a confident picture of another size than the 600x400 one
+    let server = Server::start(
+        "http_camera.py",
+        &[generated(PICTURE).display().to_string(), generated(other).display().to_string()],
+    );
+    let port = &server.line;
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/#");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cameras = camera("stream", &format!("http://127.0.0.1:{port}/stream.mjpg"), "")
+        + &camera("snap", &format!("http://127.0.0.1:{port}/snapshot.jpg"), "")
+        + &camera("alt", &format!("http://127.0.0.1:{port}/alternate.jpg"), "");
+    let daemon = Daemon::start(&config(dir.path(), &broker, &cameras));
+    for cam in ["stream", "snap"] {
+        assert_labels(&wait_events(&witness, cam, 5, Duration::from_secs(60)), &expected, cam);
+    }
+    // A resolution that changes at every frame: frames go on, and the change is logged at powers of two.
+    let alt = wait_events(&witness, "alt", 8, Duration::from_secs(60));
+    let labels: std::collections::BTreeSet<String> =
+        alt.iter().map(|e| e["top"][0]["label"].as_str().unwrap_or_default().to_string()).collect();
+    let other_label = classify_json(&model("fp32"), &[generated(other)], &[], 0)[0].top[0].label.clone();
+    assert_eq!(labels, [expected.clone(), other_label].into_iter().collect(), "both pictures are classified");
+    let log = daemon.log();
+    let counts: Vec<u64> = lines_with(&log, "alt", "resolution changed from")
+        .iter()
+        .filter_map(|l| l.split_once(" changes so far").and_then(|(a, _)| a.rsplit('(').next()?.parse().ok()))
+        .collect();
+    assert!(!counts.is_empty(), "{log}");
+    assert!(
+        counts.iter().enumerate().all(|(i, &n)| n == 1 << i),
+        "logged at the 1st, 2nd, 4th … change only: {counts:?}"
+    );
+    assert_eq!(lines_with(&log, "snap", "is a snapshot URL").len(), 1, "{log}");
+    assert!(lines_with(&log, "stream", "snapshot").is_empty(), "{log}");
+}
+
+#[test]
+fn an_mp4_file_replays_and_loops() {
+    let expected = expected_label();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clip = dir.path().join("clip.mp4");
+    // One second: 10 frames at 10 fps.
+    let ok = Command::new("gst-launch-1.0")
+        .args(["-q", "multifilesrc"])
+        .arg(format!("location={}", generated(PICTURE).display()))
+        .args([
+            "num-buffers=10",
+            "caps=image/jpeg,framerate=10/1",
+            "!",
+            "jpegdec",
+            "!",
+            "videoconvert",
+            "!",
+            "x264enc",
+            "!",
+            "mp4mux",
+            "!",
+            "filesink",
+        ])
+        .arg(format!("location={}", clip.display()))
+        .status()
+        .expect("gst-launch-1.0 runs (scripts/setup installs gstreamer1.0-tools)");
+    assert!(ok.success());
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/#");
+    let cameras = camera("clip", &clip.display().to_string(), "");
+    let daemon = Daemon::start(&config(dir.path(), &broker, &cameras));
+    // At 5 fps a pass gives about 5 frames: 15 events take three passes.
+    let e = wait_events(&witness, "clip", 15, Duration::from_secs(60));
+    assert_labels(&e, &expected, "clip");
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(lines_with(&log, "clip", "finished").is_empty(), "{log}");
+}
+
+#[test]
+fn a_missing_plugin_names_its_debian_package_and_the_others_carry_on() {
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/#");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _server = Server::rtsp(port, "h264", None);
+    let cameras = camera("good", &generated(PICTURE).display().to_string(), "")
+        + "[[cameras]]\nname = \"pi\"\npipeline = \"libcamerasrc ! videoconvert ! appsink name=camclassd\"\n"
+        + &camera("vaapi", &format!("rtsp://127.0.0.1:{port}/cam"), "decoder = \"vaapih264dec\"")
+        + &camera("soft", &format!("rtsp://127.0.0.1:{port}/cam"), "decoder = \"software\"");
+    let daemon = Daemon::start(&config(dir.path(), &broker, &cameras));
+    wait_events(&witness, "good", 5, Duration::from_secs(60));
+    wait_events(&witness, "soft", 3, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(3));
+    let log = daemon.log();
+    let pi = lines_with(&log, "pi", "libcamerasrc is not installed");
+    assert_eq!(pi.len(), 1, "{log}");
+    assert!(pi[0].contains("install the Debian package gstreamer1.0-libcamera"), "{log}");
+    let vaapi = lines_with(&log, "vaapi", "vaapih264dec is not installed");
+    assert_eq!(vaapi.len(), 1, "{log}");
+    assert!(vaapi[0].contains("gstreamer1.0-vaapi"), "{log}");
+    assert_eq!(lines_with(&log, "soft", "decoder = \"software\"").len(), 1, "{log}");
+}
+
+#[test]
+fn check_config_names_the_line_of_each_bad_gstreamer_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "version = 1\n[mqtt]\nhost = \"127.0.0.1\"\n[model]\npath = {:?}\n\
+         [[cameras]]\nname = \"a\"\npipeline = \"videotestsrc ! fakesink\"\n\
+         [[cameras]]\nname = \"b\"\nsource = \"ftp://cam/x\"\n\
+         [[cameras]]\nname = \"c\"\nsource = \"rtsp://cam/x\"\nstall_timeout = 0\ndecode_size = [0, 10]\n",
+        model("fp32").display().to_string()
+    );
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).expect("config");
+    let out = run(camclassd().arg("check-config").arg(&path));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    for expected in [
+        "bad.toml:8:1: cameras[0].pipeline: must end in `appsink name=camclassd`",
+        "bad.toml:11:1: cameras[1].source: ftp:// is not a camera URL",
+        "bad.toml:15:1: cameras[2].stall_timeout: expected seconds from 1 to 3600, got 0",
+        "bad.toml:16:1: cameras[2].decode_size: must be [width, height]",
+    ] {
+        assert!(err.contains(expected), "{expected:?} not in:\n{err}");
+    }
+}
