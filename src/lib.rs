@@ -29,8 +29,9 @@
 //! - [`health`]: per-frame counters (atomics) and the periodic health report, systemd STATUS and watchdog.
 //! - [`daemon`]: wires the stages with bounded hand-offs, reloads the config on SIGHUP, feeds the
 //!   watchdog, and shuts the stages down in order.
-//! - [`live`]: what the daemon is doing right now (newest frame and classification per camera, broker and
-//!   queue counters), written by the pipeline and the publisher, read by the HTTP server.
+//! - [`live`]: what the daemon is doing right now (newest frame per camera, newest classification and box
+//!   per region, broker and queue counters), written by the pipeline and the publisher, read by the HTTP
+//!   server.
 //! - [`http`]: the status page, Prometheus `/metrics` and the JSON API (`[http]`), on the daemon's runtime.
 //! - [`pipeline`]: the same stage functions chained for the tools, so a tool's answer is the daemon's.
 //! - [`tools`]: the user-facing commands built on the pipeline (`classify`).

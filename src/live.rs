@@ -4,10 +4,8 @@
 //!
 //! - [`BrokerStats`]: the publisher's side (connection, reconnects, events, queue, capture→publish time);
 //! - [`LivePipeline`]: the running pipeline (its counters, frame hub, model), replaced at a config reload;
-//! - [`CameraLive`]: per camera, the newest frame's bytes and the newest classification.
-//!
-//! Regions (several crops or models per camera) are meant to become more [`CameraLive`] entries with a
-//! `region` next to the camera name; readers list them from [`LivePipeline::cameras`].
+//! - [`CameraLive`]: per camera, the newest frame's bytes and its regions ([`RegionLive`]: each region's
+//!   box in the frame and newest classification; a camera without regions has one, the whole frame).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -19,6 +17,7 @@ use crate::capture::{CapturedFrame, FrameHub, PixelFormat};
 use crate::check::ModelCheck;
 use crate::health::Health;
 use crate::postprocess::Classification;
+use crate::preprocess::Rect;
 
 /// Histogram buckets for inference and capture→publish times, seconds (1 ms … ~16 s).
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -85,17 +84,74 @@ pub struct LatestResult {
     pub infer: Duration,
 }
 
+/// What a region is, for [`Live::pipeline_view`].
+#[derive(Debug, Clone)]
+pub struct RegionInfo {
+    /// `None`: the camera's whole frame (a camera without regions).
+    pub name: Option<String>,
+    /// The model's name: the config's for a named region, the model's own for the whole frame.
+    pub model: String,
+    pub labels: Arc<[String]>,
+}
+
+/// One region of a camera as readers see it.
+#[derive(Debug)]
+pub struct RegionLive {
+    pub info: RegionInfo,
+    /// The region's box in the frame's pixels, once a frame was seen (`None` before, or while the crop
+    /// lies outside the frame).
+    rect: Mutex<Option<Rect>>,
+    result: Mutex<LatestResult>,
+}
+
+impl RegionLive {
+    fn new(info: RegionInfo) -> RegionLive {
+        RegionLive { info, rect: Mutex::default(), result: Mutex::default() }
+    }
+
+    /// The region's box in frame pixels (set when the frame size is first seen or changes).
+    pub fn set_rect(&self, rect: Option<Rect>) {
+        *self.rect.lock().unwrap_or_else(|p| p.into_inner()) = rect;
+    }
+
+    pub fn rect(&self) -> Option<Rect> {
+        *self.rect.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps the top classes of the region's newest classification (its buffer reused).
+    pub fn store_result(&self, classification: &Classification, infer: Duration) {
+        let mut r = self.result.lock().unwrap_or_else(|p| p.into_inner());
+        r.top.clear();
+        r.top.extend(classification.top.iter().map(|s| (s.class_id, s.score)));
+        r.at = Some(SystemTime::now());
+        r.infer = infer;
+    }
+
+    pub fn result(&self) -> LatestResult {
+        self.result.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn label(&self, class_id: usize) -> String {
+        crate::postprocess::label(&self.info.labels, class_id).into_owned()
+    }
+}
+
 /// One camera as readers see it.
 #[derive(Debug)]
 pub struct CameraLive {
     pub name: String,
     frame: Mutex<LatestFrame>,
-    result: Mutex<LatestResult>,
+    /// Its regions in config order (one, the whole frame, for a camera without regions).
+    pub regions: Vec<RegionLive>,
 }
 
 impl CameraLive {
-    fn new(name: &str) -> CameraLive {
-        CameraLive { name: name.to_string(), frame: Mutex::default(), result: Mutex::default() }
+    fn new(name: &str, regions: Vec<RegionInfo>) -> CameraLive {
+        CameraLive {
+            name: name.to_string(),
+            frame: Mutex::default(),
+            regions: regions.into_iter().map(RegionLive::new).collect(),
+        }
     }
 
     /// Keeps a copy of `frame` (its buffer reused: no allocation once the largest frame was seen).
@@ -108,22 +164,9 @@ impl CameraLive {
         f.number += 1;
     }
 
-    /// Keeps the top classes of the newest classification.
-    pub fn store_result(&self, classification: &Classification, infer: Duration) {
-        let mut r = self.result.lock().unwrap_or_else(|p| p.into_inner());
-        r.top.clear();
-        r.top.extend(classification.top.iter().map(|s| (s.class_id, s.score)));
-        r.at = Some(SystemTime::now());
-        r.infer = infer;
-    }
-
     /// Runs `f` on the newest frame (under its lock: keep it short).
     pub fn with_frame<T>(&self, f: impl FnOnce(&LatestFrame) -> T) -> T {
         f(&self.frame.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    pub fn result(&self) -> LatestResult {
-        self.result.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -180,10 +223,10 @@ impl Live {
         }
     }
 
-    /// A view of a pipeline about to run: its cameras, counters and model.
+    /// A view of a pipeline about to run: its cameras (each with its regions), counters and model.
     pub fn pipeline_view(
         &self,
-        names: &[String],
+        cameras: Vec<(String, Vec<RegionInfo>)>,
         health: &Arc<Health>,
         hub: &Arc<FrameHub>,
         spec: &crate::model::ModelSpec,
@@ -203,7 +246,7 @@ impl Live {
         Arc::new(LivePipeline {
             health: Arc::clone(health),
             hub: Arc::clone(hub),
-            cameras: names.iter().map(|n| CameraLive::new(n)).collect(),
+            cameras: cameras.into_iter().map(|(n, r)| CameraLive::new(&n, r)).collect(),
             model: model.to_string(),
             labels: labels.as_slice().into(),
             crop: (spec.input_size.0, spec.input_size.1, spec.resize, spec.crop == crate::model::spec::Crop::Center),

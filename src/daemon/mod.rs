@@ -141,10 +141,14 @@ pub async fn run_with<S: Future<Output = ()>>(
     let (models, names, check) = load_models(runtime, &config)?;
     let queue = open_queue(&config)?;
     let live = Arc::new(Live::new(&config.node_id(), config.http.is_some()));
-    let http = match (&config.http, &http_settings) {
+    // `[http]` is read once (a reload keeps the running one); its classify pool follows the model.
+    let http_config = config.http.clone();
+    let classify = Arc::new(crate::http::classify::CurrentPool::default());
+    let http = match (&http_config, &http_settings) {
         (Some(http), Some(http_settings)) => {
-            let pool = classify_pool(runtime, &config, &check, http)?;
-            Some(crate::http::Server::start(http_settings, Arc::clone(&live), Some(pool)).await?)
+            let pool = tokio::task::block_in_place(|| classify_pool(runtime, &config, &check, http))?;
+            classify.replace(pool);
+            Some(crate::http::Server::start(http_settings, Arc::clone(&live), Arc::clone(&classify)).await?)
         }
         _ => None,
     };
@@ -196,7 +200,10 @@ pub async fn run_with<S: Future<Output = ()>>(
         // Everything that can fail is prepared before the running pipeline stops, on a blocking thread (a
         // TensorRT build takes minutes), while this loop still answers SIGTERM.
         let reload_live = Arc::clone(&live);
-        let preparing = tokio::task::spawn_blocking(move || prepare_reload(&path, runtime, hooks, &reload_live));
+        let reload_http = http_config.clone();
+        let preparing = tokio::task::spawn_blocking(move || {
+            prepare_reload(&path, runtime, hooks, &reload_live, reload_http.as_ref())
+        });
         let prepared = tokio::select! {
             () = &mut shutdown => {
                 tracing::info!("shutting down; the reload being prepared is abandoned");
@@ -204,7 +211,7 @@ pub async fn run_with<S: Future<Output = ()>>(
             }
             prepared = preparing => prepared.unwrap_or_else(|e| Err(format!("the reload failed: {e}"))),
         };
-        let (new, mut new_settings, next) = match prepared {
+        let (new, mut new_settings, next, new_pool) = match prepared {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!("reload refused, the running config stays:\n{e}");
@@ -236,6 +243,10 @@ pub async fn run_with<S: Future<Output = ()>>(
         }
         pipeline.run(&publisher.events)?;
         live.set_pipeline(Arc::clone(&pipeline.live));
+        if let Some(pool) = new_pool {
+            // Classify requests from now on run the reloaded model.
+            classify.replace(pool);
+        }
         settings = new_settings;
         running = new;
         if let Ok(mut w) = watched.lock() {
@@ -275,22 +286,29 @@ impl Summary {
     }
 }
 
-/// A reload's new config, MQTT settings and pipeline (models loaded, nothing started), or why not.
+/// What a reload prepares: the new config, MQTT settings, pipeline (models loaded, nothing started) and,
+/// with `[http]`, the classify pool of the new `[model]`.
+type Reload = (Config, Settings, Pipeline, Option<crate::http::classify::ClassifyPool>);
+
+/// A reload, prepared, or why not. `http`: the running `[http]` (its classify pool is rebuilt with the new
+/// `[model]`, so that the API answers as the cameras do).
 fn prepare_reload(
     path: &Path,
     runtime: &'static model::runtime::Runtime,
     hooks: Hooks,
     live: &Live,
-) -> Result<(Config, Settings, Pipeline), String> {
+    http: Option<&crate::config::HttpConfig>,
+) -> Result<Reload, String> {
     let new = Config::load_for_daemon(path).map_err(|e| e.to_string())?;
     let settings = Settings::from_config(&new).map_err(|e| e.to_string())?;
     if let Some(delay) = hooks.slow_reload {
         std::thread::sleep(delay);
     }
     let (models, names, check) = load_models(runtime, &new).map_err(|e| e.to_string())?;
+    let pool = http.map(|http| classify_pool(runtime, &new, &check, http)).transpose().map_err(|e| e.to_string())?;
     let pipeline =
         Pipeline::start(&new, models, names, check, hooks, live).map_err(|e| locate(e, Some(path)).to_string())?;
-    Ok((new, settings, pipeline))
+    Ok((new, settings, pipeline, pool))
 }
 
 /// A region problem with the `file:line:column` of its key, as config errors are shown.
@@ -314,7 +332,7 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
         changes.push("[queue]");
     }
     if running.http != new.http {
-        // The server, its token and its classify sessions live as long as the process.
+        // The server and its token live as long as the process (its classify sessions follow `[model]`).
         changes.push("[http]");
     }
     if running.onnxruntime.library != new.onnxruntime.library {
@@ -380,7 +398,7 @@ fn load_models(runtime: &'static model::runtime::Runtime, config: &Config) -> Re
 }
 
 /// The sessions `POST /api/v1/classify` runs on: the model the cameras run (the fallback when it replaced
-/// the configured one), one intra-op thread each.
+/// the configured one), one intra-op thread each. Blocking (loads the model).
 fn classify_pool(
     runtime: &'static model::runtime::Runtime,
     config: &Config,
@@ -391,17 +409,15 @@ fn classify_pool(
         (CheckStatus::Fallback, Some(fallback)) => fallback,
         _ => &config.model.path,
     };
-    let pool = tokio::task::block_in_place(|| {
-        crate::http::classify::ClassifyPool::start(
-            runtime,
-            path,
-            &config.model.model_options(),
-            http.classify_workers,
-            http.classify_queue,
-            config.model.top_k,
-            config.model.min_score,
-        )
-    })?;
+    let pool = crate::http::classify::ClassifyPool::start(
+        runtime,
+        path,
+        &config.model.model_options(),
+        http.classify_workers,
+        http.classify_queue,
+        config.model.top_k,
+        config.model.min_score,
+    )?;
     Ok(pool)
 }
 

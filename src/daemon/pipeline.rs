@@ -15,7 +15,7 @@ use crate::check::ModelCheck;
 use crate::config::{CameraConfig, Config};
 use crate::events::Tracker;
 use crate::health::Health;
-use crate::live::{Live, LivePipeline};
+use crate::live::{Live, LivePipeline, RegionInfo};
 use crate::model::Model;
 use crate::publish::{Publication, Target};
 use crate::region::{self, ModelInfo};
@@ -74,7 +74,22 @@ impl Pipeline {
         let mut ranges = Vec::new();
         let mut all = Vec::new();
         let mut cameras = Vec::new();
+        // What the HTTP page shows of each camera's regions.
+        let mut shown = Vec::new();
+        let labels: Vec<Arc<[String]>> = infos.iter().map(|m| m.labels.as_slice().into()).collect();
         for (c, regions) in config.cameras.iter().zip(plan) {
+            let views = regions
+                .iter()
+                .map(|r| RegionInfo {
+                    name: r.name.clone(),
+                    model: match &r.name {
+                        Some(_) => infos[r.model].name.clone(),
+                        None => first.get(r.model).map_or_else(String::new, |m| m.spec().name.clone()),
+                    },
+                    labels: Arc::clone(&labels[r.model]),
+                })
+                .collect();
+            shown.push((c.name.clone(), views));
             ranges.push(all.len()..all.len() + regions.len());
             cameras.push(Camera {
                 name: c.name.clone(),
@@ -99,7 +114,7 @@ impl Pipeline {
             .first()
             .and_then(|w| w.first())
             .map_or_else(crate::model::ModelSpec::for_decoding, |m| m.spec().clone());
-        let live = live.pipeline_view(&names, &health, &hub, &spec);
+        let live = live.pipeline_view(shown, &health, &hub, &spec);
         Ok(Pipeline {
             health,
             names,

@@ -58,7 +58,7 @@ pub(super) struct Worker {
     pub(super) dropped: Arc<AtomicU64>,
     /// Test hook ([`super::Hooks`]): hang after this many frames.
     pub(super) stall_after: Option<u64>,
-    /// The newest frame and classification per camera, for the HTTP page.
+    /// The newest frame per camera and classification per region, for the HTTP page.
     pub(super) live: Arc<LivePipeline>,
 }
 
@@ -149,8 +149,10 @@ impl Worker {
             })
             .collect();
         let labels: Vec<Vec<String>> = infers.iter().map(|i| i.model().spec().labels.clone()).collect();
-        // Each region's classification (its thresholds and allow-list applied), reused frame after frame.
+        // Each region's classification (its thresholds and allow-list applied) and inference time, reused
+        // frame after frame.
         let mut results: Vec<Classification> = vec![Classification::default(); layout.regions.len()];
+        let mut times: Vec<Duration> = vec![Duration::ZERO; layout.regions.len()];
         // Inference failures in a row: logged at the first and at powers of two, and at recovery.
         let mut failures = 0u64;
         while let Ok(p) = ready_rx.recv() {
@@ -174,6 +176,7 @@ impl Worker {
                 match infer.run(&inputs.inputs[g]) {
                     Ok(t) => {
                         infer_time += t;
+                        times[g] = t;
                         infer.classification(0);
                         top_k_thresholds(infer.probabilities(), self.top_k, &region.thresholds, &mut results[g].top);
                     }
@@ -199,17 +202,14 @@ impl Worker {
             let (_, frames_dropped) = self.hub.counts(camera);
             self.health.set_dropped(camera, frames_dropped);
             self.live.inference.observe(infer_time.as_secs_f64());
-            let mut shown = false;
             for (bit, g) in range.enumerate() {
                 if regions & (1 << bit) == 0 {
                     continue;
                 }
                 let region = &layout.regions[g];
-                // The page shows a camera's first region classified in this frame (the whole frame without
-                // regions).
-                if !shown && let Some(c) = self.live.cameras.get(camera) {
-                    c.store_result(&results[g], infer_time);
-                    shown = true;
+                // The page shows each region's newest classification.
+                if let Some(r) = self.live.cameras.get(camera).and_then(|c| c.regions.get(bit)) {
+                    r.store_result(&results[g], times[g]);
                 }
                 let observed = Observed {
                     frame: number,
@@ -361,6 +361,7 @@ fn prepare_loop(
             let size = (picture.width, picture.height);
             for (bit, g) in layout.cameras[camera].clone().enumerate() {
                 let region = &layout.regions[g];
+                let shown = live.cameras.get(camera).and_then(|c| c.regions.get(bit));
                 let rect = match placed[g] {
                     Placed::Inside { frame, rect } if frame == size => rect,
                     Placed::Outside { frame } if frame == size => continue,
@@ -376,9 +377,15 @@ fn prepare_loop(
                                 size.1
                             );
                             placed[g] = Placed::Outside { frame: size };
+                            if let Some(r) = shown {
+                                r.set_rect(None);
+                            }
                             continue;
                         }
                         placed[g] = Placed::Inside { frame: size, rect };
+                        if let Some(r) = shown {
+                            r.set_rect(Some(rect.unwrap_or(Rect { x: 0, y: 0, width: size.0, height: size.1 })));
+                        }
                         rect
                     }
                 };

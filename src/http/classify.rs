@@ -5,6 +5,9 @@
 //! The cameras come first: the pool's threads run at a lower CPU priority (nice 10) than the pipeline, and
 //! at most `classify_workers` requests are classified at once with `classify_queue` more waiting; a request
 //! beyond that is answered 429 (`Retry-After: 1`) at once, before its body is read.
+//!
+//! A config reload builds a new pool with the new `[model]` and puts it in [`CurrentPool`] in place of the
+//! old one.
 
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
@@ -34,7 +37,7 @@ struct Job {
 pub struct ClassifyPool {
     jobs: std_mpsc::SyncSender<Job>,
     slots: Arc<Semaphore>,
-    /// The model the pool runs (a request's `model=` must name it).
+    /// The model the pool runs (a request's `model=` must name it, or say `default`).
     pub model: String,
     /// `top` when a request does not say.
     pub default_top: usize,
@@ -49,6 +52,26 @@ impl std::fmt::Debug for Job {
 /// The pool stopped (the daemon is shutting down).
 #[derive(Debug)]
 pub struct Gone;
+
+/// The pool requests go to now: a config reload puts a new one (with the new `[model]`) in its place;
+/// requests already in the old one finish there, and its threads end once the last of them answered.
+#[derive(Debug, Default)]
+pub struct CurrentPool(std::sync::RwLock<Option<Arc<ClassifyPool>>>);
+
+impl CurrentPool {
+    pub fn new(pool: Option<ClassifyPool>) -> CurrentPool {
+        CurrentPool(std::sync::RwLock::new(pool.map(Arc::new)))
+    }
+
+    pub fn get(&self) -> Option<Arc<ClassifyPool>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Requests from now on go to `pool`.
+    pub fn replace(&self, pool: ClassifyPool) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(pool));
+    }
+}
 
 impl ClassifyPool {
     /// Loads `workers` sessions of `path` (one intra-op thread each) and starts their threads.

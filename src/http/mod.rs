@@ -27,7 +27,7 @@ use serde::Deserialize;
 
 use crate::config::HttpConfig;
 use crate::live::Live;
-use classify::ClassifyPool;
+use classify::CurrentPool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -147,19 +147,19 @@ pub struct AppState {
     live: Arc<Live>,
     latest: Arc<status::Latest>,
     registry: Arc<prometheus_client::registry::Registry>,
-    classify: Option<Arc<ClassifyPool>>,
+    classify: Arc<CurrentPool>,
     token: Option<Arc<str>>,
     max_body: usize,
 }
 
 /// The router: every route, the token check and the body limit.
-pub fn router(settings: &Settings, live: Arc<Live>, classify: Option<ClassifyPool>) -> (Router, Arc<status::Latest>) {
+pub fn router(settings: &Settings, live: Arc<Live>, classify: Arc<CurrentPool>) -> (Router, Arc<status::Latest>) {
     let latest = Arc::new(status::Latest::default());
     let state = AppState {
         registry: Arc::new(metrics::registry(Arc::clone(&live))),
         live,
         latest: Arc::clone(&latest),
-        classify: classify.map(Arc::new),
+        classify,
         token: settings.token.clone(),
         max_body: settings.max_body,
     };
@@ -186,12 +186,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `settings.listen` and serves until [`Server::stop`].
-    pub async fn start(
-        settings: &Settings,
-        live: Arc<Live>,
-        classify: Option<ClassifyPool>,
-    ) -> Result<Server, HttpError> {
+    /// Binds `settings.listen` and serves until [`Server::stop`]; classify requests go to the pool in
+    /// `classify` at the time (a reload replaces it).
+    pub async fn start(settings: &Settings, live: Arc<Live>, classify: Arc<CurrentPool>) -> Result<Server, HttpError> {
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .map_err(|source| HttpError::Bind { addr: settings.listen, source })?;
@@ -429,11 +426,13 @@ fn plain(code: StatusCode, text: String) -> Response {
 }
 
 async fn classify_request(State(state): State<AppState>, Query(q): Query<ClassifyQuery>, body: Body) -> Response {
-    let Some(pool) = state.classify.clone() else {
+    let Some(pool) = state.classify.get() else {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "classification over HTTP is off\n".into());
     };
-    if let Some(model) = q.model.as_deref().filter(|m| *m != pool.model) {
-        return plain(StatusCode::NOT_FOUND, format!("no model {model:?}; this camclassd runs {:?}\n", pool.model));
+    // The model by its own name, or by the config's name for `[model]`.
+    if let Some(model) = q.model.as_deref().filter(|m| *m != pool.model && *m != crate::config::DEFAULT_MODEL) {
+        let text = format!("no model {model:?}; classify requests run {:?} (or say \"default\")\n", pool.model);
+        return plain(StatusCode::NOT_FOUND, text);
     }
     let top = q.top.unwrap_or(pool.default_top);
     if !(1..=classify::MAX_TOP).contains(&top) {

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::capture::PixelFormat;
 use crate::health::{QueueHealth, Report, Reporter};
-use crate::live::{Live, LivePipeline};
+use crate::live::{Live, LivePipeline, RegionLive};
 use crate::tools::classify::LabeledScore;
 
 /// How often the rates are sampled.
@@ -30,8 +30,31 @@ pub struct Status {
     pub model: String,
     /// The part of each frame the model sees (drawn on the page): its input size and recipe.
     pub model_input: ModelInput,
-    /// Each camera's newest classification.
+    /// Each camera's newest classification (of its first region: the whole frame for a camera without
+    /// regions).
     pub classifications: BTreeMap<String, CameraClassification>,
+    /// Each camera's regions, in config order (one unnamed region, the whole frame, without regions).
+    pub regions: BTreeMap<String, Vec<RegionStatus>>,
+}
+
+/// A region of a camera: where it lies, what runs on it, and its newest classification.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegionStatus {
+    /// `null`: the camera's whole frame (a camera without regions).
+    pub name: Option<String>,
+    pub model: String,
+    /// The region's box in the frame's pixels (null before the first frame, or while outside the frame).
+    pub crop: Option<CropBox>,
+    #[serde(flatten)]
+    pub classification: CameraClassification,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CropBox {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -116,26 +139,39 @@ pub fn status(live: &Live, latest: &Latest) -> Option<Status> {
     let pipeline = live.pipeline()?;
     report.uptime_s = live.uptime().as_secs();
     let now = SystemTime::now();
-    let classifications = pipeline
-        .cameras
-        .iter()
-        .map(|c| {
-            let r = c.result();
-            let top: Vec<LabeledScore> = r
-                .top
-                .iter()
-                .map(|&(class_id, score)| LabeledScore { class_id, label: pipeline.label(class_id), score })
-                .collect();
-            let view = CameraClassification {
-                label: top.first().map(|t| t.label.clone()),
-                score: top.first().map(|t| t.score),
-                age_s: r.at.map(|at| round2(now.duration_since(at).unwrap_or_default().as_secs_f64())),
-                infer_ms: r.at.map(|_| round2(r.infer.as_secs_f64() * 1000.0)),
-                top,
-            };
-            (c.name.clone(), view)
-        })
-        .collect();
+    let view = |r: &RegionLive| {
+        let latest = r.result();
+        let top: Vec<LabeledScore> = latest
+            .top
+            .iter()
+            .map(|&(class_id, score)| LabeledScore { class_id, label: r.label(class_id), score })
+            .collect();
+        CameraClassification {
+            label: top.first().map(|t| t.label.clone()),
+            score: top.first().map(|t| t.score),
+            age_s: latest.at.map(|at| round2(now.duration_since(at).unwrap_or_default().as_secs_f64())),
+            infer_ms: latest.at.map(|_| round2(latest.infer.as_secs_f64() * 1000.0)),
+            top,
+        }
+    };
+    let mut classifications = BTreeMap::new();
+    let mut regions = BTreeMap::new();
+    for c in &pipeline.cameras {
+        let list: Vec<RegionStatus> = c
+            .regions
+            .iter()
+            .map(|r| RegionStatus {
+                name: r.info.name.clone(),
+                model: r.info.model.clone(),
+                crop: r.rect().map(|b| CropBox { x: b.x, y: b.y, width: b.width, height: b.height }),
+                classification: view(r),
+            })
+            .collect();
+        if let Some(first) = list.first() {
+            classifications.insert(c.name.clone(), first.classification.clone());
+        }
+        regions.insert(c.name.clone(), list);
+    }
     Some(Status {
         report,
         broker: BrokerStatus {
@@ -150,6 +186,7 @@ pub fn status(live: &Live, latest: &Latest) -> Option<Status> {
             crop: if pipeline.crop.3 { "center" } else { "none" },
         },
         classifications,
+        regions,
     })
 }
 

@@ -1,10 +1,12 @@
 // The status page in a real browser: Debian's chromium, headless, driven by playwright-core.
 //
-//   node tests/browser/status_page.mjs URL SCREENSHOT.png CAMERA=LABEL [CAMERA=LABEL ...]
+//   node tests/browser/status_page.mjs URL SCREENSHOT.png CAMERA=LABEL|CAMERA/REGION=LABEL [...]
 //
-// Loads URL, waits until every named camera's card shows its name, the expected current label, a
-// loaded (non-zero size) frame and the box the model sees over it, takes a screenshot, and prints one JSON line of what it found. Exits 1
-// (naming what is missing) when that does not happen within 30 s.
+// Loads URL, waits until every named camera's card shows its name, a loaded (non-zero size) frame, and
+// for CAMERA=LABEL (a camera without regions) the expected current label and the box the model sees over
+// the frame; for CAMERA/REGION=LABEL the region's name, its expected label and its box (with its name)
+// drawn over the frame. Takes a screenshot, and prints one JSON line of what it found. Exits 1 (naming
+// what is missing) when that does not happen within 30 s.
 import { createRequire } from "node:module";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -16,7 +18,11 @@ const require = createRequire(join(root, ".cache", "node", "package.json"));
 const { chromium } = require("playwright-core");
 
 const [url, screenshot, ...wanted] = process.argv.slice(2);
-const cameras = wanted.map((w) => { const i = w.indexOf("="); return { name: w.slice(0, i), label: w.slice(i + 1) }; });
+const cameras = wanted.map((w) => {
+  const i = w.indexOf("="), key = w.slice(0, i), slash = key.indexOf("/");
+  return slash < 0 ? { name: key, region: null, label: w.slice(i + 1) }
+                   : { name: key.slice(0, slash), region: key.slice(slash + 1), label: w.slice(i + 1) };
+});
 const profile = mkdtempSync(join(tmpdir(), "camclassd-chromium-"));
 // A fresh profile (--user-data-dir) each run; a phone-sized window: the page must be readable there.
 const browser = await chromium.launchPersistentContext(profile, {
@@ -41,15 +47,29 @@ try {
       const card = document.querySelector(`section.camera[data-camera="${CSS.escape(c.name)}"]`);
       if (!card) return false;
       const name = card.querySelector("h2.name")?.textContent;
-      const label = card.querySelector(".label")?.textContent;
       const img = card.querySelector(".frame img");
-      if (name !== c.name || label !== c.label || !img || !img.complete || img.naturalWidth === 0) return false;
+      if (name !== c.name || !img || !img.complete || img.naturalWidth === 0) return false;
       const box = img.getBoundingClientRect();
       if (box.width === 0 || box.height === 0) return false;
-      const crop = card.querySelector(".crop").getBoundingClientRect();
-      if (crop.width === 0 || crop.height === 0) return false;
-      found.push({ name, label, natural: [img.naturalWidth, img.naturalHeight], shown: [box.width, box.height],
-                   bars: card.querySelectorAll(".bar").length, crop: [crop.width, crop.height] });
+      if (c.region === null) {
+        const label = card.querySelector(".label")?.textContent;
+        if (label !== c.label) return false;
+        const crop = card.querySelector(".crop").getBoundingClientRect();
+        if (crop.width === 0 || crop.height === 0) return false;
+        found.push({ name, label, natural: [img.naturalWidth, img.naturalHeight], shown: [box.width, box.height],
+                     bars: card.querySelectorAll(".bar").length, crop: [crop.width, crop.height] });
+        continue;
+      }
+      const block = card.querySelector(`.region[data-region="${CSS.escape(c.region)}"]`);
+      const shape = card.querySelector(`.box[data-region="${CSS.escape(c.region)}"]`);
+      if (!block || !shape) return false;
+      const region = block.querySelector("h3.region-name")?.firstChild?.textContent;
+      const label = block.querySelector(".label")?.textContent;
+      if (region !== c.region || label !== c.label || shape.textContent !== c.region) return false;
+      const r = shape.getBoundingClientRect();
+      if (r.width === 0 || r.height === 0) return false;
+      found.push({ name, region, label, natural: [img.naturalWidth, img.naturalHeight], shown: [box.width, box.height],
+                   bars: block.querySelectorAll(".bar").length, box: [r.left - box.left, r.top - box.top, r.width, r.height] });
     }
     return found;
   }, cameras, { timeout: 30000, polling: 200 });

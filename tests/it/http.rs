@@ -12,6 +12,12 @@ use super::broker::{Broker, daemon_config, retained};
 use super::daemon::Daemon;
 use super::*;
 
+/// The composite's halves (cat left, coffee right), as regions take them, and as `classify --crop` does.
+const LEFT: &str = "[0, 0, 0.5, 1]";
+const RIGHT: &str = "[0.5, 0, 0.5, 1]";
+const LEFT_CLI: &str = "0,0,0.5,1";
+const RIGHT_CLI: &str = "0.5,0,0.5,1";
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
 }
@@ -104,7 +110,11 @@ fn the_page_metrics_status_and_snapshots_show_the_running_cameras() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let cams = camera("porch", "coffee.jpg") + &camera("yard", "chelsea.png");
+    // `desk` has two regions: the composite's left (cat) and right (coffee) halves.
+    let desk = camera("desk", "composite_cat_coffee.png")
+        + &format!("[[cameras.regions]]\nname = \"left\"\ncrop = {LEFT}\n")
+        + &format!("[[cameras.regions]]\nname = \"right\"\ncrop = {RIGHT}\n");
+    let cams = camera("porch", "coffee.jpg") + &camera("yard", "chelsea.png") + &desk;
     let path = config(dir.path(), &broker, &cams, &format!("listen = \"127.0.0.1:{port}\"\n"), "[homeassistant]\n");
     let daemon = Daemon::start(&path);
     let http = client();
@@ -116,6 +126,16 @@ fn the_page_metrics_status_and_snapshots_show_the_running_cameras() {
     let expected = classify_json(&model("int8"), &[generated("coffee.jpg"), generated("chelsea.png")], &[], 0);
     let labels: BTreeMap<&str, &str> =
         [("porch", expected[0].top[0].label.as_str()), ("yard", expected[1].top[0].label.as_str())].into();
+    // Each of desk's regions: classify --crop on its half.
+    let composite = [generated("composite_cat_coffee.png")];
+    let halves: Vec<(&str, Report)> = [("left", LEFT_CLI), ("right", RIGHT_CLI)]
+        .into_iter()
+        .map(|(name, crop)| {
+            let report = classify_json(&model("int8"), &composite, &["--crop", crop], 0).remove(0);
+            (name, report)
+        })
+        .collect();
+    assert_ne!(halves[0].1.top[0].label, halves[1].1.top[0].label, "the halves differ");
 
     // /api/v1/status: the health message's data and the current classification of each camera.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -123,6 +143,7 @@ fn the_page_metrics_status_and_snapshots_show_the_running_cameras() {
         let s: serde_json::Value =
             http.get(format!("{base}/api/v1/status")).send().expect("status").json().expect("JSON");
         let done = labels.iter().all(|(c, l)| s["classifications"][c]["label"] == *l)
+            && halves.iter().enumerate().all(|(i, (_, r))| s["regions"]["desk"][i]["label"] == r.top[0].label)
             && s["cameras"]["porch"]["frames"].as_u64() > Some(0);
         if done {
             break s;
@@ -143,6 +164,28 @@ fn the_page_metrics_status_and_snapshots_show_the_running_cameras() {
             .collect();
         let want: Vec<u64> = report.top.iter().map(|t| t.class_id as u64).collect();
         assert_eq!(top, want, "{camera}'s top-k on the page is the CLI's");
+    }
+
+    // The regions: a camera without regions has one, the whole frame; desk's two have their names, their
+    // boxes in the frame's pixels (900 x 300), the model and each half's classification.
+    for camera in ["porch", "yard"] {
+        let regions = status["regions"][camera].as_array().expect("regions");
+        assert_eq!(regions.len(), 1, "{camera}: {regions:?}");
+        assert_eq!(regions[0]["name"], serde_json::Value::Null);
+        assert_eq!(regions[0]["label"], status["classifications"][camera]["label"]);
+    }
+    let desk = status["regions"]["desk"].as_array().expect("desk's regions");
+    assert_eq!(desk.len(), 2, "{desk:?}");
+    for ((name, report), (region, crop)) in halves.iter().zip(desk.iter().zip([[0, 0, 450, 300], [450, 0, 450, 300]])) {
+        assert_eq!(region["name"], *name);
+        assert_eq!(region["model"], "default");
+        let b = &region["crop"];
+        assert_eq!([&b["x"], &b["y"], &b["width"], &b["height"]], crop.map(serde_json::Value::from).each_ref());
+        let top: Vec<u64> =
+            region["top"].as_array().expect("top").iter().map(|t| t["class_id"].as_u64().expect("id")).collect();
+        let want: Vec<u64> = report.top.iter().map(|t| t.class_id as u64).collect();
+        assert_eq!(top, want, "desk/{name}'s top-k is classify --crop's");
+        assert!(region["age_s"].as_f64().is_some() && region["infer_ms"].as_f64().is_some(), "{region}");
     }
 
     // The newest frame of each camera, as a JPEG (the PNG camera's frame encoded).
@@ -209,19 +252,99 @@ fn the_page_metrics_status_and_snapshots_show_the_running_cameras() {
         .arg(format!("{base}/"))
         .arg(&screenshot)
         .args(labels.iter().map(|(c, l)| format!("{c}={l}")))
+        .args(halves.iter().map(|(r, report)| format!("desk/{r}={}", report.top[0].label)))
         .output()
         .expect("node runs (scripts/setup installs playwright-core and chromium)");
     assert!(out.status.success(), "browser: {}\n{}", stdout(&out), stderr(&out));
     let seen: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("the browser's JSON line");
     assert_eq!(seen["errors"], serde_json::json!([]), "no script errors on the page");
     assert!(seen["scroll_width"].as_u64() <= Some(412), "the page fits a phone's width: {seen}");
-    for c in seen["cameras"].as_array().expect("cameras") {
+    let seen_cameras = seen["cameras"].as_array().expect("cameras");
+    assert_eq!(seen_cameras.len(), 4, "{seen}");
+    for c in seen_cameras {
         assert!(c["natural"][0].as_u64() > Some(0) && c["shown"][0].as_f64() > Some(0.0), "{c}");
+        if let Some(region) = c["region"].as_str() {
+            // The region's box over its half of the frame (letterboxed in the card): half the shown width,
+            // on the left or the right.
+            let (x, width, shown) = (
+                c["box"][0].as_f64().expect("x"),
+                c["box"][2].as_f64().expect("w"),
+                c["shown"][0].as_f64().expect("w"),
+            );
+            assert!(width > 0.0 && width < shown * 0.6, "{c}");
+            assert!(if region == "left" { x < shown * 0.1 } else { x > shown * 0.4 }, "{c}");
+            assert!(c["bars"].as_u64() >= Some(1), "{c}");
+            continue;
+        }
         assert_eq!(c["bars"], 5, "top-5 bars: {c}");
         // The model's centre crop, drawn inside the shown frame.
         assert!(c["crop"][0].as_f64() > Some(0.0) && c["crop"][0].as_f64() <= c["shown"][0].as_f64(), "{c}");
     }
     assert!(std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 10_000), "screenshot kept in {screenshot:?}");
+
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// `POST /api/v1/classify` of `image` (with `query`), as a report.
+fn classify_post(http: &reqwest::blocking::Client, base: &str, query: &str, image: &str) -> serde_json::Value {
+    let r = http
+        .post(format!("{base}/api/v1/classify{query}"))
+        .body(std::fs::read(generated(image)).expect("photo"))
+        .send()
+        .expect("classify");
+    assert_eq!(r.status(), 200, "classify{query}");
+    r.json().expect("JSON")
+}
+
+/// The API's top classes (id, label, score) against `classify --json`'s.
+fn assert_same_top(api: &serde_json::Value, cli: &Report, what: &str) {
+    let top = api["top"].as_array().expect("top");
+    assert_eq!(top.len(), cli.top.len(), "{what}: {api}");
+    for (a, c) in top.iter().zip(&cli.top) {
+        assert_eq!(a["class_id"].as_u64(), Some(c.class_id as u64), "{what}: {api}");
+        assert_eq!(a["label"], c.label.as_str(), "{what}: {api}");
+        let score = a["score"].as_f64().expect("score");
+        assert!((score - c.score).abs() < 1e-3, "{what}: {score} against the CLI's {}", c.score);
+    }
+}
+
+#[test]
+fn a_reload_that_changes_the_model_changes_the_classify_api_answers() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let path =
+        config(dir.path(), &broker, &camera("porch", "coffee.jpg"), &format!("listen = \"127.0.0.1:{port}\"\n"), "");
+    let daemon = Daemon::start(&path);
+    let http = client();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_status(&http, &format!("{base}/healthz"), 200, &daemon);
+
+    // Two models with different answers on the photo: the INT8 model's labels, and the uint8 fixture's
+    // (the same network, quantised otherwise, with labels class_N).
+    let (old, new) = (model("int8"), generated("effnet-uint8-nhwc.onnx"));
+    let photo = [generated("coffee.jpg")];
+    let before = classify_json(&old, &photo, &[], 0).remove(0);
+    let after = classify_json(&new, &photo, &[], 0).remove(0);
+    assert_ne!(before.top[0].label, after.top[0].label, "the two models must answer differently");
+
+    assert_same_top(&classify_post(&http, &base, "", "coffee.jpg"), &before, "before the reload");
+    // `[model]` by the config's name.
+    assert_same_top(&classify_post(&http, &base, "?model=default", "coffee.jpg"), &before, "model=default");
+    let unknown = http.post(format!("{base}/api/v1/classify?model=nope")).body("x").send().expect("classify");
+    assert_eq!(unknown.status(), 404);
+
+    // SIGHUP with `[model] path` swapped: the API answers as the new model.
+    let text = std::fs::read_to_string(&path).expect("config");
+    let swapped =
+        text.replace(&format!("{:?}", old.display().to_string()), &format!("{:?}", new.display().to_string()));
+    assert_ne!(swapped, text, "the config names the INT8 model");
+    std::fs::write(&path, swapped).expect("config");
+    daemon.signal("-HUP");
+    daemon.wait_log("config reloaded", Duration::from_secs(60));
+    assert_same_top(&classify_post(&http, &base, "", "coffee.jpg"), &after, "after the reload");
+    assert_same_top(&classify_post(&http, &base, "?model=default", "coffee.jpg"), &after, "model=default after");
 
     let (code, log) = daemon.stop();
     assert_eq!(code, Some(0), "{log}");
