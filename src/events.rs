@@ -188,6 +188,19 @@ pub fn decide(tracker: Tracker, frame: &Observed<'_>, who: &Speaker<'_>) -> (Tra
         .iter()
         .map(|s| EventClass { class_id: s.class_id, label: label(who.labels, s.class_id).into_owned(), score: s.score })
         .collect();
+    // A multi-label model's classes at or over their thresholds (several, or none).
+    let on: Option<Vec<EventClass>> = frame.classification.multi_label.then(|| {
+        frame
+            .classification
+            .on
+            .iter()
+            .map(|s| EventClass {
+                class_id: s.class_id,
+                label: label(who.labels, s.class_id).into_owned(),
+                score: s.score,
+            })
+            .collect()
+    });
     let state = (next.stated != Some(class) || reason == Reason::Change).then(|| {
         next.stated = Some(class);
         State {
@@ -197,6 +210,7 @@ pub fn decide(tracker: Tracker, frame: &Observed<'_>, who: &Speaker<'_>) -> (Tra
             score: shown.map_or(0.0, |b| b.score),
             since: captured_at.clone(),
             top: top.clone(),
+            on: on.clone(),
         }
     });
     let event = Event {
@@ -209,6 +223,7 @@ pub fn decide(tracker: Tracker, frame: &Observed<'_>, who: &Speaker<'_>) -> (Tra
         captured_at,
         reason,
         top,
+        on,
         model: who.model.clone(),
         timing_ms: EventTiming {
             // Measured by the publisher when the event leaves for the broker.
@@ -258,6 +273,9 @@ pub struct Event {
     pub captured_at: String,
     pub reason: Reason,
     pub top: Vec<EventClass>,
+    /// A multi-label model's classes "on" (at or over their thresholds), best first; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on: Option<Vec<EventClass>>,
     pub model: ModelRef,
     pub timing_ms: EventTiming,
     /// Frames this camera captured but never classified (inference was busy), since start.
@@ -285,6 +303,9 @@ pub struct State {
     /// The top classes of the frame that set this state (Home Assistant shows them as the label sensor's
     /// attributes).
     pub top: Vec<EventClass>,
+    /// A multi-label model's classes "on" in that frame, best first; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on: Option<Vec<EventClass>>,
 }
 
 /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-23T14:07:02.123Z`.
@@ -475,6 +496,7 @@ mod tests {
             reason: Reason::Change,
             // A label that looks like the field must not be touched.
             top: vec![EventClass { class_id: 1, label: "\"capture_to_publish\":5".into(), score: 0.5 }],
+            on: None,
             model: ModelRef { name: "m".into(), sha256: "ab".into() },
             timing_ms: EventTiming { capture_to_publish: 0.0, preprocess: 1.0, infer: 3.25 },
             frames_dropped: 0,
@@ -509,6 +531,32 @@ mod tests {
     }
 
     #[test]
+    fn a_multi_label_answer_lists_the_classes_on_in_event_and_state() {
+        let model = ModelRef { name: "doors".into(), sha256: "ab".into() };
+        let who = Speaker { node: "pi", camera: "garage", region: Some("door"), model: &model, labels: LABELS };
+        let mut c = classified(1, 0.9);
+        c.multi_label = true;
+        c.on = vec![Scored { class_id: 1, score: 0.9 }, Scored { class_id: 2, score: 0.6 }];
+        let (_, d) = decide(Tracker::new(Policy::EveryFrame), &observed(1, Instant::now(), &c), &who);
+        let Decision::Publish { event, state } = d else { panic!("{d:?}") };
+        let want = Some(vec![
+            EventClass { class_id: 1, label: label(LABELS, 1).into_owned(), score: 0.9 },
+            EventClass { class_id: 2, label: label(LABELS, 2).into_owned(), score: 0.6 },
+        ]);
+        assert_eq!(event.on, want);
+        assert_eq!(state.expect("a new state").on, want);
+        // None on is an empty list; a single-label answer has no `on` at all.
+        c.on.clear();
+        let (_, d) = decide(Tracker::new(Policy::EveryFrame), &observed(1, Instant::now(), &c), &who);
+        let Decision::Publish { event, .. } = d else { panic!("{d:?}") };
+        assert_eq!(serde_json::to_value(&event).expect("encodes")["on"], serde_json::json!([]));
+        c.multi_label = false;
+        let (_, d) = decide(Tracker::new(Policy::EveryFrame), &observed(1, Instant::now(), &c), &who);
+        let Decision::Publish { event, .. } = d else { panic!("{d:?}") };
+        assert!(serde_json::to_value(&event).expect("encodes").get("on").is_none());
+    }
+
+    #[test]
     fn the_event_encodes_to_the_documented_schema() {
         let e = Event {
             schema: SCHEMA,
@@ -519,6 +567,7 @@ mod tests {
             captured_at: rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)),
             reason: Reason::Change,
             top: vec![EventClass { class_id: 281, label: "tabby cat".into(), score: 0.5 }],
+            on: None,
             model: ModelRef { name: "efficientnet-lite0".into(), sha256: "ab".into() },
             timing_ms: EventTiming { capture_to_publish: 12.5, preprocess: 1.0, infer: 3.25 },
             frames_dropped: 4,

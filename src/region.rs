@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::config::{CameraConfig, Config, PublishMode, RegionConfig};
 use crate::events::Policy;
-use crate::postprocess::label;
+use crate::postprocess::{DEFAULT_MULTI_LABEL_THRESHOLD, Thresholds, label};
 use crate::preprocess::CropSpec;
 
 /// What a region needs to know of a loaded model.
@@ -42,6 +42,10 @@ pub struct Region {
     pub policy: Policy,
     /// Per class, the score it needs to be reported; `f32::INFINITY` for a class outside the allow-list.
     pub thresholds: Vec<f32>,
+    /// Per class, the probability it needs to be "on" in a multi-label model's answer: the region's
+    /// `thresholds`, with [`DEFAULT_MULTI_LABEL_THRESHOLD`] for classes they leave to the default; never for
+    /// a class outside the allow-list.
+    pub on: Thresholds,
     /// Classify at most this often (zero: every frame).
     pub classify_every: Duration,
     pub binary: Option<Binary>,
@@ -86,9 +90,10 @@ pub fn plan(config: &Config, models: &[ModelInfo]) -> Result<Vec<Vec<Region>>, V
                 crop: None,
                 policy: policy(cam, None, config.model.min_score),
                 thresholds: vec![config.model.min_score; models.get(model).map_or(0, |m| m.num_classes)],
+                on: Thresholds::uniform(DEFAULT_MULTI_LABEL_THRESHOLD),
                 classify_every: Duration::ZERO,
                 binary: None,
-                snapshot: None,
+                snapshot: cam.snapshot.then_some(Snapshot { size: cam.snapshot_size, frame: false }),
                 motion: None,
             });
         }
@@ -106,6 +111,9 @@ pub fn plan(config: &Config, models: &[ModelInfo]) -> Result<Vec<Vec<Region>>, V
                     continue;
                 }
             };
+            // The same keys, so the same problems (none): only the default differs.
+            let on =
+                self::thresholds(info, r, DEFAULT_MULTI_LABEL_THRESHOLD).map(|t| on_thresholds(&t)).unwrap_or_default();
             let binary = match binary(info, r) {
                 Ok(b) => b,
                 Err((k, m)) => {
@@ -119,6 +127,7 @@ pub fn plan(config: &Config, models: &[ModelInfo]) -> Result<Vec<Vec<Region>>, V
                 crop: r.crop.map(CropSpec),
                 policy: policy(cam, Some(r), config.model.min_score),
                 thresholds,
+                on,
                 classify_every: Duration::from_secs_f64(r.classify_every.max(0.0)),
                 binary,
                 snapshot: r.snapshot.then_some(Snapshot { size: r.snapshot_size, frame: r.snapshot_frame }),
@@ -189,6 +198,14 @@ pub fn thresholds(model: &ModelInfo, region: &RegionConfig, default: f32) -> Res
         .collect())
 }
 
+/// Per-class thresholds as [`crate::postprocess::classes_on`] reads them.
+fn on_thresholds(per_class: &[f32]) -> Thresholds {
+    per_class
+        .iter()
+        .enumerate()
+        .fold(Thresholds::uniform(DEFAULT_MULTI_LABEL_THRESHOLD), |t, (class, &p)| t.with_class(class, p))
+}
+
 /// The `binary_sensor` of a region with `on_class`: the model must have exactly two classes.
 fn binary(model: &ModelInfo, region: &RegionConfig) -> Result<Option<Binary>, Problem> {
     let Some(on) = &region.on_class else { return Ok(None) };
@@ -227,6 +244,9 @@ mod tests {
         let r = &plan[0][0];
         assert_eq!((r.name.as_deref(), r.crop, r.model), (None, None, 0));
         assert_eq!(r.thresholds, vec![0.1, 0.1]);
+        assert_eq!(r.snapshot, None);
+        let plan = super::plan(&config("snapshot = true\nsnapshot_size = 320\n"), &doors()).expect("plans");
+        assert_eq!(plan[0][0].snapshot, Some(Snapshot { size: 320, frame: false }));
     }
 
     #[test]
@@ -244,6 +264,9 @@ mod tests {
             Some(Binary { on: "open".into(), off: "closed".into(), device_class: Some("garage_door".into()) })
         );
         assert_eq!(plan[0][1].thresholds, vec![f32::INFINITY, 0.1]);
+        // "On" (multi-label): the same thresholds, but 0.5 where they leave a class to the default.
+        assert_eq!((plan[0][0].on.get(0), plan[0][0].on.get(1)), (0.5, 0.8));
+        assert_eq!((plan[0][1].on.get(0), plan[0][1].on.get(1)), (f32::INFINITY, 0.5));
     }
 
     #[test]

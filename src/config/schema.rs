@@ -296,6 +296,13 @@ pub struct CameraConfig {
     pub interval: f64,
     /// Below this, the top-1 counts as "nothing"; default: `[model] min_score`.
     pub min_score: Option<f32>,
+    /// A camera without regions: publish a JPEG of the whole frame on `<camera>/snapshot` (retained) with
+    /// each change event and each `snapshot` command (a camera with regions sets it per region).
+    #[serde(default)]
+    pub snapshot: bool,
+    /// The snapshot's longest side at most, in pixels (never enlarged).
+    #[serde(default = "default_snapshot_size")]
+    pub snapshot_size: u32,
     /// `[[cameras.regions]]`: the parts of the frame to classify, each with its model and policy; none:
     /// the whole frame with the default model (topics without a region level).
     #[serde(default)]

@@ -326,6 +326,18 @@ fn validate_regions(i: usize, cam: &super::CameraConfig, model_names: &[&str], p
     if cam.regions.len() > MAX_REGIONS {
         problem(&format!("cameras[{i}].regions"), format!("at most {MAX_REGIONS} regions per camera"));
     }
+    if cam.snapshot && !cam.regions.is_empty() {
+        problem(
+            &format!("cameras[{i}].snapshot"),
+            "a camera with regions takes snapshots per region: set snapshot on its [[cameras.regions]]".into(),
+        );
+    }
+    if !(16..=4096).contains(&cam.snapshot_size) {
+        problem(
+            &format!("cameras[{i}].snapshot_size"),
+            format!("expected 16 to 4096 pixels, got {}", cam.snapshot_size),
+        );
+    }
     let mut names = std::collections::HashSet::new();
     for (j, r) in cam.regions.iter().enumerate() {
         let key = |field: &str| format!("cameras[{i}].regions[{j}].{field}");

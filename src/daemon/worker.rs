@@ -19,7 +19,7 @@ use crate::health::Health;
 use crate::live::LivePipeline;
 use crate::model::{Input, Model, ModelSpec};
 use crate::pipeline::{Infer, Prepare};
-use crate::postprocess::{Classification, top_k_thresholds};
+use crate::postprocess::{Classification, classes_on, top_k_thresholds};
 use crate::preprocess::Rect;
 use crate::preprocess::motion::Thumbnails;
 use crate::preprocess::snapshot::Snap;
@@ -177,8 +177,18 @@ impl Worker {
                     Ok(t) => {
                         infer_time += t;
                         times[g] = t;
-                        infer.classification(0);
-                        top_k_thresholds(infer.probabilities(), self.top_k, &region.thresholds, &mut results[g].top);
+                        let multi_label = infer.classification(0).multi_label;
+                        let result = &mut results[g];
+                        top_k_thresholds(infer.probabilities(), self.top_k, &region.thresholds, &mut result.top);
+                        // A multi-label model's classes "on" at the region's thresholds (not the model's
+                        // defaults, which its other regions share).
+                        result.multi_label = multi_label;
+                        if multi_label {
+                            result.on.reserve(infer.probabilities().len());
+                            classes_on(infer.probabilities(), true, &region.on, &mut result.on);
+                        } else {
+                            result.on.clear();
+                        }
                     }
                     Err(e) => failed = Some(e),
                 }

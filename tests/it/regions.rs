@@ -385,6 +385,160 @@ fn a_snapshot_is_a_retained_jpeg_of_the_crop_with_an_image_entity() {
     }
 }
 
+#[test]
+fn a_camera_without_regions_snapshots_its_whole_frame_on_change_and_on_command() {
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/testnode/desk/event");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let camera = composite_camera("on_change", "snapshot = true\nsnapshot_size = 300\n");
+    let config = daemon_config(dir.path(), &broker, &camera);
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("keepalive = 5\n", "keepalive = 5\ncommands = true\n");
+    std::fs::write(&config, text + "[homeassistant]\n").expect("write");
+    let daemon = Daemon::start(&config);
+    witness.wait_for("the change event", Duration::from_secs(40), |m| {
+        m.iter().any(|m| m.payload.contains("\"reason\":\"change\""))
+    });
+    // The whole 900x300 frame, longest side 300, on the camera's own topic.
+    let whole = image::load_from_memory(&retained_bytes(&broker, "camclassd/testnode/desk/snapshot")).expect("a JPEG");
+    assert_eq!((whole.width(), whole.height()), (300, 100));
+    // Cleared, it comes back with the `snapshot` command's event.
+    broker.publish("camclassd/testnode/desk/snapshot", "", true);
+    broker.publish("camclassd/testnode/command", "snapshot desk", false);
+    witness.wait_for("the snapshot event", Duration::from_secs(20), |m| {
+        m.iter().any(|m| m.payload.contains("\"reason\":\"snapshot\""))
+    });
+    let again = image::load_from_memory(&retained_bytes(&broker, "camclassd/testnode/desk/snapshot")).expect("a JPEG");
+    assert_eq!((again.width(), again.height()), (300, 100));
+    let configs = retained(&broker, "homeassistant/#");
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let image = configs.iter().find(|m| m.topic == "homeassistant/image/testnode/desk_snapshot/config");
+    let v = json(image.expect("an image entity"));
+    assert_eq!(
+        (v["image_topic"].as_str(), v["content_type"].as_str()),
+        (Some("camclassd/testnode/desk/snapshot"), Some("image/jpeg"))
+    );
+    for m in configs.iter().filter(|m| !m.payload.is_empty()) {
+        assert_discovery_schema(m);
+    }
+
+    // With regions, snapshots are set per region: the camera's own key is refused where it is.
+    let both = daemon_config(
+        dir.path(),
+        &broker,
+        &composite_camera("on_change", &format!("snapshot = true\n{}", region("a", LEFT, ""))),
+    );
+    let out = run(camclassd().arg("check-config").arg(&both));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let line =
+        std::fs::read_to_string(&both).expect("config").lines().position(|l| l == "snapshot = true").expect("line") + 1;
+    assert!(
+        stderr(&out).contains(&format!("{}:{line}:", both.display()))
+            && stderr(&out).contains("cameras[0].snapshot: a camera with regions takes snapshots per region"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `classify --json --scores --crop` of the composite with the multi-label fixture and `--threshold`s.
+fn classify_multi(crop: &str, thresholds: &[(String, f64)]) -> serde_json::Value {
+    let mut cmd = camclassd();
+    cmd.arg("classify").arg("--model").arg(generated("effnet-sigmoid.onnx")).args([
+        "--json",
+        "--scores",
+        "--threads",
+        "1",
+        "--top",
+        "5",
+        "--crop",
+        crop,
+    ]);
+    for (class, p) in thresholds {
+        cmd.arg("--threshold").arg(format!("{class}={p}"));
+    }
+    let out = run(cmd.arg(generated("composite_cat_coffee.png")));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    serde_json::from_str(stdout(&out).trim()).expect("one JSON report")
+}
+
+/// `on` as (class_id, label) pairs, with its scores.
+fn on_list(v: &serde_json::Value) -> (Vec<(u64, String)>, Vec<f64>) {
+    let on = v["on"].as_array().unwrap_or_else(|| panic!("an `on` list: {v}"));
+    (
+        on.iter()
+            .map(|c| (c["class_id"].as_u64().expect("id"), c["label"].as_str().expect("label").to_string()))
+            .collect(),
+        on.iter().map(|c| c["score"].as_f64().expect("score")).collect(),
+    )
+}
+
+#[test]
+fn a_multi_label_regions_thresholds_decide_its_classes_on_as_classify_does() {
+    // The cat's half through the sigmoid model: its three best classes, a > b > c.
+    let crop = "0,0,0.5,1";
+    let free = classify_multi(crop, &[]);
+    let scores: Vec<f64> =
+        free["scores"].as_array().expect("scores").iter().map(|s| s.as_f64().expect("number")).collect();
+    let top: Vec<(usize, String)> = free["top"]
+        .as_array()
+        .expect("top")
+        .iter()
+        .map(|c| (c["class_id"].as_u64().expect("id") as usize, c["label"].as_str().expect("label").to_string()))
+        .collect();
+    let [a, b, c] = [0, 1, 2].map(|i| scores[top[i].0]);
+    assert!(a > b && b > c, "three distinct scores: {a} {b} {c}");
+    // "two": the two best are on; "first_third": the best, and the third by its own threshold.
+    let two = vec![("*".to_string(), (b + c) / 2.0)];
+    let first_third = vec![("*".to_string(), (a + b) / 2.0), (top[2].1.clone(), c / 2.0)];
+    let toml = |t: &[(String, f64)]| {
+        let pairs: Vec<String> = t.iter().map(|(k, p)| format!("{k:?} = {p:?}")).collect();
+        format!("model = \"multi\"\nthresholds = {{ {} }}\n", pairs.join(", "))
+    };
+    let regions = [
+        region("two", LEFT, &toml(&two)),
+        region("first_third", LEFT, &toml(&first_third)),
+        region("plain", LEFT, "model = \"multi\"\n"),
+    ]
+    .concat();
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/testnode/desk/+/event");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = daemon_config(dir.path(), &broker, &composite_camera("on_change", &regions));
+    let text = std::fs::read_to_string(&config).expect("config");
+    let models = format!(
+        "[[models]]\nname = \"multi\"\npath = {:?}\nthreads = 1\n",
+        generated("effnet-sigmoid.onnx").display().to_string()
+    );
+    std::fs::write(&config, text.replacen("[[cameras]]", &format!("{models}[[cameras]]"), 1)).expect("write");
+    let daemon = Daemon::start(&config);
+    let names = ["two", "first_third", "plain"];
+    let events = witness.wait_for("each region's event", Duration::from_secs(60), |m| {
+        names.iter().all(|r| m.iter().any(|m| m.topic == format!("camclassd/testnode/desk/{r}/event")))
+    });
+    let states = retained(&broker, "camclassd/testnode/desk/+/state");
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+
+    let mut seen = Vec::new();
+    for (r, thresholds) in names.iter().zip([two, first_third, Vec::new()]) {
+        let want = on_list(&classify_multi(crop, &thresholds));
+        let event = json(last_on(&events, &format!("camclassd/testnode/desk/{r}/event")).expect("event"));
+        let state = json(last_on(&states, &format!("camclassd/testnode/desk/{r}/state")).expect("retained state"));
+        for got in [on_list(&event), on_list(&state)] {
+            assert_eq!(got.0, want.0, "{r}: the classes on, as classify --threshold says");
+            for (g, w) in got.1.iter().zip(&want.1) {
+                assert!((g - w).abs() < 1e-4, "{r}: score {g} vs classify's {w}");
+            }
+        }
+        seen.push(want.0);
+    }
+    let ids = |v: &[(u64, String)]| v.iter().map(|(id, _)| *id as usize).collect::<Vec<_>>();
+    assert_eq!(ids(&seen[0]), vec![top[0].0, top[1].0], "two on");
+    assert_eq!(ids(&seen[1]), vec![top[0].0, top[2].0], "the best and the third");
+}
+
 /// Resident memory of a running daemon, in KiB.
 fn rss_kib(daemon: &Daemon) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).expect("/proc status");
