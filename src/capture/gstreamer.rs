@@ -3,15 +3,16 @@
 //! GStreamer, and handed to the [`FrameHub`](super::FrameHub) like any other camera's frames.
 //!
 //! One pipeline per camera session: `uridecodebin` (the decoder picked by plugin rank, or as configured) →
-//! a rate gate (a pad probe that drops frames beyond `fps` before they are scaled or converted) →
-//! `videoscale` → `videoconvert` → `appsink` (RGB, one buffer, newest wins). A session that ends, fails or
-//! stalls is torn down and rebuilt with the shared capped backoff with jitter; while it waits nothing of
-//! GStreamer runs. Credentials never reach a log line: the user and password go to the source element as
-//! properties, URLs are logged with their user info replaced by `***`, and GStreamer's own messages are
-//! scrubbed of the password.
+//! a rate gate (a pad probe that drops frames beyond `fps` before they are scaled or converted; for JPEG,
+//! where every frame is a key frame, before they are decoded) → `videoscale` → `videoconvert` → `appsink`
+//! (RGB, one buffer, newest wins). A session that ends, fails or stalls is torn down and rebuilt with the
+//! shared capped backoff with jitter; while it waits nothing of GStreamer runs, and the camera is reported
+//! down to the hub (so disconnected in the health message). Credentials never reach a log line: the user and
+//! password go to the source element as properties, URLs are logged with their user info replaced by `***`,
+//! and GStreamer's own messages are scrubbed of the password.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -120,6 +121,23 @@ impl Failure {
     }
 }
 
+/// A session's frame counts, kept by pad probes on GStreamer's streaming threads.
+#[derive(Debug, Default)]
+struct Counters {
+    /// Frames that reached the rate gate (kept or dropped).
+    gated: AtomicU64,
+    /// Frames offered to a video decoder (JPEG pictures dropped by its gate included), and frames out of it.
+    received: AtomicU64,
+    decoded: AtomicU64,
+    /// The gate sits before the decoder (JPEG): the one after it lets every frame through.
+    early: AtomicBool,
+}
+
+/// What a decoder's sink pad carries, as far as its gate is concerned.
+const MEDIA_UNKNOWN: u8 = 0;
+const MEDIA_JPEG: u8 = 1;
+const MEDIA_OTHER: u8 = 2;
+
 /// How a session ended.
 #[derive(Debug)]
 enum End {
@@ -200,6 +218,10 @@ struct Camera<'a> {
     size: Option<(u32, u32)>,
     resolution_changes: u64,
     warned_layout: bool,
+    /// Since the daemon started: frames into the decoder, out of it, and delivered to the hub.
+    received: u64,
+    decoded: u64,
+    delivered: u64,
 }
 
 /// The capture thread of a GStreamer camera.
@@ -232,8 +254,12 @@ pub fn run(cam: &CameraConfig, kind: &SourceKind, index: usize, hub: &FrameHub, 
         size: None,
         resolution_changes: 0,
         warned_layout: false,
+        received: 0,
+        decoded: 0,
+        delivered: 0,
     };
     camera.run();
+    camera.log_totals();
 }
 
 impl Camera<'_> {
@@ -253,6 +279,21 @@ impl Camera<'_> {
         match self.password.as_deref().filter(|p| p.len() >= 2) {
             Some(p) => text.replace(p, "***"),
             None => text.to_string(),
+        }
+    }
+
+    /// Where the frames went, once, when the camera stops: beyond `fps`, a JPEG stream's frames are dropped
+    /// before the decoder, other codecs' after it.
+    fn log_totals(&mut self) {
+        let received = std::mem::take(&mut self.received);
+        if received > 0 {
+            tracing::info!(
+                camera = %self.name(),
+                "stopped: {received} frames came to the decoder, {} were decoded, {} delivered (fps = {})",
+                self.decoded,
+                self.delivered,
+                self.cam.fps
+            );
         }
     }
 
@@ -332,6 +373,7 @@ impl Camera<'_> {
     /// Logs a failure once per change of its kind while the camera is down; false when the daemon stops.
     fn report(&self, f: &Failure, failing: &mut Option<Kind>, ever_streamed: bool) -> bool {
         let message = self.scrub(&f.message);
+        self.hub.report_down(self.index);
         if *failing != Some(f.kind) {
             let what = if ever_streamed && failing.is_none() { "camera lost" } else { "camera unavailable" };
             tracing::warn!(camera = %self.name(), "{what}: {message}; retrying with backoff up to {}s", Backoff::MAX.as_secs());
@@ -422,10 +464,13 @@ impl Camera<'_> {
                 (pipeline.upcast::<gst::Bin>(), sink, *file)
             }
         };
+        let counters = Arc::new(Counters::default());
+        let t0 = Instant::now();
         // A decoder that joins a stream between key frames (or loses packets) outputs grey smears that would be
         // classified as something: RTP depayloaders wait for a key frame (and ask the camera for one), libav's
-        // decoders drop corrupt frames.
-        pipeline.connect_deep_element_added(|_, _, element| {
+        // decoders drop corrupt frames. Decoders get counted, and a JPEG decoder the rate gate in front of it.
+        let (g, c) = (Arc::clone(&gate), Arc::clone(&counters));
+        pipeline.connect_deep_element_added(move |_, _, element| {
             for (property, value) in
                 [("output-corrupt", false), ("wait-for-keyframe", true), ("request-keyframe", true)]
             {
@@ -433,9 +478,20 @@ impl Camera<'_> {
                     element.set_property(property, value);
                 }
             }
+            // An HTTP MJPEG stream is one stream: without this, decodebin holds its frames back (seconds of them)
+            // until its queue fills, waiting for more streams.
+            if element.factory().is_some_and(|f| f.name() == "multipartdemux") {
+                element.set_property("single-stream", true);
+            }
+            watch_decoder(element, &g, &c, by_pts, t0);
         });
+        // The user's pipeline has its elements already.
+        for element in pipeline.iterate_recurse().into_iter().flatten() {
+            watch_decoder(&element, &gate, &counters, by_pts, t0);
+        }
         // The rate gate: frames beyond `fps` are dropped before they are scaled and converted (a file by its
-        // timestamps, so that it plays at its own pace; a live source by the clock).
+        // timestamps, so that it plays at its own pace; a live source by the clock); JPEG frames, each one a
+        // key frame, are dropped before they are decoded (`watch_decoder`), and this gate lets them through.
         let gate_pad = match &self.plan {
             Plan::Uri { .. } => pipeline
                 .iterate_elements()
@@ -445,27 +501,18 @@ impl Camera<'_> {
                 .and_then(|e| e.static_pad("sink")),
             Plan::Pipeline(_) => sink.static_pad("sink"),
         };
-        let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
         if let Some(pad) = gate_pad {
-            let (gate, counted) = (Arc::clone(&gate), Arc::clone(&counted));
-            let t0 = Instant::now();
+            let (gate, counters) = (Arc::clone(&gate), Arc::clone(&counters));
             pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-                let t = match (&info.data, by_pts) {
-                    (Some(gst::PadProbeData::Buffer(b)), true) => b.pts().map_or(0, |p| p.nseconds()),
-                    _ => t0.elapsed().as_nanos() as u64,
-                };
-                counted.fetch_add(1, Ordering::Relaxed);
-                let due = gate.lock().map(|mut g| g.due(t)).unwrap_or(true);
-                if due {
+                if counters.early.load(Ordering::Relaxed) {
                     gst::PadProbeReturn::Ok
                 } else {
-                    // Handled: the buffer is released here and the pad reports OK upstream.
-                    gst::PadProbeReturn::Handled
+                    pass_gate(&gate, &counters, by_pts, t0, info)
                 }
             });
         }
         let bus = pipeline.bus().ok_or_else(|| Failure::new(Kind::Setup, "the pipeline has no bus"))?;
-        Ok(Session { pipeline, sink, bus, counted })
+        Ok(Session { pipeline, sink, bus, counters })
     }
 
     /// RTSP and HTTP: credentials, transport and latency set on the source element `uridecodebin` makes.
@@ -523,8 +570,15 @@ impl Camera<'_> {
         down_since: &mut Option<Instant>,
         ever_streamed: bool,
     ) -> End {
-        let Session { pipeline, sink, bus, counted } = session;
-        let end = self.play(&pipeline, &sink, &bus, &counted, delivered, failing, down_since, ever_streamed);
+        let Session { pipeline, sink, bus, counters } = session;
+        let end = self.play(&pipeline, &sink, &bus, &counters.gated, delivered, failing, down_since, ever_streamed);
+        self.received += counters.received.load(Ordering::Relaxed);
+        self.decoded += counters.decoded.load(Ordering::Relaxed);
+        self.delivered += *delivered;
+        if let End::Stopped = end {
+            // Before the teardown, which the daemon's shutdown may not wait for.
+            self.log_totals();
+        }
         let _ = pipeline.set_state(gst::State::Null);
         end
     }
@@ -535,7 +589,7 @@ impl Camera<'_> {
         pipeline: &gst::Bin,
         sink: &gst_app::AppSink,
         bus: &gst::Bus,
-        counted: &std::sync::atomic::AtomicU64,
+        counted: &AtomicU64,
         delivered: &mut u64,
         failing: &mut Option<Kind>,
         down_since: &mut Option<Instant>,
@@ -765,6 +819,94 @@ impl Camera<'_> {
     }
 }
 
+/// One frame at the rate gate: counted, and let through when due (a file by its timestamps, a live source
+/// by the clock) or dropped.
+fn pass_gate(
+    gate: &Mutex<RateGate>,
+    counters: &Counters,
+    by_pts: bool,
+    t0: Instant,
+    info: &gst::PadProbeInfo,
+) -> gst::PadProbeReturn {
+    let t = match (&info.data, by_pts) {
+        (Some(gst::PadProbeData::Buffer(b)), true) => b.pts().map_or(0, |p| p.nseconds()),
+        _ => t0.elapsed().as_nanos() as u64,
+    };
+    counters.gated.fetch_add(1, Ordering::Relaxed);
+    if gate.lock().map(|mut g| g.due(t)).unwrap_or(true) {
+        gst::PadProbeReturn::Ok
+    } else {
+        // Handled: the buffer is released here and the pad reports OK upstream.
+        gst::PadProbeReturn::Handled
+    }
+}
+
+/// Counts what goes into a video decoder and what comes out; when what goes in is JPEG (every frame a key
+/// frame), the rate gate sits on the decoder's input so that frames beyond `fps` are never decoded.
+fn watch_decoder(
+    element: &gst::Element,
+    gate: &Arc<Mutex<RateGate>>,
+    counters: &Arc<Counters>,
+    by_pts: bool,
+    t0: Instant,
+) {
+    if !element.factory().is_some_and(|f| is_video_decoder(&f)) {
+        return;
+    }
+    let (Some(input), Some(output)) = (element.static_pad("sink"), element.static_pad("src")) else { return };
+    let c = Arc::clone(counters);
+    output.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        c.decoded.fetch_add(1, Ordering::Relaxed);
+        gst::PadProbeReturn::Ok
+    });
+    let (gate, c) = (Arc::clone(gate), Arc::clone(counters));
+    let media = AtomicU8::new(MEDIA_UNKNOWN);
+    // Whether the JPEG picture being received was let through.
+    let keep = AtomicBool::new(true);
+    let jpeg = |caps: &gst::CapsRef| caps.structure(0).is_some_and(|s| s.name() == "image/jpeg");
+    input.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM, move |pad, info| {
+        match &info.data {
+            Some(gst::PadProbeData::Event(e)) => {
+                if let gst::EventView::Caps(caps) = e.view() {
+                    let is_jpeg = jpeg(caps.caps());
+                    media.store(if is_jpeg { MEDIA_JPEG } else { MEDIA_OTHER }, Ordering::Relaxed);
+                    c.early.store(is_jpeg, Ordering::Relaxed);
+                }
+                gst::PadProbeReturn::Ok
+            }
+            Some(gst::PadProbeData::Buffer(buffer)) => {
+                let mut m = media.load(Ordering::Relaxed);
+                if m == MEDIA_UNKNOWN {
+                    // Caps that arrived before this probe did.
+                    let is_jpeg = pad.current_caps().is_some_and(|caps| jpeg(&caps));
+                    m = if is_jpeg { MEDIA_JPEG } else { MEDIA_OTHER };
+                    media.store(m, Ordering::Relaxed);
+                    c.early.store(is_jpeg, Ordering::Relaxed);
+                }
+                if m != MEDIA_JPEG {
+                    c.received.fetch_add(1, Ordering::Relaxed);
+                    return gst::PadProbeReturn::Ok;
+                }
+                // A JPEG picture starts with SOI (FF D8). A source that hands a picture over in chunks (a
+                // snapshot URL, unparsed) has the other chunks follow the fate of the first.
+                let mut soi = [0u8; 2];
+                if buffer.copy_to_slice(0, &mut soi).is_err() || soi != [0xFF, 0xD8] {
+                    return if keep.load(Ordering::Relaxed) {
+                        gst::PadProbeReturn::Ok
+                    } else {
+                        gst::PadProbeReturn::Handled
+                    };
+                }
+                c.received.fetch_add(1, Ordering::Relaxed);
+                let verdict = pass_gate(&gate, &c, by_pts, t0, info);
+                keep.store(verdict == gst::PadProbeReturn::Ok, Ordering::Relaxed);
+                verdict
+            }
+            _ => gst::PadProbeReturn::Ok,
+        }
+    });
+}
+
 /// A pipeline description GStreamer cannot build: a missing element names its Debian package.
 fn parse_failure(e: &glib::Error) -> Failure {
     let text = e.message();
@@ -782,8 +924,7 @@ struct Session {
     pipeline: gst::Bin,
     sink: gst_app::AppSink,
     bus: gst::Bus,
-    /// Frames that reached the rate gate (kept or dropped).
-    counted: Arc<std::sync::atomic::AtomicU64>,
+    counters: Arc<Counters>,
 }
 
 #[cfg(test)]

@@ -66,6 +66,8 @@ struct Slot {
     dropped: u64,
     captured: u64,
     finished: bool,
+    /// The source reported a failure (and retries) and has delivered no frame since.
+    down: bool,
 }
 
 #[derive(Debug)]
@@ -109,6 +111,7 @@ impl FrameHub {
         let slot = &mut state.slots[camera];
         slot.captured += 1;
         slot.last_put = Some(frame.captured);
+        slot.down = false;
         if let Some((_, old)) = slot.frame.replace((slot.captured, frame)) {
             slot.dropped += 1;
             if slot.spare.len() < MAX_SPARES {
@@ -132,6 +135,16 @@ impl FrameHub {
     pub fn finish(&self, camera: usize) {
         self.lock().slots[camera].finished = true;
         self.ready.notify_all();
+    }
+
+    /// `camera`'s source has reported a failure and retries: disconnected until its next frame.
+    pub fn report_down(&self, camera: usize) {
+        self.lock().slots[camera].down = true;
+    }
+
+    /// Whether `camera`'s source reported a failure and has delivered no frame since.
+    pub fn reported_down(&self, camera: usize) -> bool {
+        self.lock().slots[camera].down
     }
 
     /// Stops the consumers once the frames already captured are taken.
@@ -372,6 +385,16 @@ mod tests {
         assert!(hub.take(&mut next).is_none());
         // Dropped frames' buffers come back as spares.
         assert_eq!(hub.buffer(0).capacity(), 1);
+    }
+
+    #[test]
+    fn a_source_reported_down_is_up_again_at_its_next_frame() {
+        let hub = FrameHub::new(2);
+        assert!(!hub.reported_down(0));
+        hub.report_down(0);
+        assert!(hub.reported_down(0) && !hub.reported_down(1));
+        hub.put(0, frame(1));
+        assert!(!hub.reported_down(0));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The daemon watching itself: systemd's watchdog (pings only while inference moves, or has nothing to do)
 //! and the staleness alarm (a camera whose source stopped delivering frames without an error: a read
-//! blocked for ever, a stream that went silent). A stale camera is logged once, reported in the health
-//! message (`connected: false`, `last_frame_age_s`) and, through it, in Home Assistant's connectivity sensor.
+//! blocked for ever, a stream that went silent; or one whose source reported a failure and is retrying).
+//! A stale camera is logged once, reported in the health message (`connected: false`, `last_frame_age_s`)
+//! and, through it, in Home Assistant's connectivity sensor.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,14 +35,22 @@ impl Watched {
             let since_start = self.health.uptime(now);
             // Before its first frame a camera is measured from the pipeline's start.
             let silent = age.unwrap_or(since_start);
-            let stale = !finished && silent > limit;
+            // A source that reported a failure (a GStreamer camera lost, retrying) is disconnected at once.
+            let down = self.hub.reported_down(camera);
+            let stale = !finished && (down || silent > limit);
             if let Some(at) = age.and_then(|a| now.checked_sub(a)) {
                 self.health.frame_seen(camera, at);
             }
             // Logged on each change only: the health counters remember the last verdict.
             let was_stale = !self.health.set_connected(camera, !stale);
             let name = self.health.cameras.get(camera).map_or("?", |c| c.name.as_str());
-            if stale && !was_stale {
+            if stale && !was_stale && down {
+                tracing::error!(
+                    camera = name,
+                    "no frame for {:.0?} (the source reported why, above, and is retrying): the camera is disconnected",
+                    silent
+                );
+            } else if stale && !was_stale {
                 tracing::error!(
                     camera = name,
                     "no frame for {:.0?} (the source delivers nothing and reports no error): the camera is stale",

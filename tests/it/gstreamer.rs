@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use super::broker::{Broker, Message, Witness};
+use super::broker::{Broker, Message, Witness, retained};
 use super::daemon::Daemon;
 use super::*;
 
@@ -163,6 +163,126 @@ fn a_restarted_rtsp_server_is_reconnected_and_the_outage_costs_no_cpu() {
     assert_eq!(lines_with(&log, "door", "camera lost").len(), 1, "the outage is logged once:\n{log}");
     assert_eq!(lines_with(&log, "door", "camera unavailable").len(), 0, "retries are not logged again:\n{log}");
     assert_eq!(lines_with(&log, "door", "after").iter().filter(|l| l.contains("down")).count(), 1, "{log}");
+}
+
+/// The (frames that came to the decoder, decoded, delivered) counts in a camera's "stopped" line.
+fn decoder_counts(log: &str, camera: &str) -> (u64, u64, u64) {
+    let line = lines_with(log, camera, "frames came to the decoder");
+    assert_eq!(line.len(), 1, "one count line for {camera}:\n{log}");
+    let numbers: Vec<u64> = line[0]
+        .split_once("stopped: ")
+        .map(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect())
+        .unwrap_or_default();
+    match numbers[..] {
+        [received, decoded, delivered, ..] => (received, decoded, delivered),
+        _ => panic!("no counts in {:?}", line[0]),
+    }
+}
+
+#[test]
+fn mjpeg_frames_beyond_fps_are_dropped_before_they_are_decoded() {
+    // 10 fps served, 2 wanted: a JPEG stream's extra frames never reach the decoder (every JPEG frame is a key
+    // frame); H.264 needs every frame decoded, so its gate stays after the decoder.
+    let (pjpeg, p264) = (free_port(), free_port());
+    let _mjpeg = Server::rtsp(pjpeg, "mjpeg", None);
+    let _h264 = Server::rtsp(p264, "h264", None);
+    let http = Server::start("http_camera.py", &[generated(PICTURE).display().to_string()]);
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/#");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let slow = "fps = 2\n";
+    let cameras = [
+        ("rtspjpeg", format!("rtsp://127.0.0.1:{pjpeg}/cam")),
+        ("httpjpeg", format!("http://127.0.0.1:{}/stream.mjpg", http.line)),
+        ("h264", format!("rtsp://127.0.0.1:{p264}/cam")),
+    ]
+    .iter()
+    .map(|(name, url)| camera(name, url, "").replace("fps = 5\n", slow))
+    .collect::<String>();
+    let daemon = Daemon::start(&config(dir.path(), &broker, &cameras));
+    for cam in ["rtspjpeg", "httpjpeg", "h264"] {
+        wait_events(&witness, cam, 4, Duration::from_secs(60));
+    }
+    // A few seconds more for the counts to build up.
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, log) = daemon.stop();
+    for cam in ["rtspjpeg", "httpjpeg"] {
+        let (received, decoded, delivered) = decoder_counts(&log, cam);
+        assert!(delivered >= 4 && decoded >= delivered, "{cam}: {received} {decoded} {delivered}\n{log}");
+        // About one in five decoded; with the gate after the decoder, all of them.
+        assert!(decoded * 2 <= received, "{cam}: {decoded} of {received} frames decoded:\n{log}");
+    }
+    let (received, decoded, delivered) = decoder_counts(&log, "h264");
+    assert!(decoded * 2 > received, "h264: {decoded} of {received} frames decoded:\n{log}");
+    assert!(delivered * 2 <= decoded, "h264: {delivered} of {decoded} decoded frames delivered:\n{log}");
+}
+
+/// The state Home Assistant shows for `camera`'s connectivity binary_sensor: its discovery config's template
+/// (checked to be the one camclassd sends) applied to `health`.
+fn ha_connectivity(config: &serde_json::Value, health: &serde_json::Value, camera: &str) -> &'static str {
+    assert_eq!(config["state_topic"], "camclassd/testnode/health", "{config}");
+    assert_eq!(config["device_class"], "connectivity", "{config}");
+    let template = format!("{{{{ 'ON' if value_json.cameras[\"{camera}\"].connected else 'OFF' }}}}");
+    assert_eq!(config["value_template"], template.as_str(), "{config}");
+    if health["cameras"][camera]["connected"] == true { "ON" } else { "OFF" }
+}
+
+#[test]
+fn a_gstreamer_camera_whose_server_dies_is_disconnected_in_health_and_home_assistant_then_back() {
+    let port = free_port();
+    let server = Server::rtsp(port, "h264", None);
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/#");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cameras =
+        camera("door", &format!("rtsp://127.0.0.1:{port}/cam"), "") + "[health]\ninterval = 1\n[homeassistant]\n";
+    let daemon = Daemon::start(&config(dir.path(), &broker, &cameras));
+    wait_events(&witness, "door", 3, Duration::from_secs(60));
+    let ha = retained(&broker, "homeassistant/binary_sensor/testnode/door_connected/config");
+    let ha: serde_json::Value =
+        serde_json::from_str(&ha.first().expect("a connectivity sensor").payload).expect("JSON");
+    let health_topic = "camclassd/testnode/health";
+    let healths = |m: &[Message]| -> Vec<serde_json::Value> {
+        m.iter().filter(|m| m.topic == health_topic).filter_map(|m| serde_json::from_str(&m.payload).ok()).collect()
+    };
+    let retained_health = || -> serde_json::Value {
+        let m = retained(&broker, health_topic);
+        serde_json::from_str(&m.last().expect("a retained health message").payload).expect("health JSON")
+    };
+    let connected = |h: &serde_json::Value| h["cameras"]["door"]["connected"].as_bool();
+    witness.wait_for("health: connected", Duration::from_secs(10), |m| {
+        healths(m).iter().any(|h| connected(h) == Some(true))
+    });
+    assert_eq!(ha_connectivity(&ha, &retained_health(), "door"), "ON");
+
+    server.kill();
+    let seen = witness.messages().len();
+    // Disconnected, and the frame's age grows from one report to the next.
+    let down = witness.wait_for("health: disconnected, age growing", Duration::from_secs(40), |m| {
+        let ages: Vec<f64> = healths(&m[seen..])
+            .iter()
+            .filter(|h| connected(h) == Some(false))
+            .filter_map(|h| h["cameras"]["door"]["last_frame_age_s"].as_f64())
+            .collect();
+        ages.len() >= 2 && ages.last() > ages.first()
+    });
+    let h = retained_health();
+    assert_eq!(connected(&h), Some(false), "{h}");
+    assert_eq!(ha_connectivity(&ha, &h, "door"), "OFF");
+    let log = daemon.log();
+    // The watchdog's line (its camera field is quoted) says the source reported the failure.
+    assert_eq!(log.matches("the camera is disconnected").count(), 1, "{log}");
+    assert!(!log.contains("reports no error"), "the source did report one:\n{log}");
+
+    let _server = Server::rtsp(port, "h264", None);
+    let seen = down.len();
+    witness.wait_for("health: connected again", Duration::from_secs(60), |m| {
+        healths(&m[seen..]).iter().any(|h| connected(h) == Some(true))
+    });
+    let h = retained_health();
+    assert_eq!(ha_connectivity(&ha, &h, "door"), "ON", "{h}");
+    let log = daemon.wait_log("frames arrive again", Duration::from_secs(5));
+    assert_eq!(log.matches("frames arrive again").count(), 1, "{log}");
 }
 
 #[test]
