@@ -18,7 +18,7 @@ use super::HttpError;
 use crate::model::{Model, ModelOptions, runtime::Runtime};
 use crate::pipeline::Classifier;
 use crate::preprocess::Frame;
-use crate::tools::classify::{ImageReport, LabeledScore};
+use crate::tools::classify::ImageReport;
 
 /// The most classes a request may ask for (`top`).
 pub const MAX_TOP: usize = 100;
@@ -217,19 +217,5 @@ fn classify(
     let top_classes: Vec<_> = result.top.iter().take(top).copied().collect();
     // As `classify --json`: a multi-label model lists the classes at or over their thresholds.
     let on = result.multi_label.then(|| result.on.clone());
-    let model = classifier.model();
-    let labeled = |scored: Vec<crate::postprocess::Scored>| -> Vec<LabeledScore> {
-        scored
-            .into_iter()
-            .map(|s| LabeledScore { class_id: s.class_id, label: model.label(s.class_id).into_owned(), score: s.score })
-            .collect()
-    };
-    Ok(ImageReport {
-        image: "request".into(),
-        provider: model.provider().to_string(),
-        top: labeled(top_classes),
-        on: on.map(labeled),
-        timing_ms: timings.into(),
-        scores: None,
-    })
+    Ok(ImageReport::new("request".into(), classifier.model(), top_classes, on, timings, None))
 }

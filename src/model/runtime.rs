@@ -66,6 +66,14 @@ pub fn load(explicit: Option<&Path>) -> Result<&'static Runtime, RuntimeError> {
     if let Some(rt) = RUNTIME.get() {
         return Ok(rt);
     }
+    // One loader at a time: two threads initialising ONNX Runtime's library and environment at once crash
+    // it (seen as a SIGSEGV when two tests of one binary loaded it together). The second waits and takes the
+    // first one's runtime.
+    static LOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = LOADING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
     let mut attempts = Vec::new();
     for (origin, path) in candidates(explicit) {
         match try_load(&path) {

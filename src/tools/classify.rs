@@ -47,6 +47,37 @@ pub struct ImageReport {
     pub scores: Option<Vec<f32>>,
 }
 
+impl ImageReport {
+    /// The report of one picture: `top` (and `on` when given) named with `model`'s labels.
+    pub fn new(
+        image: String,
+        model: &crate::model::Model,
+        top: Vec<crate::postprocess::Scored>,
+        on: Option<Vec<crate::postprocess::Scored>>,
+        timings: Timings,
+        scores: Option<Vec<f32>>,
+    ) -> ImageReport {
+        let labeled = |scored: Vec<crate::postprocess::Scored>| -> Vec<LabeledScore> {
+            scored
+                .into_iter()
+                .map(|s| LabeledScore {
+                    class_id: s.class_id,
+                    label: model.label(s.class_id).into_owned(),
+                    score: s.score,
+                })
+                .collect()
+        };
+        ImageReport {
+            image,
+            provider: model.provider().to_string(),
+            top: labeled(top),
+            on: on.map(labeled),
+            timing_ms: timings.into(),
+            scores,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClassifyError {
     #[error("{}: is a directory, not an image", path.display())]
@@ -87,21 +118,8 @@ pub fn classify_file_crop(
         .map_err(|source| ClassifyError::Pipeline { path: path.to_path_buf(), source })?;
     let (top, on, multi_label) = (result.top.clone(), result.on.clone(), result.multi_label);
     let on = (multi_label || classifier.thresholds_set()).then_some(on);
-    let model = classifier.model();
-    let labeled = |scored: Vec<crate::postprocess::Scored>| -> Vec<LabeledScore> {
-        scored
-            .into_iter()
-            .map(|s| LabeledScore { class_id: s.class_id, label: model.label(s.class_id).into_owned(), score: s.score })
-            .collect()
-    };
-    Ok(ImageReport {
-        image: path.display().to_string(),
-        provider: model.provider().to_string(),
-        top: labeled(top),
-        on: on.map(labeled),
-        timing_ms: timings.into(),
-        scores: all_scores.then(|| classifier.probabilities().to_vec()),
-    })
+    let scores = all_scores.then(|| classifier.probabilities().to_vec());
+    Ok(ImageReport::new(path.display().to_string(), classifier.model(), top, on, timings, scores))
 }
 
 /// The human table: one block per image.
