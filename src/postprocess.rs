@@ -205,40 +205,30 @@ pub fn looks_like_probabilities(x: &[f32]) -> bool {
 
 /// Writes the `k` best entries (score ≥ `min_score`, NaN never) into `out`, best first; ties keep the lower id.
 pub fn top_k(scores: &[f32], k: usize, min_score: f32, out: &mut Vec<Scored>) {
-    out.clear();
-    if k == 0 {
-        return;
-    }
-    for (class_id, &score) in scores.iter().enumerate() {
-        if score.is_nan() || score < min_score {
-            continue;
-        }
-        if out.len() == k && out.last().is_some_and(|last| score <= last.score) {
-            continue;
-        }
-        // Insertion into a short sorted list: k is small (1..10), the scores are many.
-        let at = out.iter().position(|s| score > s.score).unwrap_or(out.len());
-        if out.len() == k {
-            out.pop();
-        }
-        out.insert(at, Scored { class_id, score });
-    }
+    top_k_by(scores, k, out, |_| Some(min_score));
 }
 
 /// As [`top_k`] with a threshold per class (`thresholds[class_id]`; a class beyond the slice is never
 /// reported, `f32::INFINITY` leaves a class out): a region's allow-list and per-class thresholds.
 pub fn top_k_thresholds(scores: &[f32], k: usize, thresholds: &[f32], out: &mut Vec<Scored>) {
+    top_k_by(scores, k, out, |class_id| thresholds.get(class_id).copied());
+}
+
+/// The `k` best classes whose score reaches `min(class_id)`; `None` ends the scan (no class from there on).
+fn top_k_by(scores: &[f32], k: usize, out: &mut Vec<Scored>, min: impl Fn(usize) -> Option<f32>) {
     out.clear();
     if k == 0 {
         return;
     }
-    for ((class_id, &score), &min) in scores.iter().enumerate().zip(thresholds) {
+    for (class_id, &score) in scores.iter().enumerate() {
+        let Some(min) = min(class_id) else { break };
         if score.is_nan() || score < min {
             continue;
         }
         if out.len() == k && out.last().is_some_and(|last| score <= last.score) {
             continue;
         }
+        // Insertion into a short sorted list: k is small (1..10), the scores are many.
         let at = out.iter().position(|s| score > s.score).unwrap_or(out.len());
         if out.len() == k {
             out.pop();

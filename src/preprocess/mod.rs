@@ -424,47 +424,35 @@ pub fn geometry(src: (u32, u32), out: (u32, u32), resize: u32, crop: Crop) -> Ge
 
 /// Normalises packed RGB8 into the tensor layout with the per-channel lookup table.
 pub fn normalize(rgb: &[u8], lut: &[[f32; 256]; 3], source_channel: [usize; 3], layout: Layout, out: &mut [f32]) {
-    let pixels = rgb.len() / 3;
-    match layout {
-        Layout::Nchw => {
-            let (c0, rest) = out.split_at_mut(pixels);
-            let (c1, c2) = rest.split_at_mut(pixels);
-            for (i, px) in rgb.chunks_exact(3).enumerate() {
-                c0[i] = lut[0][px[source_channel[0]] as usize];
-                c1[i] = lut[1][px[source_channel[1]] as usize];
-                c2[i] = lut[2][px[source_channel[2]] as usize];
-            }
-        }
-        Layout::Nhwc => {
-            for (px, o) in rgb.chunks_exact(3).zip(out.chunks_exact_mut(3)) {
-                o[0] = lut[0][px[source_channel[0]] as usize];
-                o[1] = lut[1][px[source_channel[1]] as usize];
-                o[2] = lut[2][px[source_channel[2]] as usize];
-            }
-        }
-    }
+    place(rgb, source_channel, layout, out, |c, v| lut[c][v as usize]);
 }
 
 /// Copies packed RGB8 into a uint8 tensor in its layout and channel order: no normalisation (the model
 /// takes raw pixels 0..255).
 pub fn arrange(rgb: &[u8], source_channel: [usize; 3], layout: Layout, out: &mut [u8]) {
+    place(rgb, source_channel, layout, out, |_, v| v);
+}
+
+/// Writes each pixel's channels, taken in `source_channel` order and mapped by `value(channel, byte)`, into
+/// `out` in `layout` (planes for NCHW, interleaved for NHWC).
+#[inline(always)]
+fn place<T>(rgb: &[u8], source_channel: [usize; 3], layout: Layout, out: &mut [T], value: impl Fn(usize, u8) -> T) {
     let pixels = rgb.len() / 3;
     match layout {
         Layout::Nchw => {
             let (c0, rest) = out.split_at_mut(pixels);
             let (c1, c2) = rest.split_at_mut(pixels);
             for (i, px) in rgb.chunks_exact(3).enumerate() {
-                c0[i] = px[source_channel[0]];
-                c1[i] = px[source_channel[1]];
-                c2[i] = px[source_channel[2]];
+                c0[i] = value(0, px[source_channel[0]]);
+                c1[i] = value(1, px[source_channel[1]]);
+                c2[i] = value(2, px[source_channel[2]]);
             }
         }
-        Layout::Nhwc if source_channel == [0, 1, 2] => out[..rgb.len()].copy_from_slice(rgb),
         Layout::Nhwc => {
             for (px, o) in rgb.chunks_exact(3).zip(out.chunks_exact_mut(3)) {
-                o[0] = px[source_channel[0]];
-                o[1] = px[source_channel[1]];
-                o[2] = px[source_channel[2]];
+                o[0] = value(0, px[source_channel[0]]);
+                o[1] = value(1, px[source_channel[1]]);
+                o[2] = value(2, px[source_channel[2]]);
             }
         }
     }
