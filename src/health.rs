@@ -37,8 +37,11 @@ pub struct Health {
     /// Monotonic count of inference runs, all cameras: the watchdog pings only while it moves (or nothing
     /// is waiting for inference).
     inferences: AtomicU64,
-    /// Frames handed to inference but not finished (0 or 1 per worker).
+    /// Frames handed to inference but not finished (up to a batch per worker).
     busy: AtomicU64,
+    /// Model runs, and the images they took (several per run when frames are batched).
+    runs: AtomicU64,
+    run_images: AtomicU64,
     /// The model's own check at load (camclassd verify), reported with every health message.
     pub model_check: Option<crate::check::ModelCheck>,
     started: Instant,
@@ -62,6 +65,8 @@ impl Health {
                 .collect(),
             inferences: AtomicU64::new(0),
             busy: AtomicU64::new(0),
+            runs: AtomicU64::new(0),
+            run_images: AtomicU64::new(0),
             model_check: None,
             started: Instant::now(),
         }
@@ -141,6 +146,17 @@ impl Health {
         }
     }
 
+    /// One model run took `images` images (a batch of region images from one or several frames).
+    pub fn ran(&self, images: usize) {
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        self.run_images.fetch_add(images as u64, Ordering::Relaxed);
+    }
+
+    /// (model runs, images they took) since start.
+    pub fn runs(&self) -> (u64, u64) {
+        (self.runs.load(Ordering::Relaxed), self.run_images.load(Ordering::Relaxed))
+    }
+
     pub fn inferences(&self) -> u64 {
         self.inferences.load(Ordering::Relaxed)
     }
@@ -199,9 +215,17 @@ pub struct Report {
     pub cameras: std::collections::BTreeMap<String, CameraHealth>,
     pub queue: QueueHealth,
     pub events_published: u64,
+    /// Model runs since start, and the images they took: `images / runs` is the mean batch.
+    pub inference: InferenceHealth,
     /// The model's check at load: passed / failed / fallback / unchecked, with its figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model_check: Option<crate::check::ModelCheck>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Default, PartialEq)]
+pub struct InferenceHealth {
+    pub runs: u64,
+    pub images: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Default)]
@@ -266,6 +290,10 @@ impl Reporter {
             cameras,
             queue,
             events_published,
+            inference: {
+                let (runs, images) = health.runs();
+                InferenceHealth { runs, images }
+            },
             model_check: health.model_check.clone(),
         }
     }

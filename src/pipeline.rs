@@ -105,6 +105,14 @@ impl Infer {
         Ok(t0.elapsed())
     }
 
+    /// Runs the model on the first `images` slots of `input` (a batch gathered into a larger tensor);
+    /// returns the inference time.
+    pub fn run_first(&mut self, input: &Input, images: usize) -> Result<Duration, ModelError> {
+        let t0 = Instant::now();
+        self.model.run_first(input, images)?;
+        Ok(t0.elapsed())
+    }
+
     /// The classification of `slot` from the last run (its buffer reused).
     pub fn classification(&mut self, slot: usize) -> &Classification {
         self.postprocessor.process(self.model.scores(slot), &mut self.result);

@@ -124,3 +124,45 @@ fn the_optimised_model_cache_gives_the_same_scores_and_survives_a_corrupt_file()
         assert_eq!(cached_files().len(), 1);
     }
 }
+
+#[test]
+fn a_gathered_batch_gives_each_image_the_scores_it_gets_alone() {
+    use camclassd::model::{Model, ModelOptions};
+    use camclassd::pipeline::Prepare;
+    use camclassd::preprocess::Frame;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let runtime = camclassd::model::runtime::load(None).expect("ONNX Runtime (run scripts/setup)");
+    let options = ModelOptions { threads: Some(1), record_placement: false, ..ModelOptions::default() };
+    for name in ["efficientnet-lite0-int8.onnx", "efficientnet-lite0-fp32.onnx"] {
+        let mut model = Model::load(runtime, &root.join("models").join(name), &options).expect("model loads");
+        assert!(model.dynamic_batch(), "{name}: the models are built with a dynamic batch dimension");
+        // Three photos prepared apart, each scored alone.
+        let mut alone = Vec::new();
+        let mut inputs = Vec::new();
+        for photo in ["chelsea.jpg", "coffee.jpg", "astronaut.jpg"] {
+            let bytes = std::fs::read(root.join("tests/data/generated").join(photo)).expect("run scripts/setup first");
+            let mut input = model.new_input().expect("input");
+            Prepare::new(model.spec()).frame(Frame::Encoded(&bytes), &mut input, 0).expect("prepare");
+            model.run(&input).expect("inference");
+            alone.push(model.scores(0).to_vec());
+            inputs.push(input);
+        }
+        // Gathered into a tensor of four, in another order, and run on the first three slots only.
+        let mut batch = model.new_batch_input(4).expect("batch input");
+        assert_eq!(batch.batch(), 4);
+        for (slot, i) in [2usize, 0, 1].into_iter().enumerate() {
+            batch.copy_slot(slot, &inputs[i], 0).expect("same model");
+        }
+        let scores = model.run_first(&batch, 3).expect("batched inference");
+        assert_eq!(scores.len(), 3 * model.num_classes(), "{name}: three images' scores, not four");
+        for (slot, i) in [2usize, 0, 1].into_iter().enumerate() {
+            let got = model.scores(slot);
+            let worst = alone[i].iter().zip(got).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= 1e-4, "{name}: image {i} in slot {slot} differs from its lone run by {worst}");
+            let top = |s: &[f32]| s.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(k, _)| k);
+            assert_eq!(top(got), top(&alone[i]), "{name}: image {i}");
+        }
+        assert!(model.run_first(&batch, 0).is_err(), "an empty batch is refused");
+        assert!(model.run_first(&batch, 5).is_err(), "more images than the tensor holds are refused");
+    }
+}

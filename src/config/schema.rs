@@ -450,6 +450,13 @@ pub struct ModelConfig {
     /// Inference sessions (each with its own decode thread) that share the cameras.
     #[serde(default = "default_workers")]
     pub workers: usize,
+    /// The most images one inference run takes: frames of several cameras (and several regions on one model)
+    /// that are ready together run as one batch, for a model with a dynamic batch dimension. 1: no batching.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// How long the first frame of a batch may wait for more to fill it (0: only what is ready now).
+    #[serde(default)]
+    pub max_batch_delay_ms: u64,
     #[serde(default)]
     pub optimization: Optimization,
     #[serde(default = "default_top_k")]
@@ -486,6 +493,9 @@ const fn default_top_k() -> usize {
 }
 const fn default_workers() -> usize {
     1
+}
+const fn default_max_batch() -> usize {
+    4
 }
 
 impl ModelConfig {

@@ -57,6 +57,18 @@ impl Config {
         if self.model.workers == 0 || self.model.workers > 16 {
             problem("model.workers", format!("must be between 1 and 16, got {}", self.model.workers));
         }
+        if !(1..=MAX_BATCH).contains(&self.model.max_batch) {
+            problem("model.max_batch", format!("must be between 1 and {MAX_BATCH}, got {}", self.model.max_batch));
+        }
+        if self.model.max_batch_delay_ms > 1000 {
+            problem(
+                "model.max_batch_delay_ms",
+                format!(
+                    "must be at most 1000 (a frame waits this long for a batch), got {}",
+                    self.model.max_batch_delay_ms
+                ),
+            );
+        }
         if let Some(m) = &self.mqtt {
             if let Some(why) = host_problem(&m.host) {
                 problem("mqtt.host", why);
@@ -319,6 +331,8 @@ fn validate_optimized_cache(model: &ModelConfig, problem: &mut impl FnMut(&str, 
 
 /// The most regions one camera may have.
 pub const MAX_REGIONS: usize = 32;
+/// The largest `[model] max_batch`: beyond it a batch only adds latency.
+pub const MAX_BATCH: usize = 32;
 
 /// `[[cameras.regions]]` of camera `i`: names, models, crops and the policy's values. Crops against the
 /// frame size and thresholds against the model's classes are checked when those are known.

@@ -1,9 +1,14 @@
 //! An inference worker: a prepare thread (decode a frame once, then each of its camera's regions → that
 //! region's input tensor, with its model's recipe) and an inference thread (each region's model +
-//! postprocess), joined by a one-slot hand-off. Two sets of input tensors (one tensor per region) circulate
-//! between them, so the next frame is prepared into one while the other is inferred, and nothing is copied:
-//! a region is resampled where it lies in the decoded frame. The inference thread then asks
-//! [`events::decide`] whether each region speaks, and hands the publication on.
+//! postprocess). Two sets of input tensors per camera (one tensor per region) circulate between them, so
+//! the next frame is prepared into one while the other is inferred: a region is resampled where it lies in
+//! the decoded frame and written straight into the tensor.
+//!
+//! The inference thread takes the prepared frames that are ready together (up to `[model] max_batch`,
+//! waiting at most `max_batch_delay_ms` for more) and runs each model once over all their regions' images
+//! (gathered into one batch tensor), as DeepStream's stream muxer batches cameras. It then asks
+//! [`events::decide`] whether each region of each frame speaks, frame by frame in the order they were
+//! prepared, and hands the publication on.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +22,7 @@ use crate::capture::FrameHub;
 use crate::events::{self, Decision, ModelRef, Observed, Reason, Speaker, Tracker};
 use crate::health::Health;
 use crate::live::LivePipeline;
-use crate::model::{Input, Model, ModelSpec};
+use crate::model::{Input, Model, ModelError, ModelSpec};
 use crate::pipeline::{Infer, Prepare};
 use crate::postprocess::{Classification, classes_on, top_k_thresholds};
 use crate::preprocess::Rect;
@@ -43,6 +48,17 @@ pub(super) struct Layout {
     pub(super) cameras: Vec<std::ops::Range<usize>>,
     /// The models' config names, by [`Region::model`].
     pub(super) model_names: Vec<String>,
+    pub(super) batching: Batching,
+}
+
+/// How frames that are ready together share one inference run: the images of every region on one model,
+/// of every frame taken together, go through that model at once (its batch dimension must be dynamic).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Batching {
+    /// The most images one run takes (1: each region's image runs alone).
+    pub(super) max: usize,
+    /// How long the first frame waits for more frames to join its batch (zero: only those ready now).
+    pub(super) delay: Duration,
 }
 
 pub(super) struct Worker {
@@ -62,9 +78,11 @@ pub(super) struct Worker {
     pub(super) live: Arc<LivePipeline>,
 }
 
-/// What a frame is prepared into: one input tensor per region (of every camera), and the snapshot of each
-/// region that takes snapshots (empty otherwise).
+/// What a frame of one camera is prepared into: one input tensor per region of that camera, and the snapshot
+/// of each region that takes snapshots (empty otherwise). Two sets circulate per camera, so memory does not
+/// grow with the batch size.
 struct Tensors {
+    camera: usize,
     inputs: Vec<Input>,
     snaps: Vec<Snap>,
 }
@@ -84,13 +102,16 @@ struct Prepared {
 impl Worker {
     /// Starts the two threads with this worker's sessions, one per model (by [`Region::model`]).
     pub(super) fn spawn(self, index: usize, models: Vec<Model>, done: mpsc::Sender<u64>) -> Result<(), DaemonError> {
-        let (ready_tx, ready_rx) = std_mpsc::sync_channel::<Prepared>(1);
+        // Up to a batch of prepared frames wait while the batch before them runs.
+        let (ready_tx, ready_rx) = std_mpsc::sync_channel::<Prepared>(self.layout.batching.max.max(1));
         let (free_tx, free_rx) = std_mpsc::channel::<Tensors>();
-        for _ in 0..2 {
-            let inputs =
-                self.layout.regions.iter().map(|r| models[r.model].new_input()).collect::<Result<Vec<_>, _>>()?;
-            let snaps = self.layout.regions.iter().map(|_| Snap::default()).collect();
-            let _ = free_tx.send(Tensors { inputs, snaps });
+        for (camera, range) in self.layout.cameras.iter().enumerate() {
+            for _ in 0..2 {
+                let regions = &self.layout.regions[range.clone()];
+                let inputs = regions.iter().map(|r| models[r.model].new_input()).collect::<Result<Vec<_>, _>>()?;
+                let snaps = regions.iter().map(|_| Snap::default()).collect();
+                let _ = free_tx.send(Tensors { camera, inputs, snaps });
+            }
         }
         let specs: Vec<ModelSpec> = models.iter().map(|m| m.spec().clone()).collect();
         let names: Vec<String> =
@@ -128,8 +149,9 @@ impl Worker {
         self.cameras.lock().map(|c| c[camera].name.clone()).unwrap_or_default()
     }
 
-    /// Infers prepared frames region by region, decides what each region publishes, hands it to the
-    /// publisher. Returns the number of frames classified.
+    /// Infers prepared frames in batches (the frames ready together, [`Batching`]), decides what each region
+    /// of each frame publishes, in the order the frames were prepared, and hands it to the publisher. Returns
+    /// the number of frames classified.
     fn infer_loop(
         &self,
         infers: &mut [Infer],
@@ -138,6 +160,8 @@ impl Worker {
     ) -> u64 {
         let mut frames = 0u64;
         let layout = &*self.layout;
+        let Batching { max, delay } = layout.batching;
+        let max = max.max(1);
         // A named region's events name the model as the config does; the whole frame's as version 1 did.
         let model_refs: Vec<(ModelRef, ModelRef)> = infers
             .iter()
@@ -149,36 +173,70 @@ impl Worker {
             })
             .collect();
         let labels: Vec<Vec<String>> = infers.iter().map(|i| i.model().spec().labels.clone()).collect();
-        // Each region's classification (its thresholds and allow-list applied) and inference time, reused
-        // frame after frame.
-        let mut results: Vec<Classification> = vec![Classification::default(); layout.regions.len()];
-        let mut times: Vec<Duration> = vec![Duration::ZERO; layout.regions.len()];
+        // Everything below is reused batch after batch: nothing is allocated after the first full batch.
+        let most_regions = layout.cameras.iter().map(|r| r.len()).max().unwrap_or(0);
+        let mut batch: Vec<Prepared> = Vec::with_capacity(max);
+        // Per frame of the batch: each of its camera's regions' classification (thresholds and allow-list
+        // applied) and share of inference time; the frame's inference time; whether its inference failed.
+        let mut results: Vec<Vec<Classification>> = vec![vec![Classification::default(); most_regions]; max];
+        let mut times: Vec<Vec<Duration>> = vec![vec![Duration::ZERO; most_regions]; max];
+        let mut frame_time: Vec<Duration> = vec![Duration::ZERO; max];
+        let mut frame_failed: Vec<bool> = vec![false; max];
+        // One model's images in this batch: (frame in the batch, region bit of its camera, region index).
+        let mut items: Vec<(usize, usize, usize)> = Vec::with_capacity(max * most_regions);
+        // Per model, the tensor a batch of several images is gathered into (made at the first such batch).
+        let mut gathered: Vec<Option<Input>> = infers.iter().map(|_| None).collect();
+        let mut error = None;
         // Inference failures in a row: logged at the first and at powers of two, and at recovery.
         let mut failures = 0u64;
-        while let Ok(p) = ready_rx.recv() {
-            self.health.begin();
+        while gather(ready_rx, &mut batch, max, delay) {
+            for _ in &batch {
+                self.health.begin();
+            }
             if self.stall_after.is_some_and(|n| frames >= n) {
                 tracing::warn!("inference stalls here (test hook)");
                 loop {
                     std::thread::park();
                 }
             }
-            let Prepared { camera, number, inputs, regions, captured_at, captured, preprocess } = p;
-            let range = layout.cameras[camera].clone();
-            let mut infer_time = Duration::ZERO;
-            let mut failed = None;
-            for (bit, g) in range.clone().enumerate() {
-                if regions & (1 << bit) == 0 {
-                    continue;
+            frame_time.fill(Duration::ZERO);
+            frame_failed.fill(false);
+            for (m, infer) in infers.iter_mut().enumerate() {
+                items.clear();
+                for (pos, p) in batch.iter().enumerate() {
+                    let range = layout.cameras[p.camera].clone();
+                    for (bit, g) in range.enumerate() {
+                        if p.regions & (1 << bit) != 0 && layout.regions[g].model == m {
+                            items.push((pos, bit, g));
+                        }
+                    }
                 }
-                let region = &layout.regions[g];
-                let infer = &mut infers[region.model];
-                match infer.run(&inputs.inputs[g]) {
-                    Ok(t) => {
-                        infer_time += t;
-                        times[g] = t;
-                        let multi_label = infer.classification(0).multi_label;
-                        let result = &mut results[g];
+                let per_run = if infer.model().dynamic_batch() { max } else { 1 };
+                for chunk in items.chunks(per_run) {
+                    let run = match chunk {
+                        [(pos, bit, _)] => infer.run(&batch[*pos].inputs.inputs[*bit]),
+                        _ => gather_input(infer, &mut gathered[m], max, &batch, chunk)
+                            .and_then(|input| infer.run_first(input, chunk.len())),
+                    };
+                    let t = match run {
+                        Ok(t) => t,
+                        Err(e) => {
+                            for (pos, _, _) in chunk {
+                                frame_failed[*pos] = true;
+                            }
+                            error = Some(e);
+                            continue;
+                        }
+                    };
+                    self.health.ran(chunk.len());
+                    // Each image's share of the run: what the page and the metrics show per region.
+                    let share = t / chunk.len() as u32;
+                    for (slot, &(pos, bit, g)) in chunk.iter().enumerate() {
+                        frame_time[pos] += share;
+                        times[pos][bit] = share;
+                        let region = &layout.regions[g];
+                        let multi_label = infer.classification(slot).multi_label;
+                        let result = &mut results[pos][bit];
                         top_k_thresholds(infer.probabilities(), self.top_k, &region.thresholds, &mut result.top);
                         // A multi-label model's classes "on" at the region's thresholds (not the model's
                         // defaults, which its other regions share).
@@ -190,55 +248,61 @@ impl Worker {
                             result.on.clear();
                         }
                     }
-                    Err(e) => failed = Some(e),
                 }
             }
-            self.health.end(camera, infer_time, failed.is_none());
-            if let Some(e) = failed {
-                // The tensors go back to the prepare thread, which fills them with the frame after next.
-                let _ = free_tx.send(inputs);
-                failures += 1;
-                if failures.is_power_of_two() {
-                    tracing::error!(camera = %self.camera_name(camera), failures, "inference failed: {e}");
-                }
-                continue;
-            }
-            if failures > 0 {
-                tracing::info!("inference works again after {failures} failures");
-                failures = 0;
-            }
-            frames += 1;
-            self.health.frame_seen(camera, captured);
-            let (_, frames_dropped) = self.hub.counts(camera);
-            self.health.set_dropped(camera, frames_dropped);
-            self.live.inference.observe(infer_time.as_secs_f64());
-            for (bit, g) in range.enumerate() {
-                if regions & (1 << bit) == 0 {
+            for (pos, p) in batch.drain(..).enumerate() {
+                let Prepared { camera, number, inputs, regions, captured_at, captured, preprocess } = p;
+                let infer_time = frame_time[pos];
+                self.health.end(camera, infer_time, !frame_failed[pos]);
+                if frame_failed[pos] {
+                    // The tensors go back to the prepare thread, which fills them with a later frame.
+                    let _ = free_tx.send(inputs);
+                    failures += 1;
+                    if failures.is_power_of_two()
+                        && let Some(e) = &error
+                    {
+                        tracing::error!(camera = %self.camera_name(camera), failures, "inference failed: {e}");
+                    }
                     continue;
                 }
-                let region = &layout.regions[g];
-                // The page shows each region's newest classification.
-                if let Some(r) = self.live.cameras.get(camera).and_then(|c| c.regions.get(bit)) {
-                    r.store_result(&results[g], times[g]);
+                if failures > 0 {
+                    tracing::info!("inference works again after {failures} failures");
+                    failures = 0;
                 }
-                let observed = Observed {
-                    frame: number,
-                    captured,
-                    captured_at,
-                    classification: &results[g],
-                    preprocess,
-                    infer: infer_time,
-                    frames_dropped,
-                };
-                let (v1, v2) = &model_refs[region.model];
-                let model = if region.name.is_some() { v2 } else { v1 };
-                let snap = region.snapshot.map(|_| &inputs.snaps[g]);
-                if !self.publish(camera, bit, &observed, model, &labels[region.model], snap) {
-                    return frames;
+                frames += 1;
+                self.health.frame_seen(camera, captured);
+                let (_, frames_dropped) = self.hub.counts(camera);
+                self.health.set_dropped(camera, frames_dropped);
+                self.live.inference.observe(infer_time.as_secs_f64());
+                for (bit, g) in layout.cameras[camera].clone().enumerate() {
+                    if regions & (1 << bit) == 0 {
+                        continue;
+                    }
+                    let region = &layout.regions[g];
+                    // The page shows each region's newest classification.
+                    if let Some(r) = self.live.cameras.get(camera).and_then(|c| c.regions.get(bit)) {
+                        r.store_result(&results[pos][bit], times[pos][bit]);
+                    }
+                    let observed = Observed {
+                        frame: number,
+                        captured,
+                        captured_at,
+                        classification: &results[pos][bit],
+                        preprocess,
+                        infer: infer_time,
+                        frames_dropped,
+                    };
+                    let (v1, v2) = &model_refs[region.model];
+                    let model = if region.name.is_some() { v2 } else { v1 };
+                    let snap = region.snapshot.map(|_| &inputs.snaps[bit]);
+                    if !self.publish(camera, bit, &observed, model, &labels[region.model], snap) {
+                        return frames;
+                    }
                 }
+                // Only now: a snapshot published above was read from this frame's set.
+                let _ = free_tx.send(inputs);
             }
-            // Only now: a snapshot published above was read from this frame's set.
-            let _ = free_tx.send(inputs);
+            error = None;
         }
         frames
     }
@@ -308,6 +372,44 @@ impl Worker {
     }
 }
 
+/// Waits for a prepared frame, then takes into `batch` those that follow it within `delay` (none waited for
+/// when zero), up to `max`. False when the prepare thread is gone.
+fn gather<T>(ready_rx: &std_mpsc::Receiver<T>, batch: &mut Vec<T>, max: usize, delay: Duration) -> bool {
+    match ready_rx.recv() {
+        Ok(p) => batch.push(p),
+        Err(_) => return false,
+    }
+    let deadline = Instant::now() + delay;
+    while batch.len() < max {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let next = if left.is_zero() { ready_rx.try_recv().ok() } else { ready_rx.recv_timeout(left).ok() };
+        match next {
+            Some(p) => batch.push(p),
+            None => break,
+        }
+    }
+    true
+}
+
+/// Copies the images of `chunk` (frame in the batch, region bit, region) into the model's batch tensor, made
+/// (for `max` images) at its first use.
+fn gather_input<'a>(
+    infer: &Infer,
+    tensor: &'a mut Option<Input>,
+    max: usize,
+    batch: &[Prepared],
+    chunk: &[(usize, usize, usize)],
+) -> Result<&'a Input, ModelError> {
+    let input = match tensor {
+        Some(input) => input,
+        None => tensor.insert(infer.model().new_batch_input(max)?),
+    };
+    for (slot, (pos, bit, _)) in chunk.iter().enumerate() {
+        input.copy_slot(slot, &batch[*pos].inputs.inputs[*bit], 0)?;
+    }
+    Ok(input)
+}
+
 /// A region's crop against the frame size it was resolved for.
 #[derive(Debug, Clone, Copy)]
 enum Placed {
@@ -353,15 +455,20 @@ fn prepare_loop(
     let mut next = 0;
     // Per camera, frames skipped in a row: logged at the first and at powers of two, and at recovery.
     let mut skipped = vec![0u64; names.len()];
-    // Tensors whose frame failed to prepare: used for the next frame.
-    let mut spare = None;
+    // Per camera, its free tensor sets (two in all; the others are being inferred or wait for it).
+    let mut pools: Vec<Vec<Tensors>> = layout.cameras.iter().map(|_| Vec::with_capacity(2)).collect();
     while let Some((camera, number, frame)) = hub.take(&mut next) {
-        let mut inputs = match spare.take() {
-            Some(inputs) => inputs,
-            None => match free_rx.recv() {
-                Ok(inputs) => inputs,
-                Err(_) => break,
-            },
+        while let Ok(t) = free_rx.try_recv() {
+            pools[t.camera].push(t);
+        }
+        let mut inputs = loop {
+            if let Some(t) = pools[camera].pop() {
+                break t;
+            }
+            match free_rx.recv() {
+                Ok(t) => pools[t.camera].push(t),
+                Err(_) => return,
+            }
         };
         let name = || names.get(camera).map_or("?", String::as_str);
         let (captured_at, captured) = (frame.captured_at, frame.captured);
@@ -417,12 +524,12 @@ fn prepare_loop(
                     }
                     thumbnails[g].keep();
                 }
-                if let Err(e) = regions[g].region(picture, rect, &mut inputs.inputs[g], 0) {
+                if let Err(e) = regions[g].region(picture, rect, &mut inputs.inputs[bit], 0) {
                     result = Err(e);
                     break;
                 }
                 if let Some(s) = region.snapshot {
-                    inputs.snaps[g].take(picture, rect.unwrap_or(whole), s.size, s.frame);
+                    inputs.snaps[bit].take(picture, rect.unwrap_or(whole), s.size, s.frame);
                 }
                 last_classified[g] = Some(captured);
                 *mask |= 1 << bit;
@@ -445,7 +552,7 @@ fn prepare_loop(
                         tracing::warn!(camera = name(), skipped = *n, "frame skipped: {e}");
                     }
                 }
-                spare = Some(inputs);
+                pools[camera].push(inputs);
                 continue;
             }
         };
@@ -455,7 +562,7 @@ fn prepare_loop(
         }
         if mask == 0 {
             // No region of this camera is due (classify_every) or inside the frame.
-            spare = Some(inputs);
+            pools[camera].push(inputs);
             continue;
         }
         let preprocess = t0.elapsed();
@@ -463,5 +570,43 @@ fn prepare_loop(
         {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_takes_what_is_ready_and_no_more_than_max() {
+        let (tx, rx) = std_mpsc::sync_channel(8);
+        for i in 0..5 {
+            tx.send(i).expect("send");
+        }
+        let mut batch = Vec::new();
+        assert!(gather(&rx, &mut batch, 3, Duration::ZERO));
+        assert_eq!(batch, [0, 1, 2]);
+        batch.clear();
+        assert!(gather(&rx, &mut batch, 3, Duration::ZERO));
+        assert_eq!(batch, [3, 4], "no delay: what is ready now, without waiting");
+        drop(tx);
+        batch.clear();
+        assert!(!gather(&rx, &mut batch, 3, Duration::ZERO), "the prepare thread is gone");
+    }
+
+    #[test]
+    fn a_batch_waits_up_to_its_delay_for_late_frames() {
+        let (tx, rx) = std_mpsc::sync_channel(8);
+        tx.send(0).expect("send");
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            let _ = tx.send(1);
+            std::thread::sleep(Duration::from_secs(3));
+            let _ = tx.send(2);
+        });
+        let mut batch = Vec::new();
+        assert!(gather(&rx, &mut batch, 3, Duration::from_millis(500)));
+        // Frame 1 came within the delay; frame 2 comes long after it: the batch did not wait for it.
+        assert_eq!(batch, [0, 1]);
     }
 }

@@ -120,6 +120,21 @@ impl Collector for LiveCollector {
                 MetricType::Gauge,
                 &connected,
             )?;
+            let (runs, images) = p.health.runs();
+            one(
+                &mut enc,
+                "camclassd_inference_runs_total",
+                "Model runs (one run takes a batch of region images from the frames ready together)",
+                MetricType::Counter,
+                runs,
+            )?;
+            one(
+                &mut enc,
+                "camclassd_inference_images_total",
+                "Region images the model runs took (divided by the runs: the mean batch)",
+                MetricType::Counter,
+                images,
+            )?;
             if let Some(check) = &p.model_check {
                 family(
                     &mut enc,

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use ort::session::Session;
-use ort::value::{Tensor, TensorElementType, ValueType};
+use ort::value::{Tensor, TensorElementType, TensorRef, ValueType};
 use sha2::{Digest, Sha256};
 
 pub use ep::{SkipKind, SkippedProvider};
@@ -48,6 +48,8 @@ pub enum ModelError {
     LabelsFormat { path: PathBuf, message: String },
     #[error("model {}: {labels} labels ({origin}) for {classes} output classes", path.display())]
     LabelCount { path: PathBuf, origin: String, labels: usize, classes: usize },
+    #[error("{0}")]
+    Batch(String),
     #[error("model {}: returned scores of shape {shape}, expected [{batch}, {classes}]", path.display())]
     Output { path: PathBuf, shape: String, batch: usize, classes: usize },
     #[error(
@@ -97,6 +99,8 @@ const PROBABILITY_SLACK: f32 = 0.01;
 pub struct Input {
     tensor: InputTensor,
     per_image: usize,
+    /// Images (batch slots) the tensor holds.
+    batch: usize,
 }
 
 /// Floats for a normalised-input model, bytes for a raw-pixel (uint8) one.
@@ -114,6 +118,34 @@ impl Input {
             InputTensor::F32(t) => TensorSlot::F32(&mut t.extract_tensor_mut().1[range]),
             InputTensor::U8(t) => TensorSlot::U8(&mut t.extract_tensor_mut().1[range]),
         }
+    }
+
+    /// Images (batch slots) the tensor holds.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Copies slot `from_slot` of `from` into slot `slot` (a batch gathered from images prepared apart).
+    /// Both tensors must be of the same model; panics on a slot out of range, as slicing does.
+    pub fn copy_slot(&mut self, slot: usize, from: &Input, from_slot: usize) -> Result<(), ModelError> {
+        let (n, at, from_at) = (self.per_image, slot * self.per_image, from_slot * from.per_image);
+        match (&mut self.tensor, &from.tensor) {
+            (InputTensor::F32(to), InputTensor::F32(src)) if from.per_image == n => {
+                to.extract_tensor_mut().1[at..at + n].copy_from_slice(&src.extract_tensor().1[from_at..from_at + n]);
+            }
+            (InputTensor::U8(to), InputTensor::U8(src)) if from.per_image == n => {
+                to.extract_tensor_mut().1[at..at + n].copy_from_slice(&src.extract_tensor().1[from_at..from_at + n]);
+            }
+            _ => {
+                return Err(ModelError::Batch(format!(
+                    "an image of {} {:?} values cannot go into a slot of {n} {:?} values",
+                    from.per_image,
+                    from.input_type(),
+                    self.input_type()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The element type the tensor holds.
@@ -138,6 +170,8 @@ pub struct Model {
     /// Which provider ran how many nodes in the warm-up; `None` unless recorded.
     placement: Option<Vec<ProviderNodes>>,
     batch: usize,
+    /// The model's batch dimension is symbolic: any batch size runs ([`Model::new_batch_input`]).
+    dynamic_batch: bool,
     num_classes: usize,
     /// The session output that holds the scores.
     output_index: usize,
@@ -231,6 +265,7 @@ impl Model {
             skipped: opened.skipped,
             placement: None,
             batch,
+            dynamic_batch: input_shape.0[0].is_none(),
             num_classes: output_dims.unwrap_or(0),
             output_index,
             input_dims: dims.iter().map(|&d| d as i64).collect(),
@@ -293,15 +328,76 @@ impl Model {
             .map_err(|source| ModelError::Session { path: self.path.clone(), source })
     }
 
-    /// Runs the model on `input` (made by [`Model::new_input`]); returns `batch × num_classes` raw scores.
+    /// A new input tensor of `batch` images, for a model with a dynamic batch dimension (or its fixed one).
+    pub fn new_batch_input(&self, batch: usize) -> Result<Input, ModelError> {
+        if batch == 0 || (!self.dynamic_batch && batch != self.batch) {
+            return Err(ModelError::Batch(format!(
+                "model {} takes batches of {} only, not {batch}",
+                self.path.display(),
+                self.batch
+            )));
+        }
+        let mut dims = self.input_dims.clone();
+        dims[0] = batch as i64;
+        new_input(&self.session, dims, self.spec.input_type)
+            .map_err(|source| ModelError::Session { path: self.path.clone(), source })
+    }
+
+    /// Whether the model's batch dimension is dynamic (any [`Model::new_batch_input`] size runs).
+    pub fn dynamic_batch(&self) -> bool {
+        self.dynamic_batch
+    }
+
+    /// Runs the model on `input` (made by [`Model::new_input`] or [`Model::new_batch_input`]); returns
+    /// `input.batch() × num_classes` raw scores.
     pub fn run(&mut self, input: &Input) -> Result<&[f32], ModelError> {
-        let Model { session, scores, path, batch, num_classes, output_index, spec, .. } = self;
+        let batch = &input.batch;
+        let Model { session, scores, path, num_classes, output_index, spec, .. } = self;
         let outputs = match &input.tensor {
             InputTensor::F32(t) => session.run(ort::inputs![t])?,
             InputTensor::U8(t) => session.run(ort::inputs![t])?,
         };
         let (shape, data) = outputs[*output_index].try_extract_tensor::<f32>()?;
         keep_scores(scores, path, *batch, *num_classes, spec.output, shape, data)?;
+        Ok(scores)
+    }
+
+    /// Runs the model on the first `images` slots of `input` (a batch gathered from images prepared apart,
+    /// fewer than the tensor holds): the slots are passed where they lie, no copy. Needs a dynamic batch
+    /// dimension unless `images` is the whole tensor.
+    pub fn run_first(&mut self, input: &Input, images: usize) -> Result<&[f32], ModelError> {
+        if images == input.batch {
+            return self.run(input);
+        }
+        if images == 0 || images > input.batch || !self.dynamic_batch {
+            return Err(ModelError::Batch(format!(
+                "model {}: cannot run {images} of a tensor's {} images{}",
+                self.path.display(),
+                input.batch,
+                if self.dynamic_batch { "" } else { " (its batch dimension is fixed)" }
+            )));
+        }
+        let mut shape = [0i64; 4];
+        if self.input_dims.len() != shape.len() {
+            return Err(ModelError::Batch(format!(
+                "model {}: a 4-dimensional image input was expected",
+                self.path.display()
+            )));
+        }
+        shape.copy_from_slice(&self.input_dims);
+        shape[0] = images as i64;
+        let len = images * input.per_image;
+        let Model { session, scores, path, num_classes, output_index, spec, .. } = self;
+        let outputs = match &input.tensor {
+            InputTensor::F32(t) => {
+                session.run(ort::inputs![TensorRef::from_array_view((shape, &t.extract_tensor().1[..len]))?])?
+            }
+            InputTensor::U8(t) => {
+                session.run(ort::inputs![TensorRef::from_array_view((shape, &t.extract_tensor().1[..len]))?])?
+            }
+        };
+        let (out_shape, data) = outputs[*output_index].try_extract_tensor::<f32>()?;
+        keep_scores(scores, path, images, *num_classes, spec.output, out_shape, data)?;
         Ok(scores)
     }
 
@@ -430,7 +526,8 @@ fn new_input(_session: &Session, dims: Vec<i64>, ty: InputType) -> Result<Input,
         }
     };
     let per_image = shape.iter().skip(1).product::<i64>().max(0) as usize;
-    Ok(Input { tensor, per_image })
+    let batch = shape.first().copied().unwrap_or(1).max(0) as usize;
+    Ok(Input { tensor, per_image, batch })
 }
 
 /// A labels file: text (one per line) or JSON (a map of class ids to names, or a list), by content.

@@ -216,3 +216,52 @@ fn sigterm_right_after_an_early_reload_does_not_wait_out_the_drain() {
     assert!(took < Duration::from_millis(2500), "stopped in {took:?}:\n{log}");
     assert!(log.contains("queued=0"), "{log}");
 }
+
+#[test]
+fn frames_of_three_cameras_batched_together_each_get_their_own_answer() {
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/testnode/#");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let photos = ["chelsea.jpg", "coffee.jpg", "astronaut.jpg"];
+    // Every camera offers more frames than one inference thread takes, and a batch waits up to 200 ms to
+    // fill: runs take the three cameras' frames together (and the model's batch dimension is dynamic).
+    let mut cameras = "max_batch = 4\nmax_batch_delay_ms = 200\n".to_string();
+    for (i, photo) in photos.iter().enumerate() {
+        cameras += &format!(
+            "[[cameras]]\nname = \"cam{i}\"\nsource = {:?}\nfps = 30\npublish = \"every_frame\"\n",
+            generated(photo).display().to_string()
+        );
+    }
+    let config = daemon_config(dir.path(), &broker, &(cameras + "[health]\ninterval = 1\n"));
+    let daemon = Daemon::start(&config);
+    let health = witness.wait_for("batched runs in the health report", Duration::from_secs(40), |m| {
+        let events =
+            (0..3).all(|i| m.iter().filter(|m| m.topic == format!("camclassd/testnode/cam{i}/event")).count() >= 10);
+        events
+            && m.iter().rev().find(|m| m.topic == "camclassd/testnode/health").is_some_and(|h| {
+                let h: serde_json::Value = serde_json::from_str(&h.payload).unwrap_or_default();
+                h["inference"]["runs"].as_u64().is_some_and(|r| r >= 5)
+            })
+    });
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let report = health.iter().rev().find(|m| m.topic == "camclassd/testnode/health").expect("a health report");
+    let h: serde_json::Value = serde_json::from_str(&report.payload).expect("health JSON");
+    let (runs, images) = (h["inference"]["runs"].as_u64().unwrap_or(0), h["inference"]["images"].as_u64().unwrap_or(0));
+    assert!(images as f64 >= 1.5 * runs as f64, "frames were not batched: {runs} runs took {images} images ({h})");
+    let model = model("int8");
+    for (i, photo) in photos.iter().enumerate() {
+        let want = &classify_json(&model, &[generated(photo)], &["--threads", "1"], 0)[0].top[0];
+        let events = events(&witness, &format!("cam{i}"));
+        assert!(events.len() >= 10, "cam{i}: {} events", events.len());
+        for e in &events {
+            let top = &e["top"][0];
+            assert_eq!(top["label"], want.label.as_str(), "cam{i} ({photo}) got another camera's answer: {e}");
+            let score = top["score"].as_f64().unwrap_or(-1.0);
+            assert!((score - want.score).abs() < 1e-3, "cam{i}: score {score} against classify's {}: {e}", want.score);
+        }
+        // Each camera's events stay in capture order.
+        let seqs: Vec<u64> = events.iter().filter_map(|e| e["seq"].as_u64()).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "cam{i}: {seqs:?}");
+    }
+}
