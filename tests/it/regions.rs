@@ -491,7 +491,8 @@ fn region_config_errors_name_the_key_and_line() {
     let regions = [
         region("a", LEFT, "model = \"nosuch\"\n"),
         region("a", "[0.5, 0, 0.6, 1]", ""),
-        region("b", RIGHT, "thresholds = { ajar = 0.8 }\n"),
+        // A device class Home Assistant does not have would make it refuse the binary_sensor's config.
+        region("b", RIGHT, "thresholds = { ajar = 0.8 }\ndevice_class = \"doorbell\"\n"),
     ]
     .concat();
     let config = daemon_config(dir.path(), &broker, &composite_camera("on_change", &regions));
@@ -507,12 +508,18 @@ fn region_config_errors_name_the_key_and_line() {
         (line_of("model = \"nosuch\"", 0), "cameras[0].regions[0].model: unknown model \"nosuch\""),
         (line_of("name = \"a\"", 1), "cameras[0].regions[1].name: duplicate region name \"a\""),
         (line_of("crop = [0.5, 0, 0.6, 1]", 0), "cameras[0].regions[1].crop: "),
+        (
+            line_of("device_class", 0),
+            "cameras[0].regions[2].device_class: \"doorbell\" is not a Home Assistant binary_sensor device class \
+             (one of battery, battery_charging, ",
+        ),
     ] {
         assert!(err.lines().any(|l| l.contains(&at(line)) && l.contains(want)), "{want} at line {line}:\n{err}");
     }
     // Classes are known once the model is open: check-config opens it and names the key's line.
     let fixed = text
         .replace("model = \"nosuch\"\n", "")
+        .replace("device_class = \"doorbell\"\n", "")
         .replacen("name = \"a\"", "name = \"c\"", 1)
         .replace("0.6, 1]", "0.5, 1]");
     std::fs::write(&config, &fixed).expect("write");
