@@ -7,6 +7,7 @@ use super::spans::{line_col, locate};
 use super::{Config, ModelConfig, Problem, VERSION, max_threads};
 use crate::check::OnCheckFailure;
 use crate::model::options::Provider;
+use crate::publish::discovery::BINARY_SENSOR_DEVICE_CLASSES;
 
 impl Config {
     pub(super) fn validate(&self, text: &str) -> Vec<Problem> {
@@ -408,6 +409,15 @@ fn validate_regions(i: usize, cam: &super::CameraConfig, model_names: &[&str], p
         }
         if r.device_class.is_some() && r.on_class.is_none() {
             problem(&key("device_class"), "needs on_class (the class that turns the binary_sensor on)".into());
+        }
+        if let Some(class) = r.device_class.as_deref().filter(|c| !BINARY_SENSOR_DEVICE_CLASSES.contains(c)) {
+            problem(
+                &key("device_class"),
+                format!(
+                    "{class:?} is not a Home Assistant binary_sensor device class (one of {})",
+                    BINARY_SENSOR_DEVICE_CLASSES.join(", ")
+                ),
+            );
         }
     }
 }

@@ -243,6 +243,8 @@ fn the_page_metrics_status_and_snapshots_show_the_running_cameras() {
     let device = configs.iter().find(|m| !m.payload.is_empty()).expect("a discovery config");
     let v: serde_json::Value = serde_json::from_str(&device.payload).expect("JSON");
     assert_eq!(v["device"]["configuration_url"], format!("http://127.0.0.1:{port}/"));
+    // With the link, Home Assistant still takes every config whole (configuration_url is a URL it accepts).
+    super::ha::assert_accepted(&configs);
 
     // The page in a real browser: each camera's name, its current label and a loaded frame.
     let screenshot = artefacts().join("status-page.png");

@@ -13,6 +13,7 @@ mod errors;
 mod gpu;
 #[cfg(feature = "gstreamer")]
 mod gstreamer;
+mod ha;
 mod http;
 mod inspect;
 mod models;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::broker::{Broker, Message, Witness, daemon_config, retained};
 use super::daemon::Daemon;
+use super::ha;
 use super::*;
 
 const LEFT: &str = "[0, 0, 0.5, 1]";
@@ -38,133 +39,19 @@ fn last_on<'a>(messages: &'a [Message], topic: &str) -> Option<&'a Message> {
     messages.iter().rev().find(|m| m.topic == topic && !m.payload.is_empty())
 }
 
-/// Home Assistant's MQTT discovery keys per component (full names, from its platform schemas:
-/// homeassistant/components/mqtt/{sensor,binary_sensor,event,image}.py and the shared MQTT entity schema),
-/// and the keys each needs to work. A key outside its component's list would be dropped (or refused).
-const HA_COMMON: &[&str] = &[
-    "name",
-    "unique_id",
-    "object_id",
-    "default_entity_id",
-    "availability_topic",
-    "availability_template",
-    "payload_available",
-    "payload_not_available",
-    "device",
-    "origin",
-    "json_attributes_topic",
-    "json_attributes_template",
-    "icon",
-    "entity_category",
-    "enabled_by_default",
-    "qos",
-    "encoding",
-    "entity_picture",
-];
-const HA_COMPONENTS: &[(&str, &[&str], &[&str])] = &[
-    (
-        "sensor",
-        &[
-            "state_topic",
-            "value_template",
-            "unit_of_measurement",
-            "state_class",
-            "device_class",
-            "expire_after",
-            "force_update",
-            "last_reset_value_template",
-            "suggested_display_precision",
-            "options",
-        ],
-        &["state_topic"],
-    ),
-    (
-        "binary_sensor",
-        &[
-            "state_topic",
-            "value_template",
-            "device_class",
-            "payload_on",
-            "payload_off",
-            "expire_after",
-            "force_update",
-            "off_delay",
-        ],
-        &["state_topic"],
-    ),
-    ("event", &["state_topic", "value_template", "event_types", "device_class"], &["state_topic", "event_types"]),
-    ("image", &["image_topic", "image_encoding", "content_type", "url_topic", "url_template"], &["image_topic"]),
-];
-const HA_DEVICE: &[&str] = &[
-    "identifiers",
-    "connections",
-    "name",
-    "manufacturer",
-    "model",
-    "sw_version",
-    "hw_version",
-    "via_device",
-    "suggested_area",
-    "configuration_url",
-];
-/// HA's binary_sensor device classes (homeassistant/components/binary_sensor/__init__.py).
-const HA_BINARY_DEVICE_CLASSES: &[&str] = &[
-    "battery",
-    "battery_charging",
-    "carbon_monoxide",
-    "cold",
-    "connectivity",
-    "door",
-    "garage_door",
-    "gas",
-    "heat",
-    "light",
-    "lock",
-    "moisture",
-    "motion",
-    "moving",
-    "occupancy",
-    "opening",
-    "plug",
-    "power",
-    "presence",
-    "problem",
-    "running",
-    "safety",
-    "smoke",
-    "sound",
-    "tamper",
-    "update",
-    "vibration",
-    "window",
-];
-
-fn assert_discovery_schema(m: &Message) {
-    let v = json(m);
-    let component = m.topic.split('/').nth(1).expect("component");
-    let (_, allowed, required) = HA_COMPONENTS
-        .iter()
-        .find(|(c, _, _)| *c == component)
-        .unwrap_or_else(|| panic!("unknown component in {}", m.topic));
-    for key in v.as_object().expect("an object").keys() {
-        assert!(
-            HA_COMMON.contains(&key.as_str()) || allowed.contains(&key.as_str()),
-            "{key} in {}: Home Assistant drops it",
+/// Every discovery config is one Home Assistant accepts whole (its own discovery code and schemas, see
+/// `ha`), under the node's device and available with the node's status.
+fn assert_discovery(configs: &[Message]) {
+    ha::assert_accepted(configs);
+    for m in configs.iter().filter(|m| !m.payload.is_empty()) {
+        let v = json(m);
+        assert_eq!(
+            v["device"]["identifiers"][0], "camclassd_testnode",
+            "every entity under the node's device: {}",
             m.topic
         );
+        assert_eq!(v["availability_topic"], "camclassd/testnode/status", "{}", m.topic);
     }
-    for key in required.iter().chain(&["name", "unique_id", "availability_topic", "device"]) {
-        assert!(!v[key].is_null(), "{key} missing in {}", m.topic);
-    }
-    for key in v["device"].as_object().expect("device").keys() {
-        assert!(HA_DEVICE.contains(&key.as_str()), "device.{key} in {}", m.topic);
-    }
-    if component == "binary_sensor" && !v["device_class"].is_null() {
-        let class = v["device_class"].as_str().expect("a string");
-        assert!(HA_BINARY_DEVICE_CLASSES.contains(&class), "device_class {class} in {}", m.topic);
-    }
-    assert_eq!(v["device"]["identifiers"][0], "camclassd_testnode", "every entity under the node's device");
-    assert_eq!(v["availability_topic"], "camclassd/testnode/status");
 }
 
 #[test]
@@ -236,10 +123,16 @@ fn each_region_publishes_what_classify_crop_gives_for_its_half() {
     let event = configs.iter().find(|m| m.topic == "homeassistant/event/testnode/desk_left_classification/config");
     assert_eq!(json(event.expect("event entity"))["state_topic"], "camclassd/testnode/desk/left/event");
     assert!(configs.iter().any(|m| m.topic == "homeassistant/sensor/testnode/whole_label/config"));
-    assert!(!configs.is_empty());
-    for m in configs.iter().filter(|m| !m.payload.is_empty()) {
-        assert_discovery_schema(m);
+    // The diagnostics: per camera (a connectivity binary_sensor among them), and the node's own.
+    for t in [
+        "binary_sensor/testnode/desk_connected",
+        "sensor/testnode/whole_fps",
+        "sensor/testnode/queue_depth",
+        "sensor/testnode/model_check",
+    ] {
+        assert!(configs.iter().any(|m| m.topic == format!("homeassistant/{t}/config")), "{t}");
     }
+    assert_discovery(&configs);
 }
 
 #[test]
@@ -319,9 +212,7 @@ fn a_two_class_region_is_a_binary_sensor_and_thresholds_and_classes_change_what_
     let e = json(last_on(&events, "camclassd/testnode/desk/coffee_only/event").expect("event"));
     assert_eq!(e["top"].as_array().map(Vec::len), Some(1), "{e}");
     assert_eq!(e["model"]["name"], "catcoffee");
-    for m in configs.iter().filter(|m| !m.payload.is_empty()) {
-        assert_discovery_schema(m);
-    }
+    assert_discovery(&configs);
 }
 
 /// The retained payload of `topic`, as raw bytes (`mosquitto_sub` prints binary payloads as they are).
@@ -380,9 +271,7 @@ fn a_snapshot_is_a_retained_jpeg_of_the_crop_with_an_image_entity() {
         (v["image_topic"].as_str(), v["content_type"].as_str()),
         (Some("camclassd/testnode/desk/left/snapshot"), Some("image/jpeg"))
     );
-    for m in configs.iter().filter(|m| !m.payload.is_empty()) {
-        assert_discovery_schema(m);
-    }
+    assert_discovery(&configs);
 }
 
 #[test]
@@ -420,9 +309,7 @@ fn a_camera_without_regions_snapshots_its_whole_frame_on_change_and_on_command()
         (v["image_topic"].as_str(), v["content_type"].as_str()),
         (Some("camclassd/testnode/desk/snapshot"), Some("image/jpeg"))
     );
-    for m in configs.iter().filter(|m| !m.payload.is_empty()) {
-        assert_discovery_schema(m);
-    }
+    assert_discovery(&configs);
 
     // With regions, snapshots are set per region: the camera's own key is refused where it is.
     let both = daemon_config(
@@ -604,7 +491,8 @@ fn region_config_errors_name_the_key_and_line() {
     let regions = [
         region("a", LEFT, "model = \"nosuch\"\n"),
         region("a", "[0.5, 0, 0.6, 1]", ""),
-        region("b", RIGHT, "thresholds = { ajar = 0.8 }\n"),
+        // A device class Home Assistant does not have would make it refuse the binary_sensor's config.
+        region("b", RIGHT, "thresholds = { ajar = 0.8 }\ndevice_class = \"doorbell\"\n"),
     ]
     .concat();
     let config = daemon_config(dir.path(), &broker, &composite_camera("on_change", &regions));
@@ -620,12 +508,18 @@ fn region_config_errors_name_the_key_and_line() {
         (line_of("model = \"nosuch\"", 0), "cameras[0].regions[0].model: unknown model \"nosuch\""),
         (line_of("name = \"a\"", 1), "cameras[0].regions[1].name: duplicate region name \"a\""),
         (line_of("crop = [0.5, 0, 0.6, 1]", 0), "cameras[0].regions[1].crop: "),
+        (
+            line_of("device_class", 0),
+            "cameras[0].regions[2].device_class: \"doorbell\" is not a Home Assistant binary_sensor device class \
+             (one of battery, battery_charging, ",
+        ),
     ] {
         assert!(err.lines().any(|l| l.contains(&at(line)) && l.contains(want)), "{want} at line {line}:\n{err}");
     }
     // Classes are known once the model is open: check-config opens it and names the key's line.
     let fixed = text
         .replace("model = \"nosuch\"\n", "")
+        .replace("device_class = \"doorbell\"\n", "")
         .replacen("name = \"a\"", "name = \"c\"", 1)
         .replace("0.6, 1]", "0.5, 1]");
     std::fs::write(&config, &fixed).expect("write");
