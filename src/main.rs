@@ -457,7 +457,13 @@ fn run_camera_bench(
     let mut config = match (&args.config, args.models.as_slice()) {
         (Some(path), []) => Config::load(path).map_err(|e| usage(e.into()))?,
         (None, [model]) => load::model_config(model).map_err(|e| usage(e.into()))?,
-        (None, _) => return Err(usage(anyhow::anyhow!("--cameras runs one model, or --config's models"))),
+        (None, []) => return Err(usage(anyhow::anyhow!("--cameras needs a model, or --config"))),
+        (None, models) => {
+            return Err(usage(anyhow::anyhow!(
+                "--cameras runs one model (or --config's models), not {}",
+                models.len()
+            )));
+        }
         (Some(_), _) => {
             return Err(usage(anyhow::anyhow!("--cameras runs either a model or --config's models, not both")));
         }
