@@ -76,20 +76,30 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct BenchArgs {
-    /// ONNX models, compared against the first.
-    #[arg(required = true)]
+    /// ONNX models, compared against the first (with --cameras: the one model the cameras run, unless
+    /// --config gives them).
+    #[arg(required_unless_present_any = ["cameras", "config"])]
     models: Vec<PathBuf>,
-    /// A folder of JPEG/PNG images for the full-pipeline figures (default: inference only).
-    #[arg(long)]
+    /// A folder of JPEG/PNG images for the full-pipeline figures (default: inference only); with --cameras,
+    /// the image, folder or glob every camera replays.
+    #[arg(long, visible_alias = "image", value_name = "FILE|DIR")]
     images: Option<PathBuf>,
-    /// Intra-op threads (default: all cores).
+    /// Run the daemon's pipeline with this many replay cameras (no MQTT broker) and report CPU, frames and
+    /// capture-to-decision latency; `max`: search the most cameras this board takes under 80 % CPU.
+    #[arg(long, value_name = "N|max", conflicts_with_all = ["runs", "batch", "ep", "input_size", "plot", "trt_fp16", "trt_int8", "trt_cache_dir"])]
+    cameras: Option<camclassd::tools::bench::cameras::Cameras>,
+    /// With --cameras: each camera's frames per second.
+    #[arg(long, requires = "cameras")]
+    fps: Option<f64>,
+    /// Intra-op threads (default: all cores; with --cameras, the daemon's default or the config's).
     #[arg(long, value_parser = parse_threads)]
     threads: Option<usize>,
     /// Execution providers to measure, each on its own (tensorrt, cuda, cpu); tensorrt leaves to CUDA the nodes
     /// it cannot run, as the daemon does with execution_providers = ["tensorrt", "cuda", "cpu"].
     #[arg(long, value_delimiter = ',', default_value = "cpu")]
     ep: Vec<Provider>,
-    /// A config file whose [model.tensorrt] and [model.cuda] sections (and [onnxruntime] library) apply.
+    /// A config file whose [model.tensorrt] and [model.cuda] sections (and [onnxruntime] library) apply; with
+    /// --cameras, its models, regions and workers run, its cameras replaced by the replay cameras.
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
     /// TensorRT FP16 kernels, on or off (default: on, or the config's).
@@ -108,9 +118,10 @@ struct BenchArgs {
     /// Input height x width, for models with symbolic spatial dimensions (e.g. 160x160).
     #[arg(long, value_name = "HxW", value_parser = parse_size)]
     input_size: Option<[u32; 2]>,
-    /// Seconds of steady state per measurement.
-    #[arg(long, default_value_t = 60.0, conflicts_with = "runs")]
-    duration: f64,
+    /// Seconds of steady state per measurement (default 60; with --cameras, 5 per camera count, after a
+    /// warm-up of half that, at most 2 s).
+    #[arg(long, visible_alias = "seconds", conflicts_with = "runs")]
+    duration: Option<f64>,
     /// A fixed number of runs per measurement instead of --duration.
     #[arg(long)]
     runs: Option<usize>,
@@ -316,8 +327,15 @@ fn inspect(path: &Path, json: bool, ep: Option<Vec<Provider>>, ort_lib: Option<&
 
 fn run_bench(args: BenchArgs, ort_lib: Option<&Path>) -> Result<u8, Failure> {
     use camclassd::tools::bench;
-    if !(args.duration.is_finite() && args.duration > 0.0) || args.runs == Some(0) {
+    if let Some(cameras) = args.cameras {
+        return run_camera_bench(cameras, args, ort_lib);
+    }
+    let duration = args.duration.unwrap_or(60.0);
+    if !(duration.is_finite() && duration > 0.0) || args.runs == Some(0) {
         return Err(usage(anyhow::anyhow!("--duration and --runs must be positive")));
+    }
+    if args.models.is_empty() {
+        return Err(usage(anyhow::anyhow!("bench needs a model (or --cameras with --config)")));
     }
     // As classify and compare do, a file that cannot be decoded is named and left out; the others are timed.
     let (images, failed_images) = match &args.images {
@@ -373,25 +391,11 @@ fn run_bench(args: BenchArgs, ort_lib: Option<&Path>) -> Result<u8, Failure> {
         input_size: args.input_size,
         budget: match args.runs {
             Some(n) => bench::Budget::Runs(n),
-            None => bench::Budget::Duration(std::time::Duration::from_secs_f64(args.duration)),
+            None => bench::Budget::Duration(std::time::Duration::from_secs_f64(duration)),
         },
     };
-    // A progress bar on a terminal; plain lines (one per finished measurement) otherwise.
-    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
-        let bar = indicatif::ProgressBar::new(1000);
-        if let Ok(style) = indicatif::ProgressStyle::with_template("{msg:40} [{bar:30}] {percent:>3}%") {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar
-    });
-    let progress = |what: &str, fraction: f64| match &bar {
-        Some(bar) => {
-            bar.set_message(what.to_string());
-            bar.set_position((fraction.clamp(0.0, 1.0) * 1000.0) as u64);
-        }
-        None if fraction >= 1.0 => eprintln!("bench: {what}"),
-        None => {}
-    };
+    let bar = progress_bar();
+    let progress = |what: &str, fraction: f64| show_progress(bar.as_ref(), what, fraction);
     let rows = bench::run(runtime, &args.models, &images, &options, &progress).map_err(|e| usage(e.into()))?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -407,6 +411,101 @@ fn run_bench(args: BenchArgs, ort_lib: Option<&Path>) -> Result<u8, Failure> {
     if !failed_images.is_empty() {
         eprintln!("camclassd: {} image(s) left out of the pipeline figures (named above)", failed_images.len());
         return Ok(1);
+    }
+    Ok(0)
+}
+
+/// A progress bar on a terminal; plain lines (one per finished measurement) otherwise.
+fn progress_bar() -> Option<indicatif::ProgressBar> {
+    std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let bar = indicatif::ProgressBar::new(1000);
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{msg:40} [{bar:30}] {percent:>3}%") {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar
+    })
+}
+
+fn show_progress(bar: Option<&indicatif::ProgressBar>, what: &str, fraction: f64) {
+    match bar {
+        Some(bar) => {
+            bar.set_message(what.to_string());
+            bar.set_position((fraction.clamp(0.0, 1.0) * 1000.0) as u64);
+        }
+        None if fraction >= 1.0 => eprintln!("bench: {what}"),
+        None => {}
+    }
+}
+
+/// `bench --cameras`: the daemon's pipeline with replay cameras, one camera count or the most that fit.
+fn run_camera_bench(
+    cameras: camclassd::tools::bench::cameras::Cameras,
+    args: BenchArgs,
+    ort_lib: Option<&Path>,
+) -> Result<u8, Failure> {
+    use camclassd::tools::bench::{self, cameras as load};
+    let Some(fps) = args.fps else {
+        return Err(usage(anyhow::anyhow!("--cameras needs --fps: each camera's frames per second")));
+    };
+    if !(fps.is_finite() && (0.01..=120.0).contains(&fps)) {
+        return Err(usage(anyhow::anyhow!("--fps: expected a number from 0.01 to 120, got {fps}")));
+    }
+    let seconds = args.duration.unwrap_or(5.0);
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return Err(usage(anyhow::anyhow!("--seconds must be positive")));
+    }
+    let mut config = match (&args.config, args.models.as_slice()) {
+        (Some(path), []) => Config::load(path).map_err(|e| usage(e.into()))?,
+        (None, [model]) => load::model_config(model).map_err(|e| usage(e.into()))?,
+        (None, []) => return Err(usage(anyhow::anyhow!("--cameras needs a model, or --config"))),
+        (None, models) => {
+            return Err(usage(anyhow::anyhow!(
+                "--cameras runs one model (or --config's models), not {}",
+                models.len()
+            )));
+        }
+        (Some(_), _) => {
+            return Err(usage(anyhow::anyhow!("--cameras runs either a model or --config's models, not both")));
+        }
+    };
+    if let Some(threads) = args.threads {
+        config.model.threads = threads;
+    }
+    // What the cameras replay must decode, or every frame would be skipped and nothing measured.
+    let Some(images) = &args.images else {
+        return Err(usage(anyhow::anyhow!("--cameras needs --image: the image, folder or glob each camera replays")));
+    };
+    let source =
+        images.to_str().ok_or_else(|| usage(anyhow::anyhow!("--image {}: not a UTF-8 path", images.display())))?;
+    let files = camclassd::capture::replay::list(source).map_err(|e| usage(anyhow::anyhow!("--image: {e}")))?;
+    let (_, failed) = bench::usable_images(&files);
+    if !failed.is_empty() {
+        return Err(usage(anyhow::anyhow!("--image: {}", failed.join("; "))));
+    }
+    let ort_lib = ort_lib.or(config.onnxruntime.library.as_deref());
+    let runtime = model::runtime::load(ort_lib).map_err(|e| usage(e.into()))?;
+    let window = std::time::Duration::from_secs_f64(seconds);
+    let options = load::CameraOptions {
+        cameras,
+        fps,
+        source: source.to_string(),
+        warmup: (window / 2).min(std::time::Duration::from_secs(2)),
+        window,
+    };
+    let bar = progress_bar();
+    let progress = |what: &str, fraction: f64| show_progress(bar.as_ref(), what, fraction);
+    let found = load::run(runtime, &config, args.config.as_deref(), &options, &progress).map_err(|e| match e {
+        // A pipeline thread that failed is a run-time failure (1), as in the daemon; the rest are the user's (2).
+        bench::BenchError::Daemon(e) => Failure { code: e.exit_code(), error: e.into() },
+        e => usage(e.into()),
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    write_stdout(&load::render(&found))?;
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&found).context("encoding JSON").map_err(usage)?;
+        std::fs::write(path, json).map_err(|e| usage(anyhow::anyhow!("writing {}: {e}", path.display())))?;
     }
     Ok(0)
 }

@@ -4,7 +4,8 @@
 //!   loading of models and the queue;
 //! - `pipeline`: everything that depends on the cameras and the model, started, drained and stopped as one;
 //! - `worker`: an inference worker's two threads (prepare, infer) and the per-camera publish decision;
-//! - `watchdog`: systemd's watchdog and the camera staleness alarm.
+//! - `watchdog`: systemd's watchdog and the camera staleness alarm;
+//! - `load`: the pipeline under a camera load without MQTT, measured (`camclassd bench --cameras`).
 //!
 //! Threads: one capture thread per camera feeding the [`crate::capture::FrameHub`]; per inference worker, a
 //! prepare thread and an inference thread circulating two input tensors; the tokio runtime hosts the
@@ -13,9 +14,12 @@
 //! not change. Shutdown: capture stops, the frames already captured are classified (for a bounded time),
 //! their events queued and published, `offline` is published and the client disconnects.
 
+mod load;
 mod pipeline;
 mod watchdog;
 mod worker;
+
+pub(crate) use load::{Window, measure_load};
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

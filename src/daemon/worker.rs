@@ -299,6 +299,8 @@ impl Worker {
                         return frames;
                     }
                 }
+                // Capture → decided (one atomic add), for `camclassd bench --cameras`.
+                self.health.decided(captured);
                 // Only now: a snapshot published above was read from this frame's set.
                 let _ = free_tx.send(inputs);
             }

@@ -1,6 +1,9 @@
 //! `camclassd bench`: model size, load time, latency distribution and throughput, per model, execution
 //! provider and batch size — for inference alone and for the whole pipeline (decode + preprocess + infer +
 //! postprocess) on real images — side by side with ratios against the first model.
+//!
+//! [`cameras`]: `bench --cameras N --fps F`, the daemon's own pipeline under N cameras' load: how many this
+//! board takes under 80 % CPU, and the latency there.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -10,6 +13,8 @@ use serde::Serialize;
 use crate::model::{CudaOptions, Model, ModelOptions, Provider, ProviderNodes, Runtime, TensorRtOptions};
 use crate::pipeline::{Infer, Prepare};
 use crate::preprocess::{Frame, Preprocessor};
+
+pub mod cameras;
 
 /// When a measurement stops.
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +93,10 @@ pub enum BenchError {
     Images(String),
     #[error("pipeline: {0}")]
     Pipeline(#[from] crate::preprocess::PreprocessError),
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Daemon(#[from] crate::daemon::DaemonError),
 }
 
 /// The largest image file bench reads (as `classify`): a device node or a huge file must not fill memory.
@@ -138,17 +147,6 @@ pub fn summarize(mut samples: Vec<f64>, batch: usize, wall: Duration, cpu: Durat
     }
 }
 
-/// User + system CPU time of this process.
-fn cpu_time() -> Duration {
-    // SAFETY: getrusage writes into the struct we pass; RUSAGE_SELF is always valid.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return Duration::ZERO;
-    }
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
 /// Peak resident memory (VmHWM) in MiB; resets the mark first when `reset` (Linux ≥ 4.0).
 fn peak_rss_mib(reset: bool) -> f64 {
     if reset {
@@ -168,7 +166,7 @@ fn measure(
     progress: &dyn Fn(f64),
     mut step: impl FnMut() -> Result<(), BenchError>,
 ) -> Result<Latency, BenchError> {
-    let (wall0, cpu0) = (Instant::now(), cpu_time());
+    let (wall0, cpu0) = (Instant::now(), crate::health::process_cpu_time());
     let mut samples = Vec::new();
     loop {
         let done = match budget {
@@ -188,7 +186,7 @@ fn measure(
             });
         }
     }
-    Ok(summarize(samples, batch, wall0.elapsed(), cpu_time() - cpu0))
+    Ok(summarize(samples, batch, wall0.elapsed(), crate::health::process_cpu_time() - cpu0))
 }
 
 /// The session load time from a fresh optimised-model cache: a first load fills it, a second reads it. `None`
