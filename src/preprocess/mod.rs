@@ -570,9 +570,10 @@ fn check_frame(width: u32, height: u32, got: usize, need: usize, what: &str) -> 
 /// True when an end-of-image marker follows the start of scan. Inside entropy-coded data 0xFF is always
 /// stuffed or a restart marker, so FF D9 after the scan starts is the image's end; data may follow it
 /// (phone trailers, MPF images), and an EXIF thumbnail's own EOI sits before the scan and does not count.
+/// Searched from the end, where it normally is: a 1080p frame's half megabyte is not read twice.
 fn has_jpeg_eoi(bytes: &[u8]) -> bool {
     let scan = mjpeg::start_of_scan(bytes).unwrap_or(2);
-    bytes[scan..].windows(2).any(|w| w == [0xFF, 0xD9])
+    bytes[scan..].windows(2).rev().any(|w| w == [0xFF, 0xD9])
 }
 
 /// Where the tensor's pixels come from: the size the picture is scaled to and the window cut from it.
