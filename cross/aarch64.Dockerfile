@@ -15,12 +15,15 @@ FROM ${BASE_IMAGE}
 #   whose build script runs bindgen over <linux/videodev2.h>. Recent base images have it; old ones do not.
 # - the arm64 kernel UAPI headers (linux/videodev2.h): linux-libc-dev-arm64-cross, which
 #   libc6-dev-arm64-cross already depends on; named here so that a base image without it fails loudly.
+# - libjpeg-turbo's TurboJPEG for arm64 (libturbojpeg0-dev:arm64, multiarch): camclassd links it to decode
+#   JPEG (src/preprocess/turbo.rs).
 # Nothing else: v4l2-sys-mit only reads kernel headers (no libv4l-dev:arm64 is linked; v4l's `libv4l`
 # feature is off), ONNX Runtime is loaded at run time (`ort`'s load-dynamic), and rustls' aws-lc-sys
 # builds with the cross gcc alone.
-RUN apt-get update \
+RUN dpkg --add-architecture arm64 \
+ && apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install --assume-yes --no-install-recommends \
-      libclang-dev clang libc6-dev-arm64-cross linux-libc-dev-arm64-cross \
+      libclang-dev clang libc6-dev-arm64-cross linux-libc-dev-arm64-cross libturbojpeg0-dev:arm64 \
  && rm -rf /var/lib/apt/lists/* \
  && test -f /usr/aarch64-linux-gnu/include/linux/videodev2.h
 

@@ -14,8 +14,9 @@
 //!   where each camera's newest frame waits (older ones are dropped and counted).
 //! - [`backoff`]: capped exponential backoff with jitter, for cameras and MQTT alike.
 //! - [`config`]: parse and validate the TOML configuration; every error names file, line, column and key.
-//! - [`preprocess`]: decode (JPEG, PNG, raw RGB/YUYV camera frames), resize, crop and normalise into the
-//!   model's input tensor, reusing every buffer between frames.
+//! - [`preprocess`]: decode (JPEG, PNG, raw RGB/YUYV camera frames; JPEG through libjpeg-turbo, reduced in
+//!   the DCT domain when the models need fewer pixels), resize, crop and normalise into the model's input
+//!   tensor, reusing every buffer between frames.
 //! - [`model`]: find and load ONNX Runtime, open a session with the configured execution providers, read the
 //!   preprocessing recipe ([`model::ModelSpec`]) from the model's metadata, run inference.
 //! - [`postprocess`]: softmax, top-k, labels and score thresholds (pure functions).

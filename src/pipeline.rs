@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::model::{Input, Model, ModelError, ModelSpec};
 use crate::postprocess::{Classification, Postprocessor, Thresholds};
-use crate::preprocess::{CropSpec, Frame, Picture, PreprocessError, Preprocessor, Rect};
+use crate::preprocess::{CropSpec, Frame, Need, Picture, PreprocessError, Preprocessor, Rect};
 
 /// Time spent in each stage for one frame.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -46,7 +46,8 @@ impl Prepare {
         self.frame_crop(frame, None, input, slot)
     }
 
-    /// As [`Prepare::frame`], from `crop` of the decoded frame (default: all of it): a region's tensor.
+    /// As [`Prepare::frame`], from `crop` of the decoded frame (default: all of it): a region's tensor. A
+    /// JPEG is decoded reduced in the DCT domain when the crop keeps enough pixels for this recipe.
     pub fn frame_crop(
         &mut self,
         frame: Frame<'_>,
@@ -55,7 +56,8 @@ impl Prepare {
         slot: usize,
     ) -> Result<Timings, PreprocessError> {
         let t0 = Instant::now();
-        let (width, height) = self.preprocessor.decode(frame)?;
+        let need = self.preprocessor.need(crop);
+        let (width, height) = self.preprocessor.decode_for(frame, &[need])?;
         let t1 = Instant::now();
         let rect = crop.map(|c| c.resolve(width, height));
         self.preprocessor.write_tensor_crop(rect, input.slot_mut(slot))?;
@@ -65,6 +67,17 @@ impl Prepare {
     /// Decodes `frame` only (for [`Prepare::region`] of other recipes); returns its size.
     pub fn decode(&mut self, frame: Frame<'_>) -> Result<(u32, u32), PreprocessError> {
         self.preprocessor.decode(frame)
+    }
+
+    /// As [`Prepare::decode`], a JPEG reduced as far as every one of `needs` allows
+    /// ([`Preprocessor::decode_for`]); returns the frame's size (crops stay in its pixels).
+    pub fn decode_for(&mut self, frame: Frame<'_>, needs: &[Need]) -> Result<(u32, u32), PreprocessError> {
+        self.preprocessor.decode_for(frame, needs)
+    }
+
+    /// What this recipe needs of a frame to read `crop` of it, for another [`Prepare::decode_for`].
+    pub fn need(&self, crop: Option<CropSpec>) -> Need {
+        self.preprocessor.need(crop)
     }
 
     /// The last decoded frame.

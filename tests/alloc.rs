@@ -148,3 +148,43 @@ fn the_region_path_allocates_nothing_after_warm_up() {
         assert_eq!(n, 0, "a frame's regions allocated {n} times");
     }
 }
+
+/// A 1080p MJPEG camera's frames, decoded reduced (as far as its regions allow) and read by its regions:
+/// nothing allocated on the Rust side after the first frame (libjpeg-turbo's own working memory is its
+/// business, in C).
+#[test]
+fn the_reduced_jpeg_path_allocates_nothing_after_warm_up() {
+    use camclassd::preprocess::{CropSpec, Need};
+
+    let _turn = one_at_a_time();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let runtime = model::runtime::load(None).expect("ONNX Runtime (run scripts/setup)");
+    let options = ModelOptions { threads: Some(1), ..ModelOptions::default() };
+    let model = Model::load(runtime, &root.join("models/efficientnet-lite0-int8.onnx"), &options).expect("loads");
+    let (w, h) = (1920u32, 1080u32);
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 251) as u8, (y % 241) as u8, 90]));
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90).encode_image(&img).expect("encodes");
+
+    let mut decoder = Prepare::new(&camclassd::model::ModelSpec::for_decoding());
+    let crops = [None, Some(CropSpec([0.5, 0.0, 0.5, 1.0]))];
+    let mut regions: Vec<Prepare> = crops.iter().map(|_| Prepare::new(model.spec())).collect();
+    let needs: Vec<Need> = crops.iter().zip(&regions).map(|(c, r)| r.need(*c)).collect();
+    let mut inputs: Vec<_> = crops.iter().map(|_| model.new_input().expect("input")).collect();
+    let mut frame = || {
+        decoder.decode_for(Frame::Encoded(&jpeg), &needs).expect("decode");
+        let picture = decoder.picture().expect("decoded");
+        // The right half (960x1080) keeps 2 x 256 pixels across at 1/2, not at 1/4.
+        assert_eq!(picture.scale, 2);
+        for (i, crop) in crops.iter().enumerate() {
+            let rect = crop.map(|c| c.resolve(w, h));
+            regions[i].region(picture, rect, &mut inputs[i], 0).expect("region");
+        }
+    };
+    frame();
+    frame();
+    for _ in 0..5 {
+        let ((), n) = count(&mut frame);
+        assert_eq!(n, 0, "a reduced JPEG frame and its regions allocated {n} times");
+    }
+}

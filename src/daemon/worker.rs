@@ -25,9 +25,9 @@ use crate::live::LivePipeline;
 use crate::model::{Input, Model, ModelError, ModelSpec};
 use crate::pipeline::{Infer, Prepare};
 use crate::postprocess::{Classification, classes_on, top_k_thresholds};
-use crate::preprocess::Rect;
 use crate::preprocess::motion::Thumbnails;
 use crate::preprocess::snapshot::Snap;
+use crate::preprocess::{Need, Rect};
 use crate::publish::Publication;
 use crate::region::Region;
 
@@ -450,6 +450,9 @@ fn prepare_loop(
     // One per region: its model's recipe, with its own coefficients and buffers (a region's geometry is
     // fixed, so each allocates nothing after its first frame).
     let mut regions: Vec<Prepare> = layout.regions.iter().map(|r| Prepare::new(&specs[r.model])).collect();
+    // Per camera, what its regions need of a frame: a JPEG is decoded as reduced as they all allow.
+    let needs: Vec<Vec<Need>> =
+        layout.cameras.iter().map(|c| c.clone().map(|g| regions[g].need(layout.regions[g].crop)).collect()).collect();
     let mut placed = vec![Placed::Unknown; layout.regions.len()];
     let mut last_classified: Vec<Option<Instant>> = vec![None; layout.regions.len()];
     // The motion gate's thumbnails, for the regions that have one.
@@ -475,7 +478,7 @@ fn prepare_loop(
         let name = || names.get(camera).map_or("?", String::as_str);
         let (captured_at, captured) = (frame.captured_at, frame.captured);
         let t0 = Instant::now();
-        let mut result = decoder.decode(frame.as_frame()).map(|_| 0u64);
+        let mut result = decoder.decode_for(frame.as_frame(), &needs[camera]).map(|_| 0u64);
         if let (Ok(mask), Some(picture)) = (result.as_mut(), decoder.picture()) {
             let size = (picture.width, picture.height);
             for (bit, g) in layout.cameras[camera].clone().enumerate() {

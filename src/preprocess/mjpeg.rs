@@ -1,8 +1,8 @@
-//! MJPEG frames without Huffman tables.
+//! The JPEG header walk: MJPEG frames without Huffman tables, the start of scan, the EXIF orientation.
 //!
 //! Many UVC webcams send MJPEG frames that omit the DHT segment and rely on the decoder to use the standard
 //! tables of the JPEG specification (ITU T.81 Annex K.3), as libjpeg does for motion JPEG. zune-jpeg refuses
-//! such frames, so the standard tables are spliced in before the start of scan.
+//! such frames, so for it the standard tables are spliced in before the start of scan.
 
 /// Walks the header segments: the offset of the start-of-scan marker, and whether a DHT segment came first.
 fn scan_header(jpeg: &[u8]) -> Option<(usize, bool)> {
@@ -29,6 +29,30 @@ fn scan_header(jpeg: &[u8]) -> Option<(usize, bool)> {
 /// The offset of the start-of-scan marker.
 pub fn start_of_scan(jpeg: &[u8]) -> Option<usize> {
     scan_header(jpeg).map(|(sos, _)| sos)
+}
+
+/// The EXIF orientation of a JPEG: the first APP1 `Exif` segment before the start of scan, if it has one.
+pub fn exif_orientation(jpeg: &[u8]) -> Option<image::metadata::Orientation> {
+    let mut i = 2;
+    while i + 4 <= jpeg.len() && jpeg[i] == 0xFF {
+        let marker = jpeg[i + 1];
+        if marker == 0xFF {
+            i += 1; // fill byte
+            continue;
+        }
+        if marker == 0xDA {
+            return None;
+        }
+        let len = usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
+        let body = jpeg.get(i + 4..(i + 2 + len).min(jpeg.len()))?;
+        if marker == 0xE1
+            && let Some(tiff) = body.strip_prefix(b"Exif\0\0")
+        {
+            return image::metadata::Orientation::from_exif_chunk(tiff);
+        }
+        i += 2 + len;
+    }
+    None
 }
 
 /// Where the start-of-scan marker is, if the header before it has no DHT segment.

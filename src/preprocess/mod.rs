@@ -8,11 +8,18 @@
 //! picture are computed, with Pillow's own algorithm, so the tensor equals the Python reference's (PIL
 //! bilinear resize, then centre crop) bit for bit. Every buffer and the filter coefficients are kept and
 //! reused, so a stream of same-sized frames allocates nothing after the first.
+//!
+//! JPEG is decoded by libjpeg-turbo ([`turbo`]), and [`Preprocessor::decode_for`] decodes it reduced by
+//! 1/2, 1/4 or 1/8 in the DCT domain when every consumer of the frame ([`Need`]) still gets at least the
+//! pixels its recipe resizes to ([`choose_scale`], the rule of Pillow's `Image.draft()`): a 1080p frame then
+//! costs about what a VGA one does. A decoded [`Picture`] keeps the frame's own size, so crops stay in the
+//! frame's pixels whatever the reduction.
 
 mod mjpeg;
 pub mod motion;
 pub mod resample;
 pub mod snapshot;
+mod turbo;
 
 use std::io::Cursor;
 
@@ -34,12 +41,95 @@ pub const MAX_DECODED_BYTES: u64 = 128 << 20;
 /// outsized picture: a 4K RGB frame takes 24 MiB.
 const RETAINED_DECODE_BYTES: usize = 32 << 20;
 
-/// A decoded picture: packed RGB8, `width * height * 3` bytes.
+/// The largest reduction of a JPEG decode: libjpeg's smallest DCT scaling, 1/8.
+pub const MAX_REDUCTION: u32 = 8;
+
+/// A decoded frame.
 #[derive(Debug, Clone, Copy)]
 pub struct Picture<'a> {
+    /// The frame's size (upright, after EXIF orientation): crops and rectangles are in these pixels.
     pub width: u32,
     pub height: u32,
+    /// The decoded pixels, packed RGB8: the frame reduced `scale` times, sides rounded up as libjpeg does
+    /// ([`Picture::decoded_size`]).
     pub rgb: &'a [u8],
+    /// 1, 2, 4 or 8: the frame was decoded at 1/`scale` of its size.
+    pub scale: u32,
+}
+
+impl<'a> Picture<'a> {
+    /// A picture decoded at full size: packed RGB8, `width * height * 3` bytes.
+    pub fn new(width: u32, height: u32, rgb: &'a [u8]) -> Picture<'a> {
+        Picture { width, height, rgb, scale: 1 }
+    }
+
+    /// The size of [`Picture::rgb`]: the frame's divided by the scale, rounded up (libjpeg's `TJSCALED`).
+    pub fn decoded_size(&self) -> (u32, u32) {
+        (self.width.div_ceil(self.scale), self.height.div_ceil(self.scale))
+    }
+
+    /// `rect` of the frame in decoded pixels, its edges rounded outwards (the crop loses nothing, and keeps
+    /// at least 1/`scale` of its size on each side).
+    pub fn decoded_rect(&self, rect: Rect) -> Rect {
+        if self.scale == 1 {
+            return rect;
+        }
+        let (dw, dh) = self.decoded_size();
+        let s = u64::from(self.scale);
+        let x0 = (u64::from(rect.x) / s) as u32;
+        let y0 = (u64::from(rect.y) / s) as u32;
+        let x1 = (u64::from(rect.x) + u64::from(rect.width)).div_ceil(s).min(u64::from(dw)) as u32;
+        let y1 = (u64::from(rect.y) + u64::from(rect.height)).div_ceil(s).min(u64::from(dh)) as u32;
+        Rect { x: x0, y: y0, width: x1.saturating_sub(x0), height: y1.saturating_sub(y0) }
+    }
+}
+
+/// What one consumer of a decoded frame (a model's recipe, over a crop of the frame) needs from it: its
+/// crop must keep at least the size the recipe resizes it to, so that a reduced decode never makes the
+/// resize enlarge.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Need {
+    /// The crop of the frame (`None`: all of it).
+    pub crop: Option<CropSpec>,
+    /// The recipe: input size (height, width), the resize and the crop mode.
+    input_size: (u32, u32),
+    resize: u32,
+    mode: Crop,
+}
+
+impl Need {
+    /// `crop` of the frame (all of it when `None`), read with `spec`'s recipe.
+    pub fn new(spec: &ModelSpec, crop: Option<CropSpec>) -> Need {
+        Need { crop, input_size: spec.input_size, resize: spec.resize, mode: spec.crop }
+    }
+
+    /// Whether a `width` × `height` frame reduced `scale` times leaves this crop at least its target: the
+    /// size [`geometry`] resizes it to, on both sides (Pillow's draft rule: `scale * target <= size`). A
+    /// crop outside the frame asks for nothing (its region is disabled).
+    fn allows(&self, width: u32, height: u32, scale: u32) -> bool {
+        let rect = self.crop.map_or(Rect { x: 0, y: 0, width, height }, |c| c.resolve(width, height));
+        if !rect.fits(width, height) {
+            return true;
+        }
+        let (h, w) = self.input_size;
+        let target = geometry((rect.width, rect.height), (w, h), self.resize, self.mode).full;
+        let s = u64::from(scale);
+        u64::from(rect.width) >= s * u64::from(target.0) && u64::from(rect.height) >= s * u64::from(target.1)
+    }
+}
+
+/// The largest reduction 1/2^k (k ≤ 3) of a `width` × `height` frame that every need allows
+/// ([`Need::allows`]); 1 without needs. Pillow's `Image.draft(mode, target)` picks the same reduction for
+/// the whole frame.
+pub fn choose_scale(width: u32, height: u32, needs: &[Need]) -> u32 {
+    if needs.is_empty() {
+        return 1;
+    }
+    let mut scale = MAX_REDUCTION;
+    while scale > 1 && !needs.iter().all(|n| n.allows(width, height, scale)) {
+        scale /= 2;
+    }
+    scale
 }
 
 /// A rectangle of a picture, in pixels.
@@ -125,6 +215,8 @@ pub enum PreprocessError {
     UnknownFormat,
     #[error("truncated JPEG (no end-of-image marker)")]
     TruncatedJpeg,
+    #[error("cannot decode: corrupt JPEG: {0}")]
+    Jpeg(String),
     #[error("cannot decode: {}", describe_decode_error(.0))]
     Decode(#[from] image::ImageError),
     #[error("unsupported pixel format {0:?}")]
@@ -180,10 +272,14 @@ pub struct Preprocessor {
     lut: Box<[[f32; 256]; 3]>,
     filter: Filter,
     resampler: Resampler,
-    /// An MJPEG frame with the standard Huffman tables spliced in.
+    /// An MJPEG frame with the standard Huffman tables spliced in (for the `image` crate's decoder).
     patched: Vec<u8>,
+    /// libjpeg-turbo, made at the first JPEG.
+    turbo: Option<turbo::Decompressor>,
     rgb: Vec<u8>,
+    /// The decoded frame's size (upright), and its reduction: `rgb` is that size divided by `scale`.
     rgb_size: Option<(u32, u32)>,
+    scale: u32,
     resized: Vec<u8>,
 }
 
@@ -229,8 +325,10 @@ impl Preprocessor {
             filter,
             resampler: Resampler::default(),
             patched: Vec::new(),
+            turbo: None,
             rgb: Vec::new(),
             rgb_size: None,
+            scale: 1,
             resized: vec![0; w as usize * h as usize * 3],
         }
     }
@@ -240,11 +338,25 @@ impl Preprocessor {
         self.resized.len()
     }
 
-    /// Decodes a frame into the internal RGB8 buffer; returns its (width, height) after EXIF orientation.
+    /// Decodes a frame at full size into the internal RGB8 buffer; returns its (width, height) after EXIF
+    /// orientation.
     pub fn decode(&mut self, frame: Frame<'_>) -> Result<(u32, u32), PreprocessError> {
+        self.decode_for(frame, &[])
+    }
+
+    /// What this preprocessor's recipe needs of a frame to read `crop` of it (all of it when `None`).
+    pub fn need(&self, crop: Option<CropSpec>) -> Need {
+        Need { crop, input_size: self.input_size, resize: self.resize, mode: self.crop }
+    }
+
+    /// As [`Preprocessor::decode`], but a JPEG is decoded reduced in the DCT domain, by the largest
+    /// reduction every one of `needs` allows ([`choose_scale`]; none: full size). Returns the frame's own
+    /// (width, height), after EXIF orientation, whatever the reduction ([`Picture::scale`]).
+    pub fn decode_for(&mut self, frame: Frame<'_>, needs: &[Need]) -> Result<(u32, u32), PreprocessError> {
         self.rgb_size = None;
+        self.scale = 1;
         let size = match frame {
-            Frame::Encoded(bytes) => self.decode_encoded(bytes)?,
+            Frame::Encoded(bytes) => self.decode_encoded(bytes, needs)?,
             Frame::Rgb8 { width, height, data } => {
                 let need = width as usize * height as usize * 3;
                 check_frame(width, height, data.len(), need, "RGB8")?;
@@ -267,18 +379,22 @@ impl Preprocessor {
         Ok(size)
     }
 
-    fn decode_encoded(&mut self, bytes: &[u8]) -> Result<(u32, u32), PreprocessError> {
+    fn decode_encoded(&mut self, bytes: &[u8], needs: &[Need]) -> Result<(u32, u32), PreprocessError> {
         if bytes.is_empty() {
             return Err(PreprocessError::Empty);
         }
         let format = image::guess_format(bytes).map_err(|_| PreprocessError::UnknownFormat)?;
         let mut source = bytes;
         if format == image::ImageFormat::Jpeg {
-            // The JPEG decoder fills a cut-off file with grey instead of failing; a missing EOI marker
+            // JPEG decoders fill a cut-off file with grey instead of failing; a missing EOI marker
             // catches the truncation (cameras may pad after EOI, so trailing zeros are skipped).
             if !has_jpeg_eoi(bytes) {
                 return Err(PreprocessError::TruncatedJpeg);
             }
+            if let Some(size) = self.decode_jpeg(bytes, needs)? {
+                return Ok(size);
+            }
+            // CMYK: the `image` crate's decoder converts it, at full size.
             if let Some(sos) = mjpeg::missing_huffman_tables(bytes) {
                 mjpeg::with_standard_tables(bytes, sos, &mut self.patched);
                 source = &self.patched;
@@ -323,6 +439,54 @@ impl Preprocessor {
         Ok(size)
     }
 
+    /// Decodes a JPEG with libjpeg-turbo, reduced as `needs` allow; `None` for a CMYK JPEG, which
+    /// TurboJPEG cannot turn into RGB. libjpeg-turbo supplies the standard Huffman tables of an MJPEG frame
+    /// that has none.
+    fn decode_jpeg(&mut self, bytes: &[u8], needs: &[Need]) -> Result<Option<(u32, u32)>, PreprocessError> {
+        let turbo = match &mut self.turbo {
+            Some(turbo) => turbo,
+            None => self.turbo.insert(turbo::Decompressor::new().map_err(PreprocessError::Jpeg)?),
+        };
+        let header = turbo.header(bytes).map_err(PreprocessError::Jpeg)?;
+        if header.four_channel {
+            return Ok(None);
+        }
+        let (width, height) = (header.width, header.height);
+        // A header can claim any size: refuse before allocating (RGB8 at full size, as the other path).
+        let pixels = u64::from(width) * u64::from(height);
+        if width > MAX_SIDE || height > MAX_SIDE || pixels > MAX_PIXELS || 3 * pixels > MAX_DECODED_BYTES {
+            return Err(PreprocessError::TooLarge { width, height });
+        }
+        let orientation = mjpeg::exif_orientation(bytes).unwrap_or(image::metadata::Orientation::NoTransforms);
+        let turned = matches!(
+            orientation,
+            image::metadata::Orientation::Rotate90
+                | image::metadata::Orientation::Rotate270
+                | image::metadata::Orientation::Rotate90FlipH
+                | image::metadata::Orientation::Rotate270FlipH
+        );
+        let upright = if turned { (height, width) } else { (width, height) };
+        let scale = choose_scale(upright.0, upright.1, needs);
+        let (w, h) = (width.div_ceil(scale), height.div_ceil(scale));
+        let need = w as usize * h as usize * 3;
+        if self.rgb.capacity() > (2 * need).max(RETAINED_DECODE_BYTES) {
+            self.rgb = Vec::new();
+        }
+        self.rgb.resize(need, 0);
+        turbo.decompress(bytes, &mut self.rgb, w, h).map_err(PreprocessError::Jpeg)?;
+        self.scale = scale;
+        if orientation != image::metadata::Orientation::NoTransforms {
+            // Rare (phone pictures): the rotation allocates, camera frames never come here.
+            let buffer = std::mem::take(&mut self.rgb);
+            let img = image::RgbImage::from_raw(w, h, buffer)
+                .ok_or_else(|| PreprocessError::BadFrame("decoded buffer does not match its size".into()))?;
+            let mut img = image::DynamicImage::ImageRgb8(img);
+            img.apply_orientation(orientation);
+            self.rgb = img.into_rgb8().into_raw();
+        }
+        Ok(Some(upright))
+    }
+
     /// Resizes, crops and normalises the decoded image into `out` (one image, in the model's layout and
     /// element type: normalised floats, or the resized bytes as they are for a uint8 model).
     pub fn write_tensor(&mut self, out: TensorSlot<'_>) -> Result<(), PreprocessError> {
@@ -330,17 +494,20 @@ impl Preprocessor {
     }
 
     /// As [`Preprocessor::write_tensor`], from `rect` of the decoded image (default: all of it).
+    /// `rect` is in the frame's pixels, whatever the reduction it was decoded at.
     pub fn write_tensor_crop(&mut self, rect: Option<Rect>, out: TensorSlot<'_>) -> Result<(), PreprocessError> {
         let (w, h) = self.rgb_size.ok_or(PreprocessError::NoImage)?;
         let rgb = std::mem::take(&mut self.rgb);
-        let result = self.write_region(Picture { width: w, height: h, rgb: &rgb }, rect, out);
+        let result = self.write_region(Picture { width: w, height: h, rgb: &rgb, scale: self.scale }, rect, out);
         self.rgb = rgb;
         result
     }
 
     /// Resizes, crops and normalises `rect` of `picture` (default: all of it) into `out` with this
-    /// preprocessor's recipe: a region's tensor from a frame another preprocessor decoded. The region is
-    /// read where it lies in the picture (no copy); same-sized regions allocate nothing after the first.
+    /// preprocessor's recipe: a region's tensor from a frame another preprocessor decoded. `rect` is in the
+    /// frame's pixels; a reduced picture is read at the matching decoded pixels ([`Picture::decoded_rect`]).
+    /// The region is read where it lies in the picture (no copy); same-sized regions allocate nothing after
+    /// the first.
     pub fn write_region(
         &mut self,
         picture: Picture<'_>,
@@ -357,11 +524,12 @@ impl Preprocessor {
         if !rect.fits(picture.width, picture.height) {
             return Err(PreprocessError::CropOutside { rect, width: picture.width, height: picture.height });
         }
+        let rect = picture.decoded_rect(rect);
         let (out_h, out_w) = self.input_size;
         let geometry = geometry((rect.width, rect.height), (out_w, out_h), self.resize, self.crop);
         self.resampler.resample_view(
             picture.rgb,
-            picture.width,
+            picture.decoded_size().0,
             (rect.x, rect.y),
             &mut self.resized,
             geometry,
@@ -376,12 +544,16 @@ impl Preprocessor {
 
     /// The decoded picture, for [`Preprocessor::write_region`] of other recipes.
     pub fn picture(&self) -> Option<Picture<'_>> {
-        self.rgb_size.map(|(width, height)| Picture { width, height, rgb: &self.rgb })
+        self.rgb_size.map(|(width, height)| Picture { width, height, rgb: &self.rgb, scale: self.scale })
     }
 
-    /// The decoded RGB8 image, for tools that want to look at it.
+    /// The decoded RGB8 image (its decoded size: the frame's reduced by [`Picture::scale`]), for tools
+    /// that want to look at it.
     pub fn rgb(&self) -> Option<(u32, u32, &[u8])> {
-        self.rgb_size.map(|(w, h)| (w, h, &self.rgb[..]))
+        self.picture().map(|p| {
+            let (w, h) = p.decoded_size();
+            (w, h, p.rgb)
+        })
     }
 }
 
@@ -398,9 +570,10 @@ fn check_frame(width: u32, height: u32, got: usize, need: usize, what: &str) -> 
 /// True when an end-of-image marker follows the start of scan. Inside entropy-coded data 0xFF is always
 /// stuffed or a restart marker, so FF D9 after the scan starts is the image's end; data may follow it
 /// (phone trailers, MPF images), and an EXIF thumbnail's own EOI sits before the scan and does not count.
+/// Searched from the end, where it normally is: a 1080p frame's half megabyte is not read twice.
 fn has_jpeg_eoi(bytes: &[u8]) -> bool {
     let scan = mjpeg::start_of_scan(bytes).unwrap_or(2);
-    bytes[scan..].windows(2).any(|w| w == [0xFF, 0xD9])
+    bytes[scan..].windows(2).rev().any(|w| w == [0xFF, 0xD9])
 }
 
 /// Where the tensor's pixels come from: the size the picture is scaled to and the window cut from it.
@@ -850,5 +1023,124 @@ mod tests {
         p.decode(Frame::Encoded(&with_trailer)).expect("trailer after EOI is fine");
         let cut = &jpeg[..jpeg.len() - 40];
         assert!(matches!(p.decode(Frame::Encoded(cut)), Err(PreprocessError::TruncatedJpeg)));
+    }
+
+    /// EfficientNet-Lite0's recipe: 224×224 from the shorter side resized to 256.
+    fn lite0() -> ModelSpec {
+        ModelSpec { input_size: (224, 224), resize: 256, ..spec(Layout::Nchw, ChannelOrder::Rgb) }
+    }
+
+    /// A smooth colour picture as a JPEG (quality 90: what a camera sends).
+    fn smooth_jpeg(width: u32, height: u32) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(width, height, |x, y| {
+            let (fx, fy) = (x as f32 / width as f32, y as f32 / height as f32);
+            let wave = ((fx * 9.0).sin() * (fy * 7.0).cos() * 60.0) as i32;
+            image::Rgb([(40.0 + 180.0 * fx) as u8, (200.0 - 150.0 * fy) as u8, (128 + wave).clamp(0, 255) as u8])
+        });
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90).encode_image(&img).expect("encodes");
+        jpeg
+    }
+
+    #[test]
+    fn the_reduction_is_the_largest_that_keeps_every_crop_at_its_resize_target() {
+        let need = |crop: Option<[f64; 4]>| Need::new(&lite0(), crop.map(CropSpec));
+        let whole = [need(None)];
+        // 1080p → 455x256 wanted: 1/4 (480x270) keeps it, 1/8 (240x135) does not.
+        assert_eq!(choose_scale(1920, 1080, &whole), 4);
+        // VGA: 480 < 2 * 256, no reduction. 4K: 1/8. 8K: still 1/8, the most libjpeg reduces.
+        assert_eq!(choose_scale(640, 480, &whole), 1);
+        assert_eq!(choose_scale(3840, 2160, &whole), 8);
+        assert_eq!(choose_scale(7680, 4320, &whole), MAX_REDUCTION);
+        // Pillow's draft rule is exact: 512 = 2 * 256 is enough for 1/2, 511 is not.
+        assert_eq!(choose_scale(512, 512, &whole), 2);
+        assert_eq!(choose_scale(511, 512, &whole), 1);
+        // A small crop of the 1080p frame forces a smaller reduction, for the whole camera.
+        let door = need(Some([100.0, 100.0, 600.0, 700.0]));
+        assert_eq!(choose_scale(1920, 1080, &[door]), 2);
+        assert_eq!(choose_scale(1920, 1080, &[whole[0], door]), 2);
+        let small = need(Some([0.0, 0.0, 300.0, 300.0]));
+        assert_eq!(choose_scale(1920, 1080, &[whole[0], door, small]), 1);
+        // Fractions resolve against the frame: the right half of 4K is 1920x2160.
+        assert_eq!(choose_scale(3840, 2160, &[need(Some([0.5, 0.0, 0.5, 1.0]))]), 4);
+        // A crop outside the frame disables its region and asks for nothing; no needs: full size.
+        assert_eq!(choose_scale(1920, 1080, &[whole[0], need(Some([1900.0, 0.0, 300.0, 300.0]))]), 4);
+        assert_eq!(choose_scale(1920, 1080, &[]), 1);
+        // Without a centre crop the picture is stretched to the input size: both sides must keep it.
+        let stretch = ModelSpec { crop: Crop::None, ..lite0() };
+        assert_eq!(choose_scale(1920, 1080, &[Need::new(&stretch, None)]), 4);
+        assert_eq!(choose_scale(1920, 400, &[Need::new(&stretch, None)]), 1);
+    }
+
+    #[test]
+    fn a_reduced_frame_keeps_its_own_size_and_rounds_up_like_libjpeg() {
+        let jpeg = smooth_jpeg(1921, 1081);
+        let mut p = Preprocessor::new(&lite0());
+        let need = p.need(None);
+        assert_eq!(p.decode_for(Frame::Encoded(&jpeg), &[need]).expect("decodes"), (1921, 1081));
+        let picture = p.picture().expect("decoded");
+        assert_eq!((picture.scale, picture.decoded_size()), (4, (481, 271)));
+        let (w, h, rgb) = p.rgb().expect("decoded");
+        assert_eq!((w, h, rgb.len()), (481, 271, 481 * 271 * 3));
+        // Rectangles are the frame's; in decoded pixels their edges round outwards.
+        let r = picture.decoded_rect(Rect { x: 5, y: 4, width: 10, height: 4 });
+        assert_eq!(r, Rect { x: 1, y: 1, width: 3, height: 1 });
+        let whole = picture.decoded_rect(Rect { x: 0, y: 0, width: 1921, height: 1081 });
+        assert_eq!(whole, Rect { x: 0, y: 0, width: 481, height: 271 });
+        // The plain decode is full size.
+        p.decode(Frame::Encoded(&jpeg)).expect("decodes");
+        assert_eq!(p.picture().map(|p| (p.scale, p.decoded_size())), Some((1, (1921, 1081))));
+    }
+
+    #[test]
+    fn a_reduced_decode_gives_nearly_the_full_decodes_tensor() {
+        let jpeg = smooth_jpeg(1920, 1080);
+        let mut p = Preprocessor::new(&lite0());
+        let mut full = vec![0.0; p.tensor_len()];
+        let mut reduced = vec![0.0; p.tensor_len()];
+        for (crop, scale) in [(None, 4), (Some(Rect { x: 700, y: 200, width: 1100, height: 600 }), 2)] {
+            p.decode(Frame::Encoded(&jpeg)).expect("decodes");
+            p.write_tensor_crop(crop, TensorSlot::F32(&mut full)).expect("writes");
+            let need = p.need(crop.map(|r| CropSpec([r.x, r.y, r.width, r.height].map(f64::from))));
+            p.decode_for(Frame::Encoded(&jpeg), &[need]).expect("decodes");
+            assert_eq!(p.picture().map(|p| p.scale), Some(scale));
+            p.write_tensor_crop(crop, TensorSlot::F32(&mut reduced)).expect("writes");
+            // Values are (v - 127.5) / 127.5: 2/255 is one level.
+            let levels: Vec<f32> = full.iter().zip(&reduced).map(|(a, b)| (a - b).abs() * 127.5).collect();
+            let mean = levels.iter().sum::<f32>() / levels.len() as f32;
+            let worst = levels.iter().fold(0.0f32, |m, v| m.max(*v));
+            assert!(mean < 1.5 && worst < 12.0, "1/{scale} {crop:?}: mean {mean:.2} levels, worst {worst:.1}");
+        }
+    }
+
+    #[test]
+    fn exif_orientation_applies_to_a_reduced_decode() {
+        let img = image::RgbImage::from_fn(1024, 512, |x, _| {
+            if x < 512 { image::Rgb([255, 0, 0]) } else { image::Rgb([0, 0, 255]) }
+        });
+        let jpeg = jpeg_with_orientation(&img, 6);
+        let mut p = Preprocessor::new(&lite0());
+        let need = p.need(None);
+        assert_eq!(p.decode_for(Frame::Encoded(&jpeg), &[need]).expect("decodes"), (512, 1024));
+        let (w, h, rgb) = p.rgb().expect("decoded");
+        assert_eq!((w, h), (256, 512), "upright and halved");
+        let at = |x: usize, y: usize| &rgb[(y * w as usize + x) * 3..][..3];
+        assert!(at(128, 60)[0] > 200 && at(128, 60)[2] < 60, "top is red: {:?}", at(128, 60));
+        assert!(at(128, 450)[2] > 200 && at(128, 450)[0] < 60, "bottom is blue: {:?}", at(128, 450));
+    }
+
+    #[test]
+    fn a_huge_jpeg_header_is_refused_before_allocating() {
+        let mut jpeg = smooth_jpeg(16, 16);
+        // SOF0: FF C0, length, precision, then height and width.
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).expect("SOF0");
+        jpeg[sof + 5..sof + 7].copy_from_slice(&9000u16.to_be_bytes());
+        jpeg[sof + 7..sof + 9].copy_from_slice(&9000u16.to_be_bytes());
+        let mut p = Preprocessor::new(&lite0());
+        let need = p.need(None);
+        // 81 megapixels: refused even though 1/8 of it would be small.
+        let e = p.decode_for(Frame::Encoded(&jpeg), &[need]).expect_err("too large");
+        assert!(matches!(e, PreprocessError::TooLarge { width: 9000, height: 9000 }), "{e:?}");
+        assert!(p.rgb.capacity() < 1 << 20);
     }
 }

@@ -22,10 +22,11 @@ impl Thumbnails {
     pub fn measure(&mut self, picture: Picture<'_>, rect: Rect) -> f32 {
         let out = (SIDE, SIDE);
         self.rgb.resize((SIDE * SIDE * 3) as usize, 0);
+        let rect = picture.decoded_rect(rect);
         let geometry = Geometry { src: (rect.width, rect.height), full: out, offset: (0, 0), out };
         self.resampler.resample_view(
             picture.rgb,
-            picture.width,
+            picture.decoded_size().0,
             (rect.x, rect.y),
             &mut self.rgb,
             geometry,
@@ -68,10 +69,10 @@ mod tests {
         bright[..(w * h * 3 / 2) as usize].fill(200);
         let rect = Rect { x: 0, y: 0, width: w, height: h };
         let mut t = Thumbnails::default();
-        assert_eq!(t.measure(Picture { width: w, height: h, rgb: &dark }, rect), 1.0, "nothing kept yet");
+        assert_eq!(t.measure(Picture::new(w, h, &dark), rect), 1.0, "nothing kept yet");
         t.keep();
-        assert_eq!(t.measure(Picture { width: w, height: h, rgb: &dark }, rect), 0.0);
-        let moved = t.measure(Picture { width: w, height: h, rgb: &bright }, rect);
+        assert_eq!(t.measure(Picture::new(w, h, &dark), rect), 0.0);
+        let moved = t.measure(Picture::new(w, h, &bright), rect);
         assert!((moved - 160.0 / 255.0 / 2.0).abs() < 0.02, "{moved}");
         assert_eq!(difference(&[0, 255], &[255, 255]), 0.5);
     }

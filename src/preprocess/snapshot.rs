@@ -26,15 +26,19 @@ pub fn fit(width: u32, height: u32, max: u32) -> (u32, u32) {
 
 impl Snap {
     /// Takes `rect` of `picture` (`frame`: the whole picture with `rect` outlined), longest side ≤ `max`.
+    /// `rect` and the snapshot's size are in the frame's pixels: from a picture decoded reduced
+    /// ([`Picture::scale`]) the snapshot has the size it would have at full size, resampled from fewer
+    /// pixels.
     pub fn take(&mut self, picture: Picture<'_>, rect: Rect, max: u32, frame: bool) {
         let source = if frame { Rect { x: 0, y: 0, width: picture.width, height: picture.height } } else { rect };
         let out = fit(source.width, source.height, max);
         self.rgb.resize(out.0 as usize * out.1 as usize * 3, 0);
-        let geometry = Geometry { src: (source.width, source.height), full: out, offset: (0, 0), out };
+        let decoded = picture.decoded_rect(source);
+        let geometry = Geometry { src: (decoded.width, decoded.height), full: out, offset: (0, 0), out };
         self.resampler.resample_view(
             picture.rgb,
-            picture.width,
-            (source.x, source.y),
+            picture.decoded_size().0,
+            (decoded.x, decoded.y),
             &mut self.rgb,
             geometry,
             Filter::Bilinear,
@@ -95,7 +99,7 @@ mod tests {
     fn a_snapshot_is_the_crop_or_the_frame_with_its_box() {
         let (w, h) = (40u32, 20u32);
         let rgb: Vec<u8> = (0..w * h).flat_map(|i| if i % w < 20 { [0, 0, 200] } else { [0, 200, 0] }).collect();
-        let picture = Picture { width: w, height: h, rgb: &rgb };
+        let picture = Picture::new(w, h, &rgb);
         let mut snap = Snap::default();
         snap.take(picture, Rect { x: 20, y: 0, width: 20, height: 20 }, 10, false);
         assert_eq!((snap.width, snap.height), (10, 10));

@@ -19,6 +19,12 @@ metadata_props; a model without them is refused (there are no defaults).
 Pipeline, step by step (each choice is deliberate; the Rust side copies it):
 
 1. Decode with PIL, then `ImageOps.exif_transpose` (EXIF Orientation 1-8).
+   A JPEG (not CMYK) is decoded with `img.draft("RGB", size)`, `size` being
+   the step-3 size of the whole picture: libjpeg then decodes it reduced by
+   1/2, 1/4 or 1/8 in the DCT domain, the largest reduction s with
+   s * size <= the JPEG's size on both sides. camclassd decodes JPEG with
+   libjpeg-turbo and picks the same reduction by the same rule
+   (`preprocess::choose_scale`), so both sides resize the same pixels.
 2. `convert("RGB")`, which is PIL's plain per-pixel conversion:
    L -> R=G=B; RGBA/LA/PA -> alpha is dropped, no compositing;
    CMYK -> R = (255-C)(255-K)/255 (PIL undoes Adobe-inverted JPEG CMYK on
@@ -131,10 +137,13 @@ class Preprocess:
             std=std,
         )
 
-    @staticmethod
-    def load(path: str | Path) -> Image.Image:
-        """Decode an image file to upright 8-bit RGB (steps 1-2)."""
+    def load(self, path: str | Path) -> Image.Image:
+        """Decode an image file to upright 8-bit RGB (steps 1-2), a JPEG reduced as step 3 allows."""
         with Image.open(path) as img:
+            if img.format == "JPEG" and img.mode != "CMYK":
+                # The stored orientation's step-3 size: the rule is symmetric, so a rotated picture
+                # gets the reduction its upright form would.
+                img.draft("RGB", self.resized_size(*img.size))
             img.load()
             return ImageOps.exif_transpose(img).convert("RGB")
 
