@@ -111,8 +111,12 @@ try:
     cv2 = show(peer("opencv", 2))
     pil = show(peer("pil", 2))
     full = show(daemon(work, port, 3, 120, "full"))
-    # Issue 17 goal 2: the same load with the three cameras' frames batched (1 and 2 intra-op threads).
-    batched = [show(daemon(work, port, 3, 120, f"batched{t}", f"max_batch = 4\nthreads = {t}\n")) for t in (1, 2)]
+    # Issue 17 goal 2: the same load with the three cameras' frames batched (1 and 2 intra-op threads), and
+    # unbatched with 2 threads, so that the batch's share and the second thread's can be told apart.
+    batched = [
+        show(daemon(work, port, 3, 120, f"batched{b}x{t}", f"max_batch = {b}\nthreads = {t}\n"))
+        for b, t in ((1, 2), (4, 1), (4, 2))
+    ]
     paced = {}
     for fps in (1, 5, 15):
         paced[fps] = (
