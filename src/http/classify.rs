@@ -17,7 +17,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use super::HttpError;
 use crate::model::{Model, ModelOptions, runtime::Runtime};
 use crate::pipeline::Classifier;
-use crate::preprocess::Frame;
+use crate::preprocess::{CropSpec, Frame};
 use crate::tools::classify::ImageReport;
 
 /// The most classes a request may ask for (`top`).
@@ -181,39 +181,23 @@ fn lower_priority() {
     }
 }
 
-/// The largest decoded picture a crop request may make (as the pipeline's own limit).
-const MAX_CROP_SOURCE_BYTES: u64 = 128 << 20;
-
 fn classify(
     classifier: &mut Classifier,
     body: &[u8],
     top: usize,
     crop: Option<[u32; 4]>,
 ) -> Result<ImageReport, String> {
-    let cropped;
-    let frame = match crop {
-        None => Frame::Encoded(body),
-        Some([x, y, w, h]) => {
-            let mut reader = image::ImageReader::new(std::io::Cursor::new(body))
-                .with_guessed_format()
-                .map_err(|e| format!("cannot read the picture: {e}"))?;
-            let mut limits = image::Limits::default();
-            limits.max_alloc = Some(MAX_CROP_SOURCE_BYTES);
-            reader.limits(limits);
-            let picture = reader.decode().map_err(|e| format!("cannot decode the picture: {e}"))?.to_rgb8();
-            let (pw, ph) = picture.dimensions();
-            if w == 0
-                || h == 0
-                || u64::from(x) + u64::from(w) > u64::from(pw)
-                || u64::from(y) + u64::from(h) > u64::from(ph)
-            {
-                return Err(format!("crop {x},{y},{w},{h} is not inside the {pw}x{ph} picture"));
-            }
-            cropped = image::imageops::crop_imm(&picture, x, y, w, h).to_image();
-            Frame::Rgb8 { width: w, height: h, data: cropped.as_raw() }
+    // The stage chain `classify --crop` and the cameras' regions run: the crop is taken from the decoded
+    // picture before the model's resize (and the picture decoded no larger than the crop needs).
+    let crop = match crop {
+        // `CropSpec` reads four values of at most 1 as fractions of the picture: in pixels that is a 1×1 crop.
+        Some([x, y, w, h]) if w <= 1 && h <= 1 && x <= 1 && y <= 1 => {
+            return Err(format!("crop {x},{y},{w},{h} is too small: at least 2 pixels wide or high"));
         }
+        Some(c) => Some(CropSpec(c.map(f64::from))),
+        None => None,
     };
-    let (result, timings) = classifier.classify(frame).map_err(|e| e.to_string())?;
+    let (result, timings) = classifier.classify_crop(Frame::Encoded(body), crop).map_err(|e| e.to_string())?;
     let top_classes: Vec<_> = result.top.iter().take(top).copied().collect();
     // As `classify --json`: a multi-label model lists the classes at or over their thresholds.
     let on = result.multi_label.then(|| result.on.clone());

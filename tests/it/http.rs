@@ -424,6 +424,34 @@ fn classify_over_https_matches_the_cli_and_refuses_oversize_bodies_and_bad_token
         }
         assert!(got.timing_ms.contains_key("infer"));
     }
+    // ?crop= (pixels) is `classify --crop`'s answer: the same stage chain, the crop taken before the resize.
+    let composite = generated("composite_cat_coffee.png");
+    for crop in ["0,0,450,300", "450,0,450,300"] {
+        let want = classify_json(&model("int8"), std::slice::from_ref(&composite), &["--crop", crop], 0).remove(0);
+        let r = http
+            .post(format!("{base}/api/v1/classify?crop={crop}"))
+            .header("authorization", &bearer)
+            .body(std::fs::read(&composite).expect("composite"))
+            .send()
+            .expect("classify a crop");
+        assert_eq!(r.status(), 200, "crop {crop}");
+        let got: Report = r.json().expect("classify --json's shape");
+        for (g, w) in got.top.iter().zip(&want.top) {
+            assert_eq!((g.class_id, &g.label), (w.class_id, &w.label), "crop {crop}");
+            assert!((g.score - w.score).abs() < 1e-5, "crop {crop}: {} vs {}", g.score, w.score);
+        }
+    }
+    for (crop, says) in [("800,0,400,300", "outside"), ("0,0,1,1", "too small")] {
+        let r = http
+            .post(format!("{base}/api/v1/classify?crop={crop}"))
+            .header("authorization", &bearer)
+            .body(std::fs::read(&composite).expect("composite"))
+            .send()
+            .expect("classify a bad crop");
+        assert_eq!(r.status(), 422, "crop {crop}");
+        let text = r.text().expect("body");
+        assert!(text.contains(says), "crop {crop}: {text}");
+    }
     // ?top= and ?model=
     let r = http
         .post(format!("{base}/api/v1/classify?top=2&model=efficientnet-lite0"))
