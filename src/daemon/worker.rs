@@ -450,9 +450,23 @@ fn prepare_loop(
     // One per region: its model's recipe, with its own coefficients and buffers (a region's geometry is
     // fixed, so each allocates nothing after its first frame).
     let mut regions: Vec<Prepare> = layout.regions.iter().map(|r| Prepare::new(&specs[r.model])).collect();
-    // Per camera, what its regions need of a frame: a JPEG is decoded as reduced as they all allow.
-    let needs: Vec<Vec<Need>> =
-        layout.cameras.iter().map(|c| c.clone().map(|g| regions[g].need(layout.regions[g].crop)).collect()).collect();
+    // Per camera, what its regions need of a frame (their models' inputs, and their snapshots at their size):
+    // a JPEG is decoded as reduced as they all allow.
+    let needs: Vec<Vec<Need>> = layout
+        .cameras
+        .iter()
+        .map(|c| {
+            let mut needs = Vec::new();
+            for g in c.clone() {
+                let region = &layout.regions[g];
+                needs.push(regions[g].need(region.crop));
+                if let Some(s) = region.snapshot {
+                    needs.push(Need::snapshot(if s.frame { None } else { region.crop }, s.size));
+                }
+            }
+            needs
+        })
+        .collect();
     let mut placed = vec![Placed::Unknown; layout.regions.len()];
     let mut last_classified: Vec<Option<Instant>> = vec![None; layout.regions.len()];
     // The motion gate's thumbnails, for the regions that have one.

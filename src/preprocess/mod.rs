@@ -91,28 +91,44 @@ impl<'a> Picture<'a> {
 pub struct Need {
     /// The crop of the frame (`None`: all of it).
     pub crop: Option<CropSpec>,
-    /// The recipe: input size (height, width), the resize and the crop mode.
-    input_size: (u32, u32),
-    resize: u32,
-    mode: Crop,
+    target: Target,
+}
+
+/// What a [`Need`]'s crop is turned into.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Target {
+    /// A model's input: its size (height, width), the resize and the crop mode.
+    Recipe { input_size: (u32, u32), resize: u32, mode: Crop },
+    /// A snapshot: the crop shrunk to this longest side, never enlarged ([`snapshot::fit`]).
+    Longest(u32),
 }
 
 impl Need {
     /// `crop` of the frame (all of it when `None`), read with `spec`'s recipe.
     pub fn new(spec: &ModelSpec, crop: Option<CropSpec>) -> Need {
-        Need { crop, input_size: spec.input_size, resize: spec.resize, mode: spec.crop }
+        Need { crop, target: Target::Recipe { input_size: spec.input_size, resize: spec.resize, mode: spec.crop } }
+    }
+
+    /// A snapshot of `crop` (all of the frame when `None`) with its longest side at most `longest`: a
+    /// reduced decode must not make it blurrier than a full one would.
+    pub fn snapshot(crop: Option<CropSpec>, longest: u32) -> Need {
+        Need { crop, target: Target::Longest(longest) }
     }
 
     /// Whether a `width` × `height` frame reduced `scale` times leaves this crop at least its target: the
-    /// size [`geometry`] resizes it to, on both sides (Pillow's draft rule: `scale * target <= size`). A
-    /// crop outside the frame asks for nothing (its region is disabled).
+    /// size [`geometry`] resizes it to, or the snapshot's size, on both sides (Pillow's draft rule:
+    /// `scale * target <= size`). A crop outside the frame asks for nothing (its region is disabled).
     fn allows(&self, width: u32, height: u32, scale: u32) -> bool {
         let rect = self.crop.map_or(Rect { x: 0, y: 0, width, height }, |c| c.resolve(width, height));
         if !rect.fits(width, height) {
             return true;
         }
-        let (h, w) = self.input_size;
-        let target = geometry((rect.width, rect.height), (w, h), self.resize, self.mode).full;
+        let target = match self.target {
+            Target::Recipe { input_size: (h, w), resize, mode } => {
+                geometry((rect.width, rect.height), (w, h), resize, mode).full
+            }
+            Target::Longest(longest) => snapshot::fit(rect.width, rect.height, longest),
+        };
         let s = u64::from(scale);
         u64::from(rect.width) >= s * u64::from(target.0) && u64::from(rect.height) >= s * u64::from(target.1)
     }
@@ -346,7 +362,7 @@ impl Preprocessor {
 
     /// What this preprocessor's recipe needs of a frame to read `crop` of it (all of it when `None`).
     pub fn need(&self, crop: Option<CropSpec>) -> Need {
-        Need { crop, input_size: self.input_size, resize: self.resize, mode: self.crop }
+        Need { crop, target: Target::Recipe { input_size: self.input_size, resize: self.resize, mode: self.crop } }
     }
 
     /// As [`Preprocessor::decode`], but a JPEG is decoded reduced in the DCT domain, by the largest
@@ -1070,6 +1086,25 @@ mod tests {
         let stretch = ModelSpec { crop: Crop::None, ..lite0() };
         assert_eq!(choose_scale(1920, 1080, &[Need::new(&stretch, None)]), 4);
         assert_eq!(choose_scale(1920, 400, &[Need::new(&stretch, None)]), 1);
+    }
+
+    #[test]
+    fn a_snapshot_keeps_the_decode_large_enough_for_its_size() {
+        let whole = Need::new(&lite0(), None);
+        // The model alone: 1080p at 1/4. A 640-px snapshot of the whole frame needs 640x360: 1/2 (960x540)
+        // keeps it, 1/4 (480x270) would upscale it.
+        assert_eq!(choose_scale(1920, 1080, &[whole]), 4);
+        assert_eq!(choose_scale(1920, 1080, &[whole, Need::snapshot(None, 640)]), 2);
+        // A small snapshot asks for nothing more than the model does.
+        assert_eq!(choose_scale(1920, 1080, &[whole, Need::snapshot(None, 240)]), 4);
+        // A snapshot of a crop smaller than its size is taken at the crop's own size: no reduction.
+        let door = Some(CropSpec([100.0, 100.0, 500.0, 400.0]));
+        assert_eq!(choose_scale(1920, 1080, &[Need::snapshot(door, 640)]), 1);
+        // A crop outside the frame asks for nothing.
+        assert_eq!(
+            choose_scale(1920, 1080, &[whole, Need::snapshot(Some(CropSpec([1900.0, 0.0, 300.0, 300.0])), 640)]),
+            4
+        );
     }
 
     #[test]
