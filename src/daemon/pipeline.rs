@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::worker::{Batching, Camera, Layout, Worker};
+use super::worker::{Batching, Camera, LastClassified, Layout, Worker};
 use super::{DaemonError, Hooks, watchdog};
 use crate::capture::{self, FrameHub};
 use crate::check::ModelCheck;
@@ -107,7 +107,8 @@ impl Pipeline {
         }
         let batching =
             Batching { max: config.model.max_batch, delay: Duration::from_millis(config.model.max_batch_delay_ms) };
-        let layout = Arc::new(Layout { regions: all, cameras: ranges, model_names, batching });
+        let classified = LastClassified::new(all.len());
+        let layout = Arc::new(Layout { regions: all, cameras: ranges, model_names, batching, classified });
         let names: Vec<String> = cameras.iter().map(|c| c.name.clone()).collect();
         let (done_tx, done) = mpsc::channel::<u64>(models.len().max(1));
         let health = Arc::new(Health::new(&names).with_model_check(check));

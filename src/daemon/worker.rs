@@ -49,6 +49,38 @@ pub(super) struct Layout {
     /// The models' config names, by [`Region::model`].
     pub(super) model_names: Vec<String>,
     pub(super) batching: Batching,
+    /// When each region was last classified, shared by every worker's prepare thread, so that
+    /// `classify_every` and the motion gate's `max_skip` hold for the camera, not per worker.
+    pub(super) classified: LastClassified,
+}
+
+/// Per region, the capture time of the frame it was last classified on (microseconds after `epoch`).
+#[derive(Debug)]
+pub(super) struct LastClassified {
+    epoch: Instant,
+    at_us: Vec<AtomicU64>,
+}
+
+impl LastClassified {
+    pub(super) fn new(regions: usize) -> LastClassified {
+        LastClassified { epoch: Instant::now(), at_us: (0..regions).map(|_| AtomicU64::new(u64::MAX)).collect() }
+    }
+
+    fn get(&self, region: usize) -> Option<Instant> {
+        match self.at_us.get(region)?.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            us => Some(self.epoch + Duration::from_micros(us)),
+        }
+    }
+
+    /// Keeps the newer of the stored time and `at` (another worker may have classified a later frame).
+    fn set(&self, region: usize, at: Instant) {
+        let us = at.saturating_duration_since(self.epoch).as_micros().min(u128::from(u64::MAX - 1)) as u64;
+        if let Some(slot) = self.at_us.get(region) {
+            let _ = slot
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| (old == u64::MAX || old < us).then_some(us));
+        }
+    }
 }
 
 /// How frames that are ready together share one inference run: the images of every region on one model,
@@ -468,7 +500,6 @@ fn prepare_loop(
         })
         .collect();
     let mut placed = vec![Placed::Unknown; layout.regions.len()];
-    let mut last_classified: Vec<Option<Instant>> = vec![None; layout.regions.len()];
     // The motion gate's thumbnails, for the regions that have one.
     let mut thumbnails: Vec<Thumbnails> = layout.regions.iter().map(|_| Thumbnails::default()).collect();
     let mut next = 0;
@@ -525,7 +556,7 @@ fn prepare_loop(
                         rect
                     }
                 };
-                if let Some(last) = last_classified[g]
+                if let Some(last) = layout.classified.get(g)
                     && captured.saturating_duration_since(last) < region.classify_every
                 {
                     continue;
@@ -535,7 +566,9 @@ fn prepare_loop(
                     // Still (less change than the threshold since the region was last classified, and not
                     // for longer than max_skip): no inference, the state stays.
                     let moved = thumbnails[g].measure(picture, rect.unwrap_or(whole));
-                    let recent = last_classified[g]
+                    let recent = layout
+                        .classified
+                        .get(g)
                         .is_some_and(|last| captured.saturating_duration_since(last) < motion.max_skip);
                     if moved < motion.threshold && recent {
                         health.add_motion_skipped(camera);
@@ -550,7 +583,7 @@ fn prepare_loop(
                 if let Some(s) = region.snapshot {
                     inputs.snaps[bit].take(picture, rect.unwrap_or(whole), s.size, s.frame);
                 }
-                last_classified[g] = Some(captured);
+                layout.classified.set(g, captured);
                 *mask |= 1 << bit;
             }
         }

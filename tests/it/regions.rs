@@ -597,12 +597,20 @@ fn the_motion_gate_skips_a_still_picture_and_classifies_a_change_at_once() {
 
 #[test]
 fn classify_every_spaces_a_regions_classifications() {
+    // One worker, and two: the second worker's prepare thread must not classify the region again within
+    // the period (each kept its own time before).
+    for workers in [1, 2] {
+        classify_every_with(workers);
+    }
+}
+
+fn classify_every_with(workers: usize) {
     let broker = Broker::start();
     let witness = Witness::start(&broker, "camclassd/testnode/#");
     let dir = tempfile::tempdir().expect("tempdir");
     let regions = [region("fast", LEFT, ""), region("slow", LEFT, "classify_every = 1.0\n")].concat();
     let camera = composite_camera("every_frame", &regions).replace("fps = 5", "fps = 10");
-    let config = daemon_config(dir.path(), &broker, &camera);
+    let config = daemon_config(dir.path(), &broker, &format!("workers = {workers}\n{camera}"));
     let daemon = Daemon::start(&config);
     let events = |m: &[Message], r: &str| -> Vec<f64> {
         m.iter()
@@ -620,7 +628,7 @@ fn classify_every_spaces_a_regions_classifications() {
     // Capture times, not wall-clock: the slow region's frames are at least a second apart, the fast one's not.
     let gaps = |t: Vec<f64>| t.windows(2).map(|w| w[1] - w[0]).collect::<Vec<f64>>();
     let slow = gaps(events(&messages, "slow"));
-    assert!(slow.iter().all(|&g| g >= 0.999), "{slow:?}");
+    assert!(slow.iter().all(|&g| g >= 0.999), "{workers} workers: {slow:?}");
     let fast = gaps(events(&messages, "fast"));
     assert!(fast.iter().any(|&g| g < 0.5), "{fast:?}");
 }
