@@ -338,6 +338,21 @@ mod tests {
     }
 
     #[test]
+    fn batching_values_out_of_range_name_key_and_line() {
+        let text = "version = 1\n[model]\npath = \"Cargo.toml\"\nmax_batch = 0\nmax_batch_delay_ms = 5000\n";
+        assert_eq!(
+            problems(text),
+            [
+                "4:1: model.max_batch: must be between 1 and 32, got 0",
+                "5:1: model.max_batch_delay_ms: must be at most 1000 (a frame waits this long for a batch), got 5000"
+            ]
+        );
+        assert!(problems(&text.replace("max_batch = 0", "max_batch = 33"))[0].contains("got 33"));
+        let fine = "version = 1\n[model]\npath = \"Cargo.toml\"\nmax_batch = 32\nmax_batch_delay_ms = 1000\n";
+        assert!(Config::parse(fine).is_ok());
+    }
+
+    #[test]
     fn gpu_values_out_of_range_are_all_reported() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("not-a-dir");

@@ -426,14 +426,16 @@ fn classify_over_https_matches_the_cli_and_refuses_oversize_bodies_and_bad_token
     }
     // ?crop= (pixels) is `classify --crop`'s answer: the same stage chain, the crop taken before the resize.
     let composite = generated("composite_cat_coffee.png");
-    for crop in ["0,0,450,300", "450,0,450,300"] {
-        let want = classify_json(&model("int8"), std::slice::from_ref(&composite), &["--crop", crop], 0).remove(0);
-        let r = http
-            .post(format!("{base}/api/v1/classify?crop={crop}"))
+    let post_crop = |crop: &str| {
+        http.post(format!("{base}/api/v1/classify?crop={crop}"))
             .header("authorization", &bearer)
             .body(std::fs::read(&composite).expect("composite"))
             .send()
-            .expect("classify a crop");
+            .expect("classify a crop")
+    };
+    for crop in ["0,0,450,300", "450,0,450,300"] {
+        let want = classify_json(&model("int8"), std::slice::from_ref(&composite), &["--crop", crop], 0).remove(0);
+        let r = post_crop(crop);
         assert_eq!(r.status(), 200, "crop {crop}");
         let got: Report = r.json().expect("classify --json's shape");
         for (g, w) in got.top.iter().zip(&want.top) {
@@ -442,12 +444,7 @@ fn classify_over_https_matches_the_cli_and_refuses_oversize_bodies_and_bad_token
         }
     }
     for (crop, says) in [("800,0,400,300", "outside"), ("0,0,1,1", "too small")] {
-        let r = http
-            .post(format!("{base}/api/v1/classify?crop={crop}"))
-            .header("authorization", &bearer)
-            .body(std::fs::read(&composite).expect("composite"))
-            .send()
-            .expect("classify a bad crop");
+        let r = post_crop(crop);
         assert_eq!(r.status(), 422, "crop {crop}");
         let text = r.text().expect("body");
         assert!(text.contains(says), "crop {crop}: {text}");
