@@ -49,21 +49,35 @@ impl Broker {
     }
 
     fn start_with(credentials: Option<(String, String)>, persistent: bool, tls: Option<BrokerTls>) -> Broker {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("mosquitto.conf");
+        let tls_ca = tls.as_ref().map(|t| t.ca.clone());
+        let mut broker = Broker { port: 0, credentials, tls_ca, child: None, conf, dir };
+        // A port found free here may be taken by another test's server before mosquitto binds it: mosquitto
+        // then exits ("Address already in use") and is started again on another port. Connecting to the port
+        // is no proof of a start: it may reach that other server (a daemon and a witness once talked to
+        // another test's broker, which then went away, and no event came for 60 s).
+        for _ in 0..5 {
+            broker.port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+            broker.write_config(persistent, tls.as_ref());
+            if broker.try_start() {
+                return broker;
+            }
+        }
+        panic!("mosquitto did not start on five free ports; its log:\n{}", broker.log());
+    }
+
+    fn write_config(&self, persistent: bool, tls: Option<&BrokerTls>) {
+        let dir = self.dir.path();
         // Started as root, mosquitto would drop to the `mosquitto` user and then be unable to read or write
         // files in this root-owned temp dir: keep it root.
-        let mut text = format!("user root\nlistener {port} 127.0.0.1\n");
+        let mut text = format!("user root\nlistener {} 127.0.0.1\n", self.port);
         if persistent {
-            text.push_str(&format!(
-                "persistence true\npersistence_location {}/\nautosave_interval 1\n",
-                dir.path().display()
-            ));
+            text.push_str(&format!("persistence true\npersistence_location {}/\nautosave_interval 1\n", dir.display()));
         } else {
             text.push_str("persistence false\n");
         }
-        if let Some(tls) = &tls {
+        if let Some(tls) = tls {
             text.push_str(&format!(
                 "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {}\n",
                 tls.ca.display(),
@@ -72,23 +86,33 @@ impl Broker {
                 tls.require_client_cert
             ));
         }
-        match &credentials {
+        match &self.credentials {
             None => text.push_str("allow_anonymous true\n"),
             Some((user, password)) => {
-                let pw = dir.path().join("passwd");
+                let pw = dir.join("passwd");
                 let ok = Command::new("mosquitto_passwd").arg("-b").arg("-c").arg(&pw).args([user, password]).status();
                 assert!(ok.is_ok_and(|s| s.success()), "mosquitto_passwd");
                 text.push_str(&format!("allow_anonymous false\npassword_file {}\n", pw.display()));
             }
         }
-        std::fs::write(&conf, text).expect("conf");
-        let mut broker = Broker { port, credentials, tls_ca: tls.map(|t| t.ca), child: None, conf, dir };
-        broker.start_again();
-        broker
+        std::fs::write(&self.conf, text).expect("conf");
     }
 
     /// Starts the broker (again) on the same port with the same configuration and storage.
     pub fn start_again(&mut self) {
+        assert!(self.try_start(), "mosquitto did not start again on port {}; its log:\n{}", self.port, self.log());
+    }
+
+    /// What mosquitto has logged so far (every start of this broker).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+
+    /// Starts mosquitto and waits until it says it runs and the port answers; false when it exited instead
+    /// (its port was taken).
+    fn try_start(&mut self) -> bool {
+        let runs = |log: &str| log.lines().filter(|l| l.ends_with(" running")).count();
+        let before = runs(&self.log());
         // Debian installs the broker in /usr/sbin, which a non-root PATH may lack.
         let program = if Path::new("/usr/sbin/mosquitto").exists() { "/usr/sbin/mosquitto" } else { "mosquitto" };
         let log = std::fs::OpenOptions::new()
@@ -96,18 +120,28 @@ impl Broker {
             .append(true)
             .open(self.dir.path().join("mosquitto.log"))
             .expect("log file");
-        let child = Command::new(program)
+        let mut child = Command::new(program)
             .arg("-c")
             .arg(&self.conf)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("mosquitto (installed by scripts/setup) starts");
-        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not listen on {}", self.port);
-            std::thread::sleep(Duration::from_millis(50));
+        loop {
+            if child.try_wait().expect("wait").is_some() {
+                return false;
+            }
+            if runs(&self.log()) > before && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                self.child = Some(child);
+                return true;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("mosquitto did not listen on {} within 10 s; its log:\n{}", self.port, self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -237,4 +271,22 @@ pub fn daemon_config(dir: &Path, broker: &Broker, cameras: &str) -> std::path::P
     let path = dir.join("camclassd.toml");
     std::fs::write(&path, text).expect("config");
     path
+}
+
+/// The harness itself: a broker whose port another server took first is not taken for started, although
+/// connecting to that port works (the other server answers), and `Broker::start` moves to another port.
+#[test]
+fn a_taken_port_is_not_mistaken_for_a_started_broker() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("mosquitto.conf");
+    let port = taken.local_addr().expect("address").port();
+    let mut broker = Broker { port, credentials: None, tls_ca: None, child: None, conf, dir };
+    broker.write_config(false, None);
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
+    assert!(!broker.try_start(), "{}", broker.log());
+    assert!(broker.log().contains("Address already in use"), "{}", broker.log());
+    let started = Broker::start();
+    assert_ne!(started.port, port);
+    assert!(started.log().lines().any(|l| l.ends_with(" running")), "{}", started.log());
 }

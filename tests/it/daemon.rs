@@ -111,10 +111,15 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
-    /// A failed assertion must not leave a daemon running.
+    /// A failed assertion must not leave a daemon running; it shows what the daemon said (a test that timed out
+    /// waiting for MQTT messages would otherwise fail without the daemon's side of the story).
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+            eprintln!("--- the daemon's log (pid {}) ---\n{log}--- end of the daemon's log ---", self.child.id());
+        }
     }
 }
 

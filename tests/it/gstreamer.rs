@@ -4,7 +4,6 @@
 //! same picture (FP32 model; labels, not scores).
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,10 +13,6 @@ use super::*;
 
 /// The test picture: a confident top-1 that survives H.264 and JPEG coding.
 const PICTURE: &str = "coffee.jpg";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
-}
 
 /// A fixture server (python3-gi or http.server) that prints one line when ready.
 struct Server {
@@ -41,15 +36,22 @@ impl Server {
         Server { child, line: line.trim().to_string() }
     }
 
-    /// An RTSP server streaming the test picture at rtsp://127.0.0.1:PORT/cam.
+    /// An RTSP server streaming the test picture at rtsp://127.0.0.1:PORT/cam (`port` 0: one the server
+    /// finds free, in `Server::port`; a port picked beforehand could be taken by another test meanwhile).
     fn rtsp(port: u16, codec: &str, credentials: Option<(&str, &str)>) -> Server {
         let mut args = vec![port.to_string(), generated(PICTURE).display().to_string(), codec.to_string()];
         if let Some((u, p)) = credentials {
             args.extend([u.to_string(), p.to_string()]);
         }
         let s = Server::start("rtsp_server.py", &args);
-        assert_eq!(s.line, "ready");
+        let listening = s.line.strip_prefix("ready ").and_then(|p| p.parse::<u16>().ok());
+        assert!(listening.is_some_and(|p| port == 0 || p == port), "rtsp_server.py said {:?}", s.line);
         s
+    }
+
+    /// The port an RTSP server listens on.
+    fn port(&self) -> u16 {
+        self.line.strip_prefix("ready ").and_then(|p| p.parse().ok()).unwrap_or_default()
     }
 
     fn kill(mut self) {
@@ -112,9 +114,9 @@ fn lines_with<'a>(log: &'a str, camera: &str, what: &str) -> Vec<&'a str> {
 #[test]
 fn rtsp_h264_and_mjpeg_streams_give_the_top_1_classify_gives() {
     let expected = expected_label();
-    let (p264, pjpeg) = (free_port(), free_port());
-    let _h264 = Server::rtsp(p264, "h264", None);
-    let _mjpeg = Server::rtsp(pjpeg, "mjpeg", None);
+    let h264 = Server::rtsp(0, "h264", None);
+    let mjpeg = Server::rtsp(0, "mjpeg", None);
+    let (p264, pjpeg) = (h264.port(), mjpeg.port());
     let broker = Broker::start();
     let witness = Witness::start(&broker, "camclassd/#");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -138,8 +140,8 @@ fn rtsp_h264_and_mjpeg_streams_give_the_top_1_classify_gives() {
 #[test]
 fn a_restarted_rtsp_server_is_reconnected_and_the_outage_costs_no_cpu() {
     let expected = expected_label();
-    let port = free_port();
-    let server = Server::rtsp(port, "h264", None);
+    let server = Server::rtsp(0, "h264", None);
+    let port = server.port();
     let broker = Broker::start();
     let witness = Witness::start(&broker, "camclassd/#");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -183,9 +185,9 @@ fn decoder_counts(log: &str, camera: &str) -> (u64, u64, u64) {
 fn mjpeg_frames_beyond_fps_are_dropped_before_they_are_decoded() {
     // 10 fps served, 2 wanted: a JPEG stream's extra frames never reach the decoder (every JPEG frame is a key
     // frame); H.264 needs every frame decoded, so its gate stays after the decoder.
-    let (pjpeg, p264) = (free_port(), free_port());
-    let _mjpeg = Server::rtsp(pjpeg, "mjpeg", None);
-    let _h264 = Server::rtsp(p264, "h264", None);
+    let mjpeg = Server::rtsp(0, "mjpeg", None);
+    let h264 = Server::rtsp(0, "h264", None);
+    let (pjpeg, p264) = (mjpeg.port(), h264.port());
     let http = Server::start("http_camera.py", &[generated(PICTURE).display().to_string()]);
     let broker = Broker::start();
     let witness = Witness::start(&broker, "camclassd/#");
@@ -229,8 +231,8 @@ fn ha_connectivity(config: &serde_json::Value, health: &serde_json::Value, camer
 
 #[test]
 fn a_gstreamer_camera_whose_server_dies_is_disconnected_in_health_and_home_assistant_then_back() {
-    let port = free_port();
-    let server = Server::rtsp(port, "h264", None);
+    let server = Server::rtsp(0, "h264", None);
+    let port = server.port();
     let broker = Broker::start();
     let witness = Witness::start(&broker, "camclassd/#");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -287,8 +289,8 @@ fn a_gstreamer_camera_whose_server_dies_is_disconnected_in_health_and_home_assis
 
 #[test]
 fn rtsp_credentials_come_from_password_file_and_never_reach_the_log() {
-    let port = free_port();
-    let _server = Server::rtsp(port, "mjpeg", Some(("bob", "s3cret-pass")));
+    let server = Server::rtsp(0, "mjpeg", Some(("bob", "s3cret-pass")));
+    let port = server.port();
     let broker = Broker::start();
     let witness = Witness::start(&broker, "camclassd/#");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -404,8 +406,8 @@ fn a_missing_plugin_names_its_debian_package_and_the_others_carry_on() {
     let broker = Broker::start();
     let witness = Witness::start(&broker, "camclassd/#");
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let _server = Server::rtsp(port, "h264", None);
+    let server = Server::rtsp(0, "h264", None);
+    let port = server.port();
     let cameras = camera("good", &generated(PICTURE).display().to_string(), "")
         + "[[cameras]]\nname = \"pi\"\npipeline = \"libcamerasrc ! videoconvert ! appsink name=camclassd\"\n"
         + &camera("vaapi", &format!("rtsp://127.0.0.1:{port}/cam"), "decoder = \"vaapih264dec\"")
