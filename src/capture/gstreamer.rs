@@ -12,7 +12,7 @@
 //! and GStreamer's own messages are scrubbed of the password.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,6 +21,7 @@ use gstreamer::glib;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
+use super::keyframe::{self, Codec, Framing};
 use super::{CapturedFrame, FrameHub, PixelFormat, SourceKind, sleep_unless_stopped};
 use crate::backoff::Backoff;
 use crate::config::{CameraConfig, RtspTransport};
@@ -129,14 +130,57 @@ struct Counters {
     /// Frames offered to a video decoder (JPEG pictures dropped by its gate included), and frames out of it.
     received: AtomicU64,
     decoded: AtomicU64,
+    /// Pictures not decoded while the stream waited for a whole key frame.
+    before_key: AtomicU64,
     /// The gate sits before the decoder (JPEG): the one after it lets every frame through.
     early: AtomicBool,
 }
 
-/// What a decoder's sink pad carries, as far as its gate is concerned.
-const MEDIA_UNKNOWN: u8 = 0;
-const MEDIA_JPEG: u8 = 1;
-const MEDIA_OTHER: u8 = 2;
+/// What a decoder's sink pad carries, as far as its gates are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Media {
+    Unknown,
+    /// Every picture a key frame: the rate gate sits here.
+    Jpeg,
+    /// Pictures reach the decoder from a whole key frame on ([`keyframe`]).
+    H26x(Codec, Framing),
+    Other,
+}
+
+impl Media {
+    fn of(caps: &gst::CapsRef) -> Media {
+        let Some(s) = caps.structure(0) else { return Media::Other };
+        let codec = match s.name().as_str() {
+            "image/jpeg" => return Media::Jpeg,
+            "video/x-h264" => Codec::H264,
+            "video/x-h265" => Codec::H265,
+            _ => return Media::Other,
+        };
+        match s.get::<&str>("stream-format") {
+            Ok("byte-stream") | Err(_) => Media::H26x(codec, Framing::AnnexB),
+            // avc, avc3, hvc1, hev1: length-prefixed, the prefix size in codec_data.
+            Ok(_) => s
+                .get::<gst::Buffer>("codec_data")
+                .ok()
+                .and_then(|b| b.map_readable().ok().and_then(|m| keyframe::length_size(codec, m.as_slice())))
+                .map_or(Media::Other, |n| Media::H26x(codec, Framing::Length(n))),
+        }
+    }
+}
+
+/// A decoder input's state, kept by its pad probe.
+#[derive(Debug)]
+struct DecoderInput {
+    media: Media,
+    /// Whether the JPEG picture being received was let through.
+    keep: bool,
+    /// H.264/H.265: a whole key frame went to the decoder since the stream started or lost data.
+    whole: bool,
+    /// Since when pictures wait for a whole key frame.
+    waiting_since: Option<Instant>,
+    /// No whole key frame came within the limit: pictures pass as they come for the rest of the session.
+    given_up: bool,
+}
 
 /// How a session ended.
 #[derive(Debug)]
@@ -222,6 +266,7 @@ struct Camera<'a> {
     received: u64,
     decoded: u64,
     delivered: u64,
+    before_key: u64,
 }
 
 /// The capture thread of a GStreamer camera.
@@ -257,6 +302,7 @@ pub fn run(cam: &CameraConfig, kind: &SourceKind, index: usize, hub: &FrameHub, 
         received: 0,
         decoded: 0,
         delivered: 0,
+        before_key: 0,
     };
     camera.run();
     camera.log_totals();
@@ -287,9 +333,13 @@ impl Camera<'_> {
     fn log_totals(&mut self) {
         let received = std::mem::take(&mut self.received);
         if received > 0 {
+            let before_key = match self.before_key {
+                0 => String::new(),
+                n => format!("; {n} waited for a whole key frame"),
+            };
             tracing::info!(
                 camera = %self.name(),
-                "stopped: {received} frames came to the decoder, {} were decoded, {} delivered (fps = {})",
+                "stopped: {received} frames came to the decoder, {} were decoded, {} delivered (fps = {}){before_key}",
                 self.decoded,
                 self.delivered,
                 self.cam.fps
@@ -470,6 +520,14 @@ impl Camera<'_> {
         // classified as something: RTP depayloaders wait for a key frame (and ask the camera for one), libav's
         // decoders drop corrupt frames. Decoders get counted, and a JPEG decoder the rate gate in front of it.
         let (g, c) = (Arc::clone(&gate), Arc::clone(&counters));
+        // A stream without whole key frames (intra refresh only, or a loss in every one) is not held back
+        // beyond half the stall timeout: its pictures then pass as they come.
+        let give_up = Duration::from_secs_f64((self.cam.stall_timeout / 2.0).max(2.0));
+        let camera = self.name().to_string();
+        let watch = move |element: &gst::Element, gate: &Arc<Mutex<RateGate>>, counters: &Arc<Counters>| {
+            watch_decoder(element, gate, counters, Watch { by_pts, t0, give_up, camera: camera.clone() })
+        };
+        let watch_added = watch.clone();
         pipeline.connect_deep_element_added(move |_, _, element| {
             for (property, value) in
                 [("output-corrupt", false), ("wait-for-keyframe", true), ("request-keyframe", true)]
@@ -483,11 +541,11 @@ impl Camera<'_> {
             if element.factory().is_some_and(|f| f.name() == "multipartdemux") {
                 element.set_property("single-stream", true);
             }
-            watch_decoder(element, &g, &c, by_pts, t0);
+            watch_added(element, &g, &c);
         });
         // The user's pipeline has its elements already.
         for element in pipeline.iterate_recurse().into_iter().flatten() {
-            watch_decoder(&element, &gate, &counters, by_pts, t0);
+            watch(&element, &gate, &counters);
         }
         // The rate gate: frames beyond `fps` are dropped before they are scaled and converted (a file by its
         // timestamps, so that it plays at its own pace; a live source by the clock); JPEG frames, each one a
@@ -574,6 +632,7 @@ impl Camera<'_> {
         let end = self.play(&pipeline, &sink, &bus, &counters.gated, delivered, failing, down_since, ever_streamed);
         self.received += counters.received.load(Ordering::Relaxed);
         self.decoded += counters.decoded.load(Ordering::Relaxed);
+        self.before_key += counters.before_key.load(Ordering::Relaxed);
         self.delivered += *delivered;
         if let End::Stopped = end {
             // Before the teardown, which the daemon's shutdown may not wait for.
@@ -841,15 +900,23 @@ fn pass_gate(
     }
 }
 
-/// Counts what goes into a video decoder and what comes out; when what goes in is JPEG (every frame a key
-/// frame), the rate gate sits on the decoder's input so that frames beyond `fps` are never decoded.
-fn watch_decoder(
-    element: &gst::Element,
-    gate: &Arc<Mutex<RateGate>>,
-    counters: &Arc<Counters>,
+/// How a decoder's input is watched.
+#[derive(Debug, Clone)]
+struct Watch {
+    /// The rate gate goes by timestamps (a file), not by the clock.
     by_pts: bool,
     t0: Instant,
-) {
+    /// How long H.264/H.265 pictures may wait for a whole key frame.
+    give_up: Duration,
+    camera: String,
+}
+
+/// Counts what goes into a video decoder and what comes out. When what goes in is JPEG (every frame a key
+/// frame), the rate gate sits on the decoder's input so that frames beyond `fps` are never decoded. H.264 and
+/// H.265 pictures reach the decoder only from a whole key frame on, at the start and after a loss upstream
+/// (a buffer marked discontinuous): a decoder that starts in the middle of a key frame turns it and the
+/// pictures after it into smears ([`keyframe`]).
+fn watch_decoder(element: &gst::Element, gate: &Arc<Mutex<RateGate>>, counters: &Arc<Counters>, watch: Watch) {
     if !element.factory().is_some_and(|f| is_video_decoder(&f)) {
         return;
     }
@@ -860,51 +927,93 @@ fn watch_decoder(
         gst::PadProbeReturn::Ok
     });
     let (gate, c) = (Arc::clone(gate), Arc::clone(counters));
-    let media = AtomicU8::new(MEDIA_UNKNOWN);
-    // Whether the JPEG picture being received was let through.
-    let keep = AtomicBool::new(true);
-    let jpeg = |caps: &gst::CapsRef| caps.structure(0).is_some_and(|s| s.name() == "image/jpeg");
+    let state = Mutex::new(DecoderInput {
+        media: Media::Unknown,
+        keep: true,
+        whole: false,
+        waiting_since: None,
+        given_up: false,
+    });
     input.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM, move |pad, info| {
+        let Ok(mut st) = state.lock() else { return gst::PadProbeReturn::Ok };
         match &info.data {
             Some(gst::PadProbeData::Event(e)) => {
                 if let gst::EventView::Caps(caps) = e.view() {
-                    let is_jpeg = jpeg(caps.caps());
-                    media.store(if is_jpeg { MEDIA_JPEG } else { MEDIA_OTHER }, Ordering::Relaxed);
-                    c.early.store(is_jpeg, Ordering::Relaxed);
+                    st.media = Media::of(caps.caps());
+                    c.early.store(st.media == Media::Jpeg, Ordering::Relaxed);
                 }
                 gst::PadProbeReturn::Ok
             }
             Some(gst::PadProbeData::Buffer(buffer)) => {
-                let mut m = media.load(Ordering::Relaxed);
-                if m == MEDIA_UNKNOWN {
+                if st.media == Media::Unknown {
                     // Caps that arrived before this probe did.
-                    let is_jpeg = pad.current_caps().is_some_and(|caps| jpeg(&caps));
-                    m = if is_jpeg { MEDIA_JPEG } else { MEDIA_OTHER };
-                    media.store(m, Ordering::Relaxed);
-                    c.early.store(is_jpeg, Ordering::Relaxed);
+                    st.media = pad.current_caps().map_or(Media::Other, |caps| Media::of(&caps));
+                    c.early.store(st.media == Media::Jpeg, Ordering::Relaxed);
                 }
-                if m != MEDIA_JPEG {
-                    c.received.fetch_add(1, Ordering::Relaxed);
-                    return gst::PadProbeReturn::Ok;
+                match st.media {
+                    Media::Jpeg => {}
+                    Media::H26x(codec, framing) => {
+                        c.received.fetch_add(1, Ordering::Relaxed);
+                        return key_gate(&mut st, buffer, codec, framing, &c, &watch);
+                    }
+                    Media::Other | Media::Unknown => {
+                        c.received.fetch_add(1, Ordering::Relaxed);
+                        return gst::PadProbeReturn::Ok;
+                    }
                 }
                 // A JPEG picture starts with SOI (FF D8). A source that hands a picture over in chunks (a
                 // snapshot URL, unparsed) has the other chunks follow the fate of the first.
                 let mut soi = [0u8; 2];
                 if buffer.copy_to_slice(0, &mut soi).is_err() || soi != [0xFF, 0xD8] {
-                    return if keep.load(Ordering::Relaxed) {
-                        gst::PadProbeReturn::Ok
-                    } else {
-                        gst::PadProbeReturn::Handled
-                    };
+                    return if st.keep { gst::PadProbeReturn::Ok } else { gst::PadProbeReturn::Handled };
                 }
                 c.received.fetch_add(1, Ordering::Relaxed);
-                let verdict = pass_gate(&gate, &c, by_pts, t0, info);
-                keep.store(verdict == gst::PadProbeReturn::Ok, Ordering::Relaxed);
+                let verdict = pass_gate(&gate, &c, watch.by_pts, watch.t0, info);
+                st.keep = verdict == gst::PadProbeReturn::Ok;
                 verdict
             }
             _ => gst::PadProbeReturn::Ok,
         }
     });
+}
+
+/// An H.264/H.265 buffer on its way to the decoder: through once a whole key frame went (since the start or
+/// the last discontinuity), or when it carries no picture (parameter sets); dropped otherwise, unless the wait
+/// has lasted `give_up`.
+fn key_gate(
+    st: &mut DecoderInput,
+    buffer: &gst::BufferRef,
+    codec: Codec,
+    framing: Framing,
+    counters: &Counters,
+    watch: &Watch,
+) -> gst::PadProbeReturn {
+    if buffer.flags().contains(gst::BufferFlags::DISCONT) && st.whole {
+        st.whole = false;
+    }
+    if st.whole || st.given_up {
+        return gst::PadProbeReturn::Ok;
+    }
+    let start = buffer.map_readable().ok().and_then(|m| keyframe::first_slice(codec, framing, m.as_slice()));
+    let Some(start) = start else { return gst::PadProbeReturn::Ok };
+    let key = start.key || !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+    if key && start.first_slice {
+        st.whole = true;
+        st.waiting_since = None;
+        return gst::PadProbeReturn::Ok;
+    }
+    let since = *st.waiting_since.get_or_insert_with(Instant::now);
+    if since.elapsed() >= watch.give_up {
+        st.given_up = true;
+        tracing::warn!(
+            camera = %watch.camera,
+            "no whole key frame for {:?}: pictures go to the decoder as they come (a stream without key frames?)",
+            watch.give_up
+        );
+        return gst::PadProbeReturn::Ok;
+    }
+    counters.before_key.fetch_add(1, Ordering::Relaxed);
+    gst::PadProbeReturn::Handled
 }
 
 /// A pipeline description GStreamer cannot build: a missing element names its Debian package.
@@ -970,5 +1079,67 @@ mod tests {
         assert!(s.due(0));
         assert!(s.due(195 * ms));
         assert!(s.due(390 * ms));
+    }
+
+    /// An Annex B H.264 buffer: an IDR or a delta picture, whole or without its first slice.
+    fn h264(key: bool, first_slice: bool, flags: gst::BufferFlags) -> gst::Buffer {
+        let slice = [if key { 0x65 } else { 0x41 }, if first_slice { 0x88 } else { 0x00 }, 0x84, 0x21];
+        let mut data = vec![0, 0, 0, 1, 0x09, 0xF0, 0, 0, 0, 1];
+        data.extend_from_slice(&slice);
+        let mut buffer = gst::Buffer::from_mut_slice(data);
+        if let Some(b) = buffer.get_mut() {
+            b.set_flags(if key { flags } else { flags | gst::BufferFlags::DELTA_UNIT });
+        }
+        buffer
+    }
+
+    fn input() -> DecoderInput {
+        DecoderInput { media: Media::Unknown, keep: true, whole: false, waiting_since: None, given_up: false }
+    }
+
+    #[test]
+    fn h264_pictures_wait_for_a_whole_key_frame_at_the_start_and_after_a_loss() {
+        gst::init().expect("GStreamer");
+        let watch = Watch { by_pts: false, t0: Instant::now(), give_up: Duration::from_secs(3600), camera: "c".into() };
+        let counters = Counters::default();
+        let mut st = input();
+        let none = gst::BufferFlags::empty();
+        let pass = |b: gst::Buffer, st: &mut DecoderInput| {
+            key_gate(st, &b, Codec::H264, Framing::AnnexB, &counters, &watch) == gst::PadProbeReturn::Ok
+        };
+        // Joined in the middle: a key frame without its first slice, then the pictures that refer to it.
+        assert!(!pass(h264(true, false, gst::BufferFlags::DISCONT), &mut st));
+        assert!(!pass(h264(false, true, none), &mut st));
+        // Parameter sets alone carry no picture: the decoder needs them.
+        assert!(pass(gst::Buffer::from_slice([0u8, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 0xCE]), &mut st));
+        assert!(pass(h264(true, true, none), &mut st));
+        assert!(pass(h264(false, true, none), &mut st));
+        // A loss upstream: wait again.
+        assert!(!pass(h264(false, true, gst::BufferFlags::DISCONT), &mut st));
+        assert!(!pass(h264(true, false, none), &mut st));
+        // A whole key frame that starts the stream after a loss goes through at once.
+        assert!(pass(h264(true, true, gst::BufferFlags::DISCONT), &mut st));
+        assert_eq!(counters.before_key.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn a_stream_without_whole_key_frames_is_held_back_no_longer_than_the_limit() {
+        gst::init().expect("GStreamer");
+        let watch = Watch { by_pts: false, t0: Instant::now(), give_up: Duration::from_millis(50), camera: "c".into() };
+        let counters = Counters::default();
+        let mut st = input();
+        let delta = || h264(false, true, gst::BufferFlags::empty());
+        assert_eq!(
+            key_gate(&mut st, &delta(), Codec::H264, Framing::AnnexB, &counters, &watch),
+            gst::PadProbeReturn::Handled
+        );
+        std::thread::sleep(Duration::from_millis(60));
+        for _ in 0..3 {
+            assert_eq!(
+                key_gate(&mut st, &delta(), Codec::H264, Framing::AnnexB, &counters, &watch),
+                gst::PadProbeReturn::Ok
+            );
+        }
+        assert!(st.given_up);
     }
 }

@@ -10,6 +10,8 @@
 
 #[cfg(feature = "gstreamer")]
 pub mod gstreamer;
+#[cfg(feature = "gstreamer")]
+pub mod keyframe;
 pub mod replay;
 pub mod v4l2;
 

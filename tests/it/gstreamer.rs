@@ -401,6 +401,39 @@ fn an_mp4_file_replays_and_loops() {
     assert!(lines_with(&log, "clip", "finished").is_empty(), "{log}");
 }
 
+/// A stream met in the middle of a key frame (its first slice missing, as for a client that joins a live
+/// RTSP stream between two packets of an IDR picture; tests/fixtures/cut_h264.py) classifies no smear: its
+/// pictures reach the decoder from the next whole key frame. Before, the decoder concealed the missing half
+/// and the first ten events said "rotary dial telephone", then "coffeepot".
+#[test]
+fn a_stream_met_in_the_middle_of_a_key_frame_classifies_no_smear() {
+    let expected = expected_label();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clip = dir.path().join("cut.mkv");
+    let made = Command::new("/usr/bin/python3")
+        .arg(root().join("tests/fixtures/cut_h264.py"))
+        .arg(generated(PICTURE))
+        .arg(&clip)
+        .output()
+        .expect("python3 runs (scripts/setup installs python3-gi)");
+    assert!(made.status.success(), "cut_h264.py: {}", String::from_utf8_lossy(&made.stderr));
+    assert_eq!(String::from_utf8_lossy(&made.stdout).trim(), "30");
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/#");
+    // Played once at its own 10 fps: every picture is offered for classification.
+    let cameras = camera("cut", &clip.display().to_string(), "loop = false").replace("fps = 5\n", "fps = 10\n");
+    let mut daemon = Daemon::start(&config(dir.path(), &broker, &cameras));
+    assert_eq!(daemon.wait_exit(Duration::from_secs(60)), Some(0), "{}", daemon.log());
+    let log = daemon.log();
+    let got = witness.wait_for("the events", Duration::from_secs(5), |m| events(m, "cut").len() >= 20);
+    let got = events(&got, "cut");
+    assert_labels(&got, &expected, "cut");
+    // The first key frame and the nine pictures that refer to it are not decoded; the other 20 are.
+    assert_eq!(got.len(), 20, "{log}");
+    assert_eq!(decoder_counts(&log, "cut"), (30, 20, 20), "{log}");
+    assert_eq!(lines_with(&log, "cut", "10 waited for a whole key frame").len(), 1, "{log}");
+}
+
 #[test]
 fn a_missing_plugin_names_its_debian_package_and_the_others_carry_on() {
     let broker = Broker::start();
