@@ -288,6 +288,17 @@ impl Pacer {
         Pacer { period: Duration::from_secs_f64(1.0 / fps), next: Instant::now() }
     }
 
+    /// A pacer whose first frame is due a share of a period from now that differs by `index`: replayed
+    /// cameras started together do not all deliver at the same instant, as real cameras do not (several in
+    /// step made every frame of `camclassd bench --cameras` wait for the others, a worst case for latency).
+    /// The shares follow the golden ratio, spread evenly whatever the number of cameras.
+    pub fn staggered(fps: f64, index: usize) -> Pacer {
+        let mut pacer = Pacer::new(fps);
+        let share = (index as f64 * 0.618_033_988_749_895).fract();
+        pacer.next += pacer.period.mul_f64(share);
+        pacer
+    }
+
     /// True when a frame arriving now is due; a live camera skips the frames in between.
     pub fn due(&mut self, now: Instant) -> bool {
         if now < self.next {
@@ -435,5 +446,26 @@ mod tests {
         let due: Vec<bool> = (0..10).map(|i| p.due(t0 + Duration::from_millis(i * 30))).collect();
         // 30 fps in, 10 fps out: frames at 0, 120, 210 ms (the first at or after each 100 ms mark).
         assert_eq!(due, [true, false, false, false, true, false, false, true, false, false]);
+    }
+
+    #[test]
+    fn staggered_pacers_start_apart_and_keep_the_rate() {
+        let period = Duration::from_millis(100);
+        let mut starts: Vec<Duration> = (0..8)
+            .map(|i| {
+                let p = Pacer::staggered(10.0, i);
+                p.next.saturating_duration_since(Instant::now())
+            })
+            .collect();
+        assert!(starts[0] < Duration::from_millis(5), "camera 0 starts at once: {starts:?}");
+        starts.sort();
+        // Eight cameras over one period: no two closer than a twentieth of it.
+        for pair in starts.windows(2) {
+            assert!(pair[1] - pair[0] > period / 20, "{starts:?}");
+        }
+        assert!(starts.iter().all(|s| *s < period));
+        let mut p = Pacer::staggered(10.0, 3);
+        let first = p.next;
+        assert!(p.due(first) && !p.due(first + period / 2) && p.due(first + period));
     }
 }

@@ -160,7 +160,7 @@ pub fn run(cam: &CameraConfig, source: &str, index: usize, hub: &FrameHub, stop:
     let mut failing = false;
     let mut announced = usize::MAX;
     let mut warned: std::collections::HashSet<std::path::PathBuf> = std::collections::HashSet::new();
-    let mut pacer = Pacer::new(cam.fps);
+    let mut pacer = Pacer::staggered(cam.fps, index);
     loop {
         let files = match list(source) {
             Ok(files) => files,
