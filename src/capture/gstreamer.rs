@@ -518,7 +518,8 @@ impl Camera<'_> {
         let t0 = Instant::now();
         // A decoder that joins a stream between key frames (or loses packets) outputs grey smears that would be
         // classified as something: RTP depayloaders wait for a key frame (and ask the camera for one), libav's
-        // decoders drop corrupt frames. Decoders get counted, and a JPEG decoder the rate gate in front of it.
+        // decoders drop corrupt frames, and H.264/H.265 pictures wait for a whole key frame (`watch_decoder`).
+        // Decoders get counted, and a JPEG decoder the rate gate in front of it.
         let (g, c) = (Arc::clone(&gate), Arc::clone(&counters));
         // A stream without whole key frames (intra refresh only, or a loss in every one) is not held back
         // beyond half the stall timeout: its pictures then pass as they come.
