@@ -178,7 +178,11 @@ struct DecoderInput {
     whole: bool,
     /// Since when pictures wait for a whole key frame.
     waiting_since: Option<Instant>,
-    /// No whole key frame came within the limit: pictures pass as they come for the rest of the session.
+    /// A whole key frame came in this session: the stream has them, and waiting for the next one never ends
+    /// in giving up (a camera that stops sending them stalls and is reconnected).
+    ever_whole: bool,
+    /// No whole key frame came within the limit, and never did: pictures pass as they come for the rest of
+    /// the session (a stream without key frames, such as intra refresh).
     given_up: bool,
 }
 
@@ -517,9 +521,11 @@ impl Camera<'_> {
         let counters = Arc::new(Counters::default());
         let t0 = Instant::now();
         // A decoder that joins a stream between key frames (or loses packets) outputs grey smears that would be
-        // classified as something: RTP depayloaders wait for a key frame (and ask the camera for one), libav's
-        // decoders drop corrupt frames, and H.264/H.265 pictures wait for a whole key frame (`watch_decoder`).
-        // Decoders get counted, and a JPEG decoder the rate gate in front of it.
+        // classified as something: H.264/H.265 pictures wait for a whole key frame (`watch_decoder`), RTP
+        // depayloaders ask the camera for one after a loss, libav's decoders drop corrupt frames. The
+        // depayloaders' own `wait-for-keyframe` stays off: after a loss it passed on only the second slice of
+        // each two-slice key frame (1 whole key frame in 10 s at 1 % loss; 4 without it). Decoders get counted,
+        // and a JPEG decoder the rate gate in front of it.
         let (g, c) = (Arc::clone(&gate), Arc::clone(&counters));
         // A stream without whole key frames (intra refresh only, or a loss in every one) is not held back
         // beyond half the stall timeout: its pictures then pass as they come.
@@ -530,9 +536,7 @@ impl Camera<'_> {
         };
         let watch_added = watch.clone();
         pipeline.connect_deep_element_added(move |_, _, element| {
-            for (property, value) in
-                [("output-corrupt", false), ("wait-for-keyframe", true), ("request-keyframe", true)]
-            {
+            for (property, value) in [("output-corrupt", false), ("request-keyframe", true)] {
                 if element.has_property_with_type(property, bool::static_type()) {
                     element.set_property(property, value);
                 }
@@ -933,6 +937,7 @@ fn watch_decoder(element: &gst::Element, gate: &Arc<Mutex<RateGate>>, counters: 
         keep: true,
         whole: false,
         waiting_since: None,
+        ever_whole: false,
         given_up: false,
     });
     input.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM, move |pad, info| {
@@ -979,8 +984,8 @@ fn watch_decoder(element: &gst::Element, gate: &Arc<Mutex<RateGate>>, counters: 
 }
 
 /// An H.264/H.265 buffer on its way to the decoder: through once a whole key frame went (since the start or
-/// the last discontinuity), or when it carries no picture (parameter sets); dropped otherwise, unless the wait
-/// has lasted `give_up`.
+/// the last discontinuity), or when it carries no picture (parameter sets); dropped otherwise, unless the
+/// stream never sent a whole key frame in `give_up`.
 fn key_gate(
     st: &mut DecoderInput,
     buffer: &gst::BufferRef,
@@ -1000,11 +1005,12 @@ fn key_gate(
     let key = start.key || !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
     if key && start.first_slice {
         st.whole = true;
+        st.ever_whole = true;
         st.waiting_since = None;
         return gst::PadProbeReturn::Ok;
     }
     let since = *st.waiting_since.get_or_insert_with(Instant::now);
-    if since.elapsed() >= watch.give_up {
+    if !st.ever_whole && since.elapsed() >= watch.give_up {
         st.given_up = true;
         tracing::warn!(
             camera = %watch.camera,
@@ -1095,7 +1101,14 @@ mod tests {
     }
 
     fn input() -> DecoderInput {
-        DecoderInput { media: Media::Unknown, keep: true, whole: false, waiting_since: None, given_up: false }
+        DecoderInput {
+            media: Media::Unknown,
+            keep: true,
+            whole: false,
+            waiting_since: None,
+            ever_whole: false,
+            given_up: false,
+        }
     }
 
     #[test]
@@ -1142,5 +1155,15 @@ mod tests {
             );
         }
         assert!(st.given_up);
+        // A stream that did send a whole key frame waits for the next one however long it takes (a camera
+        // that stops sending them stalls and is reconnected).
+        let mut st = input();
+        let gate =
+            |st: &mut DecoderInput, b: gst::Buffer| key_gate(st, &b, Codec::H264, Framing::AnnexB, &counters, &watch);
+        assert_eq!(gate(&mut st, h264(true, true, gst::BufferFlags::empty())), gst::PadProbeReturn::Ok);
+        assert_eq!(gate(&mut st, h264(false, true, gst::BufferFlags::DISCONT)), gst::PadProbeReturn::Handled);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(gate(&mut st, delta()), gst::PadProbeReturn::Handled);
+        assert!(!st.given_up);
     }
 }
