@@ -186,6 +186,20 @@ struct DecoderInput {
     given_up: bool,
 }
 
+impl DecoderInput {
+    /// Before the first buffer: nothing known, nothing let through yet.
+    fn new() -> DecoderInput {
+        DecoderInput {
+            media: Media::Unknown,
+            keep: true,
+            whole: false,
+            waiting_since: None,
+            ever_whole: false,
+            given_up: false,
+        }
+    }
+}
+
 /// How a session ended.
 #[derive(Debug)]
 enum End {
@@ -932,14 +946,7 @@ fn watch_decoder(element: &gst::Element, gate: &Arc<Mutex<RateGate>>, counters: 
         gst::PadProbeReturn::Ok
     });
     let (gate, c) = (Arc::clone(gate), Arc::clone(counters));
-    let state = Mutex::new(DecoderInput {
-        media: Media::Unknown,
-        keep: true,
-        whole: false,
-        waiting_since: None,
-        ever_whole: false,
-        given_up: false,
-    });
+    let state = Mutex::new(DecoderInput::new());
     input.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM, move |pad, info| {
         let Ok(mut st) = state.lock() else { return gst::PadProbeReturn::Ok };
         match &info.data {
@@ -1100,23 +1107,12 @@ mod tests {
         buffer
     }
 
-    fn input() -> DecoderInput {
-        DecoderInput {
-            media: Media::Unknown,
-            keep: true,
-            whole: false,
-            waiting_since: None,
-            ever_whole: false,
-            given_up: false,
-        }
-    }
-
     #[test]
     fn h264_pictures_wait_for_a_whole_key_frame_at_the_start_and_after_a_loss() {
         gst::init().expect("GStreamer");
         let watch = Watch { by_pts: false, t0: Instant::now(), give_up: Duration::from_secs(3600), camera: "c".into() };
         let counters = Counters::default();
-        let mut st = input();
+        let mut st = DecoderInput::new();
         let none = gst::BufferFlags::empty();
         let pass = |b: gst::Buffer, st: &mut DecoderInput| {
             key_gate(st, &b, Codec::H264, Framing::AnnexB, &counters, &watch) == gst::PadProbeReturn::Ok
@@ -1141,7 +1137,7 @@ mod tests {
         gst::init().expect("GStreamer");
         let watch = Watch { by_pts: false, t0: Instant::now(), give_up: Duration::from_millis(50), camera: "c".into() };
         let counters = Counters::default();
-        let mut st = input();
+        let mut st = DecoderInput::new();
         let delta = || h264(false, true, gst::BufferFlags::empty());
         assert_eq!(
             key_gate(&mut st, &delta(), Codec::H264, Framing::AnnexB, &counters, &watch),
@@ -1157,7 +1153,7 @@ mod tests {
         assert!(st.given_up);
         // A stream that did send a whole key frame waits for the next one however long it takes (a camera
         // that stops sending them stalls and is reconnected).
-        let mut st = input();
+        let mut st = DecoderInput::new();
         let gate =
             |st: &mut DecoderInput, b: gst::Buffer| key_gate(st, &b, Codec::H264, Framing::AnnexB, &counters, &watch);
         assert_eq!(gate(&mut st, h264(true, true, gst::BufferFlags::empty())), gst::PadProbeReturn::Ok);
