@@ -544,10 +544,7 @@ impl Camera<'_> {
         // A stream without whole key frames (intra refresh only, or a loss in every one) is not held back
         // beyond half the stall timeout: its pictures then pass as they come.
         let give_up = Duration::from_secs_f64((self.cam.stall_timeout / 2.0).max(2.0));
-        let camera = self.name().to_string();
-        let watch = move |element: &gst::Element, gate: &Arc<Mutex<RateGate>>, counters: &Arc<Counters>| {
-            watch_decoder(element, gate, counters, Watch { by_pts, t0, give_up, camera: camera.clone() })
-        };
+        let watch = Watch { by_pts, t0, give_up, camera: self.name().to_string() };
         let watch_added = watch.clone();
         pipeline.connect_deep_element_added(move |_, _, element| {
             for (property, value) in [("output-corrupt", false), ("request-keyframe", true)] {
@@ -560,11 +557,11 @@ impl Camera<'_> {
             if element.factory().is_some_and(|f| f.name() == "multipartdemux") {
                 element.set_property("single-stream", true);
             }
-            watch_added(element, &g, &c);
+            watch_decoder(element, &g, &c, watch_added.clone());
         });
         // The user's pipeline has its elements already.
         for element in pipeline.iterate_recurse().into_iter().flatten() {
-            watch(&element, &gate, &counters);
+            watch_decoder(&element, &gate, &counters, watch.clone());
         }
         // The rate gate: frames beyond `fps` are dropped before they are scaled and converted (a file by its
         // timestamps, so that it plays at its own pace; a live source by the clock); JPEG frames, each one a
@@ -1107,6 +1104,11 @@ mod tests {
         buffer
     }
 
+    /// One Annex B H.264 buffer through the key-frame gate.
+    fn gate(st: &mut DecoderInput, b: gst::Buffer, counters: &Counters, watch: &Watch) -> gst::PadProbeReturn {
+        key_gate(st, &b, Codec::H264, Framing::AnnexB, counters, watch)
+    }
+
     #[test]
     fn h264_pictures_wait_for_a_whole_key_frame_at_the_start_and_after_a_loss() {
         gst::init().expect("GStreamer");
@@ -1114,9 +1116,7 @@ mod tests {
         let counters = Counters::default();
         let mut st = DecoderInput::new();
         let none = gst::BufferFlags::empty();
-        let pass = |b: gst::Buffer, st: &mut DecoderInput| {
-            key_gate(st, &b, Codec::H264, Framing::AnnexB, &counters, &watch) == gst::PadProbeReturn::Ok
-        };
+        let pass = |b: gst::Buffer, st: &mut DecoderInput| gate(st, b, &counters, &watch) == gst::PadProbeReturn::Ok;
         // Joined in the middle: a key frame without its first slice, then the pictures that refer to it.
         assert!(!pass(h264(true, false, gst::BufferFlags::DISCONT), &mut st));
         assert!(!pass(h264(false, true, none), &mut st));
@@ -1139,27 +1139,25 @@ mod tests {
         let counters = Counters::default();
         let mut st = DecoderInput::new();
         let delta = || h264(false, true, gst::BufferFlags::empty());
-        assert_eq!(
-            key_gate(&mut st, &delta(), Codec::H264, Framing::AnnexB, &counters, &watch),
-            gst::PadProbeReturn::Handled
-        );
+        assert_eq!(gate(&mut st, delta(), &counters, &watch), gst::PadProbeReturn::Handled);
         std::thread::sleep(Duration::from_millis(60));
         for _ in 0..3 {
-            assert_eq!(
-                key_gate(&mut st, &delta(), Codec::H264, Framing::AnnexB, &counters, &watch),
-                gst::PadProbeReturn::Ok
-            );
+            assert_eq!(gate(&mut st, delta(), &counters, &watch), gst::PadProbeReturn::Ok);
         }
         assert!(st.given_up);
         // A stream that did send a whole key frame waits for the next one however long it takes (a camera
         // that stops sending them stalls and is reconnected).
         let mut st = DecoderInput::new();
-        let gate =
-            |st: &mut DecoderInput, b: gst::Buffer| key_gate(st, &b, Codec::H264, Framing::AnnexB, &counters, &watch);
-        assert_eq!(gate(&mut st, h264(true, true, gst::BufferFlags::empty())), gst::PadProbeReturn::Ok);
-        assert_eq!(gate(&mut st, h264(false, true, gst::BufferFlags::DISCONT)), gst::PadProbeReturn::Handled);
+        assert_eq!(
+            gate(&mut st, h264(true, true, gst::BufferFlags::empty()), &counters, &watch),
+            gst::PadProbeReturn::Ok
+        );
+        assert_eq!(
+            gate(&mut st, h264(false, true, gst::BufferFlags::DISCONT), &counters, &watch),
+            gst::PadProbeReturn::Handled
+        );
         std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(gate(&mut st, delta()), gst::PadProbeReturn::Handled);
+        assert_eq!(gate(&mut st, delta(), &counters, &watch), gst::PadProbeReturn::Handled);
         assert!(!st.given_up);
     }
 }
