@@ -157,3 +157,73 @@ fn a_1080p_jpeg_classifies_like_its_full_decode_and_the_reference() {
     assert_eq!(reduced.class_id, pillow.class_id, "ours {reduced:?}, Pillow's draft {pillow:?}");
     assert!((reduced.score - pillow.score).abs() < 1e-3, "ours {reduced:?}, Pillow's draft {pillow:?}");
 }
+
+/// Pillow's resize of raw RGB pictures, then the crop: argv = directory, then per case
+/// `WIDTH HEIGHT FULL_W FULL_H X Y OUT_W OUT_H FILTER`; reads `DIR/N.rgb`, writes `DIR/N.out`.
+const PILLOW_RESIZE_SCRIPT: &str = r#"
+import sys
+from PIL import Image
+d, args = sys.argv[1], sys.argv[2:]
+for n in range(len(args) // 9):
+    w, h, fw, fh, x, y, ow, oh = map(int, args[9 * n:9 * n + 8])
+    f = getattr(Image.Resampling, args[9 * n + 8])
+    im = Image.frombytes("RGB", (w, h), open(f"{d}/{n}.rgb", "rb").read())
+    out = im.resize((fw, fh), f).crop((x, y, x + ow, y + oh))
+    open(f"{d}/{n}.out", "wb").write(out.tobytes())
+"#;
+
+#[test]
+fn the_resampler_gives_pillows_bytes_for_every_filter() {
+    // camclassd's resize + crop (its vector kernels on this CPU) against Pillow's, byte for byte: camera
+    // frames to the 224 recipe, a region enlarged, odd sizes, and reductions up to 5x.
+    use camclassd::preprocess::resample::{Filter, Geometry, Resampler};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        ((640, 480), (341, 256), (58, 16), (224, 224)),
+        ((480, 270), (455, 256), (115, 16), (224, 224)),
+        ((200, 150), (341, 256), (58, 16), (224, 224)),
+        ((97, 61), (31, 20), (2, 1), (27, 17)),
+        ((301, 203), (61, 41), (0, 0), (61, 41)),
+        ((3, 2), (11, 7), (1, 1), (9, 5)),
+    ];
+    let filters = [(Filter::Bilinear, "BILINEAR"), (Filter::Bicubic, "BICUBIC"), (Filter::Lanczos3, "LANCZOS")];
+    let mut args = Vec::new();
+    let mut ours = Vec::new();
+    for (i, &(src, full, offset, out)) in cases.iter().enumerate() {
+        let mut state = 0x9E37_79B9u32 ^ i as u32;
+        let pixels: Vec<u8> = (0..src.0 * src.1 * 3)
+            .map(|j| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                let (x, y) = ((j / 3) % src.0, (j / 3) / src.0);
+                if (x / 5 + y / 3) % 2 == 0 { (state >> 24) as u8 } else { ((x * 5 + y * 3) % 256) as u8 }
+            })
+            .collect();
+        for &(filter, name) in &filters {
+            let n = args.len() / 9;
+            std::fs::write(dir.path().join(format!("{n}.rgb")), &pixels).expect("writes");
+            let mut got = vec![0u8; (out.0 * out.1 * 3) as usize];
+            Resampler::default().resample(&pixels, &mut got, Geometry { src, full, offset, out }, filter);
+            ours.push((format!("{src:?} → {full:?}, {out:?} at {offset:?}, {name}"), got));
+            args.extend([src.0, src.1, full.0, full.1, offset.0, offset.1, out.0, out.1].map(|v| v.to_string()));
+            args.push(name.to_string());
+        }
+    }
+    let out = Command::new(root().join(".cache/venv/bin/python"))
+        .args(["-c", PILLOW_RESIZE_SCRIPT])
+        .arg(dir.path())
+        .args(&args)
+        .output()
+        .expect("python runs");
+    assert!(out.status.success(), "Pillow failed: {}", stderr(&out));
+    for (n, (what, got)) in ours.iter().enumerate() {
+        let want = std::fs::read(dir.path().join(format!("{n}.out"))).expect("Pillow's output");
+        let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+        assert!(
+            got.len() == want.len() && differ == 0,
+            "{what}: {differ} of {} bytes differ from Pillow's",
+            want.len()
+        );
+    }
+}
