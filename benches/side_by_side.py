@@ -111,11 +111,12 @@ try:
     cv2 = show(peer("opencv", 2))
     pil = show(peer("pil", 2))
     full = show(daemon(work, port, 3, 120, "full"))
-    # Issue 17 goal 2: the same load with the three cameras' frames batched (1 and 2 intra-op threads), and
-    # unbatched with 2 threads, so that the batch's share and the second thread's can be told apart.
+    # Issue 17 goal 2: the same load with the three cameras' frames batched (1 and 2 intra-op threads),
+    # unbatched with 2 threads, so that the batch's share and the second thread's can be told apart, and
+    # with two workers of one thread each (both cores on inference, each worker decoding its own frames).
     batched = [
-        show(daemon(work, port, 3, 120, f"batched{b}x{t}", f"max_batch = {b}\nthreads = {t}\n"))
-        for b, t in ((1, 2), (4, 1), (4, 2))
+        show(daemon(work, port, 3, 120, f"batched{b}x{t}x{w}", f"max_batch = {b}\nthreads = {t}\nworkers = {w}\n"))
+        for b, t, w in ((1, 2, 1), (4, 1, 1), (4, 2, 1), (1, 1, 2))
     ]
     paced = {}
     for fps in (1, 5, 15):

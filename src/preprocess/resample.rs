@@ -178,17 +178,19 @@ impl Isa {
     /// Every variant this CPU runs, for tests that compare them.
     #[cfg(test)]
     fn all() -> Vec<Isa> {
-        let mut all = vec![Isa::Portable];
         #[cfg(target_arch = "x86_64")]
         {
+            let mut all = vec![Isa::Portable];
             if std::arch::is_x86_feature_detected!("sse4.1") {
                 all.push(Isa::Sse41);
             }
             if std::arch::is_x86_feature_detected!("avx2") {
                 all.push(Isa::Avx2);
             }
+            all
         }
-        all
+        #[cfg(not(target_arch = "x86_64"))]
+        vec![Isa::Portable]
     }
 }
 
@@ -451,7 +453,7 @@ mod x86 {
         }
     }
 
-    /// [`super::row_fixed`] with one pixel's 4 bytes per 128-bit vector: per tap, widen, multiply by the
+    /// The fixed-window loop with one pixel's 4 bytes per 128-bit vector: per tap, widen, multiply by the
     /// weight, add; then shift, saturate to 0..=255 (Pillow's `clip8`) and keep 3 bytes.
     ///
     /// # Safety
@@ -487,27 +489,9 @@ mod x86 {
 mod arm {
     use std::arch::aarch64::*;
 
-    use super::{Axis, HALF, Kernel, PRECISION_BITS};
+    use super::{Axis, HALF, PRECISION_BITS};
 
-    /// One row with the SSE4.1 kernel for a fixed window, or the portable code for any other.
-    /// Inlined only into the passes compiled for SSE4.1 or AVX2.
-    #[inline(always)]
-    pub(super) fn horizontal(kernel: Kernel, h: &Axis, src: &[u8], row_len: usize, out: &mut [u8]) {
-        // SAFETY: this runs only inside `passes_sse41` and `passes_avx2`, on CPUs that have SSE4.1.
-        unsafe {
-            match kernel {
-                Kernel::Fixed(3) => row::<3>(h, src, row_len, out),
-                Kernel::Fixed(5) => row::<5>(h, src, row_len, out),
-                Kernel::Fixed(7) => row::<7>(h, src, row_len, out),
-                Kernel::Fixed(9) => row::<9>(h, src, row_len, out),
-                Kernel::Fixed(11) => row::<11>(h, src, row_len, out),
-                Kernel::Fixed(13) => row::<13>(h, src, row_len, out),
-                _ => kernel.run(h, src, row_len, out),
-            }
-        }
-    }
-
-    /// [`super::row_fixed`] with one pixel's 4 bytes per 128-bit vector: per tap, widen and multiply-add by
+    /// The fixed-window loop with one pixel's 4 bytes per 128-bit vector: per tap, widen and multiply-add by
     /// the weight; then shift, saturate to 0..=255 (Pillow's `clip8`) and keep 3 bytes.
     #[inline(always)]
     pub(super) fn row<const N: usize>(h: &Axis, src: &[u8], row_len: usize, out_row: &mut [u8]) {
