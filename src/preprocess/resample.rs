@@ -75,6 +75,8 @@ impl Filter {
     }
 }
 
+use super::isa::Isa;
+
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
 /// Where to resample: source size, the size the whole picture is scaled to, and the window of that
@@ -147,53 +149,6 @@ fn padded_window(xmin: u32, ksize: usize, in_size: u32) -> (u32, usize) {
     (first, (xmin - first) as usize)
 }
 
-/// Which instructions the passes are compiled for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Isa {
-    /// The target's baseline: SSE2 on x86-64, NEON on aarch64.
-    Portable,
-    /// x86-64 with SSE4.1 (its 32-bit vector multiply).
-    #[cfg(target_arch = "x86_64")]
-    Sse41,
-    /// x86-64 with AVX2.
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-}
-
-impl Isa {
-    /// The best this CPU runs (detected once by `std`, then a load).
-    fn detect() -> Isa {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") {
-                return Isa::Avx2;
-            }
-            if std::arch::is_x86_feature_detected!("sse4.1") {
-                return Isa::Sse41;
-            }
-        }
-        Isa::Portable
-    }
-
-    /// Every variant this CPU runs, for tests that compare them.
-    #[cfg(test)]
-    fn all() -> Vec<Isa> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let mut all = vec![Isa::Portable];
-            if std::arch::is_x86_feature_detected!("sse4.1") {
-                all.push(Isa::Sse41);
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                all.push(Isa::Avx2);
-            }
-            all
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        vec![Isa::Portable]
-    }
-}
-
 /// The horizontal pass's kernel for one row: chosen once per call from the axis's window size.
 #[derive(Clone, Copy)]
 enum Kernel {
@@ -228,8 +183,8 @@ impl Kernel {
     }
 }
 
-/// The portable fixed-window kernel: NEON on aarch64, plain code elsewhere (which x86-64's baseline leaves
-/// scalar: [`Isa::Avx2`] has its own).
+/// The portable fixed-window kernel: NEON on aarch64, plain code elsewhere (which x86-64's baseline, SSE2,
+/// leaves scalar: `Isa::Sse41` and `Isa::Avx2` use [`x86`]'s).
 #[inline(always)]
 fn fixed<const N: usize>(h: &Axis, src: &[u8], row_len: usize, out_row: &mut [u8]) {
     #[cfg(target_arch = "aarch64")]
@@ -428,7 +383,7 @@ impl Resampler {
     }
 }
 
-/// The horizontal pass with SSE4.1 intrinsics (run where AVX2 is, as the passes around it).
+/// The horizontal pass with SSE4.1 intrinsics, inlined into the passes compiled for SSE4.1 or AVX2.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
