@@ -149,6 +149,27 @@ fn padded_window(xmin: u32, ksize: usize, in_size: u32) -> (u32, usize) {
     (first, (xmin - first) as usize)
 }
 
+/// `$fixed` with the kernel's tap count as its const parameter for a fixed window, `$any` for any other:
+/// the one list of the tap counts that have unrolled kernels.
+macro_rules! by_taps {
+    ($kernel:expr, $fixed:ident($($arg:expr),*), $any:expr) => {
+        match $kernel {
+            Kernel::Fixed(3) => $fixed::<3>($($arg),*),
+            Kernel::Fixed(5) => $fixed::<5>($($arg),*),
+            Kernel::Fixed(7) => $fixed::<7>($($arg),*),
+            Kernel::Fixed(9) => $fixed::<9>($($arg),*),
+            Kernel::Fixed(11) => $fixed::<11>($($arg),*),
+            Kernel::Fixed(13) => $fixed::<13>($($arg),*),
+            _ => $any,
+        }
+    };
+}
+
+/// True: [`by_taps!`] calls it for the tap counts it lists.
+const fn listed<const N: usize>() -> bool {
+    true
+}
+
 /// The horizontal pass's kernel for one row: chosen once per call from the axis's window size.
 #[derive(Clone, Copy)]
 enum Kernel {
@@ -160,26 +181,17 @@ enum Kernel {
 }
 
 impl Kernel {
+    /// A fixed window where the axis is padded and [`by_taps!`] lists its tap count.
     fn for_axis(axis: &Axis) -> Kernel {
-        match axis.ksize {
-            3 | 5 | 7 | 9 | 11 | 13 if axis.padded => Kernel::Fixed(axis.ksize),
-            _ => Kernel::Any,
-        }
+        let fixed = Kernel::Fixed(axis.ksize);
+        if axis.padded && by_taps!(fixed, listed(), false) { fixed } else { Kernel::Any }
     }
 
     /// Resamples the row at the start of `src` (`row_len` bytes; what follows it in the picture may be read,
     /// never used) into `out`.
     #[inline(always)]
     fn run(self, axis: &Axis, src: &[u8], row_len: usize, out: &mut [u8]) {
-        match self {
-            Kernel::Fixed(3) => fixed::<3>(axis, src, row_len, out),
-            Kernel::Fixed(5) => fixed::<5>(axis, src, row_len, out),
-            Kernel::Fixed(7) => fixed::<7>(axis, src, row_len, out),
-            Kernel::Fixed(9) => fixed::<9>(axis, src, row_len, out),
-            Kernel::Fixed(11) => fixed::<11>(axis, src, row_len, out),
-            Kernel::Fixed(13) => fixed::<13>(axis, src, row_len, out),
-            _ => row_any(axis, &src[..row_len], out),
-        }
+        by_taps!(self, fixed(axis, src, row_len, out), row_any(axis, &src[..row_len], out))
     }
 }
 
@@ -395,17 +407,7 @@ mod x86 {
     #[inline(always)]
     pub(super) fn horizontal(kernel: Kernel, h: &Axis, src: &[u8], row_len: usize, out: &mut [u8]) {
         // SAFETY: this runs only inside `passes_sse41` and `passes_avx2`, on CPUs that have SSE4.1.
-        unsafe {
-            match kernel {
-                Kernel::Fixed(3) => row::<3>(h, src, row_len, out),
-                Kernel::Fixed(5) => row::<5>(h, src, row_len, out),
-                Kernel::Fixed(7) => row::<7>(h, src, row_len, out),
-                Kernel::Fixed(9) => row::<9>(h, src, row_len, out),
-                Kernel::Fixed(11) => row::<11>(h, src, row_len, out),
-                Kernel::Fixed(13) => row::<13>(h, src, row_len, out),
-                _ => kernel.run(h, src, row_len, out),
-            }
-        }
+        unsafe { by_taps!(kernel, row(h, src, row_len, out), kernel.run(h, src, row_len, out)) }
     }
 
     /// The fixed-window loop with one pixel's 4 bytes per 128-bit vector: per tap, widen, multiply by the
