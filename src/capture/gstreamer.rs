@@ -5,7 +5,9 @@
 //! One pipeline per camera session: `uridecodebin` (the decoder picked by plugin rank, or as configured) →
 //! a rate gate (a pad probe that drops frames beyond `fps` before they are scaled or converted; for JPEG,
 //! where every frame is a key frame, before they are decoded) → `videoscale` → `videoconvert` → `appsink`
-//! (RGB, one buffer, newest wins). A session that ends, fails or stalls is torn down and rebuilt with the
+//! (RGB, one buffer, newest wins). A JPEG stream stops at `uridecodebin`'s output instead and goes
+//! `jpegparse` → rate gate → `appsink` still encoded, for the reduced decode of [`crate::preprocess`]
+//! ([`jpeg_passthrough`] says when). A session that ends, fails or stalls is torn down and rebuilt with the
 //! shared capped backoff with jitter; while it waits nothing of GStreamer runs, and the camera is reported
 //! down to the hub (so disconnected in the health message). Credentials never reach a log line: the user and
 //! password go to the source element as properties, URLs are logged with their user info replaced by `***`,
@@ -67,11 +69,9 @@ pub fn debian_package(element: &str) -> Option<&'static str> {
         }
         _ if e.starts_with("rtp") || e.starts_with("v4l2") => "gstreamer1.0-plugins-good",
         "rtspsrc" | "souphttpsrc" | "jpegdec" | "jpegenc" | "multipartdemux" | "qtdemux" | "matroskademux"
-        | "avidemux" | "vp8dec" | "vp9dec" | "pngdec" | "jpegparse" | "udpsrc" | "rtpbin" | "mp4mux" => {
-            "gstreamer1.0-plugins-good"
-        }
+        | "avidemux" | "vp8dec" | "vp9dec" | "pngdec" | "udpsrc" | "rtpbin" | "mp4mux" => "gstreamer1.0-plugins-good",
         _ if e.starts_with("va") || e.starts_with("nv") => "gstreamer1.0-plugins-bad",
-        "h264parse" | "h265parse" | "openh264dec" | "tsdemux" | "dav1ddec" | "av1dec" | "msdkh264dec" => {
+        "h264parse" | "h265parse" | "jpegparse" | "openh264dec" | "tsdemux" | "dav1ddec" | "av1dec" | "msdkh264dec" => {
             "gstreamer1.0-plugins-bad"
         }
         "x264enc" | "mpeg2dec" => "gstreamer1.0-plugins-ugly",
@@ -134,6 +134,8 @@ struct Counters {
     before_key: AtomicU64,
     /// The gate sits before the decoder (JPEG): the one after it lets every frame through.
     early: AtomicBool,
+    /// JPEG frames that reached the gate still encoded, for camclassd's own decoder ([`jpeg_passthrough`]).
+    encoded: AtomicU64,
 }
 
 /// What a decoder's sink pad carries, as far as its gates are concerned.
@@ -266,6 +268,30 @@ fn is_hardware(f: &gst::ElementFactory) -> bool {
     f.klass().contains("Hardware")
 }
 
+/// Whether a JPEG stream's frames go to the hub still encoded, for camclassd's own decoder (libjpeg-turbo,
+/// reduced in the DCT domain to the pixels the camera's models need: a 1080p frame at 480×270), rather than
+/// decoded at full size and converted to RGB by GStreamer. Not with `decode_size` (its frames, and the crops
+/// given in their pixels, are that size), not when `decoder` names an element, and with `"auto"` not when the
+/// board has a hardware JPEG decoder (which `"auto"` prefers); `jpegparse` (gstreamer1.0-plugins-bad) cuts
+/// the stream into whole frames.
+fn jpeg_passthrough(decode_size: Option<[u32; 2]>, decoder: &str, jpegparse: bool, hardware_jpeg: bool) -> bool {
+    decode_size.is_none()
+        && jpegparse
+        && match decoder {
+            "software" => true,
+            "auto" => !hardware_jpeg,
+            _ => false,
+        }
+}
+
+/// Whether a hardware decoder for JPEG is installed (`v4l2jpegdec`, `vajpegdec`, `nvjpegdec` …).
+fn hardware_jpeg_decoder() -> bool {
+    let jpeg = gst::Caps::builder("image/jpeg").build();
+    gst::ElementFactory::factories_with_type(gst::ElementFactoryType::DECODER, gst::Rank::MARGINAL)
+        .into_iter()
+        .any(|f| is_video_decoder(&f) && is_hardware(&f) && f.can_sink_any_caps(&jpeg))
+}
+
 /// One camera's GStreamer state across sessions: what was logged, so that each change is logged once.
 #[derive(Debug)]
 struct Camera<'a> {
@@ -285,6 +311,10 @@ struct Camera<'a> {
     decoded: u64,
     delivered: u64,
     before_key: u64,
+    /// JPEG frames that came still encoded ([`jpeg_passthrough`]), kept or dropped by the rate gate.
+    encoded: u64,
+    /// The last frame delivered was a JPEG, for camclassd's decoder.
+    delivered_jpeg: bool,
 }
 
 /// The capture thread of a GStreamer camera.
@@ -321,6 +351,8 @@ pub fn run(cam: &CameraConfig, kind: &SourceKind, index: usize, hub: &FrameHub, 
         decoded: 0,
         delivered: 0,
         before_key: 0,
+        encoded: 0,
+        delivered_jpeg: false,
     };
     camera.run();
     camera.log_totals();
@@ -359,6 +391,15 @@ impl Camera<'_> {
                 camera = %self.name(),
                 "stopped: {received} frames came to the decoder, {} were decoded, {} delivered (fps = {}){before_key}",
                 self.decoded,
+                self.delivered,
+                self.cam.fps
+            );
+        }
+        let encoded = std::mem::take(&mut self.encoded);
+        if encoded > 0 {
+            tracing::info!(
+                camera = %self.name(),
+                "stopped: {encoded} JPEG frames came, {} went to camclassd's decoder (fps = {})",
                 self.delivered,
                 self.cam.fps
             );
@@ -455,6 +496,8 @@ impl Camera<'_> {
     /// Builds the session's pipeline, or says why it cannot be.
     fn build(&self) -> Result<Session, Failure> {
         let gate = Arc::new(Mutex::new(RateGate::new(self.cam.fps)));
+        let counters = Arc::new(Counters::default());
+        let t0 = Instant::now();
         let mut caps = gst::Caps::builder("video/x-raw").field("format", "RGB");
         if let Some([w, h]) = self.cam.decode_size {
             caps = caps.field("width", w as i32).field("height", h as i32);
@@ -491,49 +534,86 @@ impl Camera<'_> {
                 let make = |f: &str| {
                     gst::ElementFactory::make(f).build().map_err(|_| Failure::new(Kind::Setup, missing_element(f)))
                 };
+                let passthrough = jpeg_passthrough(
+                    self.cam.decode_size,
+                    decoder,
+                    gst::ElementFactory::find("jpegparse").is_some(),
+                    hardware_jpeg_decoder(),
+                );
                 let pipeline = gst::Pipeline::new();
                 let dec = make("uridecodebin")?;
                 dec.set_property("uri", uri);
                 let scale = make("videoscale")?;
                 scale.set_property("add-borders", false);
                 let convert = make("videoconvert")?;
-                let sink = gst_app::AppSink::builder().caps(&caps).max_buffers(1).drop(true).sync(!*live).build();
+                let mut sink_caps = caps.clone();
+                if passthrough {
+                    sink_caps.make_mut().append(gst::Caps::builder("image/jpeg").build());
+                }
+                let sink = gst_app::AppSink::builder().caps(&sink_caps).max_buffers(1).drop(true).sync(!*live).build();
                 pipeline
                     .add_many([&dec, &scale, &convert, sink.upcast_ref()])
-                    .and_then(|_| gst::Element::link_many([&scale, &convert, sink.upcast_ref()]))
+                    .and_then(|_| scale.link(&convert))
                     .map_err(|e| Failure::new(Kind::Setup, format!("cannot assemble the pipeline: {e}")))?;
+                // JPEG for camclassd's decoder: uridecodebin stops at image/jpeg, jpegparse makes whole frames
+                // of it (a snapshot URL comes in chunks), and the rate gate after it drops the frames beyond
+                // `fps` before they are copied.
+                let parse = if passthrough {
+                    let parse = make("jpegparse")?;
+                    pipeline
+                        .add(&parse)
+                        .map_err(|e| Failure::new(Kind::Setup, format!("cannot assemble the pipeline: {e}")))?;
+                    dec.connect("autoplug-continue", false, |args| {
+                        let caps = args.get(2).and_then(|v| v.get::<gst::Caps>().ok());
+                        let jpeg = caps.is_some_and(|c| c.structure(0).is_some_and(|s| s.name() == "image/jpeg"));
+                        Some((!jpeg).to_value())
+                    });
+                    if let Some(pad) = parse.static_pad("src") {
+                        let (gate, counters) = (Arc::clone(&gate), Arc::clone(&counters));
+                        let by_pts = *file;
+                        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                            counters.encoded.fetch_add(1, Ordering::Relaxed);
+                            pass_gate(&gate, &counters, by_pts, t0, info)
+                        });
+                    }
+                    Some(parse)
+                } else {
+                    None
+                };
                 self.configure_source(&dec, user.clone());
                 self.choose_decoder(&dec);
                 let weak = pipeline.downgrade();
-                let scale_sink = scale.static_pad("sink");
+                let (scale_sink, sink_pad) = (scale.static_pad("sink"), sink.static_pad("sink"));
                 dec.connect_pad_added(move |_, pad| {
-                    let video = pad
-                        .current_caps()
-                        .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/")))
-                        .unwrap_or(false);
-                    match &scale_sink {
-                        Some(target) if video && !target.is_linked() => {
-                            let _ = pad.link(target);
-                        }
-                        _ => {
-                            // Audio, or a second video stream: consumed and thrown away.
-                            if let (Some(pipeline), Ok(fake)) =
-                                (weak.upgrade(), gst::ElementFactory::make("fakesink").property("sync", false).build())
-                                && pipeline.add(&fake).is_ok()
-                            {
-                                let _ = fake.sync_state_with_parent();
-                                if let Some(p) = fake.static_pad("sink") {
-                                    let _ = pad.link(&p);
-                                }
-                            }
+                    let kind = pad.current_caps().and_then(|c| c.structure(0).map(|s| s.name().to_string()));
+                    let kind = kind.as_deref().unwrap_or("");
+                    // The first video stream, raw or (for camclassd's decoder) JPEG, goes to the appsink.
+                    let (entry, exit) = match (&parse, kind) {
+                        (Some(parse), "image/jpeg") => (parse.static_pad("sink"), parse.static_pad("src")),
+                        (_, k) if k.starts_with("video/") => (scale_sink.clone(), convert.static_pad("src")),
+                        _ => (None, None),
+                    };
+                    if let (Some(entry), Some(exit), Some(target)) = (entry, exit, &sink_pad)
+                        && !target.is_linked()
+                        && exit.link(target).is_ok()
+                    {
+                        let _ = pad.link(&entry);
+                        return;
+                    }
+                    // Audio, or a second video stream: consumed and thrown away.
+                    if let (Some(pipeline), Ok(fake)) =
+                        (weak.upgrade(), gst::ElementFactory::make("fakesink").property("sync", false).build())
+                        && pipeline.add(&fake).is_ok()
+                    {
+                        let _ = fake.sync_state_with_parent();
+                        if let Some(p) = fake.static_pad("sink") {
+                            let _ = pad.link(&p);
                         }
                     }
                 });
                 (pipeline.upcast::<gst::Bin>(), sink, *file)
             }
         };
-        let counters = Arc::new(Counters::default());
-        let t0 = Instant::now();
         // A decoder that joins a stream between key frames (or loses packets) outputs grey smears that would be
         // classified as something: H.264/H.265 pictures wait for a whole key frame (`watch_decoder`), RTP
         // depayloaders ask the camera for one after a loss, libav's decoders drop corrupt frames. The
@@ -649,6 +729,7 @@ impl Camera<'_> {
         self.received += counters.received.load(Ordering::Relaxed);
         self.decoded += counters.decoded.load(Ordering::Relaxed);
         self.before_key += counters.before_key.load(Ordering::Relaxed);
+        self.encoded += counters.encoded.load(Ordering::Relaxed);
         self.delivered += *delivered;
         if let End::Stopped = end {
             // Before the teardown, which the daemon's shutdown may not wait for.
@@ -736,10 +817,12 @@ impl Camera<'_> {
         }
     }
 
-    /// Copies a sample's RGB rows into a recycled buffer and hands it to the hub; false when skipped.
+    /// Copies a sample's RGB rows (or its JPEG, for camclassd's decoder) into a recycled buffer and hands it
+    /// to the hub; false when skipped.
     fn deliver(&mut self, sample: &gst::Sample) -> bool {
-        let Some((w, h)) = sample.caps().and_then(|c| c.structure(0)).and_then(|s| {
-            Some((u32::try_from(s.get::<i32>("width").ok()?).ok()?, u32::try_from(s.get::<i32>("height").ok()?).ok()?))
+        let Some((w, h, jpeg)) = sample.caps().and_then(|c| c.structure(0)).and_then(|s| {
+            let side = |key: &str| u32::try_from(s.get::<i32>(key).ok()?).ok();
+            Some((side("width")?, side("height")?, s.name() == "image/jpeg"))
         }) else {
             return false;
         };
@@ -753,8 +836,16 @@ impl Camera<'_> {
             }
         }
         self.size = Some((w, h));
+        self.delivered_jpeg = jpeg;
         let Some(map) = sample.buffer().and_then(|b| b.map_readable().ok()) else { return false };
         let bytes = map.as_slice();
+        if jpeg {
+            let mut data = self.hub.buffer(self.index);
+            data.extend_from_slice(bytes);
+            let (captured_at, captured) = (SystemTime::now(), Instant::now());
+            self.hub.put(self.index, CapturedFrame { data, format: PixelFormat::Encoded, captured_at, captured });
+            return true;
+        }
         let row = w as usize * 3;
         // GStreamer pads RGB rows to 4 bytes.
         let stride = (row + 3) & !3;
@@ -787,6 +878,13 @@ impl Camera<'_> {
 
     /// Names the decoder the session uses and why, when it differs from the one logged last.
     fn log_decoder(&mut self, pipeline: &gst::Bin) {
+        if self.delivered_jpeg {
+            if self.decoder_logged.as_deref() != Some("camclassd") {
+                tracing::info!(camera = %self.name(), "decoding image/jpeg with camclassd's libjpeg-turbo, reduced to the pixels the models need (decoder = {:?}, no decode_size, no hardware JPEG decoder)", self.cam.decoder);
+                self.decoder_logged = Some("camclassd".into());
+            }
+            return;
+        }
         let Some(decoder) = pipeline
             .iterate_recurse()
             .into_iter()
@@ -1072,7 +1170,23 @@ mod tests {
         assert_eq!(debian_package("vah264dec"), Some("gstreamer1.0-plugins-bad"));
         assert_eq!(debian_package("nvarguscamerasrc"), Some("nvidia-l4t-gstreamer (NVIDIA JetPack)"));
         assert_eq!(decoder_package("video/x-h265, stream-format=(string)byte-stream"), Some("gstreamer1.0-libav"));
+        assert_eq!(debian_package("jpegparse"), Some("gstreamer1.0-plugins-bad"));
         assert_eq!(debian_package("nosuchthing"), None);
+    }
+
+    #[test]
+    fn jpeg_frames_stay_encoded_unless_scaled_in_the_pipeline_or_a_decoder_is_named() {
+        // (decode_size, decoder, jpegparse installed, a hardware JPEG decoder installed) → camclassd decodes.
+        assert!(jpeg_passthrough(None, "auto", true, false));
+        assert!(jpeg_passthrough(None, "software", true, true));
+        // "auto" prefers the board's hardware decoder; a named decoder is used as named.
+        assert!(!jpeg_passthrough(None, "auto", true, true));
+        assert!(!jpeg_passthrough(None, "jpegdec", true, false));
+        assert!(!jpeg_passthrough(None, "avdec_h264", true, false));
+        // decode_size: the frames (and crops in their pixels) are that size, scaled by GStreamer.
+        assert!(!jpeg_passthrough(Some([640, 360]), "auto", true, false));
+        // Without jpegparse (gstreamer1.0-plugins-bad), GStreamer's jpegdec decodes as before.
+        assert!(!jpeg_passthrough(None, "auto", false, false));
     }
 
     #[test]

@@ -122,15 +122,19 @@ fn rtsp_h264_and_mjpeg_streams_give_the_top_1_classify_gives() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cameras = camera("h264", &format!("rtsp://127.0.0.1:{p264}/cam"), "")
         + &camera("mjpeg", &format!("rtsp://127.0.0.1:{pjpeg}/cam"), "transport = \"tcp\"\nlatency_ms = 100")
+        // With decode_size, GStreamer decodes and scales the JPEG frames; without, camclassd decodes them.
+        + &camera("mjpegsmall", &format!("rtsp://127.0.0.1:{pjpeg}/cam"), "decode_size = [450, 300]")
         // Scaled in the pipeline to 3/4 of the 600x400 picture: the shorter side stays above the model's 256.
         + &camera("small", &format!("rtsp://127.0.0.1:{p264}/cam"), "decode_size = [450, 300]");
     let daemon = Daemon::start(&config(dir.path(), &broker, &cameras));
-    for cam in ["h264", "mjpeg", "small"] {
+    for cam in ["h264", "mjpeg", "small", "mjpegsmall"] {
         assert_labels(&wait_events(&witness, cam, 5, Duration::from_secs(60)), &expected, cam);
     }
     let log = daemon.log();
     assert_eq!(lines_with(&log, "h264", "decoding video/x-h264 with").len(), 1, "{log}");
-    assert_eq!(lines_with(&log, "mjpeg", "decoding image/jpeg with").len(), 1, "{log}");
+    assert_eq!(lines_with(&log, "mjpeg", "decoding image/jpeg with camclassd's libjpeg-turbo").len(), 1, "{log}");
+    assert_eq!(lines_with(&log, "mjpegsmall", "decoding image/jpeg with jpegdec").len(), 1, "{log}");
+    assert_eq!(lines_with(&log, "mjpegsmall", "(450x300)").len(), 1, "{log}");
     assert_eq!(lines_with(&log, "small", "(450x300)").len(), 1, "decode_size scales in the pipeline:\n{log}");
     // Frames beyond fps are dropped in the pipeline: 10 fps served, 5 classified.
     let (_, log) = daemon.stop();
@@ -167,17 +171,29 @@ fn a_restarted_rtsp_server_is_reconnected_and_the_outage_costs_no_cpu() {
     assert_eq!(lines_with(&log, "door", "after").iter().filter(|l| l.contains("down")).count(), 1, "{log}");
 }
 
-/// The (frames that came to the decoder, decoded, delivered) counts in a camera's "stopped" line.
-fn decoder_counts(log: &str, camera: &str) -> (u64, u64, u64) {
-    let line = lines_with(log, camera, "frames came to the decoder");
+/// The numbers in a camera's "stopped" line that contains `what`.
+fn stop_counts(log: &str, camera: &str, what: &str) -> Vec<u64> {
+    let line = lines_with(log, camera, what);
     assert_eq!(line.len(), 1, "one count line for {camera}:\n{log}");
-    let numbers: Vec<u64> = line[0]
+    line[0]
         .split_once("stopped: ")
         .map(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect())
-        .unwrap_or_default();
-    match numbers[..] {
+        .unwrap_or_default()
+}
+
+/// The (frames that came to the decoder, decoded, delivered) counts in a camera's "stopped" line.
+fn decoder_counts(log: &str, camera: &str) -> (u64, u64, u64) {
+    match stop_counts(log, camera, "frames came to the decoder")[..] {
         [received, decoded, delivered, ..] => (received, decoded, delivered),
-        _ => panic!("no counts in {:?}", line[0]),
+        _ => panic!("no decoder counts for {camera}:\n{log}"),
+    }
+}
+
+/// The (JPEG frames that came, frames that went to camclassd's decoder) counts in a camera's "stopped" line.
+fn jpeg_counts(log: &str, camera: &str) -> (u64, u64) {
+    match stop_counts(log, camera, "JPEG frames came")[..] {
+        [came, went, ..] => (came, went),
+        _ => panic!("no JPEG counts for {camera}:\n{log}"),
     }
 }
 
@@ -193,22 +209,32 @@ fn mjpeg_frames_beyond_fps_are_dropped_before_they_are_decoded() {
     let witness = Witness::start(&broker, "camclassd/#");
     let dir = tempfile::tempdir().expect("tempdir");
     let slow = "fps = 2\n";
+    // camclassd decodes the JPEG frames of the first two; GStreamer those of the last two (decode_size).
+    let scaled = "decode_size = [450, 300]";
     let cameras = [
-        ("rtspjpeg", format!("rtsp://127.0.0.1:{pjpeg}/cam")),
-        ("httpjpeg", format!("http://127.0.0.1:{}/stream.mjpg", http.line)),
-        ("h264", format!("rtsp://127.0.0.1:{p264}/cam")),
+        ("rtspjpeg", format!("rtsp://127.0.0.1:{pjpeg}/cam"), ""),
+        ("httpjpeg", format!("http://127.0.0.1:{}/stream.mjpg", http.line), ""),
+        ("gstrtspjpeg", format!("rtsp://127.0.0.1:{pjpeg}/cam"), scaled),
+        ("gsthttpjpeg", format!("http://127.0.0.1:{}/stream.mjpg", http.line), scaled),
+        ("h264", format!("rtsp://127.0.0.1:{p264}/cam"), ""),
     ]
     .iter()
-    .map(|(name, url)| camera(name, url, "").replace("fps = 5\n", slow))
+    .map(|(name, url, extra)| camera(name, url, extra).replace("fps = 5\n", slow))
     .collect::<String>();
     let daemon = Daemon::start(&config(dir.path(), &broker, &cameras));
-    for cam in ["rtspjpeg", "httpjpeg", "h264"] {
+    for cam in ["rtspjpeg", "httpjpeg", "gstrtspjpeg", "gsthttpjpeg", "h264"] {
         wait_events(&witness, cam, 4, Duration::from_secs(60));
     }
     // A few seconds more for the counts to build up.
     std::thread::sleep(Duration::from_secs(3));
     let (_, log) = daemon.stop();
     for cam in ["rtspjpeg", "httpjpeg"] {
+        let (came, went) = jpeg_counts(&log, cam);
+        // About one in five copied out of GStreamer for camclassd's decoder.
+        assert!(went >= 4 && went * 2 <= came, "{cam}: {went} of {came} JPEG frames went on:\n{log}");
+        assert!(lines_with(&log, cam, "frames came to the decoder").is_empty(), "{cam}: no GStreamer decoder:\n{log}");
+    }
+    for cam in ["gstrtspjpeg", "gsthttpjpeg"] {
         let (received, decoded, delivered) = decoder_counts(&log, cam);
         assert!(delivered >= 4 && decoded >= delivered, "{cam}: {received} {decoded} {delivered}\n{log}");
         // About one in five decoded; with the gate after the decoder, all of them.
