@@ -7,7 +7,7 @@
 //! where every frame is a key frame, before they are decoded) → `videoscale` → `videoconvert` → `appsink`
 //! (RGB, one buffer, newest wins). A JPEG stream stops at `uridecodebin`'s output instead and goes
 //! `jpegparse` → rate gate → `appsink` still encoded, for the reduced decode of [`crate::preprocess`]
-//! ([`jpeg_passthrough`] says when). A session that ends, fails or stalls is torn down and rebuilt with the
+//! (`jpeg_passthrough` says when). A session that ends, fails or stalls is torn down and rebuilt with the
 //! shared capped backoff with jitter; while it waits nothing of GStreamer runs, and the camera is reported
 //! down to the hub (so disconnected in the health message). Credentials never reach a log line: the user and
 //! password go to the source element as properties, URLs are logged with their user info replaced by `***`,
