@@ -284,12 +284,16 @@ fn jpeg_passthrough(decode_size: Option<[u32; 2]>, decoder: &str, jpegparse: boo
         }
 }
 
-/// Whether a hardware decoder for JPEG is installed (`v4l2jpegdec`, `vajpegdec`, `nvjpegdec` …).
+/// Whether a hardware decoder for JPEG is installed (`v4l2jpegdec`, `vajpegdec`, `nvjpegdec` …); the
+/// registry is read once (a snapshot URL builds a session per picture).
 fn hardware_jpeg_decoder() -> bool {
-    let jpeg = gst::Caps::builder("image/jpeg").build();
-    gst::ElementFactory::factories_with_type(gst::ElementFactoryType::DECODER, gst::Rank::MARGINAL)
-        .into_iter()
-        .any(|f| is_video_decoder(&f) && is_hardware(&f) && f.can_sink_any_caps(&jpeg))
+    static FOUND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FOUND.get_or_init(|| {
+        let jpeg = gst::Caps::builder("image/jpeg").build();
+        gst::ElementFactory::factories_with_type(gst::ElementFactoryType::DECODER, gst::Rank::MARGINAL)
+            .into_iter()
+            .any(|f| is_video_decoder(&f) && is_hardware(&f) && f.can_sink_any_caps(&jpeg))
+    })
 }
 
 /// One camera's GStreamer state across sessions: what was logged, so that each change is logged once.
@@ -880,7 +884,11 @@ impl Camera<'_> {
     fn log_decoder(&mut self, pipeline: &gst::Bin) {
         if self.delivered_jpeg {
             if self.decoder_logged.as_deref() != Some("camclassd") {
-                tracing::info!(camera = %self.name(), "decoding image/jpeg with camclassd's libjpeg-turbo, reduced to the pixels the models need (decoder = {:?}, no decode_size, no hardware JPEG decoder)", self.cam.decoder);
+                let why = match self.cam.decoder.as_str() {
+                    "software" => "decoder = \"software\"",
+                    _ => "decoder = \"auto\" and no hardware JPEG decoder installed",
+                };
+                tracing::info!(camera = %self.name(), "decoding image/jpeg with camclassd's libjpeg-turbo, reduced to the pixels the models need ({why}; no decode_size)");
                 self.decoder_logged = Some("camclassd".into());
             }
             return;

@@ -385,6 +385,10 @@ fn http_mjpeg_streams_and_snapshot_urls_give_events() {
         "logged at the 1st, 2nd, 4th … change only: {counts:?}"
     );
     assert_eq!(lines_with(&log, "snap", "is a snapshot URL").len(), 1, "{log}");
+    // The pictures reach camclassd's decoder still encoded (a snapshot in chunks, made whole by jpegparse).
+    for cam in ["stream", "snap", "alt"] {
+        assert_eq!(lines_with(&log, cam, "decoding image/jpeg with camclassd's").len(), 1, "{cam}:\n{log}");
+    }
     assert!(lines_with(&log, "stream", "snapshot").is_empty(), "{log}");
 }
 
