@@ -112,26 +112,29 @@ fn lines_with<'a>(log: &'a str, camera: &str, what: &str) -> Vec<&'a str> {
 }
 
 #[test]
-fn rtsp_h264_and_mjpeg_streams_give_the_top_1_classify_gives() {
+fn rtsp_h264_h265_and_mjpeg_streams_give_the_top_1_classify_gives() {
     let expected = expected_label();
     let h264 = Server::rtsp(0, "h264", None);
+    let h265 = Server::rtsp(0, "h265", None);
     let mjpeg = Server::rtsp(0, "mjpeg", None);
-    let (p264, pjpeg) = (h264.port(), mjpeg.port());
+    let (p264, p265, pjpeg) = (h264.port(), h265.port(), mjpeg.port());
     let broker = Broker::start();
     let witness = Witness::start(&broker, "camclassd/#");
     let dir = tempfile::tempdir().expect("tempdir");
     let cameras = camera("h264", &format!("rtsp://127.0.0.1:{p264}/cam"), "")
+        + &camera("h265", &format!("rtsp://127.0.0.1:{p265}/cam"), "")
         + &camera("mjpeg", &format!("rtsp://127.0.0.1:{pjpeg}/cam"), "transport = \"tcp\"\nlatency_ms = 100")
         // With decode_size, GStreamer decodes and scales the JPEG frames; without, camclassd decodes them.
         + &camera("mjpegsmall", &format!("rtsp://127.0.0.1:{pjpeg}/cam"), "decode_size = [450, 300]")
         // Scaled in the pipeline to 3/4 of the 600x400 picture: the shorter side stays above the model's 256.
         + &camera("small", &format!("rtsp://127.0.0.1:{p264}/cam"), "decode_size = [450, 300]");
     let daemon = Daemon::start(&config(dir.path(), &broker, &cameras));
-    for cam in ["h264", "mjpeg", "small", "mjpegsmall"] {
+    for cam in ["h264", "h265", "mjpeg", "small", "mjpegsmall"] {
         assert_labels(&wait_events(&witness, cam, 5, Duration::from_secs(60)), &expected, cam);
     }
     let log = daemon.log();
     assert_eq!(lines_with(&log, "h264", "decoding video/x-h264 with").len(), 1, "{log}");
+    assert_eq!(lines_with(&log, "h265", "decoding video/x-h265 with").len(), 1, "{log}");
     assert_eq!(lines_with(&log, "mjpeg", "decoding image/jpeg with camclassd's libjpeg-turbo").len(), 1, "{log}");
     assert_eq!(lines_with(&log, "mjpegsmall", "decoding image/jpeg with jpegdec").len(), 1, "{log}");
     assert_eq!(lines_with(&log, "mjpegsmall", "(450x300)").len(), 1, "{log}");
