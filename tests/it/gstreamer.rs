@@ -467,6 +467,38 @@ fn a_stream_met_in_the_middle_of_a_key_frame_classifies_no_smear() {
     assert_eq!(lines_with(&log, "cut", "10 waited for a whole key frame").len(), 1, "{log}");
 }
 
+/// An intra-refresh stream (no key frame after the first, which the client missed) is classified once the
+/// decoder has a whole picture again: pictures wait for the first recovery point (h264parse marks it a key
+/// unit; here 9 waited) or until the wait gives up, libav's decoder drops the pictures until the refresh has
+/// swept the whole picture (41 of 60 decoded here), and no smear is classified.
+#[test]
+fn an_intra_refresh_stream_met_after_its_key_frame_classifies_no_smear() {
+    let expected = expected_label();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clip = dir.path().join("refresh.mkv");
+    let made = Command::new("/usr/bin/python3")
+        .arg(root().join("tests/fixtures/cut_h264.py"))
+        .arg(generated(PICTURE))
+        .arg(&clip)
+        .args(["60", "intra-refresh"])
+        .output()
+        .expect("python3 runs (scripts/setup installs python3-gi)");
+    assert!(made.status.success(), "cut_h264.py: {}", String::from_utf8_lossy(&made.stderr));
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/#");
+    let cameras = camera("refresh", &clip.display().to_string(), "loop = false\nstall_timeout = 4")
+        .replace("fps = 5\n", "fps = 10\n");
+    let mut daemon = Daemon::start(&config(dir.path(), &broker, &cameras));
+    assert_eq!(daemon.wait_exit(Duration::from_secs(60)), Some(0), "{}", daemon.log());
+    let log = daemon.log();
+    let got = witness.wait_for("the events", Duration::from_secs(5), |m| events(m, "refresh").len() >= 10);
+    let got = events(&got, "refresh");
+    assert_labels(&got, &expected, "refresh");
+    let (received, decoded, delivered) = decoder_counts(&log, "refresh");
+    assert_eq!(received, 60, "{log}");
+    assert!(decoded < received && delivered == decoded && delivered as usize == got.len(), "{log}");
+}
+
 #[test]
 fn a_missing_plugin_names_its_debian_package_and_the_others_carry_on() {
     let broker = Broker::start();
