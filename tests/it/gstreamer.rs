@@ -22,6 +22,11 @@ struct Server {
 
 impl Server {
     fn start(script: &str, args: &[String]) -> Server {
+        Server::try_start(script, args).unwrap_or_else(|| panic!("{script} exited before it was ready"))
+    }
+
+    /// The server, or `None` when it exits before it is ready (a port another process holds).
+    fn try_start(script: &str, args: &[String]) -> Option<Server> {
         let mut child = Command::new("/usr/bin/python3")
             .arg(root().join("tests/fixtures").join(script))
             .args(args)
@@ -32,21 +37,38 @@ impl Server {
         let mut line = String::new();
         let stdout = child.stdout.take().expect("stdout");
         BufReader::new(stdout).read_line(&mut line).expect("the fixture says it is ready");
-        assert!(!line.is_empty(), "{script} exited before it was ready");
-        Server { child, line: line.trim().to_string() }
+        if line.is_empty() {
+            let _ = child.wait();
+            return None;
+        }
+        Some(Server { child, line: line.trim().to_string() })
     }
 
-    /// An RTSP server streaming the test picture at rtsp://127.0.0.1:PORT/cam (`port` 0: one the server
-    /// finds free, in `Server::port`; a port picked beforehand could be taken by another test meanwhile).
-    fn rtsp(port: u16, codec: &str, credentials: Option<(&str, &str)>) -> Server {
-        let mut args = vec![port.to_string(), generated(PICTURE).display().to_string(), codec.to_string()];
+    /// An RTSP server streaming the test picture at rtsp://127.0.0.1:PORT/cam, PORT one the server finds free
+    /// (`Server::port`; a port picked beforehand could be taken by another test meanwhile).
+    fn rtsp(codec: &str, credentials: Option<(&str, &str)>) -> Server {
+        let mut args = vec!["0".to_string(), generated(PICTURE).display().to_string(), codec.to_string()];
         if let Some((u, p)) = credentials {
             args.extend([u.to_string(), p.to_string()]);
         }
         let s = Server::start("rtsp_server.py", &args);
         let listening = s.line.strip_prefix("ready ").and_then(|p| p.parse::<u16>().ok());
-        assert!(listening.is_some_and(|p| port == 0 || p == port), "rtsp_server.py said {:?}", s.line);
+        assert!(listening.is_some(), "rtsp_server.py said {:?}", s.line);
         s
+    }
+
+    /// An RTSP server again on `port`, a camera that comes back: tried for up to 10 s, in case another
+    /// process took the port while it was free.
+    fn rtsp_again(port: u16, codec: &str) -> Server {
+        let args = [port.to_string(), generated(PICTURE).display().to_string(), codec.to_string()];
+        for _ in 0..40 {
+            if let Some(s) = Server::try_start("rtsp_server.py", &args) {
+                assert_eq!(s.port(), port, "rtsp_server.py said {:?}", s.line);
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!("port {port} stayed taken for 10 s");
     }
 
     /// The port an RTSP server listens on.
@@ -114,9 +136,9 @@ fn lines_with<'a>(log: &'a str, camera: &str, what: &str) -> Vec<&'a str> {
 #[test]
 fn rtsp_h264_h265_and_mjpeg_streams_give_the_top_1_classify_gives() {
     let expected = expected_label();
-    let h264 = Server::rtsp(0, "h264", None);
-    let h265 = Server::rtsp(0, "h265", None);
-    let mjpeg = Server::rtsp(0, "mjpeg", None);
+    let h264 = Server::rtsp("h264", None);
+    let h265 = Server::rtsp("h265", None);
+    let mjpeg = Server::rtsp("mjpeg", None);
     let (p264, p265, pjpeg) = (h264.port(), h265.port(), mjpeg.port());
     let broker = Broker::start();
     let witness = Witness::start(&broker, "camclassd/#");
@@ -147,7 +169,7 @@ fn rtsp_h264_h265_and_mjpeg_streams_give_the_top_1_classify_gives() {
 #[test]
 fn a_restarted_rtsp_server_is_reconnected_and_the_outage_costs_no_cpu() {
     let expected = expected_label();
-    let server = Server::rtsp(0, "h264", None);
+    let server = Server::rtsp("h264", None);
     let port = server.port();
     let broker = Broker::start();
     let witness = Witness::start(&broker, "camclassd/#");
@@ -165,7 +187,7 @@ fn a_restarted_rtsp_server_is_reconnected_and_the_outage_costs_no_cpu() {
     let share = cpu.as_secs_f64() / wall.as_secs_f64();
     assert!(share < 0.02, "the daemon used {:.1} % of a core while the camera was gone", share * 100.0);
     let before = events(&witness.messages(), "door").len();
-    let _server = Server::rtsp(port, "h264", None);
+    let _server = Server::rtsp_again(port, "h264");
     let after = wait_events(&witness, "door", before + 3, Duration::from_secs(45));
     assert_labels(&after[before..], &expected, "door");
     let log = daemon.wait_log("streaming rtsp://127.0.0.1", Duration::from_secs(5));
@@ -204,8 +226,8 @@ fn jpeg_counts(log: &str, camera: &str) -> (u64, u64) {
 fn mjpeg_frames_beyond_fps_are_dropped_before_they_are_decoded() {
     // 10 fps served, 2 wanted: a JPEG stream's extra frames never reach the decoder (every JPEG frame is a key
     // frame); H.264 needs every frame decoded, so its gate stays after the decoder.
-    let mjpeg = Server::rtsp(0, "mjpeg", None);
-    let h264 = Server::rtsp(0, "h264", None);
+    let mjpeg = Server::rtsp("mjpeg", None);
+    let h264 = Server::rtsp("h264", None);
     let (pjpeg, p264) = (mjpeg.port(), h264.port());
     let http = Server::start("http_camera.py", &[generated(PICTURE).display().to_string()]);
     let broker = Broker::start();
@@ -260,7 +282,7 @@ fn ha_connectivity(config: &serde_json::Value, health: &serde_json::Value, camer
 
 #[test]
 fn a_gstreamer_camera_whose_server_dies_is_disconnected_in_health_and_home_assistant_then_back() {
-    let server = Server::rtsp(0, "h264", None);
+    let server = Server::rtsp("h264", None);
     let port = server.port();
     let broker = Broker::start();
     let witness = Witness::start(&broker, "camclassd/#");
@@ -305,7 +327,7 @@ fn a_gstreamer_camera_whose_server_dies_is_disconnected_in_health_and_home_assis
     assert_eq!(log.matches("the camera is disconnected").count(), 1, "{log}");
     assert!(!log.contains("reports no error"), "the source did report one:\n{log}");
 
-    let _server = Server::rtsp(port, "h264", None);
+    let _server = Server::rtsp_again(port, "h264");
     let seen = down.len();
     witness.wait_for("health: connected again", Duration::from_secs(60), |m| {
         healths(&m[seen..]).iter().any(|h| connected(h) == Some(true))
@@ -318,7 +340,7 @@ fn a_gstreamer_camera_whose_server_dies_is_disconnected_in_health_and_home_assis
 
 #[test]
 fn rtsp_credentials_come_from_password_file_and_never_reach_the_log() {
-    let server = Server::rtsp(0, "mjpeg", Some(("bob", "s3cret-pass")));
+    let server = Server::rtsp("mjpeg", Some(("bob", "s3cret-pass")));
     let port = server.port();
     let broker = Broker::start();
     let witness = Witness::start(&broker, "camclassd/#");
@@ -504,7 +526,7 @@ fn a_missing_plugin_names_its_debian_package_and_the_others_carry_on() {
     let broker = Broker::start();
     let witness = Witness::start(&broker, "camclassd/#");
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::rtsp(0, "h264", None);
+    let server = Server::rtsp("h264", None);
     let port = server.port();
     let cameras = camera("good", &generated(PICTURE).display().to_string(), "")
         + "[[cameras]]\nname = \"pi\"\npipeline = \"libcamerasrc ! videoconvert ! appsink name=camclassd\"\n"
