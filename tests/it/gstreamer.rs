@@ -456,6 +456,36 @@ fn an_mp4_file_replays_and_loops() {
     assert!(lines_with(&log, "clip", "finished").is_empty(), "{log}");
 }
 
+/// A clip made by tests/fixtures/cut_h264.py (`args` after its IMAGE and OUT), played once at its own 10 fps
+/// (every picture offered for classification) by a camera named `name`: what the script printed, the
+/// camera's events (waited for until there are `events`) and the daemon's log.
+fn play_cut_clip(
+    name: &str,
+    args: &[&str],
+    extra: &str,
+    events_at_least: usize,
+) -> (String, Vec<serde_json::Value>, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clip = dir.path().join(format!("{name}.mkv"));
+    let made = Command::new("/usr/bin/python3")
+        .arg(root().join("tests/fixtures/cut_h264.py"))
+        .arg(generated(PICTURE))
+        .arg(&clip)
+        .args(args)
+        .output()
+        .expect("python3 runs (scripts/setup installs python3-gi)");
+    assert!(made.status.success(), "cut_h264.py: {}", String::from_utf8_lossy(&made.stderr));
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/#");
+    let extra = format!("loop = false\n{extra}");
+    let cameras = camera(name, &clip.display().to_string(), &extra).replace("fps = 5\n", "fps = 10\n");
+    let mut daemon = Daemon::start(&config(dir.path(), &broker, &cameras));
+    assert_eq!(daemon.wait_exit(Duration::from_secs(60)), Some(0), "{}", daemon.log());
+    let log = daemon.log();
+    let got = witness.wait_for("the events", Duration::from_secs(5), |m| events(m, name).len() >= events_at_least);
+    (String::from_utf8_lossy(&made.stdout).trim().to_string(), events(&got, name), log)
+}
+
 /// A stream met in the middle of a key frame (its first slice missing, as for a client that joins a live
 /// RTSP stream between two packets of an IDR picture; tests/fixtures/cut_h264.py) classifies no smear: its
 /// pictures reach the decoder from the next whole key frame. Before, the decoder concealed the missing half
@@ -463,25 +493,8 @@ fn an_mp4_file_replays_and_loops() {
 #[test]
 fn a_stream_met_in_the_middle_of_a_key_frame_classifies_no_smear() {
     let expected = expected_label();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clip = dir.path().join("cut.mkv");
-    let made = Command::new("/usr/bin/python3")
-        .arg(root().join("tests/fixtures/cut_h264.py"))
-        .arg(generated(PICTURE))
-        .arg(&clip)
-        .output()
-        .expect("python3 runs (scripts/setup installs python3-gi)");
-    assert!(made.status.success(), "cut_h264.py: {}", String::from_utf8_lossy(&made.stderr));
-    assert_eq!(String::from_utf8_lossy(&made.stdout).trim(), "30");
-    let broker = Broker::start();
-    let witness = Witness::start(&broker, "camclassd/#");
-    // Played once at its own 10 fps: every picture is offered for classification.
-    let cameras = camera("cut", &clip.display().to_string(), "loop = false").replace("fps = 5\n", "fps = 10\n");
-    let mut daemon = Daemon::start(&config(dir.path(), &broker, &cameras));
-    assert_eq!(daemon.wait_exit(Duration::from_secs(60)), Some(0), "{}", daemon.log());
-    let log = daemon.log();
-    let got = witness.wait_for("the events", Duration::from_secs(5), |m| events(m, "cut").len() >= 20);
-    let got = events(&got, "cut");
+    let (written, got, log) = play_cut_clip("cut", &[], "", 20);
+    assert_eq!(written, "30");
     assert_labels(&got, &expected, "cut");
     // The first key frame and the nine pictures that refer to it are not decoded; the other 20 are.
     assert_eq!(got.len(), 20, "{log}");
@@ -496,25 +509,7 @@ fn a_stream_met_in_the_middle_of_a_key_frame_classifies_no_smear() {
 #[test]
 fn an_intra_refresh_stream_met_after_its_key_frame_classifies_no_smear() {
     let expected = expected_label();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clip = dir.path().join("refresh.mkv");
-    let made = Command::new("/usr/bin/python3")
-        .arg(root().join("tests/fixtures/cut_h264.py"))
-        .arg(generated(PICTURE))
-        .arg(&clip)
-        .args(["60", "intra-refresh"])
-        .output()
-        .expect("python3 runs (scripts/setup installs python3-gi)");
-    assert!(made.status.success(), "cut_h264.py: {}", String::from_utf8_lossy(&made.stderr));
-    let broker = Broker::start();
-    let witness = Witness::start(&broker, "camclassd/#");
-    let cameras = camera("refresh", &clip.display().to_string(), "loop = false\nstall_timeout = 4")
-        .replace("fps = 5\n", "fps = 10\n");
-    let mut daemon = Daemon::start(&config(dir.path(), &broker, &cameras));
-    assert_eq!(daemon.wait_exit(Duration::from_secs(60)), Some(0), "{}", daemon.log());
-    let log = daemon.log();
-    let got = witness.wait_for("the events", Duration::from_secs(5), |m| events(m, "refresh").len() >= 10);
-    let got = events(&got, "refresh");
+    let (_, got, log) = play_cut_clip("refresh", &["60", "intra-refresh"], "stall_timeout = 4", 10);
     assert_labels(&got, &expected, "refresh");
     let (received, decoded, delivered) = decoder_counts(&log, "refresh");
     assert_eq!(received, 60, "{log}");
