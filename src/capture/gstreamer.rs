@@ -517,7 +517,12 @@ impl Camera<'_> {
                     .by_name("camclassd")
                     .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
                     .ok_or_else(|| Failure::new(Kind::Setup, "the pipeline has no `appsink name=camclassd`"))?;
-                sink.set_caps(Some(&caps));
+                // Raw RGB, or (without decode_size) JPEG for camclassd's reduced decode.
+                let mut sink_caps = caps.clone();
+                if self.cam.decode_size.is_none() {
+                    sink_caps.make_mut().append(gst::Caps::builder("image/jpeg").build());
+                }
+                sink.set_caps(Some(&sink_caps));
                 sink.set_max_buffers(1);
                 sink.set_drop(true);
                 (bin, sink, false)
@@ -824,10 +829,19 @@ impl Camera<'_> {
     /// Copies a sample's RGB rows (or its JPEG, for camclassd's decoder) into a recycled buffer and hands it
     /// to the hub; false when skipped.
     fn deliver(&mut self, sample: &gst::Sample) -> bool {
-        let Some((w, h, jpeg)) = sample.caps().and_then(|c| c.structure(0)).and_then(|s| {
-            let side = |key: &str| u32::try_from(s.get::<i32>(key).ok()?).ok();
-            Some((side("width")?, side("height")?, s.name() == "image/jpeg"))
-        }) else {
+        let Some(s) = sample.caps().and_then(|c| c.structure(0)) else { return false };
+        let jpeg = s.name() == "image/jpeg";
+        let side = |key: &str| u32::try_from(s.get::<i32>(key).ok()?).ok();
+        let Some(map) = sample.buffer().and_then(|b| b.map_readable().ok()) else { return false };
+        let bytes = map.as_slice();
+        // A JPEG straight from a source (a user's pipeline without jpegparse) may have no size in its caps.
+        let size =
+            side("width").zip(side("height")).or_else(|| jpeg.then(|| crate::preprocess::jpeg_size(bytes)).flatten());
+        let Some((w, h)) = size else {
+            if !self.warned_layout {
+                tracing::warn!(camera = %self.name(), "a {} frame without a size; skipped", s.name());
+                self.warned_layout = true;
+            }
             return false;
         };
         if let Some(old) = self.size
@@ -841,8 +855,6 @@ impl Camera<'_> {
         }
         self.size = Some((w, h));
         self.delivered_jpeg = jpeg;
-        let Some(map) = sample.buffer().and_then(|b| b.map_readable().ok()) else { return false };
-        let bytes = map.as_slice();
         if jpeg {
             let mut data = self.hub.buffer(self.index);
             data.extend_from_slice(bytes);
@@ -884,8 +896,9 @@ impl Camera<'_> {
     fn log_decoder(&mut self, pipeline: &gst::Bin) {
         if self.delivered_jpeg {
             if self.decoder_logged.as_deref() != Some("camclassd") {
-                let why = match self.cam.decoder.as_str() {
-                    "software" => "decoder = \"software\"",
+                let why = match (&self.plan, self.cam.decoder.as_str()) {
+                    (Plan::Pipeline(_), _) => "the pipeline gives JPEG",
+                    (_, "software") => "decoder = \"software\"",
                     _ => "decoder = \"auto\" and no hardware JPEG decoder installed",
                 };
                 tracing::info!(camera = %self.name(), "decoding image/jpeg with camclassd's libjpeg-turbo, reduced to the pixels the models need ({why}; no decode_size)");
@@ -985,7 +998,7 @@ impl Camera<'_> {
             return Failure::new(
                 Kind::Setup,
                 format!(
-                    "{shown}: {} ({detail_line}); a pipeline must give raw video: end it with `videoconvert ! appsink name=camclassd`",
+                    "{shown}: {} ({detail_line}); a pipeline must give raw video or JPEG: end it with `videoconvert ! appsink name=camclassd` (or `image/jpeg ! appsink name=camclassd`)",
                     e.message()
                 ),
             );

@@ -60,6 +60,32 @@ pub fn missing_huffman_tables(jpeg: &[u8]) -> Option<usize> {
     scan_header(jpeg).and_then(|(sos, has_dht)| (!has_dht).then_some(sos))
 }
 
+/// The picture's (width, height) from its start-of-frame segment (any SOFn), before the start of scan.
+pub fn frame_size(jpeg: &[u8]) -> Option<(u32, u32)> {
+    if jpeg.get(..2) != Some(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let mut i = 2;
+    while i + 4 <= jpeg.len() && jpeg[i] == 0xFF {
+        let marker = jpeg[i + 1];
+        if marker == 0xFF {
+            i += 1; // fill byte
+            continue;
+        }
+        // SOF0-SOF15, except DHT (C4), JPG (C8) and DAC (CC): length, precision, height, width.
+        if (0xC0..=0xCF).contains(&marker) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+            let sof = jpeg.get(i + 5..i + 9)?;
+            let (height, width) = (u16::from_be_bytes([sof[0], sof[1]]), u16::from_be_bytes([sof[2], sof[3]]));
+            return (width > 0 && height > 0).then_some((u32::from(width), u32::from(height)));
+        }
+        if marker == 0xDA {
+            return None;
+        }
+        i += 2 + usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
+    }
+    None
+}
+
 /// Copies `jpeg` into `out` with the standard Huffman tables inserted at `sos`.
 pub fn with_standard_tables(jpeg: &[u8], sos: usize, out: &mut Vec<u8>) {
     out.clear();
@@ -116,6 +142,20 @@ const AC_CHROMINANCE: [u8; 162] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_frame_size_comes_from_the_start_of_frame() {
+        for (w, h) in [(640u32, 480u32), (1921, 1081), (1, 1)] {
+            let img = image::RgbImage::new(w, h);
+            let mut jpeg = Vec::new();
+            img.write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).expect("encodes");
+            assert_eq!(frame_size(&jpeg), Some((w, h)));
+            // Cut before its start of frame, or not a JPEG: no size.
+            let sof = (2..jpeg.len()).find(|&i| jpeg[i - 1] == 0xFF && jpeg[i] == 0xC0).expect("SOF0");
+            assert_eq!(frame_size(&jpeg[..sof + 4]), None);
+            assert_eq!(frame_size(&jpeg[1..]), None);
+        }
+    }
 
     #[test]
     fn code_counts_match_symbol_counts() {

@@ -584,6 +584,11 @@ fn check_frame(width: u32, height: u32, got: usize, need: usize, what: &str) -> 
     Ok(())
 }
 
+/// A JPEG's (width, height) from its header (`None`: not a JPEG, or cut before its start of frame).
+pub fn jpeg_size(jpeg: &[u8]) -> Option<(u32, u32)> {
+    mjpeg::frame_size(jpeg)
+}
+
 /// True when an end-of-image marker follows the start of scan. Inside entropy-coded data 0xFF is always
 /// stuffed or a restart marker, so FF D9 after the scan starts is the image's end; data may follow it
 /// (phone trailers, MPF images), and an EXIF thumbnail's own EOI sits before the scan and does not count.

@@ -417,6 +417,35 @@ fn http_mjpeg_streams_and_snapshot_urls_give_events() {
     assert!(lines_with(&log, "stream", "snapshot").is_empty(), "{log}");
 }
 
+/// A user's pipeline may end in JPEG (say `v4l2src ! image/jpeg,… ! appsink`): the frames reach camclassd's
+/// reduced decode still encoded, their size read from the JPEG when the caps have none. One ending in raw
+/// video goes on as before.
+#[test]
+fn a_pipeline_that_ends_in_jpeg_is_decoded_by_camclassd() {
+    let expected = expected_label();
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/#");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source =
+        format!("multifilesrc location=\"{}\" loop=true caps=image/jpeg,framerate=10/1", generated(PICTURE).display());
+    let cameras = format!(
+        "[[cameras]]\nname = \"jpegpipe\"\npipeline = '{source} ! appsink name=camclassd'\nfps = 5\npublish = \"every_frame\"\n\
+         [[cameras]]\nname = \"rawpipe\"\npipeline = '{source} ! jpegdec ! videoconvert ! appsink name=camclassd'\n\
+         fps = 5\npublish = \"every_frame\"\n"
+    );
+    let daemon = Daemon::start(&config(dir.path(), &broker, &cameras));
+    for cam in ["jpegpipe", "rawpipe"] {
+        assert_labels(&wait_events(&witness, cam, 5, Duration::from_secs(60)), &expected, cam);
+    }
+    let log = daemon.log();
+    let jpeg = "decoding image/jpeg with camclassd's libjpeg-turbo, reduced to the pixels the models need (the pipeline gives JPEG";
+    assert_eq!(lines_with(&log, "jpegpipe", jpeg).len(), 1, "{log}");
+    // The size comes from the JPEG's header: the caps of multifilesrc have none.
+    assert_eq!(lines_with(&log, "jpegpipe", "streaming the pipeline (600x400)").len(), 1, "{log}");
+    assert!(lines_with(&log, "rawpipe", "camclassd's libjpeg-turbo").is_empty(), "{log}");
+    assert_eq!(lines_with(&log, "rawpipe", "streaming the pipeline (600x400)").len(), 1, "{log}");
+}
+
 #[test]
 fn an_mp4_file_replays_and_loops() {
     let expected = expected_label();
