@@ -1,27 +1,42 @@
-//! The JPEG header walk: MJPEG frames without Huffman tables, the start of scan, the EXIF orientation.
+//! The JPEG header walk: MJPEG frames without Huffman tables, the start of scan, the EXIF orientation, the
+//! picture size.
 //!
 //! Many UVC webcams send MJPEG frames that omit the DHT segment and rely on the decoder to use the standard
 //! tables of the JPEG specification (ITU T.81 Annex K.3), as libjpeg does for motion JPEG. zune-jpeg refuses
 //! such frames, so for it the standard tables are spliced in before the start of scan.
 
-/// Walks the header segments: the offset of the start-of-scan marker, and whether a DHT segment came first.
-fn scan_header(jpeg: &[u8]) -> Option<(usize, bool)> {
+/// The header's segments, up to and including the start of scan: (marker, offset of the marker, body, cut
+/// short where the data ends). Ends early at anything that is not a marker (a malformed header, which the
+/// decoder reports).
+fn segments(jpeg: &[u8]) -> impl Iterator<Item = (u8, usize, &[u8])> {
     let mut i = 2;
-    let mut has_dht = false;
-    while i + 4 <= jpeg.len() {
-        if jpeg[i] != 0xFF {
-            return None; // not a marker: malformed header, let the decoder report it
-        }
-        match jpeg[i + 1] {
-            0xC4 => has_dht = true,
-            0xDA => return Some((i, has_dht)),
-            0xFF => {
+    let mut done = false;
+    std::iter::from_fn(move || {
+        while !done && i + 4 <= jpeg.len() && jpeg[i] == 0xFF {
+            let marker = jpeg[i + 1];
+            if marker == 0xFF {
                 i += 1; // fill byte
                 continue;
             }
+            let len = usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
+            let (at, body) = (i, jpeg.get(i + 4..(i + 2 + len).min(jpeg.len())).unwrap_or_default());
+            done = marker == 0xDA;
+            i += 2 + len;
+            return Some((marker, at, body));
+        }
+        None
+    })
+}
+
+/// Walks the header segments: the offset of the start-of-scan marker, and whether a DHT segment came first.
+fn scan_header(jpeg: &[u8]) -> Option<(usize, bool)> {
+    let mut has_dht = false;
+    for (marker, at, _) in segments(jpeg) {
+        match marker {
+            0xC4 => has_dht = true,
+            0xDA => return Some((at, has_dht)),
             _ => {}
         }
-        i += 2 + usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
     }
     None
 }
@@ -33,31 +48,10 @@ pub fn start_of_scan(jpeg: &[u8]) -> Option<usize> {
 
 /// The EXIF orientation of a JPEG: the first APP1 `Exif` segment before the start of scan, if it has one.
 pub fn exif_orientation(jpeg: &[u8]) -> Option<image::metadata::Orientation> {
-    let mut i = 2;
-    while i + 4 <= jpeg.len() && jpeg[i] == 0xFF {
-        let marker = jpeg[i + 1];
-        if marker == 0xFF {
-            i += 1; // fill byte
-            continue;
-        }
-        if marker == 0xDA {
-            return None;
-        }
-        let len = usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
-        let body = jpeg.get(i + 4..(i + 2 + len).min(jpeg.len()))?;
-        if marker == 0xE1
-            && let Some(tiff) = body.strip_prefix(b"Exif\0\0")
-        {
-            return image::metadata::Orientation::from_exif_chunk(tiff);
-        }
-        i += 2 + len;
-    }
-    None
-}
-
-/// Where the start-of-scan marker is, if the header before it has no DHT segment.
-pub fn missing_huffman_tables(jpeg: &[u8]) -> Option<usize> {
-    scan_header(jpeg).and_then(|(sos, has_dht)| (!has_dht).then_some(sos))
+    segments(jpeg)
+        .take_while(|(marker, _, _)| *marker != 0xDA)
+        .find_map(|(marker, _, body)| (marker == 0xE1).then(|| body.strip_prefix(b"Exif\0\0")).flatten())
+        .and_then(image::metadata::Orientation::from_exif_chunk)
 }
 
 /// The picture's (width, height) from its start-of-frame segment (any SOFn), before the start of scan.
@@ -65,25 +59,19 @@ pub fn frame_size(jpeg: &[u8]) -> Option<(u32, u32)> {
     if jpeg.get(..2) != Some(&[0xFF, 0xD8]) {
         return None;
     }
-    let mut i = 2;
-    while i + 4 <= jpeg.len() && jpeg[i] == 0xFF {
-        let marker = jpeg[i + 1];
-        if marker == 0xFF {
-            i += 1; // fill byte
-            continue;
-        }
-        // SOF0-SOF15, except DHT (C4), JPG (C8) and DAC (CC): length, precision, height, width.
-        if (0xC0..=0xCF).contains(&marker) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
-            let sof = jpeg.get(i + 5..i + 9)?;
-            let (height, width) = (u16::from_be_bytes([sof[0], sof[1]]), u16::from_be_bytes([sof[2], sof[3]]));
-            return (width > 0 && height > 0).then_some((u32::from(width), u32::from(height)));
-        }
-        if marker == 0xDA {
-            return None;
-        }
-        i += 2 + usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
-    }
-    None
+    // SOF0-SOF15, except DHT (C4), JPG (C8) and DAC (CC): precision, height, width.
+    let sof = segments(jpeg)
+        .take_while(|(marker, _, _)| *marker != 0xDA)
+        .find(|(marker, _, _)| (0xC0..=0xCF).contains(marker) && !matches!(marker, 0xC4 | 0xC8 | 0xCC))?
+        .2;
+    let side = |at: usize| Some(u32::from(u16::from_be_bytes([*sof.get(at)?, *sof.get(at + 1)?])));
+    let (height, width) = (side(1)?, side(3)?);
+    (width > 0 && height > 0).then_some((width, height))
+}
+
+/// Where the start-of-scan marker is, if the header before it has no DHT segment.
+pub fn missing_huffman_tables(jpeg: &[u8]) -> Option<usize> {
+    scan_header(jpeg).and_then(|(sos, has_dht)| (!has_dht).then_some(sos))
 }
 
 /// Copies `jpeg` into `out` with the standard Huffman tables inserted at `sos`.
