@@ -12,33 +12,13 @@
 //! frame's whole decode + preprocess. That part grows with the compressed size, not with the pixels the
 //! model needs.
 
-use std::ffi::{c_int, c_uchar, c_ulong, c_void};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use camclassd::model::{self, Model, ModelOptions};
 use camclassd::pipeline::Prepare;
 use camclassd::preprocess::Frame;
-
-/// `TJPF_RGB`: packed RGB, 3 bytes a pixel.
-const TJPF_RGB: c_int = 0;
-
-#[link(name = "turbojpeg")]
-unsafe extern "C" {
-    fn tjInitDecompress() -> *mut c_void;
-    fn tjDecompress2(
-        handle: *mut c_void,
-        jpeg: *const c_uchar,
-        size: c_ulong,
-        dst: *mut c_uchar,
-        width: c_int,
-        pitch: c_int,
-        height: c_int,
-        pixel_format: c_int,
-        flags: c_int,
-    ) -> c_int;
-    fn tjDestroy(handle: *mut c_void) -> c_int;
-}
+use camclassd::preprocess::turbo::Decompressor;
 
 /// The median time to decode `jpeg` (`width` × `height`) at 1/8 scale: every coefficient entropy-decoded,
 /// the least pixel work libjpeg-turbo can do.
@@ -48,30 +28,16 @@ fn eighth_scale_decode(
     height: u32,
     iterations: usize,
 ) -> Result<Duration, Box<dyn std::error::Error>> {
-    let (w, h) = (c_int::try_from(width.div_ceil(8))?, c_int::try_from(height.div_ceil(8))?);
-    let mut rgb = vec![0u8; usize::try_from(w * h * 3)?];
-    // SAFETY: TurboJPEG 2.x's documented calls: a handle made and destroyed here, the JPEG borrowed for the
-    // call, `rgb` holding the w × h × 3 bytes of the 1/8-scale picture TurboJPEG picks for a w × h target.
-    unsafe {
-        let handle = tjInitDecompress();
-        if handle.is_null() {
-            return Err("tjInitDecompress failed".into());
-        }
-        let mut samples = Vec::with_capacity(iterations);
-        let mut result = Ok(());
-        for _ in 0..iterations + 5 {
-            let t = Instant::now();
-            let rc =
-                tjDecompress2(handle, jpeg.as_ptr(), jpeg.len() as c_ulong, rgb.as_mut_ptr(), w, w * 3, h, TJPF_RGB, 0);
-            samples.push(t.elapsed());
-            if rc != 0 {
-                result = Err("tjDecompress2 failed".into());
-                break;
-            }
-        }
-        tjDestroy(handle);
-        result.map(|()| median(&mut samples[5..]))
+    let (w, h) = (width.div_ceil(8), height.div_ceil(8));
+    let mut rgb = vec![0u8; (w * h * 3) as usize];
+    let mut decompressor = Decompressor::new()?;
+    let mut samples = Vec::with_capacity(iterations);
+    for _ in 0..iterations + 5 {
+        let t = Instant::now();
+        decompressor.decompress(jpeg, &mut rgb, w, h)?;
+        samples.push(t.elapsed());
     }
+    Ok(median(&mut samples[5..]))
 }
 
 fn median(samples: &mut [Duration]) -> Duration {

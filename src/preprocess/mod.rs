@@ -20,7 +20,7 @@ mod mjpeg;
 pub mod motion;
 pub mod resample;
 pub mod snapshot;
-mod turbo;
+pub mod turbo;
 
 use std::io::Cursor;
 
