@@ -5,9 +5,9 @@
 //! One pipeline per camera session: `uridecodebin` (the decoder picked by plugin rank, or as configured) →
 //! a rate gate (a pad probe that drops frames beyond `fps` before they are scaled or converted; for JPEG,
 //! where every frame is a key frame, before they are decoded) → `videoscale` → `videoconvert` → `appsink`
-//! (RGB, one buffer, newest wins). A JPEG stream stops at `uridecodebin`'s output instead and goes
-//! `jpegparse` → rate gate → `appsink` still encoded, for the reduced decode of [`crate::preprocess`]
-//! (`jpeg_passthrough` says when). A session that ends, fails or stalls is torn down and rebuilt with the
+//! (RGB, one buffer, newest wins). A JPEG stream of whole frames (HTTP multipart, RTSP, a video file) stops
+//! at `uridecodebin`'s output instead and goes rate gate → `appsink` still encoded, for the reduced decode of
+//! [`crate::preprocess`] (`jpeg_passthrough` says when). A session that ends, fails or stalls is torn down and rebuilt with the
 //! shared capped backoff with jitter; while it waits nothing of GStreamer runs, and the camera is reported
 //! down to the hub (so disconnected in the health message). Credentials never reach a log line: the user and
 //! password go to the source element as properties, URLs are logged with their user info replaced by `***`,
@@ -272,11 +272,9 @@ fn is_hardware(f: &gst::ElementFactory) -> bool {
 /// reduced in the DCT domain to the pixels the camera's models need: a 1080p frame at 480×270), rather than
 /// decoded at full size and converted to RGB by GStreamer. Not with `decode_size` (its frames, and the crops
 /// given in their pixels, are that size), not when `decoder` names an element, and with `"auto"` not when the
-/// board has a hardware JPEG decoder (which `"auto"` prefers); `jpegparse` (gstreamer1.0-plugins-bad) cuts
-/// the stream into whole frames.
-fn jpeg_passthrough(decode_size: Option<[u32; 2]>, decoder: &str, jpegparse: bool, hardware_jpeg: bool) -> bool {
+/// board has a hardware JPEG decoder (which `"auto"` prefers).
+fn jpeg_passthrough(decode_size: Option<[u32; 2]>, decoder: &str, hardware_jpeg: bool) -> bool {
     decode_size.is_none()
-        && jpegparse
         && match decoder {
             "software" => true,
             "auto" => !hardware_jpeg,
@@ -543,12 +541,7 @@ impl Camera<'_> {
                 let make = |f: &str| {
                     gst::ElementFactory::make(f).build().map_err(|_| Failure::new(Kind::Setup, missing_element(f)))
                 };
-                let passthrough = jpeg_passthrough(
-                    self.cam.decode_size,
-                    decoder,
-                    gst::ElementFactory::find("jpegparse").is_some(),
-                    hardware_jpeg_decoder(),
-                );
+                let passthrough = jpeg_passthrough(self.cam.decode_size, decoder, hardware_jpeg_decoder());
                 let pipeline = gst::Pipeline::new();
                 let dec = make("uridecodebin")?;
                 dec.set_property("uri", uri);
@@ -564,50 +557,50 @@ impl Camera<'_> {
                     .add_many([&dec, &scale, &convert, sink.upcast_ref()])
                     .and_then(|_| scale.link(&convert))
                     .map_err(|e| Failure::new(Kind::Setup, format!("cannot assemble the pipeline: {e}")))?;
-                // JPEG for camclassd's decoder: uridecodebin stops at image/jpeg, jpegparse makes whole frames
-                // of it (a snapshot URL comes in chunks), and the rate gate after it drops the frames beyond
-                // `fps` before they are copied.
-                let parse = if passthrough {
-                    let parse = make("jpegparse")?;
-                    pipeline
-                        .add(&parse)
-                        .map_err(|e| Failure::new(Kind::Setup, format!("cannot assemble the pipeline: {e}")))?;
+                // JPEG for camclassd's decoder: uridecodebin stops at image/jpeg where a demuxer or depayloader
+                // gives it whole frames (HTTP multipart, RTSP, video files). A picture that comes straight from
+                // the source (a snapshot URL, in chunks) goes to jpegdec as before.
+                if passthrough {
                     dec.connect("autoplug-continue", false, |args| {
+                        let pad = args.get(1).and_then(|v| v.get::<gst::Pad>().ok());
                         let caps = args.get(2).and_then(|v| v.get::<gst::Caps>().ok());
                         let jpeg = caps.is_some_and(|c| c.structure(0).is_some_and(|s| s.name() == "image/jpeg"));
-                        Some((!jpeg).to_value())
+                        // The pad is decodebin's ghost pad: its target is the element's own.
+                        let whole = pad
+                            .and_then(|p| p.downcast_ref::<gst::GhostPad>().and_then(|g| g.target()).or(Some(p)))
+                            .and_then(|p| p.parent_element())
+                            .and_then(|e| e.factory())
+                            .is_some_and(|f| f.klass().contains("Demuxer") || f.klass().contains("Depayloader"));
+                        Some((!jpeg || !whole).to_value())
                     });
-                    if let Some(pad) = parse.static_pad("src") {
-                        let (gate, counters) = (Arc::clone(&gate), Arc::clone(&counters));
-                        let by_pts = *file;
-                        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-                            counters.encoded.fetch_add(1, Ordering::Relaxed);
-                            pass_gate(&gate, &counters, by_pts, t0, info)
-                        });
-                    }
-                    Some(parse)
-                } else {
-                    None
-                };
+                }
                 self.configure_source(&dec, user.clone());
                 self.choose_decoder(&dec);
                 let weak = pipeline.downgrade();
                 let (scale_sink, sink_pad) = (scale.static_pad("sink"), sink.static_pad("sink"));
+                let (gate, counters) = (Arc::clone(&gate), Arc::clone(&counters));
+                let by_pts = *file;
                 dec.connect_pad_added(move |_, pad| {
                     let kind = pad.current_caps().and_then(|c| c.structure(0).map(|s| s.name().to_string()));
                     let kind = kind.as_deref().unwrap_or("");
-                    // The first video stream, raw or (for camclassd's decoder) JPEG, goes to the appsink.
-                    let (entry, exit) = match (&parse, kind) {
-                        (Some(parse), "image/jpeg") => (parse.static_pad("sink"), parse.static_pad("src")),
-                        (_, k) if k.starts_with("video/") => (scale_sink.clone(), convert.static_pad("src")),
-                        _ => (None, None),
-                    };
-                    if let (Some(entry), Some(exit), Some(target)) = (entry, exit, &sink_pad)
-                        && !target.is_linked()
-                        && exit.link(target).is_ok()
-                    {
-                        let _ = pad.link(&entry);
-                        return;
+                    // The first video stream goes to the appsink: raw through videoscale and videoconvert, JPEG
+                    // (for camclassd's decoder) as it is, through the rate gate.
+                    if let Some(target) = sink_pad.as_ref().filter(|t| !t.is_linked()) {
+                        if kind.starts_with("video/")
+                            && let (Some(entry), Some(exit)) = (&scale_sink, convert.static_pad("src"))
+                            && exit.link(target).is_ok()
+                        {
+                            let _ = pad.link(entry);
+                            return;
+                        }
+                        if passthrough && kind == "image/jpeg" && pad.link(target).is_ok() {
+                            let (gate, counters) = (Arc::clone(&gate), Arc::clone(&counters));
+                            pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                                counters.encoded.fetch_add(1, Ordering::Relaxed);
+                                pass_gate(&gate, &counters, by_pts, t0, info)
+                            });
+                            return;
+                        }
                     }
                     // Audio, or a second video stream: consumed and thrown away.
                     if let (Some(pipeline), Ok(fake)) =
@@ -1197,17 +1190,15 @@ mod tests {
 
     #[test]
     fn jpeg_frames_stay_encoded_unless_scaled_in_the_pipeline_or_a_decoder_is_named() {
-        // (decode_size, decoder, jpegparse installed, a hardware JPEG decoder installed) → camclassd decodes.
-        assert!(jpeg_passthrough(None, "auto", true, false));
-        assert!(jpeg_passthrough(None, "software", true, true));
+        // (decode_size, decoder, a hardware JPEG decoder installed) → camclassd decodes.
+        assert!(jpeg_passthrough(None, "auto", false));
+        assert!(jpeg_passthrough(None, "software", true));
         // "auto" prefers the board's hardware decoder; a named decoder is used as named.
-        assert!(!jpeg_passthrough(None, "auto", true, true));
-        assert!(!jpeg_passthrough(None, "jpegdec", true, false));
-        assert!(!jpeg_passthrough(None, "avdec_h264", true, false));
+        assert!(!jpeg_passthrough(None, "auto", true));
+        assert!(!jpeg_passthrough(None, "jpegdec", false));
+        assert!(!jpeg_passthrough(None, "avdec_h264", false));
         // decode_size: the frames (and crops in their pixels) are that size, scaled by GStreamer.
-        assert!(!jpeg_passthrough(Some([640, 360]), "auto", true, false));
-        // Without jpegparse (gstreamer1.0-plugins-bad), GStreamer's jpegdec decodes as before.
-        assert!(!jpeg_passthrough(None, "auto", false, false));
+        assert!(!jpeg_passthrough(Some([640, 360]), "auto", false));
     }
 
     #[test]

@@ -503,8 +503,10 @@ fn prepare_loop(
     // The motion gate's thumbnails, for the regions that have one.
     let mut thumbnails: Vec<Thumbnails> = layout.regions.iter().map(|_| Thumbnails::default()).collect();
     let mut next = 0;
-    // Per camera, frames skipped in a row: logged at the first and at powers of two, and at recovery.
-    let mut skipped = vec![0u64; names.len()];
+    // Per camera, skipped frames: (in all, in a row, whether this run was logged). Logged when the total
+    // reaches 1, 2, 4 … (a stream with one bad frame in two is not logged at every frame), and at the
+    // recovery after a logged run.
+    let mut skipped = vec![(0u64, 0u64, false); names.len()];
     // Per camera, its free tensor sets (two in all; the others are being inferred or wait for it).
     let mut pools: Vec<Vec<Tensors>> = layout.cameras.iter().map(|_| Vec::with_capacity(2)).collect();
     while let Some((camera, number, frame)) = hub.take(&mut next) {
@@ -598,19 +600,23 @@ fn prepare_loop(
         let mask = match result {
             Ok(mask) => mask,
             Err(e) => {
-                if let Some(n) = streak {
-                    *n += 1;
-                    if n.is_power_of_two() {
-                        tracing::warn!(camera = name(), skipped = *n, "frame skipped: {e}");
+                if let Some((total, run, logged)) = streak {
+                    *total += 1;
+                    *run += 1;
+                    if total.is_power_of_two() {
+                        tracing::warn!(camera = name(), skipped = *total, "frame skipped: {e}");
+                        *logged = true;
                     }
                 }
                 pools[camera].push(inputs);
                 continue;
             }
         };
-        if let Some(n) = streak.filter(|n| **n > 0) {
-            tracing::info!(camera = name(), "frames decode again after {n} skipped");
-            *n = 0;
+        if let Some((_, run, logged)) = streak.filter(|(_, run, _)| *run > 0) {
+            if *logged {
+                tracing::info!(camera = name(), "frames decode again after {run} skipped");
+            }
+            (*run, *logged) = (0, false);
         }
         if mask == 0 {
             // No region of this camera is due (classify_every) or inside the frame.

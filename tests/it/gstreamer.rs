@@ -388,11 +388,14 @@ fn http_mjpeg_streams_and_snapshot_urls_give_events() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cameras = camera("stream", &format!("http://127.0.0.1:{port}/stream.mjpg"), "")
         + &camera("snap", &format!("http://127.0.0.1:{port}/snapshot.jpg"), "")
-        + &camera("alt", &format!("http://127.0.0.1:{port}/alternate.jpg"), "");
+        + &camera("alt", &format!("http://127.0.0.1:{port}/alternate.jpg"), "")
+        + &camera("damaged", &format!("http://127.0.0.1:{port}/damaged.mjpg"), "").replace("fps = 5\n", "fps = 10\n");
     let daemon = Daemon::start(&config(dir.path(), &broker, &cameras));
     for cam in ["stream", "snap"] {
         assert_labels(&wait_events(&witness, cam, 5, Duration::from_secs(60)), &expected, cam);
     }
+    // 20 good pictures of the damaged stream: about 20 damaged ones came between them.
+    assert_labels(&wait_events(&witness, "damaged", 20, Duration::from_secs(60)), &expected, "damaged");
     // A resolution that changes at every frame: frames go on, and the change is logged at powers of two.
     let alt = wait_events(&witness, "alt", 8, Duration::from_secs(60));
     let labels: std::collections::BTreeSet<String> =
@@ -410,10 +413,20 @@ fn http_mjpeg_streams_and_snapshot_urls_give_events() {
         "logged at the 1st, 2nd, 4th … change only: {counts:?}"
     );
     assert_eq!(lines_with(&log, "snap", "is a snapshot URL").len(), 1, "{log}");
-    // The pictures reach camclassd's decoder still encoded (a snapshot in chunks, made whole by jpegparse).
-    for cam in ["stream", "snap", "alt"] {
+    // A multipart stream's pictures reach camclassd's decoder still encoded; a snapshot URL's (in chunks)
+    // go to jpegdec.
+    for cam in ["stream", "damaged"] {
         assert_eq!(lines_with(&log, cam, "decoding image/jpeg with camclassd's").len(), 1, "{cam}:\n{log}");
     }
+    for cam in ["snap", "alt"] {
+        assert_eq!(lines_with(&log, cam, "decoding image/jpeg with jpegdec").len(), 1, "{cam}:\n{log}");
+    }
+    // Damaged pictures are skipped, the stream goes on: no reconnection, and the skips are logged at
+    // powers of two of their count, not at each one (the cut ones by the decoder, `frame skipped`; the one
+    // without a size when it is copied, once).
+    assert!(lines_with(&log, "damaged", "camera lost").is_empty(), "{log}");
+    let skips = log.lines().filter(|l| l.contains("camera=\"damaged\"") && l.contains("frame skipped")).count();
+    assert!((1..=5).contains(&skips), "{skips} lines:\n{log}");
     assert!(lines_with(&log, "stream", "snapshot").is_empty(), "{log}");
 }
 
