@@ -172,8 +172,14 @@ pub fn decide(tracker: Tracker, frame: &Observed<'_>, who: &Speaker<'_>) -> (Tra
     let best = frame.classification.best();
     let observed = next.state.observe(next.policy, best, frame.captured);
     let reason = match (std::mem::take(&mut next.snapshot), observed) {
-        (_, Some(reason)) => reason,
-        (true, None) => Reason::Snapshot,
+        // A change is published as one, and the snapshot asked for comes with the next frame.
+        (true, Some(Reason::Change)) => {
+            next.snapshot = true;
+            Reason::Change
+        }
+        // Every frame (or a heartbeat) is published anyway: this one answers the request, and says so.
+        (true, _) => Reason::Snapshot,
+        (false, Some(reason)) => reason,
         (false, None) => return (next, Decision::Quiet),
     };
     let shown = match next.policy {
@@ -481,6 +487,33 @@ mod tests {
         assert_eq!(event.reason, Reason::Snapshot);
         assert!(state.is_none(), "the state did not change");
         assert_eq!(decide(tracker, &observed(3, t0, &c), &who).1, Decision::Quiet);
+    }
+
+    /// An every_frame camera publishes each frame anyway: the frame after the request says `snapshot`
+    /// (before: the request vanished in a `frame` event). A change keeps its reason, and the snapshot follows.
+    #[test]
+    fn a_snapshot_request_is_answered_as_such_under_every_policy() {
+        let model = ModelRef { name: "m".into(), sha256: "ab".into() };
+        let who = speaker(&model);
+        let t0 = Instant::now();
+        let c = classified(3, 0.9);
+        let (mut tracker, _) = decide(Tracker::new(Policy::EveryFrame), &observed(1, t0, &c), &who);
+        tracker.request_snapshot();
+        let (tracker, d) = decide(tracker, &observed(2, t0, &c), &who);
+        let Decision::Publish { event, .. } = d else { panic!("{d:?}") };
+        assert_eq!(event.reason, Reason::Snapshot);
+        let Decision::Publish { event, .. } = decide(tracker, &observed(3, t0, &c), &who).1 else { panic!() };
+        assert_eq!(event.reason, Reason::Frame, "once");
+
+        let policy = Policy::OnChange { debounce: 1, heartbeat: None, min_score: 0.5 };
+        let (mut tracker, _) = decide(Tracker::new(policy), &observed(1, t0, &c), &who);
+        tracker.request_snapshot();
+        let other = classified(5, 0.9);
+        let (tracker, d) = decide(tracker, &observed(2, t0, &other), &who);
+        let Decision::Publish { event, .. } = d else { panic!("{d:?}") };
+        assert_eq!(event.reason, Reason::Change);
+        let Decision::Publish { event, .. } = decide(tracker, &observed(3, t0, &other), &who).1 else { panic!() };
+        assert_eq!(event.reason, Reason::Snapshot);
     }
 
     #[test]

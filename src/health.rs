@@ -24,6 +24,11 @@ pub struct CameraCounters {
     late: AtomicU64,
     /// Region classifications the motion gate skipped (the picture stood still).
     motion_skipped: AtomicU64,
+    /// Frames the source delivered that could not be decoded (a corrupt JPEG, an oversized picture).
+    undecodable: AtomicU64,
+    /// Since when every frame failed to decode, milliseconds after [`Health`] started (`u64::MAX`: the
+    /// last frame decoded). The staleness check turns a camera whose frames all fail into a disconnected one.
+    failing_since_ms: AtomicU64,
     /// When the source last delivered a frame, milliseconds after [`Health`] started (`u64::MAX`: never).
     last_frame_at_ms: AtomicU64,
     /// False while the source is stale (no frame for longer than its limit).
@@ -61,6 +66,8 @@ impl Health {
                     dropped: AtomicU64::new(0),
                     late: AtomicU64::new(0),
                     motion_skipped: AtomicU64::new(0),
+                    undecodable: AtomicU64::new(0),
+                    failing_since_ms: AtomicU64::new(u64::MAX),
                     last_frame_at_ms: AtomicU64::new(u64::MAX),
                     connected: AtomicBool::new(true),
                 })
@@ -111,7 +118,7 @@ impl Health {
     /// `camera`'s source delivered a frame captured at `at` (the newest one seen wins).
     pub fn frame_seen(&self, camera: usize, at: Instant) {
         if let Some(c) = self.cameras.get(camera) {
-            let ms = at.saturating_duration_since(self.started).as_millis().min(u128::from(u64::MAX - 1)) as u64;
+            let ms = self.millis(at);
             let _ = c
                 .last_frame_at_ms
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| (old == u64::MAX || ms > old).then_some(ms));
@@ -133,6 +140,43 @@ impl Health {
         self.cameras.get(camera).is_none_or(|c| c.connected.swap(connected, Ordering::Relaxed))
     }
 
+    /// A frame of `camera` captured at `captured` could not be decoded: counted (and in `frames_dropped`),
+    /// and the start of a failing run remembered.
+    pub fn add_undecodable(&self, camera: usize, captured: Instant) {
+        if let Some(c) = self.cameras.get(camera) {
+            c.undecodable.fetch_add(1, Ordering::Relaxed);
+            let ms = self.millis(captured);
+            let _ = c
+                .failing_since_ms
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| (old == u64::MAX).then_some(ms));
+        }
+    }
+
+    /// A frame of `camera` decoded: a failing run, if any, is over.
+    pub fn decoded(&self, camera: usize) {
+        if let Some(c) = self.cameras.get(camera) {
+            // A load first: the common case (nothing failing) writes nothing shared.
+            if c.failing_since_ms.load(Ordering::Relaxed) != u64::MAX {
+                c.failing_since_ms.store(u64::MAX, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// How long every frame of `camera` has failed to decode, at `now` (`None`: the last one decoded).
+    pub fn failing_for(&self, camera: usize, now: Instant) -> Option<Duration> {
+        let ms = self.cameras.get(camera)?.failing_since_ms.load(Ordering::Relaxed);
+        (ms != u64::MAX).then(|| now.saturating_duration_since(self.started + Duration::from_millis(ms)))
+    }
+
+    /// Frames of `camera` that could not be decoded, since start.
+    pub fn undecodable(&self, camera: usize) -> u64 {
+        self.cameras.get(camera).map_or(0, |c| c.undecodable.load(Ordering::Relaxed))
+    }
+
+    fn millis(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.started).as_millis().min(u128::from(u64::MAX - 1)) as u64
+    }
+
     /// A frame of `camera` was classified after a newer one and not published.
     pub fn add_late(&self, camera: usize) {
         if let Some(c) = self.cameras.get(camera) {
@@ -146,7 +190,9 @@ impl Health {
         self.cameras.get(camera).map(|c| {
             (
                 c.frames.load(Ordering::Relaxed),
-                c.dropped.load(Ordering::Relaxed) + c.late.load(Ordering::Relaxed),
+                c.dropped.load(Ordering::Relaxed)
+                    + c.late.load(Ordering::Relaxed)
+                    + c.undecodable.load(Ordering::Relaxed),
                 c.connected.load(Ordering::Relaxed),
             )
         })
@@ -185,7 +231,9 @@ impl Health {
                 (
                     c.frames.load(Ordering::Relaxed),
                     c.infer_us.load(Ordering::Relaxed),
-                    c.dropped.load(Ordering::Relaxed) + c.late.load(Ordering::Relaxed),
+                    c.dropped.load(Ordering::Relaxed)
+                        + c.late.load(Ordering::Relaxed)
+                        + c.undecodable.load(Ordering::Relaxed),
                 )
             })
             .collect()
@@ -206,7 +254,10 @@ pub struct CameraHealth {
     /// Frames classified per second since the last report.
     pub fps: f64,
     pub frames: u64,
+    /// Frames not classified: skipped while inference was busy, late, or undecodable.
     pub frames_dropped: u64,
+    /// Of those, frames that could not be decoded (corrupt or oversized pictures) since start.
+    pub frames_undecodable: u64,
     /// Region classifications the motion gate skipped since start.
     pub motion_skipped: u64,
     /// Mean inference time since the last report, milliseconds (null when no frame was classified).
@@ -279,6 +330,7 @@ impl Reporter {
                     fps: round2(df as f64 / secs),
                     frames,
                     frames_dropped: dropped,
+                    frames_undecodable: c.undecodable.load(Ordering::Relaxed),
                     motion_skipped: c.motion_skipped.load(Ordering::Relaxed),
                     infer_ms: (df > 0).then(|| round2(dus as f64 / df as f64 / 1000.0)),
                     connected: c.connected.load(Ordering::Relaxed),

@@ -1,11 +1,14 @@
-//! Property tests on what comes from outside: config files and MQTT command payloads. Neither may panic,
-//! whatever the bytes; a config either parses or names at least one problem with its key.
+//! Property tests on what comes from outside: config files, MQTT command payloads and JPEG headers. None
+//! may panic, whatever the bytes; a config either parses or names at least one problem with its key; a
+//! damaged JPEG never spoils the decoding of the next good one.
 //!
 //! 10^5 cases each by default (PROPTEST_CASES overrides); they run in seconds.
 
 use proptest::prelude::*;
 
 use camclassd::config::Config;
+use camclassd::model::ModelSpec;
+use camclassd::preprocess::{Frame, Preprocessor};
 use camclassd::publish::command;
 
 fn cases() -> u32 {
@@ -114,8 +117,66 @@ fn check_config(text: &str) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// A small baseline JPEG (a gradient, so that a bad decode shows), and the end of its header (its SOS).
+fn good_jpeg() -> &'static (Vec<u8>, usize) {
+    static JPEG: std::sync::OnceLock<(Vec<u8>, usize)> = std::sync::OnceLock::new();
+    JPEG.get_or_init(|| {
+        let img = image::RgbImage::from_fn(96, 64, |x, y| image::Rgb([(x * 2) as u8, (y * 3) as u8, 128]));
+        let mut out = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Jpeg).expect("encodes");
+        let sos = out.windows(2).position(|w| w == [0xff, 0xda]).expect("SOS");
+        (out, sos)
+    })
+}
+
+/// The good JPEG decoded by a fresh decoder: what every decode after a bad one must still give.
+fn reference_pixels() -> &'static Vec<u8> {
+    static PIXELS: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    PIXELS.get_or_init(|| {
+        let mut p = Preprocessor::new(&ModelSpec::for_decoding());
+        p.decode(Frame::Encoded(&good_jpeg().0)).expect("the good JPEG decodes");
+        p.picture().expect("a picture").rgb.to_vec()
+    })
+}
+
+/// The JPEG header cases: the bytes up to the start of scan with up to 4 bytes set, or cut short.
+fn damaged_jpeg() -> impl Strategy<Value = Vec<u8>> {
+    let (good, sos) = good_jpeg();
+    let edits = prop::collection::vec((0..*sos + 12, any::<u8>()), 1..5);
+    (edits, 0..4u8, 2..good.len()).prop_map(move |(edits, how, cut)| {
+        let mut bad = good.clone();
+        for (i, v) in edits {
+            bad[i] = v;
+        }
+        if how == 0 {
+            bad.truncate(cut);
+        }
+        bad
+    })
+}
+
+thread_local! {
+    /// One decoder for a whole run, as a camera's worker or an HTTP classify thread keeps one.
+    static DECODER: std::cell::RefCell<Preprocessor> =
+        std::cell::RefCell::new(Preprocessor::new(&ModelSpec::for_decoding()));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// A damaged JPEG may fail or decode to anything, never panic, and the next good JPEG on the same
+    /// decoder decodes to exactly what a fresh decoder gives (libjpeg-turbo 2.x handles were left broken).
+    #[test]
+    fn a_damaged_jpeg_never_spoils_the_next(bad in damaged_jpeg()) {
+        DECODER.with_borrow_mut(|decoder| {
+            let _ = decoder.decode(Frame::Encoded(&bad));
+            let decoded = decoder.decode(Frame::Encoded(&good_jpeg().0));
+            prop_assert!(decoded.is_ok(), "after {:02x?}: {:?}", &bad[..bad.len().min(200)], decoded);
+            let picture = decoder.picture().expect("a picture");
+            prop_assert!(picture.rgb == reference_pixels().as_slice(), "different pixels after a damaged JPEG");
+            Ok(())
+        })?;
+    }
 
     #[test]
     fn config_files_never_panic(text in prop_oneof![tomlish(), mutated()]) {

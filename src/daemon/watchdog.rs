@@ -37,7 +37,9 @@ impl Watched {
             let silent = age.unwrap_or(since_start);
             // A source that reported a failure (a GStreamer camera lost, retrying) is disconnected at once.
             let down = self.hub.reported_down(camera);
-            let stale = !finished && (down || silent > limit);
+            // Frames that come but none of which decodes (a camera sending corrupt JPEGs) are no better.
+            let failing = self.health.failing_for(camera, now).filter(|f| *f > limit);
+            let stale = !finished && (down || silent > limit || failing.is_some());
             if let Some(at) = age.and_then(|a| now.checked_sub(a)) {
                 self.health.frame_seen(camera, at);
             }
@@ -49,6 +51,13 @@ impl Watched {
                     camera = name,
                     "no frame for {:.0?} (the source reported why, above, and is retrying): the camera is disconnected",
                     silent
+                );
+            } else if let Some(failing) = failing.filter(|_| stale && !was_stale) {
+                tracing::error!(
+                    camera = name,
+                    undecodable = self.health.undecodable(camera),
+                    "frames arrive but none decodes for {:.0?} (see \"frame skipped\" above): the camera is disconnected",
+                    failing
                 );
             } else if stale && !was_stale {
                 tracing::error!(

@@ -500,6 +500,9 @@ fn prepare_loop(
         })
         .collect();
     let mut placed = vec![Placed::Unknown; layout.regions.len()];
+    // Per region, the frame sizes its crop was reported outside of: a camera whose frames alternate
+    // between sizes (a replay folder of mixed pictures) is told once per size, not at every frame.
+    let mut reported: Vec<Vec<(u32, u32)>> = vec![Vec::new(); layout.regions.len()];
     // The motion gate's thumbnails, for the regions that have one.
     let mut thumbnails: Vec<Thumbnails> = layout.regions.iter().map(|_| Thumbnails::default()).collect();
     let mut next = 0;
@@ -537,14 +540,16 @@ fn prepare_loop(
                     _ => {
                         let rect = region.crop.map(|c| c.resolve(size.0, size.1));
                         if rect.is_some_and(|r| !r.fits(size.0, size.1)) {
-                            tracing::error!(
-                                camera = name(),
-                                region = region.name.as_deref().unwrap_or_default(),
-                                "the crop {} is outside the {}x{} frame: this region is disabled until the frame size changes",
-                                rect.map(|r| r.to_string()).unwrap_or_default(),
-                                size.0,
-                                size.1
-                            );
+                            if report_outside(&mut reported[g], size) {
+                                tracing::error!(
+                                    camera = name(),
+                                    region = region.name.as_deref().unwrap_or_default(),
+                                    "the crop {} is outside the {}x{} frame: this region is disabled until the frame size changes",
+                                    rect.map(|r| r.to_string()).unwrap_or_default(),
+                                    size.0,
+                                    size.1
+                                );
+                            }
                             placed[g] = Placed::Outside { frame: size };
                             if let Some(r) = shown {
                                 r.set_rect(None);
@@ -600,6 +605,7 @@ fn prepare_loop(
         let mask = match result {
             Ok(mask) => mask,
             Err(e) => {
+                health.add_undecodable(camera, captured);
                 if let Some((total, run, logged)) = streak {
                     *total += 1;
                     *run += 1;
@@ -612,6 +618,7 @@ fn prepare_loop(
                 continue;
             }
         };
+        health.decoded(camera);
         if let Some((_, run, logged)) = streak.filter(|(_, run, _)| *run > 0) {
             if *logged {
                 tracing::info!(camera = name(), "frames decode again after {run} skipped");
@@ -631,9 +638,35 @@ fn prepare_loop(
     }
 }
 
+/// Frame sizes remembered per region for [`report_outside`]; beyond them, new sizes are not logged.
+const REPORTED_SIZES: usize = 8;
+
+/// Whether a crop outside a `size` frame is to be logged: the first time for each size, for up to
+/// [`REPORTED_SIZES`] sizes (the last of them says that later ones are not).
+fn report_outside(reported: &mut Vec<(u32, u32)>, size: (u32, u32)) -> bool {
+    if reported.contains(&size) || reported.len() >= REPORTED_SIZES {
+        return false;
+    }
+    reported.push(size);
+    if reported.len() == REPORTED_SIZES {
+        tracing::warn!("frame sizes keep changing: crops outside further sizes are not logged");
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_crop_outside_is_reported_once_per_frame_size() {
+        let mut reported = Vec::new();
+        let sizes: Vec<(u32, u32)> = (0..100).map(|i| if i % 2 == 0 { (640, 480) } else { (320, 240) }).collect();
+        let lines = sizes.iter().filter(|&&s| report_outside(&mut reported, s)).count();
+        assert_eq!(lines, 2, "two sizes alternating: two lines, not 100");
+        let lines = (0..100u32).filter(|&i| report_outside(&mut reported, (i, i))).count();
+        assert_eq!(lines, REPORTED_SIZES - 2, "bounded however many sizes come");
+    }
 
     #[test]
     fn a_batch_takes_what_is_ready_and_no_more_than_max() {

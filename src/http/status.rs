@@ -209,7 +209,11 @@ pub fn not_ready(live: &Live) -> Vec<String> {
             }
             for (i, c) in p.cameras.iter().enumerate() {
                 if p.health.camera_totals(i).is_some_and(|(_, _, connected)| !connected) {
-                    why.push(format!("camera {} is stale", c.name));
+                    if p.health.failing_for(i, std::time::Instant::now()).is_some() {
+                        why.push(format!("camera {}'s frames do not decode", c.name));
+                    } else {
+                        why.push(format!("camera {} is stale", c.name));
+                    }
                 }
             }
         }

@@ -55,6 +55,11 @@ pub struct Header {
 }
 
 /// A TurboJPEG decompressor (one per preprocessor: a handle must not be used by two threads at once).
+///
+/// After any error the handle is destroyed and a new one made: libjpeg-turbo 2.x leaves a handle that
+/// failed inside `jpeg_read_header` (a 12-bit or lossless SOF, a zero or oversized side, a bad component
+/// count) in a state where every later picture fails with "two SOI markers", so one bad frame from a
+/// camera or one bad upload would otherwise poison the decoder for good.
 #[derive(Debug)]
 pub struct Decompressor {
     handle: std::ptr::NonNull<c_void>,
@@ -91,7 +96,7 @@ impl Decompressor {
             )
         };
         if rc != 0 {
-            return Err(self.error());
+            return Err(self.fail());
         }
         let side = |v: c_int| u32::try_from(v).ok().filter(|v| *v > 0);
         match (side(width), side(height)) {
@@ -123,13 +128,22 @@ impl Decompressor {
         };
         // SAFETY: a valid handle.
         if rc != 0 && unsafe { tjGetErrorCode(self.handle.as_ptr()) } != TJERR_WARNING {
-            return Err(self.error());
+            return Err(self.fail());
         }
         Ok(())
     }
 
-    fn error(&self) -> String {
-        error_text(self.handle.as_ptr())
+    /// The last error's message; the handle is then replaced by a fresh one (see the type's doc). When no
+    /// new handle can be made (out of memory), the old one is kept and the next call reports its state.
+    fn fail(&mut self) -> String {
+        let text = error_text(self.handle.as_ptr());
+        // SAFETY: no arguments; a null return is handled.
+        if let Some(fresh) = std::ptr::NonNull::new(unsafe { tjInitDecompress() }) {
+            // SAFETY: the old handle came from tjInitDecompress, is destroyed once and never used again.
+            unsafe { tjDestroy(self.handle.as_ptr()) };
+            self.handle = fresh;
+        }
+        text
     }
 }
 
@@ -184,5 +198,42 @@ mod tests {
         let mut rgb = vec![0u8; 10];
         assert!(d.decompress(&data, &mut rgb, 64, 48).is_err());
         assert!(d.header(b"\xff\xd8 not a jpeg").is_err());
+    }
+
+    /// The index of the SOF0 marker of a baseline JPEG (what the `image` crate writes).
+    fn sof(data: &[u8]) -> usize {
+        data.windows(2).position(|w| w == [0xff, 0xc0]).expect("a baseline JPEG has SOF0")
+    }
+
+    /// The header corruptions that poisoned a libjpeg-turbo 2.x handle (issue 26): each fails, and a good
+    /// picture decodes on the same decompressor right after it.
+    #[test]
+    fn a_bad_header_does_not_poison_the_next_picture() {
+        let good = jpeg(64, 48);
+        let at = sof(&good);
+        let patch = |edits: &[(usize, u8)]| {
+            let mut bad = good.clone();
+            for &(i, v) in edits {
+                bad[at + i] = v;
+            }
+            bad
+        };
+        let cases = [
+            ("12-bit precision", patch(&[(4, 12)])),
+            ("SOF3 (lossless)", patch(&[(1, 0xc3)])),
+            ("height 0", patch(&[(5, 0), (6, 0)])),
+            ("width 0", patch(&[(7, 0), (8, 0)])),
+            ("width 65535", patch(&[(7, 0xff), (8, 0xff)])),
+            ("2 components", patch(&[(9, 2)])),
+            ("0 components", patch(&[(9, 0)])),
+        ];
+        let mut d = Decompressor::new().expect("decompressor");
+        let mut rgb = vec![0u8; 64 * 48 * 3];
+        for (what, bad) in &cases {
+            let failed = d.header(bad).is_err() || d.decompress(bad, &mut rgb, 64, 48).is_err();
+            assert!(failed, "{what}: decoded");
+            assert_eq!(d.header(&good), Ok(Header { width: 64, height: 48, four_channel: false }), "after {what}");
+            d.decompress(&good, &mut rgb, 64, 48).unwrap_or_else(|e| panic!("after {what}: {e}"));
+        }
     }
 }

@@ -17,6 +17,8 @@ pub(super) enum Notice {
     Acked(u16),
     Message(rumqttc::Publish),
     Lost(String),
+    /// Lost because the broker sent a packet over [`INCOMING_MAX`] (see `oversize`).
+    Oversize(String),
     Closed,
 }
 
@@ -37,9 +39,10 @@ pub(super) async fn drive(id: u64, mut eventloop: EventLoop, notices: mpsc::Send
             }
             Ok(_) => continue,
             Err(ConnectionError::RequestsDone) => Notice::Closed,
+            Err(e) if is_oversize(&e) => Notice::Oversize(describe(&e)),
             Err(e) => Notice::Lost(describe(&e)),
         };
-        let last = matches!(notice, Notice::Lost(_) | Notice::Closed);
+        let last = matches!(notice, Notice::Lost(_) | Notice::Oversize(_) | Notice::Closed);
         if notices.send((id, notice)).await.is_err() || last {
             return;
         }
@@ -48,6 +51,11 @@ pub(super) async fn drive(id: u64, mut eventloop: EventLoop, notices: mpsc::Send
 
 /// The largest packet accepted from the broker.
 pub(super) const INCOMING_MAX: usize = 1024 * 1024;
+
+/// Whether the connection ended on an incoming packet over [`INCOMING_MAX`].
+fn is_oversize(e: &ConnectionError) -> bool {
+    e.to_string().to_ascii_lowercase().contains("payload size limit")
+}
 
 /// A connection error in words a user can act on.
 pub(super) fn describe(e: &ConnectionError) -> String {
@@ -71,7 +79,7 @@ pub(super) fn describe(e: &ConnectionError) -> String {
             format!("the broker refused the connection ({code:?}): {why}")
         }
         ConnectionError::Tls(t) => format!("TLS: {t} (check mqtt.tls.ca_file and the broker's certificate)"),
-        other if other.to_string().to_ascii_lowercase().contains("payload size limit") => format!(
+        other if is_oversize(other) => format!(
             "{other}: the broker sent a message over {} KiB on a subscribed topic; a retained one comes again at \
              every connection: clear it (mosquitto_pub -r -n -t TOPIC)",
             INCOMING_MAX / 1024

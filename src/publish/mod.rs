@@ -17,6 +17,7 @@ pub mod command;
 mod delivery;
 pub mod discovery;
 mod driver;
+pub mod oversize;
 pub mod queue;
 mod settings;
 mod topics;
@@ -142,6 +143,44 @@ struct Publisher {
     queue_file_errors: u64,
     /// What the HTTP page and `/metrics` read.
     live: Arc<BrokerStats>,
+    /// The subscriptions left out after packets over the incoming limit.
+    shield: oversize::Shield,
+    /// When the left-out subscriptions were last tried again on a live connection.
+    retried_at: Option<Instant>,
+    /// Lines about received commands: a flood of commands must not flood the journal.
+    command_lines: LineBudget,
+}
+
+/// At most [`LineBudget::LINES`] log lines a minute; the lines held back are counted and reported with
+/// the next line.
+#[derive(Debug)]
+struct LineBudget {
+    window: Instant,
+    used: u32,
+    held: u64,
+}
+
+impl LineBudget {
+    const LINES: u32 = 5;
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    fn new() -> LineBudget {
+        LineBudget { window: Instant::now(), used: 0, held: 0 }
+    }
+
+    /// `Some(lines held back since the last one)` when a line may be written at `now`, else `None`.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        if now.saturating_duration_since(self.window) >= Self::WINDOW {
+            self.window = now;
+            self.used = 0;
+        }
+        if self.used >= Self::LINES {
+            self.held += 1;
+            return None;
+        }
+        self.used += 1;
+        Some(std::mem::take(&mut self.held))
+    }
 }
 
 /// Runs the publisher until every sender of `rx` is gone, then drains the queue (a few seconds at most),
@@ -160,7 +199,20 @@ pub async fn run(
     let (notice_tx, mut notice_rx) = mpsc::channel::<(u64, Notice)>(1024);
     let reporter = Reporter::new(&health);
     let backoff = Backoff::with_max(settings.reconnect_max);
+    // Least needed first: commands (anyone allowed may publish there), our own discovery configs, then Home
+    // Assistant's status.
+    let mut optional = Vec::new();
+    if settings.commands {
+        optional.push(settings.topics.command());
+    }
+    if let Some(d) = &settings.discovery {
+        optional.push(d.own_configs_filter());
+        optional.push(d.status_topic());
+    }
     let mut p = Publisher {
+        shield: oversize::Shield::new(optional),
+        retried_at: None,
+        command_lines: LineBudget::new(),
         settings,
         cursor: queue.first_id(),
         queue,
@@ -231,6 +283,7 @@ pub async fn run(
                 p.check_queue_file();
                 p.flush_acks(true);
                 p.check_ack_timeout();
+                p.retry_left_out();
             }
         }
         p.flush_acks(false);
@@ -379,6 +432,22 @@ impl Publisher {
             }
             Notice::Message(publish) => self.on_message(publish),
             Notice::Lost(reason) => self.lose(reason),
+            Notice::Oversize(reason) => {
+                self.retried_at = None;
+                let paused = self.shield.oversize_loss(Instant::now());
+                tracing::error!(
+                    "{reason}. MQTT 3.1.1 cannot refuse one message, so camclassd leaves out {} from now on \
+                     (and tries again in {:.0?}); events keep flowing{}",
+                    paused.filters.join(", "),
+                    paused.retry_in,
+                    if self.settings.commands && !self.shield.allows(&self.settings.topics.command()) {
+                        "; commands are off meanwhile"
+                    } else {
+                        ""
+                    }
+                );
+                self.lose(reason);
+            }
             Notice::Closed => self.lose("closed".into()),
         }
     }
@@ -436,6 +505,29 @@ impl Publisher {
         }
     }
 
+    /// Subscriptions left out after an oversized packet are tried again once their wait is over, on a
+    /// connection that is up; one that then holds for [`STABLE`] ends the trouble.
+    fn retry_left_out(&mut self) {
+        let Some(conn) = self.conn.as_ref().filter(|c| c.connected.is_some()) else { return };
+        let now = Instant::now();
+        if self.retried_at.is_some_and(|t| now.duration_since(t) >= STABLE) {
+            self.retried_at = None;
+            self.shield.settled();
+            tracing::info!("the left-out MQTT subscriptions work again");
+        }
+        let again = self.shield.due(now);
+        if again.is_empty() {
+            return;
+        }
+        tracing::info!("subscribing again to {}", again.join(", "));
+        self.retried_at = Some(now);
+        for f in again {
+            if let Err(e) = conn.client.try_subscribe(f, QoS::AtLeastOnce) {
+                tracing::warn!("MQTT subscribe failed: {e}");
+            }
+        }
+    }
+
     /// A new connection is up: subscribe to what we listen to, and restate every retained message.
     fn on_connected(&mut self) {
         let Some(conn) = &self.conn else { return };
@@ -447,7 +539,7 @@ impl Publisher {
         if self.settings.commands {
             filters.push(self.settings.topics.command());
         }
-        for f in filters {
+        for f in filters.into_iter().filter(|f| self.shield.allows(f)) {
             if let Err(e) = conn.client.try_subscribe(f, QoS::AtLeastOnce) {
                 tracing::warn!("MQTT subscribe failed: {e}");
             }
@@ -504,8 +596,15 @@ impl Publisher {
             }
             match command::parse(&publish.payload) {
                 Ok(c) => {
-                    tracing::info!(command = ?c, "command received");
-                    if self.commands.try_send(c).is_err() {
+                    let logged = self.command_lines.allow(Instant::now());
+                    let unlogged = match logged {
+                        Some(0) | None => String::new(),
+                        Some(n) => format!(" ({n} more since the last line)"),
+                    };
+                    if logged.is_some() {
+                        tracing::info!(command = ?c, "command received{unlogged}");
+                    }
+                    if self.commands.try_send(c).is_err() && logged.is_some() {
                         tracing::warn!("command ignored: the previous one is still being handled");
                     }
                 }
@@ -667,5 +766,24 @@ impl Publisher {
             Ok(()) => tracing::info!(events = self.stats.events, queued = self.stats.queued, "MQTT disconnected"),
             Err(_) => tracing::warn!("MQTT broker did not answer the disconnect; the Last Will will say offline"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_budget_writes_five_lines_a_minute_and_counts_the_rest() {
+        let mut b = LineBudget::new();
+        let t = b.window;
+        for _ in 0..LineBudget::LINES {
+            assert_eq!(b.allow(t), Some(0));
+        }
+        for _ in 0..495 {
+            assert_eq!(b.allow(t + Duration::from_secs(1)), None);
+        }
+        assert_eq!(b.allow(t + LineBudget::WINDOW), Some(495), "the next window's first line says how many");
+        assert_eq!(b.allow(t + LineBudget::WINDOW), Some(0));
     }
 }

@@ -14,6 +14,7 @@ mod gpu;
 #[cfg(feature = "gstreamer")]
 mod gstreamer;
 mod ha;
+mod hostile;
 mod http;
 mod inspect;
 mod models;

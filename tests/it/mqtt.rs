@@ -401,6 +401,79 @@ fn commands_are_validated_and_snapshot_publishes_the_next_frame() {
     assert!(log.contains("retained command") && !log.contains("config reloaded"), "{log}");
 }
 
+/// A retained message over the incoming limit on the command topic (anyone allowed to publish there can
+/// leave one) ended every connection as the broker sent it again: 0 events in 30 s. Now the command topic is
+/// left out after the first such loss, with an error line that says so, and events keep flowing.
+#[test]
+fn an_oversized_retained_command_does_not_stop_delivery() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![b'x'; 2 << 20]).expect("2 MiB");
+    let mut publish = Command::new("mosquitto_pub");
+    publish.args(broker.client_args()).args(["-q", "1", "-r", "-t", "camclassd/testnode/command", "-f"]).arg(&big);
+    assert!(publish.status().is_ok_and(|s| s.success()), "mosquitto_pub -f");
+    let witness = Witness::start(&broker, "camclassd/testnode/+/event");
+    let config = config_with(
+        dir.path(),
+        &broker,
+        "commands = true
+",
+        &replay_camera("coffee.jpg", 5.0, "every_frame"),
+        "[homeassistant]
+",
+    );
+    let daemon = Daemon::start(&config);
+    witness.wait_for("20 events", Duration::from_secs(40), |m| m.len() >= 20);
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("leaves out camclassd/testnode/command") && log.contains("commands are off"), "{log}");
+    assert_eq!(log.matches("leaves out").count(), 1, "one loss, then a connection that holds:\n{log}");
+}
+
+/// `snapshot` on an every_frame camera answers with a `reason: "snapshot"` event (before: none), and a
+/// flood of commands writes a few lines a minute, not one (or two) per command.
+#[test]
+fn snapshot_on_every_frame_says_snapshot_and_a_command_flood_is_not_logged_line_by_line() {
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/testnode/+/event");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_with(
+        dir.path(),
+        &broker,
+        "commands = true
+",
+        &replay_camera("coffee.jpg", 5.0, "every_frame"),
+        "",
+    );
+    let daemon = Daemon::start(&config);
+    witness.wait_for("the first events", Duration::from_secs(20), |m| m.len() >= 2);
+    broker.publish("camclassd/testnode/command", "snapshot porch", false);
+    witness.wait_for("the snapshot event", Duration::from_secs(10), |m| {
+        m.iter().any(|m| m.payload.contains("\"reason\":\"snapshot\""))
+    });
+    // 300 commands from one client, as fast as mosquitto_pub sends them (-l: one message per stdin line).
+    let mut flood = Command::new("mosquitto_pub")
+        .args(broker.client_args())
+        .args(["-q", "0", "-t", "camclassd/testnode/command", "-l"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub -l");
+    {
+        use std::io::Write;
+        let mut stdin = flood.stdin.take().expect("stdin");
+        for _ in 0..300 {
+            writeln!(stdin, "snapshot").expect("write");
+        }
+    }
+    assert!(flood.wait().is_ok_and(|s| s.success()));
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let lines = log.lines().filter(|l| l.contains("command received") || l.contains("command ignored")).count();
+    assert!((1..=12).contains(&lines), "{lines} command lines:\n{log}");
+}
+
 /// A test CA, a broker certificate for 127.0.0.1 and a client certificate, made with openssl.
 pub(super) struct Pki {
     pub(super) ca: PathBuf,
