@@ -673,7 +673,12 @@ fn check_config(path: &Path, ort_lib: Option<&Path>) -> Result<u8, Failure> {
     if let Some(http) = &config.http {
         use camclassd::http::HttpError;
         match camclassd::http::Settings::from_config(http) {
-            Err(e @ (HttpError::TokenFile { .. } | HttpError::EmptyToken { .. })) => {
+            Err(
+                e @ (HttpError::TokenFile { .. }
+                | HttpError::EmptyToken { .. }
+                | HttpError::ShortToken { .. }
+                | HttpError::TokenCharacters { .. }),
+            ) => {
                 problems.push(format!("{}: {e}", at("http.token_file")));
             }
             Err(e) => {

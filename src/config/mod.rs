@@ -94,12 +94,18 @@ impl Config {
     pub fn warnings(&self) -> Vec<String> {
         use std::os::unix::fs::PermissionsExt;
         let mut out = Vec::new();
-        let secrets = self.mqtt.iter().flat_map(|m| {
-            [
-                ("mqtt.password_file", m.password_file.as_ref()),
-                ("mqtt.tls.key_file", m.tls.as_ref().and_then(|t| t.key_file.as_ref())),
-            ]
-        });
+        let secrets =
+            self.mqtt
+                .iter()
+                .flat_map(|m| {
+                    [
+                        ("mqtt.password_file", m.password_file.as_ref()),
+                        ("mqtt.tls.key_file", m.tls.as_ref().and_then(|t| t.key_file.as_ref())),
+                    ]
+                })
+                .chain(self.http.iter().flat_map(|h| {
+                    [("http.token_file", h.token_file.as_ref()), ("http.key_file", h.key_file.as_ref())]
+                }));
         for (key, path) in secrets {
             if let Some(path) = path
                 && let Ok(meta) = std::fs::metadata(path)

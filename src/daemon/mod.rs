@@ -138,10 +138,7 @@ pub async fn run_with<S: Future<Output = ()>>(
     let mut settings = Settings::from_config(&config)?;
     let ort_lib = ort_lib.or(config.onnxruntime.library.as_deref());
     let runtime = model::runtime::load(ort_lib)?;
-    let http_settings = config.http.as_ref().map(crate::http::Settings::from_config).transpose()?;
-    if let (Some(d), Some(http)) = (settings.discovery.as_mut(), &http_settings) {
-        d.set_configuration_url(&http.url);
-    }
+    let mut http_settings = config.http.as_ref().map(crate::http::Settings::from_config).transpose()?;
     let (models, names, check) = load_models(runtime, &config)?;
     let queue = open_queue(&config)?;
     let live = Arc::new(Live::new(&config.node_id(), config.http.is_some()));
@@ -156,6 +153,13 @@ pub async fn run_with<S: Future<Output = ()>>(
         }
         _ => None,
     };
+    // The page's address once bound: `listen` on port 0 gets its port only now.
+    if let (Some(http), Some(server)) = (http_settings.as_mut(), &http) {
+        http.bound(server.local_addr);
+    }
+    if let (Some(d), Some(http)) = (settings.discovery.as_mut(), &http_settings) {
+        d.set_configuration_url(&http.url);
+    }
 
     let mut pipeline =
         Pipeline::start(&config, models, names, check, hooks, &live).map_err(|e| locate(e, config_path.as_deref()))?;
@@ -251,6 +255,10 @@ pub async fn run_with<S: Future<Output = ()>>(
             // Classify requests from now on run the reloaded model.
             classify.replace(pool);
         }
+        if let Some(http) = &http_settings {
+            // A rotated token takes effect now (as the MQTT secrets do); a file gone bad keeps the old one.
+            http.reread_token();
+        }
         settings = new_settings;
         running = new;
         if let Ok(mut w) = watched.lock() {
@@ -336,7 +344,8 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
         changes.push("[queue]");
     }
     if running.http != new.http {
-        // The server and its token live as long as the process (its classify sessions follow `[model]`).
+        // The server lives as long as the process; its token file is read again at each reload and its
+        // classify sessions follow `[model]`, but its keys (the token file's path included) stay.
         changes.push("[http]");
     }
     if running.onnxruntime.library != new.onnxruntime.library {

@@ -160,7 +160,7 @@ fn serve(mut classifier: Classifier, jobs: &Mutex<std_mpsc::Receiver<Job>>) {
 /// A burst of requests leaves freed bodies, pictures and connection buffers in the allocator's free lists
 /// (glibc keeps them); once it is over, they go back to the system, so the daemon's memory returns to
 /// where it was.
-fn give_back_memory() {
+pub(super) fn give_back_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free heap memory; it is safe to call at any time.
     unsafe {

@@ -2,10 +2,13 @@
 //! pipeline's own atomics and histograms are read as they are).
 //!
 //! Written in the classic text format (version 0.0.4) that Prometheus and `promtool check metrics` read:
-//! a counter's `# TYPE` line names it with its `_total` suffix, as its samples are named.
+//! a counter's `# TYPE` line names it with its `_total` suffix, as its samples are named. Label values
+//! (camera names, model names and paths) are escaped as that format requires: prometheus-client 0.24 writes
+//! them as they are, so a model path with a quote would break the whole scrape, and a model name with a line
+//! feed in its metadata could add series of its own.
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelValue, EncodeMetric, LabelValueEncoder};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
@@ -31,6 +34,32 @@ pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
     Ok(out)
 }
 
+/// A label value escaped for the text format: `\`, `"` and line feed become `\\`, `\"` and `\n`.
+#[derive(Debug, Clone, Copy)]
+struct Escaped<'a>(&'a str);
+
+impl EncodeLabelValue for Escaped<'_> {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        let mut rest = self.0;
+        while let Some(i) = rest.find(['\\', '"', '\n']) {
+            encoder.write_str(&rest[..i])?;
+            encoder.write_str(match rest.as_bytes()[i] {
+                b'\\' => "\\\\",
+                b'"' => "\\\"",
+                _ => "\\n",
+            })?;
+            rest = &rest[i + 1..];
+        }
+        encoder.write_str(rest)
+    }
+}
+
+/// `labels` with their values escaped.
+fn escaped<'a>(labels: &[(&'a str, &'a str)]) -> Vec<(&'a str, Escaped<'a>)> {
+    labels.iter().map(|&(key, value)| (key, Escaped(value))).collect()
+}
+
 /// One sample value per label set, under one descriptor. Counters are written as plain values so that the
 /// `_total` name of the `# TYPE` line is the samples' name.
 fn family<V: prometheus_client::encoding::EncodeGaugeValue>(
@@ -45,7 +74,7 @@ fn family<V: prometheus_client::encoding::EncodeGaugeValue>(
         if labels.is_empty() {
             m.encode_gauge(value)?;
         } else {
-            m.encode_family(labels)?.encode_gauge(value)?;
+            m.encode_family(&escaped(labels))?.encode_gauge(value)?;
         }
     }
     Ok(())
@@ -88,7 +117,7 @@ impl Collector for LiveCollector {
             let per_camera = |enc: &mut DescriptorEncoder, name: &str, help: &str, kind, values: &[(&str, u64)]| {
                 let mut m = enc.encode_descriptor(name, help, None, kind)?;
                 for (camera, value) in values {
-                    m.encode_family(&[("camera", *camera)])?.encode_gauge(value)?;
+                    m.encode_family(&[("camera", Escaped(camera))])?.encode_gauge(value)?;
                 }
                 Ok::<(), std::fmt::Error>(())
             };
@@ -153,7 +182,7 @@ impl Collector for LiveCollector {
                 MetricType::Histogram,
             )?;
             for (model, histogram) in live.inference_histograms() {
-                histogram.encode(m.encode_family(&[("model", model.as_str())])?)?;
+                histogram.encode(m.encode_family(&[("model", Escaped(&model))])?)?;
             }
         }
         let broker = &live.broker;
@@ -243,5 +272,32 @@ mod tests {
             let (name, kind) = (parts[2], parts[3]);
             assert_eq!(name.ends_with("_total"), kind == "counter", "{line}");
         }
+    }
+
+    #[test]
+    fn hostile_camera_and_model_names_are_escaped_and_add_no_series() {
+        use crate::check::{CheckStatus, ModelCheck};
+        use crate::live::RegionInfo;
+        let hostile = "x\"} 1\ninjected{a=\"b";
+        let path = "/models/we\"ird\\dir/model.onnx";
+        let live = std::sync::Arc::new(Live::new("n", false));
+        let check = ModelCheck { status: CheckStatus::Passed, model: path.into(), detail: String::new() };
+        let health = std::sync::Arc::new(crate::health::Health::new(&[hostile.to_string()]).with_model_check(check));
+        let hub = std::sync::Arc::new(crate::capture::FrameHub::new(1));
+        let spec = crate::model::ModelSpec { name: hostile.into(), ..crate::model::ModelSpec::for_decoding() };
+        let region = RegionInfo { name: None, model: hostile.into(), labels: Vec::new().into() };
+        let pipeline = live.pipeline_view(vec![(hostile.to_string(), vec![region])], &health, &hub, &spec);
+        live.set_pipeline(pipeline);
+        let text = encode(&registry(live)).expect("encodes");
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(samples.iter().all(|l| l.starts_with("camclassd_") || l.starts_with("process_")), "{text}");
+        let value = r#"x\"} 1\ninjected{a=\"b"#;
+        assert!(text.contains(&format!("camclassd_frames_captured_total{{camera=\"{value}\"}} 0\n")), "{text}");
+        assert!(
+            text.contains(&format!("camclassd_inference_duration_seconds_count{{model=\"{value}\"}} 0\n")),
+            "{text}"
+        );
+        let path = r#"/models/we\"ird\\dir/model.onnx"#;
+        assert!(text.contains(&format!("camclassd_model_check{{model=\"{path}\",status=\"passed\"}} 1\n")), "{text}");
     }
 }

@@ -5,15 +5,20 @@
 //! Routes: `/` (the page), `/metrics`, `/api/v1/status`, `/api/v1/cameras/{camera}/snapshot.jpg`,
 //! `POST /api/v1/classify`, `/healthz`, `/readyz`. With a token (`token_file`), every route needs
 //! `Authorization: Bearer <token>` (or HTTP Basic with the token as password, which browsers ask for);
-//! anything else gets 401 and nothing more. Optional TLS (rustls) with `cert_file` and `key_file`.
+//! anything else gets 401 and nothing more. The token is read again at each reload (a rotated token takes
+//! effect without a restart). Without a token the server listens on loopback only, and it answers only
+//! requests whose `Host` is a loopback name or `url`'s host (a page of another site that rebinds its DNS name
+//! to 127.0.0.1 gets 421). Every answer forbids framing and MIME sniffing, and `POST /api/v1/classify` wants
+//! a picture type (or a Bearer header), which a page of another origin cannot send without asking first.
+//! Optional TLS (rustls) with `cert_file` and `key_file`.
 
 pub mod classify;
 pub mod metrics;
 pub mod status;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -35,6 +40,18 @@ pub enum HttpError {
     TokenFile { path: PathBuf, source: std::io::Error },
     #[error("http.token_file {}: the first line is empty; put the token there", path.display())]
     EmptyToken { path: PathBuf },
+    #[error(
+        "http.token_file {}: the token is {len} characters; use at least {min} (`openssl rand -hex 32` makes one)",
+        path.display(),
+        min = MIN_TOKEN_LEN
+    )]
+    ShortToken { path: PathBuf, len: usize },
+    #[error(
+        "http.token_file {}: the token must be printable ASCII without spaces (a Bearer header carries nothing \
+         else); `openssl rand -hex 32` makes one",
+        path.display()
+    )]
+    TokenCharacters { path: PathBuf },
     #[error("http TLS: {0}")]
     Tls(String),
     #[error("http.listen {0:?} is not address:port")]
@@ -47,15 +64,62 @@ pub enum HttpError {
     Thread(std::io::Error),
 }
 
+/// The shortest token `token_file` may hold: a guessable token is no protection.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The token of `token_file`'s first line (surrounding blanks trimmed): at least [`MIN_TOKEN_LEN`] printable
+/// ASCII characters, all that an `Authorization: Bearer` header can carry.
+pub fn read_token(path: &FsPath) -> Result<Arc<str>, HttpError> {
+    let text = std::fs::read_to_string(path).map_err(|source| HttpError::TokenFile { path: path.into(), source })?;
+    let token = text.lines().next().unwrap_or_default().trim();
+    if token.is_empty() {
+        return Err(HttpError::EmptyToken { path: path.into() });
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(HttpError::TokenCharacters { path: path.into() });
+    }
+    if token.len() < MIN_TOKEN_LEN {
+        return Err(HttpError::ShortToken { path: path.into(), len: token.len() });
+    }
+    Ok(Arc::from(token))
+}
+
+/// The token every request must carry, shared by the server and the reload that re-reads its file.
+#[derive(Debug)]
+pub struct Token {
+    path: PathBuf,
+    current: RwLock<Arc<str>>,
+}
+
+impl Token {
+    fn get(&self) -> Arc<str> {
+        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Reads the file again; `true` when the token changed. A file that cannot be read or holds no usable
+    /// token leaves the running token as it is.
+    fn reread(&self) -> Result<bool, HttpError> {
+        let token = read_token(&self.path)?;
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        let changed = *current != token;
+        *current = token;
+        Ok(changed)
+    }
+}
+
 /// `[http]` resolved: the address, the token and TLS files read.
 #[derive(Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
-    token: Option<Arc<str>>,
+    token: Option<Arc<Token>>,
     tls: Option<Arc<rustls::ServerConfig>>,
     pub max_body: usize,
     /// Where others reach the page (Home Assistant's `configuration_url`).
     pub url: String,
+    /// `url` is the config's (not made from `listen`).
+    url_given: bool,
+    /// The host of the config's `url`, lower case: a name the server answers without a token.
+    url_host: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -77,15 +141,7 @@ impl Settings {
             .parse()
             .map_err(|_| HttpError::Tls(format!("http.listen {:?} is not address:port", http.listen)))?;
         let token = match &http.token_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| HttpError::TokenFile { path: path.clone(), source })?;
-                let token = text.lines().next().unwrap_or_default().trim().to_string();
-                if token.is_empty() {
-                    return Err(HttpError::EmptyToken { path: path.clone() });
-                }
-                Some(Arc::from(token))
-            }
+            Some(path) => Some(Arc::new(Token { path: path.clone(), current: RwLock::new(read_token(path)?) })),
             None => None,
         };
         let tls = match (&http.cert_file, &http.key_file) {
@@ -96,10 +152,76 @@ impl Settings {
             listen,
             token,
             url: page_url(http, tls.is_some()),
+            url_given: http.url.is_some(),
+            url_host: http.url.as_deref().and_then(url_host).map(Arc::from),
             tls,
             max_body: (http.max_body_mb as usize) << 20,
         })
     }
+
+    /// The address the server was bound to: with `listen` on port 0, the page's URL (made from `listen`)
+    /// gets the port the system chose, so that Home Assistant's link and the log lead to the page.
+    pub fn bound(&mut self, local: SocketAddr) {
+        if self.listen.port() == 0 {
+            self.listen.set_port(local.port());
+            if !self.url_given {
+                self.url = url_of(if self.tls.is_some() { "https" } else { "http" }, self.listen);
+            }
+        }
+    }
+
+    /// Reads `token_file` again (at a config reload): a rotated token takes effect now; a file that cannot be
+    /// read or holds no usable token keeps the running token, and the log says why.
+    pub fn reread_token(&self) {
+        let Some(token) = &self.token else { return };
+        match token.reread() {
+            Ok(true) => tracing::info!(
+                "http.token_file {}: the new token is in force (the old one is refused from now on)",
+                token.path.display()
+            ),
+            Ok(false) => tracing::debug!("http.token_file {}: the token is unchanged", token.path.display()),
+            Err(e) => tracing::warn!("{e}; the running token stays"),
+        }
+    }
+}
+
+/// The host of a URL (`scheme://[user@]host[:port]/…`), lower case.
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = host_name(host_port);
+    (!host.is_empty()).then_some(host)
+}
+
+/// The name or address of a `Host` value without its port, lower case, without a final dot (IPv6 addresses
+/// keep their brackets).
+fn host_name(host: &str) -> String {
+    let host = host.trim();
+    let name = if host.starts_with('[') {
+        host.find(']').map_or(host, |end| &host[..=end])
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        }
+    };
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Whether a server without a token answers a request for `host`: `localhost`, a loopback address (127.x,
+/// `[::1]`), or the host of `[http] url`, each with or without a port.
+fn host_allowed(host: &str, url_host: Option<&str>) -> bool {
+    let name = host_name(host);
+    if name == "localhost" || url_host.is_some_and(|u| u == name) {
+        return true;
+    }
+    if let Some(v6) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        return v6
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok_and(|a| a.is_loopback() || a.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
+    }
+    name.parse::<std::net::Ipv4Addr>().is_ok_and(|a| a.is_loopback())
 }
 
 /// The page's address: `[http] url`, else the scheme, the listen address (the hostname when it listens on
@@ -110,11 +232,17 @@ pub fn page_url(http: &HttpConfig, tls: bool) -> String {
     }
     let scheme = if tls || http.cert_file.is_some() { "https" } else { "http" };
     match http.listen.parse::<SocketAddr>() {
-        Ok(addr) if addr.ip().is_unspecified() => {
-            format!("{scheme}://{}:{}/", gethostname::gethostname().to_string_lossy(), addr.port())
-        }
-        Ok(addr) => format!("{scheme}://{addr}/"),
+        Ok(addr) => url_of(scheme, addr),
         Err(_) => format!("{scheme}://{}/", http.listen),
+    }
+}
+
+/// The page's address on `addr` (the hostname when it is every address).
+fn url_of(scheme: &str, addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("{scheme}://{}:{}/", gethostname::gethostname().to_string_lossy(), addr.port())
+    } else {
+        format!("{scheme}://{addr}/")
     }
 }
 
@@ -148,11 +276,14 @@ pub struct AppState {
     latest: Arc<status::Latest>,
     registry: Arc<prometheus_client::registry::Registry>,
     classify: Arc<CurrentPool>,
-    token: Option<Arc<str>>,
+    token: Option<Arc<Token>>,
+    /// Without a token: the host of `[http] url`, answered besides the loopback names.
+    url_host: Option<Arc<str>>,
+    snapshots: Arc<status::Snapshots>,
     max_body: usize,
 }
 
-/// The router: every route, the token check and the body limit.
+/// The router: every route, the token (or `Host`) check, the body limit and the headers every answer carries.
 pub fn router(settings: &Settings, live: Arc<Live>, classify: Arc<CurrentPool>) -> (Router, Arc<status::Latest>) {
     let latest = Arc::new(status::Latest::default());
     let state = AppState {
@@ -161,6 +292,8 @@ pub fn router(settings: &Settings, live: Arc<Live>, classify: Arc<CurrentPool>) 
         latest: Arc::clone(&latest),
         classify,
         token: settings.token.clone(),
+        url_host: settings.url_host.clone(),
+        snapshots: Arc::default(),
         max_body: settings.max_body,
     };
     let router = Router::new()
@@ -170,9 +303,13 @@ pub fn router(settings: &Settings, live: Arc<Live>, classify: Arc<CurrentPool>) 
         .route("/readyz", get(readyz))
         .route("/api/v1/status", get(status_json))
         .route("/api/v1/cameras/{camera}/snapshot.jpg", get(snapshot))
-        .route("/api/v1/classify", post(classify_request))
+        .route(
+            "/api/v1/classify",
+            post(classify_request).route_layer(middleware::from_fn_with_state(state.clone(), picture_type)),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), limit_body))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(middleware::from_fn(protect))
         .with_state(state);
     (router, latest)
 }
@@ -296,8 +433,27 @@ async fn limit_body(State(state): State<AppState>, request: Request, next: Next)
 }
 
 /// With a token: `Authorization: Bearer <token>`, or Basic with the token as the password; else 401.
+/// Without one (loopback only): a `Host` that names this server, else 421 — a page of another site whose
+/// name was rebound to 127.0.0.1 must not read the cameras.
 async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(token) = &state.token else { return next.run(request).await };
+    let Some(token) = &state.token else {
+        let host = match request.headers().get(header::HOST) {
+            Some(h) => h.to_str().ok().map(str::to_string),
+            // HTTP/1.0 without Host (no browser sends that), or the address in the request line.
+            None => Some(request.uri().authority().map(|a| a.to_string()).unwrap_or_else(|| "localhost".into())),
+        };
+        if host.as_deref().is_some_and(|h| host_allowed(h, state.url_host.as_deref())) {
+            return next.run(request).await;
+        }
+        let text = format!(
+            "421 Misdirected Request: Host {:?} is not a name of this camclassd. Without http.token_file it \
+             answers only localhost, 127.0.0.1, [::1] and the host of http.url: set http.url to the address you \
+             use, or set http.token_file\n",
+            host.unwrap_or_default()
+        );
+        return refuse(request.into_body(), state.max_body, StatusCode::MISDIRECTED_REQUEST, text).await;
+    };
+    let token = token.get();
     let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(presented);
     if given.as_deref().is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
         return next.run(request).await;
@@ -333,6 +489,44 @@ async fn refuse(body: Body, max_body: usize, code: StatusCode, text: String) -> 
     if drained { (code, text).into_response() } else { (code, [(header::CONNECTION, "close")], text).into_response() }
 }
 
+/// What every answer carries: no other site may frame the page (clickjacking), and no browser may guess a
+/// type other than the one sent.
+async fn protect(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("frame-ancestors 'none'"));
+    }
+    response
+}
+
+/// `POST /api/v1/classify` takes a picture type (`image/*`, or `application/octet-stream`). A page of another
+/// origin can POST `text/plain`, the form types or no type at all without the browser asking the server
+/// first (a CORS "simple" request), so those are refused before any work — unless an `Authorization: Bearer`
+/// header comes with them, which such a page cannot add without asking either (`curl --data-binary` sends a
+/// form type).
+async fn picture_type(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim_start().split_once(' '))
+        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"));
+    let kind = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let essence = kind.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    if bearer || essence.starts_with("image/") || essence == "application/octet-stream" {
+        return next.run(request).await;
+    }
+    let text = format!(
+        "415 Unsupported Media Type: send the picture as Content-Type: image/jpeg or image/png, not {:?} \
+         (curl: -H 'Content-Type: image/jpeg')\n",
+        if kind.is_empty() { "none" } else { kind }
+    );
+    refuse(request.into_body(), state.max_body, StatusCode::UNSUPPORTED_MEDIA_TYPE, text).await
+}
+
 /// The token an `Authorization` header presents: a Bearer token, or a Basic password.
 fn presented(header: &str) -> Option<String> {
     use base64::Engine;
@@ -362,7 +556,8 @@ async fn page() -> Response {
             (header::CACHE_CONTROL, "no-cache"),
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src 'self' blob:",
+                "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src 'self' blob:; \
+                 frame-ancestors 'none'",
             ),
         ],
         PAGE,
@@ -393,6 +588,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// A camera's newest frame as JPEG. Encodes (of raw and PNG frames) run one at a time per camera, and the
+/// JPEG is kept for its frame: a burst of requests costs one encode per new frame, not one per request (200
+/// at once took 800 MiB and most of the cameras' CPU).
 async fn snapshot(State(state): State<AppState>, Path(camera): Path<String>) -> Response {
     let Some(pipeline) = state.live.pipeline() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response();
@@ -400,7 +598,25 @@ async fn snapshot(State(state): State<AppState>, Path(camera): Path<String>) -> 
     let Some((index, _)) = pipeline.camera(&camera) else {
         return (StatusCode::NOT_FOUND, "no such camera\n").into_response();
     };
-    let jpeg = tokio::task::spawn_blocking(move || status::snapshot_jpeg(&pipeline, index)).await;
+    // The waiters queue here; the holder keeps the slot until its encode is stored, even when its client
+    // went away, so that abandoned requests never add encodes.
+    let mut kept = state.snapshots.slot(&pipeline, index).lock_owned().await;
+    let number = status::frame_number(&pipeline, index);
+    let fresh = kept.as_ref().filter(|s| s.number == number).map(|s| s.jpeg.clone());
+    let jpeg = match fresh {
+        Some(jpeg) => Ok(Some(Ok(jpeg))),
+        None => {
+            tokio::task::spawn_blocking(move || {
+                let made = status::snapshot_jpeg(&pipeline, index)?;
+                Some(made.map(|s| {
+                    let jpeg = s.jpeg.clone();
+                    *kept = Some(s);
+                    jpeg
+                }))
+            })
+            .await
+        }
+    };
     match jpeg {
         Ok(Some(Ok(bytes))) => {
             ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], bytes).into_response()
@@ -508,5 +724,75 @@ mod tests {
         assert_eq!(page_url(&http, true), "https://127.0.0.1:8080/");
         http.url = Some("https://cam.example/".into());
         assert_eq!(page_url(&http, false), "https://cam.example/");
+    }
+
+    #[test]
+    fn a_page_url_made_from_port_0_gets_the_bound_port() {
+        let http = HttpConfig { listen: "127.0.0.1:0".into(), ..HttpConfig::default() };
+        let mut settings = Settings::from_config(&http).expect("settings");
+        settings.bound("127.0.0.1:43210".parse().expect("address"));
+        assert_eq!(settings.url, "http://127.0.0.1:43210/");
+        // The config's url stays as written.
+        let http = HttpConfig { url: Some("http://cam.example:8080/".into()), ..http };
+        let mut settings = Settings::from_config(&http).expect("settings");
+        settings.bound("127.0.0.1:43210".parse().expect("address"));
+        assert_eq!(settings.url, "http://cam.example:8080/");
+    }
+
+    #[test]
+    fn without_a_token_loopback_names_and_the_url_host_are_answered() {
+        for host in ["localhost", "LOCALHOST:8080", "localhost.", "127.0.0.1", "127.0.0.1:8080", "127.9.8.7:1"] {
+            assert!(host_allowed(host, None), "{host}");
+        }
+        for host in ["[::1]", "[::1]:8080", "[0:0:0:0:0:0:0:1]:80", "[::ffff:127.0.0.1]:80"] {
+            assert!(host_allowed(host, None), "{host}");
+        }
+        for host in ["attacker.example", "attacker.example:8080", "localhost.attacker.example", "127.0.0.1.nip.io"] {
+            assert!(!host_allowed(host, None), "{host}");
+        }
+        for host in ["10.0.0.1", "[::2]", "0.0.0.0", "", "[::1", "127.0.0.1:8080:1"] {
+            assert!(!host_allowed(host, None), "{host}");
+        }
+        let url = url_host("https://user@Cam.Example.:8443/page?x").expect("host");
+        assert_eq!(url, "cam.example");
+        assert!(host_allowed("cam.example", Some(&url)) && host_allowed("CAM.example:8443", Some(&url)));
+        assert!(!host_allowed("other.example", Some(&url)));
+        assert_eq!(url_host("http://[fd00::1]:8080/").as_deref(), Some("[fd00::1]"));
+    }
+
+    #[test]
+    fn tokens_are_long_printable_ascii() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("token");
+        let read = |text: &str| {
+            std::fs::write(&file, text).expect("token");
+            read_token(&file)
+        };
+        assert_eq!(read("  0123456789abcdef  \nsecond line\n").expect("token").as_ref(), "0123456789abcdef");
+        assert!(matches!(read("\n"), Err(HttpError::EmptyToken { .. })));
+        assert!(matches!(read("0123456789abcde\n"), Err(HttpError::ShortToken { len: 15, .. })));
+        assert!(matches!(read("pässwörd-pässwörd-pässwörd"), Err(HttpError::TokenCharacters { .. })));
+        assert!(matches!(read("with a space inside it"), Err(HttpError::TokenCharacters { .. })));
+        let e = read("x").expect_err("short").to_string();
+        assert!(e.contains("http.token_file") && e.contains(&file.display().to_string()) && e.contains("16"), "{e}");
+    }
+
+    #[test]
+    fn a_reread_token_replaces_the_running_one_unless_the_file_went_bad() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("token");
+        std::fs::write(&file, "first-token-0123456789").expect("token");
+        let http = HttpConfig { token_file: Some(file.clone()), ..HttpConfig::default() };
+        let settings = Settings::from_config(&http).expect("settings");
+        let token = settings.token.clone().expect("a token");
+        std::fs::write(&file, "second-token-0123456789").expect("token");
+        settings.reread_token();
+        assert_eq!(token.get().as_ref(), "second-token-0123456789");
+        std::fs::write(&file, "short").expect("token");
+        settings.reread_token();
+        assert_eq!(token.get().as_ref(), "second-token-0123456789");
+        std::fs::remove_file(&file).expect("remove");
+        settings.reread_token();
+        assert_eq!(token.get().as_ref(), "second-token-0123456789");
     }
 }

@@ -224,30 +224,76 @@ pub fn not_ready(live: &Live) -> Vec<String> {
 /// Quality of JPEGs made from raw or PNG frames.
 const JPEG_QUALITY: u8 = 80;
 
+/// A camera's newest frame as JPEG, and which frame it is ([`crate::live::LatestFrame::number`]).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub number: u64,
+    pub jpeg: axum::body::Bytes,
+}
+
+/// One slot per camera of the running pipeline: its last [`Snapshot`], locked while one is made.
+type Slot = Arc<tokio::sync::Mutex<Option<Snapshot>>>;
+
+/// The snapshot slots of the running pipeline (replaced with it at a reload).
+#[derive(Debug, Default)]
+pub struct Snapshots(Mutex<Option<(std::sync::Weak<LivePipeline>, Vec<Slot>)>>);
+
+impl Snapshots {
+    /// `camera`'s slot in `pipeline` (new slots when the pipeline is not the one they were made for).
+    pub fn slot(&self, pipeline: &Arc<LivePipeline>, camera: usize) -> Slot {
+        let mut slots = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let current = slots.as_ref().is_some_and(|(p, _)| std::ptr::eq(p.as_ptr(), Arc::as_ptr(pipeline)));
+        if !current {
+            let fresh = pipeline.cameras.iter().map(|_| Slot::default()).collect();
+            *slots = Some((Arc::downgrade(pipeline), fresh));
+        }
+        slots.as_ref().and_then(|(_, s)| s.get(camera).cloned()).unwrap_or_default()
+    }
+}
+
+/// The number of `camera`'s newest frame (0 before the first).
+pub fn frame_number(pipeline: &LivePipeline, camera: usize) -> u64 {
+    pipeline.cameras.get(camera).map_or(0, |c| c.with_frame(|f| f.number))
+}
+
 /// `camera`'s newest frame as a JPEG: a JPEG frame as captured, anything else decoded and encoded. `None`
 /// when no frame was kept yet. Blocking (decoding): call it off the async runtime.
-pub fn snapshot_jpeg(pipeline: &LivePipeline, camera: usize) -> Option<Result<Vec<u8>, String>> {
+pub fn snapshot_jpeg(pipeline: &LivePipeline, camera: usize) -> Option<Result<Snapshot, String>> {
     let c = pipeline.cameras.get(camera)?;
-    let (data, format) = c.with_frame(|f| f.format.map(|format| (f.data.clone(), format)))?;
+    let (data, format, number) = c.with_frame(|f| f.format.map(|format| (f.data.clone(), format, f.number)))?;
     if format == PixelFormat::Encoded && data.starts_with(&[0xFF, 0xD8]) {
-        return Some(Ok(data));
+        return Some(Ok(Snapshot { number, jpeg: data.into() }));
+    }
+    let encoded = encode(&data, format);
+    drop(data);
+    // A raw 1080p frame is 6 MiB, and its copy, picture and JPEG as much again: what glibc keeps of them
+    // goes back to the system at once.
+    super::classify::give_back_memory();
+    Some(encoded.map(|jpeg| Snapshot { number, jpeg: jpeg.into() }))
+}
+
+fn encode(data: &[u8], format: PixelFormat) -> Result<Vec<u8>, String> {
+    let write = |rgb: &[u8], w: u32, h: u32| {
+        let mut out = Vec::new();
+        let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY);
+        image::ImageEncoder::write_image(encoder, rgb, w, h, image::ExtendedColorType::Rgb8)
+            .map(|()| out)
+            .map_err(|e| e.to_string())
+    };
+    // Raw RGB is encoded as it is (no decoded copy).
+    if let PixelFormat::Rgb8 { width, height } = format
+        && data.len() == width as usize * height as usize * 3
+    {
+        return write(data, width, height);
     }
     let spec = crate::model::ModelSpec::for_decoding();
     let mut decoder = crate::preprocess::Preprocessor::new(&spec);
     let frame = match format {
-        PixelFormat::Encoded => crate::preprocess::Frame::Encoded(&data),
-        PixelFormat::Rgb8 { width, height } => crate::preprocess::Frame::Rgb8 { width, height, data: &data },
-        PixelFormat::Yuyv { width, height } => crate::preprocess::Frame::Yuyv { width, height, data: &data },
+        PixelFormat::Encoded => crate::preprocess::Frame::Encoded(data),
+        PixelFormat::Rgb8 { width, height } => crate::preprocess::Frame::Rgb8 { width, height, data },
+        PixelFormat::Yuyv { width, height } => crate::preprocess::Frame::Yuyv { width, height, data },
     };
-    if let Err(e) = decoder.decode(frame) {
-        return Some(Err(e.to_string()));
-    }
-    let (w, h, rgb) = decoder.rgb()?;
-    let mut out = Vec::new();
-    let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY);
-    Some(
-        image::ImageEncoder::write_image(encoder, rgb, w, h, image::ExtendedColorType::Rgb8)
-            .map(|()| out)
-            .map_err(|e| e.to_string()),
-    )
+    decoder.decode(frame).map_err(|e| e.to_string())?;
+    let (w, h, rgb) = decoder.rgb().ok_or_else(|| "the decoder kept no picture".to_string())?;
+    write(rgb, w, h)
 }

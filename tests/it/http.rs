@@ -292,6 +292,7 @@ fn the_page_metrics_status_and_snapshots_show_the_running_cameras() {
 fn classify_post(http: &reqwest::blocking::Client, base: &str, query: &str, image: &str) -> serde_json::Value {
     let r = http
         .post(format!("{base}/api/v1/classify{query}"))
+        .header("content-type", if image.ends_with(".png") { "image/png" } else { "image/jpeg" })
         .body(std::fs::read(generated(image)).expect("photo"))
         .send()
         .expect("classify");
@@ -334,7 +335,12 @@ fn a_reload_that_changes_the_model_changes_the_classify_api_answers() {
     assert_same_top(&classify_post(&http, &base, "", "coffee.jpg"), &before, "before the reload");
     // `[model]` by the config's name.
     assert_same_top(&classify_post(&http, &base, "?model=default", "coffee.jpg"), &before, "model=default");
-    let unknown = http.post(format!("{base}/api/v1/classify?model=nope")).body("x").send().expect("classify");
+    let unknown = http
+        .post(format!("{base}/api/v1/classify?model=nope"))
+        .header("content-type", "image/jpeg")
+        .body("x")
+        .send()
+        .expect("classify");
     assert_eq!(unknown.status(), 404);
 
     // SIGHUP with `[model] path` swapped: the API answers as the new model.
@@ -535,7 +541,7 @@ fn hammer(base: &str, photo: &[u8], clients: usize, load: Duration) -> (u64, u64
             std::thread::spawn(move || {
                 let http = client();
                 while started.elapsed() < load {
-                    match http.post(&url).body(photo.clone()).send() {
+                    match http.post(&url).header("content-type", "image/jpeg").body(photo.clone()).send() {
                         Ok(r) if r.status() == 200 => {
                             let report: Result<Report, _> = r.json();
                             match report {
@@ -621,6 +627,337 @@ fn fifty_concurrent_classify_requests_leave_the_cameras_their_frame_rate() {
         rates.join(", ")
     );
     assert!(rss_after.abs_diff(rss_before) <= 5 * 1024, "RSS {rss_before} KiB before, {rss_after} KiB after");
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// The samples of a scrape that are not comments, for asserting what a hostile name could inject.
+fn sample_names(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split(['{', ' ']).next().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn a_model_path_with_quotes_keeps_the_metrics_scrape_valid() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The models folder under a name a label value must escape: a quote, a backslash and a closing brace.
+    let odd = dir.path().join("we\"ird\\models} 1");
+    std::os::unix::fs::symlink(model("int8").parent().expect("models folder"), &odd).expect("symlink");
+    let hostile = odd.join("efficientnet-lite0-int8.onnx");
+    let port = free_port();
+    let path =
+        config(dir.path(), &broker, &camera("porch", "coffee.jpg"), &format!("listen = \"127.0.0.1:{port}\"\n"), "");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let moved = text.replace(
+        &format!("{:?}", model("int8").display().to_string()),
+        &format!("{:?}", hostile.display().to_string()),
+    );
+    assert_ne!(moved, text, "the config names the INT8 model");
+    std::fs::write(&path, moved).expect("config");
+    let daemon = Daemon::start(&path);
+    let http = client();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_status(&http, &format!("{base}/readyz"), 200, &daemon);
+    let scrape = http.get(format!("{base}/metrics")).send().expect("metrics").text().expect("text");
+    promtool_check(&scrape);
+    let escaped = hostile.display().to_string().replace('\\', "\\\\").replace('"', "\\\"");
+    assert!(scrape.contains(&format!("camclassd_model_check{{model=\"{escaped}\",status=\"passed\"}} 1")), "{scrape}");
+    assert!(sample_names(&scrape).iter().all(|n| n.starts_with("camclassd_") || n.starts_with("process_")), "{scrape}");
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[test]
+fn without_a_token_only_loopback_names_and_the_configured_url_are_answered() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let http_section = format!("listen = \"127.0.0.1:{port}\"\nurl = \"http://camera.example:{port}/\"\n");
+    let path = config(dir.path(), &broker, &camera("porch", "coffee.jpg"), &http_section, "");
+    let daemon = Daemon::start(&path);
+    let http = client();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_status(&http, &format!("{base}/readyz"), 200, &daemon);
+    // What a DNS-rebinding page would send: its own name. Refused, with the keys to set, and nothing else.
+    for host in ["attacker.example", "attacker.example:80", &format!("attacker.example:{port}"), "127.0.0.1.nip.io"] {
+        for route in ["/", "/api/v1/status", "/api/v1/cameras/porch/snapshot.jpg", "/metrics"] {
+            let r = http.get(format!("{base}{route}")).header("host", host).send().expect("request");
+            assert_eq!(r.status(), 421, "{route} with Host {host}");
+            let body = r.text().expect("body");
+            assert!(body.contains("http.token_file") && body.contains("http.url"), "{body}");
+            assert!(!body.contains("porch") && !body.contains("espresso"), "{body}");
+        }
+    }
+    // Loopback names, with or without the port, and the configured url's host.
+    let allowed = [
+        "localhost".to_string(),
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        "127.0.0.1".into(),
+        "127.1.2.3".into(),
+        format!("[::1]:{port}"),
+        "[::1]".into(),
+        format!("camera.example:{port}"),
+        "CAMERA.example".into(),
+    ];
+    for host in &allowed {
+        let r = http.get(format!("{base}/api/v1/status")).header("host", host).send().expect("request");
+        assert_eq!(r.status(), 200, "Host {host}");
+    }
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[test]
+fn with_a_token_any_host_is_answered_and_a_rotated_token_is_read_at_reload() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (old, new) = ("the-first-token-0123456789", "the-second-token-abcdefghij");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{old}\n")).expect("token");
+    let port = free_port();
+    let http_section = format!("listen = \"127.0.0.1:{port}\"\ntoken_file = {:?}\n", token_file.display().to_string());
+    let path = config(dir.path(), &broker, &camera("porch", "coffee.jpg"), &http_section, "");
+    let daemon = Daemon::start(&path);
+    let http = client();
+    let url = format!("http://127.0.0.1:{port}/api/v1/status");
+    // 0: no answer (not listening yet).
+    let status_with = |token: &str| {
+        http.get(&url).header("authorization", format!("Bearer {token}")).send().map_or(0, |r| r.status().as_u16())
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status_with(old) != 200 {
+        assert!(Instant::now() < deadline, "no answer; log:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // With a token, the Host header does not matter.
+    let r = http.get(&url).header("authorization", format!("Bearer {old}")).header("host", "camera.example").send();
+    assert_eq!(r.expect("request").status(), 200);
+
+    // The file rotated, then SIGHUP: the new token works, the old one no longer, and the log says so.
+    let reloads = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while daemon.log().matches("config reloaded").count() < n {
+            assert!(Instant::now() < deadline, "no reload; log:\n{}", daemon.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    std::fs::write(&token_file, format!("{new}\n")).expect("token");
+    daemon.signal("-HUP");
+    reloads(1);
+    assert_eq!(status_with(new), 200, "{}", daemon.log());
+    assert_eq!(status_with(old), 401);
+    assert!(daemon.log().contains("http.token_file") && daemon.log().contains("new token"), "{}", daemon.log());
+
+    // An empty or too short file at a reload: the running token stays, and the log says why.
+    for bad in ["\n", "short\n"] {
+        std::fs::write(&token_file, bad).expect("token");
+        let before = daemon.log().matches("the running token stays").count();
+        daemon.signal("-HUP");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while daemon.log().matches("the running token stays").count() == before {
+            assert!(Instant::now() < deadline, "no warning for {bad:?}; log:\n{}", daemon.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(status_with(new), 200, "{bad:?}");
+    }
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[test]
+fn check_config_refuses_weak_tokens_and_warns_of_readable_http_secrets() {
+    use std::os::unix::fs::PermissionsExt;
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = super::mqtt::make_pki(dir.path());
+    let token_file = dir.path().join("token");
+    let http_section = format!(
+        "listen = \"0.0.0.0:18090\"\ntoken_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
+        token_file.display().to_string(),
+        pki.server_cert.display().to_string(),
+        pki.server_key.display().to_string()
+    );
+    let path = config(dir.path(), &broker, &camera("porch", "coffee.jpg"), &http_section, "");
+    let line = std::fs::read_to_string(&path)
+        .expect("config")
+        .lines()
+        .position(|l| l.starts_with("token_file"))
+        .expect("line")
+        + 1;
+    // Readable by every user: a warning each, with the chmod to run.
+    std::fs::write(&token_file, "a-long-enough-token-0123456789\n").expect("token");
+    for file in [&token_file, &pki.server_key] {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    let out = run(camclassd().arg("check-config").arg(&path));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    for key in ["http.token_file", "http.key_file"] {
+        assert!(err.lines().any(|l| l.contains("warning") && l.contains(key) && l.contains("chmod o-rwx")), "{err}");
+    }
+    // A token that is too short, or that a Bearer header cannot carry: refused by check-config and run.
+    for (token, says) in [("x", "at least 16"), ("pässwörd-pässwörd-pässwörd", "printable ASCII")] {
+        std::fs::write(&token_file, format!("{token}\n")).expect("token");
+        for args in [vec!["check-config"], vec!["run", "--config"]] {
+            let out = run(camclassd().args(&args).arg(&path));
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{args:?} {token:?}: {err}");
+            assert!(err.contains("http.token_file") && err.contains(says), "{args:?} {token:?}: {err}");
+            if args == ["check-config"] {
+                assert!(err.contains(&format!("{}:{line}:", path.display())), "{err}");
+            }
+        }
+    }
+}
+
+#[test]
+fn responses_forbid_framing_and_sniffing_and_classify_wants_a_picture_type() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let path =
+        config(dir.path(), &broker, &camera("porch", "coffee.jpg"), &format!("listen = \"127.0.0.1:{port}\"\n"), "");
+    let daemon = Daemon::start(&path);
+    let http = client();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_status(&http, &format!("{base}/readyz"), 200, &daemon);
+    for route in ["/", "/api/v1/status", "/metrics", "/healthz", "/nope", "/api/v1/cameras/porch/snapshot.jpg"] {
+        let r = http.get(format!("{base}{route}")).send().expect("request");
+        let h = r.headers();
+        assert_eq!(h.get("x-frame-options").map(|v| v.as_bytes()), Some(&b"DENY"[..]), "{route}: {h:?}");
+        assert_eq!(h.get("x-content-type-options").map(|v| v.as_bytes()), Some(&b"nosniff"[..]), "{route}: {h:?}");
+        let csp = h.get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert!(csp.contains("frame-ancestors 'none'"), "{route}: {h:?}");
+    }
+    // What a page of another origin can send without asking first (a "simple" request): refused with 415 and
+    // the types to send, before any work.
+    let photo = std::fs::read(generated("coffee.jpg")).expect("photo");
+    for kind in [
+        None,
+        Some("text/plain"),
+        Some("text/plain;charset=UTF-8"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+    ] {
+        let mut req = http.post(format!("{base}/api/v1/classify")).body(photo.clone());
+        if let Some(kind) = kind {
+            req = req.header("content-type", kind);
+        }
+        let r = req.send().expect("classify");
+        assert_eq!(r.status(), 415, "{kind:?}");
+        let text = r.text().expect("body");
+        assert!(text.contains("image/jpeg") && text.contains("image/png"), "{text}");
+    }
+    for kind in ["image/jpeg", "image/png", "application/octet-stream", "IMAGE/JPEG"] {
+        let r = http.post(format!("{base}/api/v1/classify")).header("content-type", kind).body(photo.clone()).send();
+        assert_eq!(r.expect("classify").status(), 200, "{kind}");
+    }
+    // A Bearer header (which no page can add without asking first) is enough, as with curl --data-binary.
+    let r = http.post(format!("{base}/api/v1/classify")).header("authorization", "Bearer x").body(photo).send();
+    assert_eq!(r.expect("classify").status(), 200);
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[test]
+fn listening_on_port_0_gives_the_page_url_the_bound_port() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path =
+        config(dir.path(), &broker, &camera("porch", "coffee.jpg"), "listen = \"127.0.0.1:0\"\n", "[homeassistant]\n");
+    let witness = super::broker::Witness::start(&broker, "homeassistant/#");
+    let daemon = Daemon::start(&path);
+    let configs = witness.wait_for("a discovery config", Duration::from_secs(60), |m| {
+        m.iter().any(|m| m.payload.contains("configuration_url"))
+    });
+    let device = configs.iter().find(|m| m.payload.contains("configuration_url")).expect("a discovery config");
+    let v: serde_json::Value = serde_json::from_str(&device.payload).expect("JSON");
+    let url = v["device"]["configuration_url"].as_str().expect("configuration_url").to_string();
+    assert!(url.starts_with("http://127.0.0.1:") && !url.ends_with(":0/"), "{url}");
+    let r = client().get(&url).send().expect("the page at configuration_url");
+    assert_eq!(r.status(), 200, "{url}");
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// `VmRSS` and `VmHWM` (the peak) of a process, KiB.
+fn rss_and_peak_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let field = |name: &str| -> u64 {
+        let line = status.lines().find(|l| l.starts_with(name)).expect(name);
+        line.split_whitespace().nth(1).expect("kB").parse().expect("number")
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[test]
+fn two_hundred_concurrent_snapshots_of_a_raw_frame_camera_encode_once_per_frame() {
+    const CLIENTS: usize = 200;
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A 1080p PNG: the replay camera delivers its raw RGB pixels (6 MiB a frame), as a GStreamer camera
+    // decoding H.264 does, so every snapshot is an encode.
+    let (width, height) = (1920u32, 1080u32);
+    let picture = image::RgbImage::from_fn(width, height, |x, y| {
+        let n = (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)).wrapping_mul(2_246_822_519);
+        image::Rgb([(x / 8) as u8, (y / 5) as u8, (n >> 24) as u8])
+    });
+    let png = dir.path().join("raw1080p.png");
+    picture.save(&png).expect("PNG");
+    let cam = format!("[[cameras]]\nname = \"raw\"\nsource = {:?}\nfps = 5\n", png.display().to_string());
+    let port = free_port();
+    let path = config(dir.path(), &broker, &cam, &format!("listen = \"127.0.0.1:{port}\"\n"), "");
+    let daemon = Daemon::start(&path);
+    let http = client();
+    let url = format!("http://127.0.0.1:{port}/api/v1/cameras/raw/snapshot.jpg");
+    wait_status(&http, &url, 200, &daemon);
+    // Warm-up: the first encodes, then a quiet moment.
+    for _ in 0..3 {
+        assert_eq!(http.get(&url).send().expect("snapshot").status(), 200);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let (rss_before, peak_before) = rss_and_peak_kib(daemon.pid());
+
+    let start = Arc::new(std::sync::Barrier::new(CLIENTS));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (start, url) = (Arc::clone(&start), url.clone());
+            std::thread::spawn(move || {
+                let http = client();
+                start.wait();
+                let r = http.get(&url).send().expect("snapshot");
+                (r.status().as_u16(), r.bytes().expect("body").to_vec())
+            })
+        })
+        .collect();
+    let answers: Vec<(u16, Vec<u8>)> = clients.into_iter().map(|c| c.join().expect("client")).collect();
+    let (_, peak_after) = rss_and_peak_kib(daemon.pid());
+    let mut trace = Vec::new();
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_secs(1));
+        trace.push(rss_and_peak_kib(daemon.pid()).0);
+    }
+    let rss_after = *trace.last().expect("samples");
+    eprintln!(
+        "{CLIENTS} concurrent snapshots of a {width}x{height} raw camera: RSS {rss_before} KiB before, peak \
+         {peak_before} → {peak_after} KiB, then each second {trace:?} KiB"
+    );
+    for (status, body) in &answers {
+        assert_eq!(*status, 200);
+        let frame = image::load_from_memory_with_format(body, image::ImageFormat::Jpeg).expect("a JPEG");
+        assert_eq!((frame.width(), frame.height()), (width, height));
+    }
+    // Encoded one at a time and kept for the frame: a few frames' worth of memory, not one per request.
+    let grew = peak_after.saturating_sub(rss_before);
+    assert!(grew < 100 * 1024, "the peak grew {grew} KiB over {rss_before} KiB during the burst");
+    assert!(
+        rss_after < rss_before + 20 * 1024,
+        "RSS {rss_before} KiB before, {rss_after} KiB 5 s after the burst: the memory is not given back"
+    );
     let (code, log) = daemon.stop();
     assert_eq!(code, Some(0), "{log}");
 }
