@@ -106,12 +106,14 @@ impl Collector for LiveCollector {
             let mut captured = Vec::new();
             let mut classified = Vec::new();
             let mut dropped = Vec::new();
+            let mut undecodable = Vec::new();
             let mut connected = Vec::new();
             for (i, c) in p.cameras.iter().enumerate() {
                 let (frames, drops, up) = p.health.camera_totals(i).unwrap_or_default();
                 captured.push((c.name.as_str(), p.hub.counts(i).0));
                 classified.push((c.name.as_str(), frames));
                 dropped.push((c.name.as_str(), drops));
+                undecodable.push((c.name.as_str(), p.health.undecodable(i)));
                 connected.push((c.name.as_str(), u64::from(up)));
             }
             let per_camera = |enc: &mut DescriptorEncoder, name: &str, help: &str, kind, values: &[(&str, u64)]| {
@@ -138,14 +140,21 @@ impl Collector for LiveCollector {
             per_camera(
                 &mut enc,
                 "camclassd_frames_dropped_total",
-                "Frames not classified: replaced by a newer one while inference was busy, or finished late",
+                "Frames not classified: replaced by a newer one while inference was busy, finished late, or undecodable",
                 MetricType::Counter,
                 &dropped,
             )?;
             per_camera(
                 &mut enc,
+                "camclassd_frames_undecodable_total",
+                "Frames the camera delivered that could not be decoded (corrupt or oversized pictures)",
+                MetricType::Counter,
+                &undecodable,
+            )?;
+            per_camera(
+                &mut enc,
                 "camclassd_camera_connected",
-                "1 while the camera delivers frames, 0 while it is stale",
+                "1 while the camera delivers frames that decode, 0 while it is stale or its frames all fail",
                 MetricType::Gauge,
                 &connected,
             )?;

@@ -174,6 +174,11 @@ fn a_camera_skips_and_counts_bad_frames_and_one_that_never_decodes_is_not_ready(
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(readyz.starts_with("not ready") && readyz.contains("camera broken"), "{readyz}");
+    let metrics = reqwest::blocking::get(format!("http://127.0.0.1:{port}/metrics")).expect("metrics");
+    let metrics = metrics.text().expect("metrics text");
+    let line = format!("camclassd_frames_undecodable_total{{camera=\"mixed\"}} {n}");
+    assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    assert!(metrics.lines().any(|l| l == "camclassd_camera_connected{camera=\"broken\"} 0"), "{metrics}");
     let (code, log) = daemon.stop();
     assert_eq!(code, Some(0), "{log}");
 }
