@@ -138,7 +138,11 @@ pub async fn run_with<S: Future<Output = ()>>(
     let mut settings = Settings::from_config(&config)?;
     let ort_lib = ort_lib.or(config.onnxruntime.library.as_deref());
     let runtime = model::runtime::load(ort_lib)?;
-    let http_settings = config.http.as_ref().map(crate::http::Settings::from_config).transpose()?;
+    let mut http_settings = config.http.as_ref().map(crate::http::Settings::from_config).transpose()?;
+    if let Some(http) = http_settings.as_mut() {
+        // The cameras' descriptors first: HTTP clients get what the open-file limit leaves.
+        http.limits.fit_descriptors(config.cameras.len());
+    }
     if let (Some(d), Some(http)) = (settings.discovery.as_mut(), &http_settings) {
         d.set_configuration_url(&http.url);
     }
