@@ -354,7 +354,7 @@ mod tests {
         assert_eq!(defaults.max_connections, 256);
         assert_eq!(defaults.header_timeout, Duration::from_secs(10));
         // Every classify slot's picture (1 worker + 16 waiting, 10 MiB each).
-        assert_eq!(defaults.body_budget, 17 * 10 << 20);
+        assert_eq!(defaults.body_budget, 17 * (10 << 20));
         // The unit's LimitNOFILE=4096 keeps the default cap up to 115 cameras.
         let mut l = defaults;
         assert_eq!(l.fit(4096, 115), None);
