@@ -728,7 +728,8 @@ fn slow_uploads_hold_no_classify_slot_and_are_cut_at_the_body_deadline() {
     // Two slots: one worker, one waiting.
     let http = format!("listen = \"127.0.0.1:{port}\"\nclassify_workers = 1\nclassify_queue = 1\nbody_timeout_s = 2\n");
     let path = config(dir.path(), &broker, &camera("porch", "coffee.jpg"), &http, "");
-    let daemon = Daemon::start(&path);
+    // Under a low open-file limit, as the attack on descriptors above.
+    let daemon = Daemon::start_nofile(&path, 256);
     let client = client();
     let base = format!("http://127.0.0.1:{port}");
     wait_status(&client, &format!("{base}/healthz"), 200, &daemon);
