@@ -8,7 +8,9 @@
 //!   MQTT never find the descriptors taken by HTTP clients. An accept that fails (EMFILE) backs off.
 //! - A request head (and a TLS handshake) must arrive whole within `header_timeout_s` of the connection's
 //!   opening or of the previous answer (hyper's header timer); a kept-alive connection waits at most
-//!   `idle_timeout_s` for its next request.
+//!   `idle_timeout_s` for its next request. An answer must be taken (read by the client) within
+//!   `idle_timeout_s` + `header_timeout_s` of its start, or the connection is dropped: a client that asks and
+//!   never reads holds no slot for long.
 //! - A body is read within `body_timeout_s` ([`read_body`]), before a classify slot is taken, and the bodies
 //!   being read hold at most a fixed number of bytes together ([`BodyBudget`]): slow uploads hold neither
 //!   slots nor memory.
@@ -315,7 +317,9 @@ async fn connection<I>(
     });
     let conn = http.serve_connection(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
-    let mut ending = false;
+    // Once the connection is asked to end: when it is dropped if hyper has not ended it (an answer the client
+    // does not read would hold it, and its slot, for ever).
+    let mut ending: Option<Instant> = None;
     loop {
         // Checked again at least every idle_timeout (a request may have ended since).
         let wake = activity.idle_deadline(limits.idle_timeout).unwrap_or_else(|| Instant::now() + limits.idle_timeout);
@@ -326,15 +330,19 @@ async fn connection<I>(
                 }
                 return;
             }
-            _ = tokio::time::sleep_until(wake), if !ending => {
+            _ = tokio::time::sleep_until(wake), if ending.is_none() => {
                 if activity.idle_deadline(limits.idle_timeout).is_some_and(|d| d <= Instant::now()) {
                     conn.as_mut().graceful_shutdown();
-                    ending = true;
+                    ending = Some(Instant::now() + limits.header_timeout);
                 }
             }
-            _ = stop.wait_for(|s| *s), if !ending => {
+            _ = stop.wait_for(|s| *s), if ending.is_none() => {
                 conn.as_mut().graceful_shutdown();
-                ending = true;
+                ending = Some(Instant::now() + limits.header_timeout);
+            }
+            _ = tokio::time::sleep_until(ending.unwrap_or(wake)), if ending.is_some() => {
+                tracing::debug!(%peer, "HTTP connection dropped: its answer was not taken in time");
+                return;
             }
         }
     }

@@ -805,3 +805,37 @@ fn expect_100_continue_is_not_answered_for_refused_requests() {
     let (code, log) = daemon.stop();
     assert_eq!(code, Some(0), "{log}");
 }
+
+#[test]
+fn a_client_that_never_reads_its_answers_is_dropped() {
+    use std::io::Write;
+    const ASKED: usize = 1000;
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let http = format!("listen = \"127.0.0.1:{port}\"\nheader_timeout_s = 2\nidle_timeout_s = 1\n");
+    let path = config(dir.path(), &broker, &camera("porch", "coffee.jpg"), &http, "");
+    let daemon = Daemon::start_nofile(&path, 256);
+    let client = client();
+    let snapshot = format!("http://127.0.0.1:{port}/api/v1/cameras/porch/snapshot.jpg");
+    wait_status(&client, &snapshot, 200, &daemon);
+    drop(client);
+    std::thread::sleep(Duration::from_secs(2));
+    let before = fds(daemon.pid());
+    // 1000 snapshots (100 MB) asked for on one connection, none read: the answers fill the socket buffers.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let ask = "GET /api/v1/cameras/porch/snapshot.jpg HTTP/1.1\r\nHost: camclassd\r\n\r\n".repeat(ASKED);
+    s.write_all(ask.as_bytes()).expect("requests");
+    // Past idle_timeout_s + header_timeout_s: the connection is dropped (what was sent before arrives, then the
+    // end or a reset) rather than kept for as long as the client wants.
+    std::thread::sleep(Duration::from_secs(5));
+    // The daemon let go of it while the client still holds it unread.
+    let after = fds(daemon.pid());
+    assert!(after <= before, "{after} descriptors, {before} before the connection");
+    let (got, closed) = read_until_closed(&mut s, Duration::from_secs(5));
+    let answers = got.matches("HTTP/1.1 200").count();
+    assert!(closed && answers < ASKED, "{answers} answers read, closed: {closed}");
+    eprintln!("a connection that did not read was dropped; {answers} of {ASKED} answers had been sent");
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
