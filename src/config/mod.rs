@@ -260,6 +260,25 @@ mod tests {
     }
 
     #[test]
+    fn http_deadlines_and_the_connection_cap_have_defaults_and_bounds() {
+        let base = "version = 1\n[model]\npath = \"Cargo.toml\"\n[http]\n";
+        let http = Config::parse(base).expect("valid").http.expect("[http]");
+        let got = (http.header_timeout_s, http.idle_timeout_s, http.body_timeout_s, http.max_connections);
+        assert_eq!(got, (10, 5, 30, 256));
+        let text = "header_timeout_s = 0\nidle_timeout_s = 20\nbody_timeout_s = 0\nmax_connections = 0\n";
+        let got = problems(&format!("{base}{text}"));
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(got[0].starts_with("5:1: http.header_timeout_s: expected 1 to 300 s, got 0"), "{got:?}");
+        assert!(got[1].starts_with("6:1: http.idle_timeout_s: expected 1 s to header_timeout_s (0 s), got 20"));
+        assert!(got[2].starts_with("7:1: http.body_timeout_s: expected 1 to 3600 s, got 0"), "{got:?}");
+        assert!(got[3].starts_with("8:1: http.max_connections: expected 1 to 65536, got 0"), "{got:?}");
+        // The kept-alive wait may not outlast the header deadline (which runs during it too).
+        let got = problems(&format!("{base}header_timeout_s = 4\nidle_timeout_s = 5\n"));
+        assert!(got[0].starts_with("6:1: http.idle_timeout_s: expected 1 s to header_timeout_s (4 s), got 5"));
+        assert!(Config::parse(&format!("{base}header_timeout_s = 4\nidle_timeout_s = 4\n")).is_ok());
+    }
+
+    #[test]
     fn validation_collects_every_problem() {
         let text = "version = 2\n[model]\npath = \"no/such.onnx\"\ntop_k = 0\nmin_score = 1.5\n[model.preprocess]\nstd = [1.0, 0.0, 1.0]\n";
         let got = problems(text);

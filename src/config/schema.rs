@@ -64,6 +64,20 @@ pub struct HttpConfig {
     /// The page's address as others reach it (Home Assistant's `configuration_url`); default: from `listen`
     /// and the hostname.
     pub url: Option<String>,
+    /// Seconds a client has to send a whole request head (and a TLS handshake), counted from the connection's
+    /// opening or the end of the previous answer; then the connection is closed.
+    #[serde(default = "default_http_header_timeout_s")]
+    pub header_timeout_s: u64,
+    /// Seconds a kept-alive connection may wait for its next request (at most `header_timeout_s`).
+    #[serde(default = "default_http_idle_timeout_s")]
+    pub idle_timeout_s: u64,
+    /// Seconds a client has to send a whole request body (a picture to classify); then 408.
+    #[serde(default = "default_http_body_timeout_s")]
+    pub body_timeout_s: u64,
+    /// Connections open at once; more are closed as they come. Lowered at start to what the open-file limit
+    /// leaves after the cameras' share (see `http::conn`).
+    #[serde(default = "default_http_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -77,6 +91,10 @@ impl Default for HttpConfig {
             classify_workers: default_http_classify_workers(),
             classify_queue: default_http_classify_queue(),
             url: None,
+            header_timeout_s: default_http_header_timeout_s(),
+            idle_timeout_s: default_http_idle_timeout_s(),
+            body_timeout_s: default_http_body_timeout_s(),
+            max_connections: default_http_max_connections(),
         }
     }
 }
@@ -92,6 +110,19 @@ const fn default_http_classify_workers() -> usize {
 }
 const fn default_http_classify_queue() -> usize {
     16
+}
+const fn default_http_header_timeout_s() -> u64 {
+    10
+}
+const fn default_http_idle_timeout_s() -> u64 {
+    5
+}
+const fn default_http_body_timeout_s() -> u64 {
+    30
+}
+/// With `LimitNOFILE=4096` in the unit this leaves about 3800 descriptors to the rest of the daemon.
+const fn default_http_max_connections() -> usize {
+    256
 }
 
 /// `[queue]`: the on-disk queue every event passes through until the broker acknowledges it.

@@ -198,6 +198,25 @@ impl Config {
             if http.classify_queue > 1024 {
                 problem("http.classify_queue", format!("must be at most 1024, got {}", http.classify_queue));
             }
+            if !(1..=300).contains(&http.header_timeout_s) {
+                problem("http.header_timeout_s", format!("expected 1 to 300 s, got {}", http.header_timeout_s));
+            }
+            if !(1..=http.header_timeout_s.max(1)).contains(&http.idle_timeout_s) {
+                // hyper's header deadline also runs while a kept-alive connection waits: it would cut a longer wait.
+                problem(
+                    "http.idle_timeout_s",
+                    format!(
+                        "expected 1 s to header_timeout_s ({} s), got {}",
+                        http.header_timeout_s, http.idle_timeout_s
+                    ),
+                );
+            }
+            if !(1..=3600).contains(&http.body_timeout_s) {
+                problem("http.body_timeout_s", format!("expected 1 to 3600 s, got {}", http.body_timeout_s));
+            }
+            if !(1..=65_536).contains(&http.max_connections) {
+                problem("http.max_connections", format!("expected 1 to 65536, got {}", http.max_connections));
+            }
             if let Some(url) = &http.url
                 && !(url.starts_with("http://") || url.starts_with("https://"))
             {

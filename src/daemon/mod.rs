@@ -139,6 +139,10 @@ pub async fn run_with<S: Future<Output = ()>>(
     let ort_lib = ort_lib.or(config.onnxruntime.library.as_deref());
     let runtime = model::runtime::load(ort_lib)?;
     let mut http_settings = config.http.as_ref().map(crate::http::Settings::from_config).transpose()?;
+    if let Some(http) = http_settings.as_mut() {
+        // The cameras' descriptors first: HTTP clients get what the open-file limit leaves.
+        http.limits.fit_descriptors(config.cameras.len());
+    }
     let (models, names, check) = load_models(runtime, &config)?;
     let queue = open_queue(&config)?;
     let live = Arc::new(Live::new(&config.node_id(), config.http.is_some()));

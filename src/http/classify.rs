@@ -4,7 +4,8 @@
 //!
 //! The cameras come first: the pool's threads run at a lower CPU priority (nice 10) than the pipeline, and
 //! at most `classify_workers` requests are classified at once with `classify_queue` more waiting; a request
-//! beyond that is answered 429 (`Retry-After: 1`) at once, before its body is read.
+//! beyond that is answered 429 (`Retry-After: 1`) at once, before its body is read. A request takes its place
+//! only once its body is in (`http::conn::read_body`), so that slow uploads hold none.
 //!
 //! A config reload builds a new pool with the new `[model]` and puts it in [`CurrentPool`] in place of the
 //! old one.
@@ -104,6 +105,11 @@ impl ClassifyPool {
             model: model_name,
             default_top,
         })
+    }
+
+    /// Whether [`ClassifyPool::admit`] would give a place now.
+    pub fn has_room(&self) -> bool {
+        self.slots.available_permits() > 0
     }
 
     /// A place in the pool, or `None` at once when every worker is busy and the queue is full.

@@ -13,6 +13,7 @@
 //! Optional TLS (rustls) with `cert_file` and `key_file`.
 
 pub mod classify;
+pub mod conn;
 pub mod metrics;
 pub mod status;
 
@@ -120,6 +121,8 @@ pub struct Settings {
     url_given: bool,
     /// The host of the config's `url`, lower case: a name the server answers without a token.
     url_host: Option<Arc<str>>,
+    /// Deadlines and caps on connections and bodies.
+    pub limits: conn::Limits,
 }
 
 impl std::fmt::Debug for Settings {
@@ -156,6 +159,7 @@ impl Settings {
             url_host: http.url.as_deref().and_then(url_host).map(Arc::from),
             tls,
             max_body: (http.max_body_mb as usize) << 20,
+            limits: conn::Limits::from_config(http),
         })
     }
 
@@ -281,6 +285,8 @@ pub struct AppState {
     url_host: Option<Arc<str>>,
     snapshots: Arc<status::Snapshots>,
     max_body: usize,
+    body_timeout: Duration,
+    bodies: Arc<conn::BodyBudget>,
 }
 
 /// The router: every route, the token (or `Host`) check, the body limit and the headers every answer carries.
@@ -295,6 +301,8 @@ pub fn router(settings: &Settings, live: Arc<Live>, classify: Arc<CurrentPool>) 
         url_host: settings.url_host.clone(),
         snapshots: Arc::default(),
         max_body: settings.max_body,
+        body_timeout: settings.limits.body_timeout,
+        bodies: Arc::new(conn::BodyBudget::new(settings.limits.body_budget)),
     };
     let router = Router::new()
         .route("/", get(page))
@@ -331,23 +339,11 @@ impl Server {
             .map_err(|source| HttpError::Bind { addr: settings.listen, source })?;
         let local_addr = listener.local_addr().map_err(|source| HttpError::Bind { addr: settings.listen, source })?;
         let (router, latest) = router(settings, Arc::clone(&live), classify);
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        let shutdown = async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        };
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let sampler = tokio::spawn(status::sample(live, latest));
-        let tls = settings.tls.clone();
+        let (tls, limits) = (settings.tls.clone(), settings.limits);
         let task = tokio::spawn(async move {
-            let service = router.into_make_service();
-            let served = match tls {
-                None => axum::serve(listener, service).with_graceful_shutdown(shutdown).await,
-                Some(config) => {
-                    axum::serve(TlsListener::new(listener, config), service).with_graceful_shutdown(shutdown).await
-                }
-            };
-            if let Err(e) = served {
-                tracing::error!("the HTTP server stopped: {e}");
-            }
+            conn::serve(listener, tls, router, limits, stopped).await;
             sampler.abort();
         });
         let scheme = if settings.tls.is_some() { "https" } else { "http" };
@@ -362,62 +358,6 @@ impl Server {
         if tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err() {
             task.abort();
         }
-    }
-}
-
-/// A TLS listener for `axum::serve`: handshakes run in their own tasks (bounded in time), so a slow client
-/// does not hold up the others.
-struct TlsListener {
-    ready: tokio::sync::mpsc::Receiver<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-    _accept: tokio::task::JoinHandle<()>,
-}
-
-impl TlsListener {
-    fn new(listener: tokio::net::TcpListener, config: Arc<rustls::ServerConfig>) -> TlsListener {
-        let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let (tx, ready) = tokio::sync::mpsc::channel(64);
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let accept = tokio::spawn(async move {
-            loop {
-                let (tcp, peer) = match listener.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::debug!("HTTP accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        TlsListener { ready, local, _accept: accept }
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(c) => c,
-            // The accept task never ends while the listener lives.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
     }
 }
 
@@ -470,8 +410,14 @@ async fn authorize(State(state): State<AppState>, request: Request, next: Next) 
 /// thrown away first (at most twice the body limit, for at most 10 s: what nginx calls a lingering close),
 /// so that the client, still sending, gets the answer instead of a broken connection, and the connection
 /// stays usable; a body beyond that ends the connection after the answer.
+///
+/// A client that waits for `100 Continue` before it sends the body gets the answer without it (reading the
+/// body would make hyper send it) and the connection closes.
 async fn refuse(body: Body, max_body: usize, code: StatusCode, text: String) -> Response {
     use http_body_util::BodyExt;
+    if conn::expects_continue() {
+        return (code, [(header::CONNECTION, "close")], text).into_response();
+    }
     let drain = async {
         let mut body = body;
         let mut left = 2 * max_body;
@@ -658,16 +604,29 @@ async fn classify_request(State(state): State<AppState>, Query(q): Query<Classif
         Ok(c) => c,
         Err(e) => return plain(StatusCode::BAD_REQUEST, e),
     };
-    // Refused before the body is read: a busy daemon spends nothing on the requests it turns away.
-    let Some(permit) = pool.admit() else { return busy(body, state.max_body).await };
-    let bytes = match axum::body::to_bytes(body, state.max_body).await {
+    // Refused before the body is read while every slot is taken: a busy daemon spends nothing on the requests
+    // it turns away (and sends no `100 Continue` for them). The slot itself is taken once the body is in, so
+    // that slow uploads hold none.
+    if !pool.has_room() {
+        return busy(body, state.max_body).await;
+    }
+    let (bytes, _held) = match conn::read_body(body, state.max_body, state.body_timeout, &state.bodies).await {
         Ok(b) => b,
-        Err(_) => {
-            // Cut at the limit: the connection cannot be kept (the rest of the body is still coming).
+        // The rest of the body may still be coming: the connection cannot be kept.
+        Err(conn::BodyError::TooLarge) => {
             let text = format!("the body is over {} MiB\n", state.max_body >> 20);
             return (StatusCode::PAYLOAD_TOO_LARGE, [(header::CONNECTION, "close")], text).into_response();
         }
+        Err(conn::BodyError::TimedOut) => {
+            let text = format!("the body did not arrive within {} s\n", state.body_timeout.as_secs());
+            return (StatusCode::REQUEST_TIMEOUT, [(header::CONNECTION, "close")], text).into_response();
+        }
+        Err(conn::BodyError::Broken) => {
+            let text = "the body was cut or badly framed\n".to_string();
+            return (StatusCode::BAD_REQUEST, [(header::CONNECTION, "close")], text).into_response();
+        }
     };
+    let Some(permit) = pool.admit() else { return busy(Body::empty(), state.max_body).await };
     if bytes.is_empty() {
         return plain(StatusCode::BAD_REQUEST, "send a JPEG or PNG picture as the body\n".into());
     }

@@ -19,6 +19,17 @@ impl Daemon {
         Daemon::start_env(config, &[])
     }
 
+    /// The daemon with an open-file limit of `nofile` (soft and hard), through `prlimit` (which execs it:
+    /// the pid is the daemon's).
+    pub fn start_nofile(config: &Path, nofile: u64) -> Daemon {
+        let daemon = camclassd();
+        let mut cmd = Command::new("prlimit");
+        cmd.current_dir(root()).env_remove("ORT_DYLIB_PATH").env_remove("RUST_LOG");
+        cmd.arg(format!("--nofile={nofile}:{nofile}")).arg("--").arg(daemon.get_program());
+        cmd.args(["--log-level", "info", "run", "--config"]).arg(config);
+        Daemon::spawn(cmd)
+    }
+
     pub fn start_env(config: &Path, env: &[(&str, &str)]) -> Daemon {
         let mut cmd = camclassd();
         if env.iter().any(|(k, _)| *k == "WATCHDOG_USEC") {
@@ -32,6 +43,10 @@ impl Daemon {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Daemon::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: Command) -> Daemon {
         let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("daemon starts");
         let log = Arc::new(Mutex::new(String::new()));
         let sink = Arc::clone(&log);

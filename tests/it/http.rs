@@ -961,3 +961,223 @@ fn two_hundred_concurrent_snapshots_of_a_raw_frame_camera_encode_once_per_frame(
     let (code, log) = daemon.stop();
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// Descriptors the process holds now.
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).expect("/proc fd").count()
+}
+
+/// What `stream` receives until the peer closes it, or until nothing came for `quiet`; and whether it closed.
+fn read_until_closed(stream: &mut std::net::TcpStream, quiet: Duration) -> (String, bool) {
+    use std::io::Read;
+    stream.set_read_timeout(Some(quiet)).expect("timeout");
+    let (mut got, mut buf) = (Vec::new(), [0u8; 4096]);
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return (String::from_utf8_lossy(&got).into_owned(), false);
+            }
+            // Reset: closed as well.
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), true),
+        }
+    }
+}
+
+#[test]
+fn idle_and_half_header_connections_are_cut_and_never_starve_the_daemon_of_descriptors() {
+    use std::io::Write;
+    const NOFILE: u64 = 256;
+    const ATTACKERS: usize = 300;
+    let broker = Broker::start();
+    let witness = super::broker::Witness::start(&broker, "camclassd/testnode/+/event");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let cam = camera("porch", "coffee.jpg").replace("on_change", "every_frame");
+    let http =
+        format!("listen = \"127.0.0.1:{port}\"\nheader_timeout_s = 2\nidle_timeout_s = 1\nmax_connections = 16\n");
+    let path = config(dir.path(), &broker, &cam, &http, "");
+    let daemon = Daemon::start_nofile(&path, NOFILE);
+    let client = client();
+    let healthz = format!("http://127.0.0.1:{port}/healthz");
+    wait_status(&client, &healthz, 200, &daemon);
+    // A kept-alive connection that asks nothing more is closed after idle_timeout_s.
+    let mut kept = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").expect("request");
+    let asked = Instant::now();
+    let (answer, closed) = read_until_closed(&mut kept, Duration::from_secs(10));
+    let idle_closed = asked.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 200") && closed, "kept-alive connection: {answer:?}, closed: {closed}");
+    let before = fds(daemon.pid());
+
+    // More connections than the open-file limit allows: half send nothing, half half a request head.
+    let opened = Instant::now();
+    let mut attackers: Vec<std::net::TcpStream> = (0..ATTACKERS)
+        .map(|i| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            if i % 2 == 1 {
+                // The server may have closed it already (over the cap).
+                let _ = s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+            }
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let during = fds(daemon.pid());
+    let events = witness.messages().len();
+    // A legitimate request gets its answer once the idle ones are cut (connections over the cap are closed
+    // at once: the client retries).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut tries = 0;
+    while !client.get(&healthz).send().is_ok_and(|r| r.status() == 200) {
+        tries += 1;
+        assert!(Instant::now() < deadline, "no answer in 30 s under the attack; log:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let answered = opened.elapsed();
+    // Every attacker is cut: the peer closes (EOF or reset) by the header deadline.
+    for (i, s) in attackers.iter_mut().enumerate() {
+        let (_, closed) = read_until_closed(s, Duration::from_secs(10));
+        assert!(closed, "attacker {i} still open {:?} after it connected", opened.elapsed());
+    }
+    let all_closed = opened.elapsed();
+    // The camera kept publishing.
+    witness.wait_for("events during the attack", Duration::from_secs(10), |m| m.len() >= events + 5);
+    eprintln!(
+        "descriptors: {before} before, {during} with {ATTACKERS} connections open (limit {NOFILE}); a kept-alive \
+         connection closed after {idle_closed:?}; a request answered after {answered:?} ({tries} refused tries); \
+         every attacker closed after {all_closed:?}"
+    );
+    assert!(during <= before + 16 + 4, "{during} descriptors with the cap at 16 ({before} before)");
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("Too many open files"), "{log}");
+    assert!(log.contains("HTTP connection limit (16) reached"), "{log}");
+}
+
+#[test]
+fn slow_uploads_hold_no_classify_slot_and_are_cut_at_the_body_deadline() {
+    use std::io::Write;
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    // Two slots: one worker, one waiting.
+    let http = format!("listen = \"127.0.0.1:{port}\"\nclassify_workers = 1\nclassify_queue = 1\nbody_timeout_s = 2\n");
+    let path = config(dir.path(), &broker, &camera("porch", "coffee.jpg"), &http, "");
+    // Under a low open-file limit, as the attack on descriptors above.
+    let daemon = Daemon::start_nofile(&path, 256);
+    let client = client();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_status(&client, &format!("{base}/healthz"), 200, &daemon);
+
+    // 17 uploads that announce 104 KB and send 100 bytes.
+    let started = Instant::now();
+    let mut slow: Vec<std::net::TcpStream> = (0..17)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            let head = "POST /api/v1/classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\nContent-Length: 104857\r\n\r\n";
+            s.write_all(head.as_bytes()).and_then(|_| s.write_all(&[0xFF; 100])).expect("slow upload");
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // A picture sent whole meanwhile is classified.
+    let photo = std::fs::read(generated("coffee.jpg")).expect("photo");
+    let r = client
+        .post(format!("{base}/api/v1/classify"))
+        .header("content-type", "image/jpeg")
+        .body(photo)
+        .send()
+        .expect("classify");
+    assert_eq!(r.status(), 200, "a whole picture beside 17 slow uploads: {:?}", r.text());
+    // Each slow upload gets 408 at the body deadline, and its connection closes.
+    for (i, s) in slow.iter_mut().enumerate() {
+        let (answer, closed) = read_until_closed(s, Duration::from_secs(10));
+        assert!(answer.starts_with("HTTP/1.1 408") && closed, "slow upload {i}: {answer:?}, closed: {closed}");
+    }
+    eprintln!("17 slow uploads answered 408 and closed after {:?}", started.elapsed());
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[test]
+fn expect_100_continue_is_not_answered_for_refused_requests() {
+    use std::io::Write;
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = "s3cret-token-for-tests";
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).expect("token");
+    let port = free_port();
+    let http = format!("listen = \"127.0.0.1:{port}\"\ntoken_file = {:?}\n", token_file.display().to_string());
+    let path = config(dir.path(), &broker, &camera("porch", "coffee.jpg"), &http, "");
+    let daemon = Daemon::start(&path);
+    let client = client();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_status(&client, &format!("{base}/healthz"), 401, &daemon);
+    let ask = |auth: &str, length: usize| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let head = format!(
+            "POST /api/v1/classify HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: image/jpeg\r\nContent-Length: {length}\r\n\
+             Expect: 100-continue\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).expect("head");
+        s
+    };
+    let photo = std::fs::read(generated("coffee.jpg")).expect("photo");
+    // A wrong token, and a body over the limit: the refusal, no 100, and the connection closed.
+    for (auth, length, status) in [
+        ("Authorization: Bearer wrong\r\n".to_string(), photo.len(), "401"),
+        ("".to_string(), photo.len(), "401"),
+        (format!("Authorization: Bearer {token}\r\n"), 11 << 20, "413"),
+    ] {
+        let mut s = ask(&auth, length);
+        let (answer, closed) = read_until_closed(&mut s, Duration::from_secs(5));
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{auth:?} {length}: {answer:?}");
+        assert!(!answer.contains("100 Continue") && closed, "{auth:?} {length}: {answer:?}, closed: {closed}");
+    }
+    // Accepted: 100, then the body, then the answer.
+    let mut s = ask(&format!("Authorization: Bearer {token}\r\n"), photo.len());
+    let (first, _) = read_until_closed(&mut s, Duration::from_secs(2));
+    assert_eq!(first, "HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(&photo).expect("body");
+    let (answer, closed) = read_until_closed(&mut s, Duration::from_secs(20));
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("espresso") && closed, "{answer:?}");
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[test]
+fn a_client_that_never_reads_its_answers_is_dropped() {
+    use std::io::Write;
+    const ASKED: usize = 1000;
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let http = format!("listen = \"127.0.0.1:{port}\"\nheader_timeout_s = 2\nidle_timeout_s = 1\n");
+    let path = config(dir.path(), &broker, &camera("porch", "coffee.jpg"), &http, "");
+    let daemon = Daemon::start_nofile(&path, 256);
+    let client = client();
+    let snapshot = format!("http://127.0.0.1:{port}/api/v1/cameras/porch/snapshot.jpg");
+    wait_status(&client, &snapshot, 200, &daemon);
+    drop(client);
+    std::thread::sleep(Duration::from_secs(2));
+    let before = fds(daemon.pid());
+    // 1000 snapshots (100 MB) asked for on one connection, none read: the answers fill the socket buffers.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let ask = "GET /api/v1/cameras/porch/snapshot.jpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(ASKED);
+    s.write_all(ask.as_bytes()).expect("requests");
+    // Past idle_timeout_s + header_timeout_s: the connection is dropped (what was sent before arrives, then the
+    // end or a reset) rather than kept for as long as the client wants.
+    std::thread::sleep(Duration::from_secs(5));
+    // The daemon let go of it while the client still holds it unread.
+    let after = fds(daemon.pid());
+    assert!(after <= before, "{after} descriptors, {before} before the connection");
+    let (got, closed) = read_until_closed(&mut s, Duration::from_secs(5));
+    let answers = got.matches("HTTP/1.1 200").count();
+    assert!(closed && answers < ASKED, "{answers} answers read, closed: {closed}");
+    eprintln!("a connection that did not read was dropped; {answers} of {ASKED} answers had been sent");
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
