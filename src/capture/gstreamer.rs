@@ -166,20 +166,18 @@ fn caps_oversize(caps: &gst::CapsRef) -> Option<String> {
 /// nothing downstream negotiates or allocates for them, and the session ends.
 fn watch_caps(pad: &gst::Pad, counters: &Arc<Counters>) {
     let c = Arc::clone(counters);
-    pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM | gst::PadProbeType::BUFFER, move |_, info| {
-        match &info.data {
-            Some(gst::PadProbeData::Event(e)) => {
-                if let gst::EventView::Caps(caps) = e.view()
-                    && let Some(why) = caps_oversize(caps.caps())
-                {
-                    c.refuse(|| why);
-                    return gst::PadProbeReturn::Drop;
-                }
-                gst::PadProbeReturn::Ok
+    pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM | gst::PadProbeType::BUFFER, move |_, info| match &info.data {
+        Some(gst::PadProbeData::Event(e)) => {
+            if let gst::EventView::Caps(caps) = e.view()
+                && let Some(why) = caps_oversize(caps.caps())
+            {
+                c.refuse(|| why);
+                return gst::PadProbeReturn::Drop;
             }
-            Some(gst::PadProbeData::Buffer(_)) if c.is_refused() => gst::PadProbeReturn::Handled,
-            _ => gst::PadProbeReturn::Ok,
+            gst::PadProbeReturn::Ok
         }
+        Some(gst::PadProbeData::Buffer(_)) if c.is_refused() => gst::PadProbeReturn::Handled,
+        _ => gst::PadProbeReturn::Ok,
     });
 }
 
@@ -688,8 +686,8 @@ impl Camera<'_> {
                                 // The size limit of camclassd's decoder, applied here too: the session ends.
                                 if let Some(gst::PadProbeData::Buffer(b)) = &info.data
                                     && let Ok(map) = b.map_readable()
-                                    && let Some(why) = crate::preprocess::jpeg_size(map.as_slice())
-                                        .and_then(|(w, h)| oversize(w, h))
+                                    && let Some(why) =
+                                        crate::preprocess::jpeg_size(map.as_slice()).and_then(|(w, h)| oversize(w, h))
                                 {
                                     counters.refuse(|| why);
                                 }
@@ -1284,11 +1282,7 @@ fn jpeg_limits(st: &mut DecoderInput, buffer: &gst::BufferRef, starts: bool) -> 
     let Ok(map) = buffer.map_readable() else { return Ok(()) };
     let room = MAX_JPEG_HEADER.saturating_sub(st.header.len());
     // A picture given whole (most) is read in place; one in chunks is gathered until its header is complete.
-    let size = if st.header.is_empty() && starts {
-        crate::preprocess::jpeg_size(map.as_slice())
-    } else {
-        None
-    };
+    let size = if st.header.is_empty() && starts { crate::preprocess::jpeg_size(map.as_slice()) } else { None };
     let size = size.or_else(|| {
         st.header.extend_from_slice(&map.as_slice()[..map.len().min(room)]);
         crate::preprocess::jpeg_size(&st.header)
@@ -1361,7 +1355,8 @@ fn parse_failure(e: &glib::Error) -> Failure {
 /// not installed (with its Debian package), no `appsink name=camclassd`. For `check-config`.
 pub fn check_pipeline(description: &str) -> Result<(), String> {
     gst::init().map_err(|e| format!("GStreamer does not start: {e}; install libgstreamer1.0-0"))?;
-    let element = gst::parse::launch(description).map_err(|e| parse_failure(&e).message.trim_start_matches("pipeline: ").to_string())?;
+    let element = gst::parse::launch(description)
+        .map_err(|e| parse_failure(&e).message.trim_start_matches("pipeline: ").to_string())?;
     let sink = match element.downcast_ref::<gst::Bin>() {
         Some(bin) => bin.by_name("camclassd"),
         None => None,
@@ -1373,7 +1368,10 @@ pub fn check_pipeline(description: &str) -> Result<(), String> {
             "the element named camclassd is a {}, not an appsink: end the pipeline in `appsink name=camclassd`",
             s.factory().map_or_else(|| "?".into(), |f| f.name().to_string())
         )),
-        None => Err("the pipeline has no `appsink name=camclassd`: end it with `… ! videoconvert ! appsink name=camclassd`".into()),
+        None => {
+            Err("the pipeline has no `appsink name=camclassd`: end it with `… ! videoconvert ! appsink name=camclassd`"
+                .into())
+        }
     }
 }
 

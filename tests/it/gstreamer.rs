@@ -743,7 +743,9 @@ fn camera_passwords_reach_no_output_whatever_the_url_shape() {
         let out = run(cmd.arg(&bad));
         let said = stdout(&out) + &stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{command}: {said}");
-        for (i, shape) in [(5, "rtsp:/***@127.0.0.1/cam"), (6, "rtsp:***@127.0.0.1/cam"), (7, "rtsp://***@ has no host")] {
+        for (i, shape) in
+            [(5, "rtsp:/***@127.0.0.1/cam"), (6, "rtsp:***@127.0.0.1/cam"), (7, "rtsp://***@ has no host")]
+        {
             assert!(said.contains(&format!("cameras[{i}].source: {shape}")), "{command}: {shape}:\n{said}");
         }
         outputs.push(said);
@@ -760,7 +762,10 @@ fn camera_passwords_reach_no_output_whatever_the_url_shape() {
     }
     let (_, log) = daemon.stop();
     assert!(!log.contains("cannot decode the stream"), "{log}");
-    assert!(http_stats(&elsewhere)["authorization"].as_array().is_some_and(Vec::is_empty), "credentials sent to another server");
+    assert!(
+        http_stats(&elsewhere)["authorization"].as_array().is_some_and(Vec::is_empty),
+        "credentials sent to another server"
+    );
     outputs.push(log);
     outputs.extend(witness.messages().into_iter().map(|m| format!("{} {}", m.topic, m.payload)));
     for output in &outputs {
