@@ -647,6 +647,8 @@ fn a_picture_beyond_the_size_limit_is_refused_before_any_decoder_by_every_path()
         + &camera("file", &clip.display().to_string(), "")
         + &camera("scaled", &format!("http://127.0.0.1:{port}/bomb.jpg"), "decode_size = [640, 360]")
         + &camera("good", &format!("http://127.0.0.1:{port}/snapshot.jpg"), "");
+    let api = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
+    let cameras = cameras + &format!("[http]\nlisten = \"{api}\"\n");
     let daemon = Daemon::start(&config(dir.path(), &broker, &cameras));
     wait_events(&witness, "good", 3, Duration::from_secs(60));
     let refused = "refused: image of 20000x20000 pixels (400.0 megapixels) is larger than camclassd decodes";
@@ -655,6 +657,9 @@ fn a_picture_beyond_the_size_limit_is_refused_before_any_decoder_by_every_path()
     }
     // Retries: 1 s, 2 s, 4 s … of backoff; the refusal is logged once.
     std::thread::sleep(Duration::from_secs(4));
+    // The snapshot route has no picture of it to encode (before: 25 s and 7.8 GB for one request).
+    let snapshot = reqwest::blocking::get(format!("http://{api}/api/v1/cameras/snap/snapshot.jpg")).expect("GET");
+    assert_eq!(snapshot.status().as_u16(), 404, "no frame of a refused picture");
     let peak = daemon.peak_rss_mib();
     let (_, log) = daemon.stop();
     for cam in ["snap", "pipe", "file", "scaled"] {
