@@ -687,6 +687,17 @@ fn check_config(path: &Path, ort_lib: Option<&Path>) -> Result<u8, Failure> {
             Ok(_) => {}
         }
     }
+    // Each camera's pipeline parsed as `run` builds it, without starting it: a syntax error, an element not
+    // installed, no appsink named camclassd.
+    #[cfg(feature = "gstreamer")]
+    for (i, cam) in config.cameras.iter().enumerate() {
+        if let Some(pipeline) = &cam.pipeline
+            && let Err(why) = camclassd::capture::gstreamer::check_pipeline(pipeline)
+        {
+            let key = format!("cameras[{i}].pipeline");
+            problems.push(format!("{}: {key}: {why}", at(&key)));
+        }
+    }
     let ort_lib = ort_lib.or(config.onnxruntime.library.as_deref());
     let runtime = match model::runtime::load(ort_lib) {
         Ok(runtime) => runtime,

@@ -28,27 +28,8 @@ use super::{CapturedFrame, FrameHub, PixelFormat, SourceKind, sleep_unless_stopp
 use crate::backoff::Backoff;
 use crate::config::{CameraConfig, RtspTransport};
 
-/// `url` with its user info (`user:password@`) replaced by `***@`, for log lines.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_string(),
-    }
-}
-
-/// `url` without its user info, and the user name and password it carried.
-pub fn split_credentials(url: &str) -> (String, Option<String>, Option<String>) {
-    let Some((scheme, rest)) = url.split_once("://") else { return (url.to_string(), None, None) };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else { return (url.to_string(), None, None) };
-    let (user, password) = match rest[..at].split_once(':') {
-        Some((u, p)) => (u.to_string(), Some(p.to_string())),
-        None => (rest[..at].to_string(), None),
-    };
-    (format!("{scheme}://{}", &rest[at + 1..]), Some(user).filter(|u| !u.is_empty()), password)
-}
+/// URLs in messages without their user info; credentials split off (percent-decoded) for the source element.
+pub use crate::config::url::{redact, split_credentials};
 
 /// The Debian package that carries a GStreamer element (or a family of them), for "install …" advice.
 pub fn debian_package(element: &str) -> Option<&'static str> {
@@ -108,6 +89,9 @@ enum Kind {
     NotFound,
     /// A plugin or decoder is missing, or the stream cannot be decoded.
     Setup,
+    /// A picture beyond the size limit, or a part of a stream that never ends: refused before any decoder
+    /// allocates for it, the connection dropped.
+    TooLarge,
 }
 
 #[derive(Debug)]
@@ -136,6 +120,98 @@ struct Counters {
     early: AtomicBool,
     /// JPEG frames that reached the gate still encoded, for camclassd's own decoder ([`jpeg_passthrough`]).
     encoded: AtomicU64,
+    /// Why the session was refused by a probe (a picture too large, a part that never ends): the capture loop
+    /// ends it and retries with backoff; until then the probes drop what comes.
+    refused: Mutex<Option<String>>,
+}
+
+impl Counters {
+    /// Ends the session for `why` (the first reason given wins).
+    fn refuse(&self, why: impl FnOnce() -> String) {
+        if let Ok(mut r) = self.refused.lock()
+            && r.is_none()
+        {
+            *r = Some(why());
+        }
+    }
+
+    fn is_refused(&self) -> bool {
+        self.refused.lock().is_ok_and(|r| r.is_some())
+    }
+}
+
+/// The most bytes one picture may take on its way to a decoder (a multipart part, a snapshot's body): three
+/// bytes a pixel of the largest picture decoded, well beyond any JPEG of that size. A part that never ends
+/// (a hostile or broken server) grew multipartdemux's buffer by gigabytes a second and then crashed it.
+const MAX_PICTURE_BYTES: usize = 3 * crate::preprocess::MAX_PIXELS as usize;
+/// How far into a JPEG its frame header (SOF) is looked for: past that, with none found, it is refused.
+const MAX_JPEG_HEADER: usize = 1 << 20;
+
+/// Why a `width`×`height` picture is refused: the limit camclassd's own decoder has, applied before any
+/// decoder allocates for it (a 20000×20000 snapshot took 5 GB in jpegdec and videoconvert).
+fn oversize(width: u32, height: u32) -> Option<String> {
+    use crate::preprocess::{MAX_PIXELS, MAX_SIDE, PreprocessError};
+    (width > MAX_SIDE || height > MAX_SIDE || u64::from(width) * u64::from(height) > MAX_PIXELS)
+        .then(|| format!("refused: {}", PreprocessError::TooLarge { width, height }))
+}
+
+/// Why raw or encoded video caps are refused: a size beyond the limit (`None` when they have no size).
+fn caps_oversize(caps: &gst::CapsRef) -> Option<String> {
+    let s = caps.structure(0)?;
+    let side = |key: &str| u32::try_from(s.get::<i32>(key).ok()?).ok();
+    oversize(side("width")?, side("height")?)
+}
+
+/// Refuses caps beyond the size limit on `pad` (a decoder's input, the appsink's): the caps are dropped, so
+/// nothing downstream negotiates or allocates for them, and the session ends.
+fn watch_caps(pad: &gst::Pad, counters: &Arc<Counters>) {
+    let c = Arc::clone(counters);
+    pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM | gst::PadProbeType::BUFFER, move |_, info| match &info.data {
+        Some(gst::PadProbeData::Event(e)) => {
+            if let gst::EventView::Caps(caps) = e.view()
+                && let Some(why) = caps_oversize(caps.caps())
+            {
+                c.refuse(|| why);
+                return gst::PadProbeReturn::Drop;
+            }
+            gst::PadProbeReturn::Ok
+        }
+        Some(gst::PadProbeData::Buffer(_)) if c.is_refused() => gst::PadProbeReturn::Handled,
+        _ => gst::PadProbeReturn::Ok,
+    });
+}
+
+/// Caps on the bytes multipartdemux holds for one part: counted from its input since it last gave a part out;
+/// beyond [`MAX_PICTURE_BYTES`] the session is refused and the rest dropped before multipartdemux sees it.
+fn limit_parts(demux: &gst::Element, counters: &Arc<Counters>) {
+    let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let p = Arc::clone(&pending);
+    demux.connect_pad_added(move |_, pad| {
+        let p = Arc::clone(&p);
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            p.store(0, Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        });
+    });
+    let Some(sink) = demux.static_pad("sink") else { return };
+    let c = Arc::clone(counters);
+    sink.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let n = match &info.data {
+            Some(gst::PadProbeData::Buffer(b)) => b.size(),
+            _ => 0,
+        };
+        if c.is_refused() || pending.fetch_add(n, Ordering::Relaxed) + n > MAX_PICTURE_BYTES {
+            c.refuse(|| {
+                format!(
+                    "refused: a part of the multipart stream went on for more than {} MiB without a boundary (no \
+                     picture camclassd decodes is that large)",
+                    MAX_PICTURE_BYTES >> 20
+                )
+            });
+            return gst::PadProbeReturn::Handled;
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// What a decoder's sink pad carries, as far as its gates are concerned.
@@ -186,6 +262,10 @@ struct DecoderInput {
     /// No whole key frame came within the limit, and never did: pictures pass as they come for the rest of
     /// the session (a stream without key frames, such as intra refresh).
     given_up: bool,
+    /// JPEG: the bytes of the picture being received so far, and its first bytes until its size is known.
+    picture_bytes: usize,
+    header: Vec<u8>,
+    sized: bool,
 }
 
 impl DecoderInput {
@@ -198,6 +278,10 @@ impl DecoderInput {
             waiting_since: None,
             ever_whole: false,
             given_up: false,
+            picture_bytes: 0,
+            header: Vec::new(),
+            // Nothing to look for until a picture starts.
+            sized: true,
         }
     }
 }
@@ -372,11 +456,13 @@ impl Camera<'_> {
         }
     }
 
-    /// GStreamer's text with the password, if any, replaced.
+    /// GStreamer's text with the password, if any, replaced, and any URL in it without its user info (an
+    /// element that echoes a URI).
     fn scrub(&self, text: &str) -> String {
+        let text = crate::config::url::redact_text(text);
         match self.password.as_deref().filter(|p| p.len() >= 2) {
             Some(p) => text.replace(p, "***"),
-            None => text.to_string(),
+            None => text,
         }
     }
 
@@ -597,6 +683,17 @@ impl Camera<'_> {
                             let (gate, counters) = (Arc::clone(&gate), Arc::clone(&counters));
                             pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
                                 counters.encoded.fetch_add(1, Ordering::Relaxed);
+                                // The size limit of camclassd's decoder, applied here too: the session ends.
+                                if let Some(gst::PadProbeData::Buffer(b)) = &info.data
+                                    && let Ok(map) = b.map_readable()
+                                    && let Some(why) =
+                                        crate::preprocess::jpeg_size(map.as_slice()).and_then(|(w, h)| oversize(w, h))
+                                {
+                                    counters.refuse(|| why);
+                                }
+                                if counters.is_refused() {
+                                    return gst::PadProbeReturn::Handled;
+                                }
                                 pass_gate(&gate, &counters, by_pts, t0, info)
                             });
                             return;
@@ -638,12 +735,20 @@ impl Camera<'_> {
             // until its queue fills, waiting for more streams.
             if element.factory().is_some_and(|f| f.name() == "multipartdemux") {
                 element.set_property("single-stream", true);
+                limit_parts(element, &c);
             }
             watch_decoder(element, &g, &c, watch_added.clone());
         });
         // The user's pipeline has its elements already.
         for element in pipeline.iterate_recurse().into_iter().flatten() {
+            if element.factory().is_some_and(|f| f.name() == "multipartdemux") {
+                limit_parts(&element, &counters);
+            }
             watch_decoder(&element, &gate, &counters, watch.clone());
+        }
+        // Raw video beyond the size limit (a user's `videotestsrc`, a decoder's output) goes no further.
+        if let Some(pad) = sink.static_pad("sink") {
+            watch_caps(&pad, &counters);
         }
         // The rate gate: frames beyond `fps` are dropped before they are scaled and converted (a file by its
         // timestamps, so that it plays at its own pace; a live source by the clock); JPEG frames, each one a
@@ -683,6 +788,11 @@ impl Camera<'_> {
                 src.set_property("user-id", user);
                 if let (Some(pw), true) = (&password, src.has_property("user-pw")) {
                     src.set_property("user-pw", pw);
+                }
+                // souphttpsrc would answer the challenge of whatever host a redirect points to with the
+                // camera's credentials: with credentials, no redirect is followed (the failure says so).
+                if src.has_property_with_type("automatic-redirect", bool::static_type()) {
+                    src.set_property("automatic-redirect", false);
                 }
             }
             if factory == "rtspsrc" {
@@ -727,7 +837,13 @@ impl Camera<'_> {
         ever_streamed: bool,
     ) -> End {
         let Session { pipeline, sink, bus, counters } = session;
-        let end = self.play(&pipeline, &sink, &bus, &counters.gated, delivered, failing, down_since, ever_streamed);
+        let end = self.play(&pipeline, &sink, &bus, &counters, delivered, failing, down_since, ever_streamed);
+        // A refusal is why the session ended, whatever the elements said after it (caps dropped, data cut).
+        let end = match (end, counters.refused.lock().ok().and_then(|r| r.clone())) {
+            (End::Stopped, _) => End::Stopped,
+            (_, Some(why)) => End::Failed(Failure::new(Kind::TooLarge, format!("{}: {why}", self.shown()))),
+            (end, None) => end,
+        };
         self.received += counters.received.load(Ordering::Relaxed);
         self.decoded += counters.decoded.load(Ordering::Relaxed);
         self.before_key += counters.before_key.load(Ordering::Relaxed);
@@ -747,7 +863,7 @@ impl Camera<'_> {
         pipeline: &gst::Bin,
         sink: &gst_app::AppSink,
         bus: &gst::Bus,
-        counted: &AtomicU64,
+        counters: &Counters,
         delivered: &mut u64,
         failing: &mut Option<Kind>,
         down_since: &mut Option<Instant>,
@@ -766,6 +882,10 @@ impl Camera<'_> {
             if self.stop.load(Ordering::Relaxed) {
                 return End::Stopped;
             }
+            // Before the bus: a refusal's dropped caps make the elements fail too, less clearly.
+            if let Some(why) = counters.refused.lock().ok().and_then(|r| r.clone()) {
+                return End::Failed(Failure::new(Kind::TooLarge, format!("{}: {why}", self.shown())));
+            }
             while let Some(msg) = bus.pop() {
                 match msg.view() {
                     gst::MessageView::Error(err) => {
@@ -782,7 +902,7 @@ impl Camera<'_> {
                             last_frame = Instant::now();
                             continue;
                         }
-                        return End::Eos { frames: counted.load(Ordering::Relaxed) };
+                        return End::Eos { frames: counters.gated.load(Ordering::Relaxed) };
                     }
                     gst::MessageView::Element(e) => {
                         if let Some(s) = e.structure().filter(|s| s.name() == "missing-plugin") {
@@ -964,8 +1084,21 @@ impl Camera<'_> {
             };
             return Failure::new(Kind::Setup, format!("{shown}: no decoder for {caps}: {advice}"));
         }
+        // souphttpsrc with automatic-redirect off (credentials set, `configure_source`).
+        if detail.lines().any(|l| l.contains("Redirect to:")) {
+            return Failure::new(
+                Kind::NotFound,
+                format!(
+                    "{shown} redirects elsewhere ({}): with credentials, camclassd follows no redirect (the \
+                     password would go wherever it points); set source to the URL the camera redirects to",
+                    e.message()
+                ),
+            );
+        }
+        // The status as souphttpsrc ("Unauthorized (401), URL: …") and rtspsrc word it, not any "401" (a port).
         if e.matches(gst::ResourceError::NotAuthorized)
-            || detail.contains("401")
+            || detail.contains("(401)")
+            || detail.contains("401 Unauthorized")
             || e.message().contains("Unauthorized")
         {
             return Failure::new(
@@ -975,7 +1108,7 @@ impl Camera<'_> {
                 ),
             );
         }
-        if e.matches(gst::ResourceError::NotFound) || detail.contains("404") {
+        if e.matches(gst::ResourceError::NotFound) || detail.contains("(404)") || detail.contains("404 Not Found") {
             return Failure::new(
                 Kind::NotFound,
                 format!("{shown}: not found ({}): check the URL or path", e.message()),
@@ -993,6 +1126,22 @@ impl Camera<'_> {
                 format!(
                     "{shown}: {} ({detail_line}); a pipeline must give raw video or JPEG: end it with `videoconvert ! appsink name=camclassd` (or `image/jpeg ! appsink name=camclassd`)",
                     e.message()
+                ),
+            );
+        }
+        // souphttpsrc reports a refused, reset or timed-out connection only as its streaming task stopping
+        // ("Internal data stream error"): the camera is unreachable, not undecodable.
+        let from_network_source = err
+            .src()
+            .and_then(|s| s.downcast_ref::<gst::Element>())
+            .and_then(|e| e.factory())
+            .is_some_and(|f| f.klass().contains("Source/Network"));
+        if from_network_source && e.matches(gst::StreamError::Failed) {
+            return Failure::new(
+                Kind::Unreachable,
+                format!(
+                    "{shown}: no connection, or the connection was lost ({detail_line}): is the camera on, and the \
+                     host and port right?"
                 ),
             );
         }
@@ -1063,6 +1212,11 @@ fn watch_decoder(element: &gst::Element, gate: &Arc<Mutex<RateGate>>, counters: 
                 if let gst::EventView::Caps(caps) = e.view() {
                     st.media = Media::of(caps.caps());
                     c.early.store(st.media == Media::Jpeg, Ordering::Relaxed);
+                    // Video caps with a size beyond the limit (an H.264 file's): the decoder never gets them.
+                    if let Some(why) = caps_oversize(caps.caps()) {
+                        c.refuse(|| why);
+                        return gst::PadProbeReturn::Drop;
+                    }
                 }
                 gst::PadProbeReturn::Ok
             }
@@ -1086,7 +1240,15 @@ fn watch_decoder(element: &gst::Element, gate: &Arc<Mutex<RateGate>>, counters: 
                 // A JPEG picture starts with SOI (FF D8). A source that hands a picture over in chunks (a
                 // snapshot URL, unparsed) has the other chunks follow the fate of the first.
                 let mut soi = [0u8; 2];
-                if buffer.copy_to_slice(0, &mut soi).is_err() || soi != [0xFF, 0xD8] {
+                let starts = buffer.copy_to_slice(0, &mut soi).is_ok() && soi == [0xFF, 0xD8];
+                if let Err(why) = jpeg_limits(&mut st, buffer, starts) {
+                    c.refuse(|| why);
+                    st.keep = false;
+                }
+                if c.is_refused() {
+                    return gst::PadProbeReturn::Handled;
+                }
+                if !starts {
                     return if st.keep { gst::PadProbeReturn::Ok } else { gst::PadProbeReturn::Handled };
                 }
                 c.received.fetch_add(1, Ordering::Relaxed);
@@ -1097,6 +1259,45 @@ fn watch_decoder(element: &gst::Element, gate: &Arc<Mutex<RateGate>>, counters: 
             _ => gst::PadProbeReturn::Ok,
         }
     });
+}
+
+/// A JPEG chunk on its way to a decoder: the picture's size, read from its header (SOF) as soon as the chunks
+/// so far hold it, and its bytes, each within its limit; `Err` says why the picture is refused.
+fn jpeg_limits(st: &mut DecoderInput, buffer: &gst::BufferRef, starts: bool) -> Result<(), String> {
+    if starts {
+        st.picture_bytes = 0;
+        st.header.clear();
+        st.sized = false;
+    }
+    st.picture_bytes = st.picture_bytes.saturating_add(buffer.size());
+    if st.picture_bytes > MAX_PICTURE_BYTES {
+        return Err(format!(
+            "refused: a JPEG picture went on for more than {} MiB without its end",
+            MAX_PICTURE_BYTES >> 20
+        ));
+    }
+    if st.sized {
+        return Ok(());
+    }
+    let Ok(map) = buffer.map_readable() else { return Ok(()) };
+    let room = MAX_JPEG_HEADER.saturating_sub(st.header.len());
+    // A picture given whole (most) is read in place; one in chunks is gathered until its header is complete.
+    let size = if st.header.is_empty() && starts { crate::preprocess::jpeg_size(map.as_slice()) } else { None };
+    let size = size.or_else(|| {
+        st.header.extend_from_slice(&map.as_slice()[..map.len().min(room)]);
+        crate::preprocess::jpeg_size(&st.header)
+    });
+    match size {
+        Some((w, h)) => {
+            st.sized = true;
+            st.header = Vec::new();
+            oversize(w, h).map_or(Ok(()), Err)
+        }
+        None if st.header.len() >= MAX_JPEG_HEADER => {
+            Err(format!("refused: a JPEG picture with no frame header in its first {} MiB", MAX_JPEG_HEADER >> 20))
+        }
+        None => Ok(()),
+    }
 }
 
 /// An H.264/H.265 buffer on its way to the decoder: through once a whole key frame went (since the start or
@@ -1150,6 +1351,30 @@ fn parse_failure(e: &glib::Error) -> Failure {
     Failure::new(Kind::Setup, format!("pipeline: {text}"))
 }
 
+/// Whether a camera's `pipeline` builds as `run` builds it (parsed, never started): a syntax error, an element
+/// not installed (with its Debian package), no `appsink name=camclassd`. For `check-config`.
+pub fn check_pipeline(description: &str) -> Result<(), String> {
+    gst::init().map_err(|e| format!("GStreamer does not start: {e}; install libgstreamer1.0-0"))?;
+    let element = gst::parse::launch(description)
+        .map_err(|e| parse_failure(&e).message.trim_start_matches("pipeline: ").to_string())?;
+    let sink = match element.downcast_ref::<gst::Bin>() {
+        Some(bin) => bin.by_name("camclassd"),
+        None => None,
+    };
+    let _ = element.set_state(gst::State::Null);
+    match sink {
+        Some(s) if s.is::<gst_app::AppSink>() => Ok(()),
+        Some(s) => Err(format!(
+            "the element named camclassd is a {}, not an appsink: end the pipeline in `appsink name=camclassd`",
+            s.factory().map_or_else(|| "?".into(), |f| f.name().to_string())
+        )),
+        None => {
+            Err("the pipeline has no `appsink name=camclassd`: end it with `… ! videoconvert ! appsink name=camclassd`"
+                .into())
+        }
+    }
+}
+
 /// A built pipeline and what the capture loop holds of it.
 #[derive(Debug)]
 struct Session {
@@ -1162,18 +1387,6 @@ struct Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn credentials_never_show_and_are_split_off() {
-        assert_eq!(redact("rtsp://admin:s3cret@10.0.0.5:554/stream1"), "rtsp://***@10.0.0.5:554/stream1");
-        assert_eq!(redact("rtsp://admin@cam/x"), "rtsp://***@cam/x");
-        assert_eq!(redact("http://cam/snap.jpg?u=a@b"), "http://cam/snap.jpg?u=a@b");
-        assert_eq!(
-            split_credentials("rtsp://admin:pw@cam:554/s"),
-            ("rtsp://cam:554/s".into(), Some("admin".into()), Some("pw".into()))
-        );
-        assert_eq!(split_credentials("rtsp://cam/s"), ("rtsp://cam/s".into(), None, None));
-    }
 
     #[test]
     fn missing_elements_name_their_debian_package() {

@@ -167,6 +167,8 @@ pub fn run(cam: &CameraConfig, source: &str, index: usize, hub: &FrameHub, stop:
             Err(e) => {
                 let delay = backoff.next_delay();
                 if !failing {
+                    // A source that slipped past validation as a mistyped URL must not show its password.
+                    let e = crate::config::url::redact_text(&e);
                     tracing::warn!(camera = %cam.name, "replay source unavailable: {e}; retrying with backoff up to {}s", Backoff::MAX.as_secs());
                     failing = true;
                 }
@@ -178,7 +180,7 @@ pub fn run(cam: &CameraConfig, source: &str, index: usize, hub: &FrameHub, stop:
         };
         // Once per change of the file list, not once per pass: a one-image loop at 5 fps would flood the journal.
         if files.len() != announced {
-            tracing::info!(camera = %cam.name, images = files.len(), fps = cam.fps, looping = cam.looping, "replaying {source}");
+            tracing::info!(camera = %cam.name, images = files.len(), fps = cam.fps, looping = cam.looping, "replaying {}", crate::config::url::redact(source));
             announced = files.len();
             warned.clear();
         }

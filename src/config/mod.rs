@@ -7,12 +7,14 @@
 //! - this module: loading and parsing, the problems and their rendering;
 //! - [`schema`]: every section and key with its default;
 //! - `validate`: the checks of a parsed config;
-//! - `spans`: where a key is in the file (`line:column`), and TOML's own errors in those terms.
+//! - `spans`: where a key is in the file (`line:column`), and TOML's own errors in those terms;
+//! - [`url`]: camera URLs' user info, split off and redacted, and malformed URLs.
 
 use std::path::{Path, PathBuf};
 
 pub mod schema;
 mod spans;
+pub mod url;
 mod validate;
 
 pub use schema::*;
@@ -120,13 +122,7 @@ impl Config {
             }
         }
         for (i, cam) in self.cameras.iter().enumerate() {
-            if crate::capture::SourceKind::of(cam) == crate::capture::SourceKind::Url(cam.source.clone())
-                && cam.source.split_once("://").is_some_and(|(_, rest)| {
-                    rest.split('/')
-                        .next()
-                        .is_some_and(|auth| auth.split_once('@').is_some_and(|(u, _)| u.contains(':')))
-                })
-            {
+            if cam.pipeline.is_none() && url::has_password(cam.source.trim()) {
                 out.push(format!(
                     "cameras[{i}].source: the password is in the URL (so in the config file); password_file keeps it out"
                 ));

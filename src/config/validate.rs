@@ -276,7 +276,11 @@ impl Config {
                 ),
                 _ => {}
             }
-            if let Some(why) = replay_source_problem(&cam.source) {
+            // A mistyped URL (`rtsp:/admin:pw@cam`) would be taken for a file name and echoed, password and
+            // all, in "does not exist" lines: refused here, in words that never quote its user info.
+            if let Some(why) = super::url::url_problem(&cam.source).filter(|_| cam.pipeline.is_none()) {
+                problem(&key("source"), why);
+            } else if let Some(why) = replay_source_problem(&cam.source) {
                 problem(&key("source"), why);
             }
             validate_stream(cam, &key, &mut problem);

@@ -27,10 +27,19 @@ impl Daemon {
         cmd.current_dir(root()).env_remove("ORT_DYLIB_PATH").env_remove("RUST_LOG");
         cmd.arg(format!("--nofile={nofile}:{nofile}")).arg("--").arg(daemon.get_program());
         cmd.args(["--log-level", "info", "run", "--config"]).arg(config);
-        Daemon::spawn(cmd)
+        Daemon::spawn(cmd, false)
     }
 
     pub fn start_env(config: &Path, env: &[(&str, &str)]) -> Daemon {
+        Daemon::launch(config, env, "info")
+    }
+
+    /// At `--log-level debug`, its stdout collected in the log with its stderr: every line it writes.
+    pub fn start_debug(config: &Path) -> Daemon {
+        Daemon::launch(config, &[], "debug")
+    }
+
+    fn launch(config: &Path, env: &[(&str, &str)], level: &str) -> Daemon {
         let mut cmd = camclassd();
         if env.iter().any(|(k, _)| *k == "WATCHDOG_USEC") {
             // systemd names the watched process in WATCHDOG_PID; a shell that execs keeps its pid.
@@ -39,30 +48,42 @@ impl Daemon {
             cmd.current_dir(root()).env_remove("RUST_LOG").arg("-c").arg("export WATCHDOG_PID=$$; exec \"$0\" \"$@\"");
             cmd.arg(program);
         }
-        cmd.args(["--log-level", "info", "run", "--config"]).arg(config);
+        cmd.args(["--log-level", level, "run", "--config"]).arg(config);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Daemon::spawn(cmd)
+        Daemon::spawn(cmd, level == "debug")
     }
 
-    fn spawn(mut cmd: Command) -> Daemon {
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("daemon starts");
+    /// Starts `cmd`, collecting its stderr (and its stdout too when `stdout`) as the log.
+    fn spawn(mut cmd: Command, stdout: bool) -> Daemon {
+        let out = if stdout { Stdio::piped() } else { Stdio::null() };
+        let mut child = cmd.stdout(out).stderr(Stdio::piped()).spawn().expect("daemon starts");
         let log = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&log);
-        let stderr = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().expect("lock");
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
+        let out: Option<Box<dyn std::io::Read + Send>> = child.stdout.take().map(|o| Box::new(o) as _);
+        let err: Option<Box<dyn std::io::Read + Send>> = child.stderr.take().map(|e| Box::new(e) as _);
+        for stream in [out, err].into_iter().flatten() {
+            let sink = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut log = sink.lock().expect("lock");
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
         Daemon { child, log }
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The daemon's peak resident memory so far (VmHWM), in MiB.
+    pub fn peak_rss_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc status");
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+        line.split_whitespace().nth(1).and_then(|k| k.parse::<u64>().ok()).expect("kB") / 1024
     }
 
     /// CPU time (user + system) the daemon has used so far, from /proc/<pid>/stat.

@@ -607,3 +607,215 @@ fn check_config_names_the_line_of_each_bad_gstreamer_key() {
         assert!(err.contains(expected), "{expected:?} not in:\n{err}");
     }
 }
+
+/// What an HTTP camera fixture saw (`/stats`): connections to /endless.mjpg, Authorization headers received.
+fn http_stats(server: &Server) -> serde_json::Value {
+    let url = format!("http://127.0.0.1:{}/stats", server.line);
+    reqwest::blocking::get(&url).and_then(|r| r.json()).expect("the fixture's /stats")
+}
+
+/// A picture whose header says 20000x20000 (400 megapixels; the limit is 32) comes by every path a picture
+/// can take: a snapshot URL (jpegdec), the same scaled by GStreamer (decode_size), a user's pipeline (its
+/// jpegdec) and a video file (JPEG in Matroska, for camclassd's decoder). Each is refused
+/// from its header, before any decoder allocates for it, logged once with the picture's size, and retried
+/// with backoff; the daemon's memory stays flat (before: 4-5 GB within 25 s for the snapshot URL alone).
+#[test]
+fn a_picture_beyond_the_size_limit_is_refused_before_any_decoder_by_every_path() {
+    let http = Server::start("http_camera.py", &[generated(PICTURE).display().to_string()]);
+    let port = http.line.clone();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bomb = dir.path().join("bomb.jpg");
+    let bytes = reqwest::blocking::get(format!("http://127.0.0.1:{port}/bomb.jpg")).and_then(|r| r.bytes());
+    std::fs::write(&bomb, bytes.expect("the bomb's bytes")).expect("bomb.jpg");
+    let clip = dir.path().join("bomb.mkv");
+    let ok = Command::new("gst-launch-1.0")
+        .args(["-q", "filesrc"])
+        .arg(format!("location={}", bomb.display()))
+        .args(["!", "jpegparse", "!", "matroskamux", "!", "filesink"])
+        .arg(format!("location={}", clip.display()))
+        .status()
+        .expect("gst-launch-1.0 runs");
+    assert!(ok.success());
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/#");
+    let pipeline = format!(
+        "[[cameras]]\nname = \"pipe\"\npipeline = 'souphttpsrc location=http://127.0.0.1:{port}/bomb.jpg ! jpegdec ! \
+         videoconvert ! appsink name=camclassd'\nfps = 5\n"
+    );
+    let cameras = camera("snap", &format!("http://127.0.0.1:{port}/bomb.jpg"), "")
+        + &pipeline
+        + &camera("file", &clip.display().to_string(), "")
+        + &camera("scaled", &format!("http://127.0.0.1:{port}/bomb.jpg"), "decode_size = [640, 360]")
+        + &camera("good", &format!("http://127.0.0.1:{port}/snapshot.jpg"), "");
+    let api = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
+    let cameras = cameras + &format!("[http]\nlisten = \"{api}\"\n");
+    let daemon = Daemon::start(&config(dir.path(), &broker, &cameras));
+    wait_events(&witness, "good", 3, Duration::from_secs(60));
+    let refused = "refused: image of 20000x20000 pixels (400.0 megapixels) is larger than camclassd decodes";
+    for cam in ["snap", "pipe", "file", "scaled"] {
+        witness.wait_for(cam, Duration::from_secs(30), |_| !lines_with(&daemon.log(), cam, refused).is_empty());
+    }
+    // Retries: 1 s, 2 s, 4 s … of backoff; the refusal is logged once.
+    std::thread::sleep(Duration::from_secs(4));
+    // The snapshot route has no picture of it to encode (before: 25 s and 7.8 GB for one request).
+    let snapshot = reqwest::blocking::get(format!("http://{api}/api/v1/cameras/snap/snapshot.jpg")).expect("GET");
+    assert_eq!(snapshot.status().as_u16(), 404, "no frame of a refused picture");
+    let peak = daemon.peak_rss_mib();
+    let (_, log) = daemon.stop();
+    for cam in ["snap", "pipe", "file", "scaled"] {
+        assert_eq!(lines_with(&log, cam, refused).len(), 1, "{cam}:\n{log}");
+        assert!(events(&witness.messages(), cam).is_empty(), "{cam}");
+    }
+    eprintln!("peak RSS (VmHWM) with four 20000x20000 cameras: {peak} MiB");
+    assert!(peak < 1024, "peak RSS {peak} MiB:\n{log}");
+}
+
+/// A multipart part that never ends (a JPEG start marker, then random bytes for ever): cut at 96 MiB, the
+/// connection dropped and retried with backoff, the daemon alive and its memory flat (before: 3.9 GB in
+/// 2.5 s, then a segfault in libgstmultipart).
+#[test]
+fn a_multipart_part_that_never_ends_is_cut_and_retried() {
+    let http = Server::start("http_camera.py", &[generated(PICTURE).display().to_string()]);
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/#");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = &http.line;
+    let cameras = camera("endless", &format!("http://127.0.0.1:{port}/endless.mjpg"), "")
+        + &camera("good", &format!("http://127.0.0.1:{port}/stream.mjpg"), "");
+    let daemon = Daemon::start(&config(dir.path(), &broker, &cameras));
+    wait_events(&witness, "good", 3, Duration::from_secs(60));
+    let cut = "went on for more than 96 MiB without a boundary";
+    daemon.wait_log(cut, Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_stats(&http)["endless"].as_u64().unwrap_or(0) < 3 {
+        assert!(Instant::now() < deadline, "no reconnection: {}\n{}", http_stats(&http), daemon.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let peak = daemon.peak_rss_mib();
+    eprintln!("peak RSS (VmHWM) with a never-ending multipart part, 3 connections: {peak} MiB");
+    // Alive: it stops as asked, with success.
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(lines_with(&log, "endless", cut).len(), 1, "logged once:\n{log}");
+    assert!(peak < 1024, "peak RSS {peak} MiB:\n{log}");
+}
+
+/// Camera passwords in every shape users type them (a raw `/`, an `@`, a `#`, percent-encoded, a slash
+/// missing after the scheme, no host) reach no line `check-config` or `run` writes, at debug level, nor any
+/// MQTT message. A percent-encoded password is decoded before it is sent (the camera accepts it), an HTTP
+/// camera that redirects to another server does not get the credentials, and a refused HTTP connection is
+/// said to be one (not "cannot decode the stream").
+#[test]
+fn camera_passwords_reach_no_output_whatever_the_url_shape() {
+    let picture = generated(PICTURE).display().to_string();
+    let plain = Server::start("http_camera.py", std::slice::from_ref(&picture));
+    let auth = Server::start("http_camera.py", &["--auth".into(), "bob:p@ss:Pw3".into(), picture.clone()]);
+    let elsewhere = Server::start("http_camera.py", &["--auth".into(), "bob:Pw5file".into(), picture]);
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/#");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, "Pw5file\n").expect("password file");
+    let cameras = camera("slash", "rtsp://admin:Sl4sh/Pw1@127.0.0.1:1/cam", "")
+        + &camera("at", "rtsp://admin:At@Pw2@127.0.0.1:1/cam", "")
+        + &camera("pct", &format!("http://bob:p%40ss%3APw3@127.0.0.1:{}/snapshot.jpg", auth.line), "")
+        + &camera("hash", "http://admin:Hash#Pw4@127.0.0.1:1/snapshot.jpg", "")
+        + &camera(
+            "redirect",
+            &format!("http://bob@127.0.0.1:{}/redirect.jpg?to={}", plain.line, elsewhere.line),
+            &format!("password_file = {:?}", password_file.display().to_string()),
+        );
+    let secrets = ["Pw1", "Pw2", "Pw3", "Pw4", "Pw5", "Pw6", "Pw7", "Pw8"];
+    let config = config(dir.path(), &broker, &cameras);
+    let checked = run(camclassd().arg("check-config").arg(&config));
+    let said = stdout(&checked) + &stderr(&checked);
+    assert_eq!(checked.status.code(), Some(0), "{said}");
+    assert!(said.contains("the password is in the URL"), "{said}");
+    // Malformed: refused by check-config and run, without the secret.
+    let bad = dir.path().join("bad.toml");
+    let malformed = camera("m1", "rtsp:/admin:Pw6@127.0.0.1/cam", "")
+        + &camera("m2", "rtsp:admin:Pw7@127.0.0.1/cam", "")
+        + &camera("m3", "rtsp://u:Pw8@", "");
+    std::fs::write(&bad, std::fs::read_to_string(&config).expect("config") + &malformed).expect("bad config");
+    let mut outputs = vec![said];
+    for command in ["check-config", "run"] {
+        let mut cmd = camclassd();
+        if command == "run" {
+            cmd.args(["run", "--config"]);
+        } else {
+            cmd.arg("check-config");
+        }
+        let out = run(cmd.arg(&bad));
+        let said = stdout(&out) + &stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{command}: {said}");
+        for (i, shape) in
+            [(5, "rtsp:/***@127.0.0.1/cam"), (6, "rtsp:***@127.0.0.1/cam"), (7, "rtsp://***@ has no host")]
+        {
+            assert!(said.contains(&format!("cameras[{i}].source: {shape}")), "{command}: {shape}:\n{said}");
+        }
+        outputs.push(said);
+    }
+    let daemon = Daemon::start_debug(&config);
+    wait_events(&witness, "pct", 2, Duration::from_secs(60));
+    for (cam, what) in [
+        ("slash", "camera unavailable: rtsp://***@127.0.0.1:1/cam"),
+        ("at", "camera unavailable: rtsp://***@127.0.0.1:1/cam"),
+        ("hash", "no connection, or the connection was lost"),
+        ("redirect", "redirects elsewhere"),
+    ] {
+        witness.wait_for(cam, Duration::from_secs(30), |_| !lines_with(&daemon.log(), cam, what).is_empty());
+    }
+    let (_, log) = daemon.stop();
+    assert!(!log.contains("cannot decode the stream"), "{log}");
+    assert!(
+        http_stats(&elsewhere)["authorization"].as_array().is_some_and(Vec::is_empty),
+        "credentials sent to another server"
+    );
+    outputs.push(log);
+    outputs.extend(witness.messages().into_iter().map(|m| format!("{} {}", m.topic, m.payload)));
+    for output in &outputs {
+        for line in output.lines() {
+            for secret in secrets {
+                assert!(!line.contains(secret), "{secret} in: {line}");
+            }
+        }
+    }
+}
+
+/// check-config builds every pipeline as `run` would (without starting it) and wants a host in a camera URL.
+#[test]
+fn check_config_parses_pipelines_and_wants_a_host() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipe = |name: &str, p: &str| format!("[[cameras]]\nname = \"{name}\"\npipeline = '{p}'\n");
+    let text = format!(
+        "version = 1\n[mqtt]\nhost = \"127.0.0.1\"\n[model]\npath = {:?}\n{}{}{}",
+        model("fp32").display().to_string(),
+        pipe("syntax", "videotestsrc ! ! videoconvert ! appsink name=camclassd"),
+        pipe("unknown", "nosuchcamerasrc ! videoconvert ! appsink name=camclassd"),
+        pipe("noappsink", "videotestsrc ! tee name=t ! appsink name=other t. ! queue ! fakesink name=camclassd"),
+    );
+    let path = dir.path().join("pipes.toml");
+    std::fs::write(&path, text).expect("config");
+    let out = run(camclassd().arg("check-config").arg(&path));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for expected in [
+        "pipes.toml:8:1: cameras[0].pipeline: ",
+        "pipes.toml:11:1: cameras[1].pipeline: the GStreamer element nosuchcamerasrc is not installed",
+        "pipes.toml:14:1: cameras[2].pipeline: the element named camclassd is a fakesink, not an appsink",
+    ] {
+        assert!(err.contains(expected), "{expected:?} not in:\n{err}");
+    }
+    let host = dir.path().join("host.toml");
+    std::fs::write(
+        &host,
+        format!(
+            "version = 1\n[mqtt]\nhost = \"127.0.0.1\"\n[model]\npath = {:?}\n[[cameras]]\nname = \"a\"\nsource = \"rtsp://user:pw@\"\n",
+            model("fp32").display().to_string()
+        ),
+    )
+    .expect("config");
+    let out = run(camclassd().arg("check-config").arg(&host));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cameras[0].source: rtsp://***@ has no host"), "{}", stderr(&out));
+}
