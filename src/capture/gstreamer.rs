@@ -683,17 +683,10 @@ impl Camera<'_> {
                             let (gate, counters) = (Arc::clone(&gate), Arc::clone(&counters));
                             pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
                                 counters.encoded.fetch_add(1, Ordering::Relaxed);
-                                // The size limit of camclassd's decoder, applied here too: the session ends.
-                                if let Some(gst::PadProbeData::Buffer(b)) = &info.data
-                                    && let Ok(map) = b.map_readable()
-                                    && let Some(why) =
-                                        crate::preprocess::jpeg_size(map.as_slice()).and_then(|(w, h)| oversize(w, h))
-                                {
-                                    counters.refuse(|| why);
-                                }
-                                if counters.is_refused() {
-                                    return gst::PadProbeReturn::Handled;
-                                }
+                                // Whole pictures, each decoded on its own by camclassd's decoder, which reads
+                                // the size from the header and refuses an oversized one before it allocates:
+                                // one such frame in a stream is skipped and counted like any undecodable one,
+                                // the stream goes on (the session is not ended for it).
                                 pass_gate(&gate, &counters, by_pts, t0, info)
                             });
                             return;
@@ -939,6 +932,15 @@ impl Camera<'_> {
         }
     }
 
+    /// Copies a JPEG (for camclassd's decoder) into a recycled buffer and hands it to the hub.
+    fn deliver_jpeg(&mut self, bytes: &[u8]) {
+        self.delivered_jpeg = true;
+        let mut data = self.hub.buffer(self.index);
+        data.extend_from_slice(bytes);
+        let (captured_at, captured) = (SystemTime::now(), Instant::now());
+        self.hub.put(self.index, CapturedFrame { data, format: PixelFormat::Encoded, captured_at, captured });
+    }
+
     /// Copies a sample's RGB rows (or its JPEG, for camclassd's decoder) into a recycled buffer and hands it
     /// to the hub; false when skipped.
     fn deliver(&mut self, sample: &gst::Sample) -> bool {
@@ -950,6 +952,12 @@ impl Camera<'_> {
         // A JPEG straight from a source (a user's pipeline without jpegparse) may have no size in its caps.
         let size =
             side("width").zip(side("height")).or_else(|| jpeg.then(|| crate::preprocess::jpeg_size(bytes)).flatten());
+        if jpeg && size.is_none() {
+            // A damaged header (a zero side, a cut-off segment): camclassd's decoder gives the reason, and the
+            // frame is skipped and counted there like any undecodable one.
+            self.deliver_jpeg(bytes);
+            return true;
+        }
         let Some((w, h)) = size else {
             if !self.warned_layout {
                 tracing::warn!(camera = %self.name(), "a {} frame without a size; skipped", s.name());
@@ -967,14 +975,11 @@ impl Camera<'_> {
             }
         }
         self.size = Some((w, h));
-        self.delivered_jpeg = jpeg;
         if jpeg {
-            let mut data = self.hub.buffer(self.index);
-            data.extend_from_slice(bytes);
-            let (captured_at, captured) = (SystemTime::now(), Instant::now());
-            self.hub.put(self.index, CapturedFrame { data, format: PixelFormat::Encoded, captured_at, captured });
+            self.deliver_jpeg(bytes);
             return true;
         }
+        self.delivered_jpeg = false;
         let row = w as usize * 3;
         // GStreamer pads RGB rows to 4 bytes.
         let stride = (row + 3) & !3;

@@ -347,7 +347,10 @@ impl Server {
             sampler.abort();
         });
         let scheme = if settings.tls.is_some() { "https" } else { "http" };
-        tracing::info!("HTTP server on {scheme}://{local_addr}/ (page {})", settings.url);
+        // With `listen = "…:0"` the page's address has the port just bound.
+        let mut bound = settings.clone();
+        bound.bound(local_addr);
+        tracing::info!("HTTP server on {scheme}://{local_addr}/ (page {})", bound.url);
         Ok(Server { local_addr, task, stop })
     }
 

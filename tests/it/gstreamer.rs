@@ -616,9 +616,10 @@ fn http_stats(server: &Server) -> serde_json::Value {
 
 /// A picture whose header says 20000x20000 (400 megapixels; the limit is 32) comes by every path a picture
 /// can take: a snapshot URL (jpegdec), the same scaled by GStreamer (decode_size), a user's pipeline (its
-/// jpegdec) and a video file (JPEG in Matroska, for camclassd's decoder). Each is refused
-/// from its header, before any decoder allocates for it, logged once with the picture's size, and retried
-/// with backoff; the daemon's memory stays flat (before: 4-5 GB within 25 s for the snapshot URL alone).
+/// jpegdec) and a video file (JPEG in Matroska, whose caps give the size). Each is refused from its header
+/// or caps, before any decoder allocates for it, logged once with the picture's size, and retried with
+/// backoff (one oversized whole frame in a multipart stream, for camclassd's decoder, is skipped and counted
+/// instead, as any bad frame of a stream: `a_stream_of_poisoned_jpegs…`); the daemon's memory stays flat (before: 4-5 GB within 25 s for the snapshot URL alone).
 #[test]
 fn a_picture_beyond_the_size_limit_is_refused_before_any_decoder_by_every_path() {
     let http = Server::start("http_camera.py", &[generated(PICTURE).display().to_string()]);
@@ -698,6 +699,37 @@ fn a_multipart_part_that_never_ends_is_cut_and_retried() {
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(lines_with(&log, "endless", cut).len(), 1, "logged once:\n{log}");
     assert!(peak < 1024, "peak RSS {peak} MiB:\n{log}");
+}
+
+/// An HTTP MJPEG stream whose every second picture has a corrupt frame header (12-bit, lossless, a zero or
+/// 65535-pixel side, two components): each bad picture is skipped and counted, every good one classified
+/// (before: 3 events, then `frame skipped` for ever, the camera still "connected").
+#[test]
+fn a_stream_of_poisoned_jpegs_keeps_classifying_the_good_ones() {
+    let expected = expected_label();
+    let http = Server::start("http_camera.py", &[generated(PICTURE).display().to_string()]);
+    let broker = Broker::start();
+    let witness = Witness::start(&broker, "camclassd/#");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = &http.line;
+    let cameras = camera("poisoned", &format!("http://127.0.0.1:{port}/poisoned.mjpg"), "")
+        .replace("fps = 5\n", "fps = 10\n")
+        + "[health]\ninterval = 1\n";
+    let daemon = Daemon::start(&config(dir.path(), &broker, &cameras));
+    // 20 good pictures: about 20 poisoned ones, every kind several times, came between them.
+    assert_labels(&wait_events(&witness, "poisoned", 20, Duration::from_secs(60)), &expected, "poisoned");
+    let health = witness.wait_for("bad frames counted", Duration::from_secs(20), |m| {
+        m.iter().filter(|m| m.topic.ends_with("/health")).any(|m| {
+            let h: serde_json::Value = serde_json::from_str(&m.payload).unwrap_or_default();
+            h["cameras"]["poisoned"]["frames_undecodable"].as_u64().is_some_and(|n| n >= 10)
+        })
+    });
+    let last = health.iter().rev().find(|m| m.topic.ends_with("/health")).expect("health");
+    let h: serde_json::Value = serde_json::from_str(&last.payload).expect("health JSON");
+    assert_eq!(h["cameras"]["poisoned"]["connected"], true, "{h}");
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(lines_with(&log, "poisoned", "camera lost").is_empty(), "{log}");
 }
 
 /// Camera passwords in every shape users type them (a raw `/`, an `@`, a `#`, percent-encoded, a slash

@@ -882,6 +882,7 @@ fn listening_on_port_0_gives_the_page_url_the_bound_port() {
     assert_eq!(r.status(), 200, "{url}");
     let (code, log) = daemon.stop();
     assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains(":0/"), "every line names the bound port: {log}");
 }
 
 /// `VmRSS` and `VmHWM` (the peak) of a process, KiB.
