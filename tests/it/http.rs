@@ -680,7 +680,8 @@ fn without_a_token_only_loopback_names_and_the_configured_url_are_answered() {
     let daemon = Daemon::start(&path);
     let http = client();
     let base = format!("http://127.0.0.1:{port}");
-    wait_status(&http, &format!("{base}/readyz"), 200, &daemon);
+    // The status route answers once its first sample is taken (503 "starting" before): wait for that one.
+    wait_status(&http, &format!("{base}/api/v1/status"), 200, &daemon);
     // What a DNS-rebinding page would send: its own name. Refused, with the keys to set, and nothing else.
     for host in ["attacker.example", "attacker.example:80", &format!("attacker.example:{port}"), "127.0.0.1.nip.io"] {
         for route in ["/", "/api/v1/status", "/api/v1/cameras/porch/snapshot.jpg", "/metrics"] {
