@@ -2,8 +2,11 @@
 //! say nothing (or half a request, or a body a few bytes at a time) cannot take the daemon's descriptors,
 //! memory or classify slots.
 //!
-//! - At most `max_connections` connections are open at once; one beyond that is closed as soon as it is
-//!   accepted. The cap is lowered at start to what the open-file limit leaves once the rest of the daemon has
+//! - At most `max_connections` connections are open at once. At the cap, a new connection takes the place of
+//!   the one that has waited longest without a request being answered (one that sent nothing, half a head,
+//!   or idles between requests): a flood of idle sockets, renewed as fast as they are cut, cannot keep a real
+//!   request out (`scripts/soak-hostile`: half the polite requests failed while new connections were simply
+//!   closed at the cap). With every connection busy, the new one is closed. The cap is lowered at start to what the open-file limit leaves once the rest of the daemon has
 //!   its share ([`Limits::fit_descriptors`]), so that cameras, GStreamer, ONNX Runtime, the queue file and
 //!   MQTT never find the descriptors taken by HTTP clients. An accept that fails (EMFILE) backs off.
 //! - A request head (and a TLS handshake) must arrive whole within `header_timeout_s` of the connection's
@@ -39,6 +42,8 @@ pub const RESERVED_FDS: u64 = 128;
 /// control connection, RTP and RTCP per stream), its pipes and wakers, a replay's open file; an allowance
 /// well above what one camera opens.
 pub const FDS_PER_CAMERA: u64 = 32;
+/// How long a new connection at the cap waits for the evicted one's slot (its task ends at its next poll).
+const EVICTION_WAIT: Duration = Duration::from_millis(250);
 /// The fewest connections the cap is lowered to: the page and a scrape still get through.
 const MIN_CONNECTIONS: usize = 4;
 
@@ -186,6 +191,56 @@ pub async fn read_body(
 #[derive(Debug, Default)]
 struct Activity(Mutex<(usize, Option<Instant>)>);
 
+/// One open connection, as the accept loop sees it: what it is doing, and how to close it for a newcomer.
+#[derive(Debug)]
+struct Open {
+    activity: Arc<Activity>,
+    opened: Instant,
+    evict: tokio::sync::Notify,
+}
+
+impl Open {
+    /// Since when the connection has waited without a request being answered; `None` while one is.
+    fn idle_since(&self) -> Option<Instant> {
+        match *self.activity.0.lock().unwrap_or_else(|p| p.into_inner()) {
+            (0, last) => Some(last.unwrap_or(self.opened)),
+            _ => None,
+        }
+    }
+}
+
+/// The open connections, for making room at the cap.
+#[derive(Debug, Default)]
+struct Registry(Mutex<Vec<std::sync::Weak<Open>>>);
+
+impl Registry {
+    fn add(&self, open: &Arc<Open>, cap: usize) {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if all.len() >= 2 * cap {
+            all.retain(|w| w.strong_count() > 0);
+        }
+        all.push(Arc::downgrade(open));
+    }
+
+    /// Asks the connection idle longest to close; false when every connection is answering a request.
+    fn evict_idlest(&self) -> bool {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|w| w.strong_count() > 0);
+        let idlest = all
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .filter_map(|o| Some((o.idle_since()?, o)))
+            .min_by_key(|(since, _)| *since);
+        match idlest {
+            Some((_, open)) => {
+                open.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 impl Activity {
     fn begin(self: &Arc<Self>) -> InFlight {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).0 += 1;
@@ -233,6 +288,7 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let registry = Arc::new(Registry::default());
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -262,28 +318,57 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            if let Some(n) = refused.hit() {
-                tracing::warn!(
-                    %peer,
-                    "HTTP connection limit ({}) reached: closed a new connection ({n} so far)",
-                    limits.max_connections
-                );
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                // The connection idle longest makes room; its task ends at once and gives its slot back.
+                let evicted = registry.evict_idlest();
+                let room = if evicted {
+                    tokio::time::timeout(EVICTION_WAIT, Arc::clone(&slots).acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                } else {
+                    None
+                };
+                if let Some(n) = refused.hit() {
+                    let what = if room.is_some() {
+                        "closed the connection idle longest for a new one"
+                    } else {
+                        "every connection is answering a request: closed a new connection"
+                    };
+                    tracing::warn!(%peer, "HTTP connection limit ({}) reached: {what} ({n} so far)", limits.max_connections);
+                }
+                match room {
+                    Some(slot) => slot,
+                    None => {
+                        drop(tcp);
+                        continue;
+                    }
+                }
             }
-            drop(tcp);
-            continue;
         };
+        let open =
+            Arc::new(Open { activity: Arc::default(), opened: Instant::now(), evict: tokio::sync::Notify::new() });
+        registry.add(&open, limits.max_connections);
         let (acceptor, http, router, stop) = (acceptor.clone(), http.clone(), router.clone(), stop.clone());
         tokio::spawn(async move {
             let _slot = slot;
             let _ = tcp.set_nodelay(true);
             match acceptor {
-                None => connection(tcp, peer, &http, router, limits, stop).await,
-                Some(acceptor) => match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => connection(tls, peer, &http, router, limits, stop).await,
-                    Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                },
+                None => connection(tcp, peer, &http, router, limits, stop, &open).await,
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp));
+                    let tls = tokio::select! {
+                        tls = handshake => tls,
+                        () = open.evict.notified() => return,
+                    };
+                    match tls {
+                        Ok(Ok(tls)) => connection(tls, peer, &http, router, limits, stop, &open).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
             }
         });
     }
@@ -300,10 +385,11 @@ async fn connection<I>(
     router: Router,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
+    open: &Open,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::new(Activity::default());
+    let activity = Arc::clone(&open.activity);
     let requests = Arc::clone(&activity);
     let service = hyper::service::service_fn(move |request: axum::http::Request<Incoming>| {
         let mut router = router.clone();
@@ -343,6 +429,13 @@ async fn connection<I>(
             _ = tokio::time::sleep_until(ending.unwrap_or(wake)), if ending.is_some() => {
                 tracing::debug!(%peer, "HTTP connection dropped: its answer was not taken in time");
                 return;
+            }
+            () = open.evict.notified() => {
+                // Chosen while idle; a request that began since is answered first.
+                if open.idle_since().is_some() {
+                    tracing::debug!(%peer, "HTTP connection closed at the cap for a new one");
+                    return;
+                }
             }
         }
     }
@@ -394,6 +487,41 @@ mod tests {
         assert!(deadline > Instant::now() && deadline <= Instant::now() + idle);
         let _again = activity.begin();
         assert_eq!(activity.idle_deadline(idle), None);
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_the_connection_idle_longest_is_asked_to_close() {
+        let now = Instant::now();
+        let open = |age_s: u64, busy: bool| {
+            let o = Arc::new(Open {
+                activity: Arc::default(),
+                opened: now - Duration::from_secs(age_s),
+                evict: tokio::sync::Notify::new(),
+            });
+            (o, busy)
+        };
+        let conns = [open(30, true), open(20, false), open(5, false), open(40, true)];
+        let registry = Registry::default();
+        let mut in_flight = Vec::new();
+        for (o, busy) in &conns {
+            registry.add(o, 8);
+            if *busy {
+                in_flight.push(o.activity.begin());
+            }
+        }
+        let asked = |o: &Open| {
+            let notified = o.evict.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable()
+        };
+        // The oldest ones answer requests: the one that has waited 20 s is asked, no other.
+        assert!(registry.evict_idlest());
+        let picked: Vec<bool> = conns.iter().map(|(o, _)| asked(o)).collect();
+        assert_eq!(picked, [false, true, false, false]);
+        // Once every connection is busy, nobody is asked.
+        let _more: Vec<InFlight> = conns.iter().filter(|(_, busy)| !busy).map(|(o, _)| o.activity.begin()).collect();
+        assert!(!registry.evict_idlest());
+        drop(in_flight);
     }
 
     #[test]
