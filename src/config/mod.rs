@@ -202,6 +202,17 @@ mod tests {
         }
     }
 
+    /// A source that is no URL but has `://` in it (a password before a query's URL): refused without
+    /// quoting what comes before the `://`.
+    #[test]
+    fn a_mistyped_source_is_refused_without_its_password() {
+        let text = "version = 1\n[model]\npath = \"Cargo.toml\"\n[[cameras]]\nname = \"c\"\n\
+                    source = \"admin:S3cr3t@cam/x?next=http://y\"\n";
+        let got = problems(text);
+        assert!(got.iter().any(|p| p.contains("cameras[0].source")), "{got:?}");
+        assert!(got.iter().all(|p| !p.contains("S3cr3t")), "{got:?}");
+    }
+
     #[test]
     fn a_valid_file_parses_with_defaults() {
         let c = Config::parse("version = 1\n[model]\npath = \"Cargo.toml\"\n").expect("valid");

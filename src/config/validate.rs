@@ -465,7 +465,12 @@ fn validate_stream(
     if let SourceKind::Url(url) = &kind {
         let scheme = url.split_once("://").map_or("", |(s, _)| s);
         if !matches!(scheme, "rtsp" | "rtsps" | "rtspt" | "http" | "https") {
-            problem(&key("source"), format!("{scheme}:// is not a camera URL: use rtsp:// or http(s)://"));
+            // Quoted only when it is a scheme (RFC 3986: a letter, then letters, digits, + - .): anything
+            // before `://` may hold a password (`admin:pw@cam/x?next=http://…`).
+            let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+            let what = if is_scheme { format!("{scheme}://") } else { "this source".to_string() };
+            problem(&key("source"), format!("{what} is not a camera URL: use rtsp:// or http(s)://"));
         }
     }
     if let Some(p) = &cam.pipeline

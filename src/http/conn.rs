@@ -103,6 +103,30 @@ impl Limits {
 tokio::task_local! {
     /// Whether the request being answered sent `Expect: 100-continue`.
     static EXPECTS_CONTINUE: bool;
+    /// The connection of the request being answered.
+    static ACTIVITY: Arc<Activity>;
+}
+
+/// While it lives, the request being answered is a refusal draining its body: its connection may be closed
+/// at the cap as an idle one would (an attacker's bodies sent a byte a second must not make every slot look
+/// busy). Nothing outside a served connection (tests of the router alone).
+pub fn refusing() -> Option<Refusing> {
+    ACTIVITY
+        .try_with(|a| {
+            a.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Refusing(Arc::clone(a))
+        })
+        .ok()
+}
+
+/// See [`refusing`].
+#[derive(Debug)]
+pub struct Refusing(Arc<Activity>);
+
+impl Drop for Refusing {
+    fn drop(&mut self) {
+        self.0.1.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Whether the request being answered waits for `100 Continue` before it sends its body. hyper sends that
@@ -188,8 +212,9 @@ pub async fn read_body(
 
 /// A connection's requests: whether one is being answered, and when the last answer was given (none yet:
 /// the header deadline covers the first request).
+/// The second field counts the requests among them that are refusals draining their bodies ([`refusing`]).
 #[derive(Debug, Default)]
-struct Activity(Mutex<(usize, Option<Instant>)>);
+struct Activity(Mutex<(usize, Option<Instant>)>, std::sync::atomic::AtomicUsize);
 
 /// One open connection, as the accept loop sees it: what it is doing, and how to close it for a newcomer.
 #[derive(Debug)]
@@ -200,10 +225,12 @@ struct Open {
 }
 
 impl Open {
-    /// Since when the connection has waited without a request being answered; `None` while one is.
+    /// Since when the connection has waited without a request being answered (a refusal draining its body
+    /// counts as waiting); `None` while one is.
     fn idle_since(&self) -> Option<Instant> {
+        let draining = self.activity.1.load(std::sync::atomic::Ordering::Relaxed);
         match *self.activity.0.lock().unwrap_or_else(|p| p.into_inner()) {
-            (0, last) => Some(last.unwrap_or(self.opened)),
+            (n, last) if n <= draining => Some(last.unwrap_or(self.opened)),
             _ => None,
         }
     }
@@ -395,10 +422,11 @@ async fn connection<I>(
         let mut router = router.clone();
         let in_flight = requests.begin();
         let expects = asks_continue(request.headers());
+        let activity = Arc::clone(&requests);
         async move {
             let _in_flight = in_flight;
             let call = tower_service::Service::call(&mut router, request.map(Body::new));
-            EXPECTS_CONTINUE.scope(expects, call).await
+            ACTIVITY.scope(activity, EXPECTS_CONTINUE.scope(expects, call)).await
         }
     });
     let conn = http.serve_connection(TokioIo::new(io), service);
@@ -521,6 +549,17 @@ mod tests {
         // Once every connection is busy, nobody is asked.
         let _more: Vec<InFlight> = conns.iter().filter(|(_, busy)| !busy).map(|(o, _)| o.activity.begin()).collect();
         assert!(!registry.evict_idlest());
+        // Unless a request is only a refusal draining its body: that connection may go.
+        let oldest = &conns[3].0;
+        ACTIVITY
+            .scope(Arc::clone(&oldest.activity), async {
+                let refusing = refusing().expect("inside a served request");
+                assert!(registry.evict_idlest());
+                assert!(asked(oldest));
+                drop(refusing);
+                assert!(!registry.evict_idlest(), "busy again once the refusal is answered");
+            })
+            .await;
         drop(in_flight);
     }
 

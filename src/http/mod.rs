@@ -86,10 +86,16 @@ pub fn read_token(path: &FsPath) -> Result<Arc<str>, HttpError> {
 }
 
 /// The token every request must carry, shared by the server and the reload that re-reads its file.
-#[derive(Debug)]
 pub struct Token {
     path: PathBuf,
     current: RwLock<Arc<str>>,
+}
+
+/// The file, never the token: a `{:?}` of the server's state must not print it.
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token").field("path", &self.path).field("current", &"…").finish()
+    }
 }
 
 impl Token {
@@ -421,6 +427,9 @@ async fn refuse(body: Body, max_body: usize, code: StatusCode, text: String) -> 
     if conn::expects_continue() {
         return (code, [(header::CONNECTION, "close")], text).into_response();
     }
+    // While the body drains, the connection counts as idle at the cap: a flood of refused requests whose
+    // bodies come a byte a second cannot hold every connection slot.
+    let _refusing = conn::refusing();
     let drain = async {
         let mut body = body;
         let mut left = 2 * max_body;

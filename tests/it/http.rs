@@ -1184,3 +1184,49 @@ fn a_client_that_never_reads_its_answers_is_dropped() {
     let (code, log) = daemon.stop();
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// Refused requests whose bodies come a byte at a time (no token, a large Content-Length) on every
+/// connection slot: the drain of a refusal counts as idle at the cap, so a request with the token still
+/// gets in at its first try (before: every slot looked busy for the drain's 10 s and new connections were
+/// closed).
+#[test]
+fn refusals_draining_slow_bodies_do_not_hold_the_connection_slots() {
+    use std::io::Write;
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = "a-token-for-the-drain-test";
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).expect("token");
+    let port = free_port();
+    let http = format!(
+        "listen = \"127.0.0.1:{port}\"\ntoken_file = {:?}\nmax_connections = 8\n",
+        token_file.display().to_string()
+    );
+    let path = config(dir.path(), &broker, &camera("porch", "coffee.jpg"), &http, "");
+    let daemon = Daemon::start(&path);
+    let client = client();
+    let healthz = format!("http://127.0.0.1:{port}/healthz");
+    wait_status(&client, &healthz, 401, &daemon);
+    let head = "POST /api/v1/classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n\
+                Content-Length: 5000000\r\n\r\n";
+    let mut attackers: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            s.write_all(head.as_bytes()).expect("head");
+            s.write_all(b"x").expect("a byte");
+            s
+        })
+        .collect();
+    // The refusals are draining now; keep them fed for a second, a byte at a time.
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(100));
+        for s in &mut attackers {
+            let _ = s.write_all(b"x");
+        }
+    }
+    let r = client.get(&healthz).header("authorization", format!("Bearer {token}")).send();
+    assert!(r.as_ref().is_ok_and(|r| r.status() == 200), "with every slot draining a refusal: {r:?}");
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("closed the connection idle longest"), "{log}");
+}
