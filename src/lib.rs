@@ -27,6 +27,8 @@
 //! - [`publish`]: the MQTT side: the durable event queue ([`publish::queue`]), delivery until PUBACK,
 //!   reconnection with backoff and jitter, retained status (Last Will) / state / health, TLS, Home
 //!   Assistant discovery ([`publish::discovery`]) and the command topic ([`publish::command`]).
+//! - [`check`]: the model's own check: golden inputs stamped into the model and verified at load on this
+//!   CPU (`camclassd stamp`, `camclassd verify`).
 //! - [`health`]: per-frame counters (atomics) and the periodic health report, systemd STATUS and watchdog.
 //! - [`daemon`]: wires the stages with bounded hand-offs, reloads the config on SIGHUP, feeds the
 //!   watchdog, and shuts the stages down in order.

@@ -17,6 +17,7 @@ mod ha;
 mod hostile;
 mod http;
 mod inspect;
+mod layout;
 mod models;
 mod mqtt;
 mod pipeline;
