@@ -529,6 +529,8 @@ fn prepare_loop(
         let (captured_at, captured) = (frame.captured_at, frame.captured);
         let t0 = Instant::now();
         let mut result = decoder.decode_for(frame.as_frame(), &needs[camera]).map(|_| 0u64);
+        // Only a failed decode counts as an undecodable frame (a region's preparation may fail too, below).
+        let decoded = result.is_ok();
         if let (Ok(mask), Some(picture)) = (result.as_mut(), decoder.picture()) {
             let size = (picture.width, picture.height);
             for (bit, g) in layout.cameras[camera].clone().enumerate() {
@@ -605,7 +607,11 @@ fn prepare_loop(
         let mask = match result {
             Ok(mask) => mask,
             Err(e) => {
-                health.add_undecodable(camera, captured);
+                if decoded {
+                    health.decoded(camera);
+                } else {
+                    health.add_undecodable(camera, captured);
+                }
                 if let Some((total, run, logged)) = streak {
                     *total += 1;
                     *run += 1;

@@ -37,6 +37,13 @@ fn config(dir: &Path, broker: &Broker, cameras: &str, http: &str, tail: &str) ->
     path
 }
 
+/// `[http]` lines for a token-protected server on `port` (plus `extra`), the token written to `dir/token`.
+fn with_token(dir: &Path, token: &str, port: u16, extra: &str) -> String {
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, format!("{token}\n")).expect("token");
+    format!("listen = \"127.0.0.1:{port}\"\ntoken_file = {:?}\n{extra}", token_file.display().to_string())
+}
+
 fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
 }
@@ -717,10 +724,9 @@ fn with_a_token_any_host_is_answered_and_a_rotated_token_is_read_at_reload() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let (old, new) = ("the-first-token-0123456789", "the-second-token-abcdefghij");
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, format!("{old}\n")).expect("token");
     let port = free_port();
-    let http_section = format!("listen = \"127.0.0.1:{port}\"\ntoken_file = {:?}\n", token_file.display().to_string());
+    let http_section = with_token(dir.path(), old, port, "");
+    let token_file = dir.path().join("token");
     let path = config(dir.path(), &broker, &camera("porch", "coffee.jpg"), &http_section, "");
     let daemon = Daemon::start(&path);
     let http = client();
@@ -1110,10 +1116,8 @@ fn expect_100_continue_is_not_answered_for_refused_requests() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let token = "s3cret-token-for-tests";
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, format!("{token}\n")).expect("token");
     let port = free_port();
-    let http = format!("listen = \"127.0.0.1:{port}\"\ntoken_file = {:?}\n", token_file.display().to_string());
+    let http = with_token(dir.path(), token, port, "");
     let path = config(dir.path(), &broker, &camera("porch", "coffee.jpg"), &http, "");
     let daemon = Daemon::start(&path);
     let client = client();
@@ -1195,13 +1199,8 @@ fn refusals_draining_slow_bodies_do_not_hold_the_connection_slots() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let token = "a-token-for-the-drain-test";
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, format!("{token}\n")).expect("token");
     let port = free_port();
-    let http = format!(
-        "listen = \"127.0.0.1:{port}\"\ntoken_file = {:?}\nmax_connections = 8\n",
-        token_file.display().to_string()
-    );
+    let http = with_token(dir.path(), token, port, "max_connections = 8\n");
     let path = config(dir.path(), &broker, &camera("porch", "coffee.jpg"), &http, "");
     let daemon = Daemon::start(&path);
     let client = client();
