@@ -13,11 +13,13 @@
 use std::path::{Path, PathBuf};
 
 pub mod schema;
+pub mod source;
 mod spans;
 pub mod url;
 mod validate;
 
 pub use schema::*;
+pub use source::{SourceKind, VIDEO_EXTENSIONS};
 use spans::toml_problem;
 pub use spans::{key_position, line_col};
 use validate::sanitize_topic_level;

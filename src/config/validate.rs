@@ -452,7 +452,7 @@ fn validate_stream(
     key: &dyn Fn(&str) -> String,
     problem: &mut impl FnMut(&str, String),
 ) {
-    use crate::capture::SourceKind;
+    use super::SourceKind;
     let kind = SourceKind::of(cam);
     let field = if cam.pipeline.is_some() { "pipeline" } else { "source" };
     if kind.is_gstreamer() && !cfg!(feature = "gstreamer") {
@@ -653,7 +653,7 @@ fn not_a_file(path: &Path) -> Option<String> {
 /// the camera is retried until it appears.
 fn replay_source_problem(source: &str) -> Option<String> {
     use std::os::unix::fs::FileTypeExt;
-    let crate::capture::SourceKind::Replay(s) = crate::capture::SourceKind::parse(source) else { return None };
+    let crate::config::SourceKind::Replay(s) = crate::config::SourceKind::parse(source) else { return None };
     if s.is_empty() {
         return None;
     }
