@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
+pub use crate::config::model::OnCheckFailure;
+
 use crate::pipeline::{Classifier, PipelineError};
 use crate::preprocess::Frame;
 
@@ -187,19 +189,6 @@ pub fn verify(classifier: &mut Classifier, set: &GoldenSet) -> Result<CheckRepor
         elapsed: started.elapsed(),
         inputs,
     })
-}
-
-/// What to do when a model fails its check at load (`[model] on_check_failure`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnCheckFailure {
-    /// Refuse the model (exit 2): its answers on this CPU are not the ones it was checked for.
-    #[default]
-    Fail,
-    /// Log a warning and use it anyway.
-    Warn,
-    /// Use `[model] fallback` (the FP32 model) instead, and log why once.
-    Fallback,
 }
 
 /// The check's outcome at load, for the start-up log, the health message and Home Assistant.

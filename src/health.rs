@@ -444,7 +444,7 @@ impl LatencyCounts {
         self.counts.iter().sum()
     }
 
-    /// The `q` quantile (0 < q ≤ 1) in milliseconds, as [`crate::tools::bench::summarize`] ranks them: the
+    /// The `q` quantile (0 < q ≤ 1) in milliseconds, as `camclassd bench` ranks them: the
     /// sample at rank ⌈n·q⌉; `None` when nothing was recorded.
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
         let total = self.total();

@@ -10,7 +10,7 @@
 //! Pure functions over slices; [`Postprocessor`] only keeps the buffers so that a stream of frames
 //! allocates nothing after the first.
 
-use crate::model::spec::OutputKind;
+use crate::config::model::OutputKind;
 
 /// One ranked class.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -286,6 +286,19 @@ impl Postprocessor {
     /// The full probability vector of the last image.
     pub fn probabilities(&self) -> &[f32] {
         &self.probabilities
+    }
+}
+
+impl OutputKind {
+    /// `Auto` decided from the model's warm-up output: a vector in [0, 1] summing to 1 is probabilities,
+    /// anything else logits. Once per model, so a logits model whose scores for one frame happen to look
+    /// like probabilities still gets its softmax on that frame.
+    pub fn resolve(self, warm_up: &[f32]) -> OutputKind {
+        match self {
+            OutputKind::Auto if looks_like_probabilities(warm_up) => OutputKind::Probabilities,
+            OutputKind::Auto => OutputKind::Logits,
+            decided => decided,
+        }
     }
 }
 

@@ -12,6 +12,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod files;
+pub mod model;
 pub mod schema;
 pub mod source;
 mod spans;
@@ -174,7 +176,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::options::{Optimization, Provider};
+    use crate::config::model::{Optimization, Provider};
 
     fn problems(text: &str) -> Vec<String> {
         Config::parse(text).expect_err("invalid").iter().map(ToString::to_string).collect()
@@ -325,8 +327,8 @@ mod tests {
         assert!(trt.fp16 && trt.engine_cache && trt.timing_cache);
         assert_eq!((trt.int8, trt.engine_cache_dir.as_ref(), trt.max_workspace_mb), (None, None, 1024));
         assert_eq!((trt.device_id, trt.min_subgraph_size, trt.dla_core), (0, 1, None));
-        assert_eq!(cuda.conv_algo_search, crate::model::options::ConvAlgoSearch::Heuristic);
-        assert_eq!(cuda.arena_extend_strategy, crate::model::options::ArenaExtendStrategy::SameAsRequested);
+        assert_eq!(cuda.conv_algo_search, crate::config::model::ConvAlgoSearch::Heuristic);
+        assert_eq!(cuda.arena_extend_strategy, crate::config::model::ArenaExtendStrategy::SameAsRequested);
         assert_eq!((cuda.device_id, cuda.memory_limit_mb), (0, 0));
     }
 
@@ -345,8 +347,8 @@ mod tests {
         assert_eq!(o.tensorrt.engine_cache_dir.as_deref(), Some(Path::new("/tmp/trt")));
         assert_eq!((o.tensorrt.max_workspace_mb, o.tensorrt.min_subgraph_size, o.tensorrt.dla_core), (256, 3, Some(1)));
         assert_eq!((o.tensorrt.device_id, o.cuda.device_id, o.cuda.memory_limit_mb), (1, 1, 2048));
-        assert_eq!(o.cuda.conv_algo_search, crate::model::options::ConvAlgoSearch::Exhaustive);
-        assert_eq!(o.cuda.arena_extend_strategy, crate::model::options::ArenaExtendStrategy::NextPowerOfTwo);
+        assert_eq!(o.cuda.conv_algo_search, crate::config::model::ConvAlgoSearch::Exhaustive);
+        assert_eq!(o.cuda.arena_extend_strategy, crate::config::model::ArenaExtendStrategy::NextPowerOfTwo);
         assert!(o.record_placement);
     }
 

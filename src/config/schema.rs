@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::check::OnCheckFailure;
-use crate::model::options::{CudaOptions, ModelOptions, Optimization, Provider, TensorRtOptions};
-use crate::model::spec::Overrides;
+use super::model::OnCheckFailure;
+use crate::config::model::Overrides;
+use crate::config::model::{CudaOptions, ModelOptions, Optimization, Provider, TensorRtOptions};
 
 /// Where the daemon reads its configuration when no `--config` is given.
 pub const DEFAULT_PATH: &str = "/etc/camclassd/camclassd.toml";
@@ -301,7 +301,7 @@ pub struct CameraConfig {
     #[serde(default = "default_decoder")]
     pub decoder: String,
     /// GStreamer: `[width, height]` the decoded frames are scaled to inside the pipeline.
-    #[serde(default, deserialize_with = "crate::model::spec::exact_array")]
+    #[serde(default, deserialize_with = "crate::config::model::exact_array")]
     pub decode_size: Option<[u32; 2]>,
     /// GStreamer: seconds without a frame before the stream is torn down and rebuilt.
     #[serde(default = "default_stall_timeout")]
@@ -313,7 +313,7 @@ pub struct CameraConfig {
     #[serde(default = "default_true", rename = "loop")]
     pub looping: bool,
     /// V4L2: `[width, height]` to ask for; default: the camera's choice.
-    #[serde(default, deserialize_with = "crate::model::spec::exact_array")]
+    #[serde(default, deserialize_with = "crate::config::model::exact_array")]
     pub resolution: Option<[u32; 2]>,
     /// V4L2: `"mjpeg"` or `"yuyv"`; default: whichever the camera offers.
     pub format: Option<CameraFormat>,
@@ -369,7 +369,7 @@ pub struct RegionConfig {
     pub name: String,
     /// `[x, y, width, height]` in pixels, or fractions of the frame when all four are at most 1; default:
     /// the whole frame.
-    #[serde(default, deserialize_with = "crate::model::spec::exact_array")]
+    #[serde(default, deserialize_with = "crate::config::model::exact_array")]
     pub crop: Option<[f64; 4]>,
     /// A `[[models]]` name; default: `"default"` (`[model]`).
     #[serde(default = "default_model_name")]
@@ -532,7 +532,7 @@ const fn default_max_batch() -> usize {
 }
 
 impl ModelConfig {
-    /// The options [`crate::model::Model::load`] takes.
+    /// The options the model loader takes.
     pub fn model_options(&self) -> ModelOptions {
         ModelOptions {
             providers: self.execution_providers.clone(),
@@ -545,7 +545,7 @@ impl ModelConfig {
             output_name: self.output_name.clone(),
             optimized_cache: self
                 .optimized_cache
-                .then(|| self.optimized_cache_dir.clone().unwrap_or_else(crate::model::optimized::default_cache_dir)),
+                .then(|| self.optimized_cache_dir.clone().unwrap_or_else(super::model::default_optimized_cache_dir)),
             ..ModelOptions::default()
         }
     }
@@ -607,3 +607,36 @@ impl Config {
 pub fn max_threads() -> usize {
     4 * std::thread::available_parallelism().map_or(1, |n| n.get())
 }
+
+/// Home Assistant's `binary_sensor` device classes (`BinarySensorDeviceClass`, the same from 2024.3 on): a
+/// region's `device_class` must be one of them, or Home Assistant refuses the whole config.
+pub const BINARY_SENSOR_DEVICE_CLASSES: [&str; 28] = [
+    "battery",
+    "battery_charging",
+    "carbon_monoxide",
+    "cold",
+    "connectivity",
+    "door",
+    "garage_door",
+    "gas",
+    "heat",
+    "light",
+    "lock",
+    "moisture",
+    "motion",
+    "moving",
+    "occupancy",
+    "opening",
+    "plug",
+    "power",
+    "presence",
+    "problem",
+    "running",
+    "safety",
+    "smoke",
+    "sound",
+    "tamper",
+    "update",
+    "vibration",
+    "window",
+];

@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
+use super::BINARY_SENSOR_DEVICE_CLASSES;
+use super::model::OnCheckFailure;
 use super::spans::{line_col, locate};
 use super::{Config, ModelConfig, Problem, VERSION, max_threads};
-use crate::check::OnCheckFailure;
-use crate::model::options::Provider;
-use crate::publish::discovery::BINARY_SENSOR_DEVICE_CLASSES;
+use crate::config::model::Provider;
 
 impl Config {
     pub(super) fn validate(&self, text: &str) -> Vec<Problem> {
@@ -137,7 +137,7 @@ impl Config {
                 }
             }
         }
-        if let Some(why) = crate::publish::queue::foreign(&self.queue.path).filter(|_| !self.queue.path.is_dir()) {
+        if let Some(why) = super::files::foreign(&self.queue.path).filter(|_| !self.queue.path.is_dir()) {
             problem("queue.path", format!("{} {why}; point it at a new file", self.queue.path.display()));
         }
         if self.queue.path.as_os_str().is_empty() || self.queue.path.is_dir() {
@@ -600,7 +600,7 @@ pub const MAX_TOPIC_PREFIX: usize = 256;
 /// The longest `[mqtt] client_id`, in bytes. MQTT 3.1.1 only guarantees 23; mosquitto, EMQX and HiveMQ take
 /// this and more.
 pub const MAX_CLIENT_ID: usize = 256;
-pub use crate::model::spec::{MAX_INPUT_SIDE, MAX_RESIZE, input_size_too_large};
+pub use super::model::{MAX_INPUT_SIDE, MAX_RESIZE, input_size_too_large};
 
 fn too_long(len: usize, max: usize) -> String {
     format!("is {len} bytes long; at most {max} bytes (it is part of every MQTT topic camclassd publishes)")

@@ -18,8 +18,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use super::HttpError;
 use crate::model::{Model, ModelOptions, runtime::Runtime};
 use crate::pipeline::Classifier;
+use crate::pipeline::report::ImageReport;
 use crate::preprocess::{CropSpec, Frame};
-use crate::tools::classify::ImageReport;
 
 /// The most classes a request may ask for (`top`).
 pub const MAX_TOP: usize = 100;

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::capture::PixelFormat;
 use crate::health::{QueueHealth, Report, Reporter};
 use crate::live::{Live, LivePipeline, RegionLive};
-use crate::tools::classify::LabeledScore;
+use crate::pipeline::report::LabeledScore;
 
 /// How often the rates are sampled.
 pub const SAMPLE: Duration = Duration::from_secs(2);

@@ -337,7 +337,7 @@ struct ExternalOnlyGraph {
 #[derive(Clone, PartialEq, prost::Message)]
 struct ExternalOnlyTensor {
     #[prost(message, repeated, tag = "13")]
-    external_data: Vec<crate::tools::onnx_proto::StringStringEntryProto>,
+    external_data: Vec<super::onnx_proto::StringStringEntryProto>,
     /// 1 = EXTERNAL.
     #[prost(int32, tag = "14")]
     data_location: i32,

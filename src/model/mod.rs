@@ -7,8 +7,8 @@
 //! allocation on our side.
 
 pub mod ep;
+pub mod onnx_proto;
 pub mod optimized;
-pub mod options;
 pub mod placement;
 pub mod runtime;
 pub mod spec;
@@ -21,6 +21,7 @@ use ort::session::Session;
 use ort::value::{Tensor, TensorElementType, TensorRef, ValueType};
 use sha2::{Digest, Sha256};
 
+pub use crate::config::model as options;
 pub use ep::{SkipKind, SkippedProvider};
 pub use options::{
     ArenaExtendStrategy, ConvAlgoSearch, CudaOptions, ModelOptions, Optimization, Provider, TensorRtOptions,

@@ -21,7 +21,7 @@ use super::Optimization;
 /// The cache folder when `optimized_cache_dir` is not set: `onnxruntime/` under systemd's `CacheDirectory=`,
 /// the user's cache or `/var/cache/camclassd` (the same base as TensorRT's engines).
 pub fn default_cache_dir() -> PathBuf {
-    super::tensorrt::cache_base().join("onnxruntime")
+    crate::config::model::default_optimized_cache_dir()
 }
 
 /// The instruction sets that change which kernels and layouts ONNX Runtime picks, as detected at run time.

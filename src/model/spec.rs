@@ -10,43 +10,13 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use serde::Deserialize;
+pub use crate::config::model::{
+    ChannelOrder, Crop, Interpolation, Layout, MAX_INPUT_SIDE, MAX_RESIZE, OutputKind, Overrides, exact_array,
+    input_size_too_large,
+};
 
 /// Metadata key prefix for camclassd's preprocessing recipe.
 pub const KEY_PREFIX: &str = "camclassd.";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Layout {
-    Nchw,
-    Nhwc,
-}
-
-impl Layout {
-    pub fn name(self) -> &'static str {
-        match self {
-            Layout::Nchw => "NCHW",
-            Layout::Nhwc => "NHWC",
-        }
-    }
-}
-
-impl fmt::Display for Layout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Layout {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "nchw" => Ok(Layout::Nchw),
-            "nhwc" => Ok(Layout::Nhwc),
-            other => Err(format!("unknown layout {other:?} (expected nchw or nhwc)")),
-        }
-    }
-}
 
 /// The element type of the model's image input, read from the session (never configured).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -115,101 +85,6 @@ impl TensorSlot<'_> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChannelOrder {
-    Rgb,
-    Bgr,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Crop {
-    /// Resize the shorter side to `resize`, then cut the input size out of the centre.
-    Center,
-    /// Stretch the whole picture to the input size.
-    None,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Interpolation {
-    Nearest,
-    Bilinear,
-    Bicubic,
-    Lanczos3,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutputKind {
-    /// Raw scores: camclassd applies softmax.
-    Logits,
-    /// Already probabilities.
-    Probabilities,
-    /// Multi-label: each class an independent probability in [0, 1], as a model ending in a Sigmoid gives
-    /// them (they do not sum to 1; several classes, or none, may be "on").
-    Sigmoid,
-    /// Multi-label from raw per-class scores: camclassd applies a sigmoid to each.
-    SigmoidLogits,
-    /// Decided once, when the model is loaded ([`OutputKind::resolve`]): never per frame. Logits or
-    /// probabilities; a multi-label model must say so (`sigmoid`, `sigmoid_logits`).
-    Auto,
-}
-
-impl OutputKind {
-    /// The values `output` takes, in config and metadata.
-    pub const NAMES: [(&'static str, OutputKind); 5] = [
-        ("logits", OutputKind::Logits),
-        ("probabilities", OutputKind::Probabilities),
-        ("sigmoid", OutputKind::Sigmoid),
-        ("sigmoid_logits", OutputKind::SigmoidLogits),
-        ("auto", OutputKind::Auto),
-    ];
-
-    pub fn name(self) -> &'static str {
-        OutputKind::NAMES.iter().find(|(_, k)| *k == self).map_or("auto", |(n, _)| n)
-    }
-
-    /// Each class an independent probability (several or none may be on), not one distribution.
-    pub fn is_multi_label(self) -> bool {
-        matches!(self, OutputKind::Sigmoid | OutputKind::SigmoidLogits)
-    }
-
-    /// The model's own output must already lie in [0, 1].
-    pub fn is_probability(self) -> bool {
-        matches!(self, OutputKind::Probabilities | OutputKind::Sigmoid)
-    }
-
-    /// How camclassd reads the scores, in words (`inspect`, the start-up log).
-    pub fn describe(self) -> &'static str {
-        match self {
-            OutputKind::Logits => "logits (softmax, single-label)",
-            OutputKind::Probabilities => "probabilities (single-label)",
-            OutputKind::Sigmoid => "sigmoid probabilities (multi-label, each class on its own threshold)",
-            OutputKind::SigmoidLogits => "sigmoid of logits (multi-label, each class on its own threshold)",
-            OutputKind::Auto => "auto (logits or probabilities, decided from the first inference)",
-        }
-    }
-}
-
-impl std::str::FromStr for OutputKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let lower = s.trim().to_ascii_lowercase();
-        OutputKind::NAMES.iter().find(|(n, _)| *n == lower).map(|(_, k)| *k).ok_or_else(|| {
-            let names: Vec<&str> = OutputKind::NAMES.iter().map(|(n, _)| *n).collect();
-            format!("unknown output kind {lower:?} (expected {})", names.join(", "))
-        })
-    }
-}
-
-impl fmt::Display for OutputKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 impl ModelSpec {
     /// A recipe for decoding alone (checking that pictures decode, whatever model will take them): decoding
     /// does not depend on the recipe, so any valid one will do.
@@ -227,19 +102,6 @@ impl ModelSpec {
             std: [1.0; 3],
             output: OutputKind::Logits,
             labels: Vec::new(),
-        }
-    }
-}
-
-impl OutputKind {
-    /// `Auto` decided from the model's warm-up output: a vector in [0, 1] summing to 1 is probabilities,
-    /// anything else logits. Once per model, so a logits model whose scores for one frame happen to look
-    /// like probabilities still gets its softmax on that frame.
-    pub fn resolve(self, warm_up: &[f32]) -> OutputKind {
-        match self {
-            OutputKind::Auto if crate::postprocess::looks_like_probabilities(warm_up) => OutputKind::Probabilities,
-            OutputKind::Auto => OutputKind::Logits,
-            decided => decided,
         }
     }
 }
@@ -267,38 +129,6 @@ pub struct ModelSpec {
     pub labels: Vec<String>,
 }
 
-/// Config overrides (`[model.preprocess]`); every field wins over the model's metadata. Self-contained
-/// (plain serde data), so any config section that names a model can carry one.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Overrides {
-    pub layout: Option<Layout>,
-    pub channel_order: Option<ChannelOrder>,
-    #[serde(default, deserialize_with = "exact_array")]
-    pub input_size: Option<[u32; 2]>,
-    pub resize: Option<u32>,
-    pub crop: Option<Crop>,
-    pub interpolation: Option<Interpolation>,
-    #[serde(default, deserialize_with = "exact_array")]
-    pub mean: Option<[f32; 3]>,
-    #[serde(default, deserialize_with = "exact_array")]
-    pub std: Option<[f32; 3]>,
-    pub output: Option<OutputKind>,
-}
-
-/// A fixed-length list from a config file, refusing a longer one as a shorter one is refused: serde's
-/// arrays silently ignore extra values (`mean = [1, 2, 3, 4]` would lose the 4).
-pub fn exact_array<'de, D, T, const N: usize>(d: D) -> Result<Option<[T; N]>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::Deserialize<'de>,
-{
-    use serde::de::Error;
-    let Some(values) = Option::<Vec<T>>::deserialize(d)? else { return Ok(None) };
-    let n = values.len();
-    values.try_into().map(Some).map_err(|_| D::Error::custom(format!("expected {N} values, got {n}")))
-}
-
 /// Why a recipe could not be assembled.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SpecError {
@@ -312,20 +142,6 @@ pub enum SpecError {
     Missing { missing: MissingKeys },
     #[error("{0}")]
     Invalid(String),
-}
-
-/// The largest input side, from the model or `[model.preprocess] input_size`: a 4096×4096 float tensor is already 192 MiB, and the
-/// image classifiers camclassd runs take 224 to 600 pixels. `[20000, 20000]` took 18 s and 5.9 GB per image.
-pub const MAX_INPUT_SIDE: u32 = 4096;
-/// The largest `resize` (the shorter side before the crop): twice the largest input.
-pub const MAX_RESIZE: u32 = 2 * MAX_INPUT_SIDE;
-
-/// The message for an input size over [`MAX_INPUT_SIDE`] (config and `bench --input-size`).
-pub fn input_size_too_large(h: u32, w: u32) -> String {
-    format!(
-        "{h}x{w} is larger than {MAX_INPUT_SIDE}x{MAX_INPUT_SIDE}: each side must be at most {MAX_INPUT_SIDE} pixels \
-         (a {MAX_INPUT_SIDE}x{MAX_INPUT_SIDE} input is already a 192 MiB tensor; image classifiers take 224 to 600)"
-    )
 }
 
 /// The list of required keys that neither the model nor the config provided.

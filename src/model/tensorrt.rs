@@ -8,21 +8,7 @@ use std::path::{Path, PathBuf};
 /// `/var/cache/camclassd` with the shipped unit), else the user's cache (`$XDG_CACHE_HOME`, `~/.cache`), else
 /// `/var/cache/camclassd`; then `tensorrt/` under it.
 pub fn default_engine_cache_dir() -> PathBuf {
-    cache_base().join("tensorrt")
-}
-
-/// camclassd's cache folder: systemd's `CacheDirectory=`, else the user's cache, else `/var/cache/camclassd`.
-pub(crate) fn cache_base() -> PathBuf {
-    cache_dir_from(&|name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from))
-}
-
-fn cache_dir_from(env: &dyn Fn(&str) -> Option<PathBuf>) -> PathBuf {
-    // CACHE_DIRECTORY may list several folders separated by ':'; the unit sets one.
-    env("CACHE_DIRECTORY")
-        .and_then(|v| v.to_str().and_then(|s| s.split(':').next()).map(PathBuf::from))
-        .or_else(|| env("XDG_CACHE_HOME").map(|p| p.join("camclassd")))
-        .or_else(|| env("HOME").map(|p| p.join(".cache/camclassd")))
-        .unwrap_or_else(|| PathBuf::from("/var/cache/camclassd"))
+    crate::config::model::cache_base().join("tensorrt")
 }
 
 /// `<base>/<model stem>-<sha256 prefix>-ort<version>/`, created and checked writable. One folder per model
@@ -107,18 +93,5 @@ mod tests {
         let blocked = base.path().join("file");
         std::fs::write(&blocked, b"").expect("write");
         assert!(engine_cache_folder(&blocked, Path::new("m.onnx"), "00", "1").is_err());
-    }
-
-    #[test]
-    fn the_default_cache_follows_systemd_then_xdg_then_home() {
-        let with = |vars: &[(&str, &str)]| {
-            let vars: Vec<(String, PathBuf)> = vars.iter().map(|(k, v)| (k.to_string(), PathBuf::from(v))).collect();
-            cache_dir_from(&move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
-        };
-        let all = [("CACHE_DIRECTORY", "/var/cache/camclassd"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/home/u")];
-        assert_eq!(with(&all), Path::new("/var/cache/camclassd"));
-        assert_eq!(with(&all[1..]), Path::new("/x/camclassd"));
-        assert_eq!(with(&all[2..]), Path::new("/home/u/.cache/camclassd"));
-        assert_eq!(with(&[]), Path::new("/var/cache/camclassd"));
     }
 }

@@ -55,38 +55,7 @@ pub fn cameras(targets: &[Target]) -> Vec<String> {
     out
 }
 
-/// Home Assistant's `binary_sensor` device classes (`BinarySensorDeviceClass`, the same from 2024.3 on): a
-/// region's `device_class` must be one of them, or Home Assistant refuses the whole config.
-pub const BINARY_SENSOR_DEVICE_CLASSES: [&str; 28] = [
-    "battery",
-    "battery_charging",
-    "carbon_monoxide",
-    "cold",
-    "connectivity",
-    "door",
-    "garage_door",
-    "gas",
-    "heat",
-    "light",
-    "lock",
-    "moisture",
-    "motion",
-    "moving",
-    "occupancy",
-    "opening",
-    "plug",
-    "power",
-    "presence",
-    "problem",
-    "running",
-    "safety",
-    "smoke",
-    "sound",
-    "tamper",
-    "update",
-    "vibration",
-    "window",
-];
+pub use crate::config::BINARY_SENSOR_DEVICE_CLASSES;
 
 /// The `reason` values an event can carry: the event entity's `event_types`.
 pub const EVENT_TYPES: [&str; 4] = ["change", "heartbeat", "frame", "snapshot"];

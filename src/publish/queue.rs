@@ -34,38 +34,7 @@ const CACHE_BYTES: usize = 512 * 1024;
 /// Record layout: CRC-32 (LE, over the rest) | topic length (u16 LE) | topic | payload.
 const HEADER: usize = 6;
 
-/// The first bytes of every redb 2 database file. Only a file that starts with them was ever a queue.
-const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
-
-/// Why the thing at `path` is not an event queue that camclassd may open, create or move aside, if it is
-/// not: not a regular file (a device, a folder, a FIFO), or a non-empty file without redb's header (a
-/// config, a log, someone's data). A missing or empty file is fine: the queue is created there. A path that
-/// cannot be read is left for the open to report (with its permission or disk advice).
-pub fn foreign(path: &Path) -> Option<String> {
-    use std::io::Read;
-    use std::os::unix::fs::FileTypeExt;
-    let meta = std::fs::metadata(path).ok()?;
-    let kind = meta.file_type();
-    let what = if kind.is_dir() {
-        "a folder"
-    } else if kind.is_block_device() || kind.is_char_device() {
-        "a device"
-    } else if kind.is_fifo() {
-        "a FIFO"
-    } else if kind.is_socket() {
-        "a socket"
-    } else if meta.len() == 0 {
-        return None;
-    } else {
-        let mut head = [0u8; REDB_MAGIC.len()];
-        let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).ok()?;
-        if n == head.len() && head == REDB_MAGIC {
-            return None;
-        }
-        "a file that is not a camclassd event queue (no redb header)"
-    };
-    Some(format!("is {what}; camclassd never replaces it"))
-}
+pub use crate::config::files::{REDB_MAGIC, foreign};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {

@@ -8,8 +8,8 @@ use prost::Message;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::onnx_proto::{self as pb, data_type};
 use crate::model::ep::SessionProbe;
+use crate::model::onnx_proto::{self as pb, data_type};
 use crate::model::placement::placement_text;
 
 #[derive(Debug, thiserror::Error)]

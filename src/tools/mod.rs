@@ -4,4 +4,4 @@ pub mod bench;
 pub mod classify;
 pub mod compare;
 pub mod inspect;
-pub mod onnx_proto;
+pub use crate::model::onnx_proto;

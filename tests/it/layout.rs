@@ -61,3 +61,183 @@ fn every_module_is_in_the_module_maps() {
     }
     assert!(missing.is_empty(), "src/ entries missing from the README's Layout section: {missing:?}");
 }
+
+/// The library's layers, lowest first: what each top-level module may use of the crate. A module may only
+/// name modules above it in this table (checked below), so the table is also the proof that no import
+/// circle exists: dependencies point one way, from the binary's side down to `config`.
+const LAYERS: &[(&str, &[&str])] = &[
+    // The config file's schema, validation, spans and vocabulary types: nothing of the crate.
+    ("config", &[]),
+    // Pure helpers.
+    ("backoff", &["config"]),
+    ("postprocess", &["config"]),
+    ("events", &["config", "postprocess"]),
+    // ONNX Runtime, sessions, providers, the recipe a model carries (`ModelSpec`), ONNX reading.
+    ("model", &["config", "postprocess"]),
+    // Decode, crop, resize, normalise into a model's input tensor (as its `ModelSpec` says).
+    ("preprocess", &["config", "model"]),
+    // Cameras: sources under one supervisor, the frame hub.
+    ("capture", &["config", "backoff", "preprocess"]),
+    // The stage chain every user of a model shares, and the model's own check (run through it).
+    ("pipeline", &["config", "model", "preprocess", "postprocess"]),
+    ("check", &["config", "model", "preprocess", "postprocess", "pipeline"]),
+    ("region", &["config", "events", "model", "preprocess", "postprocess", "pipeline"]),
+    // The one model-loading policy: load → check → fallback → region plan.
+    ("load", &["config", "model", "preprocess", "postprocess", "pipeline", "check", "region"]),
+    // Counters and the read-only view of what the daemon does now.
+    ("health", &["config", "check"]),
+    ("live", &["config", "capture", "check", "health", "model", "postprocess", "preprocess", "region"]),
+    // The MQTT side.
+    ("publish", &["config", "backoff", "events", "health", "live", "region"]),
+    // The status page, metrics and API: never the CLI layer.
+    (
+        "http",
+        &[
+            "config",
+            "capture",
+            "check",
+            "health",
+            "live",
+            "load",
+            "model",
+            "pipeline",
+            "postprocess",
+            "preprocess",
+            "region",
+        ],
+    ),
+    // Wiring: everything but the tools.
+    (
+        "daemon",
+        &[
+            "config",
+            "backoff",
+            "postprocess",
+            "events",
+            "model",
+            "preprocess",
+            "capture",
+            "pipeline",
+            "check",
+            "region",
+            "load",
+            "health",
+            "live",
+            "publish",
+            "http",
+        ],
+    ),
+    (
+        "tools",
+        &[
+            "config",
+            "backoff",
+            "postprocess",
+            "events",
+            "model",
+            "preprocess",
+            "capture",
+            "pipeline",
+            "check",
+            "region",
+            "load",
+            "health",
+            "live",
+            "publish",
+            "http",
+            "daemon",
+        ],
+    ),
+];
+
+/// The top-level modules a source text names through `crate::` paths, in code (comments left out):
+/// `crate::model::Model`, and each item of a group, `use crate::{config::Config, live::Live}`.
+fn crate_references(text: &str) -> Vec<String> {
+    let code: String = text
+        .lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            if trimmed.starts_with("//") { "" } else { line }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let ident = |s: &str| -> String { s.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect() };
+    let mut found = Vec::new();
+    let mut rest = code.as_str();
+    while let Some(at) = rest.find("crate::") {
+        let before = rest[..at].chars().last();
+        rest = &rest[at + "crate::".len()..];
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$') {
+            continue; // `$crate::`, `my_crate::`
+        }
+        if let Some(group) = rest.strip_prefix('{') {
+            // The first name of each item at the group's own depth.
+            let (mut depth, mut start) = (1, true);
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 1 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 1 => start = true,
+                    c if start && depth == 1 && (c.is_alphanumeric() || c == '_') => {
+                        found.push(ident(&group[i..]));
+                        start = false;
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            found.push(ident(rest));
+        }
+    }
+    found
+}
+
+#[test]
+fn crate_references_are_read_from_paths_and_groups() {
+    let text = "use crate::config::Config;\n// crate::tools in a comment\nuse crate::{live::Live, model::{self, Model},\n    region};\nlet x = $crate::foo; let y = crate::backoff::Backoff::default();";
+    assert_eq!(crate_references(text), ["config", "live", "model", "region", "backoff"]);
+}
+
+/// Every `use crate::…` (and every `crate::…` path) of every file under `src/` points down [`LAYERS`]: no
+/// import circle, no upward arrow (the daemon's server into the CLI layer, config into anything).
+#[test]
+fn modules_only_use_the_layers_below_them() {
+    // The table itself points one way: each module names only modules listed before it.
+    for (i, (module, allowed)) in LAYERS.iter().enumerate() {
+        for used in *allowed {
+            assert!(
+                LAYERS[..i].iter().any(|(m, _)| m == used),
+                "LAYERS: {module} may use {used}, which is not listed before it"
+            );
+        }
+    }
+    let lib = std::fs::read_to_string(root().join("src/lib.rs")).expect("src/lib.rs");
+    let modules: Vec<&str> =
+        lib.lines().filter_map(|l| l.strip_prefix("pub mod ")).map(|l| l.trim_end_matches(';')).collect();
+    for module in &modules {
+        assert!(LAYERS.iter().any(|(m, _)| m == module), "{module} is missing from LAYERS: give it its layer");
+    }
+    let src = root().join("src");
+    let mut files = Vec::new();
+    entries(&src, &mut files);
+    let mut upward = Vec::new();
+    for path in files.iter().filter(|p| p.extension().is_some_and(|e| e == "rs")) {
+        let relative = path.strip_prefix(&src).expect("below src/");
+        let top = relative.components().next().expect("a first component").as_os_str().to_string_lossy();
+        let top = top.trim_end_matches(".rs");
+        if top == "main" || top == "lib" {
+            continue; // the binary uses the library by its name; lib.rs declares the modules
+        }
+        let (_, allowed) = LAYERS.iter().find(|(m, _)| *m == top).unwrap_or_else(|| panic!("{top} not in LAYERS"));
+        let text = std::fs::read_to_string(path).expect("read a source file");
+        for used in crate_references(&text) {
+            if used != top && !allowed.contains(&used.as_str()) && modules.contains(&used.as_str()) {
+                upward.push(format!("{} uses crate::{used}", relative.display()));
+            }
+        }
+    }
+    upward.sort();
+    upward.dedup();
+    assert!(upward.is_empty(), "imports against the layers (see LAYERS in tests/it/layout.rs):\n{}", upward.join("\n"));
+}

@@ -6,6 +6,8 @@
 //! [`Classifier`] chains them on one thread for `classify`, `compare`, `bench`, the model check and the
 //! benchmarks, so a tool's answer is the daemon's by construction.
 
+pub mod report;
+
 use std::time::{Duration, Instant};
 
 use crate::model::{Input, Model, ModelError, ModelSpec};
