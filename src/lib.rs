@@ -29,6 +29,8 @@
 //!   Assistant discovery ([`publish::discovery`]) and the command topic ([`publish::command`]).
 //! - [`check`]: the model's own check: golden inputs stamped into the model and verified at load on this
 //!   CPU (`camclassd stamp`, `camclassd verify`).
+//! - [`load`]: the one model-loading policy (load → check on this CPU → fallback → region plan) that
+//!   `run`, reload, `check-config`, `classify` and the HTTP classify pool share.
 //! - [`health`]: per-frame counters (atomics) and the periodic health report, systemd STATUS and watchdog.
 //! - [`daemon`]: wires the stages with bounded hand-offs, reloads the config on SIGHUP, feeds the
 //!   watchdog, and shuts the stages down in order.
@@ -49,6 +51,7 @@ pub mod events;
 pub mod health;
 pub mod http;
 pub mod live;
+pub mod load;
 pub mod model;
 pub mod pipeline;
 pub mod postprocess;

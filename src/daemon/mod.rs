@@ -5,7 +5,7 @@
 //! - `pipeline`: everything that depends on the cameras and the model, started, drained and stopped as one;
 //! - `worker`: an inference worker's two threads (prepare, infer) and the per-camera publish decision;
 //! - `watchdog`: systemd's watchdog and the camera staleness alarm;
-//! - `load`: the pipeline under a camera load without MQTT, measured (`camclassd bench --cameras`).
+//! - `measure`: the pipeline under a camera load without MQTT, measured (`camclassd bench --cameras`).
 //!
 //! Threads: one capture thread per camera feeding the [`crate::capture::FrameHub`]; per inference worker, a
 //! prepare thread and an inference thread circulating two input tensors; the tokio runtime hosts the
@@ -14,12 +14,12 @@
 //! not change. Shutdown: capture stops, the frames already captured are classified (for a bounded time),
 //! their events queued and published, `offline` is published and the client disconnects.
 
-mod load;
+mod measure;
 mod pipeline;
 mod watchdog;
 mod worker;
 
-pub(crate) use load::{Window, measure_load};
+pub(crate) use measure::{Window, measure_load};
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -28,11 +28,11 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::check::{self, CheckStatus, ModelCheck};
+use crate::check;
 use crate::config::Config;
 use crate::live::Live;
-use crate::model::{self, Model, ModelError};
-use crate::pipeline::Classifier;
+use crate::load::{self, Loaded, Purpose};
+use crate::model::{self, ModelError};
 use crate::publish::{self, Command, Control, Limits, Publication, PublishError, Queue, QueueError, Settings};
 use pipeline::Pipeline;
 
@@ -52,12 +52,12 @@ pub enum DaemonError {
     Check(#[from] check::CheckLoadError),
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
-    /// Regions the loaded models cannot serve: `(key, message)` each.
-    #[error("{}", .0.iter().map(|(k, m)| format!("{k}: {m}")).collect::<Vec<_>>().join("\n"))]
-    Regions(Vec<crate::region::Problem>),
+    /// What the model-loading policy could not load or plan: `(key, message)` each.
+    #[error(transparent)]
+    Load(#[from] crate::load::LoadError),
     /// The same, located in the config file.
     #[error("{0}")]
-    RegionsAt(String),
+    LoadAt(String),
     #[error("cannot start a thread: {0}")]
     Thread(#[from] std::io::Error),
     #[error("a pipeline thread failed (see the log); stopped so that the service manager restarts camclassd")]
@@ -143,7 +143,8 @@ pub async fn run_with<S: Future<Output = ()>>(
         // The cameras' descriptors first: HTTP clients get what the open-file limit leaves.
         http.limits.fit_descriptors(config.cameras.len());
     }
-    let (models, names, check) = load_models(runtime, &config)?;
+    let loaded = tokio::task::block_in_place(|| load::load(runtime, &config, Purpose::Cameras))
+        .map_err(|e| locate(e.into(), config_path.as_deref()))?;
     let queue = open_queue(&config)?;
     let live = Arc::new(Live::new(&config.node_id(), config.http.is_some()));
     // `[http]` is read once (a reload keeps the running one); its classify pool follows the model.
@@ -151,7 +152,7 @@ pub async fn run_with<S: Future<Output = ()>>(
     let classify = Arc::new(crate::http::classify::CurrentPool::default());
     let http = match (&http_config, &http_settings) {
         (Some(http), Some(http_settings)) => {
-            let pool = tokio::task::block_in_place(|| classify_pool(runtime, &config, &check, http))?;
+            let pool = tokio::task::block_in_place(|| classify_pool(runtime, &config, &loaded, http))?;
             classify.replace(pool);
             Some(crate::http::Server::start(http_settings, Arc::clone(&live), Arc::clone(&classify)).await?)
         }
@@ -165,8 +166,7 @@ pub async fn run_with<S: Future<Output = ()>>(
         d.set_configuration_url(&http.url);
     }
 
-    let mut pipeline =
-        Pipeline::start(&config, models, names, check, hooks, &live).map_err(|e| locate(e, config_path.as_deref()))?;
+    let mut pipeline = Pipeline::start(&config, loaded, hooks, &live)?;
     let (command_tx, mut commands) = mpsc::channel::<Command>(4);
     let mut publisher = PublisherHandle::spawn(settings.clone(), queue, &pipeline, command_tx.clone(), &live);
     pipeline.run(&publisher.events)?;
@@ -320,25 +320,18 @@ fn prepare_reload(
     if let Some(delay) = hooks.slow_reload {
         std::thread::sleep(delay);
     }
-    let (models, names, check) = load_models(runtime, &new).map_err(|e| e.to_string())?;
-    let pool = http.map(|http| classify_pool(runtime, &new, &check, http)).transpose().map_err(|e| e.to_string())?;
-    let pipeline =
-        Pipeline::start(&new, models, names, check, hooks, live).map_err(|e| locate(e, Some(path)).to_string())?;
+    let loaded = load::load(runtime, &new, Purpose::Cameras).map_err(|e| e.located(path))?;
+    let pool = http.map(|http| classify_pool(runtime, &new, &loaded, http)).transpose().map_err(|e| e.to_string())?;
+    let pipeline = Pipeline::start(&new, loaded, hooks, live).map_err(|e| e.to_string())?;
     Ok((new, settings, pipeline, pool))
 }
 
-/// A region problem with the `file:line:column` of its key, as config errors are shown.
+/// A loading problem with the `file:line:column` of its key, as config errors are shown.
 fn locate(e: DaemonError, path: Option<&Path>) -> DaemonError {
-    let (DaemonError::Regions(problems), Some(path)) = (&e, path) else { return e };
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<String> = problems
-        .iter()
-        .map(|(key, message)| match crate::config::key_position(&text, key) {
-            Some((line, col)) => format!("{}:{line}:{col}: {key}: {message}", path.display()),
-            None => format!("{}: {key}: {message}", path.display()),
-        })
-        .collect();
-    DaemonError::RegionsAt(lines.join("\n"))
+    match (e, path) {
+        (DaemonError::Load(e), Some(path)) => DaemonError::LoadAt(e.located(path)),
+        (e, _) => e,
+    }
 }
 
 /// The sections a reload cannot apply (the running process keeps them until it restarts).
@@ -359,78 +352,17 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
     changes
 }
 
-/// Per worker, its sessions (one per model); the models' names in that order; the default model's check.
-type Loaded = (Vec<Vec<Model>>, Vec<String>, ModelCheck);
-
-/// Per worker, one inference session of each model the cameras use: `[model]` (named `default`, always
-/// loaded: its check describes the node) first, then the `[[models]]` some region names, each loaded once
-/// per worker and shared by every region that uses it. Returns the sessions, the models' names in that
-/// order, and the default model's check.
-///
-/// By default a worker's session gets its share of the cores minus one, which its prepare thread uses: on 2
-/// cores, 1 intra-op thread classifies 233 frames/s against 213 with 2 (the prepare thread then fights
-/// inference for a core).
-///
-/// The first session runs the model's own check ([`check::at_load`]); on a failure `[model]
-/// on_check_failure` decides: refuse, warn, or load `[model] fallback` for every worker instead.
-fn load_models(runtime: &'static model::runtime::Runtime, config: &Config) -> Result<Loaded, DaemonError> {
-    let workers = config.model.workers;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let default_threads = (cores / workers).saturating_sub(1).max(1);
-    let mut options = config.model.model_options();
-    if options.threads.is_none() {
-        options.threads = Some(default_threads);
-    }
-    let mut first = Classifier::new(Model::load(runtime, &config.model.path, &options)?, 1, 0.0)?;
-    let outcome = check::at_load(&mut first, config.model.on_check_failure)?;
-    let path = match (&outcome.status, &config.model.fallback) {
-        (CheckStatus::Fallback, Some(fallback)) => {
-            tracing::warn!(fallback = %fallback.display(), "running the fallback model instead of {}", outcome.model);
-            fallback.clone()
-        }
-        _ => config.model.path.clone(),
-    };
-    let mut sessions: Vec<Vec<Model>> = (0..workers).map(|_| Vec::new()).collect();
-    let mut first = Some(first.into_model()).filter(|_| path == config.model.path);
-    for worker in &mut sessions {
-        worker.push(match first.take() {
-            Some(model) => model,
-            None => Model::load(runtime, &path, &options)?,
-        });
-    }
-    let used = config.used_models();
-    let mut names = vec![crate::config::DEFAULT_MODEL.to_string()];
-    for named in config.named_models().into_iter().skip(1).filter(|m| used.contains(&m.name)) {
-        let mut options = named.options.clone();
-        if options.threads.is_none() {
-            options.threads = Some(default_threads);
-        }
-        for worker in &mut sessions {
-            worker.push(Model::load(runtime, &named.path, &options)?);
-        }
-        tracing::info!(model = %named.name, path = %named.path.display(), "model loaded");
-        names.push(named.name);
-    }
-    Ok((sessions, names, outcome))
-}
-
 /// The sessions `POST /api/v1/classify` runs on: the model the cameras run (the fallback when it replaced
 /// the configured one), one intra-op thread each. Blocking (loads the model).
 fn classify_pool(
     runtime: &'static model::runtime::Runtime,
     config: &Config,
-    check: &ModelCheck,
+    loaded: &Loaded,
     http: &crate::config::HttpConfig,
 ) -> Result<crate::http::classify::ClassifyPool, DaemonError> {
-    let path = match (&check.status, &config.model.fallback) {
-        (CheckStatus::Fallback, Some(fallback)) => fallback,
-        _ => &config.model.path,
-    };
+    let sessions = loaded.more_sessions(runtime, http.classify_workers.max(1))?;
     let pool = crate::http::classify::ClassifyPool::start(
-        runtime,
-        path,
-        &config.model.model_options(),
-        http.classify_workers,
+        sessions,
         http.classify_queue,
         config.model.top_k,
         config.model.min_score,

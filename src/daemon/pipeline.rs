@@ -11,14 +11,13 @@ use tokio::sync::mpsc;
 use super::worker::{Batching, Camera, LastClassified, Layout, Worker};
 use super::{DaemonError, Hooks, watchdog};
 use crate::capture::{self, FrameHub};
-use crate::check::ModelCheck;
 use crate::config::{CameraConfig, Config};
 use crate::events::Tracker;
 use crate::health::Health;
 use crate::live::{Live, LivePipeline, RegionInfo};
+use crate::load::Loaded;
 use crate::model::Model;
 use crate::publish::{Publication, Target};
-use crate::region::{self, ModelInfo};
 
 pub(super) struct Pipeline {
     pub(super) names: Vec<String>,
@@ -47,29 +46,14 @@ pub(super) struct Pipeline {
 }
 
 impl Pipeline {
-    /// `models`: per worker, one session per model, in the order of `model_names` (config names).
-    pub(super) fn start(
-        config: &Config,
-        models: Vec<Vec<Model>>,
-        model_names: Vec<String>,
-        check: ModelCheck,
-        hooks: Hooks,
-        live: &Live,
-    ) -> Result<Pipeline, DaemonError> {
-        if config.cameras.is_empty() {
+    /// The pipeline of `config` over the models the loading policy loaded and planned ([`crate::load`]).
+    pub(super) fn start(config: &Config, loaded: Loaded, hooks: Hooks, live: &Live) -> Result<Pipeline, DaemonError> {
+        if config.cameras.is_empty() || loaded.sessions.is_empty() {
             return Err(DaemonError::Incomplete);
         }
-        let first = models.first().ok_or(DaemonError::Incomplete)?;
-        let infos: Vec<ModelInfo> = first
-            .iter()
-            .zip(&model_names)
-            .map(|(m, name)| ModelInfo {
-                name: name.clone(),
-                labels: m.spec().labels.clone(),
-                num_classes: m.num_classes(),
-            })
-            .collect();
-        let plan = region::plan(config, &infos).map_err(DaemonError::Regions)?;
+        let infos = loaded.infos();
+        let Loaded { sessions: models, names: model_names, check, plan, .. } = loaded;
+        let first = &models[0];
         let mut targets = Vec::new();
         let mut ranges = Vec::new();
         let mut all = Vec::new();

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::HttpError;
-use crate::model::{Model, ModelOptions, runtime::Runtime};
+use crate::model::Model;
 use crate::pipeline::Classifier;
 use crate::pipeline::report::ImageReport;
 use crate::preprocess::{CropSpec, Frame};
@@ -75,22 +75,19 @@ impl CurrentPool {
 }
 
 impl ClassifyPool {
-    /// Loads `workers` sessions of `path` (one intra-op thread each) and starts their threads.
+    /// Starts one thread per session (the loading policy opens them: [`crate::load::Loaded::more_sessions`]),
+    /// with `queue` more requests allowed to wait.
     pub fn start(
-        runtime: &'static Runtime,
-        path: &std::path::Path,
-        options: &ModelOptions,
-        workers: usize,
+        sessions: Vec<Model>,
         queue: usize,
         default_top: usize,
         min_score: f32,
     ) -> Result<ClassifyPool, HttpError> {
-        let options = ModelOptions { threads: Some(1), record_placement: false, ..options.clone() };
+        let workers = sessions.len().max(1);
         let (tx, rx) = std_mpsc::sync_channel::<Job>(workers + queue);
         let rx = Arc::new(Mutex::new(rx));
         let mut model_name = String::new();
-        for i in 0..workers.max(1) {
-            let model = Model::load(runtime, path, &options)?;
+        for (i, model) in sessions.into_iter().enumerate() {
             model_name = model.spec().name.clone();
             let classifier = Classifier::new(model, MAX_TOP, min_score)?;
             let rx = Arc::clone(&rx);
@@ -99,12 +96,7 @@ impl ClassifyPool {
                 .spawn(move || serve(classifier, &rx))
                 .map_err(HttpError::Thread)?;
         }
-        Ok(ClassifyPool {
-            jobs: tx,
-            slots: Arc::new(Semaphore::new(workers.max(1) + queue)),
-            model: model_name,
-            default_top,
-        })
+        Ok(ClassifyPool { jobs: tx, slots: Arc::new(Semaphore::new(workers + queue)), model: model_name, default_top })
     }
 
     /// Whether [`ClassifyPool::admit`] would give a place now.

@@ -116,6 +116,14 @@ impl Daemon {
         assert!(ok, "kill {sig}");
     }
 
+    /// Whether the daemon has exited, and its exit code (`Some(None)`: ended by a signal).
+    pub fn try_exit(&mut self) -> Option<Option<i32>> {
+        let status = self.child.try_wait().expect("wait")?;
+        // Let the log reader take the last lines.
+        std::thread::sleep(Duration::from_millis(100));
+        Some(status.code())
+    }
+
     /// The exit code once the daemon exits within `timeout` (`None`: still running, then killed).
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let deadline = Instant::now() + timeout;

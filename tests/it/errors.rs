@@ -613,3 +613,96 @@ fn check_config_by_another_user_warns_about_an_unreadable_secret_instead_of_fail
         "{err}"
     );
 }
+
+/// `run`'s verdict on a config: accepted (it reached "camclassd running") or refused (its exit code and
+/// log). A refused start exits within seconds; an accepted one is stopped.
+fn run_verdict(config: &Path) -> Result<(), (Option<i32>, String)> {
+    let mut daemon = super::daemon::Daemon::start(config);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if daemon.log().contains("camclassd running") {
+            let (code, log) = daemon.stop();
+            assert_eq!(code, Some(0), "{log}");
+            return Ok(());
+        }
+        if let Some(code) = daemon.try_exit() {
+            return Err((code, daemon.log()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(std::time::Instant::now() < deadline, "run neither started nor exited:\n{}", daemon.log());
+    }
+}
+
+/// One model-loading policy (`camclassd::load`) for `run` and `check-config`: on every config of the
+/// policy's cases — checks that pass, fail, warn or fall back, a broken fallback, models a region uses or
+/// not, labels and thresholds the model cannot serve — both give the same verdict, and a refusal names the
+/// same keys at the same lines.
+#[test]
+fn check_config_and_run_agree_on_every_model_loading_case() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |p: PathBuf| p.display().to_string();
+    let (int8, fp32, broken) = (path(model("int8")), path(model("fp32")), path(generated("broken-int8.onnx")));
+    let two_class = path(generated("two_class.onnx"));
+    let text_file = dir.path().join("not-a-model.onnx");
+    std::fs::write(&text_file, "this is a text file, not a model\n").expect("write");
+    let text_file = path(text_file);
+    let three_labels = dir.path().join("three.txt");
+    std::fs::write(&three_labels, "a\nb\nc\n").expect("write");
+    let three_labels = path(three_labels);
+    let m = |p: &str, extra: &str| format!("[model]\npath = {p:?}\n{extra}");
+    let named = |name: &str, p: &str| format!("[[models]]\nname = {name:?}\npath = {p:?}\nthreads = 1\n");
+    let region = |extra: &str| format!("[[cameras.regions]]\nname = \"r\"\ncrop = [0, 0, 100, 100]\n{extra}");
+    // (model sections, [[models]], regions, run accepts)
+    let cases: Vec<(String, String, String, bool)> = vec![
+        (m(&int8, ""), String::new(), String::new(), true),
+        (m(&broken, ""), String::new(), String::new(), false),
+        (m(&broken, "on_check_failure = \"warn\"\n"), String::new(), String::new(), true),
+        (
+            m(&broken, &format!("on_check_failure = \"fallback\"\nfallback = {fp32:?}\n")),
+            String::new(),
+            String::new(),
+            true,
+        ),
+        // A broken fallback is refused even while the check passes: it is found at start, not on the day
+        // it is needed.
+        (
+            m(&int8, &format!("on_check_failure = \"fallback\"\nfallback = {text_file:?}\n")),
+            String::new(),
+            String::new(),
+            false,
+        ),
+        (m(&int8, &format!("labels = {three_labels:?}\n")), String::new(), String::new(), false),
+        // A [[models]] entry no region uses is not loaded by either (check-config warns).
+        (m(&int8, ""), named("spare", &text_file), String::new(), true),
+        (m(&int8, ""), named("door", &text_file), region("model = \"door\"\n"), false),
+        (m(&int8, ""), named("door", &two_class), region("model = \"door\"\non_class = \"cat\"\n"), true),
+        (m(&int8, ""), named("door", &two_class), region("model = \"door\"\non_class = \"garage\"\n"), false),
+        (m(&int8, ""), String::new(), region("thresholds = { \"not a class\" = 0.5 }\n"), false),
+    ];
+    for (i, (model_section, models, regions, accepted)) in cases.iter().enumerate() {
+        let config = dir.path().join(format!("c{i}.toml"));
+        let text = daemon_config_text(dir.path(), model_section, "").replacen(
+            "[[cameras]]",
+            &format!("{models}[[cameras]]"),
+            1,
+        ) + regions;
+        std::fs::write(&config, &text).expect("config");
+        let check = run(camclassd().arg("check-config").arg(&config));
+        let run = run_verdict(&config);
+        let check_err = stderr(&check);
+        match (&run, check.status.code()) {
+            (Ok(()), Some(0)) => assert!(*accepted, "both accept what should be refused:\n{text}\n{check_err}"),
+            (Err((code, log)), Some(2)) => {
+                assert!(!accepted, "both refuse a good config:\n{text}\n{check_err}\n{log}");
+                assert_eq!(*code, Some(2), "run refuses with exit 2:\n{log}");
+                // The same problems: every `file:line:col: key` check-config names, run names too.
+                for line in check_err.lines().filter(|l| l.contains(&format!("c{i}.toml:"))) {
+                    let at = line.split_once(&format!("c{i}.toml:")).map(|(_, rest)| rest).expect("located");
+                    let place: String = at.splitn(4, ": ").take(2).collect::<Vec<_>>().join(": ");
+                    assert!(log.contains(&place), "run does not name {place:?}:\n{log}\ncheck-config:\n{check_err}");
+                }
+            }
+            (run, check) => panic!("check-config ({check:?}) and run ({run:?}) disagree on:\n{text}\n{check_err}"),
+        }
+    }
+}

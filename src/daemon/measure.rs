@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::pipeline::Pipeline;
-use super::{DRAIN_LIMIT, DaemonError, Hooks, load_models, locate};
+use super::{DRAIN_LIMIT, DaemonError, Hooks, locate};
 use crate::config::Config;
 use crate::health::{LatencyCounts, process_cpu_time};
 use crate::live::Live;
+use crate::load::{self, Purpose};
 use crate::model::runtime::Runtime;
 use crate::publish::Publication;
 
@@ -91,11 +92,10 @@ pub(crate) fn measure_load(
     warmup: Duration,
     window: Duration,
 ) -> Result<Window, DaemonError> {
-    let (models, names, check) = load_models(runtime, config)?;
+    let loaded = load::load(runtime, config, Purpose::Cameras).map_err(|e| locate(e.into(), config_path))?;
     // As the daemon: the workers keep each camera's newest frame when `[http]` would show it.
     let live = Live::new(&config.node_id(), config.http.is_some());
-    let mut pipeline =
-        Pipeline::start(config, models, names, check, Hooks::default(), &live).map_err(|e| locate(e, config_path))?;
+    let mut pipeline = Pipeline::start(config, loaded, Hooks::default(), &live)?;
     let published = Arc::new(AtomicU64::new(0));
     // The publisher's place: take every publication at once (the workers never wait for it) and count it.
     let (events, mut rx) = mpsc::channel::<Publication>(256);

@@ -1,0 +1,287 @@
+//! The one model-loading policy: **load → check on this CPU → fallback → region plan**, used by `camclassd
+//! run` (start and reload), `check-config`, `classify` and the HTTP classify pool, so that they cannot
+//! disagree about a config: what `check-config` passes, `run` loads.
+//!
+//! - Every model a camera uses is loaded: `[model]` (named `default`, always: its check describes the node)
+//!   and each `[[models]]` entry some region names. A `[[models]]` entry no region names is not loaded (a
+//!   warning says so, [`unused_models`]).
+//! - `[model]`'s first session runs the model's own check ([`check::at_load`]); on a failure
+//!   `on_check_failure` decides: refuse, warn, or serve `[model] fallback` instead. With `fallback`, the
+//!   fallback is opened once even when the check passes, so that a broken fallback is found at start and not
+//!   on the day it is needed.
+//! - The regions are planned against the loaded models' classes ([`region::plan`]).
+//!
+//! Every problem is collected (not only the first) with the config key it is about, so that both `run` and
+//! `check-config` print them all, each at its file:line:col ([`LoadError::located`]).
+
+use std::path::{Path, PathBuf};
+
+use crate::check::{self, CheckStatus, ModelCheck};
+use crate::config::{Config, DEFAULT_MODEL};
+use crate::model::{Model, ModelError, ModelOptions, Provider, runtime::Runtime};
+use crate::pipeline::Classifier;
+use crate::region::{self, ModelInfo, Problem, Region};
+
+/// What the models are loaded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The cameras' sessions (`run`, reload, `bench --cameras`): the configured execution providers,
+    /// `[model] workers` sessions of each model, each with its share of the cores.
+    Cameras,
+    /// Opened to be checked, not run (`check-config`, before every start under systemd): one session per
+    /// model on the CPU with one thread and no placement profile. The file, interface, recipe, labels and
+    /// regions do not depend on the provider; the check does, so it runs only when `run` would run it on
+    /// the CPU too (a TensorRT session here would build or load its engine a second time).
+    Preflight,
+}
+
+/// What the policy could not load: each problem with the config key it is about.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .problems.iter().map(|(k, m)| format!("{k}: {m}")).collect::<Vec<_>>().join("\n"))]
+pub struct LoadError {
+    pub problems: Vec<Problem>,
+}
+
+impl LoadError {
+    fn one(key: impl Into<String>, message: impl std::fmt::Display) -> LoadError {
+        LoadError { problems: vec![(key.into(), message.to_string())] }
+    }
+
+    /// Each problem on a line of its own, placed at its key in the config file `path` (`file:line:col: key:
+    /// message`); a key the file does not spell (a default, a value from the model's metadata) is placed at
+    /// its section's `path`, else at the file.
+    pub fn located(&self, path: &Path) -> String {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        self.problems.iter().map(|(key, message)| locate(&text, path, key, message)).collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// `file:line:col: key: message` for one problem (see [`LoadError::located`]).
+pub fn locate(text: &str, path: &Path, key: &str, message: &str) -> String {
+    let (place, key) = place(text, path, key);
+    format!("{place}: {key}: {message}")
+}
+
+/// Where `key` is in the config file `path` (whose text is `text`): `file:line:col` of the key, else of its
+/// section's `path` (a value from the model's metadata, a default), else the file alone; and the key placed.
+pub fn place(text: &str, path: &Path, key: &str) -> (String, String) {
+    let section_path = key.split_once('.').map(|(section, _)| format!("{section}.path"));
+    let placed = std::iter::once(key.to_string())
+        .chain(section_path)
+        .find_map(|k| crate::config::key_position(text, &k).map(|at| (k, at)));
+    match placed {
+        Some((k, (line, col))) => (format!("{}:{line}:{col}", path.display()), k),
+        None => (path.display().to_string(), key.to_string()),
+    }
+}
+
+/// The models loaded for a config, checked and planned.
+#[derive(Debug)]
+pub struct Loaded {
+    /// Per worker, one session of each model, in the order of `names`.
+    pub sessions: Vec<Vec<Model>>,
+    /// The models' config names: `default` first, then the `[[models]]` the regions use.
+    pub names: Vec<String>,
+    /// `[model]`'s check (it describes the node).
+    pub check: ModelCheck,
+    /// `[model]`'s file in service: its `path`, or its `fallback` when the check chose it.
+    pub in_service: PathBuf,
+    /// Per camera, its regions.
+    pub plan: Vec<Vec<Region>>,
+    /// The options `in_service` was opened with.
+    options: ModelOptions,
+}
+
+impl Loaded {
+    /// What the region plan knows of each model, in the order of `names`.
+    pub fn infos(&self) -> Vec<ModelInfo> {
+        infos(self.sessions.first().map_or(&[][..], |s| s.as_slice()), &self.names)
+    }
+
+    /// `count` more sessions of `[model]` as it is in service (the fallback when it replaced the configured
+    /// model), one intra-op thread each: the HTTP classify pool's.
+    pub fn more_sessions(&self, runtime: &'static Runtime, count: usize) -> Result<Vec<Model>, ModelError> {
+        let options = ModelOptions { threads: Some(1), record_placement: false, ..self.options.clone() };
+        (0..count).map(|_| Model::load(runtime, &self.in_service, &options)).collect()
+    }
+}
+
+fn infos(models: &[Model], names: &[String]) -> Vec<ModelInfo> {
+    models
+        .iter()
+        .zip(names)
+        .map(|(m, name)| ModelInfo {
+            name: name.clone(),
+            labels: m.spec().labels.clone(),
+            num_classes: m.num_classes(),
+        })
+        .collect()
+}
+
+/// The `[[models]]` entries no region names (`(key, name)`): the policy does not load them.
+pub fn unused_models(config: &Config) -> Vec<(String, String)> {
+    let used = config.used_models();
+    config.named_models().into_iter().skip(1).filter(|m| !used.contains(&m.name)).map(|m| (m.key, m.name)).collect()
+}
+
+/// The intra-op threads of a camera session when the config does not say: its worker's share of the cores
+/// minus one, which the worker's prepare thread uses (on 2 cores, 1 intra-op thread classifies 233 frames/s
+/// against 213 with 2: the prepare thread then fights inference for a core).
+fn default_threads(workers: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / workers.max(1)).saturating_sub(1).max(1)
+}
+
+/// The options a model is opened with for `purpose`.
+fn options_for(purpose: Purpose, options: &ModelOptions, workers: usize) -> ModelOptions {
+    match purpose {
+        Purpose::Cameras => {
+            let mut options = options.clone();
+            options.threads = options.threads.or(Some(default_threads(workers)));
+            options
+        }
+        Purpose::Preflight => ModelOptions {
+            providers: vec![Provider::Cpu],
+            threads: Some(1),
+            record_placement: false,
+            ..options.clone()
+        },
+    }
+}
+
+/// A model's load error at the config key it is about (`model.labels`, `models[1].preprocess.layout`, …).
+fn model_problem(section: &str, e: &ModelError) -> Problem {
+    (format!("{section}.{}", e.config_key()), e.to_string())
+}
+
+/// The first steps of the policy for one model: load it, run its check (when `check_here`), and open its
+/// fallback. The fallback replaces it when the check fails under `on_check_failure = "fallback"`.
+#[derive(Debug)]
+pub struct Checked {
+    /// The first session of the model in service.
+    pub model: Model,
+    pub check: ModelCheck,
+    /// The model's file in service: the configured one or the fallback.
+    pub in_service: PathBuf,
+}
+
+/// Loads `path` with `options`, checks it against `policy` and applies `fallback`: the policy's first three
+/// steps, for `[model]` (`section` = `model`) and for `classify`. `check_here`: whether the check runs (it
+/// depends on the provider; see [`Purpose::Preflight`]).
+pub fn load_checked(
+    runtime: &'static Runtime,
+    path: &Path,
+    options: &ModelOptions,
+    policy: check::OnCheckFailure,
+    fallback: Option<&Path>,
+    check_here: bool,
+) -> Result<Checked, LoadError> {
+    let mut problems = Vec::new();
+    let first = Model::load(runtime, path, options).map_err(|e| model_problem("model", &e));
+    // With a fallback configured, it is opened now: a broken fallback is a config error found at start.
+    let mut spare = None;
+    if let (check::OnCheckFailure::Fallback, Some(fallback)) = (policy, fallback) {
+        match Model::load(runtime, fallback, options) {
+            Ok(model) => spare = Some(model),
+            Err(e) => problems.push(("model.fallback".to_string(), e.to_string())),
+        }
+    }
+    let model = match first {
+        Ok(model) => model,
+        Err(problem) => {
+            problems.insert(0, problem);
+            return Err(LoadError { problems });
+        }
+    };
+    let (model, check) = if check_here {
+        let mut classifier = Classifier::new(model, 1, 0.0).map_err(|e| LoadError::one("model.path", e))?;
+        match check::at_load(&mut classifier, policy) {
+            Ok(check) => (classifier.into_model(), check),
+            Err(e) => {
+                problems.insert(0, ("model.on_check_failure".to_string(), e.to_string()));
+                return Err(LoadError { problems });
+            }
+        }
+    } else {
+        let detail = format!("not run here: it runs at start on {}", options.providers[0]);
+        (model, ModelCheck { status: CheckStatus::Unchecked, model: path.display().to_string(), detail })
+    };
+    if !problems.is_empty() {
+        return Err(LoadError { problems });
+    }
+    match (check.status, spare, fallback) {
+        (CheckStatus::Fallback, Some(spare), Some(fallback)) => {
+            tracing::warn!(fallback = %fallback.display(), "running the fallback model instead of {}", check.model);
+            Ok(Checked { model: spare, check, in_service: fallback.to_path_buf() })
+        }
+        _ => Ok(Checked { model, check, in_service: path.to_path_buf() }),
+    }
+}
+
+/// The whole policy for a config: every model the cameras use, `[model]` checked (with its fallback), the
+/// regions planned. See the module's documentation.
+pub fn load(runtime: &'static Runtime, config: &Config, purpose: Purpose) -> Result<Loaded, LoadError> {
+    let workers = match purpose {
+        Purpose::Cameras => config.model.workers.max(1),
+        Purpose::Preflight => 1,
+    };
+    let mut problems = Vec::new();
+    let options = options_for(purpose, &config.model.model_options(), workers);
+    let check_here = match purpose {
+        Purpose::Cameras => true,
+        Purpose::Preflight => config.model.execution_providers.iter().all(|p| *p == Provider::Cpu),
+    };
+    let default = load_checked(
+        runtime,
+        &config.model.path,
+        &options,
+        config.model.on_check_failure,
+        config.model.fallback.as_deref(),
+        check_here,
+    );
+    let mut sessions: Vec<Vec<Model>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut names = vec![DEFAULT_MODEL.to_string()];
+    let (check, in_service) = match default {
+        Ok(Checked { model, check, in_service }) => {
+            let mut first = Some(model);
+            for worker in &mut sessions {
+                match first.take().map_or_else(|| Model::load(runtime, &in_service, &options), Ok) {
+                    Ok(model) => worker.push(model),
+                    Err(e) => {
+                        problems.push(model_problem("model", &e));
+                        break;
+                    }
+                }
+            }
+            (Some(check), in_service)
+        }
+        Err(e) => {
+            problems.extend(e.problems);
+            (None, config.model.path.clone())
+        }
+    };
+    let used = config.used_models();
+    for named in config.named_models().into_iter().skip(1).filter(|m| used.contains(&m.name)) {
+        let options = options_for(purpose, &named.options, workers);
+        let mut loaded = 0;
+        for worker in &mut sessions {
+            match Model::load(runtime, &named.path, &options) {
+                Ok(model) => {
+                    worker.push(model);
+                    loaded += 1;
+                }
+                Err(e) => {
+                    problems.push(model_problem(&named.key, &e));
+                    break;
+                }
+            }
+        }
+        if loaded == workers && purpose == Purpose::Cameras {
+            tracing::info!(model = %named.name, path = %named.path.display(), "model loaded");
+        }
+        names.push(named.name);
+    }
+    let (Some(check), true) = (check, problems.is_empty()) else { return Err(LoadError { problems }) };
+    let plan = region::plan(config, &infos(&sessions[0], &names)).map_err(|problems| LoadError { problems })?;
+    Ok(Loaded { sessions, names, check, in_service, plan, options })
+}
