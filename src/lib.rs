@@ -14,14 +14,14 @@
 //!   where each camera's newest frame waits (older ones are dropped and counted).
 //! - [`backoff`]: capped exponential backoff with jitter, for cameras and MQTT alike.
 //! - [`config`]: parse and validate the TOML configuration; every error names file, line, column and key.
-//! - [`preprocess`]: decode (JPEG, PNG, raw RGB/YUYV camera frames; JPEG through libjpeg-turbo, reduced in
-//!   the DCT domain when the models need fewer pixels), resize, crop and normalise into the model's input
-//!   tensor, reusing every buffer between frames.
+//! - [`preprocess`]: the `Decoder` (JPEG, PNG, raw RGB/YUYV camera frames; JPEG through libjpeg-turbo,
+//!   reduced in the DCT domain when the models need fewer pixels), once per frame, and a model's
+//!   `TensorWriter` (crop, resize, normalise into its input tensor), reusing every buffer between frames.
 //! - [`model`]: find and load ONNX Runtime, open a session with the configured execution providers, read the
 //!   preprocessing recipe ([`model::ModelSpec`]) from the model's metadata, run inference.
 //! - [`postprocess`]: softmax, top-k, labels and score thresholds (pure functions).
 //! - [`region`]: the regions of each camera (crop, model, policy, per-class thresholds), planned from the
-//!   config and the loaded models.
+//!   config and the loaded models, and the gate that decides whether a region of a frame is classified.
 //! - [`events`]: the publish policy (every frame, or on change with debounce and heartbeat) and the
 //!   versioned event schema (pure).
 //! - [`publish`]: the MQTT side: the durable event queue ([`publish::queue`]), delivery until PUBACK,

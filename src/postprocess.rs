@@ -237,6 +237,25 @@ fn top_k_by(scores: &[f32], k: usize, out: &mut Vec<Scored>, min: impl Fn(usize)
     }
 }
 
+/// What is asked of a model's probabilities: the `top_k` classes at or over their floors, and the classes
+/// "on" at their thresholds (`None`: none listed). A tool asks with `--top`, `--min-score` and
+/// `--threshold`; a region with its own thresholds and allow-list ([`crate::region::Region::ask`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    pub top_k: usize,
+    pub floors: Floors<'a>,
+    pub on: Option<&'a Thresholds>,
+}
+
+/// The score a class needs to be listed in the top classes.
+#[derive(Debug, Clone, Copy)]
+pub enum Floors<'a> {
+    /// The same for every class (`min_score`).
+    Uniform(f32),
+    /// Per class (`f32::INFINITY`: never; a class beyond the slice: never), as [`top_k_thresholds`].
+    PerClass(&'a [f32]),
+}
+
 /// Reusable postprocessing for one model.
 #[derive(Debug)]
 pub struct Postprocessor {
@@ -265,8 +284,17 @@ impl Postprocessor {
         &self.thresholds
     }
 
-    /// Scores of one image → `result` (its buffers reused).
+    /// Scores of one image → `result` (its buffers reused), with this postprocessor's own question: its
+    /// top-k over `min_score`, its thresholds for the classes on.
     pub fn process(&mut self, scores: &[f32], result: &mut Classification) {
+        self.convert(scores);
+        let ask = Ask { top_k: self.top_k, floors: Floors::Uniform(self.min_score), on: Some(&self.thresholds) };
+        self.answer(ask, result);
+    }
+
+    /// Scores of one image → probabilities, as the model's output kind says (softmax, sigmoid, or as
+    /// they are), kept for [`Postprocessor::answer`].
+    pub fn convert(&mut self, scores: &[f32]) {
         self.probabilities.clear();
         self.probabilities.extend_from_slice(scores);
         match self.output {
@@ -276,11 +304,24 @@ impl Postprocessor {
             // side: it keeps the ranking of scores that already were probabilities.
             OutputKind::Logits | OutputKind::Auto => softmax_in_place(&mut self.probabilities),
         }
-        top_k(&self.probabilities, self.top_k, self.min_score, &mut result.top);
+    }
+
+    /// The last converted image's answer to `ask` → `result` (its buffers reused): a region asks with its
+    /// own thresholds and allow-list, once, from the same probabilities a tool's answer comes from.
+    pub fn answer(&self, ask: Ask<'_>, result: &mut Classification) {
+        match ask.floors {
+            Floors::Uniform(min_score) => top_k(&self.probabilities, ask.top_k, min_score, &mut result.top),
+            Floors::PerClass(floors) => top_k_thresholds(&self.probabilities, ask.top_k, floors, &mut result.top),
+        }
         result.multi_label = self.output.is_multi_label();
-        // Room for every class once, so that no later frame grows it.
-        result.on.reserve(self.probabilities.len());
-        classes_on(&self.probabilities, result.multi_label, &self.thresholds, &mut result.on);
+        match ask.on {
+            Some(thresholds) => {
+                // Room for every class once, so that no later frame grows it.
+                result.on.reserve(self.probabilities.len());
+                classes_on(&self.probabilities, result.multi_label, thresholds, &mut result.on);
+            }
+            None => result.on.clear(),
+        }
     }
 
     /// The full probability vector of the last image.

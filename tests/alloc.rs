@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use camclassd::model::{self, Model, ModelOptions};
 use camclassd::pipeline::{Infer, Prepare};
-use camclassd::preprocess::Frame;
+use camclassd::preprocess::{Decoder, Frame, TensorWriter};
 
 struct Counting;
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
@@ -107,7 +107,7 @@ fn the_camera_frame_path_allocates_nothing_after_warm_up() {
 /// motion thumbnail and its snapshot, and its thresholded top-k: nothing allocated after the first frame.
 #[test]
 fn the_region_path_allocates_nothing_after_warm_up() {
-    use camclassd::postprocess::{Scored, top_k_thresholds};
+    use camclassd::postprocess::{Ask, Classification, Floors, Postprocessor, Thresholds};
     use camclassd::preprocess::motion::Thumbnails;
     use camclassd::preprocess::snapshot::Snap;
     use camclassd::preprocess::{CropSpec, Rect};
@@ -117,15 +117,17 @@ fn the_region_path_allocates_nothing_after_warm_up() {
     let runtime = model::runtime::load(None).expect("ONNX Runtime (run scripts/setup)");
     let options = ModelOptions { threads: Some(1), ..ModelOptions::default() };
     let model = Model::load(runtime, &root.join("models/efficientnet-lite0-int8.onnx"), &options).expect("loads");
-    let mut decoder = Prepare::new(&camclassd::model::ModelSpec::for_decoding());
+    let mut decoder = Decoder::new();
     let crops = [CropSpec([0.0, 0.0, 0.5, 1.0]), CropSpec([320.0, 40.0, 300.0, 400.0])];
-    let mut regions: Vec<Prepare> = crops.iter().map(|_| Prepare::new(model.spec())).collect();
+    let mut regions: Vec<TensorWriter> = crops.iter().map(|_| TensorWriter::new(model.spec())).collect();
     let mut inputs: Vec<_> = crops.iter().map(|_| model.new_input().expect("input")).collect();
     let mut thumbs: Vec<Thumbnails> = crops.iter().map(|_| Thumbnails::default()).collect();
     let mut snaps: Vec<Snap> = crops.iter().map(|_| Snap::default()).collect();
     let scores: Vec<f32> = (0..1000).map(|i| (i % 17) as f32 / 17.0).collect();
     let thresholds: Vec<f32> = (0..1000).map(|i| if i % 2 == 0 { 0.3 } else { f32::INFINITY }).collect();
-    let mut top: Vec<Scored> = Vec::new();
+    let on = Thresholds::uniform(0.5);
+    let mut post = Postprocessor::new(model.spec().output, 5, 0.0);
+    let mut answer = Classification::default();
 
     let (w, h) = (640u32, 480u32);
     let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
@@ -136,9 +138,11 @@ fn the_region_path_allocates_nothing_after_warm_up() {
             let rect: Rect = crop.resolve(w, h);
             thumbs[i].measure(picture, rect);
             thumbs[i].keep();
-            regions[i].region(picture, Some(rect), &mut inputs[i], 0).expect("region");
+            regions[i].write_region(picture, Some(rect), inputs[i].slot_mut(0)).expect("region");
             snaps[i].take(picture, rect, 200, i == 1);
-            top_k_thresholds(&scores, 5, &thresholds, &mut top);
+            // The region's question, asked once of the converted scores (as Infer::answer does).
+            post.convert(&scores);
+            post.answer(Ask { top_k: 5, floors: Floors::PerClass(&thresholds), on: Some(&on) }, &mut answer);
         }
     };
     frame();
@@ -166,9 +170,9 @@ fn the_reduced_jpeg_path_allocates_nothing_after_warm_up() {
     let mut jpeg = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90).encode_image(&img).expect("encodes");
 
-    let mut decoder = Prepare::new(&camclassd::model::ModelSpec::for_decoding());
+    let mut decoder = Decoder::new();
     let crops = [None, Some(CropSpec([0.5, 0.0, 0.5, 1.0]))];
-    let mut regions: Vec<Prepare> = crops.iter().map(|_| Prepare::new(model.spec())).collect();
+    let mut regions: Vec<TensorWriter> = crops.iter().map(|_| TensorWriter::new(model.spec())).collect();
     let needs: Vec<Need> = crops.iter().zip(&regions).map(|(c, r)| r.need(*c)).collect();
     let mut inputs: Vec<_> = crops.iter().map(|_| model.new_input().expect("input")).collect();
     let mut frame = || {
@@ -178,7 +182,7 @@ fn the_reduced_jpeg_path_allocates_nothing_after_warm_up() {
         assert_eq!(picture.scale, 2);
         for (i, crop) in crops.iter().enumerate() {
             let rect = crop.map(|c| c.resolve(w, h));
-            regions[i].region(picture, rect, &mut inputs[i], 0).expect("region");
+            regions[i].write_region(picture, rect, inputs[i].slot_mut(0)).expect("region");
         }
     };
     frame();

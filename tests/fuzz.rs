@@ -7,8 +7,7 @@
 use proptest::prelude::*;
 
 use camclassd::config::Config;
-use camclassd::model::ModelSpec;
-use camclassd::preprocess::{Frame, Preprocessor};
+use camclassd::preprocess::{Decoder, Frame};
 use camclassd::publish::command;
 
 fn cases() -> u32 {
@@ -133,7 +132,7 @@ fn good_jpeg() -> &'static (Vec<u8>, usize) {
 fn reference_pixels() -> &'static Vec<u8> {
     static PIXELS: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     PIXELS.get_or_init(|| {
-        let mut p = Preprocessor::new(&ModelSpec::for_decoding());
+        let mut p = Decoder::new();
         p.decode(Frame::Encoded(&good_jpeg().0)).expect("the good JPEG decodes");
         p.picture().expect("a picture").rgb.to_vec()
     })
@@ -157,8 +156,7 @@ fn damaged_jpeg() -> impl Strategy<Value = Vec<u8>> {
 
 thread_local! {
     /// One decoder for a whole run, as a camera's worker or an HTTP classify thread keeps one.
-    static DECODER: std::cell::RefCell<Preprocessor> =
-        std::cell::RefCell::new(Preprocessor::new(&ModelSpec::for_decoding()));
+    static DECODER: std::cell::RefCell<Decoder> = std::cell::RefCell::new(Decoder::new());
 }
 
 proptest! {

@@ -16,6 +16,7 @@
 
 mod measure;
 mod pipeline;
+mod report;
 mod watchdog;
 mod worker;
 

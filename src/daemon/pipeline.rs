@@ -97,10 +97,8 @@ impl Pipeline {
         let (done_tx, done) = mpsc::channel::<u64>(models.len().max(1));
         let health = Arc::new(Health::new(&names).with_model_check(check));
         let hub = Arc::new(FrameHub::new(config.cameras.len()));
-        let spec = models
-            .first()
-            .and_then(|w| w.first())
-            .map_or_else(crate::model::ModelSpec::for_decoding, |m| m.spec().clone());
+        // `[model]` is always loaded, first: its recipe is the one the page shows.
+        let spec = first.first().map(|m| m.spec().clone()).ok_or(DaemonError::Incomplete)?;
         let live = live.pipeline_view(shown, &health, &hub, &spec);
         Ok(Pipeline {
             health,

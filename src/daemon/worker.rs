@@ -18,18 +18,19 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
 use super::DaemonError;
+use super::report::{Decoded, Inferred, Report};
 use crate::capture::FrameHub;
 use crate::events::{self, Decision, ModelRef, Observed, Reason, Speaker, Tracker};
 use crate::health::Health;
 use crate::live::LivePipeline;
 use crate::model::{Input, Model, ModelError, ModelSpec};
-use crate::pipeline::{Infer, Prepare};
-use crate::postprocess::{Classification, classes_on, top_k_thresholds};
+use crate::pipeline::Infer;
+use crate::postprocess::Classification;
 use crate::preprocess::motion::Thumbnails;
 use crate::preprocess::snapshot::Snap;
-use crate::preprocess::{Need, Rect};
+use crate::preprocess::{Decoder, Need, Rect, TensorWriter};
 use crate::publish::Publication;
-use crate::region::Region;
+use crate::region::{Gate, Placement, Region, Verdict};
 
 /// A camera as the workers see it: its name and its regions' publish memory.
 #[derive(Debug)]
@@ -119,13 +120,18 @@ struct Tensors {
     snaps: Vec<Snap>,
 }
 
+/// A camera's regions as bits of a `u64` (bit `i`: its region `i`): the config refuses more regions per
+/// camera than it holds, checked here when the crate builds.
+type RegionMask = u64;
+const _: () = assert!(crate::config::MAX_REGIONS <= RegionMask::BITS as usize);
+
 /// A frame prepared for inference.
 struct Prepared {
     camera: usize,
     number: u64,
     inputs: Tensors,
     /// Bit `i`: the camera's region `i` was prepared (it is due, and its crop lies inside the frame).
-    regions: u64,
+    regions: RegionMask,
     captured_at: SystemTime,
     captured: Instant,
     preprocess: Duration,
@@ -177,6 +183,10 @@ impl Worker {
         Ok(())
     }
 
+    fn report(&self) -> Report<'_> {
+        Report { health: &self.health, live: &self.live }
+    }
+
     fn camera_name(&self, camera: usize) -> String {
         self.cameras.lock().map(|c| c[camera].name.clone()).unwrap_or_default()
     }
@@ -222,9 +232,8 @@ impl Worker {
         // Inference failures in a row: logged at the first and at powers of two, and at recovery.
         let mut failures = 0u64;
         while gather(ready_rx, &mut batch, max, delay) {
-            for _ in &batch {
-                self.health.begin();
-            }
+            let report = self.report();
+            report.batch_started(batch.len());
             if self.stall_after.is_some_and(|n| frames >= n) {
                 tracing::warn!("inference stalls here (test hook)");
                 loop {
@@ -260,33 +269,25 @@ impl Worker {
                             continue;
                         }
                     };
-                    self.health.ran(chunk.len());
+                    report.ran(chunk.len());
                     // Each image's share of the run: what the page and the metrics show per region.
                     let share = t / chunk.len() as u32;
                     for (slot, &(pos, bit, g)) in chunk.iter().enumerate() {
                         frame_time[pos] += share;
                         times[pos][bit] = share;
-                        let region = &layout.regions[g];
-                        let multi_label = infer.classification(slot).multi_label;
-                        let result = &mut results[pos][bit];
-                        top_k_thresholds(infer.probabilities(), self.top_k, &region.thresholds, &mut result.top);
-                        // A multi-label model's classes "on" at the region's thresholds (not the model's
-                        // defaults, which its other regions share).
-                        result.multi_label = multi_label;
-                        if multi_label {
-                            result.on.reserve(infer.probabilities().len());
-                            classes_on(infer.probabilities(), true, &region.on, &mut result.on);
-                        } else {
-                            result.on.clear();
-                        }
+                        // Postprocessed once, with the region's own question (its thresholds, its allow-list).
+                        let ask = layout.regions[g].ask(self.top_k, infer.multi_label());
+                        infer.answer(slot, ask, &mut results[pos][bit]);
                     }
                 }
             }
             for (pos, p) in batch.drain(..).enumerate() {
                 let Prepared { camera, number, inputs, regions, captured_at, captured, preprocess } = p;
                 let infer_time = frame_time[pos];
-                self.health.end(camera, infer_time, !frame_failed[pos]);
-                if frame_failed[pos] {
+                let (_, frames_dropped) = self.hub.counts(camera);
+                let ok = !frame_failed[pos];
+                report.inferred(Inferred { camera, captured, infer: infer_time, ok, dropped: frames_dropped });
+                if !ok {
                     // The tensors go back to the prepare thread, which fills them with a later frame.
                     let _ = free_tx.send(inputs);
                     failures += 1;
@@ -302,19 +303,12 @@ impl Worker {
                     failures = 0;
                 }
                 frames += 1;
-                self.health.frame_seen(camera, captured);
-                let (_, frames_dropped) = self.hub.counts(camera);
-                self.health.set_dropped(camera, frames_dropped);
-                self.live.inference.observe(infer_time.as_secs_f64());
                 for (bit, g) in layout.cameras[camera].clone().enumerate() {
                     if regions & (1 << bit) == 0 {
                         continue;
                     }
                     let region = &layout.regions[g];
-                    // The page shows each region's newest classification.
-                    if let Some(r) = self.live.cameras.get(camera).and_then(|c| c.regions.get(bit)) {
-                        r.store_result(&results[pos][bit], times[pos][bit]);
-                    }
+                    report.classified(camera, bit, &results[pos][bit], times[pos][bit]);
                     let observed = Observed {
                         frame: number,
                         captured,
@@ -331,8 +325,7 @@ impl Worker {
                         return frames;
                     }
                 }
-                // Capture → decided (one atomic add), for `camclassd bench --cameras`.
-                self.health.decided(captured);
+                report.decided(captured);
                 // Only now: a snapshot published above was read from this frame's set.
                 let _ = free_tx.send(inputs);
             }
@@ -361,7 +354,7 @@ impl Worker {
             Decision::Stale => {
                 // Another worker finished a newer frame of this camera first: this one is late.
                 if region == 0 {
-                    self.health.add_late(camera);
+                    self.report().late(camera);
                 }
                 true
             }
@@ -444,21 +437,6 @@ fn gather_input<'a>(
     Ok(input)
 }
 
-/// A region's crop against the frame size it was resolved for.
-#[derive(Debug, Clone, Copy)]
-enum Placed {
-    Unknown,
-    /// Inside the frame of this size (`None`: the whole frame).
-    Inside {
-        frame: (u32, u32),
-        rect: Option<Rect>,
-    },
-    /// Outside the frame of this size: the region is disabled (logged once).
-    Outside {
-        frame: (u32, u32),
-    },
-}
-
 /// What the prepare thread shares with the rest of the pipeline.
 struct PrepareShared<'a> {
     hub: &'a FrameHub,
@@ -478,10 +456,12 @@ fn prepare_loop(
     ready_tx: &std_mpsc::SyncSender<Prepared>,
 ) {
     let PrepareShared { hub, layout, health, live } = shared;
-    let mut decoder = Prepare::new(&ModelSpec::for_decoding());
+    let report = Report { health, live };
+    let mut decoder = Decoder::new();
     // One per region: its model's recipe, with its own coefficients and buffers (a region's geometry is
-    // fixed, so each allocates nothing after its first frame).
-    let mut regions: Vec<Prepare> = layout.regions.iter().map(|r| Prepare::new(&specs[r.model])).collect();
+    // fixed, so each allocates nothing after its first frame), and its gate.
+    let mut regions: Vec<TensorWriter> = layout.regions.iter().map(|r| TensorWriter::new(&specs[r.model])).collect();
+    let mut gates: Vec<Gate> = layout.regions.iter().map(|_| Gate::new()).collect();
     // Per camera, what its regions need of a frame (their models' inputs, and their snapshots at their size):
     // a JPEG is decoded as reduced as they all allow.
     let needs: Vec<Vec<Need>> = layout
@@ -499,11 +479,6 @@ fn prepare_loop(
             needs
         })
         .collect();
-    let mut placed = vec![Placed::Unknown; layout.regions.len()];
-    // Per region, the frame sizes its crop was reported outside of: a camera whose frames alternate
-    // between sizes (a replay folder of mixed pictures) is told once per size, not at every frame.
-    let mut reported: Vec<Vec<(u32, u32)>> = vec![Vec::new(); layout.regions.len()];
-    // The motion gate's thumbnails, for the regions that have one.
     let mut thumbnails: Vec<Thumbnails> = layout.regions.iter().map(|_| Thumbnails::default()).collect();
     let mut next = 0;
     // Per camera, skipped frames: (in all, in a row, whether this run was logged). Logged when the total
@@ -528,90 +503,55 @@ fn prepare_loop(
         let name = || names.get(camera).map_or("?", String::as_str);
         let (captured_at, captured) = (frame.captured_at, frame.captured);
         let t0 = Instant::now();
-        let mut result = decoder.decode_for(frame.as_frame(), &needs[camera]).map(|_| 0u64);
+        let mut result = decoder.decode_for(frame.as_frame(), &needs[camera]).map(|_| RegionMask::default());
         // Only a failed decode counts as an undecodable frame (a region's preparation may fail too, below).
         let decoded = result.is_ok();
+        let mut motion_skipped = 0;
         if let (Ok(mask), Some(picture)) = (result.as_mut(), decoder.picture()) {
             let size = (picture.width, picture.height);
             for (bit, g) in layout.cameras[camera].clone().enumerate() {
                 let region = &layout.regions[g];
-                let shown = live.cameras.get(camera).and_then(|c| c.regions.get(bit));
-                let rect = match placed[g] {
-                    Placed::Inside { frame, rect } if frame == size => rect,
-                    Placed::Outside { frame } if frame == size => continue,
-                    _ => {
-                        let rect = region.crop.map(|c| c.resolve(size.0, size.1));
-                        if rect.is_some_and(|r| !r.fits(size.0, size.1)) {
-                            if report_outside(&mut reported[g], size) {
-                                tracing::error!(
-                                    camera = name(),
-                                    region = region.name.as_deref().unwrap_or_default(),
-                                    "the crop {} is outside the {}x{} frame: this region is disabled until the frame size changes",
-                                    rect.map(|r| r.to_string()).unwrap_or_default(),
-                                    size.0,
-                                    size.1
-                                );
-                            }
-                            placed[g] = Placed::Outside { frame: size };
-                            if let Some(r) = shown {
-                                r.set_rect(None);
-                            }
-                            continue;
-                        }
-                        placed[g] = Placed::Inside { frame: size, rect };
-                        if let Some(r) = shown {
-                            r.set_rect(Some(rect.unwrap_or(Rect { x: 0, y: 0, width: size.0, height: size.1 })));
-                        }
-                        rect
-                    }
-                };
-                if let Some(last) = layout.classified.get(g)
-                    && captured.saturating_duration_since(last) < region.classify_every
-                {
-                    continue;
+                let last = layout.classified.get(g);
+                let moved = |rect| thumbnails[g].measure(picture, rect);
+                let (verdict, placement) = gates[g].decide(region, size, captured, last, moved);
+                if let Some(placement) = placement {
+                    report.placed(camera, bit, placed(placement, name(), region, size));
                 }
-                let whole = Rect { x: 0, y: 0, width: size.0, height: size.1 };
-                if let Some(motion) = region.motion {
-                    // Still (less change than the threshold since the region was last classified, and not
-                    // for longer than max_skip): no inference, the state stays.
-                    let moved = thumbnails[g].measure(picture, rect.unwrap_or(whole));
-                    let recent = layout
-                        .classified
-                        .get(g)
-                        .is_some_and(|last| captured.saturating_duration_since(last) < motion.max_skip);
-                    if moved < motion.threshold && recent {
-                        health.add_motion_skipped(camera);
+                let rect = match verdict {
+                    Verdict::Classify(rect) => rect,
+                    Verdict::Still => {
+                        motion_skipped += 1;
                         continue;
                     }
+                    Verdict::Outside | Verdict::NotDue => continue,
+                };
+                if region.motion.is_some() {
                     thumbnails[g].keep();
                 }
-                if let Err(e) = regions[g].region(picture, rect, &mut inputs.inputs[bit], 0) {
+                if let Err(e) = regions[g].write_region(picture, rect, inputs.inputs[bit].slot_mut(0)) {
                     result = Err(e);
                     break;
                 }
                 if let Some(s) = region.snapshot {
-                    inputs.snaps[bit].take(picture, rect.unwrap_or(whole), s.size, s.frame);
+                    inputs.snaps[bit].take(
+                        picture,
+                        rect.unwrap_or(Rect { x: 0, y: 0, width: size.0, height: size.1 }),
+                        s.size,
+                        s.frame,
+                    );
                 }
                 layout.classified.set(g, captured);
                 *mask |= 1 << bit;
             }
         }
-        if live.keep_frames
-            && result.is_ok()
-            && let Some(c) = live.cameras.get(camera)
-        {
-            c.store_frame(&frame);
-        }
+        // A frame whose regions were all prepared is kept for the page (when it shows frames).
+        let account = Decoded { camera, captured, decoded, motion_skipped };
+        report.decoded(account, result.is_ok().then_some(&frame));
         hub.recycle(camera, frame.data);
         let streak = skipped.get_mut(camera);
         let mask = match result {
             Ok(mask) => mask,
             Err(e) => {
-                if decoded {
-                    health.decoded(camera);
-                } else {
-                    health.add_undecodable(camera, captured);
-                }
                 if let Some((total, run, logged)) = streak {
                     *total += 1;
                     *run += 1;
@@ -624,7 +564,6 @@ fn prepare_loop(
                 continue;
             }
         };
-        health.decoded(camera);
         if let Some((_, run, logged)) = streak.filter(|(_, run, _)| *run > 0) {
             if *logged {
                 tracing::info!(camera = name(), "frames decode again after {run} skipped");
@@ -644,35 +583,30 @@ fn prepare_loop(
     }
 }
 
-/// Frame sizes remembered per region for [`report_outside`]; beyond them, new sizes are not logged.
-const REPORTED_SIZES: usize = 8;
-
-/// Whether a crop outside a `size` frame is to be logged: the first time for each size, for up to
-/// [`REPORTED_SIZES`] sizes (the last of them says that later ones are not).
-fn report_outside(reported: &mut Vec<(u32, u32)>, size: (u32, u32)) -> bool {
-    if reported.contains(&size) || reported.len() >= REPORTED_SIZES {
-        return false;
+/// A region's new placement (the frame size changed): the log line when its crop fell outside the frame,
+/// and its box on the page (`None`: outside).
+fn placed(placement: Placement, camera: &str, region: &Region, size: (u32, u32)) -> Option<Rect> {
+    match placement {
+        Placement::Inside(rect) => Some(rect),
+        Placement::Outside { crop, log } => {
+            if log {
+                tracing::error!(
+                    camera,
+                    region = region.name.as_deref().unwrap_or_default(),
+                    "the crop {} is outside the {}x{} frame: this region is disabled until the frame size changes",
+                    crop.map(|r| r.to_string()).unwrap_or_default(),
+                    size.0,
+                    size.1
+                );
+            }
+            None
+        }
     }
-    reported.push(size);
-    if reported.len() == REPORTED_SIZES {
-        tracing::warn!("frame sizes keep changing: crops outside further sizes are not logged");
-    }
-    true
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_crop_outside_is_reported_once_per_frame_size() {
-        let mut reported = Vec::new();
-        let sizes: Vec<(u32, u32)> = (0..100).map(|i| if i % 2 == 0 { (640, 480) } else { (320, 240) }).collect();
-        let lines = sizes.iter().filter(|&&s| report_outside(&mut reported, s)).count();
-        assert_eq!(lines, 2, "two sizes alternating: two lines, not 100");
-        let lines = (0..100u32).filter(|&i| report_outside(&mut reported, (i, i))).count();
-        assert_eq!(lines, REPORTED_SIZES - 2, "bounded however many sizes come");
-    }
 
     #[test]
     fn a_batch_takes_what_is_ready_and_no_more_than_max() {

@@ -286,8 +286,7 @@ fn encode(data: &[u8], format: PixelFormat) -> Result<Vec<u8>, String> {
     {
         return write(data, width, height);
     }
-    let spec = crate::model::ModelSpec::for_decoding();
-    let mut decoder = crate::preprocess::Preprocessor::new(&spec);
+    let mut decoder = crate::preprocess::Decoder::new();
     let frame = match format {
         PixelFormat::Encoded => crate::preprocess::Frame::Encoded(data),
         PixelFormat::Rgb8 { width, height } => crate::preprocess::Frame::Rgb8 { width, height, data },

@@ -86,9 +86,10 @@ impl TensorSlot<'_> {
 }
 
 impl ModelSpec {
-    /// A recipe for decoding alone (checking that pictures decode, whatever model will take them): decoding
-    /// does not depend on the recipe, so any valid one will do.
-    pub fn for_decoding() -> ModelSpec {
+    /// A plain recipe (NCHW float RGB, a 1x1 input, no normalisation, logits, no labels): the base that tests
+    /// and tools build their own recipes on (`ModelSpec { input_size, ..ModelSpec::plain() }`). Nothing
+    /// decodes with it: a [`crate::preprocess::Decoder`] needs no recipe.
+    pub fn plain() -> ModelSpec {
         ModelSpec {
             name: String::new(),
             layout: Layout::Nchw,

@@ -11,8 +11,8 @@ pub mod report;
 use std::time::{Duration, Instant};
 
 use crate::model::{Input, Model, ModelError, ModelSpec};
-use crate::postprocess::{Classification, Postprocessor, Thresholds};
-use crate::preprocess::{CropSpec, Frame, Need, Picture, PreprocessError, Preprocessor, Rect};
+use crate::postprocess::{Ask, Classification, Postprocessor, Thresholds};
+use crate::preprocess::{CropSpec, Frame, PreprocessError, Preprocessor};
 
 /// Time spent in each stage for one frame.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -31,8 +31,10 @@ pub enum PipelineError {
     Model(#[from] ModelError),
 }
 
-/// Stage 1: a frame → one slot of a model's input tensor (decode, resize, crop, normalise). Its buffers are
-/// reused, so same-sized frames allocate nothing after the first.
+/// Stage 1 for one frame and one model: a frame → one slot of the model's input tensor (a
+/// [`crate::preprocess::Decoder`], then the model's [`crate::preprocess::TensorWriter`]). Its buffers are
+/// reused, so same-sized frames allocate nothing after the first. The daemon's workers use the two stage
+/// objects themselves: one decode per frame for every region of the camera.
 #[derive(Debug)]
 pub struct Prepare {
     preprocessor: Preprocessor,
@@ -65,38 +67,6 @@ impl Prepare {
         self.preprocessor.write_tensor_crop(rect, input.slot_mut(slot))?;
         Ok(Timings { decode: t1 - t0, preprocess: t1.elapsed(), ..Timings::default() })
     }
-
-    /// Decodes `frame` only (for [`Prepare::region`] of other recipes); returns its size.
-    pub fn decode(&mut self, frame: Frame<'_>) -> Result<(u32, u32), PreprocessError> {
-        self.preprocessor.decode(frame)
-    }
-
-    /// As [`Prepare::decode`], a JPEG reduced as far as every one of `needs` allows
-    /// ([`Preprocessor::decode_for`]); returns the frame's size (crops stay in its pixels).
-    pub fn decode_for(&mut self, frame: Frame<'_>, needs: &[Need]) -> Result<(u32, u32), PreprocessError> {
-        self.preprocessor.decode_for(frame, needs)
-    }
-
-    /// What this recipe needs of a frame to read `crop` of it, for another [`Prepare::decode_for`].
-    pub fn need(&self, crop: Option<CropSpec>) -> Need {
-        self.preprocessor.need(crop)
-    }
-
-    /// The last decoded frame.
-    pub fn picture(&self) -> Option<Picture<'_>> {
-        self.preprocessor.picture()
-    }
-
-    /// Writes `crop` of a picture another [`Prepare`] decoded into `slot` of `input`, with this recipe.
-    pub fn region(
-        &mut self,
-        picture: Picture<'_>,
-        crop: Option<Rect>,
-        input: &mut Input,
-        slot: usize,
-    ) -> Result<(), PreprocessError> {
-        self.preprocessor.write_region(picture, crop, input.slot_mut(slot))
-    }
 }
 
 /// Stage 2: an input tensor → scores (the model) → a [`Classification`] per batch slot (postprocess).
@@ -126,6 +96,18 @@ impl Infer {
         let t0 = Instant::now();
         self.model.run_first(input, images)?;
         Ok(t0.elapsed())
+    }
+
+    /// The answer of `slot` from the last run to `ask` (a region's question), postprocessed once, into
+    /// `out` (its buffers reused): a region's answer is the tools' by construction.
+    pub fn answer(&mut self, slot: usize, ask: Ask<'_>, out: &mut Classification) {
+        self.postprocessor.convert(self.model.scores(slot));
+        self.postprocessor.answer(ask, out);
+    }
+
+    /// Whether the model's classes are each on their own (several or none may be on).
+    pub fn multi_label(&self) -> bool {
+        self.model.spec().output.is_multi_label()
     }
 
     /// The classification of `slot` from the last run (its buffer reused).

@@ -15,20 +15,23 @@
 //! costs about what a VGA one does. A decoded [`Picture`] keeps the frame's own size, so crops stay in the
 //! frame's pixels whatever the reduction.
 
+mod decode;
 mod isa;
 mod mjpeg;
 pub mod motion;
 pub mod resample;
 pub mod snapshot;
+mod tensor;
 pub mod turbo;
 
-use std::io::Cursor;
+pub use decode::Decoder;
+pub use tensor::TensorWriter;
 
-use image::{ColorType, ImageDecoder, ImageReader};
+use image::ColorType;
 
-use resample::{Filter, Geometry, Resampler};
+use resample::Geometry;
 
-use crate::model::spec::{ChannelOrder, Crop, InputType, Interpolation, Layout, ModelSpec, TensorSlot};
+use crate::model::spec::{Crop, InputType, Layout, ModelSpec, TensorSlot};
 
 /// The largest picture side accepted (a 16K frame).
 pub const MAX_SIDE: u32 = 16384;
@@ -276,301 +279,70 @@ fn describe_decode_error(e: &image::ImageError) -> String {
     text
 }
 
-/// Reusable preprocessing state for one model's recipe.
+/// A [`Decoder`] and one model's [`TensorWriter`] together: a frame into that model's tensor, for the tools,
+/// the benchmarks and the fuzzers that take one frame to one model.
+#[derive(Debug)]
 pub struct Preprocessor {
-    input_size: (u32, u32),
-    resize: u32,
-    crop: Crop,
-    layout: Layout,
-    input_type: InputType,
-    /// For each tensor channel, the source RGB channel that feeds it.
-    source_channel: [usize; 3],
-    /// Per tensor channel, `(v - mean) / std` for every byte value: normalisation is one lookup.
-    lut: Box<[[f32; 256]; 3]>,
-    filter: Filter,
-    resampler: Resampler,
-    /// An MJPEG frame with the standard Huffman tables spliced in (for the `image` crate's decoder).
-    patched: Vec<u8>,
-    /// libjpeg-turbo, made at the first JPEG.
-    turbo: Option<turbo::Decompressor>,
-    rgb: Vec<u8>,
-    /// The decoded frame's size (upright), and its reduction: `rgb` is that size divided by `scale`.
-    rgb_size: Option<(u32, u32)>,
-    scale: u32,
-    resized: Vec<u8>,
-}
-
-impl std::fmt::Debug for Preprocessor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Preprocessor")
-            .field("input_size", &self.input_size)
-            .field("resize", &self.resize)
-            .field("crop", &self.crop)
-            .field("layout", &self.layout)
-            .field("input_type", &self.input_type)
-            .finish_non_exhaustive()
-    }
+    decoder: Decoder,
+    writer: TensorWriter,
 }
 
 impl Preprocessor {
     pub fn new(spec: &ModelSpec) -> Preprocessor {
-        let source_channel = match spec.channel_order {
-            ChannelOrder::Rgb => [0, 1, 2],
-            ChannelOrder::Bgr => [2, 1, 0],
-        };
-        let mut lut = Box::new([[0f32; 256]; 3]);
-        for (c, table) in lut.iter_mut().enumerate() {
-            for (v, slot) in table.iter_mut().enumerate() {
-                *slot = (v as f32 - spec.mean[c]) / spec.std[c];
-            }
-        }
-        let filter = match spec.interpolation {
-            Interpolation::Nearest => Filter::Nearest,
-            Interpolation::Bilinear => Filter::Bilinear,
-            Interpolation::Bicubic => Filter::Bicubic,
-            Interpolation::Lanczos3 => Filter::Lanczos3,
-        };
-        let (h, w) = spec.input_size;
-        Preprocessor {
-            input_size: spec.input_size,
-            resize: spec.resize,
-            crop: spec.crop,
-            layout: spec.layout,
-            input_type: spec.input_type,
-            source_channel,
-            lut,
-            filter,
-            resampler: Resampler::default(),
-            patched: Vec::new(),
-            turbo: None,
-            rgb: Vec::new(),
-            rgb_size: None,
-            scale: 1,
-            resized: vec![0; w as usize * h as usize * 3],
-        }
+        Preprocessor { decoder: Decoder::new(), writer: TensorWriter::new(spec) }
     }
 
     /// Number of values (floats or bytes) one image occupies in the tensor.
     pub fn tensor_len(&self) -> usize {
-        self.resized.len()
+        self.writer.tensor_len()
     }
 
-    /// Decodes a frame at full size into the internal RGB8 buffer; returns its (width, height) after EXIF
-    /// orientation.
+    /// [`Decoder::decode`].
     pub fn decode(&mut self, frame: Frame<'_>) -> Result<(u32, u32), PreprocessError> {
-        self.decode_for(frame, &[])
+        self.decoder.decode(frame)
     }
 
-    /// What this preprocessor's recipe needs of a frame to read `crop` of it (all of it when `None`).
+    /// [`TensorWriter::need`].
     pub fn need(&self, crop: Option<CropSpec>) -> Need {
-        Need { crop, target: Target::Recipe { input_size: self.input_size, resize: self.resize, mode: self.crop } }
+        self.writer.need(crop)
     }
 
-    /// As [`Preprocessor::decode`], but a JPEG is decoded reduced in the DCT domain, by the largest
-    /// reduction every one of `needs` allows ([`choose_scale`]; none: full size). Returns the frame's own
-    /// (width, height), after EXIF orientation, whatever the reduction ([`Picture::scale`]).
+    /// [`Decoder::decode_for`].
     pub fn decode_for(&mut self, frame: Frame<'_>, needs: &[Need]) -> Result<(u32, u32), PreprocessError> {
-        self.rgb_size = None;
-        self.scale = 1;
-        let size = match frame {
-            Frame::Encoded(bytes) => self.decode_encoded(bytes, needs)?,
-            Frame::Rgb8 { width, height, data } => {
-                let need = width as usize * height as usize * 3;
-                check_frame(width, height, data.len(), need, "RGB8")?;
-                self.rgb.clear();
-                self.rgb.extend_from_slice(&data[..need]);
-                (width, height)
-            }
-            Frame::Yuyv { width, height, data } => {
-                if width % 2 != 0 {
-                    return Err(PreprocessError::BadFrame(format!("YUYV width {width} is odd")));
-                }
-                let need = width as usize * height as usize * 2;
-                check_frame(width, height, data.len(), need, "YUYV")?;
-                self.rgb.resize(width as usize * height as usize * 3, 0);
-                yuyv_to_rgb(&data[..need], &mut self.rgb);
-                (width, height)
-            }
-        };
-        self.rgb_size = Some(size);
-        Ok(size)
-    }
-
-    fn decode_encoded(&mut self, bytes: &[u8], needs: &[Need]) -> Result<(u32, u32), PreprocessError> {
-        if bytes.is_empty() {
-            return Err(PreprocessError::Empty);
-        }
-        let format = image::guess_format(bytes).map_err(|_| PreprocessError::UnknownFormat)?;
-        let mut source = bytes;
-        if format == image::ImageFormat::Jpeg {
-            // JPEG decoders fill a cut-off file with grey instead of failing; a missing EOI marker
-            // catches the truncation (cameras may pad after EOI, so trailing zeros are skipped).
-            if !has_jpeg_eoi(bytes) {
-                return Err(PreprocessError::TruncatedJpeg);
-            }
-            if let Some(size) = self.decode_jpeg(bytes, needs)? {
-                return Ok(size);
-            }
-            // CMYK: the `image` crate's decoder converts it, at full size.
-            if let Some(sos) = mjpeg::missing_huffman_tables(bytes) {
-                mjpeg::with_standard_tables(bytes, sos, &mut self.patched);
-                source = &self.patched;
-            }
-        }
-        let reader = ImageReader::with_format(Cursor::new(source), format);
-        let mut decoder = reader.into_decoder()?;
-        let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-        let (width, height) = decoder.dimensions();
-        let color = decoder.color_type();
-        // A header can claim any size: refuse before allocating, so a hostile file cannot exhaust memory.
-        let total = decoder.total_bytes();
-        let pixels = u64::from(width) * u64::from(height);
-        if width > MAX_SIDE || height > MAX_SIDE || pixels > MAX_PIXELS || total > MAX_DECODED_BYTES {
-            return Err(PreprocessError::TooLarge { width, height });
-        }
-        // One buffer: the decoder writes its pixels, which are then turned into RGB8 where they are.
-        let (total, pixels) = (total as usize, pixels as usize);
-        check_color(color)?;
-        // Kept from the last frame (the decoder overwrites what it uses): no per-frame allocation or zeroing.
-        // But one outsized picture must not pin up to 128 MiB per worker for the rest of the run.
-        let need = total.max(3 * pixels);
-        if self.rgb.capacity() > (2 * need).max(RETAINED_DECODE_BYTES) {
-            self.rgb = Vec::new();
-        }
-        self.rgb.resize(need, 0);
-        decoder.read_image(&mut self.rgb[..total])?;
-        to_rgb8_in_place(color, &mut self.rgb, pixels)?;
-
-        if orientation == image::metadata::Orientation::NoTransforms {
-            return Ok((width, height));
-        }
-        // Rare (phone pictures): the rotation allocates, camera frames never come here.
-        let buffer = std::mem::take(&mut self.rgb);
-        let img = image::RgbImage::from_raw(width, height, buffer)
-            .ok_or_else(|| PreprocessError::BadFrame("decoded buffer does not match its size".into()))?;
-        let mut img = image::DynamicImage::ImageRgb8(img);
-        img.apply_orientation(orientation);
-        let img = img.into_rgb8();
-        let size = img.dimensions();
-        self.rgb = img.into_raw();
-        Ok(size)
-    }
-
-    /// Decodes a JPEG with libjpeg-turbo, reduced as `needs` allow; `None` for a CMYK JPEG, which
-    /// TurboJPEG cannot turn into RGB. libjpeg-turbo supplies the standard Huffman tables of an MJPEG frame
-    /// that has none.
-    fn decode_jpeg(&mut self, bytes: &[u8], needs: &[Need]) -> Result<Option<(u32, u32)>, PreprocessError> {
-        let turbo = match &mut self.turbo {
-            Some(turbo) => turbo,
-            None => self.turbo.insert(turbo::Decompressor::new().map_err(PreprocessError::Jpeg)?),
-        };
-        let header = turbo.header(bytes).map_err(PreprocessError::Jpeg)?;
-        if header.four_channel {
-            return Ok(None);
-        }
-        let (width, height) = (header.width, header.height);
-        // A header can claim any size: refuse before allocating (RGB8 at full size, as the other path).
-        let pixels = u64::from(width) * u64::from(height);
-        if width > MAX_SIDE || height > MAX_SIDE || pixels > MAX_PIXELS || 3 * pixels > MAX_DECODED_BYTES {
-            return Err(PreprocessError::TooLarge { width, height });
-        }
-        let orientation = mjpeg::exif_orientation(bytes).unwrap_or(image::metadata::Orientation::NoTransforms);
-        let turned = matches!(
-            orientation,
-            image::metadata::Orientation::Rotate90
-                | image::metadata::Orientation::Rotate270
-                | image::metadata::Orientation::Rotate90FlipH
-                | image::metadata::Orientation::Rotate270FlipH
-        );
-        let upright = if turned { (height, width) } else { (width, height) };
-        let scale = choose_scale(upright.0, upright.1, needs);
-        let (w, h) = (width.div_ceil(scale), height.div_ceil(scale));
-        let need = w as usize * h as usize * 3;
-        if self.rgb.capacity() > (2 * need).max(RETAINED_DECODE_BYTES) {
-            self.rgb = Vec::new();
-        }
-        self.rgb.resize(need, 0);
-        turbo.decompress(bytes, &mut self.rgb, w, h).map_err(PreprocessError::Jpeg)?;
-        self.scale = scale;
-        if orientation != image::metadata::Orientation::NoTransforms {
-            // Rare (phone pictures): the rotation allocates, camera frames never come here.
-            let buffer = std::mem::take(&mut self.rgb);
-            let img = image::RgbImage::from_raw(w, h, buffer)
-                .ok_or_else(|| PreprocessError::BadFrame("decoded buffer does not match its size".into()))?;
-            let mut img = image::DynamicImage::ImageRgb8(img);
-            img.apply_orientation(orientation);
-            self.rgb = img.into_rgb8().into_raw();
-        }
-        Ok(Some(upright))
+        self.decoder.decode_for(frame, needs)
     }
 
     /// Resizes, crops and normalises the decoded image into `out` (one image, in the model's layout and
-    /// element type: normalised floats, or the resized bytes as they are for a uint8 model).
+    /// element type).
     pub fn write_tensor(&mut self, out: TensorSlot<'_>) -> Result<(), PreprocessError> {
         self.write_tensor_crop(None, out)
     }
 
-    /// As [`Preprocessor::write_tensor`], from `rect` of the decoded image (default: all of it).
-    /// `rect` is in the frame's pixels, whatever the reduction it was decoded at.
+    /// As [`Preprocessor::write_tensor`], from `rect` of the decoded image (default: all of it), in the
+    /// frame's pixels whatever the reduction it was decoded at.
     pub fn write_tensor_crop(&mut self, rect: Option<Rect>, out: TensorSlot<'_>) -> Result<(), PreprocessError> {
-        let (w, h) = self.rgb_size.ok_or(PreprocessError::NoImage)?;
-        let rgb = std::mem::take(&mut self.rgb);
-        let result = self.write_region(Picture { width: w, height: h, rgb: &rgb, scale: self.scale }, rect, out);
-        self.rgb = rgb;
-        result
+        let picture = self.decoder.picture().ok_or(PreprocessError::NoImage)?;
+        self.writer.write_region(picture, rect, out)
     }
 
-    /// Resizes, crops and normalises `rect` of `picture` (default: all of it) into `out` with this
-    /// preprocessor's recipe: a region's tensor from a frame another preprocessor decoded. `rect` is in the
-    /// frame's pixels; a reduced picture is read at the matching decoded pixels ([`Picture::decoded_rect`]).
-    /// The region is read where it lies in the picture (no copy); same-sized regions allocate nothing after
-    /// the first.
+    /// [`TensorWriter::write_region`] of a picture decoded elsewhere.
     pub fn write_region(
         &mut self,
         picture: Picture<'_>,
         rect: Option<Rect>,
         out: TensorSlot<'_>,
     ) -> Result<(), PreprocessError> {
-        if out.input_type() != self.input_type {
-            return Err(PreprocessError::TensorType { got: out.input_type(), need: self.input_type });
-        }
-        if out.len() != self.resized.len() {
-            return Err(PreprocessError::TensorSize { got: out.len(), need: self.resized.len() });
-        }
-        let rect = rect.unwrap_or(Rect { x: 0, y: 0, width: picture.width, height: picture.height });
-        if !rect.fits(picture.width, picture.height) {
-            return Err(PreprocessError::CropOutside { rect, width: picture.width, height: picture.height });
-        }
-        let rect = picture.decoded_rect(rect);
-        let (out_h, out_w) = self.input_size;
-        let geometry = geometry((rect.width, rect.height), (out_w, out_h), self.resize, self.crop);
-        self.resampler.resample_view(
-            picture.rgb,
-            picture.decoded_size().0,
-            (rect.x, rect.y),
-            &mut self.resized,
-            geometry,
-            self.filter,
-        );
-        match out {
-            TensorSlot::F32(out) => normalize(&self.resized, &self.lut, self.source_channel, self.layout, out),
-            TensorSlot::U8(out) => arrange(&self.resized, self.source_channel, self.layout, out),
-        }
-        Ok(())
+        self.writer.write_region(picture, rect, out)
     }
 
-    /// The decoded picture, for [`Preprocessor::write_region`] of other recipes.
+    /// The decoded picture.
     pub fn picture(&self) -> Option<Picture<'_>> {
-        self.rgb_size.map(|(width, height)| Picture { width, height, rgb: &self.rgb, scale: self.scale })
+        self.decoder.picture()
     }
 
-    /// The decoded RGB8 image (its decoded size: the frame's reduced by [`Picture::scale`]), for tools
-    /// that want to look at it.
+    /// [`Decoder::rgb`].
     pub fn rgb(&self) -> Option<(u32, u32, &[u8])> {
-        self.picture().map(|p| {
-            let (w, h) = p.decoded_size();
-            (w, h, p.rgb)
-        })
+        self.decoder.rgb()
     }
 }
 
@@ -757,6 +529,8 @@ fn yuyv_body(yuyv: &[u8], rgb: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::spec::ChannelOrder;
+    use std::io::Cursor;
 
     fn spec(layout: Layout, order: ChannelOrder) -> ModelSpec {
         ModelSpec {
@@ -766,7 +540,7 @@ mod tests {
             resize: 6,
             mean: [127.5; 3],
             std: [127.5; 3],
-            ..ModelSpec::for_decoding()
+            ..ModelSpec::plain()
         }
     }
 
@@ -1059,13 +833,13 @@ mod tests {
         };
         let mut p = Preprocessor::new(&spec(Layout::Nchw, ChannelOrder::Rgb));
         p.decode(Frame::Encoded(&png(4000))).expect("16 megapixels decode");
-        assert!(p.rgb.capacity() >= 48_000_000);
+        assert!(p.decoder.buffer().capacity() >= 48_000_000);
         p.decode(Frame::Encoded(&png(64))).expect("decodes");
-        assert!(p.rgb.capacity() < 1 << 20, "{} bytes kept", p.rgb.capacity());
+        assert!(p.decoder.buffer().capacity() < 1 << 20, "{} bytes kept", p.decoder.buffer().capacity());
         // Steady same-sized frames keep their buffer (no per-frame allocation).
-        let kept = p.rgb.as_ptr();
+        let kept = p.decoder.buffer().as_ptr();
         p.decode(Frame::Encoded(&png(64))).expect("decodes");
-        assert_eq!(p.rgb.as_ptr(), kept);
+        assert_eq!(p.decoder.buffer().as_ptr(), kept);
     }
 
     #[test]
@@ -1235,6 +1009,6 @@ mod tests {
         // 81 megapixels: refused even though 1/8 of it would be small.
         let e = p.decode_for(Frame::Encoded(&jpeg), &[need]).expect_err("too large");
         assert!(matches!(e, PreprocessError::TooLarge { width: 9000, height: 9000 }), "{e:?}");
-        assert!(p.rgb.capacity() < 1 << 20);
+        assert!(p.decoder.buffer().capacity() < 1 << 20);
     }
 }

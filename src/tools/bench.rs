@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::model::{CudaOptions, Model, ModelOptions, Provider, ProviderNodes, Runtime, TensorRtOptions};
 use crate::pipeline::{Infer, Prepare};
-use crate::preprocess::{Frame, Preprocessor};
+use crate::preprocess::Frame;
 
 pub mod cameras;
 
@@ -106,7 +106,7 @@ const MAX_IMAGE_BYTES: u64 = 256 << 20;
 /// measurement and returned as `file: reason` lines, so that one bad file neither aborts the run nor goes
 /// unnamed.
 pub fn usable_images(paths: &[PathBuf]) -> (Vec<Vec<u8>>, Vec<String>) {
-    let mut pre = Preprocessor::new(&crate::model::spec::ModelSpec::for_decoding());
+    let mut pre = crate::preprocess::Decoder::new();
     let (mut usable, mut failed) = (Vec::new(), Vec::new());
     for path in paths {
         let bytes = match std::fs::metadata(path) {

@@ -121,7 +121,7 @@ fn hd_jpeg_frames_decode_reduced_as_pillows_draft_does() {
     let sizes = [(1920, 1080, 4), (1921, 1081, 4), (3840, 2160, 8), (640, 480, 1)];
     let images: Vec<PathBuf> = sizes.iter().map(|&(w, h, _)| camera_frame(dir.path(), w, h)).collect();
     let theirs = reference_levels(&images);
-    let spec = ModelSpec { input_size: (224, 224), resize: 256, ..ModelSpec::for_decoding() };
+    let spec = ModelSpec { input_size: (224, 224), resize: 256, ..ModelSpec::plain() };
     let mut p = Preprocessor::new(&spec);
     let mut ours = vec![0f32; p.tensor_len()];
     for ((&(w, h, scale), path), theirs) in sizes.iter().zip(&images).zip(&theirs) {

@@ -4,13 +4,18 @@
 //!
 //! Pure: [`plan`] turns the config and the loaded models' classes into each camera's regions, or every
 //! problem found (a threshold or allow-listed class the model does not have, an `on_class` of a model
-//! without two classes), each with its config key.
+//! without two classes), each with its config key; a [`Gate`] decides, frame by frame, whether a region is
+//! classified (placement, `classify_every`, the motion gate).
+
+mod gate;
 
 use std::time::Duration;
 
+pub use gate::{Gate, Placement, REPORTED_SIZES, Verdict};
+
 use crate::config::{CameraConfig, Config, PublishMode, RegionConfig};
 use crate::events::Policy;
-use crate::postprocess::{DEFAULT_MULTI_LABEL_THRESHOLD, Thresholds, label};
+use crate::postprocess::{Ask, DEFAULT_MULTI_LABEL_THRESHOLD, Floors, Thresholds, label};
 use crate::preprocess::CropSpec;
 
 /// What a region needs to know of a loaded model.
@@ -51,6 +56,14 @@ pub struct Region {
     pub binary: Option<Binary>,
     pub snapshot: Option<Snapshot>,
     pub motion: Option<Motion>,
+}
+
+impl Region {
+    /// What this region asks of its model's probabilities: the `top_k` classes over its per-class
+    /// thresholds (its allow-list), and for a multi-label model the classes on at its thresholds.
+    pub fn ask(&self, top_k: usize, multi_label: bool) -> Ask<'_> {
+        Ask { top_k, floors: Floors::PerClass(&self.thresholds), on: multi_label.then_some(&self.on) }
+    }
 }
 
 /// A region's motion gate: inference is skipped while the picture stands still.
