@@ -6,13 +6,15 @@
 //! Frames beyond a camera's fps limit are skipped by its thread before they are copied or decoded.
 //!
 //! Sources: V4L2 devices (`v4l2`), image files (`replay`), and with the `gstreamer` feature RTSP and HTTP
-//! cameras, video files and custom pipelines (`gstreamer`).
+//! cameras, video files and custom pipelines (`gstreamer`). Each only opens and reads; one
+//! [`supervisor::Supervisor`] per camera reports it down, backs off with jitter and reopens it.
 
 #[cfg(feature = "gstreamer")]
 pub mod gstreamer;
 #[cfg(feature = "gstreamer")]
 pub mod keyframe;
 pub mod replay;
+pub mod supervisor;
 pub mod v4l2;
 
 use std::sync::atomic::{AtomicBool, Ordering};
