@@ -1,8 +1,8 @@
 //! Pipeline assembly for one GStreamer session: `uridecodebin` (or the user's own pipeline) → the rate gate
 //! → `videoscale` → `videoconvert` → `appsink` (RGB, one buffer, newest wins), or a JPEG stream of whole
 //! frames straight to the appsink for camclassd's reduced decode; the source element configured
-//! (credentials as properties, transport, latency), the decoder chosen, and the probes of [`super::gate`]
-//! and [`super::limits`] put in place. Also `check-config`'s check of a user's pipeline.
+//! (credentials as properties, transport, latency), the decoder chosen, and the probes of [`super::rate`],
+//! [`super::gate`] and [`super::limits`] put in place. Also `check-config`'s check of a user's pipeline.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -14,8 +14,9 @@ use gstreamer_app as gst_app;
 
 use super::decoder::{choose_decoder, hardware_jpeg_decoder, jpeg_passthrough};
 use super::failure::{missing_element, parse_failure};
-use super::gate::{Counters, RateGate, Watch, pass_gate, watch_decoder};
+use super::gate::{Counters, Watch, watch_decoder};
 use super::limits::{limit_parts, watch_caps};
+use super::rate::{RateGate, pass_gate};
 use crate::capture::supervisor::{Failure, FailureKind};
 use crate::config::{CameraConfig, RtspTransport};
 

@@ -1,7 +1,7 @@
-//! The gates on a session's frames, kept by pad probes on GStreamer's streaming threads: the rate gate (frames
-//! beyond `fps` dropped before they are scaled, converted or — for JPEG — decoded), the watch on each video
-//! decoder's input and output (counts, sizes, JPEG limits), and the key-frame gate (H.264/H.265 pictures reach
-//! the decoder only from a whole key frame on). The session's counters live here, read by the capture loop.
+//! The watch on each video decoder of a session, kept by pad probes on GStreamer's streaming threads: what
+//! goes in and comes out is counted, JPEG pictures meet the rate gate and their limits before the decoder,
+//! and H.264/H.265 pictures reach it only from a whole key frame on (the key-frame gate). The session's
+//! counters live here, read by the capture loop when the session ends.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,6 +12,7 @@ use gstreamer::prelude::*;
 
 use super::decoder::is_video_decoder;
 use super::limits::{JpegLimit, caps_oversize, jpeg_limits};
+use super::rate::{RateGate, pass_gate};
 use crate::capture::keyframe::{self, Codec, Framing};
 
 /// A session's frame counts, kept by pad probes on GStreamer's streaming threads.
@@ -112,59 +113,6 @@ impl DecoderInput {
             given_up: false,
             jpeg: JpegLimit::default(),
         }
-    }
-}
-
-/// Lets through at most one frame per period of time `t` (ns): a jump backwards or far ahead (a loop, a
-/// restart) starts the schedule again.
-#[derive(Debug)]
-pub(super) struct RateGate {
-    period: u64,
-    next: Option<u64>,
-}
-
-impl RateGate {
-    pub(super) fn new(fps: f64) -> RateGate {
-        RateGate { period: (1e9 / fps) as u64, next: None }
-    }
-
-    fn due(&mut self, t: u64) -> bool {
-        // A tenth of a period early still counts: a snapshot polled each period must not miss its turn.
-        let tolerance = self.period / 10;
-        if let Some(n) = self.next
-            && t + tolerance < n
-            && n - t <= self.period
-        {
-            return false;
-        }
-        let base = match self.next {
-            Some(n) if t + tolerance >= n && t < n + self.period => n,
-            _ => t,
-        };
-        self.next = Some(base + self.period);
-        true
-    }
-}
-
-/// One frame at the rate gate: counted, and let through when due (a file by its timestamps, a live source
-/// by the clock) or dropped.
-pub(super) fn pass_gate(
-    gate: &Mutex<RateGate>,
-    counters: &Counters,
-    by_pts: bool,
-    t0: Instant,
-    info: &gst::PadProbeInfo,
-) -> gst::PadProbeReturn {
-    let t = match (&info.data, by_pts) {
-        (Some(gst::PadProbeData::Buffer(b)), true) => b.pts().map_or(0, |p| p.nseconds()),
-        _ => t0.elapsed().as_nanos() as u64,
-    };
-    counters.gated.fetch_add(1, Ordering::Relaxed);
-    if gate.lock().map(|mut g| g.due(t)).unwrap_or(true) {
-        gst::PadProbeReturn::Ok
-    } else {
-        // Handled: the buffer is released here and the pad reports OK upstream.
-        gst::PadProbeReturn::Handled
     }
 }
 
@@ -300,23 +248,6 @@ fn key_gate(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_rate_gate_keeps_the_rate_and_resyncs_after_a_jump() {
-        let ms = 1_000_000u64;
-        let mut g = RateGate::new(10.0);
-        // 30 fps in, 10 fps out.
-        let due: Vec<bool> = (0..10).map(|i| g.due(i * 33 * ms)).collect();
-        assert_eq!(due, [true, false, false, true, false, false, true, false, false, true]);
-        // A file that loops starts again at 0.
-        assert!(g.due(0));
-        assert!(!g.due(33 * ms));
-        // A snapshot polled each period, a little early, still counts.
-        let mut s = RateGate::new(5.0);
-        assert!(s.due(0));
-        assert!(s.due(195 * ms));
-        assert!(s.due(390 * ms));
-    }
 
     /// An Annex B H.264 buffer: an IDR or a delta picture, whole or without its first slice.
     fn h264(key: bool, first_slice: bool, flags: gst::BufferFlags) -> gst::Buffer {

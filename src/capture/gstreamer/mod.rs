@@ -15,8 +15,8 @@
 //! replaced by `***`, and GStreamer's own messages are scrubbed of the password.
 //!
 //! The other files, one job each: pipeline assembly (`build`), the decoder's choice (`decoder`), failure
-//! classification and package advice (`failure`), the rate, decoder and key-frame gates (`gate`), size and
-//! byte limits (`limits`), delivery to the hub (`deliver`).
+//! classification and package advice (`failure`), the rate gate (`rate`), the decoder watch and key-frame
+//! gate (`gate`), size and byte limits (`limits`), delivery to the hub (`deliver`).
 
 mod build;
 mod decoder;
@@ -24,6 +24,7 @@ mod deliver;
 mod failure;
 mod gate;
 mod limits;
+mod rate;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
