@@ -13,9 +13,10 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
 use super::decoder::{choose_decoder, hardware_jpeg_decoder, jpeg_passthrough};
-use super::failure::{missing_element, parse_failure};
+use super::failure::parse_failure;
 use super::gate::{Counters, Watch, watch_decoder};
 use super::limits::{limit_parts, watch_caps};
+use super::packages::missing_element;
 use super::rate::{RateGate, pass_gate};
 use crate::capture::supervisor::{Failure, FailureKind};
 use crate::config::{CameraConfig, RtspTransport};

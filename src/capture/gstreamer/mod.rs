@@ -15,8 +15,8 @@
 //! replaced by `***`, and GStreamer's own messages are scrubbed of the password.
 //!
 //! The other files, one job each: pipeline assembly (`build`), the decoder's choice (`decoder`), failure
-//! classification and package advice (`failure`), the rate gate (`rate`), the decoder watch and key-frame
-//! gate (`gate`), size and byte limits (`limits`), delivery to the hub (`deliver`).
+//! classification (`failure`), Debian package advice (`packages`), the rate gate (`rate`), the decoder watch
+//! and key-frame gate (`gate`), size and byte limits (`limits`), delivery to the hub (`deliver`).
 
 mod build;
 mod decoder;
@@ -24,6 +24,7 @@ mod deliver;
 mod failure;
 mod gate;
 mod limits;
+mod packages;
 mod rate;
 
 use std::path::Path;
@@ -39,9 +40,9 @@ pub use build::check_pipeline;
 use build::{Plan, Session};
 use decoder::DecoderLog;
 use deliver::Delivery;
-pub use failure::debian_package;
 use failure::{bus_failure, error_failure};
 use gate::Counters;
+pub use packages::debian_package;
 
 use super::supervisor::{End, Failure, FailureKind, Output, Source, Supervisor};
 use super::{FrameHub, SourceKind};
