@@ -4,16 +4,18 @@
 //! (a video saved as numbered JPEG frames), or an MJPEG stream file (`.mjpeg`/`.mjpg`: JPEG frames back to
 //! back, as `ffmpeg -f mjpeg` or a camera dump writes them). It loops unless `loop = false`. A named pipe
 //! (`mkfifo /run/cam.mjpeg`) carries a live MJPEG stream from another program: its frames are delivered as
-//! they arrive, those beyond the camera's fps skipped.
+//! they arrive, those beyond the camera's fps skipped. A replay only lists and reads its files; the
+//! [`Supervisor`] retries one that gives nothing.
 
+use std::collections::HashSet;
 use std::io::Read;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use super::{CapturedFrame, FrameHub, Pacer, PixelFormat, sleep_unless_stopped};
-use crate::backoff::Backoff;
+use super::supervisor::{End, Failure, FailureKind, Output, Source, Supervisor};
+use super::{CapturedFrame, FrameHub, Pacer, PixelFormat};
 use crate::config::CameraConfig;
 
 /// The image files a replay source names, in play order.
@@ -56,9 +58,9 @@ fn captured(data: Vec<u8>) -> CapturedFrame {
 }
 
 /// Waits for the next frame's turn; false when the daemon is stopping.
-fn pace(pacer: &mut Pacer, stop: &AtomicBool) -> bool {
-    pacer.wait(stop);
-    !stop.load(std::sync::atomic::Ordering::Relaxed)
+fn pace(pacer: &mut Pacer, out: &Output<'_>) -> bool {
+    pacer.wait(out.stop_flag());
+    !out.stopping()
 }
 
 fn is_fifo(path: &Path) -> bool {
@@ -70,9 +72,9 @@ const MAX_PIPE_FRAME: usize = 64 << 20;
 
 /// Reads a live MJPEG stream from a named pipe until its writer closes it (or the daemon stops), delivering
 /// each frame as it completes: at the next frame's start, or at its end-of-image marker when the writer
-/// paused there. Returns the frames delivered. Reads block while the writer is silent: the staleness alarm
+/// paused there. Reads block while the writer is silent: the staleness alarm
 /// (daemon/watchdog.rs) reports such a camera.
-fn stream_pipe(file: &Path, index: usize, hub: &FrameHub, stop: &AtomicBool, pacer: &mut Pacer) -> Result<u64, String> {
+fn stream_pipe(file: &Path, out: &mut Output<'_>, pacer: &mut Pacer) -> Result<(), String> {
     const SOI: [u8; 2] = [0xFF, 0xD8];
     const EOI: [u8; 2] = [0xFF, 0xD9];
     let mut pipe = std::fs::File::open(file).map_err(|e| e.to_string())?;
@@ -80,26 +82,24 @@ fn stream_pipe(file: &Path, index: usize, hub: &FrameHub, stop: &AtomicBool, pac
     // Where the search for a frame boundary resumes: bytes before it were searched by an earlier read.
     let mut searched = 0usize;
     let mut chunk = vec![0u8; 64 << 10];
-    let mut delivered = 0u64;
-    let mut deliver = |frame: &[u8], delivered: &mut u64| {
+    let mut deliver = |frame: &[u8], out: &mut Output<'_>| {
         // A live source: frames beyond the fps are skipped, not waited for.
         if frame.starts_with(&SOI) && pacer.due(Instant::now()) {
-            let mut data = hub.buffer(index);
+            let mut data = out.buffer();
             data.extend_from_slice(frame);
-            hub.put(index, captured(data));
-            *delivered += 1;
+            out.put(captured(data));
         }
     };
     loop {
-        if stop.load(std::sync::atomic::Ordering::Relaxed) {
-            return Ok(delivered);
+        if out.stopping() {
+            return Ok(());
         }
         let n = pipe.read(&mut chunk).map_err(|e| e.to_string())?;
         if n == 0 {
             if !pending.is_empty() {
-                deliver(&pending, &mut delivered);
+                deliver(&pending, out);
             }
-            return Ok(delivered);
+            return Ok(());
         }
         pending.extend_from_slice(&chunk[..n]);
         let mut start = 0;
@@ -107,12 +107,12 @@ fn stream_pipe(file: &Path, index: usize, hub: &FrameHub, stop: &AtomicBool, pac
         let mut from = searched.saturating_sub(3);
         while let Some(i) = frame_end(&pending[from..]) {
             let end = from + i;
-            deliver(&pending[start..end], &mut delivered);
+            deliver(&pending[start..end], out);
             start = end;
             from = end;
         }
         if n < chunk.len() && pending.len() > start && pending.ends_with(&EOI) {
-            deliver(&pending[start..], &mut delivered);
+            deliver(&pending[start..], out);
             start = pending.len();
         }
         pending.drain(..start);
@@ -150,113 +150,133 @@ pub fn mjpeg_frames(stream: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// The capture thread of a replay camera.
+/// A replay source: each session is one pass over the files it names, listed again at each open (files
+/// added to a folder join the loop).
 ///
-/// A pass that delivers no frame (every file empty, unreadable or too big) counts as an unavailable source:
-/// it is logged once and retried with backoff, never spun on; each skipped file is named once per change of
-/// the file list.
-pub fn run(cam: &CameraConfig, source: &str, index: usize, hub: &FrameHub, stop: &AtomicBool) {
-    let mut backoff = Backoff::default();
-    let mut failing = false;
-    let mut announced = usize::MAX;
-    let mut warned: std::collections::HashSet<std::path::PathBuf> = std::collections::HashSet::new();
-    let mut pacer = Pacer::staggered(cam.fps, index);
-    loop {
-        let files = match list(source) {
-            Ok(files) => files,
-            Err(e) => {
-                let delay = backoff.next_delay();
-                if !failing {
-                    // A source that slipped past validation as a mistyped URL must not show its password.
-                    let e = crate::config::url::redact_text(&e);
-                    tracing::warn!(camera = %cam.name, "replay source unavailable: {e}; retrying with backoff up to {}s", Backoff::MAX.as_secs());
-                    failing = true;
-                }
-                if !sleep_unless_stopped(delay, stop) {
-                    return;
-                }
-                continue;
-            }
-        };
-        // Once per change of the file list, not once per pass: a one-image loop at 5 fps would flood the journal.
-        if files.len() != announced {
-            tracing::info!(camera = %cam.name, images = files.len(), fps = cam.fps, looping = cam.looping, "replaying {}", crate::config::url::redact(source));
-            announced = files.len();
-            warned.clear();
-        }
-        let mut skip = |file: &Path, why: String| {
-            if warned.insert(file.to_path_buf()) {
-                tracing::warn!(camera = %cam.name, "skipping {}: {why}", file.display());
-            }
-        };
-        let mut delivered = 0u64;
-        let mut stream = Vec::new();
-        for file in &files {
-            if is_fifo(file) {
-                match stream_pipe(file, index, hub, stop, &mut pacer) {
-                    Ok(n) => delivered += n,
-                    Err(e) => skip(file, e),
-                }
-                continue;
-            }
-            if is_mjpeg_stream(file) {
-                if std::fs::metadata(file).is_ok_and(|m| m.len() > MAX_STREAM_BYTES) {
-                    skip(file, "MJPEG streams over 512 MiB are not replayed; split it".into());
-                    continue;
-                }
-                stream.clear();
-                if let Err(e) = std::fs::File::open(file).and_then(|mut f| f.read_to_end(&mut stream)) {
-                    skip(file, e.to_string());
-                    continue;
-                }
-                if stream.is_empty() {
-                    skip(file, "empty file".into());
-                }
-                for frame in mjpeg_frames(&stream) {
-                    if !pace(&mut pacer, stop) {
-                        return;
-                    }
-                    let mut data = hub.buffer(index);
-                    data.extend_from_slice(frame);
-                    hub.put(index, captured(data));
-                    delivered += 1;
-                }
-                continue;
-            }
-            if !pace(&mut pacer, stop) {
-                return;
-            }
-            let mut data = hub.buffer(index);
-            match std::fs::File::open(file).and_then(|mut f| f.read_to_end(&mut data)) {
-                Ok(_) => {
-                    hub.put(index, captured(data));
-                    delivered += 1;
-                }
-                Err(e) => skip(file, e.to_string()),
-            }
-        }
-        if delivered > 0 {
-            if failing {
-                tracing::info!(camera = %cam.name, "replay source available again");
-                failing = false;
-            }
-            backoff.reset();
-        } else if cam.looping {
-            let delay = backoff.next_delay();
-            if !failing {
-                tracing::warn!(camera = %cam.name, "replay source {source} gave no frame ({} files); retrying with backoff up to {}s", files.len(), Backoff::MAX.as_secs());
-                failing = true;
-            }
-            if !sleep_unless_stopped(delay, stop) {
-                return;
-            }
-            continue;
-        }
-        if !cam.looping {
-            tracing::info!(camera = %cam.name, "replay finished");
-            return;
+/// A looping pass that delivers no frame (every file empty, unreadable or too big) is a failure: logged
+/// once and retried with backoff, never spun on; each skipped file is named once per change of the file
+/// list.
+#[derive(Debug)]
+struct Replay<'a> {
+    cam: &'a CameraConfig,
+    source: &'a str,
+    files: Vec<PathBuf>,
+    /// The length of the file list last announced.
+    announced: usize,
+    warned: HashSet<PathBuf>,
+    pacer: Pacer,
+    /// An MJPEG stream file's bytes, the buffer kept between passes.
+    stream: Vec<u8>,
+}
+
+impl Replay<'_> {
+    fn skip(&mut self, file: &Path, why: String) {
+        if self.warned.insert(file.to_path_buf()) {
+            tracing::warn!(camera = %self.cam.name, "skipping {}: {why}", file.display());
         }
     }
+
+    /// Plays one file (an image, an MJPEG stream file, a named pipe) into `out`; false when the daemon stops.
+    fn play(&mut self, file: &Path, out: &mut Output<'_>) -> bool {
+        if is_fifo(file) {
+            if let Err(e) = stream_pipe(file, out, &mut self.pacer) {
+                self.skip(file, e);
+            }
+            return !out.stopping();
+        }
+        if is_mjpeg_stream(file) {
+            if std::fs::metadata(file).is_ok_and(|m| m.len() > MAX_STREAM_BYTES) {
+                self.skip(file, "MJPEG streams over 512 MiB are not replayed; split it".into());
+                return true;
+            }
+            let mut stream = std::mem::take(&mut self.stream);
+            stream.clear();
+            let mut going = true;
+            match std::fs::File::open(file).and_then(|mut f| f.read_to_end(&mut stream)) {
+                Err(e) => self.skip(file, e.to_string()),
+                Ok(0) => self.skip(file, "empty file".into()),
+                Ok(_) => {
+                    for frame in mjpeg_frames(&stream) {
+                        if !pace(&mut self.pacer, out) {
+                            going = false;
+                            break;
+                        }
+                        let mut data = out.buffer();
+                        data.extend_from_slice(frame);
+                        out.put(captured(data));
+                    }
+                }
+            }
+            self.stream = stream;
+            return going;
+        }
+        if !pace(&mut self.pacer, out) {
+            return false;
+        }
+        let mut data = out.buffer();
+        match std::fs::File::open(file).and_then(|mut f| f.read_to_end(&mut data)) {
+            Ok(_) => out.put(captured(data)),
+            Err(e) => {
+                out.recycle(data);
+                self.skip(file, e.to_string());
+            }
+        }
+        true
+    }
+}
+
+impl Source for Replay<'_> {
+    fn open(&mut self) -> Result<(), Failure> {
+        self.files =
+            list(self.source).map_err(|e| Failure::new(FailureKind::NotFound, format!("replay source: {e}")))?;
+        // Once per change of the file list, not once per pass: a one-image loop at 5 fps would flood the journal.
+        if self.files.len() != self.announced {
+            let cam = self.cam;
+            tracing::info!(camera = %cam.name, images = self.files.len(), fps = cam.fps, looping = cam.looping, "replaying {}", crate::config::url::redact(self.source));
+            self.announced = self.files.len();
+            self.warned.clear();
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("the replay of {}", crate::config::url::redact(self.source))
+    }
+
+    /// One pass over the files.
+    fn stream(&mut self, out: &mut Output<'_>) -> End {
+        let files = std::mem::take(&mut self.files);
+        let going = files.iter().all(|file| self.play(file, out));
+        let count = files.len();
+        self.files = files;
+        if !going {
+            return End::Stopped;
+        }
+        if !self.cam.looping {
+            return End::Finished("replay finished".into());
+        }
+        if out.delivered() == 0 {
+            return End::Failed(Failure::new(
+                FailureKind::Ended,
+                format!("replay source {} gave no frame ({count} files)", self.source),
+            ));
+        }
+        End::Again(Duration::ZERO)
+    }
+}
+
+/// The capture thread of a replay camera.
+pub fn run(cam: &CameraConfig, source: &str, index: usize, hub: &FrameHub, stop: &AtomicBool) {
+    let mut replay = Replay {
+        cam,
+        source,
+        files: Vec::new(),
+        announced: usize::MAX,
+        warned: HashSet::new(),
+        pacer: Pacer::staggered(cam.fps, index),
+        stream: Vec::new(),
+    };
+    Supervisor::new(&cam.name, index, hub, stop).run(&mut replay);
 }
 
 #[cfg(test)]
