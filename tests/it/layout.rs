@@ -84,6 +84,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("region", &["config", "events", "model", "preprocess", "postprocess", "pipeline"]),
     // The one model-loading policy: load → check → fallback → region plan.
     ("load", &["config", "model", "preprocess", "postprocess", "pipeline", "check", "region"]),
+    // Teaching: embeddings with a base's trunk, the fitted head, the taught model written and checked.
+    ("teach", &["config", "model", "preprocess", "postprocess", "pipeline", "check"]),
     // Counters and the read-only view of what the daemon does now.
     ("health", &["config", "check"]),
     ("live", &["config", "capture", "check", "health", "model", "postprocess", "preprocess", "region"]),
@@ -141,6 +143,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "check",
             "region",
             "load",
+            "teach",
             "health",
             "live",
             "publish",

@@ -23,6 +23,7 @@ mod mqtt;
 mod pipeline;
 mod reference;
 mod regions;
+mod teach;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,448 @@
+//! Teaching camclassd a question from labelled pictures: embed each picture with a base model's frozen
+//! trunk ([`embed`]), fit a class-balanced L2 logistic regression whose strength stratified
+//! cross-validation chooses ([`logistic`]), and write one plain ONNX file — the base graph up to its
+//! features, then a Gemm and a Softmax — with the classes and recipe in its metadata and the model check
+//! stamped from the training pictures, so that `classify`, `verify`, `inspect`, the daemon and any ONNX
+//! Runtime use it unchanged.
+//!
+//! The report says what a user needs to trust the number: pictures per class, the cross-validated accuracy
+//! and its spread over the folds, the confusion matrix of the held-out predictions, the suspects (pictures
+//! whose held-out prediction disagrees with their label, the most confident first: likely mislabelled),
+//! and hints (too few pictures in a class, a class far smaller than another, duplicates).
+
+pub mod dataset;
+pub mod embed;
+pub mod logistic;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::model::onnx_edit::{self, Head};
+use crate::model::runtime::Runtime;
+use dataset::Dataset;
+use embed::Trunk;
+use logistic::Samples;
+
+/// Why a training could not be done. Each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum TeachError {
+    #[error("{0}")]
+    Dataset(String),
+    #[error("base model {0}")]
+    Base(String),
+    #[error("embedding cache {0}")]
+    Cache(String),
+    #[error("writing the model: {0}")]
+    Write(String),
+    #[error("{0}")]
+    TooFew(String),
+}
+
+/// Fewer pictures than this in a class gets a hint (VisionState's rule of thumb, and ours: the
+/// cross-validated accuracy of 5 pictures a class moves by 10 points from one picture).
+pub const FEW_IMAGES: usize = 20;
+
+/// The golden inputs stamped into a taught model (its check), chosen from twice as many training pictures.
+const GOLDEN_INPUTS: usize = 8;
+
+/// How to train.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub base: PathBuf,
+    pub out: PathBuf,
+    /// Where the trunk and the embeddings are cached.
+    pub cache_dir: PathBuf,
+    /// Intra-op threads of the trunk.
+    pub threads: usize,
+}
+
+/// A picture left out: its path and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub path: String,
+    pub reason: String,
+}
+
+/// A picture whose held-out prediction disagrees with its label.
+#[derive(Debug, Clone, Serialize)]
+pub struct Suspect {
+    pub path: String,
+    pub label: String,
+    pub predicted: String,
+    /// The held-out probability of `predicted`.
+    pub confidence: f64,
+}
+
+/// What a training did and how good the model is: `camclassd train --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub model: String,
+    pub base: String,
+    pub classes: Vec<String>,
+    /// Pictures used per class, in `classes` order.
+    pub images: Vec<usize>,
+    /// Mean accuracy over the cross-validation folds, 0–1.
+    pub cv_accuracy: f64,
+    /// Standard deviation of the folds' accuracies.
+    pub cv_spread: f64,
+    pub folds: usize,
+    /// The inverse regularisation cross-validation chose (scikit-learn's `C`).
+    pub c: f64,
+    /// Held-out predictions: rows = true class, columns = predicted, in `classes` order.
+    pub confusion: Vec<Vec<usize>>,
+    /// The pictures whose held-out prediction disagrees with their label, most confident first.
+    pub suspects: Vec<String>,
+    pub suspect_details: Vec<Suspect>,
+    pub hints: Vec<String>,
+    pub skipped: Vec<Skipped>,
+    /// Pictures embedded now / taken from the cache.
+    pub embedded: usize,
+    pub cached: usize,
+    pub seconds: f64,
+}
+
+/// Where the shipped base model is looked for, in order: the Debian package's, then a source tree's.
+pub const BASE_LOCATIONS: [&str; 2] =
+    ["/usr/share/camclassd/models/efficientnet-lite0-int8.onnx", "models/efficientnet-lite0-int8.onnx"];
+
+/// The shipped base model (the INT8 EfficientNet-Lite0), where it is installed.
+pub fn default_base() -> Result<PathBuf, TeachError> {
+    BASE_LOCATIONS.iter().map(PathBuf::from).find(|p| p.is_file()).ok_or_else(|| {
+        TeachError::Base(format!(
+            "not found at {}: install the camclassd package, or name one with --base MODEL.onnx",
+            BASE_LOCATIONS.join(" or ")
+        ))
+    })
+}
+
+/// Where the trunks and embeddings are cached: `teach/` under camclassd's cache folder.
+pub fn default_cache_dir() -> PathBuf {
+    crate::config::model::cache_base().join("teach")
+}
+
+/// The report for people: the numbers first, then what to do about them.
+pub fn render(report: &TrainReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "trained {} on {} ({} s)", report.model, report.base, round(report.seconds, 2));
+    let _ = writeln!(out, "  pictures: {} embedded, {} from the cache", report.embedded, report.cached);
+    for (class, n) in report.classes.iter().zip(&report.images) {
+        let _ = writeln!(out, "  {class:<24} {n:>5} pictures");
+    }
+    let _ = writeln!(
+        out,
+        "cross-validated accuracy: {:.1} % ± {:.1} ({} folds, C = {})",
+        100.0 * report.cv_accuracy,
+        100.0 * report.cv_spread,
+        report.folds,
+        report.c
+    );
+    let _ = writeln!(out, "confusion (rows: the label, columns: the prediction on held-out pictures):");
+    let width = report.classes.iter().map(|c| c.len()).max().unwrap_or(4).max(6);
+    let _ = write!(out, "  {:<width$}", "");
+    for class in &report.classes {
+        let _ = write!(out, " {class:>width$}");
+    }
+    out.push('\n');
+    for (class, row) in report.classes.iter().zip(&report.confusion) {
+        let _ = write!(out, "  {class:<width$}");
+        for n in row {
+            let _ = write!(out, " {n:>width$}");
+        }
+        out.push('\n');
+    }
+    if !report.suspect_details.is_empty() {
+        let _ = writeln!(out, "suspects (labelled one way, predicted another; check their labels):");
+        for s in report.suspect_details.iter().take(20) {
+            let _ = writeln!(
+                out,
+                "  {}  labelled {}, looks {} ({:.0} %)",
+                s.path,
+                s.label,
+                s.predicted,
+                100.0 * s.confidence
+            );
+        }
+    }
+    for hint in &report.hints {
+        let _ = writeln!(out, "hint: {hint}");
+    }
+    for s in &report.skipped {
+        let _ = writeln!(out, "skipped: {}: {}", s.path, s.reason);
+    }
+    out
+}
+
+fn round(v: f64, digits: i32) -> f64 {
+    let p = 10f64.powi(digits);
+    (v * p).round() / p
+}
+
+/// Trains a model on the ImageFolder tree `dir` (see the module's documentation) and writes it to
+/// `options.out`.
+pub fn train(runtime: &'static Runtime, dir: &Path, options: &TrainOptions) -> Result<TrainReport, TeachError> {
+    let started = Instant::now();
+    let dataset = Dataset::read(dir)?;
+    let mut trunk = Trunk::open(runtime, &options.base, &options.cache_dir, options.threads)?;
+    let width = trunk.width();
+    let (mut x, mut y, mut paths, mut skipped) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut embedded, mut cached) = (0, 0);
+    let mut digests: Vec<[u8; 32]> = Vec::new();
+    for (path, class) in &dataset.images {
+        let result = std::fs::read(path).map_err(|e| e.to_string()).and_then(|bytes| {
+            use sha2::Digest;
+            digests.push(sha2::Sha256::digest(&bytes).into());
+            trunk.embed(&bytes).inspect_err(|_| {
+                digests.pop();
+            })
+        });
+        match result {
+            Ok((features, hit)) => {
+                x.extend_from_slice(&features);
+                y.push(*class);
+                paths.push(path.clone());
+                if hit { cached += 1 } else { embedded += 1 }
+            }
+            Err(reason) => {
+                tracing::warn!(image = %path.display(), "left out: {reason}");
+                skipped.push(Skipped { path: path.display().to_string(), reason });
+            }
+        }
+    }
+    trunk.flush()?;
+    let embedding = started.elapsed();
+    let classes = dataset.classes.len();
+    let mut counts = vec![0usize; classes];
+    for &c in &y {
+        counts[c] += 1;
+    }
+    if let Some(empty) = counts.iter().position(|&n| n < 2) {
+        return Err(TeachError::TooFew(format!(
+            "class {:?} has {} usable picture{}: each class needs at least 2 (5 or more to be useful)",
+            dataset.classes[empty],
+            counts[empty],
+            if counts[empty] == 1 { "" } else { "s" }
+        )));
+    }
+    let samples = Samples { x: &x, width };
+    let folds = counts.iter().copied().min().unwrap_or(2).clamp(2, 5);
+    let fold = logistic::stratified_folds(&y, classes, folds, 0x5eed);
+    let results = logistic::cross_validate(samples, &y, classes, &fold);
+    let best = &results[0];
+    let model = logistic::fit(samples, &y, classes, best.c);
+    let fitting = started.elapsed() - embedding;
+
+    // The held-out predictions: confusion and suspects.
+    let mut confusion = vec![vec![0usize; classes]; classes];
+    let mut suspects = Vec::new();
+    for (i, p) in best.held_out.iter().enumerate() {
+        let predicted = logistic::argmax(p);
+        confusion[y[i]][predicted] += 1;
+        if predicted != y[i] {
+            suspects.push(Suspect {
+                path: paths[i].display().to_string(),
+                label: dataset.classes[y[i]].clone(),
+                predicted: dataset.classes[predicted].clone(),
+                confidence: p[predicted],
+            });
+        }
+    }
+    suspects.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+    let hints = hints(&dataset.classes, &counts, &digests, &paths, samples);
+
+    let written = Instant::now();
+    write_model(runtime, &trunk, &model, &dataset.classes, &paths, best.accuracy(), &options.out)?;
+    tracing::info!(
+        embedded,
+        cached,
+        "trained in {:.2} s: embedding {:.2} s, cross-validation and fit {:.2} s, writing and checking {:.2} s",
+        started.elapsed().as_secs_f64(),
+        embedding.as_secs_f64(),
+        fitting.as_secs_f64(),
+        written.elapsed().as_secs_f64()
+    );
+    Ok(TrainReport {
+        model: options.out.display().to_string(),
+        base: options.base.display().to_string(),
+        classes: dataset.classes,
+        images: counts,
+        cv_accuracy: best.accuracy(),
+        cv_spread: best.spread(),
+        folds,
+        c: best.c,
+        confusion,
+        suspects: suspects.iter().map(|s| s.path.clone()).collect(),
+        suspect_details: suspects,
+        hints,
+        skipped,
+        embedded,
+        cached,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The hints of a training set: small classes, imbalance, duplicates.
+fn hints(
+    classes: &[String],
+    counts: &[usize],
+    digests: &[[u8; 32]],
+    paths: &[PathBuf],
+    samples: Samples<'_>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, &n) in classes.iter().zip(counts) {
+        if n < FEW_IMAGES {
+            out.push(format!(
+                "class {name:?} has {n} pictures: {FEW_IMAGES} or more, across the day and the night, make the \
+                 accuracy trustworthy"
+            ));
+        }
+    }
+    let largest = counts.iter().copied().max().unwrap_or(0);
+    for (name, &n) in classes.iter().zip(counts) {
+        if 2 * n < largest {
+            out.push(format!(
+                "class {name:?} has {n} pictures, under half of the largest class ({largest}): label more of it"
+            ));
+        }
+    }
+    // The same file twice, and pictures the base cannot tell apart (cosine of their features over 0.999).
+    let mut seen: std::collections::HashMap<[u8; 32], usize> = std::collections::HashMap::new();
+    let mut duplicates = Vec::new();
+    for (i, d) in digests.iter().enumerate() {
+        if let Some(&j) = seen.get(d) {
+            duplicates.push((j, i));
+        } else {
+            seen.insert(*d, i);
+        }
+    }
+    let n = samples.len();
+    if n <= 2000 {
+        let norms: Vec<f64> =
+            (0..n).map(|i| samples.row(i).iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt()).collect();
+        for i in 0..n {
+            for j in i + 1..n {
+                if digests.get(i) == digests.get(j) {
+                    continue;
+                }
+                let dot: f64 =
+                    samples.row(i).iter().zip(samples.row(j)).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
+                if dot > 0.999 * norms[i] * norms[j] {
+                    duplicates.push((i, j));
+                }
+            }
+        }
+    }
+    if !duplicates.is_empty() {
+        let named: Vec<String> = duplicates
+            .iter()
+            .take(5)
+            .map(|&(a, b)| format!("{} = {}", paths[a].display(), paths[b].display()))
+            .collect();
+        out.push(format!(
+            "{} pair{} of near-identical pictures (they count twice and flatter the accuracy): {}{}",
+            duplicates.len(),
+            if duplicates.len() == 1 { "" } else { "s" },
+            named.join(", "),
+            if duplicates.len() > 5 { ", …" } else { "" }
+        ));
+    }
+    out
+}
+
+/// Writes the taught model: the base up to its features, the head, the classes and recipe in its metadata,
+/// stamped with its check (golden inputs drawn from the training pictures).
+fn write_model(
+    runtime: &'static Runtime,
+    trunk: &Trunk,
+    model: &logistic::Linear,
+    classes: &[String],
+    images: &[PathBuf],
+    cv_accuracy: f64,
+    out: &Path,
+) -> Result<(), TeachError> {
+    let head = Head { features: &trunk.features, weights: &model.weights, bias: &model.bias };
+    let name = out.file_stem().and_then(|s| s.to_str()).unwrap_or("taught").to_string();
+    let labels = classes.join("\n");
+    let taught = serde_json::json!({
+        "base_sha256": trunk.base_sha256,
+        "classes": classes,
+        "images": images.len(),
+        "cv_accuracy": cv_accuracy,
+    })
+    .to_string();
+    let drop = |k: &str| {
+        matches!(
+            k,
+            "camclassd.labels"
+                | "camclassd.check"
+                | "camclassd.output"
+                | "camclassd.crop"
+                | "camclassd.model_name"
+                | "camclassd.taught"
+        )
+    };
+    let bytes = onnx_edit::with_head(&trunk.base_bytes, &head)
+        .and_then(|m| {
+            onnx_edit::set_metadata(
+                &m,
+                drop,
+                &[
+                    ("camclassd.model_name", &name),
+                    ("camclassd.labels", &labels),
+                    ("camclassd.output", "probabilities"),
+                    ("camclassd.crop", "none"),
+                    ("camclassd.taught", &taught),
+                ],
+            )
+        })
+        .and_then(|m| {
+            let doc = format!(
+                "Taught by camclassd train from {} pictures ({}), cross-validated accuracy {:.1} %, on the frozen \
+                 features ({}) of the base model sha256 {}. Input: the base's; output: probabilities, softmax \
+                 of a linear head.",
+                images.len(),
+                classes.join(", "),
+                100.0 * cv_accuracy,
+                trunk.features,
+                &trunk.base_sha256[..16]
+            );
+            onnx_edit::set_description(&m, "camclassd train", &doc)
+        })
+        .map_err(|e| TeachError::Write(e.to_string()))?;
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| TeachError::Write(format!("{}: {e}", parent.display())))?;
+    }
+    let unstamped = out.with_extension("onnx.unstamped");
+    embed::write_atomically(&unstamped, &bytes)?;
+    // The check: the taught model's own answers on this CPU for pictures of every class, recorded now and
+    // verified wherever it is loaded.
+    let stamped = (|| {
+        let mut reference = Trunk::classifier(runtime, &unstamped)?;
+        let mut candidate = Trunk::classifier(runtime, &unstamped)?;
+        // As many golden inputs as `camclassd stamp` keeps by default: each costs two inferences here and
+        // one at every load.
+        let picks = spread(images, 2 * GOLDEN_INPUTS);
+        let request = crate::check::StampRequest {
+            images: &picks,
+            count: GOLDEN_INPUTS.min(picks.len()).max(crate::check::MIN_INPUTS),
+            min_cosine: crate::check::DEFAULT_MIN_COSINE,
+        };
+        let (set, _) = crate::check::build(&mut reference, &mut candidate, &request)
+            .map_err(|e| TeachError::Write(format!("its check: {e}")))?;
+        crate::check::stamp(&bytes, &set.to_metadata()).map_err(|e| TeachError::Write(e.to_string()))
+    })();
+    let _ = std::fs::remove_file(&unstamped);
+    embed::write_atomically(out, &stamped?)
+}
+
+/// Up to `count` of `items`, spread evenly over them (the training pictures are by class: every class gets
+/// its share).
+fn spread(items: &[PathBuf], count: usize) -> Vec<PathBuf> {
+    if items.len() <= count {
+        return items.to_vec();
+    }
+    (0..count).map(|i| items[i * items.len() / count].clone()).collect()
+}
