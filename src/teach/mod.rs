@@ -87,6 +87,9 @@ pub struct TrainReport {
     pub cv_accuracy: f64,
     /// Standard deviation of the folds' accuracies.
     pub cv_spread: f64,
+    /// The 95 % interval of the accuracy on new pictures that the held-out predictions support (Wilson's
+    /// score interval over every picture): with 10 pictures all right it is 0.72–1.00, not "100 %".
+    pub cv_interval: [f64; 2],
     pub folds: usize,
     /// The inverse regularisation cross-validation chose (scikit-learn's `C`).
     pub c: f64,
@@ -133,11 +136,12 @@ pub fn render(report: &TrainReport) -> String {
     }
     let _ = writeln!(
         out,
-        "cross-validated accuracy: {:.1} % ± {:.1} ({} folds, C = {})",
+        "cross-validated accuracy: {:.1} % ± {:.1} over {} folds; on new pictures likely {:.1}–{:.1} % (95 %)",
         100.0 * report.cv_accuracy,
         100.0 * report.cv_spread,
         report.folds,
-        report.c
+        100.0 * report.cv_interval[0],
+        100.0 * report.cv_interval[1]
     );
     let _ = writeln!(out, "confusion (rows: the label, columns: the prediction on held-out pictures):");
     let width = report.classes.iter().map(|c| c.len()).max().unwrap_or(4).max(6);
@@ -173,6 +177,17 @@ pub fn render(report: &TrainReport) -> String {
         let _ = writeln!(out, "skipped: {}: {}", s.path, s.reason);
     }
     out
+}
+
+/// Wilson's score interval (95 %) for `right` successes out of `n`.
+pub fn wilson(right: usize, n: usize) -> [f64; 2] {
+    if n == 0 {
+        return [0.0, 1.0];
+    }
+    let (z, n, p) = (1.96f64, n as f64, right as f64 / n as f64);
+    let centre = (p + z * z / (2.0 * n)) / (1.0 + z * z / n);
+    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / (1.0 + z * z / n);
+    [(centre - half).max(0.0), (centre + half).min(1.0)]
 }
 
 fn round(v: f64, digits: i32) -> f64 {
@@ -270,6 +285,7 @@ pub fn train(runtime: &'static Runtime, dir: &Path, options: &TrainOptions) -> R
         images: counts,
         cv_accuracy: best.accuracy(),
         cv_spread: best.spread(),
+        cv_interval: wilson(confusion.iter().enumerate().map(|(i, row)| row[i]).sum(), y.len()),
         folds,
         c: best.c,
         confusion,
@@ -363,7 +379,7 @@ fn write_model(
     cv_accuracy: f64,
     out: &Path,
 ) -> Result<(), TeachError> {
-    let head = Head { features: &trunk.features, weights: &model.weights, bias: &model.bias };
+    let head = Head { features: &trunk.features, centre: &model.centre, weights: &model.weights, bias: &model.bias };
     let name = out.file_stem().and_then(|s| s.to_str()).unwrap_or("taught").to_string();
     let labels = classes.join("\n");
     let taught = serde_json::json!({
@@ -402,7 +418,7 @@ fn write_model(
             let doc = format!(
                 "Taught by camclassd train from {} pictures ({}), cross-validated accuracy {:.1} %, on the frozen \
                  features ({}) of the base model sha256 {}. Input: the base's; output: probabilities, softmax \
-                 of a linear head.",
+                 of a linear head on the centred, L2-normalised features.",
                 images.len(),
                 classes.join(", "),
                 100.0 * cv_accuracy,
@@ -445,4 +461,18 @@ fn spread(items: &[PathBuf], count: usize) -> Vec<PathBuf> {
         return items.to_vec();
     }
     (0..count).map(|i| items[i * items.len() / count].clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_interval_says_how_little_a_few_pictures_prove() {
+        let [lo, hi] = wilson(10, 10);
+        assert!((lo - 0.722).abs() < 0.001 && hi == 1.0, "{lo} {hi}");
+        let [lo, hi] = wilson(190, 200);
+        assert!(lo > 0.90 && hi < 0.98, "{lo} {hi}");
+        assert_eq!(wilson(0, 0), [0.0, 1.0]);
+    }
 }

@@ -81,6 +81,8 @@ fn a_taught_model_answers_the_question_on_pictures_it_never_saw() {
         let diagonal = (confusion[0][0] + confusion[1][1]) as f64 / 40.0;
         assert!((diagonal - cv).abs() < 0.051, "the confusion matrix is the cross-validation's: {confusion:?} {cv}");
         assert!(report["seconds"].as_f64().is_some_and(|s| s > 0.0));
+        let [lo, hi]: [f64; 2] = serde_json::from_value(report["cv_interval"].clone()).expect("cv_interval");
+        assert!(lo <= diagonal && diagonal <= hi && hi <= 1.0 && lo > 0.5, "{lo} {diagonal} {hi}");
         assert!(report["suspects"].is_array());
         let held_out = held_out_accuracy(&model, set);
         eprintln!("{set}: cross-validated {cv:.3}, held out {held_out:.3}");
