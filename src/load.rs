@@ -114,6 +114,7 @@ fn infos(models: &[Model], names: &[String]) -> Vec<ModelInfo> {
             name: name.clone(),
             labels: m.spec().labels.clone(),
             num_classes: m.num_classes(),
+            threshold: m.spec().threshold,
         })
         .collect()
 }

@@ -307,6 +307,7 @@ mod tests {
             std: [1.0; 3],
             output: OutputKind::Logits,
             labels: Vec::new(),
+            threshold: None,
         };
         let region = RegionInfo { name: None, model: hostile.into(), labels: Vec::new().into() };
         let pipeline = live.pipeline_view(vec![(hostile.to_string(), vec![region])], &health, &hub, &spec);

@@ -103,6 +103,7 @@ impl ModelSpec {
             std: [1.0; 3],
             output: OutputKind::Logits,
             labels: Vec::new(),
+            threshold: None,
         }
     }
 }
@@ -128,6 +129,10 @@ pub struct ModelSpec {
     pub output: OutputKind,
     /// Class names, index = class id; empty when the model and config have none.
     pub labels: Vec<String>,
+    /// The score its answers need to be trusted (`camclassd.threshold`, proposed by `camclassd train` from
+    /// its cross-validation): the default class threshold of the regions that ask it; under it, the state is
+    /// unknown. `None`: `[model] min_score`.
+    pub threshold: Option<f32>,
 }
 
 /// Why a recipe could not be assembled.
@@ -382,6 +387,16 @@ impl ModelSpec {
             None => Vec::new(),
         };
         let name = meta("model_name").unwrap_or(name).to_string();
+        let threshold = match meta("threshold") {
+            Some(v) => Some(v.trim().parse::<f32>().ok().filter(|t| (0.0..=1.0).contains(t)).ok_or_else(|| {
+                SpecError::BadMetadata {
+                    key: format!("{KEY_PREFIX}threshold"),
+                    value: v.chars().take(40).collect(),
+                    message: "expected a score from 0 to 1".into(),
+                }
+            })?),
+            None => None,
+        };
 
         Ok(ModelSpec {
             name,
@@ -396,6 +411,7 @@ impl ModelSpec {
             std,
             output,
             labels,
+            threshold,
         })
     }
 }

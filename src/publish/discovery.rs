@@ -229,9 +229,13 @@ impl Discovery {
                 let mut b = self.entity(&object, &title);
                 b.insert("state_topic".into(), json!(state));
                 let on = serde_json::to_string(&binary.on).unwrap_or_default();
+                // No class over its threshold (the model is not sure, or a taught model's answer is under the
+                // score its training proposed): unknown, not OFF ("None" is Home Assistant's unknown).
                 b.insert(
                     "value_template".into(),
-                    json!(format!("{{{{ 'ON' if value_json.label == {on} else 'OFF' }}}}")),
+                    json!(format!(
+                        "{{{{ 'None' if value_json.label is none else ('ON' if value_json.label == {on} else 'OFF') }}}}"
+                    )),
                 );
                 b.insert("payload_on".into(), json!("ON"));
                 b.insert("payload_off".into(), json!("OFF"));

@@ -25,6 +25,9 @@ pub struct ModelInfo {
     pub name: String,
     pub labels: Vec<String>,
     pub num_classes: usize,
+    /// The score its answers need, proposed by its training ([`crate::model::ModelSpec::threshold`]): the
+    /// default threshold of its classes in the regions that ask it, over `[model] min_score`.
+    pub threshold: Option<f32>,
 }
 
 /// A two-class region as a Home Assistant `binary_sensor`.
@@ -97,12 +100,13 @@ pub fn plan(config: &Config, models: &[ModelInfo]) -> Result<Vec<Vec<Region>>, V
         let mut regions = Vec::new();
         if cam.regions.is_empty() {
             let model = models.iter().position(|m| m.name == crate::config::DEFAULT_MODEL).unwrap_or(0);
+            let min_score = models.get(model).and_then(|m| m.threshold).unwrap_or(config.model.min_score);
             regions.push(Region {
                 name: None,
                 model,
                 crop: None,
-                policy: policy(cam, None, config.model.min_score),
-                thresholds: vec![config.model.min_score; models.get(model).map_or(0, |m| m.num_classes)],
+                policy: policy(cam, None, min_score),
+                thresholds: vec![min_score; models.get(model).map_or(0, |m| m.num_classes)],
                 on: Thresholds::uniform(DEFAULT_MULTI_LABEL_THRESHOLD),
                 classify_every: Duration::ZERO,
                 binary: None,
@@ -117,7 +121,9 @@ pub fn plan(config: &Config, models: &[ModelInfo]) -> Result<Vec<Vec<Region>>, V
                 continue;
             };
             let info = &models[model];
-            let thresholds = match thresholds(info, r, config.model.min_score) {
+            // A taught model's proposed threshold, else `[model] min_score`; the region's keys win over both.
+            let min_score = info.threshold.unwrap_or(config.model.min_score);
+            let thresholds = match thresholds(info, r, min_score) {
                 Ok(t) => t,
                 Err(found) => {
                     problems.extend(found.into_iter().map(|(k, m)| (format!("{key}.{k}"), m)));
@@ -138,7 +144,7 @@ pub fn plan(config: &Config, models: &[ModelInfo]) -> Result<Vec<Vec<Region>>, V
                 name: Some(r.name.clone()),
                 model,
                 crop: r.crop.map(CropSpec),
-                policy: policy(cam, Some(r), config.model.min_score),
+                policy: policy(cam, Some(r), min_score),
                 thresholds,
                 on,
                 classify_every: Duration::from_secs_f64(r.classify_every.max(0.0)),
@@ -247,7 +253,12 @@ mod tests {
     }
 
     fn doors() -> Vec<ModelInfo> {
-        vec![ModelInfo { name: "default".into(), labels: vec!["closed".into(), "open".into()], num_classes: 2 }]
+        vec![ModelInfo {
+            name: "default".into(),
+            labels: vec!["closed".into(), "open".into()],
+            num_classes: 2,
+            threshold: None,
+        }]
     }
 
     #[test]
@@ -280,6 +291,23 @@ mod tests {
         // "On" (multi-label): the same thresholds, but 0.5 where they leave a class to the default.
         assert_eq!((plan[0][0].on.get(0), plan[0][0].on.get(1)), (0.5, 0.8));
         assert_eq!((plan[0][1].on.get(0), plan[0][1].on.get(1)), (f32::INFINITY, 0.5));
+    }
+
+    #[test]
+    fn a_taught_models_proposed_threshold_is_its_regions_default() {
+        let mut taught = doors();
+        taught[0].threshold = Some(0.8);
+        let c = config(
+            "publish = \"on_change\"\n[[cameras.regions]]\nname = \"door\"\n\
+             [[cameras.regions]]\nname = \"mine\"\nthresholds = { \"*\" = 0.6 }\nmin_score = 0.6\n",
+        );
+        let plan = plan(&c, &taught).expect("plans");
+        assert_eq!(plan[0][0].thresholds, vec![0.8, 0.8], "the model's, over [model] min_score (0.1)");
+        assert!(matches!(plan[0][0].policy, Policy::OnChange { min_score, .. } if min_score == 0.8));
+        assert_eq!(plan[0][1].thresholds, vec![0.6, 0.6], "the region's own keys win");
+        assert!(matches!(plan[0][1].policy, Policy::OnChange { min_score, .. } if min_score == 0.6));
+        let whole = super::plan(&config(""), &taught).expect("plans");
+        assert_eq!(whole[0][0].thresholds, vec![0.8, 0.8]);
     }
 
     #[test]

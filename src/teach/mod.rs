@@ -90,6 +90,13 @@ pub struct TrainReport {
     /// The 95 % interval of the accuracy on new pictures that the held-out predictions support (Wilson's
     /// score interval over every picture): with 10 pictures all right it is 0.72–1.00, not "100 %".
     pub cv_interval: [f64; 2],
+    /// The score an answer needs, proposed from the held-out answers ([`propose_threshold`]): under it a
+    /// region's state is unknown. In the model's metadata (`camclassd.threshold`); a region's `thresholds`
+    /// overrides it.
+    pub threshold: f64,
+    /// The share of the held-out answers at or over `threshold`, and how many of those were right.
+    pub threshold_coverage: f64,
+    pub threshold_accuracy: f64,
     pub folds: usize,
     /// The inverse regularisation cross-validation chose (scikit-learn's `C`).
     pub c: f64,
@@ -143,6 +150,14 @@ pub fn render(report: &TrainReport) -> String {
         100.0 * report.cv_interval[0],
         100.0 * report.cv_interval[1]
     );
+    let _ = writeln!(
+        out,
+        "answers under {:.2} are \"unknown\": at or over it, {:.0} % of the held-out answers were right ({:.0} % of the \
+         pictures reach it)",
+        report.threshold,
+        100.0 * report.threshold_accuracy,
+        100.0 * report.threshold_coverage
+    );
     let _ = writeln!(out, "confusion (rows: the label, columns: the prediction on held-out pictures):");
     let width = report.classes.iter().map(|c| c.len()).max().unwrap_or(4).max(6);
     let _ = write!(out, "  {:<width$}", "");
@@ -177,6 +192,37 @@ pub fn render(report: &TrainReport) -> String {
         let _ = writeln!(out, "skipped: {}: {}", s.path, s.reason);
     }
     out
+}
+
+/// The answers held-out pictures got at or over a top score are trusted when this many of them were right.
+pub const TRUSTED: f64 = 0.98;
+
+/// The threshold proposed for a taught model's answers: the lowest top score of 0.50, 0.55 … 0.95 at or over
+/// which at least [`TRUSTED`] of the held-out answers were right (else the most accurate of them); under it
+/// a region's state is unknown rather than wrong. Returns it, the share of answers at or over it, and their
+/// accuracy.
+pub fn propose_threshold(held_out: &[Vec<f64>], y: &[usize]) -> (f64, f64, f64) {
+    let answers: Vec<(f64, bool)> = held_out
+        .iter()
+        .zip(y)
+        .filter(|(p, _)| !p.is_empty())
+        .map(|(p, &label)| {
+            let best = logistic::argmax(p);
+            (p[best], best == label)
+        })
+        .collect();
+    let at = |t: f64| {
+        let over: Vec<bool> = answers.iter().filter(|(score, _)| *score >= t).map(|&(_, right)| right).collect();
+        let coverage = over.len() as f64 / answers.len().max(1) as f64;
+        let accuracy =
+            if over.is_empty() { 0.0 } else { over.iter().filter(|&&r| r).count() as f64 / over.len() as f64 };
+        (t, coverage, accuracy)
+    };
+    let grid: Vec<(f64, f64, f64)> = (0..10).map(|i| at(0.5 + 0.05 * f64::from(i))).collect();
+    grid.iter()
+        .copied()
+        .find(|&(_, _, accuracy)| accuracy >= TRUSTED)
+        .unwrap_or_else(|| grid.iter().copied().fold(grid[0], |best, g| if g.2 > best.2 { g } else { best }))
 }
 
 /// Wilson's score interval (95 %) for `right` successes out of `n`.
@@ -266,9 +312,10 @@ pub fn train(runtime: &'static Runtime, dir: &Path, options: &TrainOptions) -> R
     }
     suspects.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
     let hints = hints(&dataset.classes, &counts, &digests, &paths, samples);
+    let proposed = propose_threshold(&best.held_out, &y);
 
     let written = Instant::now();
-    write_model(runtime, &trunk, &model, &dataset.classes, &paths, best.accuracy(), &options.out)?;
+    write_model(runtime, &trunk, &model, &dataset.classes, &paths, (best.accuracy(), proposed.0), &options.out)?;
     tracing::info!(
         embedded,
         cached,
@@ -285,6 +332,9 @@ pub fn train(runtime: &'static Runtime, dir: &Path, options: &TrainOptions) -> R
         images: counts,
         cv_accuracy: best.accuracy(),
         cv_spread: best.spread(),
+        threshold: proposed.0,
+        threshold_coverage: proposed.1,
+        threshold_accuracy: proposed.2,
         cv_interval: wilson(confusion.iter().enumerate().map(|(i, row)| row[i]).sum(), y.len()),
         folds,
         c: best.c,
@@ -376,7 +426,7 @@ fn write_model(
     model: &logistic::Linear,
     classes: &[String],
     images: &[PathBuf],
-    cv_accuracy: f64,
+    (cv_accuracy, threshold): (f64, f64),
     out: &Path,
 ) -> Result<(), TeachError> {
     let head = Head { features: &trunk.features, centre: &model.centre, weights: &model.weights, bias: &model.bias };
@@ -389,7 +439,7 @@ fn write_model(
         "cv_accuracy": cv_accuracy,
     })
     .to_string();
-    let drop = |k: &str| {
+    let replaced = |k: &str| {
         matches!(
             k,
             "camclassd.labels"
@@ -398,19 +448,22 @@ fn write_model(
                 | "camclassd.crop"
                 | "camclassd.model_name"
                 | "camclassd.taught"
+                | "camclassd.threshold"
         )
     };
+    let threshold = format!("{threshold:.2}");
     let bytes = onnx_edit::with_head(&trunk.base_bytes, &head)
         .and_then(|m| {
             onnx_edit::set_metadata(
                 &m,
-                drop,
+                replaced,
                 &[
                     ("camclassd.model_name", &name),
                     ("camclassd.labels", &labels),
                     ("camclassd.output", "probabilities"),
                     ("camclassd.crop", "none"),
                     ("camclassd.taught", &taught),
+                    ("camclassd.threshold", &threshold),
                 ],
             )
         })
@@ -431,7 +484,10 @@ fn write_model(
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| TeachError::Write(format!("{}: {e}", parent.display())))?;
     }
-    let unstamped = out.with_extension("onnx.unstamped");
+    // Unstamped, under the model's own name (the check records the name it was made with) in a folder of its
+    // own, removed with it.
+    let scratch = tempfile::tempdir().map_err(|e| TeachError::Write(format!("a temporary folder: {e}")))?;
+    let unstamped = scratch.path().join(out.file_name().unwrap_or(std::ffi::OsStr::new("taught.onnx")));
     embed::write_atomically(&unstamped, &bytes)?;
     // The check: the taught model's own answers on this CPU for pictures of every class, recorded now and
     // verified wherever it is loaded.
@@ -450,7 +506,7 @@ fn write_model(
             .map_err(|e| TeachError::Write(format!("its check: {e}")))?;
         crate::check::stamp(&bytes, &set.to_metadata()).map_err(|e| TeachError::Write(e.to_string()))
     })();
-    let _ = std::fs::remove_file(&unstamped);
+    drop(scratch);
     embed::write_atomically(out, &stamped?)
 }
 
@@ -466,6 +522,18 @@ fn spread(items: &[PathBuf], count: usize) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_proposed_threshold_is_the_lowest_whose_answers_are_trusted() {
+        // Right when sure, wrong at 0.6: the answers from 0.65 on are all right.
+        let held_out = vec![vec![0.9, 0.1], vec![0.2, 0.8], vec![0.6, 0.4], vec![0.7, 0.3], vec![0.55, 0.45]];
+        let y = [0, 1, 1, 0, 0];
+        let (t, coverage, accuracy) = propose_threshold(&held_out, &y);
+        assert!((t - 0.65).abs() < 1e-9 && accuracy == 1.0, "{t} {accuracy}");
+        assert!((coverage - 0.6).abs() < 1e-9, "{coverage}");
+        // Every answer right: the lowest, 0.5.
+        assert_eq!(propose_threshold(&held_out[..2], &y[..2]).0, 0.5);
+    }
 
     #[test]
     fn the_interval_says_how_little_a_few_pictures_prove() {

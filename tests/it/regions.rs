@@ -195,7 +195,11 @@ fn a_two_class_region_is_a_binary_sensor_and_thresholds_and_classes_change_what_
         assert_eq!(b["state_topic"], format!("camclassd/testnode/desk/{r}/state"));
         // What Home Assistant renders from the template for this state.
         let template = b["value_template"].as_str().expect("template");
-        assert_eq!(template, "{{ 'ON' if value_json.label == \"cat\" else 'OFF' }}");
+        // A state without a class (nothing over its threshold) is unknown, not OFF.
+        assert_eq!(
+            template,
+            "{{ 'None' if value_json.label is none else ('ON' if value_json.label == \"cat\" else 'OFF') }}"
+        );
         let on = state(r)["label"] == "cat";
         assert_eq!((r, on), (r, r == "left"), "left is ON, right is OFF");
     }

@@ -81,6 +81,9 @@ fn a_taught_model_answers_the_question_on_pictures_it_never_saw() {
         let diagonal = (confusion[0][0] + confusion[1][1]) as f64 / 40.0;
         assert!((diagonal - cv).abs() < 0.051, "the confusion matrix is the cross-validation's: {confusion:?} {cv}");
         assert!(report["seconds"].as_f64().is_some_and(|s| s > 0.0));
+        let threshold = report["threshold"].as_f64().expect("threshold");
+        assert!((0.5..=0.95).contains(&threshold), "{threshold}");
+        assert!(report["threshold_coverage"].as_f64().is_some_and(|c| c > 0.5), "{report}");
         let [lo, hi]: [f64; 2] = serde_json::from_value(report["cv_interval"].clone()).expect("cv_interval");
         assert!(lo <= diagonal && diagonal <= hi && hi <= 1.0 && lo > 0.5, "{lo} {diagonal} {hi}");
         assert!(report["suspects"].is_array());
@@ -107,6 +110,7 @@ fn the_taught_model_is_a_plain_checked_onnx_model_the_other_tools_take() {
     let inspect: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("inspect JSON");
     let text = inspect.to_string();
     assert!(text.contains("\"probabilities\"") && text.contains("open") && text.contains("closed"), "{text}");
+    assert!(text.contains("camclassd.threshold"), "the proposed threshold travels with the model: {text}");
     let picture = generated("teach/garage/test/open/000.jpg");
     let answer = &classify_json(&model, &[picture], &["--top", "2"], 0)[0];
     assert_eq!(answer.top.len(), 2);
