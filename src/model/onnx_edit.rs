@@ -264,14 +264,15 @@ pub fn cut_at(model: &[u8], tensor: &str) -> Result<Vec<u8>, EditError> {
     replace_graph(model, &graph)
 }
 
-/// A linear head on a model's feature tensor, on the features centred and scaled to length 1:
-/// `probabilities = softmax(normalise(features - centre) · weightsᵀ + bias)`.
+/// A linear head on a model's feature tensor: `probabilities = softmax(f · weightsᵀ + bias)`, `f` the
+/// features, or with a `centre` the features minus it, scaled to length 1.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Head<'a> {
     /// The feature tensor's name (`[batch, width]`).
     pub features: &'a str,
-    /// `width` values subtracted from the features before they are scaled to length 1.
-    pub centre: &'a [f32],
+    /// `width` values subtracted from the features before they are scaled to length 1 (`None`: the
+    /// features as they are).
+    pub centre: Option<&'a [f32]>,
     /// `classes × width`, row-major.
     pub weights: &'a [f32],
     pub bias: &'a [f32],
@@ -285,21 +286,28 @@ pub const HEAD_OUTPUT: &str = "probabilities";
 pub fn with_head(model: &[u8], head: &Head<'_>) -> Result<Vec<u8>, EditError> {
     let classes = head.bias.len();
     let width = head.weights.len().checked_div(classes).unwrap_or(0);
-    if classes == 0 || width * classes != head.weights.len() || head.centre.len() != width {
+    if classes == 0 || width * classes != head.weights.len() || head.centre.is_some_and(|c| c.len() != width) {
         return Err(EditError::Malformed("head weights do not match its classes"));
     }
     let (mut graph, _) = cut_graph(graph_of(model)?, head.features)?;
     let (centre, centred, unit) = ("camclassd.head.centre", "camclassd.head.centred", "camclassd.head.unit");
     let (w, b, logits) = ("camclassd.head.w", "camclassd.head.b", "camclassd.head.logits");
-    put_bytes(&mut graph, 1, &node("Sub", "camclassd.head.centring", &[head.features, centre], &[centred], &[]));
-    put_bytes(
-        &mut graph,
-        1,
-        &node("LpNormalization", "camclassd.head.l2", &[centred], &[unit], &[("axis", 1), ("p", 2)]),
-    );
-    put_bytes(&mut graph, 1, &node("Gemm", "camclassd.head", &[unit, w, b], &[logits], &[("transB", 1)]));
+    let input = match head.centre {
+        Some(values) => {
+            put_bytes(
+                &mut graph,
+                1,
+                &node("Sub", "camclassd.head.centring", &[head.features, centre], &[centred], &[]),
+            );
+            let l2 = node("LpNormalization", "camclassd.head.l2", &[centred], &[unit], &[("axis", 1), ("p", 2)]);
+            put_bytes(&mut graph, 1, &l2);
+            put_bytes(&mut graph, 5, &float_initializer(centre, &[width], values));
+            unit
+        }
+        None => head.features,
+    };
+    put_bytes(&mut graph, 1, &node("Gemm", "camclassd.head", &[input, w, b], &[logits], &[("transB", 1)]));
     put_bytes(&mut graph, 1, &node("Softmax", "camclassd.head.softmax", &[logits], &[HEAD_OUTPUT], &[("axis", 1)]));
-    put_bytes(&mut graph, 5, &float_initializer(centre, &[width], head.centre));
     put_bytes(&mut graph, 5, &float_initializer(w, &[classes, width], head.weights));
     put_bytes(&mut graph, 5, &float_initializer(b, &[classes], head.bias));
     put_bytes(&mut graph, 12, &float_value_info(HEAD_OUTPUT, Some(classes)));
@@ -400,8 +408,12 @@ mod tests {
 
     #[test]
     fn a_head_is_a_gemm_and_a_softmax_on_the_features() {
-        let head =
-            Head { features: "x", centre: &[0.0; 3], weights: &[1.0, 0.0, 0.0, 0.0, 1.0, 0.0], bias: &[0.5, -0.5] };
+        let head = Head {
+            features: "x",
+            centre: Some(&[0.0; 3]),
+            weights: &[1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+            bias: &[0.5, -0.5],
+        };
         let m = with_head(&model(), &head).expect("head");
         let graph = graph_of(&m).unwrap();
         let ops: Vec<String> = fields(graph)
@@ -414,7 +426,17 @@ mod tests {
         let out = fields(graph).unwrap().into_iter().find(|f| f.number == 12).unwrap();
         assert_eq!(string(out.payload, 1).unwrap().as_deref(), Some(HEAD_OUTPUT));
         assert_eq!(declared_width(out.payload), Some(2));
-        let bad = Head { features: "x", centre: &[0.0; 3], weights: &[1.0; 5], bias: &[0.0, 0.0] };
+        let bad = Head { features: "x", centre: None, weights: &[1.0; 5], bias: &[0.0, 0.0] };
+        assert!(with_head(&model(), &bad).is_err());
+        let plain = Head { features: "x", centre: None, weights: &[1.0; 6], bias: &[0.0, 0.0] };
+        let m = with_head(&model(), &plain).expect("head");
+        let ops: Vec<String> = fields(graph_of(&m).unwrap())
+            .unwrap()
+            .iter()
+            .filter(|f| f.number == 1)
+            .map(|f| string(f.payload, 4).unwrap().unwrap())
+            .collect();
+        assert_eq!(ops, ["Relu", "Gemm", "Softmax"], "no scaling step: the standardisation is in the weights");
         assert!(with_head(&model(), &bad).is_err());
     }
 

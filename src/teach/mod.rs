@@ -98,8 +98,9 @@ pub struct TrainReport {
     pub threshold_coverage: f64,
     pub threshold_accuracy: f64,
     pub folds: usize,
-    /// The inverse regularisation cross-validation chose (scikit-learn's `C`).
+    /// The inverse regularisation cross-validation chose (scikit-learn's `C`), and the features' scaling.
     pub c: f64,
+    pub scaling: logistic::Scaling,
     /// Held-out predictions: rows = true class, columns = predicted, in `classes` order.
     pub confusion: Vec<Vec<usize>>,
     /// The pictures whose held-out prediction disagrees with their label, most confident first.
@@ -150,6 +151,11 @@ pub fn render(report: &TrainReport) -> String {
         100.0 * report.cv_interval[0],
         100.0 * report.cv_interval[1]
     );
+    let scaling = match report.scaling {
+        logistic::Scaling::Standardised => "standardised features",
+        logistic::Scaling::CentredL2 => "centred, length-1 features",
+    };
+    let _ = writeln!(out, "  chosen by cross-validation: {scaling}, C = {}", report.c);
     let _ = writeln!(
         out,
         "answers under {:.2} are \"unknown\": at or over it, {:.0} % of the held-out answers were right ({:.0} % of the \
@@ -292,7 +298,7 @@ pub fn train(runtime: &'static Runtime, dir: &Path, options: &TrainOptions) -> R
     let fold = logistic::stratified_folds(&y, classes, folds, 0x5eed);
     let results = logistic::cross_validate(samples, &y, classes, &fold);
     let best = &results[0];
-    let model = logistic::fit(samples, &y, classes, best.c);
+    let model = logistic::fit(samples, &y, classes, best.scaling, best.c);
     let fitting = started.elapsed() - embedding;
 
     // The held-out predictions: confusion and suspects.
@@ -338,6 +344,7 @@ pub fn train(runtime: &'static Runtime, dir: &Path, options: &TrainOptions) -> R
         cv_interval: wilson(confusion.iter().enumerate().map(|(i, row)| row[i]).sum(), y.len()),
         folds,
         c: best.c,
+        scaling: best.scaling,
         confusion,
         suspects: suspects.iter().map(|s| s.path.clone()).collect(),
         suspect_details: suspects,
@@ -429,7 +436,8 @@ fn write_model(
     (cv_accuracy, threshold): (f64, f64),
     out: &Path,
 ) -> Result<(), TeachError> {
-    let head = Head { features: &trunk.features, centre: &model.centre, weights: &model.weights, bias: &model.bias };
+    let centre = (model.scaling == logistic::Scaling::CentredL2).then_some(model.centre.as_slice());
+    let head = Head { features: &trunk.features, centre, weights: &model.weights, bias: &model.bias };
     let name = out.file_stem().and_then(|s| s.to_str()).unwrap_or("taught").to_string();
     let labels = classes.join("\n");
     let taught = serde_json::json!({
@@ -471,7 +479,7 @@ fn write_model(
             let doc = format!(
                 "Taught by camclassd train from {} pictures ({}), cross-validated accuracy {:.1} %, on the frozen \
                  features ({}) of the base model sha256 {}. Input: the base's; output: probabilities, softmax \
-                 of a linear head on the centred, L2-normalised features.",
+                 of a linear head.",
                 images.len(),
                 classes.join(", "),
                 100.0 * cv_accuracy,
