@@ -164,6 +164,9 @@ pub struct Checked {
     pub check: ModelCheck,
     /// The model's file in service: the configured one or the fallback.
     pub in_service: PathBuf,
+    /// The fallback's classes when one was opened (and is not in service): the regions are planned against
+    /// it too, so that it can serve them on the day the check fails. Its own check is not run.
+    pub fallback_classes: Option<(Vec<String>, usize, Option<f32>)>,
 }
 
 /// Loads `path` with `options`, checks it against `policy` and applies `fallback`: the policy's first three
@@ -204,7 +207,7 @@ pub fn load_checked(
             }
         }
     } else {
-        let detail = format!("not run here: it runs at start on {}", options.providers[0]);
+        let detail = "not run here: it runs at start on the configured execution provider".to_string();
         (model, ModelCheck { status: CheckStatus::Unchecked, model: path.display().to_string(), detail })
     };
     if !problems.is_empty() {
@@ -213,9 +216,18 @@ pub fn load_checked(
     match (check.status, spare, fallback) {
         (CheckStatus::Fallback, Some(spare), Some(fallback)) => {
             tracing::warn!(fallback = %fallback.display(), "running the fallback model instead of {}", check.model);
-            Ok(Checked { model: spare, check, in_service: fallback.to_path_buf() })
+            Ok(Checked { model: spare, check, in_service: fallback.to_path_buf(), fallback_classes: None })
         }
-        _ => Ok(Checked { model, check, in_service: path.to_path_buf() }),
+        // `fallback` asked for and none to fall back to (a model named on the command line, or not
+        // `[model]`): refused, as `fail` would, rather than served while the log says otherwise.
+        (CheckStatus::Fallback, _, _) => Err(LoadError::one(
+            "model.on_check_failure",
+            format!("{} fails its check on this CPU ({}) and has no fallback model", path.display(), check.detail),
+        )),
+        (_, spare, _) => {
+            let fallback_classes = spare.map(|m| (m.spec().labels.clone(), m.num_classes(), m.spec().threshold));
+            Ok(Checked { model, check, in_service: path.to_path_buf(), fallback_classes })
+        }
     }
 }
 
@@ -242,8 +254,10 @@ pub fn load(runtime: &'static Runtime, config: &Config, purpose: Purpose) -> Res
     );
     let mut sessions: Vec<Vec<Model>> = (0..workers).map(|_| Vec::new()).collect();
     let mut names = vec![DEFAULT_MODEL.to_string()];
+    let mut fallback_classes = None;
     let (check, in_service) = match default {
-        Ok(Checked { model, check, in_service }) => {
+        Ok(Checked { model, check, in_service, fallback_classes: spare }) => {
+            fallback_classes = spare;
             let mut first = Some(model);
             for worker in &mut sessions {
                 match first.take().map_or_else(|| Model::load(runtime, &in_service, &options), Ok) {
@@ -283,6 +297,21 @@ pub fn load(runtime: &'static Runtime, config: &Config, purpose: Purpose) -> Res
         names.push(named.name);
     }
     let (Some(check), true) = (check, problems.is_empty()) else { return Err(LoadError { problems }) };
-    let plan = region::plan(config, &infos(&sessions[0], &names)).map_err(|problems| LoadError { problems })?;
+    let infos = infos(&sessions[0], &names);
+    let plan = region::plan(config, &infos).map_err(|problems| LoadError { problems })?;
+    // The fallback must serve the same regions on the day it replaces `[model]`.
+    if let Some((labels, num_classes, threshold)) = fallback_classes {
+        let mut with_fallback = infos;
+        with_fallback[0] = ModelInfo { name: DEFAULT_MODEL.to_string(), labels, num_classes, threshold };
+        if let Err(found) = region::plan(config, &with_fallback) {
+            let problems = found
+                .into_iter()
+                .map(|(key, message)| {
+                    ("model.fallback".to_string(), format!("{key}: {message} (with the fallback model)"))
+                })
+                .collect();
+            return Err(LoadError { problems });
+        }
+    }
     Ok(Loaded { sessions, names, check, in_service, plan, options })
 }

@@ -525,9 +525,6 @@ fn prepare_loop(
                     }
                     Verdict::Outside | Verdict::NotDue => continue,
                 };
-                if region.motion.is_some() {
-                    thumbnails[g].keep();
-                }
                 if let Err(e) = regions[g].write_region(picture, rect, inputs.inputs[bit].slot_mut(0)) {
                     result = Err(e);
                     break;
@@ -540,8 +537,18 @@ fn prepare_loop(
                         s.frame,
                     );
                 }
-                layout.classified.set(g, captured);
                 *mask |= 1 << bit;
+            }
+        }
+        // Only a frame whose due regions were all prepared counts as their classification: a region whose
+        // frame failed stays due, and its motion reference stays the picture it was last classified on (the
+        // change that made it due is measured again on the next frame).
+        if let Ok(&mut mask) = result.as_mut() {
+            for (_, g) in layout.cameras[camera].clone().enumerate().filter(|(bit, _)| mask & (1 << bit) != 0) {
+                if layout.regions[g].motion.is_some() {
+                    thumbnails[g].keep();
+                }
+                layout.classified.set(g, captured);
             }
         }
         // A frame whose regions were all prepared is kept for the page (when it shows frames).

@@ -198,6 +198,15 @@ fn cut_graph(graph: &[u8], tensor: &str) -> Result<(Vec<u8>, Option<usize>), Edi
         .filter(|(_, f)| f.number == 1 && f.wire == 2)
         .map(|(i, f)| Ok((i, strings(f.payload, 1)?, strings(f.payload, 2)?)))
         .collect::<Result<_, EditError>>()?;
+    // A node with a subgraph (If, Loop, Scan: an attribute `g` (6) or `graphs` (11)) may read outer tensors
+    // its inputs do not name: such a graph is not cut, rather than cut wrong.
+    for f in all.iter().filter(|f| f.number == 1 && f.wire == 2) {
+        for attribute in fields(f.payload)?.iter().filter(|a| a.number == 5 && a.wire == 2) {
+            if fields(attribute.payload)?.iter().any(|x| matches!(x.number, 6 | 11)) {
+                return Err(EditError::Malformed("a node with a subgraph (If, Loop, Scan) cannot be cut around"));
+            }
+        }
+    }
     let producer: HashMap<&str, usize> =
         nodes.iter().enumerate().flat_map(|(n, (_, _, outs))| outs.iter().map(move |o| (o.as_str(), n))).collect();
     if !producer.contains_key(tensor) {

@@ -65,7 +65,8 @@ impl Gate {
 
     /// Whether `region` of a `frame`-sized frame captured at `captured` is classified, given when it was
     /// last classified (`last`, by any worker) and `moved`, which measures the change in the region's
-    /// rectangle since it was last classified (called only for a region with a motion gate that is due).
+    /// rectangle since it was last classified (called only for a region with a motion gate that is due by
+    /// `classify_every`, whether or not it was ever classified).
     /// The placement is returned when it changed with this frame.
     pub fn decide(
         &mut self,

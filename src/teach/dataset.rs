@@ -18,7 +18,7 @@ pub struct Dataset {
 }
 
 fn hidden(path: &Path) -> bool {
-    path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'))
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
 }
 
 fn is_image(path: &Path) -> bool {

@@ -1,7 +1,7 @@
 //! Teaching camclassd a question from labelled pictures: embed each picture with a base model's frozen
 //! trunk ([`embed`]), fit a class-balanced L2 logistic regression whose strength stratified
 //! cross-validation chooses ([`logistic`]), and write one plain ONNX file — the base graph up to its
-//! features, then a Gemm and a Softmax — with the classes and recipe in its metadata and the model check
+//! features, then (Sub, LpNormalization,) Gemm and Softmax — with the classes and recipe in its metadata and the model check
 //! stamped from the training pictures, so that `classify`, `verify`, `inspect`, the daemon and any ONNX
 //! Runtime use it unchanged.
 //!
@@ -321,7 +321,11 @@ pub fn train(runtime: &'static Runtime, dir: &Path, options: &TrainOptions) -> R
     let proposed = propose_threshold(&best.held_out, &y);
 
     let written = Instant::now();
-    write_model(runtime, &trunk, &model, &dataset.classes, &paths, (best.accuracy(), proposed.0), &options.out)?;
+    let mut hints = hints;
+    let scores = (best.accuracy(), proposed.0);
+    if let Some(unstamped) = write_model(runtime, &trunk, &model, &dataset.classes, &paths, scores, &options.out)? {
+        hints.push(unstamped);
+    }
     tracing::info!(
         embedded,
         cached,
@@ -435,7 +439,7 @@ fn write_model(
     images: &[PathBuf],
     (cv_accuracy, threshold): (f64, f64),
     out: &Path,
-) -> Result<(), TeachError> {
+) -> Result<Option<String>, TeachError> {
     let centre = (model.scaling == logistic::Scaling::CentredL2).then_some(model.centre.as_slice());
     let head = Head { features: &trunk.features, centre, weights: &model.weights, bias: &model.bias };
     let name = out.file_stem().and_then(|s| s.to_str()).unwrap_or("taught").to_string();
@@ -502,9 +506,9 @@ fn write_model(
     let stamped = (|| {
         let mut reference = Trunk::classifier(runtime, &unstamped)?;
         let mut candidate = Trunk::classifier(runtime, &unstamped)?;
-        // As many golden inputs as `camclassd stamp` keeps by default: each costs two inferences here and
-        // one at every load.
-        let picks = spread(images, 2 * GOLDEN_INPUTS);
+        // As many golden inputs as `camclassd stamp` keeps by default (each costs an inference at every
+        // load), the surest of up to 6 times as many candidates.
+        let picks = spread(images, 6 * GOLDEN_INPUTS);
         let request = crate::check::StampRequest {
             images: &picks,
             count: GOLDEN_INPUTS.min(picks.len()).max(crate::check::MIN_INPUTS),
@@ -515,7 +519,18 @@ fn write_model(
         crate::check::stamp(&bytes, &set.to_metadata()).map_err(|e| TeachError::Write(e.to_string()))
     })();
     drop(scratch);
-    embed::write_atomically(out, &stamped?)
+    match stamped {
+        Ok(stamped) => embed::write_atomically(out, &stamped).map(|()| None),
+        // Too few pictures the model is sure of (a few per class, a strong regularisation): the model is
+        // written all the same, and the report says what it lacks.
+        Err(e) => {
+            embed::write_atomically(out, &bytes)?;
+            Ok(Some(format!(
+                "no check stamped into the model ({e}): it works, but `camclassd verify` cannot vouch for its \
+                 answers on another board; more pictures of each class give it one"
+            )))
+        }
+    }
 }
 
 /// Up to `count` of `items`, spread evenly over them (the training pictures are by class: every class gets

@@ -678,6 +678,13 @@ fn check_config_and_run_agree_on_every_model_loading_case() {
         (m(&int8, ""), named("door", &two_class), region("model = \"door\"\non_class = \"cat\"\n"), true),
         (m(&int8, ""), named("door", &two_class), region("model = \"door\"\non_class = \"garage\"\n"), false),
         (m(&int8, ""), String::new(), region("thresholds = { \"not a class\" = 0.5 }\n"), false),
+        // The fallback must serve the regions too: its classes (cat, coffee) lack the tench the region names.
+        (
+            m(&int8, &format!("on_check_failure = \"fallback\"\nfallback = {two_class:?}\n")),
+            String::new(),
+            region("thresholds = { tench = 0.5 }\n"),
+            false,
+        ),
     ];
     for (i, (model_section, models, regions, accepted)) in cases.iter().enumerate() {
         let config = dir.path().join(format!("c{i}.toml"));
