@@ -303,6 +303,8 @@ impl Worker {
                     failures = 0;
                 }
                 frames += 1;
+                // Whether another worker finished a newer frame of this camera first (counted once a frame).
+                let mut late = false;
                 for (bit, g) in layout.cameras[camera].clone().enumerate() {
                     if regions & (1 << bit) == 0 {
                         continue;
@@ -321,9 +323,12 @@ impl Worker {
                     let (v1, v2) = &model_refs[region.model];
                     let model = if region.name.is_some() { v2 } else { v1 };
                     let snap = region.snapshot.map(|_| &inputs.snaps[bit]);
-                    if !self.publish(camera, bit, &observed, model, &labels[region.model], snap) {
+                    if !self.publish(camera, bit, &observed, (model, &labels[region.model]), snap, &mut late) {
                         return frames;
                     }
+                }
+                if late {
+                    report.late(camera);
                 }
                 report.decided(captured);
                 // Only now: a snapshot published above was read from this frame's set.
@@ -335,15 +340,16 @@ impl Worker {
     }
 
     /// Decides for one classified region of a frame and hands the publication on; the region's tracker
-    /// advances only when the publisher took it. False when the publisher is gone.
+    /// advances only when the publisher took it. `late` is set when the frame came after a newer one of
+    /// its camera. False when the publisher is gone.
     fn publish(
         &self,
         camera: usize,
         region: usize,
         observed: &Observed<'_>,
-        model: &ModelRef,
-        labels: &[String],
+        (model, labels): (&ModelRef, &[String]),
         snap: Option<&Snap>,
+        late: &mut bool,
     ) -> bool {
         let mut cameras = self.cameras.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let cam = &mut cameras[camera];
@@ -353,9 +359,7 @@ impl Worker {
         match decision {
             Decision::Stale => {
                 // Another worker finished a newer frame of this camera first: this one is late.
-                if region == 0 {
-                    self.report().late(camera);
-                }
+                *late = true;
                 true
             }
             Decision::Quiet => {
