@@ -457,90 +457,12 @@ fn input_png(path: &Path, width: u32, height: u32) -> Result<Vec<u8>, CheckError
     Ok(png)
 }
 
-/// The model file's bytes with `value` as its `camclassd.check` metadata, replacing any earlier one.
-///
-/// ONNX files are protobuf `ModelProto`s; `metadata_props` is field 14 (`StringStringEntryProto`: key = 1,
-/// value = 2). The top-level fields are copied as they are, except earlier check entries; the new entry is
-/// appended (protobuf merges repeated fields in order), so the graph bytes are never re-encoded.
+/// The model file's bytes with `value` as its `camclassd.check` metadata, replacing any earlier one
+/// ([`crate::model::onnx_edit::set_metadata`]: the other fields are copied as the bytes they are, so the graph
+/// is never re-encoded).
 pub fn stamp(model: &[u8], value: &str) -> Result<Vec<u8>, CheckError> {
-    let bad = |what: &str| CheckError::Stamp(format!("not an ONNX model: {what}"));
-    let mut out = Vec::with_capacity(model.len() + value.len() + 64);
-    let mut pos = 0;
-    while pos < model.len() {
-        let start = pos;
-        let tag = read_varint(model, &mut pos).ok_or_else(|| bad("truncated field tag"))?;
-        let (field, wire) = (tag >> 3, tag & 7);
-        let end = match wire {
-            0 => {
-                read_varint(model, &mut pos).ok_or_else(|| bad("truncated varint"))?;
-                pos
-            }
-            1 => pos + 8,
-            2 => {
-                let len = read_varint(model, &mut pos).ok_or_else(|| bad("truncated length"))?;
-                pos.checked_add(usize::try_from(len).map_err(|_| bad("length"))?).ok_or_else(|| bad("length"))?
-            }
-            5 => pos + 4,
-            _ => return Err(bad("unknown wire type")),
-        };
-        if end > model.len() || field == 0 {
-            return Err(bad("field runs past the end of the file"));
-        }
-        let is_check = field == 14 && wire == 2 && entry_key(&model[pos..end]).as_deref() == Some(METADATA_KEY);
-        if !is_check {
-            out.extend_from_slice(&model[start..end]);
-        }
-        pos = end;
-    }
-    let mut entry = Vec::with_capacity(value.len() + 32);
-    put_bytes(&mut entry, 1, METADATA_KEY.as_bytes());
-    put_bytes(&mut entry, 2, value.as_bytes());
-    put_bytes(&mut out, 14, &entry);
-    Ok(out)
-}
-
-fn entry_key(entry: &[u8]) -> Option<String> {
-    let mut pos = 0;
-    while pos < entry.len() {
-        let tag = read_varint(entry, &mut pos)?;
-        if tag & 7 != 2 {
-            return None;
-        }
-        let len = usize::try_from(read_varint(entry, &mut pos)?).ok()?;
-        let bytes = entry.get(pos..pos.checked_add(len)?)?;
-        if tag >> 3 == 1 {
-            return String::from_utf8(bytes.to_vec()).ok();
-        }
-        pos += len;
-    }
-    None
-}
-
-fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *buf.get(*pos)?;
-        *pos += 1;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_bytes(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
-    put_varint(out, (field << 3) | 2);
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
+    crate::model::onnx_edit::set_metadata(model, |key| key == METADATA_KEY, &[(METADATA_KEY, value)])
+        .map_err(|e| CheckError::Stamp(e.to_string()))
 }
 
 mod b64 {
@@ -578,6 +500,7 @@ mod b64_f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::onnx_edit::put_bytes;
 
     #[test]
     fn stamping_replaces_an_earlier_check_and_keeps_every_other_field() {

@@ -293,22 +293,7 @@ mod tests {
         let check = ModelCheck { status: CheckStatus::Passed, model: path.into(), detail: String::new() };
         let health = std::sync::Arc::new(crate::health::Health::new(&[hostile.to_string()]).with_model_check(check));
         let hub = std::sync::Arc::new(crate::capture::FrameHub::new(1));
-        use crate::model::spec::{ChannelOrder, Crop, InputType, Interpolation, Layout, OutputKind};
-        let spec = crate::model::ModelSpec {
-            name: hostile.into(),
-            layout: Layout::Nchw,
-            input_type: InputType::Float32,
-            channel_order: ChannelOrder::Rgb,
-            input_size: (224, 224),
-            resize: 256,
-            crop: Crop::Center,
-            interpolation: Interpolation::Bilinear,
-            mean: [0.0; 3],
-            std: [1.0; 3],
-            output: OutputKind::Logits,
-            labels: Vec::new(),
-            threshold: None,
-        };
+        let spec = crate::model::ModelSpec { name: hostile.into(), ..crate::model::ModelSpec::plain() };
         let region = RegionInfo { name: None, model: hostile.into(), labels: Vec::new().into() };
         let pipeline = live.pipeline_view(vec![(hostile.to_string(), vec![region])], &health, &hub, &spec);
         live.set_pipeline(pipeline);

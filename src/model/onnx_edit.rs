@@ -97,7 +97,8 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn put_bytes(out: &mut Vec<u8>, number: u64, bytes: &[u8]) {
+/// Appends a length-delimited field (tag, length, bytes).
+pub(crate) fn put_bytes(out: &mut Vec<u8>, number: u64, bytes: &[u8]) {
     put_varint(out, (number << 3) | 2);
     put_varint(out, bytes.len() as u64);
     out.extend_from_slice(bytes);

@@ -325,16 +325,6 @@ impl Preprocessor {
         self.writer.write_region(picture, rect, out)
     }
 
-    /// [`TensorWriter::write_region`] of a picture decoded elsewhere.
-    pub fn write_region(
-        &mut self,
-        picture: Picture<'_>,
-        rect: Option<Rect>,
-        out: TensorSlot<'_>,
-    ) -> Result<(), PreprocessError> {
-        self.writer.write_region(picture, rect, out)
-    }
-
     /// The decoded picture.
     pub fn picture(&self) -> Option<Picture<'_>> {
         self.decoder.picture()

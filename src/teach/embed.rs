@@ -61,7 +61,22 @@ impl Trunk {
         let trunk = onnx_edit::cut_at(&base_bytes, &features)
             .and_then(|m| onnx_edit::set_metadata(&m, trunk_drops, &[("camclassd.output", "logits")]))
             .map_err(|e| TeachError::Base(format!("{}: {e}", base.display())))?;
-        std::fs::create_dir_all(cache_dir).map_err(|e| TeachError::Cache(format!("{}: {e}", cache_dir.display())))?;
+        // A user without a writable cache folder (no $HOME, /var/cache/camclassd not theirs) still trains:
+        // in a folder of the system's temporary one, said once, without a cache that outlives the boot.
+        let fallback = std::env::temp_dir().join("camclassd-teach");
+        let cache_dir = match std::fs::create_dir_all(cache_dir) {
+            Ok(()) => cache_dir,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot use {} for the embedding cache ({e}); using {} (set XDG_CACHE_HOME to keep it)",
+                    cache_dir.display(),
+                    fallback.display()
+                );
+                std::fs::create_dir_all(&fallback)
+                    .map_err(|e| TeachError::Cache(format!("{}: {e}", fallback.display())))?;
+                fallback.as_path()
+            }
+        };
         let key = &base_sha256[..16];
         let trunk_path = cache_dir.join(format!("trunk-{key}.onnx"));
         if std::fs::read(&trunk_path).ok().as_deref() != Some(trunk.as_slice()) {

@@ -169,3 +169,15 @@ fn bad_teaching_input_gets_a_clear_error() {
     let o = train(&thin, &out, dir.path(), &[]);
     assert!(stderr(&o).contains("needs at least 2"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_user_without_a_writable_cache_folder_still_trains() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let set = subset("garage", "train", 5, dir.path());
+    let not_a_folder = dir.path().join("file");
+    std::fs::write(&not_a_folder, b"x").expect("write");
+    let out = train(&set, &dir.path().join("m.onnx"), &not_a_folder, &["--json"]);
+    assert!(stderr(&out).contains("cannot use") && stderr(&out).contains("XDG_CACHE_HOME"), "{}", stderr(&out));
+    let report = json(&out);
+    assert_eq!(report["images"], serde_json::json!([5, 5]));
+}
