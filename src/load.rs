@@ -90,12 +90,15 @@ pub struct Loaded {
     pub plan: Vec<Vec<Region>>,
     /// The options `in_service` was opened with.
     options: ModelOptions,
+    /// Per model (in the order of `names`), the config's classes of a taught model not trained yet: its
+    /// session is its base's, opened but never run.
+    untrained: Vec<Option<Vec<String>>>,
 }
 
 impl Loaded {
     /// What the region plan knows of each model, in the order of `names`.
     pub fn infos(&self) -> Vec<ModelInfo> {
-        infos(self.sessions.first().map_or(&[][..], |s| s.as_slice()), &self.names)
+        infos(self.sessions.first().map_or(&[][..], |s| s.as_slice()), &self.names, &self.untrained)
     }
 
     /// `count` more sessions of `[model]` as it is in service (the fallback when it replaced the configured
@@ -106,17 +109,49 @@ impl Loaded {
     }
 }
 
-fn infos(models: &[Model], names: &[String]) -> Vec<ModelInfo> {
+fn infos(models: &[Model], names: &[String], untrained: &[Option<Vec<String>>]) -> Vec<ModelInfo> {
     models
         .iter()
         .zip(names)
-        .map(|(m, name)| ModelInfo {
-            name: name.clone(),
-            labels: m.spec().labels.clone(),
-            num_classes: m.num_classes(),
-            threshold: m.spec().threshold,
+        .enumerate()
+        .map(|(i, (m, name))| match untrained.get(i).and_then(Option::as_ref) {
+            Some(classes) => ModelInfo {
+                name: name.clone(),
+                labels: classes.clone(),
+                num_classes: classes.len(),
+                threshold: None,
+                untrained: true,
+            },
+            None => ModelInfo {
+                name: name.clone(),
+                labels: m.spec().labels.clone(),
+                num_classes: m.num_classes(),
+                threshold: m.spec().threshold,
+                untrained: false,
+            },
         })
         .collect()
+}
+
+/// A taught model's first session, checked: its classes must be the config's, and its own check must pass
+/// on this CPU (a model that fails it is refused: Use keeps the running model).
+fn check_taught(model: Model, taught: &crate::config::Taught, path: &Path) -> Result<Model, String> {
+    let mut labels = model.spec().labels.clone();
+    let mut classes = taught.classes.clone();
+    labels.sort();
+    classes.sort();
+    if labels != classes {
+        return Err(format!(
+            "{} was taught the classes {:?}, the config names {:?}: train it again (the page's Train) or name \
+             its classes",
+            path.display(),
+            model.spec().labels,
+            taught.classes
+        ));
+    }
+    let mut classifier = Classifier::new(model, 1, 0.0).map_err(|e| e.to_string())?;
+    check::at_load(&mut classifier, check::OnCheckFailure::Fail).map_err(|e| e.to_string())?;
+    Ok(classifier.into_model())
 }
 
 /// The `[[models]]` entries no region names (`(key, name)`): the policy does not load them.
@@ -276,11 +311,30 @@ pub fn load(runtime: &'static Runtime, config: &Config, purpose: Purpose) -> Res
         }
     };
     let used = config.used_models();
+    let mut untrained = vec![None];
     for named in config.named_models().into_iter().skip(1).filter(|m| used.contains(&m.name)) {
         let options = options_for(purpose, &named.options, workers);
+        // A taught model before its first training: its base stands in (never run; its regions only keep
+        // samples).
+        let waiting = named.taught.as_ref().filter(|_| !named.path.is_file());
+        let path = waiting.map_or(&named.path, |t| &t.base);
+        untrained.push(waiting.map(|t| t.classes.clone()));
         let mut loaded = 0;
         for worker in &mut sessions {
-            match Model::load(runtime, &named.path, &options) {
+            let model = Model::load(runtime, path, &options);
+            let model = match (&named.taught, waiting, model) {
+                (Some(taught), None, Ok(model)) if loaded == 0 && check_here => {
+                    match check_taught(model, taught, path) {
+                        Ok(model) => Ok(model),
+                        Err(message) => {
+                            problems.push((format!("{}.teach", named.key), message));
+                            break;
+                        }
+                    }
+                }
+                (_, _, model) => model,
+            };
+            match model {
                 Ok(model) => {
                     worker.push(model);
                     loaded += 1;
@@ -292,17 +346,24 @@ pub fn load(runtime: &'static Runtime, config: &Config, purpose: Purpose) -> Res
             }
         }
         if loaded == workers && purpose == Purpose::Cameras {
-            tracing::info!(model = %named.name, path = %named.path.display(), "model loaded");
+            match waiting {
+                Some(_) => tracing::info!(
+                    model = %named.name,
+                    "taught model not trained yet: its regions keep samples for the page's Teach view and publish nothing"
+                ),
+                None => tracing::info!(model = %named.name, path = %named.path.display(), "model loaded"),
+            }
         }
         names.push(named.name);
     }
     let (Some(check), true) = (check, problems.is_empty()) else { return Err(LoadError { problems }) };
-    let infos = infos(&sessions[0], &names);
+    let infos = infos(&sessions[0], &names, &untrained);
     let plan = region::plan(config, &infos).map_err(|problems| LoadError { problems })?;
     // The fallback must serve the same regions on the day it replaces `[model]`.
     if let Some((labels, num_classes, threshold)) = fallback_classes {
         let mut with_fallback = infos;
-        with_fallback[0] = ModelInfo { name: DEFAULT_MODEL.to_string(), labels, num_classes, threshold };
+        with_fallback[0] =
+            ModelInfo { name: DEFAULT_MODEL.to_string(), labels, num_classes, threshold, untrained: false };
         if let Err(found) = region::plan(config, &with_fallback) {
             let problems = found
                 .into_iter()
@@ -313,5 +374,5 @@ pub fn load(runtime: &'static Runtime, config: &Config, purpose: Purpose) -> Res
             return Err(LoadError { problems });
         }
     }
-    Ok(Loaded { sessions, names, check, in_service, plan, options })
+    Ok(Loaded { sessions, names, check, in_service, plan, options, untrained })
 }

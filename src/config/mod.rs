@@ -26,8 +26,8 @@ use spans::toml_problem;
 pub use spans::{key_position, line_col};
 use validate::sanitize_topic_level;
 pub use validate::{
-    MAX_CLIENT_ID, MAX_INPUT_SIDE, MAX_REGIONS, MAX_RESIZE, MAX_TOPIC_LEVEL, MAX_TOPIC_PREFIX, crop_problem,
-    input_size_too_large,
+    MAX_CLIENT_ID, MAX_INPUT_SIDE, MAX_REGIONS, MAX_RESIZE, MAX_TAUGHT_CLASSES, MAX_TOPIC_LEVEL, MAX_TOPIC_PREFIX,
+    crop_problem, input_size_too_large, taught_classes_problem,
 };
 
 /// One problem in a config file.

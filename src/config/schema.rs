@@ -36,6 +36,71 @@ pub struct Config {
     pub health: HealthConfig,
     /// The HTTP server (status page, `/metrics`, JSON API); off unless the section is present.
     pub http: Option<HttpConfig>,
+    /// `[teach]`: where taught models keep their samples, labels and files, and the sample store's bounds.
+    #[serde(default)]
+    pub teach: TeachConfig,
+}
+
+/// `[teach]`: the models taught on this board (`[[models]]` entries with `teach = [classes]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeachConfig {
+    /// Default: `$STATE_DIRECTORY/teach` under systemd, else `/var/lib/camclassd/teach`. Each taught model
+    /// has a folder there: `samples/` (crops not labelled yet), `labels/<class>/` (an ImageFolder tree that
+    /// `camclassd train` reads), `model.onnx` (in service), `previous.onnx` (for Roll back).
+    #[serde(default = "default_teach_dir")]
+    pub dir: PathBuf,
+    /// Samples not labelled yet, per taught model, at most (the most alike are dropped first).
+    #[serde(default = "default_teach_samples")]
+    pub max_samples: usize,
+    /// MiB of pictures per taught model (labelled ones included), at most: beyond it nothing new is kept.
+    #[serde(default = "default_teach_mb")]
+    pub max_mb: u64,
+    /// A region of a taught model offers a crop to its samples at most this often (seconds).
+    #[serde(default = "default_sample_every")]
+    pub sample_every: f64,
+    /// A crop is kept when it differs from every kept one by more than this (mean absolute difference of
+    /// their 8x8 colour thumbnails, a fraction of full scale): a scene that stands still keeps one.
+    #[serde(default = "default_diversity")]
+    pub diversity: f64,
+    /// Threads of a training (0: every core). A training runs at a low CPU priority (nice 10): the
+    /// cameras keep their frames.
+    #[serde(default)]
+    pub train_threads: usize,
+}
+
+impl Default for TeachConfig {
+    fn default() -> Self {
+        TeachConfig {
+            dir: default_teach_dir(),
+            max_samples: default_teach_samples(),
+            max_mb: default_teach_mb(),
+            sample_every: default_sample_every(),
+            diversity: default_diversity(),
+            train_threads: 0,
+        }
+    }
+}
+
+fn state_directory() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .and_then(|d| std::env::split_paths(&d).next())
+        .unwrap_or_else(|| PathBuf::from("/var/lib/camclassd"))
+}
+fn default_teach_dir() -> PathBuf {
+    state_directory().join("teach")
+}
+const fn default_teach_samples() -> usize {
+    500
+}
+const fn default_teach_mb() -> u64 {
+    200
+}
+const fn default_sample_every() -> f64 {
+    2.0
+}
+const fn default_diversity() -> f64 {
+    0.04
 }
 
 /// `[http]`: the status page, Prometheus metrics and the JSON API.
@@ -147,10 +212,7 @@ impl Default for QueueConfig {
 }
 
 fn default_queue_path() -> PathBuf {
-    let dir = std::env::var_os("STATE_DIRECTORY")
-        .and_then(|d| std::env::split_paths(&d).next())
-        .unwrap_or_else(|| PathBuf::from("/var/lib/camclassd"));
-    dir.join("queue.redb")
+    state_directory().join("queue.redb")
 }
 const fn default_queue_events() -> u64 {
     100_000
@@ -348,7 +410,13 @@ pub const DEFAULT_MODEL: &str = "default";
 #[serde(deny_unknown_fields)]
 pub struct NamedModelConfig {
     pub name: String,
-    pub path: PathBuf,
+    /// The model file; a taught model has none: it lives in `[teach] dir`.
+    pub path: Option<PathBuf>,
+    /// A model taught on this board: its classes (2 to 16; folder names of its labels). Its regions keep
+    /// samples; before its first training they publish nothing.
+    pub teach: Option<Vec<String>>,
+    /// A taught model's base, whose frozen trunk it is trained on; default: `[model] path`.
+    pub base: Option<PathBuf>,
     /// A labels file (one per line) replacing the model's own labels.
     pub labels: Option<PathBuf>,
     /// Default: `[model] execution_providers`.
@@ -559,6 +627,24 @@ pub struct NamedModel {
     pub options: ModelOptions,
     /// Its config key, for errors: `model` or `models[<i>]`.
     pub key: String,
+    /// A model taught on this board.
+    pub taught: Option<Taught>,
+}
+
+/// A model taught on this board: its classes, its base and its folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Taught {
+    pub classes: Vec<String>,
+    pub base: PathBuf,
+    /// `<[teach] dir>/<name>`.
+    pub dir: PathBuf,
+}
+
+impl Taught {
+    /// The model in service (absent before the first training).
+    pub fn model(&self) -> PathBuf {
+        self.dir.join("model.onnx")
+    }
 }
 
 impl Config {
@@ -571,6 +657,7 @@ impl Config {
             path: self.model.path.clone(),
             options: base.clone(),
             key: "model".into(),
+            taught: None,
         }];
         for (i, m) in self.models.iter().enumerate() {
             let mut options = base.clone();
@@ -583,7 +670,17 @@ impl Config {
             options.overrides = m.preprocess.clone();
             options.labels = m.labels.clone();
             options.output_name = m.output_name.clone();
-            out.push(NamedModel { name: m.name.clone(), path: m.path.clone(), options, key: format!("models[{i}]") });
+            let taught = m.teach.as_ref().map(|classes| Taught {
+                classes: classes.clone(),
+                base: m.base.clone().unwrap_or_else(|| self.model.path.clone()),
+                dir: self.teach.dir.join(&m.name),
+            });
+            let path = match (&m.path, &taught) {
+                (_, Some(t)) => t.model(),
+                (Some(p), None) => p.clone(),
+                (None, None) => PathBuf::new(),
+            };
+            out.push(NamedModel { name: m.name.clone(), path, options, key: format!("models[{i}]"), taught });
         }
         out
     }

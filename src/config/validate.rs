@@ -237,10 +237,32 @@ impl Config {
             } else {
                 model_names.push(&m.name);
             }
-            if m.path.is_dir() {
-                problem(&key("path"), format!("{} is a directory, not a model file", m.path.display()));
-            } else if !m.path.is_file() {
-                problem(&key("path"), format!("model file {} not found", m.path.display()));
+            match (&m.path, &m.teach) {
+                (Some(_), Some(_)) => problem(
+                    &key("path"),
+                    "a taught model (teach = [...]) lives in [teach] dir: remove path (or teach)".into(),
+                ),
+                (None, None) => problem(
+                    &key("path"),
+                    "missing: the model file, or teach = [\"class\", ...] for a model taught on this board".into(),
+                ),
+                (Some(path), None) if path.is_dir() => {
+                    problem(&key("path"), format!("{} is a directory, not a model file", path.display()))
+                }
+                (Some(path), None) if !path.is_file() => {
+                    problem(&key("path"), format!("model file {} not found", path.display()))
+                }
+                _ => {}
+            }
+            if let Some(classes) = &m.teach {
+                if let Some(e) = taught_classes_problem(classes) {
+                    problem(&key("teach"), e);
+                }
+            } else if m.base.is_some() {
+                problem(&key("base"), "only a taught model (teach = [...]) has a base".into());
+            }
+            if let Some(base) = m.base.as_ref().filter(|p| !p.is_file()) {
+                problem(&key("base"), format!("base model {} not found", base.display()));
             }
             if let Some(labels) = m.labels.as_ref().filter(|p| !p.is_file()) {
                 problem(&key("labels"), format!("labels file {} not found", labels.display()));
@@ -251,6 +273,22 @@ impl Config {
             if m.execution_providers.as_ref().is_some_and(Vec::is_empty) {
                 problem(&key("execution_providers"), "must name at least one provider (e.g. [\"cpu\"])".into());
             }
+        }
+        let t = &self.teach;
+        if !(10..=100_000).contains(&t.max_samples) {
+            problem("teach.max_samples", format!("expected 10 to 100000, got {}", t.max_samples));
+        }
+        if !(1..=1_000_000).contains(&t.max_mb) {
+            problem("teach.max_mb", format!("expected 1 to 1000000 MiB, got {}", t.max_mb));
+        }
+        if !(t.sample_every.is_finite() && (0.1..=86_400.0).contains(&t.sample_every)) {
+            problem("teach.sample_every", format!("expected seconds from 0.1 to 86400, got {}", t.sample_every));
+        }
+        if !(t.diversity.is_finite() && (0.0..=1.0).contains(&t.diversity)) {
+            problem("teach.diversity", format!("expected a fraction from 0 to 1, got {}", t.diversity));
+        }
+        if t.train_threads > max_threads() {
+            problem("teach.train_threads", format!("more than {} (4 per core); 0 means all cores", max_threads()));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, cam) in self.cameras.iter().enumerate() {
@@ -683,4 +721,23 @@ pub(super) fn sanitize_topic_level(s: &str) -> String {
     let cleaned: String =
         s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
     if cleaned.is_empty() { "camclassd".into() } else { cleaned }
+}
+
+/// The most classes a taught model may have (the page assigns the first 9 with the keys 1 to 9).
+pub const MAX_TAUGHT_CLASSES: usize = 16;
+
+/// Why a taught model's classes cannot be used (they name its label folders and its MQTT states), if so.
+pub fn taught_classes_problem(classes: &[String]) -> Option<String> {
+    if !(2..=MAX_TAUGHT_CLASSES).contains(&classes.len()) {
+        return Some(format!("expected 2 to {MAX_TAUGHT_CLASSES} classes, got {}", classes.len()));
+    }
+    for (i, c) in classes.iter().enumerate() {
+        if !is_topic_level(c) || c.len() > 64 {
+            return Some(format!("class {c:?} must be 1 to 64 letters, digits, '-' or '_'"));
+        }
+        if classes[..i].contains(c) {
+            return Some(format!("class {c:?} is named twice"));
+        }
+    }
+    None
 }

@@ -95,7 +95,9 @@ pub(crate) fn measure_load(
     let loaded = load::load(runtime, config, Purpose::Cameras).map_err(|e| locate(e.into(), config_path))?;
     // As the daemon: the workers keep each camera's newest frame when `[http]` would show it.
     let live = Live::new(&config.node_id(), config.http.is_some());
-    let mut pipeline = Pipeline::start(config, loaded, Hooks::default(), &live)?;
+    // No samples are kept while measuring.
+    let teachers = crate::teach::teacher::Teachers::default();
+    let mut pipeline = Pipeline::start(config, loaded, Hooks::default(), &live, &teachers)?;
     let published = Arc::new(AtomicU64::new(0));
     // The publisher's place: take every publication at once (the workers never wait for it) and count it.
     let (events, mut rx) = mpsc::channel::<Publication>(256);

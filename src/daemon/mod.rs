@@ -35,6 +35,7 @@ use crate::live::Live;
 use crate::load::{self, Loaded, Purpose};
 use crate::model::{self, ModelError};
 use crate::publish::{self, Command, Control, Limits, Publication, PublishError, Queue, QueueError, Settings};
+use crate::teach::teacher::{Swap, SwapRequest, Teachers};
 use pipeline::Pipeline;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,8 @@ pub enum DaemonError {
     Thread(#[from] std::io::Error),
     #[error("a pipeline thread failed (see the log); stopped so that the service manager restarts camclassd")]
     Failed,
+    #[error("[teach]: {0}")]
+    Teach(#[from] crate::teach::samples::SampleError),
 }
 
 impl DaemonError {
@@ -144,8 +147,11 @@ pub async fn run_with<S: Future<Output = ()>>(
         // The cameras' descriptors first: HTTP clients get what the open-file limit leaves.
         http.limits.fit_descriptors(config.cameras.len());
     }
+    let teachers = Arc::new(Teachers::default());
+    tokio::task::block_in_place(|| configure_teachers(&teachers, &config, runtime))?;
     let loaded = tokio::task::block_in_place(|| load::load(runtime, &config, Purpose::Cameras))
         .map_err(|e| locate(e.into(), config_path.as_deref()))?;
+    let (swap_tx, mut swaps) = mpsc::channel::<SwapRequest>(4);
     let queue = open_queue(&config)?;
     let live = Arc::new(Live::new(&config.node_id(), config.http.is_some()));
     // `[http]` is read once (a reload keeps the running one); its classify pool follows the model.
@@ -155,7 +161,8 @@ pub async fn run_with<S: Future<Output = ()>>(
         (Some(http), Some(http_settings)) => {
             let pool = tokio::task::block_in_place(|| classify_pool(runtime, &config, &loaded, http))?;
             classify.replace(pool);
-            Some(crate::http::Server::start(http_settings, Arc::clone(&live), Arc::clone(&classify)).await?)
+            let teach = crate::http::Teach { teachers: Arc::clone(&teachers), swaps: swap_tx.clone() };
+            Some(crate::http::Server::start(http_settings, Arc::clone(&live), Arc::clone(&classify), teach).await?)
         }
         _ => None,
     };
@@ -167,7 +174,7 @@ pub async fn run_with<S: Future<Output = ()>>(
         d.set_configuration_url(&http.url);
     }
 
-    let mut pipeline = Pipeline::start(&config, loaded, hooks, &live)?;
+    let mut pipeline = Pipeline::start(&config, loaded, hooks, &live, &teachers)?;
     let (command_tx, mut commands) = mpsc::channel::<Command>(4);
     let mut publisher = PublisherHandle::spawn(settings.clone(), queue, &pipeline, command_tx.clone(), &live);
     pipeline.run(&publisher.events)?;
@@ -188,6 +195,8 @@ pub async fn run_with<S: Future<Output = ()>>(
     tokio::pin!(shutdown);
     let mut running = config;
     'serve: loop {
+        // Use or Roll back of a taught model: its files moved, waiting for the reload to load it.
+        let mut swap: Option<(Swap, tokio::sync::oneshot::Sender<Result<(), String>>)> = None;
         let reload_now = tokio::select! {
             () = &mut shutdown => { tracing::info!("shutting down"); break }
             Some(frames) = pipeline.done.recv() => {
@@ -201,12 +210,27 @@ pub async fn run_with<S: Future<Output = ()>>(
                 Command::Reload => true,
                 Command::Snapshot { camera } => { pipeline.snapshot(camera.as_deref()); false }
             },
+            Some(request) = swaps.recv() => {
+                let started = match teachers.get(&request.model) {
+                    Some(teacher) => teacher.swap(request.kind).map_err(|e| e.to_string()),
+                    None => Err(format!("no taught model {:?}", request.model)),
+                };
+                match started {
+                    Ok(files) => {
+                        tracing::info!(model = %request.model, "{:?}: loading the taught model", request.kind);
+                        swap = Some((files, request.reply));
+                        true
+                    }
+                    Err(e) => { let _ = request.reply.send(Err(e)); false }
+                }
+            }
         };
         if !reload_now {
             continue;
         }
         let Some(path) = config_path.clone() else {
             tracing::warn!("reload asked for, but camclassd was started without a config file");
+            refuse_swap(swap, "camclassd was started without a config file: it cannot load a model again".into());
             continue;
         };
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
@@ -214,12 +238,14 @@ pub async fn run_with<S: Future<Output = ()>>(
         // TensorRT build takes minutes), while this loop still answers SIGTERM.
         let reload_live = Arc::clone(&live);
         let reload_http = http_config.clone();
+        let reload_teachers = Arc::clone(&teachers);
         let preparing = tokio::task::spawn_blocking(move || {
-            prepare_reload(&path, runtime, hooks, &reload_live, reload_http.as_ref())
+            prepare_reload(&path, runtime, hooks, &reload_live, reload_http.as_ref(), &reload_teachers)
         });
         let prepared = tokio::select! {
             () = &mut shutdown => {
                 tracing::info!("shutting down; the reload being prepared is abandoned");
+                refuse_swap(swap, "camclassd is shutting down".into());
                 break 'serve;
             }
             prepared = preparing => prepared.unwrap_or_else(|e| Err(format!("the reload failed: {e}"))),
@@ -228,6 +254,7 @@ pub async fn run_with<S: Future<Output = ()>>(
             Ok(p) => p,
             Err(e) => {
                 tracing::error!("reload refused, the running config stays:\n{e}");
+                refuse_swap(swap, e);
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
                 continue;
             }
@@ -271,7 +298,12 @@ pub async fn run_with<S: Future<Output = ()>>(
         }
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         tracing::info!(cameras = pipeline.names.len(), "config reloaded");
+        if let Some((files, reply)) = swap.take() {
+            files.commit();
+            let _ = reply.send(Ok(()));
+        }
     }
+    teachers.close();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     watchdog.abort();
     let failed = pipeline.hub.failed();
@@ -315,16 +347,50 @@ fn prepare_reload(
     hooks: Hooks,
     live: &Live,
     http: Option<&crate::config::HttpConfig>,
+    teachers: &Teachers,
 ) -> Result<Reload, String> {
     let new = Config::load_for_daemon(path).map_err(|e| e.to_string())?;
     let settings = Settings::from_config(&new).map_err(|e| e.to_string())?;
+    configure_teachers(teachers, &new, runtime).map_err(|e| e.to_string())?;
     if let Some(delay) = hooks.slow_reload {
         std::thread::sleep(delay);
     }
     let loaded = load::load(runtime, &new, Purpose::Cameras).map_err(|e| e.located(path))?;
     let pool = http.map(|http| classify_pool(runtime, &new, &loaded, http)).transpose().map_err(|e| e.to_string())?;
-    let pipeline = Pipeline::start(&new, loaded, hooks, live).map_err(|e| e.to_string())?;
+    let pipeline = Pipeline::start(&new, loaded, hooks, live, teachers).map_err(|e| e.to_string())?;
     Ok((new, settings, pipeline, pool))
+}
+
+/// The taught models of `config` (`[[models]]` with `teach`), their sample stores opened.
+fn configure_teachers(
+    teachers: &Teachers,
+    config: &Config,
+    runtime: &'static model::runtime::Runtime,
+) -> Result<(), DaemonError> {
+    let t = &config.teach;
+    let limits = crate::teach::samples::Limits {
+        max_samples: t.max_samples,
+        max_bytes: t.max_mb << 20,
+        every: Duration::from_secs_f64(t.sample_every),
+        diversity: t.diversity as f32,
+    };
+    let used = config.used_models();
+    let taught: Vec<(String, crate::config::Taught)> = config
+        .named_models()
+        .into_iter()
+        .filter(|m| used.contains(&m.name))
+        .filter_map(|m| Some((m.name, m.taught?)))
+        .collect();
+    teachers.configure(&taught, limits, runtime, t.train_threads)?;
+    Ok(())
+}
+
+/// A Use or Roll back the reload could not do: its files back, the page told why.
+fn refuse_swap(swap: Option<(Swap, tokio::sync::oneshot::Sender<Result<(), String>>)>, why: String) {
+    if let Some((files, reply)) = swap {
+        files.undo();
+        let _ = reply.send(Err(format!("refused, the running model stays: {why}")));
+    }
 }
 
 /// A loading problem with the `file:line:column` of its key, as config errors are shown.

@@ -18,6 +18,7 @@ use crate::live::{Live, LivePipeline, RegionInfo};
 use crate::load::Loaded;
 use crate::model::Model;
 use crate::publish::{Publication, Target};
+use crate::teach::teacher::Teachers;
 
 pub(super) struct Pipeline {
     pub(super) names: Vec<String>,
@@ -47,7 +48,13 @@ pub(super) struct Pipeline {
 
 impl Pipeline {
     /// The pipeline of `config` over the models the loading policy loaded and planned ([`crate::load`]).
-    pub(super) fn start(config: &Config, loaded: Loaded, hooks: Hooks, live: &Live) -> Result<Pipeline, DaemonError> {
+    pub(super) fn start(
+        config: &Config,
+        loaded: Loaded,
+        hooks: Hooks,
+        live: &Live,
+        teachers: &Teachers,
+    ) -> Result<Pipeline, DaemonError> {
         if config.cameras.is_empty() || loaded.sessions.is_empty() {
             return Err(DaemonError::Incomplete);
         }
@@ -92,7 +99,18 @@ impl Pipeline {
         let batching =
             Batching { max: config.model.max_batch, delay: Duration::from_millis(config.model.max_batch_delay_ms) };
         let classified = LastClassified::new(all.len());
-        let layout = Arc::new(Layout { regions: all, cameras: ranges, model_names, batching, classified });
+        // Each region of a taught model feeds its model's samples.
+        let mut samples = Vec::with_capacity(all.len());
+        for (c, range) in config.cameras.iter().zip(&ranges) {
+            for region in &all[range.clone()] {
+                let store = teachers.get(&model_names[region.model]).map(|t| Arc::clone(&t.samples));
+                samples.push(store.map(|s| {
+                    let slot = s.region(&c.name, region.name.as_deref().unwrap_or_default());
+                    (s, slot)
+                }));
+            }
+        }
+        let layout = Arc::new(Layout { regions: all, cameras: ranges, model_names, batching, classified, samples });
         let names: Vec<String> = cameras.iter().map(|c| c.name.clone()).collect();
         let (done_tx, done) = mpsc::channel::<u64>(models.len().max(1));
         let health = Arc::new(Health::new(&names).with_model_check(check));

@@ -31,6 +31,7 @@ use crate::preprocess::snapshot::Snap;
 use crate::preprocess::{Decoder, Need, Rect, TensorWriter};
 use crate::publish::Publication;
 use crate::region::{Gate, Placement, Region, Verdict};
+use crate::teach::samples::{SAMPLE_SIZE, Samples};
 
 /// A camera as the workers see it: its name and its regions' publish memory.
 #[derive(Debug)]
@@ -53,6 +54,8 @@ pub(super) struct Layout {
     /// When each region was last classified, shared by every worker's prepare thread, so that
     /// `classify_every` and the motion gate's `max_skip` hold for the camera, not per worker.
     pub(super) classified: LastClassified,
+    /// Per region of a taught model: its model's sample store and the region's slot there.
+    pub(super) samples: Vec<Option<(Arc<Samples>, usize)>>,
 }
 
 /// Per region, the capture time of the frame it was last classified on (microseconds after `epoch`).
@@ -278,6 +281,10 @@ impl Worker {
                         // Postprocessed once, with the region's own question (its thresholds, its allow-list).
                         let ask = layout.regions[g].ask(self.top_k, infer.multi_label());
                         infer.answer(slot, ask, &mut results[pos][bit]);
+                        // A taught model's doubts make review samples.
+                        if let Some((store, at)) = &layout.samples[g] {
+                            store.observe(*at, &results[pos][bit], &labels[m]);
+                        }
                     }
                 }
             }
@@ -484,6 +491,8 @@ fn prepare_loop(
         })
         .collect();
     let mut thumbnails: Vec<Thumbnails> = layout.regions.iter().map(|_| Thumbnails::default()).collect();
+    // Per region of a taught model, the crop it offers its samples (reused).
+    let mut crops: Vec<Snap> = layout.regions.iter().map(|_| Snap::default()).collect();
     let mut next = 0;
     // Per camera, skipped frames: (in all, in a row, whether this run was logged). Logged when the total
     // reaches 1, 2, 4 … (a stream with one bad frame in two is not logged at every frame), and at the
@@ -520,6 +529,18 @@ fn prepare_loop(
                 let (verdict, placement) = gates[g].decide(region, size, captured, last, moved);
                 if let Some(placement) = placement {
                     report.placed(camera, bit, placed(placement, name(), region, size));
+                }
+                // A taught model's region offers its crop to the samples (at most once per `sample_every`).
+                if let (Some((store, at)), Some(rect)) = (&layout.samples[g], gates[g].inside())
+                    && store.due(*at, captured)
+                {
+                    let rect = rect.unwrap_or(Rect { x: 0, y: 0, width: size.0, height: size.1 });
+                    crops[g].take(picture, rect, SAMPLE_SIZE, false);
+                    store.offer(*at, &crops[g], captured);
+                }
+                if region.untrained {
+                    // Nothing to classify with before the first training.
+                    continue;
                 }
                 let rect = match verdict {
                     Verdict::Classify(rect) => rect,

@@ -131,7 +131,7 @@ const TRIMS: u32 = 3;
 
 /// A classify thread: lower priority than the cameras, then one job at a time.
 fn serve(mut classifier: Classifier, jobs: &Mutex<std_mpsc::Receiver<Job>>) {
-    lower_priority();
+    crate::model::runtime::lower_thread_priority();
     let mut trims_due = 0;
     loop {
         let job = match jobs.lock() {
@@ -163,19 +163,6 @@ pub(super) fn give_back_memory() {
     // SAFETY: malloc_trim only releases free heap memory; it is safe to call at any time.
     unsafe {
         libc::malloc_trim(0);
-    }
-}
-
-/// Nice 10 for the calling thread (Linux threads have their own nice value): when the CPU is short, the
-/// cameras' threads get about ten times its share.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: gettid and setpriority only read and set this thread's scheduling priority.
-        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
-        if rc != 0 {
-            tracing::debug!("cannot lower the classify thread's priority: {}", std::io::Error::last_os_error());
-        }
     }
 }
 

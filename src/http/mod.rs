@@ -16,6 +16,7 @@ pub mod classify;
 pub mod conn;
 pub mod metrics;
 pub mod status;
+pub mod teach;
 
 use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
@@ -34,6 +35,7 @@ use serde::Deserialize;
 use crate::config::HttpConfig;
 use crate::live::Live;
 use classify::CurrentPool;
+pub use teach::Teach;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -293,10 +295,17 @@ pub struct AppState {
     max_body: usize,
     body_timeout: Duration,
     bodies: Arc<conn::BodyBudget>,
+    /// The taught models (`None`: a server without a daemon behind it).
+    teach: Option<Teach>,
 }
 
 /// The router: every route, the token (or `Host`) check, the body limit and the headers every answer carries.
-pub fn router(settings: &Settings, live: Arc<Live>, classify: Arc<CurrentPool>) -> (Router, Arc<status::Latest>) {
+pub fn router(
+    settings: &Settings,
+    live: Arc<Live>,
+    classify: Arc<CurrentPool>,
+    teach: Option<Teach>,
+) -> (Router, Arc<status::Latest>) {
     let latest = Arc::new(status::Latest::default());
     let state = AppState {
         registry: Arc::new(metrics::registry(Arc::clone(&live))),
@@ -309,7 +318,9 @@ pub fn router(settings: &Settings, live: Arc<Live>, classify: Arc<CurrentPool>) 
         max_body: settings.max_body,
         body_timeout: settings.limits.body_timeout,
         bodies: Arc::new(conn::BodyBudget::new(settings.limits.body_budget)),
+        teach,
     };
+    let json_only = || middleware::from_fn_with_state(state.clone(), json_type);
     let router = Router::new()
         .route("/", get(page))
         .route("/metrics", get(metrics_text))
@@ -321,6 +332,14 @@ pub fn router(settings: &Settings, live: Arc<Live>, classify: Arc<CurrentPool>) 
             "/api/v1/classify",
             post(classify_request).route_layer(middleware::from_fn_with_state(state.clone(), picture_type)),
         )
+        .route("/api/v1/teach", get(teach::models))
+        .route("/api/v1/teach/{model}", get(teach::model))
+        .route("/api/v1/teach/{model}/samples/{file}", get(teach::sample))
+        .route("/api/v1/teach/{model}/label", post(teach::label).route_layer(json_only()))
+        .route("/api/v1/teach/{model}/delete", post(teach::delete).route_layer(json_only()))
+        .route("/api/v1/teach/{model}/train", post(teach::train).route_layer(json_only()))
+        .route("/api/v1/teach/{model}/use", post(teach::use_model).route_layer(json_only()))
+        .route("/api/v1/teach/{model}/rollback", post(teach::rollback).route_layer(json_only()))
         .layer(middleware::from_fn_with_state(state.clone(), limit_body))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(middleware::from_fn(protect))
@@ -339,12 +358,17 @@ pub struct Server {
 impl Server {
     /// Binds `settings.listen` and serves until [`Server::stop`]; classify requests go to the pool in
     /// `classify` at the time (a reload replaces it).
-    pub async fn start(settings: &Settings, live: Arc<Live>, classify: Arc<CurrentPool>) -> Result<Server, HttpError> {
+    pub async fn start(
+        settings: &Settings,
+        live: Arc<Live>,
+        classify: Arc<CurrentPool>,
+        teach: Teach,
+    ) -> Result<Server, HttpError> {
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .map_err(|source| HttpError::Bind { addr: settings.listen, source })?;
         let local_addr = listener.local_addr().map_err(|source| HttpError::Bind { addr: settings.listen, source })?;
-        let (router, latest) = router(settings, Arc::clone(&live), classify);
+        let (router, latest) = router(settings, Arc::clone(&live), classify, Some(teach));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let sampler = tokio::spawn(status::sample(live, latest));
         let (tls, limits) = (settings.tls.clone(), settings.limits);
@@ -480,6 +504,27 @@ async fn picture_type(State(state): State<AppState>, request: Request, next: Nex
     let text = format!(
         "415 Unsupported Media Type: send the picture as Content-Type: image/jpeg or image/png, not {:?} \
          (curl: -H 'Content-Type: image/jpeg')\n",
+        if kind.is_empty() { "none" } else { kind }
+    );
+    refuse(request.into_body(), state.max_body, StatusCode::UNSUPPORTED_MEDIA_TYPE, text).await
+}
+
+/// The Teach view's POSTs take `application/json` (or come with a Bearer header): a page of another origin
+/// cannot send that type without asking first (see [`picture_type`]).
+async fn json_type(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim_start().split_once(' '))
+        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"));
+    let kind = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let essence = kind.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    if bearer || essence == "application/json" {
+        return next.run(request).await;
+    }
+    let text = format!(
+        "415 Unsupported Media Type: send a JSON body with Content-Type: application/json, not {:?}\n",
         if kind.is_empty() { "none" } else { kind }
     );
     refuse(request.into_body(), state.max_body, StatusCode::UNSUPPORTED_MEDIA_TYPE, text).await

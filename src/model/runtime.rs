@@ -200,6 +200,20 @@ fn dedup_by_path(list: Vec<(&'static str, PathBuf)>) -> Vec<(&'static str, PathB
     list.into_iter().filter(|(_, p)| seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))).collect()
 }
 
+/// Nice 10 for the calling thread (Linux threads have their own nice value, and the threads it starts
+/// afterwards, ONNX Runtime's included, inherit it): when the CPU is short, the cameras' threads get about
+/// ten times its share. For the HTTP classify pool, trainings and the sample store.
+pub fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority only read and set this thread's scheduling priority.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+        if rc != 0 {
+            tracing::debug!("cannot lower a thread's priority: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

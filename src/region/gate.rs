@@ -105,6 +105,15 @@ impl Gate {
         (Verdict::Classify(rect), placement)
     }
 
+    /// Where the region lies in frames of the size last decided: `Some(None)` the whole frame, `None` outside
+    /// (or not placed yet).
+    pub fn inside(&self) -> Option<Option<Rect>> {
+        match self.placed {
+            Placed::Inside { rect, .. } => Some(rect),
+            _ => None,
+        }
+    }
+
     /// Whether a crop outside a `size` frame is to be logged: the first time for each size, for up to
     /// [`REPORTED_SIZES`] sizes (the last of them says that later ones are not).
     fn report(&mut self, size: (u32, u32)) -> bool {
@@ -144,6 +153,7 @@ mod tests {
             binary: None,
             snapshot: None,
             motion,
+            untrained: false,
         }
     }
 

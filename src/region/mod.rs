@@ -28,6 +28,9 @@ pub struct ModelInfo {
     /// The score its answers need, proposed by its training ([`crate::model::ModelSpec::threshold`]): the
     /// default threshold of its classes in the regions that ask it, over `[model] min_score`.
     pub threshold: Option<f32>,
+    /// A model taught on the board that has not been trained yet: its regions keep samples and publish
+    /// nothing (`labels` are the config's classes).
+    pub untrained: bool,
 }
 
 /// A two-class region as a Home Assistant `binary_sensor`.
@@ -59,6 +62,8 @@ pub struct Region {
     pub binary: Option<Binary>,
     pub snapshot: Option<Snapshot>,
     pub motion: Option<Motion>,
+    /// Its model is a taught one not trained yet: never classified, only sampled.
+    pub untrained: bool,
 }
 
 impl Region {
@@ -112,6 +117,7 @@ pub fn plan(config: &Config, models: &[ModelInfo]) -> Result<Vec<Vec<Region>>, V
                 binary: None,
                 snapshot: cam.snapshot.then_some(Snapshot { size: cam.snapshot_size, frame: false }),
                 motion: None,
+                untrained: false,
             });
         }
         for (j, r) in cam.regions.iter().enumerate() {
@@ -153,6 +159,7 @@ pub fn plan(config: &Config, models: &[ModelInfo]) -> Result<Vec<Vec<Region>>, V
                 motion: r
                     .motion_threshold
                     .map(|t| Motion { threshold: t as f32, max_skip: Duration::from_secs_f64(r.max_skip.max(0.0)) }),
+                untrained: info.untrained,
             });
         }
         cameras.push(regions);
@@ -258,6 +265,7 @@ mod tests {
             labels: vec!["closed".into(), "open".into()],
             num_classes: 2,
             threshold: None,
+            untrained: false,
         }]
     }
 

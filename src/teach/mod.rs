@@ -13,6 +13,8 @@
 pub mod dataset;
 pub mod embed;
 pub mod logistic;
+pub mod samples;
+pub mod teacher;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -250,14 +252,38 @@ fn round(v: f64, digits: i32) -> f64 {
 /// Trains a model on the ImageFolder tree `dir` (see the module's documentation) and writes it to
 /// `options.out`.
 pub fn train(runtime: &'static Runtime, dir: &Path, options: &TrainOptions) -> Result<TrainReport, TeachError> {
+    train_with(runtime, dir, options, &|_| {})
+}
+
+/// Where a training is: its stage, and in `Embedding` the pictures done out of all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Embedding { done: usize, total: usize },
+    Fitting,
+    Writing,
+}
+
+/// [`train`], telling `progress` where it is.
+pub fn train_with(
+    runtime: &'static Runtime,
+    dir: &Path,
+    options: &TrainOptions,
+    progress: &dyn Fn(Stage),
+) -> Result<TrainReport, TeachError> {
     let started = Instant::now();
     let dataset = Dataset::read(dir)?;
+    let total = dataset.images.len();
+    progress(Stage::Embedding { done: 0, total });
     let mut trunk = Trunk::open(runtime, &options.base, &options.cache_dir, options.threads)?;
     let width = trunk.width();
     let (mut x, mut y, mut paths, mut skipped) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut embedded, mut cached) = (0, 0);
     let mut digests: Vec<[u8; 32]> = Vec::new();
-    for (path, class) in &dataset.images {
+    for (done, (path, class)) in dataset.images.iter().enumerate() {
+        if done % 8 == 0 {
+            progress(Stage::Embedding { done, total });
+        }
         let result = std::fs::read(path).map_err(|e| e.to_string()).and_then(|bytes| {
             use sha2::Digest;
             digests.push(sha2::Sha256::digest(&bytes).into());
@@ -293,6 +319,7 @@ pub fn train(runtime: &'static Runtime, dir: &Path, options: &TrainOptions) -> R
             if counts[empty] == 1 { "" } else { "s" }
         )));
     }
+    progress(Stage::Fitting);
     let samples = Samples { x: &x, width };
     let folds = counts.iter().copied().min().unwrap_or(2).clamp(2, 5);
     let fold = logistic::stratified_folds(&y, classes, folds, 0x5eed);
@@ -320,6 +347,7 @@ pub fn train(runtime: &'static Runtime, dir: &Path, options: &TrainOptions) -> R
     let hints = hints(&dataset.classes, &counts, &digests, &paths, samples);
     let proposed = propose_threshold(&best.held_out, &y);
 
+    progress(Stage::Writing);
     let written = Instant::now();
     let mut hints = hints;
     let scores = (best.accuracy(), proposed.0);

@@ -106,6 +106,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "postprocess",
             "preprocess",
             "region",
+            "teach",
         ],
     ),
     // Wiring: everything but the tools.
@@ -127,6 +128,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "live",
             "publish",
             "http",
+            "teach",
         ],
     ),
     (
