@@ -290,6 +290,32 @@ mod tests {
     }
 
     #[test]
+    fn a_taught_model_names_its_classes_and_no_file() {
+        let base = "version = 1\n[model]\npath = \"Cargo.toml\"\n[[models]]\nname = \"door\"\n";
+        let c = Config::parse(&format!("{base}teach = [\"closed\", \"open\"]\n[teach]\ndir = \"/srv/t\"\n"))
+            .expect("valid");
+        let door = c.named_models().into_iter().find(|m| m.name == "door").expect("door");
+        let taught = door.taught.expect("taught");
+        assert_eq!(door.path, PathBuf::from("/srv/t/door/model.onnx"));
+        assert_eq!((taught.base, taught.dir), (PathBuf::from("Cargo.toml"), PathBuf::from("/srv/t/door")));
+        assert_eq!((c.teach.max_samples, c.teach.max_mb, c.teach.sample_every), (500, 200, 2.0));
+        for (lines, want) in [
+            ("teach = [\"closed\"]\n", "6:1: models[0].teach: expected 2 to 16 classes, got 1"),
+            ("teach = [\"a\", \"b/c\"]\n", "6:1: models[0].teach: class \"b/c\" must be 1 to 64 letters"),
+            ("teach = [\"a\", \"a\"]\n", "6:1: models[0].teach: class \"a\" is named twice"),
+            ("teach = [\"a\", \"b\"]\npath = \"Cargo.toml\"\n", "7:1: models[0].path: a taught model"),
+            ("labels = \"Cargo.toml\"\n", "4:1: models[0]: no path: name the model file"),
+            ("path = \"Cargo.toml\"\nbase = \"Cargo.toml\"\n", "7:1: models[0].base: only a taught model"),
+            ("teach = [\"a\", \"b\"]\nbase = \"no.onnx\"\n", "7:1: models[0].base: base model no.onnx not found"),
+            ("teach = [\"a\", \"b\"]\n[teach]\nmax_samples = 1\n", "8:1: teach.max_samples: expected 10 to"),
+            ("teach = [\"a\", \"b\"]\n[teach]\ndiversity = 2\n", "8:1: teach.diversity: expected a fraction"),
+        ] {
+            let got = problems(&format!("{base}{lines}"));
+            assert!(got.iter().any(|p| p.starts_with(want)), "{lines:?}: {got:?}");
+        }
+    }
+
+    #[test]
     fn validation_collects_every_problem() {
         let text = "version = 2\n[model]\npath = \"no/such.onnx\"\ntop_k = 0\nmin_score = 1.5\n[model.preprocess]\nstd = [1.0, 0.0, 1.0]\n";
         let got = problems(text);

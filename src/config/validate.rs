@@ -243,8 +243,10 @@ impl Config {
                     "a taught model (teach = [...]) lives in [teach] dir: remove path (or teach)".into(),
                 ),
                 (None, None) => problem(
-                    &key("path"),
-                    "missing: the model file, or teach = [\"class\", ...] for a model taught on this board".into(),
+                    &format!("models[{i}]"),
+                    "no path: name the model file (path = ...), or its classes (teach = [\"closed\", \"open\"]) \
+                     for a model taught on this board"
+                        .into(),
                 ),
                 (Some(path), None) if path.is_dir() => {
                     problem(&key("path"), format!("{} is a directory, not a model file", path.display()))

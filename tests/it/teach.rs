@@ -237,7 +237,8 @@ fn the_teach_loop_from_the_page_to_the_binary_sensor() {
             while !stop.load(Ordering::Relaxed) {
                 let Ok(mut out) = std::fs::OpenOptions::new().write(true).open(&pipe) else { return };
                 while !stop.load(Ordering::Relaxed) {
-                    if out.write_all(&frames[state.load(Ordering::Relaxed)][i % 6]).is_err() {
+                    // Each lighting for 6 frames (300 ms, longer than sample_every).
+                    if out.write_all(&frames[state.load(Ordering::Relaxed)][(i / 6) % 6]).is_err() {
                         break;
                     }
                     fed.fetch_add(1, Ordering::Relaxed);
@@ -394,8 +395,10 @@ fn the_teach_loop_from_the_page_to_the_binary_sensor() {
     );
     assert!(after > before, "the camera's frames kept coming during the training");
     assert_eq!(teach_state()["training"]["state"], "done");
+    let t0 = Instant::now();
     let r = post("use", serde_json::json!({}));
     assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
+    eprintln!("Use (load, check, swap the pipeline): {:.2} s", t0.elapsed().as_secs_f64());
     let second = teach_state();
     let sha_b = second["in_service"]["sha256"].as_str().expect("in service").to_string();
     assert_ne!(sha_a, sha_b);
