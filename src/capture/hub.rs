@@ -62,6 +62,8 @@ struct HubState {
     slots: Vec<Slot>,
     closed: bool,
     failed: bool,
+    /// The consumers are being replaced (a reload that keeps the cameras): `take` returns `None` at once.
+    retired: bool,
 }
 
 /// The newest frame of every camera, and the consumers' wake-up.
@@ -77,7 +79,10 @@ const MAX_SPARES: usize = 3;
 impl FrameHub {
     pub fn new(cameras: usize) -> FrameHub {
         let slots = (0..cameras).map(|_| Slot::default()).collect();
-        FrameHub { state: Mutex::new(HubState { slots, closed: false, failed: false }), ready: Condvar::new() }
+        FrameHub {
+            state: Mutex::new(HubState { slots, closed: false, failed: false, retired: false }),
+            ready: Condvar::new(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HubState> {
@@ -140,6 +145,20 @@ impl FrameHub {
         self.ready.notify_all();
     }
 
+    /// Ends the current consumers while the sources go on capturing (a reload that keeps the cameras): their
+    /// next [`FrameHub::take`] returns `None` at once, and the frames waiting stay for the next consumers,
+    /// which [`FrameHub::resume_consumers`] lets in.
+    pub fn retire_consumers(&self) {
+        self.lock().retired = true;
+        self.ready.notify_all();
+    }
+
+    /// Lets consumers take frames again after [`FrameHub::retire_consumers`].
+    pub fn resume_consumers(&self) {
+        self.lock().retired = false;
+        self.ready.notify_all();
+    }
+
     /// A pipeline thread died: stop everything, and let the daemon exit with an error (systemd restarts it).
     pub fn fail(&self) {
         let mut state = self.lock();
@@ -159,6 +178,9 @@ impl FrameHub {
     pub fn take(&self, next: &mut usize) -> Option<(usize, u64, CapturedFrame)> {
         let mut state = self.lock();
         loop {
+            if state.retired {
+                return None;
+            }
             let n = state.slots.len();
             for i in 0..n {
                 let camera = (*next + i) % n;
@@ -225,6 +247,22 @@ mod tests {
         assert!(hub.take(&mut next).is_none());
         // Dropped frames' buffers come back as spares.
         assert_eq!(hub.buffer(0).capacity(), 1);
+    }
+
+    #[test]
+    fn retired_consumers_end_at_once_and_leave_the_frames_to_the_next() {
+        let hub = std::sync::Arc::new(FrameHub::new(1));
+        let waiting = {
+            let hub = std::sync::Arc::clone(&hub);
+            std::thread::spawn(move || hub.take(&mut 0).is_none())
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        hub.retire_consumers();
+        assert!(waiting.join().expect("join"), "a waiting consumer ends");
+        hub.put(0, frame(7));
+        assert!(hub.take(&mut 0).is_none(), "retired: nothing taken");
+        hub.resume_consumers();
+        assert_eq!(hub.take(&mut 0).map(|(_, n, f)| (n, f.data[0])), Some((1, 7)), "the next consumer's");
     }
 
     #[test]

@@ -402,6 +402,19 @@ pub struct CameraConfig {
     pub regions: Vec<RegionConfig>,
 }
 
+impl CameraConfig {
+    /// Whether `other` captures the same way (its regions and publishing aside): a reload keeps such a
+    /// camera's source open. A camera with a `password_file` is never kept: the file may hold a new password.
+    pub fn same_capture(&self, other: &CameraConfig) -> bool {
+        self.password_file.is_none()
+            && other.password_file.is_none()
+            && (&self.name, &self.source, &self.pipeline, self.transport, self.latency_ms, &self.decoder)
+                == (&other.name, &other.source, &other.pipeline, other.transport, other.latency_ms, &other.decoder)
+            && (self.decode_size, self.stall_timeout, self.fps, self.looping, self.resolution, self.format)
+                == (other.decode_size, other.stall_timeout, other.fps, other.looping, other.resolution, other.format)
+    }
+}
+
 /// The name of the model `[model]` configures.
 pub const DEFAULT_MODEL: &str = "default";
 

@@ -97,7 +97,7 @@ pub(crate) fn measure_load(
     let live = Live::new(&config.node_id(), config.http.is_some());
     // No samples are kept while measuring.
     let teachers = crate::teach::teacher::Teachers::default();
-    let mut pipeline = Pipeline::start(config, loaded, Hooks::default(), &live, &teachers)?;
+    let mut pipeline = Pipeline::start(config, loaded, Hooks::default(), &live, &teachers, None)?;
     let published = Arc::new(AtomicU64::new(0));
     // The publisher's place: take every publication at once (the workers never wait for it) and count it.
     let (events, mut rx) = mpsc::channel::<Publication>(256);

@@ -174,7 +174,7 @@ pub async fn run_with<S: Future<Output = ()>>(
         d.set_configuration_url(&http.url);
     }
 
-    let mut pipeline = Pipeline::start(&config, loaded, hooks, &live, &teachers)?;
+    let mut pipeline = Pipeline::start(&config, loaded, hooks, &live, &teachers, None)?;
     let (command_tx, mut commands) = mpsc::channel::<Command>(4);
     let mut publisher = PublisherHandle::spawn(settings.clone(), queue, &pipeline, command_tx.clone(), &live);
     pipeline.run(&publisher.events)?;
@@ -239,8 +239,11 @@ pub async fn run_with<S: Future<Output = ()>>(
         let reload_live = Arc::clone(&live);
         let reload_http = http_config.clone();
         let reload_teachers = Arc::clone(&teachers);
+        // Cameras that capture as before keep running through the reload (their hub is handed over).
+        let running_cameras = (running.cameras.clone(), pipeline.hub());
         let preparing = tokio::task::spawn_blocking(move || {
-            prepare_reload(&path, runtime, hooks, &reload_live, reload_http.as_ref(), &reload_teachers)
+            let context = ReloadContext { live: &reload_live, http: reload_http.as_ref(), teachers: &reload_teachers };
+            prepare_reload(&path, runtime, hooks, context, running_cameras)
         });
         let prepared = tokio::select! {
             () = &mut shutdown => {
@@ -250,7 +253,7 @@ pub async fn run_with<S: Future<Output = ()>>(
             }
             prepared = preparing => prepared.unwrap_or_else(|e| Err(format!("the reload failed: {e}"))),
         };
-        let (new, mut new_settings, next, new_pool) = match prepared {
+        let (new, mut new_settings, mut next, new_pool) = match prepared {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!("reload refused, the running config stays:\n{e}");
@@ -268,7 +271,12 @@ pub async fn run_with<S: Future<Output = ()>>(
         for change in restart_only_changes(&running, &new) {
             tracing::warn!("{change} changes take effect at the next restart");
         }
-        summary.frames += pipeline.stop(DRAIN_LIMIT).await;
+        if next.adopted() {
+            // The cameras go on; only the workers change.
+            summary.frames += pipeline.hand_over(&mut next, DRAIN_LIMIT).await;
+        } else {
+            summary.frames += pipeline.stop(DRAIN_LIMIT).await;
+        }
         pipeline = next;
         if new_settings.source != settings.source {
             tracing::info!("[mqtt] changed: reconnecting with the new settings");
@@ -341,14 +349,21 @@ type Reload = (Config, Settings, Pipeline, Option<crate::http::classify::Classif
 
 /// A reload, prepared, or why not. `http`: the running `[http]` (its classify pool is rebuilt with the new
 /// `[model]`, so that the API answers as the cameras do).
+/// What a reload prepares against: the page's view, the running `[http]`, the taught models.
+struct ReloadContext<'a> {
+    live: &'a Live,
+    http: Option<&'a crate::config::HttpConfig>,
+    teachers: &'a Teachers,
+}
+
 fn prepare_reload(
     path: &Path,
     runtime: &'static model::runtime::Runtime,
     hooks: Hooks,
-    live: &Live,
-    http: Option<&crate::config::HttpConfig>,
-    teachers: &Teachers,
+    context: ReloadContext<'_>,
+    (running_cameras, hub): (Vec<crate::config::CameraConfig>, Arc<crate::capture::FrameHub>),
 ) -> Result<Reload, String> {
+    let ReloadContext { live, http, teachers } = context;
     let new = Config::load_for_daemon(path).map_err(|e| e.to_string())?;
     let settings = Settings::from_config(&new).map_err(|e| e.to_string())?;
     configure_teachers(teachers, &new, runtime).map_err(|e| e.to_string())?;
@@ -357,7 +372,9 @@ fn prepare_reload(
     }
     let loaded = load::load(runtime, &new, Purpose::Cameras).map_err(|e| e.located(path))?;
     let pool = http.map(|http| classify_pool(runtime, &new, &loaded, http)).transpose().map_err(|e| e.to_string())?;
-    let pipeline = Pipeline::start(&new, loaded, hooks, live, teachers).map_err(|e| e.to_string())?;
+    let keep = pipeline::keeps_cameras(&running_cameras, &new);
+    let pipeline =
+        Pipeline::start(&new, loaded, hooks, live, teachers, keep.then_some(hub)).map_err(|e| e.to_string())?;
     Ok((new, settings, pipeline, pool))
 }
 

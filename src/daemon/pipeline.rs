@@ -44,6 +44,8 @@ pub(super) struct Pipeline {
     hooks: Hooks,
     /// What the HTTP server reads of this pipeline.
     pub(super) live: Arc<LivePipeline>,
+    /// Started on a running pipeline's hub: its capture threads are handed over, not started.
+    adopted: bool,
 }
 
 impl Pipeline {
@@ -54,6 +56,7 @@ impl Pipeline {
         hooks: Hooks,
         live: &Live,
         teachers: &Teachers,
+        hub: Option<Arc<FrameHub>>,
     ) -> Result<Pipeline, DaemonError> {
         if config.cameras.is_empty() || loaded.sessions.is_empty() {
             return Err(DaemonError::Incomplete);
@@ -114,7 +117,9 @@ impl Pipeline {
         let names: Vec<String> = cameras.iter().map(|c| c.name.clone()).collect();
         let (done_tx, done) = mpsc::channel::<u64>(models.len().max(1));
         let health = Arc::new(Health::new(&names).with_model_check(check));
-        let hub = Arc::new(FrameHub::new(config.cameras.len()));
+        // The running cameras' hub when a reload keeps them ([`Pipeline::hand_over`]).
+        let adopted = hub.is_some();
+        let hub = hub.unwrap_or_else(|| Arc::new(FrameHub::new(config.cameras.len())));
         // `[model]` is always loaded, first: its recipe is the one the page shows.
         let spec = first.first().map(|m| m.spec().clone()).ok_or(DaemonError::Incomplete)?;
         let live = live.pipeline_view(shown, &health, &hub, &spec);
@@ -139,7 +144,31 @@ impl Pipeline {
             finished: 0,
             dropped: Arc::new(AtomicU64::new(0)),
             hooks,
+            adopted,
         })
+    }
+
+    /// Started on a running pipeline's hub ([`Pipeline::hand_over`] gives it the cameras).
+    pub(super) fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    /// The hub the next pipeline takes over when it keeps the cameras.
+    pub(super) fn hub(&self) -> Arc<FrameHub> {
+        Arc::clone(&self.hub)
+    }
+
+    /// Hands the running cameras to `next` (started on this pipeline's hub): this pipeline's workers end
+    /// (classifying nothing more; the frames waiting are `next`'s), its capture threads and their stop flag
+    /// go to `next`, whose [`Pipeline::run`] starts only its workers. The cameras never stop: no reconnect,
+    /// no gap but the workers' hand-over. Returns the frames this pipeline classified.
+    pub(super) async fn hand_over(&mut self, next: &mut Pipeline, limit: Duration) -> u64 {
+        self.hub.retire_consumers();
+        let frames = self.wait_workers(limit).await;
+        self.hub.resume_consumers();
+        next.captures = std::mem::take(&mut self.captures);
+        next.stop = Arc::clone(&self.stop);
+        frames
     }
 
     /// What the watchdog and the staleness alarm look at.
@@ -153,7 +182,9 @@ impl Pipeline {
 
     /// Starts the capture threads and the workers, whose events go to `events`.
     pub(super) fn run(&mut self, events: &mpsc::Sender<Publication>) -> Result<(), DaemonError> {
-        self.captures = capture::spawn_all(&self.cameras_config, &self.hub, &self.stop)?;
+        if !self.adopted {
+            self.captures = capture::spawn_all(&self.cameras_config, &self.hub, &self.stop)?;
+        }
         let Some(done_tx) = self.done_tx.take() else { return Ok(()) };
         for (i, model) in std::mem::take(&mut self.models).into_iter().enumerate() {
             let worker = Worker {
@@ -192,6 +223,20 @@ impl Pipeline {
     pub(super) async fn stop(&mut self, limit: Duration) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
         self.hub.close();
+        let frames = self.wait_workers(limit).await;
+        // A capture thread stuck in a device read must not hold the exit: give them a second.
+        let captures = std::mem::take(&mut self.captures);
+        let join = tokio::task::spawn_blocking(move || captures.into_iter().for_each(|h| drop(h.join())));
+        if tokio::time::timeout(Duration::from_secs(1), join).await.is_err() {
+            tracing::warn!(
+                "a camera did not stop within 1 s (blocked reading its device or pipe); going on without it"
+            );
+        }
+        frames
+    }
+
+    /// Waits for the workers to end (for at most `limit`) and returns the frames they classified.
+    async fn wait_workers(&mut self, limit: Duration) -> u64 {
         let mut frames = 0;
         let deadline = tokio::time::Instant::now() + limit;
         while self.finished < self.workers {
@@ -212,14 +257,6 @@ impl Pipeline {
                 }
             }
         }
-        // A capture thread stuck in a device read must not hold the exit: give them a second.
-        let captures = std::mem::take(&mut self.captures);
-        let join = tokio::task::spawn_blocking(move || captures.into_iter().for_each(|h| drop(h.join())));
-        if tokio::time::timeout(Duration::from_secs(1), join).await.is_err() {
-            tracing::warn!(
-                "a camera did not stop within 1 s (blocked reading its device or pipe); going on without it"
-            );
-        }
         let dropped = self.dropped.load(Ordering::Relaxed);
         if dropped > 0 {
             tracing::warn!(
@@ -229,4 +266,10 @@ impl Pipeline {
         }
         frames
     }
+}
+
+/// Whether `config`'s cameras capture as `running` do (same cameras, same order, same sources and settings):
+/// a reload to it keeps them running ([`Pipeline::hand_over`]).
+pub(super) fn keeps_cameras(running: &[CameraConfig], config: &Config) -> bool {
+    running.len() == config.cameras.len() && running.iter().zip(&config.cameras).all(|(a, b)| a.same_capture(b))
 }

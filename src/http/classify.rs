@@ -143,7 +143,7 @@ fn serve(mut classifier: Classifier, jobs: &Mutex<std_mpsc::Receiver<Job>>) {
             Err(std_mpsc::RecvTimeoutError::Timeout) => {
                 if trims_due > 0 {
                     trims_due -= 1;
-                    give_back_memory();
+                    crate::model::runtime::give_back_memory();
                 }
                 continue;
             }
@@ -152,17 +152,6 @@ fn serve(mut classifier: Classifier, jobs: &Mutex<std_mpsc::Receiver<Job>>) {
         let result = classify(&mut classifier, &job.body, job.top, job.crop);
         let _ = job.reply.send(result);
         trims_due = TRIMS;
-    }
-}
-
-/// A burst of requests leaves freed bodies, pictures and connection buffers in the allocator's free lists
-/// (glibc keeps them); once it is over, they go back to the system, so the daemon's memory returns to
-/// where it was.
-pub(super) fn give_back_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free heap memory; it is safe to call at any time.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

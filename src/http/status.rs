@@ -268,7 +268,7 @@ pub fn snapshot_jpeg(pipeline: &LivePipeline, camera: usize) -> Option<Result<Sn
     drop(data);
     // A raw 1080p frame is 6 MiB, and its copy, picture and JPEG as much again: what glibc keeps of them
     // goes back to the system at once.
-    super::classify::give_back_memory();
+    crate::model::runtime::give_back_memory();
     Some(encoded.map(|jpeg| Snapshot { number, jpeg: jpeg.into() }))
 }
 

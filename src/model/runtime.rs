@@ -214,6 +214,17 @@ pub fn lower_thread_priority() {
     }
 }
 
+/// Freed memory back to the system: glibc keeps what a burst freed (HTTP bodies, pictures, a training's
+/// embeddings and sessions) in its free lists; once the burst is over, the daemon's memory returns to where
+/// it was.
+pub fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap memory; it is safe to call at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

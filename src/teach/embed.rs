@@ -37,7 +37,9 @@ pub struct Trunk {
     pub base_sha256: String,
     /// The feature tensor's name.
     pub features: String,
-    model: Model,
+    /// The trunk's session; `None` once closed ([`Trunk::close`]).
+    model: Option<Model>,
+    width: usize,
     pre: Preprocessor,
     input: Input,
     cache: EmbeddingCache,
@@ -88,12 +90,19 @@ impl Trunk {
         let pre = Preprocessor::new(model.spec());
         let input = model.new_input().map_err(|e| TeachError::Base(e.to_string()))?;
         let cache = EmbeddingCache::open(cache_dir.join(format!("embeddings-{key}.bin")), model.num_classes())?;
-        Ok(Trunk { base_bytes, base_sha256, features, model, pre, input, cache })
+        let width = model.num_classes();
+        Ok(Trunk { base_bytes, base_sha256, features, model: Some(model), width, pre, input, cache })
     }
 
     /// The features' width.
     pub fn width(&self) -> usize {
-        self.model.num_classes()
+        self.width
+    }
+
+    /// Drops the trunk's session (its memory goes before the taught model is written and checked); the
+    /// base's bytes and names stay.
+    pub fn close(&mut self) {
+        self.model = None;
     }
 
     /// The features of a picture (its file's bytes), from the cache when it has seen them. `cached`: whether
@@ -105,7 +114,8 @@ impl Trunk {
         }
         self.pre.decode(Frame::Encoded(bytes)).map_err(|e| e.to_string())?;
         self.pre.write_tensor(self.input.slot_mut(0)).map_err(|e| e.to_string())?;
-        let features = self.model.run(&self.input).map_err(|e| e.to_string())?.to_vec();
+        let model = self.model.as_mut().ok_or("the trunk is closed")?;
+        let features = model.run(&self.input).map_err(|e| e.to_string())?.to_vec();
         if features.iter().any(|v| !v.is_finite()) {
             return Err("the base model's features for it are not numbers".into());
         }

@@ -305,6 +305,8 @@ pub fn train_with(
         }
     }
     trunk.flush()?;
+    // The trunk's session is done with: the taught model's check loads two sessions of its own.
+    trunk.close();
     let embedding = started.elapsed();
     let classes = dataset.classes.len();
     let mut counts = vec![0usize; classes];

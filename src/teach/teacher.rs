@@ -269,6 +269,8 @@ impl Teacher {
         let spawned = std::thread::Builder::new().name(format!("train-{}", self.name)).spawn(move || {
             crate::model::runtime::lower_thread_priority();
             let result = teacher.run_training();
+            // The trunk's session, the pictures and the embeddings are gone: their memory goes back too.
+            crate::model::runtime::give_back_memory();
             let mut training = teacher.training();
             match result {
                 Ok(report) => {

@@ -395,10 +395,19 @@ fn the_teach_loop_from_the_page_to_the_binary_sensor() {
     );
     assert!(after > before, "the camera's frames kept coming during the training");
     assert_eq!(teach_state()["training"]["state"], "done");
-    let t0 = Instant::now();
+    // Use keeps the camera running: its frames go on across the swap (the hub's count does not restart).
+    let (before, fed_before, t0) = (captured(&metrics()), fed.load(Ordering::Relaxed), Instant::now());
     let r = post("use", serde_json::json!({}));
     assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
-    eprintln!("Use (load, check, swap the pipeline): {:.2} s", t0.elapsed().as_secs_f64());
+    std::thread::sleep(Duration::from_millis(500));
+    let (after, fed_after) = (captured(&metrics()), fed.load(Ordering::Relaxed));
+    eprintln!(
+        "Use (load, check, swap): {:.2} s; the camera's frames captured from before it to 0.5 s after: {} of {} fed",
+        t0.elapsed().as_secs_f64() - 0.5,
+        after - before,
+        fed_after - fed_before
+    );
+    assert!(after > before, "the camera's frames kept coming across the swap");
     let second = teach_state();
     let sha_b = second["in_service"]["sha256"].as_str().expect("in service").to_string();
     assert_ne!(sha_a, sha_b);
@@ -420,6 +429,8 @@ fn the_teach_loop_from_the_page_to_the_binary_sensor() {
     let (code, log) = daemon.stop();
     let _ = feeder.join();
     assert_eq!(code, Some(0), "{log}");
+    // Three swaps, one camera opening: the swaps kept the camera.
+    assert_eq!(log.matches("streaming the replay of").count(), 1, "{log}");
 }
 
 /// A model that fails its check is refused by Use: the running model stays, and the files are as before.
@@ -440,11 +451,15 @@ fn use_refuses_a_taught_model_that_fails_its_check() {
     let config = daemon_config(dir.path(), &broker, &cameras);
     let text = std::fs::read_to_string(&config).expect("config");
     let teach = dir.path().join("teach");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "teach-token-0123456789\n").expect("token");
     std::fs::write(
         &config,
         format!(
-            "{text}[[models]]\nname = \"door\"\nteach = [\"closed\", \"open\"]\n[teach]\ndir = {:?}\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
-            teach.display().to_string()
+            "{text}[[models]]\nname = \"door\"\nteach = [\"closed\", \"open\"]\n[teach]\ndir = {:?}\n[http]\nlisten = \"127.0.0.1:{port}\"\n\
+             token_file = {:?}\n",
+            teach.display().to_string(),
+            token_file.display().to_string()
         ),
     )
     .expect("config");
@@ -456,9 +471,28 @@ fn use_refuses_a_taught_model_that_fails_its_check() {
     let base = format!("http://127.0.0.1:{port}");
     daemon.wait_log("taught model not trained yet", Duration::from_secs(60));
     daemon.wait_log("camclassd running", Duration::from_secs(60));
+    // Every route of the Teach view needs the token, as the rest of the API does.
+    for (method, path) in [("GET", "door"), ("GET", "door/samples/1765040000123-0001.jpg"), ("POST", "door/use")] {
+        let url = format!("{base}/api/v1/teach/{path}");
+        let request = if method == "GET" { http.get(&url) } else { http.post(&url) };
+        let r = request.header("content-type", "application/json").body("{}").send().expect("request");
+        assert_eq!(r.status(), 401, "{method} {path} without the token");
+    }
+    let state: serde_json::Value = http
+        .get(format!("{base}/api/v1/teach/door"))
+        .bearer_auth("teach-token-0123456789")
+        .send()
+        .expect("state")
+        .json()
+        .expect("JSON");
+    assert_eq!(state["classes"], serde_json::json!(["closed", "open"]));
+    assert_eq!(
+        (state["candidate"].clone(), state["in_service"].clone()),
+        (serde_json::json!(true), serde_json::Value::Null)
+    );
     let r = http
         .post(format!("{base}/api/v1/teach/door/use"))
-        .header("content-type", "application/json")
+        .bearer_auth("teach-token-0123456789")
         .body("{}")
         .send()
         .expect("use");
