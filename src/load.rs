@@ -141,12 +141,16 @@ fn check_taught(model: Model, taught: &crate::config::Taught, path: &Path) -> Re
     labels.sort();
     classes.sort();
     if labels != classes {
+        let some = |l: &[String]| match l.len() {
+            0..=8 => format!("{l:?}"),
+            n => format!("{:?} … ({n} in all)", &l[..8]),
+        };
         return Err(format!(
-            "{} was taught the classes {:?}, the config names {:?}: train it again (the page's Train) or name \
-             its classes",
+            "{} was taught the classes {}, the config names {}: train it again (the page's Train) or name its \
+             classes",
             path.display(),
-            model.spec().labels,
-            taught.classes
+            some(&model.spec().labels),
+            some(&taught.classes)
         ));
     }
     let mut classifier = Classifier::new(model, 1, 0.0).map_err(|e| e.to_string())?;
@@ -269,6 +273,18 @@ pub fn load_checked(
 /// The whole policy for a config: every model the cameras use, `[model]` checked (with its fallback), the
 /// regions planned. See the module's documentation.
 pub fn load(runtime: &'static Runtime, config: &Config, purpose: Purpose) -> Result<Loaded, LoadError> {
+    load_with(runtime, config, purpose, None)
+}
+
+/// [`load`], for a Use or Roll back of the taught model `strict`: if it does not load or pass its check, the
+/// whole load is refused (the running model stays); any other taught model failing falls back to keeping
+/// samples, as at a start.
+pub fn load_with(
+    runtime: &'static Runtime,
+    config: &Config,
+    purpose: Purpose,
+    strict: Option<&str>,
+) -> Result<Loaded, LoadError> {
     let workers = match purpose {
         Purpose::Cameras => config.model.workers.max(1),
         Purpose::Preflight => 1,
@@ -316,23 +332,40 @@ pub fn load(runtime: &'static Runtime, config: &Config, purpose: Purpose) -> Res
         let options = options_for(purpose, &named.options, workers);
         // A taught model before its first training: its base stands in (never run; its regions only keep
         // samples).
-        let waiting = named.taught.as_ref().filter(|_| !named.path.is_file());
+        let mut waiting = named.taught.as_ref().filter(|_| !named.path.is_file());
+        // A trained one must have the config's classes and pass its check. Put in service by Use or Roll back
+        // (`strict`), one that does not is refused; at a start or a reload, its regions go back to keeping
+        // samples (a model that stopped passing after an update must not take every camera down).
+        let mut first = None;
+        if let (Some(taught), None) = (&named.taught, waiting) {
+            let checked = Model::load(runtime, &named.path, &options)
+                .map_err(|e| e.to_string())
+                .and_then(|m| if check_here { check_taught(m, taught, &named.path) } else { Ok(m) });
+            match checked {
+                Ok(model) => first = Some(model),
+                Err(message) if strict == Some(named.name.as_str()) => {
+                    problems.push((format!("{}.teach", named.key), message));
+                    names.push(named.name);
+                    untrained.push(None);
+                    continue;
+                }
+                Err(message) => {
+                    tracing::error!(
+                        model = %named.name,
+                        "{message}; its regions keep samples and publish nothing until a model passes (train and \
+                         Use, or Roll back, in the page)"
+                    );
+                    waiting = Some(taught);
+                }
+            }
+        }
         let path = waiting.map_or(&named.path, |t| &t.base);
         untrained.push(waiting.map(|t| t.classes.clone()));
         let mut loaded = 0;
         for worker in &mut sessions {
-            let model = Model::load(runtime, path, &options);
-            let model = match (&named.taught, waiting, model) {
-                (Some(taught), None, Ok(model)) if loaded == 0 && check_here => {
-                    match check_taught(model, taught, path) {
-                        Ok(model) => Ok(model),
-                        Err(message) => {
-                            problems.push((format!("{}.teach", named.key), message));
-                            break;
-                        }
-                    }
-                }
-                (_, _, model) => model,
+            let model = match first.take() {
+                Some(model) => Ok(model),
+                None => Model::load(runtime, path, &options),
             };
             match model {
                 Ok(model) => {

@@ -62,8 +62,9 @@ struct HubState {
     slots: Vec<Slot>,
     closed: bool,
     failed: bool,
-    /// The consumers are being replaced (a reload that keeps the cameras): `take` returns `None` at once.
-    retired: bool,
+    /// The consumers' generation: a [`Consumer`] of an older one gets `None` from `take` at once (a reload
+    /// that keeps the cameras retired it).
+    generation: u64,
 }
 
 /// The newest frame of every camera, and the consumers' wake-up.
@@ -73,6 +74,13 @@ pub struct FrameHub {
     ready: Condvar,
 }
 
+/// A consumer's place in the hub: the camera it visits first next time, and its generation.
+#[derive(Debug, Clone, Copy)]
+pub struct Consumer {
+    next: usize,
+    generation: u64,
+}
+
 /// Keeps at most this many spare buffers per camera (one being filled, one in flight, one waiting).
 const MAX_SPARES: usize = 3;
 
@@ -80,7 +88,7 @@ impl FrameHub {
     pub fn new(cameras: usize) -> FrameHub {
         let slots = (0..cameras).map(|_| Slot::default()).collect();
         FrameHub {
-            state: Mutex::new(HubState { slots, closed: false, failed: false, retired: false }),
+            state: Mutex::new(HubState { slots, closed: false, failed: false, generation: 0 }),
             ready: Condvar::new(),
         }
     }
@@ -145,17 +153,17 @@ impl FrameHub {
         self.ready.notify_all();
     }
 
-    /// Ends the current consumers while the sources go on capturing (a reload that keeps the cameras): their
-    /// next [`FrameHub::take`] returns `None` at once, and the frames waiting stay for the next consumers,
-    /// which [`FrameHub::resume_consumers`] lets in.
-    pub fn retire_consumers(&self) {
-        self.lock().retired = true;
-        self.ready.notify_all();
+    /// A consumer of the current generation: it takes frames until the hub closes or
+    /// [`FrameHub::retire_consumers`] ends its generation.
+    pub fn consumer(&self) -> Consumer {
+        Consumer { next: 0, generation: self.lock().generation }
     }
 
-    /// Lets consumers take frames again after [`FrameHub::retire_consumers`].
-    pub fn resume_consumers(&self) {
-        self.lock().retired = false;
+    /// Ends the current consumers while the sources go on capturing (a reload that keeps the cameras): their
+    /// next [`FrameHub::take`] returns `None` at once, and the frames waiting stay for the consumers made
+    /// after this call. A consumer that was stuck (an inference that hung) can never take a frame again.
+    pub fn retire_consumers(&self) {
+        self.lock().generation += 1;
         self.ready.notify_all();
     }
 
@@ -175,17 +183,17 @@ impl FrameHub {
     /// The next frame, visiting cameras in turn from `*next`, as (camera, capture number, frame): a camera's
     /// capture numbers increase in capture order (from 1). `None` when closed (or every source finished) and
     /// nothing is left.
-    pub fn take(&self, next: &mut usize) -> Option<(usize, u64, CapturedFrame)> {
+    pub fn take(&self, consumer: &mut Consumer) -> Option<(usize, u64, CapturedFrame)> {
         let mut state = self.lock();
         loop {
-            if state.retired {
+            if state.generation != consumer.generation {
                 return None;
             }
             let n = state.slots.len();
             for i in 0..n {
-                let camera = (*next + i) % n;
+                let camera = (consumer.next + i) % n;
                 if let Some((number, frame)) = state.slots[camera].frame.take() {
-                    *next = (camera + 1) % n;
+                    consumer.next = (camera + 1) % n;
                     return Some((camera, number, frame));
                 }
             }
@@ -235,7 +243,7 @@ mod tests {
         hub.put(0, frame(2));
         hub.put(1, frame(9));
         hub.put(0, frame(3));
-        let mut next = 0;
+        let mut next = hub.consumer();
         let (cam, number, f) = hub.take(&mut next).expect("frame");
         assert_eq!((cam, number, f.data[0]), (0, 3, 3));
         assert_eq!(hub.take(&mut next).map(|(c, n, f)| (c, n, f.data[0])), Some((1, 1, 9)));
@@ -252,17 +260,19 @@ mod tests {
     #[test]
     fn retired_consumers_end_at_once_and_leave_the_frames_to_the_next() {
         let hub = std::sync::Arc::new(FrameHub::new(1));
+        let mut old = hub.consumer();
         let waiting = {
             let hub = std::sync::Arc::clone(&hub);
-            std::thread::spawn(move || hub.take(&mut 0).is_none())
+            let mut waiting = hub.consumer();
+            std::thread::spawn(move || hub.take(&mut waiting).is_none())
         };
         std::thread::sleep(Duration::from_millis(50));
         hub.retire_consumers();
         assert!(waiting.join().expect("join"), "a waiting consumer ends");
         hub.put(0, frame(7));
-        assert!(hub.take(&mut 0).is_none(), "retired: nothing taken");
-        hub.resume_consumers();
-        assert_eq!(hub.take(&mut 0).map(|(_, n, f)| (n, f.data[0])), Some((1, 7)), "the next consumer's");
+        assert!(hub.take(&mut old).is_none(), "a retired consumer never takes a frame again");
+        let mut new = hub.consumer();
+        assert_eq!(hub.take(&mut new).map(|(_, n, f)| (n, f.data[0])), Some((1, 7)), "the next consumer's");
     }
 
     #[test]
@@ -280,7 +290,7 @@ mod tests {
         let hub = FrameHub::new(1);
         hub.put(0, frame(1));
         hub.finish(0);
-        let mut next = 0;
+        let mut next = hub.consumer();
         assert!(hub.take(&mut next).is_some(), "frames captured before the end are still delivered");
         assert!(hub.take(&mut next).is_none());
     }

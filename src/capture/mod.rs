@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 
-pub use hub::{CapturedFrame, FrameHub, PixelFormat};
+pub use hub::{CapturedFrame, Consumer, FrameHub, PixelFormat};
 pub use pace::{Pacer, sleep_unless_stopped};
 
 use crate::config::CameraConfig;

@@ -268,6 +268,8 @@ pub fn train(args: TrainArgs, ort_lib: Option<&Path>) -> Result<u8, Failure> {
         out: args.out,
         cache_dir: teach::default_cache_dir(),
         threads: args.threads.unwrap_or(cores),
+        classes: None,
+        cancel: None,
     };
     let report = teach::train(runtime, &args.dir, &options).map_err(|e| usage(e.into()))?;
     let text = if args.json {

@@ -50,7 +50,7 @@ pub struct TeachConfig {
     /// `camclassd train` reads), `model.onnx` (in service), `previous.onnx` (for Roll back).
     #[serde(default = "default_teach_dir")]
     pub dir: PathBuf,
-    /// Samples not labelled yet, per taught model, at most (the most alike are dropped first).
+    /// Samples not labelled yet, per taught model, at most (the oldest are dropped first).
     #[serde(default = "default_teach_samples")]
     pub max_samples: usize,
     /// MiB of pictures per taught model (labelled ones included), at most: beyond it nothing new is kept.
@@ -404,9 +404,11 @@ pub struct CameraConfig {
 
 impl CameraConfig {
     /// Whether `other` captures the same way (its regions and publishing aside): a reload keeps such a
-    /// camera's source open. A camera with a `password_file` is never kept: the file may hold a new password.
+    /// camera's source open. Never kept: a camera with a `password_file` (the file may hold a new password),
+    /// a replay that does not loop (it may have ended; a reload plays it again).
     pub fn same_capture(&self, other: &CameraConfig) -> bool {
         self.password_file.is_none()
+            && self.looping
             && other.password_file.is_none()
             && (&self.name, &self.source, &self.pipeline, self.transport, self.latency_ms, &self.decoder)
                 == (&other.name, &other.source, &other.pipeline, other.transport, other.latency_ms, &other.decoder)

@@ -149,6 +149,7 @@ pub async fn run_with<S: Future<Output = ()>>(
     }
     let teachers = Arc::new(Teachers::default());
     tokio::task::block_in_place(|| configure_teachers(&teachers, &config, runtime))?;
+    teachers.commit();
     let loaded = tokio::task::block_in_place(|| load::load(runtime, &config, Purpose::Cameras))
         .map_err(|e| locate(e.into(), config_path.as_deref()))?;
     let (swap_tx, mut swaps) = mpsc::channel::<SwapRequest>(4);
@@ -241,13 +242,21 @@ pub async fn run_with<S: Future<Output = ()>>(
         let reload_teachers = Arc::clone(&teachers);
         // Cameras that capture as before keep running through the reload (their hub is handed over).
         let running_cameras = (running.cameras.clone(), pipeline.hub());
+        // A Use or Roll back is refused when its model does not load or pass its check.
+        let strict = swap.as_ref().map(|(files, _)| files.model().to_string());
         let preparing = tokio::task::spawn_blocking(move || {
-            let context = ReloadContext { live: &reload_live, http: reload_http.as_ref(), teachers: &reload_teachers };
+            let context = ReloadContext {
+                live: &reload_live,
+                http: reload_http.as_ref(),
+                teachers: &reload_teachers,
+                strict: strict.as_deref(),
+            };
             prepare_reload(&path, runtime, hooks, context, running_cameras)
         });
         let prepared = tokio::select! {
             () = &mut shutdown => {
                 tracing::info!("shutting down; the reload being prepared is abandoned");
+                teachers.abort();
                 refuse_swap(swap, "camclassd is shutting down".into());
                 break 'serve;
             }
@@ -257,6 +266,7 @@ pub async fn run_with<S: Future<Output = ()>>(
             Ok(p) => p,
             Err(e) => {
                 tracing::error!("reload refused, the running config stays:\n{e}");
+                teachers.abort();
                 refuse_swap(swap, e);
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
                 continue;
@@ -278,6 +288,8 @@ pub async fn run_with<S: Future<Output = ()>>(
             summary.frames += pipeline.stop(DRAIN_LIMIT).await;
         }
         pipeline = next;
+        // The taught models the new config dropped close now.
+        teachers.commit();
         if new_settings.source != settings.source {
             tracing::info!("[mqtt] changed: reconnecting with the new settings");
             let (stats, queue) = publisher.stop().await?;
@@ -311,6 +323,8 @@ pub async fn run_with<S: Future<Output = ()>>(
             let _ = reply.send(Ok(()));
         }
     }
+    // A Use or Roll back asked for now is answered "shutting down".
+    swaps.close();
     teachers.close();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     watchdog.abort();
@@ -354,6 +368,8 @@ struct ReloadContext<'a> {
     live: &'a Live,
     http: Option<&'a crate::config::HttpConfig>,
     teachers: &'a Teachers,
+    /// The taught model of a Use or Roll back: refused, not set aside, when it fails.
+    strict: Option<&'a str>,
 }
 
 fn prepare_reload(
@@ -363,14 +379,14 @@ fn prepare_reload(
     context: ReloadContext<'_>,
     (running_cameras, hub): (Vec<crate::config::CameraConfig>, Arc<crate::capture::FrameHub>),
 ) -> Result<Reload, String> {
-    let ReloadContext { live, http, teachers } = context;
+    let ReloadContext { live, http, teachers, strict } = context;
     let new = Config::load_for_daemon(path).map_err(|e| e.to_string())?;
     let settings = Settings::from_config(&new).map_err(|e| e.to_string())?;
     configure_teachers(teachers, &new, runtime).map_err(|e| e.to_string())?;
     if let Some(delay) = hooks.slow_reload {
         std::thread::sleep(delay);
     }
-    let loaded = load::load(runtime, &new, Purpose::Cameras).map_err(|e| e.located(path))?;
+    let loaded = load::load_with(runtime, &new, Purpose::Cameras, strict).map_err(|e| e.located(path))?;
     let pool = http.map(|http| classify_pool(runtime, &new, &loaded, http)).transpose().map_err(|e| e.to_string())?;
     let keep = pipeline::keeps_cameras(&running_cameras, &new);
     let pipeline =

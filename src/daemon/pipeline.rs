@@ -163,9 +163,9 @@ impl Pipeline {
     /// go to `next`, whose [`Pipeline::run`] starts only its workers. The cameras never stop: no reconnect,
     /// no gap but the workers' hand-over. Returns the frames this pipeline classified.
     pub(super) async fn hand_over(&mut self, next: &mut Pipeline, limit: Duration) -> u64 {
+        // A worker that does not end in time (a hung inference) can never take a frame again.
         self.hub.retire_consumers();
         let frames = self.wait_workers(limit).await;
-        self.hub.resume_consumers();
         next.captures = std::mem::take(&mut self.captures);
         next.stop = Arc::clone(&self.stop);
         frames

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::DaemonError;
 use super::report::{Decoded, Inferred, Report};
-use crate::capture::FrameHub;
+use crate::capture::{Consumer, FrameHub};
 use crate::events::{self, Decision, ModelRef, Observed, Reason, Speaker, Tracker};
 use crate::health::Health;
 use crate::live::LivePipeline;
@@ -158,13 +158,15 @@ impl Worker {
         let names: Vec<String> =
             self.cameras.lock().map(|c| c.iter().map(|c| c.name.clone()).collect()).unwrap_or_default();
         let hub = Arc::clone(&self.hub);
+        // Made now: a reload that handed the cameras over retired the consumers made before.
+        let consumer = hub.consumer();
         let layout = Arc::clone(&self.layout);
         let health = Arc::clone(&self.health);
         let live = Arc::clone(&self.live);
         std::thread::Builder::new().name(format!("prepare-{index}")).spawn(move || {
             let prepare = AssertUnwindSafe(|| {
                 let shared = PrepareShared { hub: &hub, layout: &layout, health: &health, live: &live };
-                prepare_loop(shared, &specs, &names, &free_rx, &ready_tx)
+                prepare_loop(shared, consumer, &specs, &names, &free_rx, &ready_tx)
             });
             if catch_unwind(prepare).is_err() {
                 tracing::error!("prepare thread panicked; stopping the daemon");
@@ -461,6 +463,7 @@ struct PrepareShared<'a> {
 /// region's free input tensor, hands them to inference.
 fn prepare_loop(
     shared: PrepareShared<'_>,
+    mut consumer: Consumer,
     specs: &[ModelSpec],
     names: &[String],
     free_rx: &std_mpsc::Receiver<Tensors>,
@@ -493,14 +496,13 @@ fn prepare_loop(
     let mut thumbnails: Vec<Thumbnails> = layout.regions.iter().map(|_| Thumbnails::default()).collect();
     // Per region of a taught model, the crop it offers its samples (reused).
     let mut crops: Vec<Snap> = layout.regions.iter().map(|_| Snap::default()).collect();
-    let mut next = 0;
     // Per camera, skipped frames: (in all, in a row, whether this run was logged). Logged when the total
     // reaches 1, 2, 4 … (a stream with one bad frame in two is not logged at every frame), and at the
     // recovery after a logged run.
     let mut skipped = vec![(0u64, 0u64, false); names.len()];
     // Per camera, its free tensor sets (two in all; the others are being inferred or wait for it).
     let mut pools: Vec<Vec<Tensors>> = layout.cameras.iter().map(|_| Vec::with_capacity(2)).collect();
-    while let Some((camera, number, frame)) = hub.take(&mut next) {
+    while let Some((camera, number, frame)) = hub.take(&mut consumer) {
         while let Ok(t) = free_rx.try_recv() {
             pools[t.camera].push(t);
         }
@@ -532,11 +534,11 @@ fn prepare_loop(
                 }
                 // A taught model's region offers its crop to the samples (at most once per `sample_every`).
                 if let (Some((store, at)), Some(rect)) = (&layout.samples[g], gates[g].inside())
-                    && store.due(*at, captured)
+                    && store.claim(*at, captured)
                 {
                     let rect = rect.unwrap_or(Rect { x: 0, y: 0, width: size.0, height: size.1 });
                     crops[g].take(picture, rect, SAMPLE_SIZE, false);
-                    store.offer(*at, &crops[g], captured);
+                    store.offer(*at, &crops[g]);
                 }
                 if region.untrained {
                     // Nothing to classify with before the first training.

@@ -138,10 +138,9 @@ pub(super) async fn train(State(state): State<AppState>, Path(model): Path<Strin
     if let Err(r) = json_body::<serde_json::Value>(&state, body).await {
         return r;
     }
-    if teacher.train() {
-        (StatusCode::ACCEPTED, axum::Json(json!({ "started": true }))).into_response()
-    } else {
-        plain(StatusCode::CONFLICT, "a training is running: wait for it to end\n".into())
+    match teacher.train() {
+        Ok(()) => (StatusCode::ACCEPTED, axum::Json(json!({ "started": true }))).into_response(),
+        Err(e) => plain(StatusCode::CONFLICT, format!("{e}\n")),
     }
 }
 

@@ -30,6 +30,12 @@ fn is_image(path: &Path) -> bool {
 impl Dataset {
     /// Reads `dir`. Refused: not a folder, fewer than two classes, a class without images.
     pub fn read(dir: &Path) -> Result<Dataset, TeachError> {
+        Dataset::read_classes(dir, None)
+    }
+
+    /// [`Dataset::read`], with only the folders of `only` as classes when given (a taught model's classes:
+    /// a folder left from a class the config no longer names is not learnt).
+    pub fn read_classes(dir: &Path, only: Option<&[String]>) -> Result<Dataset, TeachError> {
         let io = |e: std::io::Error| TeachError::Dataset(format!("{}: {e}", dir.display()));
         let mut classes: Vec<(String, PathBuf)> = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io)? {
@@ -39,7 +45,9 @@ impl Dataset {
                 let name = name.ok_or_else(|| {
                     TeachError::Dataset(format!("{}: a class folder's name must be UTF-8", path.display()))
                 })?;
-                classes.push((name, path));
+                if only.is_none_or(|only| only.contains(&name)) {
+                    classes.push((name, path));
+                }
             }
         }
         classes.sort();

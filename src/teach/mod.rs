@@ -40,6 +40,8 @@ pub enum TeachError {
     Write(String),
     #[error("{0}")]
     TooFew(String),
+    #[error("stopped: camclassd is shutting down")]
+    Cancelled,
 }
 
 /// Fewer pictures than this in a class gets a hint (VisionState's rule of thumb, and ours: the
@@ -58,6 +60,10 @@ pub struct TrainOptions {
     pub cache_dir: PathBuf,
     /// Intra-op threads of the trunk.
     pub threads: usize,
+    /// Learn only these classes' folders (a taught model's config classes); `None`: every folder.
+    pub classes: Option<Vec<String>>,
+    /// Set: the training stops at its next picture (the daemon's shutdown).
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// A picture left out: its path and why.
@@ -272,8 +278,9 @@ pub fn train_with(
     progress: &dyn Fn(Stage),
 ) -> Result<TrainReport, TeachError> {
     let started = Instant::now();
-    let dataset = Dataset::read(dir)?;
+    let dataset = Dataset::read_classes(dir, options.classes.as_deref())?;
     let total = dataset.images.len();
+    let cancelled = || options.cancel.as_ref().is_some_and(|c| c.load(std::sync::atomic::Ordering::Acquire));
     progress(Stage::Embedding { done: 0, total });
     let mut trunk = Trunk::open(runtime, &options.base, &options.cache_dir, options.threads)?;
     let width = trunk.width();
@@ -283,6 +290,9 @@ pub fn train_with(
     for (done, (path, class)) in dataset.images.iter().enumerate() {
         if done % 8 == 0 {
             progress(Stage::Embedding { done, total });
+        }
+        if cancelled() {
+            return Err(TeachError::Cancelled);
         }
         let result = std::fs::read(path).map_err(|e| e.to_string()).and_then(|bytes| {
             use sha2::Digest;

@@ -87,6 +87,8 @@ struct Entry {
     bytes: u64,
     /// The region it came from (this run only).
     from: Option<usize>,
+    /// Its file is on disk (the store's thread writes it after it is kept): only then is it listed.
+    written: bool,
 }
 
 /// Where a region of a taught model stands with the store.
@@ -101,8 +103,11 @@ struct RegionState {
     doubt: Option<(usize, f32)>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Index {
+    limits: Limits,
+    /// The samples on disk at the start have been read: offers wait for it (diversity needs them).
+    loaded: bool,
     entries: BTreeMap<String, Entry>,
     /// Bytes of every kept picture.
     bytes: u64,
@@ -112,10 +117,9 @@ struct Index {
     refused: u64,
 }
 
-/// What the store's thread does.
+/// What the store's thread does: write a kept sample.
 enum Job {
     Write { path: PathBuf, jpeg: Vec<u8>, id: String },
-    Remove(PathBuf),
 }
 
 /// One taught model's samples.
@@ -124,9 +128,10 @@ pub struct Samples {
     name: String,
     classes: Vec<String>,
     dir: PathBuf,
-    limits: Limits,
     index: Mutex<Index>,
     jobs: Mutex<Option<SyncSender<Job>>>,
+    /// The store's thread, joined (for a while) at shutdown.
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Why a label or delete could not be done.
@@ -142,7 +147,6 @@ impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Job::Write { path, .. } => write!(f, "Write({})", path.display()),
-            Job::Remove(path) => write!(f, "Remove({})", path.display()),
         }
     }
 }
@@ -234,18 +238,32 @@ impl Samples {
                 let _ = std::fs::remove_file(e.path());
             }
         }
+        // A write cut by a stop or a crash.
+        if let Ok(entries) = std::fs::read_dir(dir.join("samples")) {
+            for e in entries.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "tmp")) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
         let samples = Arc::new(Samples {
             name: name.to_string(),
             classes: classes.to_vec(),
             dir: dir.to_path_buf(),
-            limits,
-            index: Mutex::new(Index::default()),
+            index: Mutex::new(Index {
+                limits,
+                loaded: false,
+                entries: BTreeMap::new(),
+                bytes: 0,
+                regions: Vec::new(),
+                sequence: 0,
+                refused: 0,
+            }),
             jobs: Mutex::new(None),
+            thread: Mutex::new(None),
         });
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(8);
         *samples.jobs.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
         let weak = Arc::downgrade(&samples);
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name(format!("samples-{name}"))
             .spawn(move || {
                 crate::model::runtime::lower_thread_priority();
@@ -255,6 +273,7 @@ impl Samples {
                 store_thread(&rx, &weak);
             })
             .map_err(io(dir))?;
+        *samples.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
         Ok(samples)
     }
 
@@ -263,7 +282,12 @@ impl Samples {
     }
 
     pub fn limits(&self) -> Limits {
-        self.limits
+        self.index().limits
+    }
+
+    /// New bounds and pace (a reload), applied from the next offer.
+    pub fn set_limits(&self, limits: Limits) {
+        self.index().limits = limits;
     }
 
     /// The classes, as the config names them.
@@ -290,6 +314,18 @@ impl Samples {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
+    /// Waits (for at most `limit`) for the store's thread to end after [`Samples::close`].
+    pub fn join(&self, limit: Duration) {
+        let Some(handle) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        let deadline = Instant::now() + limit;
+        while !handle.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if handle.is_finished() {
+            let _ = handle.join();
+        }
+    }
+
     /// Reads the samples on disk into the index (their thumbnails made from the files).
     fn load(&self) {
         let mut found = Vec::new();
@@ -314,12 +350,17 @@ impl Samples {
             };
             let rgb = picture.to_rgb8();
             let signature = signature(rgb.as_raw(), rgb.width(), rgb.height());
-            let entry = Entry { class, reason, guess: None, signature, bytes: bytes.len() as u64, from: None };
+            let entry =
+                Entry { class, reason, guess: None, signature, bytes: bytes.len() as u64, from: None, written: true };
             let mut index = self.index();
-            index.bytes += entry.bytes;
-            index.entries.entry(id).or_insert(entry);
-            loaded += 1;
+            if !index.entries.contains_key(&id) {
+                index.bytes += entry.bytes;
+                index.entries.insert(id, entry);
+                loaded += 1;
+            }
         }
+        self.index().loaded = true;
+        self.enforce_count();
         if loaded > 0 {
             tracing::info!(model = %self.name, samples = loaded, "taught model's samples read");
         }
@@ -335,13 +376,17 @@ impl Samples {
         index.regions.len() - 1
     }
 
-    /// Whether the region in `slot` offers a crop of the frame captured at `at` (once per `sample_every`).
-    pub fn due(&self, slot: usize, at: Instant) -> bool {
-        let index = self.index();
-        index
-            .regions
-            .get(slot)
-            .is_some_and(|r| r.last_offer.is_none_or(|t| at.saturating_duration_since(t) >= self.limits.every))
+    /// Whether the region in `slot` offers a crop of the frame captured at `at` (once per `sample_every`, by
+    /// whichever worker asks first: the turn is taken here; none before the samples on disk are read).
+    pub fn claim(&self, slot: usize, at: Instant) -> bool {
+        let mut index = self.index();
+        let (every, loaded) = (index.limits.every, index.loaded);
+        let Some(region) = index.regions.get_mut(slot) else { return false };
+        if !loaded || region.last_offer.is_some_and(|t| at.saturating_duration_since(t) < every) {
+            return false;
+        }
+        region.last_offer = Some(at);
+        true
     }
 
     /// The model's answer for the region in `slot` (with `labels`: the model's classes in its output
@@ -362,21 +407,21 @@ impl Samples {
         }
     }
 
-    /// The region in `slot` offers `crop`: kept when new or doubted (see the module's documentation).
-    /// True when kept. Called by a camera's prepare thread: the JPEG is encoded here (a few a minute at
-    /// most), written by the store's thread.
-    pub fn offer(&self, slot: usize, crop: &Snap, at: Instant) -> bool {
+    /// The region in `slot` offers `crop` (after [`Samples::claim`]): kept when new or doubted (see the
+    /// module's documentation). True when kept. Called by a camera's prepare thread: the JPEG is encoded here
+    /// (a few a minute at most), written by the store's thread.
+    pub fn offer(&self, slot: usize, crop: &Snap) -> bool {
         let signature = signature(&crop.rgb, crop.width, crop.height);
         let (id, reason, guess) = {
             let mut index = self.index();
-            let Some(region) = index.regions.get_mut(slot) else { return false };
-            region.last_offer = Some(at);
-            let doubt = region.doubt.take();
+            let diversity = index.limits.diversity;
             let nearest =
                 index.entries.values().map(|e| distance(&e.signature, &signature)).fold(f32::INFINITY, f32::min);
+            let Some(region) = index.regions.get_mut(slot) else { return false };
+            let doubt = region.doubt.take();
             let reason = match doubt {
-                Some(_) if nearest > self.limits.diversity / 4.0 => Reason::Doubt,
-                _ if nearest > self.limits.diversity => Reason::New,
+                Some(_) if nearest > diversity / 4.0 => Reason::Doubt,
+                _ if nearest > diversity => Reason::New,
                 _ => return false,
             };
             index.sequence += 1;
@@ -391,15 +436,7 @@ impl Samples {
         };
         let bytes = jpeg.len() as u64;
         let mut index = self.index();
-        let unlabelled = index.entries.values().filter(|e| e.class.is_none()).count();
-        let mut evict = None;
-        if unlabelled >= self.limits.max_samples {
-            // The oldest unlabelled sample makes room (ids sort by time).
-            evict =
-                index.entries.iter().find(|(_, e)| e.class.is_none()).map(|(id, e)| (id.clone(), e.reason, e.bytes));
-        }
-        let freed = evict.as_ref().map_or(0, |e| e.2);
-        if index.bytes + bytes - freed > self.limits.max_bytes || !room_on_disk(&self.dir, bytes) {
+        if index.bytes + bytes > index.limits.max_bytes || !room_on_disk(&self.dir, bytes) {
             index.refused += 1;
             if index.refused.is_power_of_two() {
                 tracing::warn!(
@@ -410,17 +447,8 @@ impl Samples {
             }
             return false;
         }
-        let file = |id: &str, reason: Reason| match reason {
-            Reason::New => self.dir.join("samples").join(format!("{id}.jpg")),
-            Reason::Doubt => self.dir.join("samples").join(format!("{id}.review.jpg")),
-        };
-        if let Some((old, old_reason, old_bytes)) = evict {
-            index.entries.remove(&old);
-            index.bytes -= old_bytes;
-            self.send(Job::Remove(file(&old, old_reason)));
-        }
-        let path = file(&id, reason);
-        let entry = Entry { class: None, reason, guess, signature, bytes, from: Some(slot) };
+        let path = self.place(&id, None, reason);
+        let entry = Entry { class: None, reason, guess, signature, bytes, from: Some(slot), written: false };
         index.entries.insert(id.clone(), entry);
         index.bytes += bytes;
         drop(index);
@@ -450,12 +478,48 @@ impl Samples {
         }
     }
 
+    /// The store's thread wrote `id`'s file: it is listed from now on, and the oldest unlabelled samples
+    /// beyond `max_samples` go.
+    fn written(&self, id: &str) {
+        if let Some(e) = self.index().entries.get_mut(id) {
+            e.written = true;
+        }
+        self.enforce_count();
+    }
+
+    /// Drops the oldest unlabelled samples beyond `max_samples` (ids sort by time), their files with them.
+    /// On the store's thread.
+    fn enforce_count(&self) {
+        let gone: Vec<PathBuf> = {
+            let mut index = self.index();
+            let unlabelled: Vec<String> = index
+                .entries
+                .iter()
+                .filter(|(_, e)| e.class.is_none() && e.written)
+                .map(|(id, _)| id.clone())
+                .collect();
+            let excess = unlabelled.len().saturating_sub(index.limits.max_samples);
+            unlabelled[..excess]
+                .iter()
+                .filter_map(|id| {
+                    let e = index.entries.remove(id)?;
+                    index.bytes -= e.bytes;
+                    Some(self.place(id, None, e.reason))
+                })
+                .collect()
+        };
+        for path in gone {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
     /// Every sample, in id (time) order.
     pub fn list(&self) -> Vec<SampleInfo> {
         let index = self.index();
         index
             .entries
             .iter()
+            .filter(|(_, e)| e.written)
             .map(|(id, e)| {
                 let from = e.from.and_then(|r| index.regions.get(r));
                 SampleInfo {
@@ -476,7 +540,7 @@ impl Samples {
         let index = self.index();
         let mut per_class = vec![0; self.classes.len()];
         let mut unlabelled = 0;
-        for e in index.entries.values() {
+        for e in index.entries.values().filter(|e| e.written) {
             match e.class {
                 Some(c) => per_class[c] += 1,
                 None => unlabelled += 1,
@@ -519,9 +583,13 @@ impl Samples {
             None => None,
         };
         let mut moved = 0;
-        for id in ids.iter().filter(|id| valid_id(id)) {
+        let mut ids: Vec<&String> = ids.iter().filter(|id| valid_id(id)).collect();
+        ids.sort();
+        ids.dedup();
+        for id in ids {
             let mut index = self.index();
             let (from, reason, bytes) = match index.entries.get(id) {
+                Some(e) if !e.written => continue,
                 Some(e) => (self.place(id, e.class, e.reason), e.reason, None),
                 None => {
                     // A deleted sample, restored.
@@ -531,8 +599,11 @@ impl Samples {
                 }
             };
             let to = self.place(id, class, reason);
-            if from != to {
-                std::fs::rename(&from, &to).map_err(|e| SampleError::Io(from.display().to_string(), e))?;
+            if from != to
+                && let Err(e) = std::fs::rename(&from, &to)
+            {
+                tracing::warn!(sample = %from.display(), "cannot move a sample: {e}");
+                continue;
             }
             match bytes {
                 None => {
@@ -549,9 +620,8 @@ impl Samples {
                             signature(rgb.as_raw(), rgb.width(), rgb.height())
                         })
                         .unwrap_or([0; THUMB * THUMB * 3]);
-                    index
-                        .entries
-                        .insert(id.clone(), Entry { class, reason, guess: None, signature, bytes, from: None });
+                    let entry = Entry { class, reason, guess: None, signature, bytes, from: None, written: true };
+                    index.entries.insert(id.clone(), entry);
                     index.bytes += bytes;
                 }
             }
@@ -564,12 +634,18 @@ impl Samples {
     /// brings one back). Returns how many.
     pub fn delete(&self, ids: &[String]) -> Result<usize, SampleError> {
         let mut deleted = 0;
-        for id in ids.iter().filter(|id| valid_id(id)) {
+        let mut ids: Vec<&String> = ids.iter().filter(|id| valid_id(id)).collect();
+        ids.sort();
+        ids.dedup();
+        for id in ids {
             let mut index = self.index();
-            let Some(e) = index.entries.get(id).cloned() else { continue };
+            let Some(e) = index.entries.get(id).filter(|e| e.written).cloned() else { continue };
             let from = self.place(id, e.class, e.reason);
             let to = self.dir.join("trash").join(format!("{id}.jpg"));
-            std::fs::rename(&from, &to).map_err(|err| SampleError::Io(from.display().to_string(), err))?;
+            if let Err(err) = std::fs::rename(&from, &to) {
+                tracing::warn!(sample = %from.display(), "cannot delete a sample: {err}");
+                continue;
+            }
             index.entries.remove(id);
             index.bytes -= e.bytes;
             deleted += 1;
@@ -578,23 +654,18 @@ impl Samples {
     }
 }
 
-/// The store's thread: writes and removes files until the store closes.
+/// The store's thread: writes the kept samples until the store closes.
 fn store_thread(rx: &Receiver<Job>, samples: &std::sync::Weak<Samples>) {
-    while let Ok(job) = rx.recv() {
-        match job {
-            Job::Write { path, jpeg, id } => {
-                let tmp = path.with_extension("tmp");
-                let written = std::fs::write(&tmp, &jpeg).and_then(|()| std::fs::rename(&tmp, &path));
-                if let Err(e) = written {
-                    let _ = std::fs::remove_file(&tmp);
-                    tracing::warn!(sample = %path.display(), "cannot write a sample: {e}");
-                    if let Some(s) = samples.upgrade() {
-                        s.forget(&id);
-                    }
-                }
-            }
-            Job::Remove(path) => {
-                let _ = std::fs::remove_file(path);
+    while let Ok(Job::Write { path, jpeg, id }) = rx.recv() {
+        let tmp = path.with_extension("tmp");
+        let written = std::fs::write(&tmp, &jpeg).and_then(|()| std::fs::rename(&tmp, &path));
+        let Some(s) = samples.upgrade() else { continue };
+        match written {
+            Ok(()) => s.written(&id),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                tracing::warn!(sample = %path.display(), "cannot write a sample: {e}");
+                s.forget(&id);
             }
         }
     }
@@ -622,6 +693,23 @@ mod tests {
         let mut snap = Snap::default();
         snap.take(Picture::new(w, h, &rgb), Rect { x: 0, y: 0, width: w, height: h }, SAMPLE_SIZE, false);
         snap
+    }
+
+    /// Offers `crop` at `at` as a region's prepare thread does: its turn, then the offer.
+    fn offer(store: &Samples, slot: usize, crop: &Snap, at: Instant) -> bool {
+        store.claim(slot, at) && store.offer(slot, crop)
+    }
+
+    fn open(dir: &Path, limits: Limits) -> Arc<Samples> {
+        let classes = vec!["closed".to_string(), "open".to_string()];
+        let store = Samples::open("door", &classes, dir, limits).expect("store");
+        for _ in 0..200 {
+            if store.index().loaded {
+                return store;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the store did not read its samples");
     }
 
     fn wait_written(dir: &Path, n: usize) {
@@ -657,39 +745,43 @@ mod tests {
     #[test]
     fn a_still_scene_keeps_one_sample_and_each_new_view_one_more() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let classes = vec!["closed".to_string(), "open".to_string()];
-        let store = Samples::open("door", &classes, dir.path(), limits()).expect("store");
+        let store = open(dir.path(), limits());
         let slot = store.region("garage", "door");
         let t0 = Instant::now();
-        assert!(store.due(slot, t0));
-        assert!(store.offer(slot, &crop(60, 4), t0));
-        assert!(!store.due(slot, t0 + Duration::from_secs(1)), "not again within sample_every");
+        assert!(offer(&store, slot, &crop(60, 4), t0));
+        assert!(!store.claim(slot, t0 + Duration::from_secs(1)), "not again within sample_every");
         // The same view, later: not kept.
         for i in 1..5 {
-            assert!(!store.offer(slot, &crop(61, 4), t0 + Duration::from_secs(2 * i)));
+            assert!(!offer(&store, slot, &crop(61, 4), t0 + Duration::from_secs(2 * i)));
         }
         // A new state, and a new lighting: kept.
-        assert!(store.offer(slot, &crop(60, 40), t0 + Duration::from_secs(20)));
-        assert!(store.offer(slot, &crop(140, 4), t0 + Duration::from_secs(22)));
+        assert!(offer(&store, slot, &crop(60, 40), t0 + Duration::from_secs(20)));
+        assert!(offer(&store, slot, &crop(140, 4), t0 + Duration::from_secs(22)));
         wait_written(dir.path(), 3);
         assert_eq!(store.counts(), (vec![0, 0], 3));
         // Bounded: the fourth unlabelled view drops the oldest.
         let first = store.list()[0].id.clone();
-        assert!(store.offer(slot, &crop(200, 40), t0 + Duration::from_secs(24)));
-        wait_written(dir.path(), 3);
+        assert!(offer(&store, slot, &crop(200, 40), t0 + Duration::from_secs(24)));
+        for _ in 0..200 {
+            if store.list().iter().all(|s| s.id != first) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert!(store.list().iter().all(|s| s.id != first), "the oldest went");
+        assert_eq!(store.counts(), (vec![0, 0], 3));
+        wait_written(dir.path(), 3);
         assert!(store.path_of(&first).is_none());
     }
 
     #[test]
     fn a_doubt_keeps_a_review_sample_and_labels_are_an_image_folder_that_survives_a_restart() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let classes = vec!["closed".to_string(), "open".to_string()];
         let labels = vec!["open".to_string(), "closed".to_string()]; // the model's own order
-        let store = Samples::open("door", &classes, dir.path(), limits()).expect("store");
+        let store = open(dir.path(), limits());
         let slot = store.region("garage", "door");
         let t0 = Instant::now();
-        assert!(store.offer(slot, &crop(60, 4), t0));
+        assert!(offer(&store, slot, &crop(60, 4), t0));
         use crate::postprocess::Scored;
         let sure = Classification {
             top: vec![Scored { class_id: 1, score: 0.95 }, Scored { class_id: 0, score: 0.05 }],
@@ -698,7 +790,7 @@ mod tests {
         };
         store.observe(slot, &sure, &labels);
         // Nearly the same view: not new, and no doubt.
-        assert!(!store.offer(slot, &crop(62, 4), t0 + Duration::from_secs(2)));
+        assert!(!offer(&store, slot, &crop(62, 4), t0 + Duration::from_secs(2)));
         // The model flips to "open" with a slightly different view: a review sample.
         let flipped = Classification {
             top: vec![Scored { class_id: 0, score: 0.9 }, Scored { class_id: 1, score: 0.1 }],
@@ -706,7 +798,7 @@ mod tests {
             multi_label: false,
         };
         store.observe(slot, &flipped, &labels);
-        assert!(store.offer(slot, &crop(66, 4), t0 + Duration::from_secs(4)));
+        assert!(offer(&store, slot, &crop(66, 4), t0 + Duration::from_secs(4)));
         wait_written(dir.path(), 2);
         let list = store.list();
         let review = list.iter().find(|s| s.reason == Reason::Doubt).expect("a review sample");
@@ -726,13 +818,7 @@ mod tests {
         assert_eq!(store.delete(&ids[1..]).expect("delete"), 1);
         store.close();
         drop(store);
-        let again = Samples::open("door", &classes, dir.path(), limits()).expect("store");
-        for _ in 0..200 {
-            if again.counts() == (vec![1, 0], 0) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let again = open(dir.path(), limits());
         assert_eq!(again.counts(), (vec![1, 0], 0), "the labels survive a restart; the deleted sample is gone");
         assert_eq!(std::fs::read_dir(dir.path().join("trash")).expect("trash").count(), 0);
     }

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -45,16 +46,19 @@ pub enum SwapKind {
 }
 
 /// The files of a swap, moved; [`Swap::commit`] once the daemon runs the new model, [`Swap::undo`] when it
-/// refused it.
+/// refused it. `model.onnx` exists at every moment (a power cut in the middle leaves the old or the new model,
+/// and [`recover`] undoes an unfinished swap at the next start).
 #[derive(Debug)]
 pub struct Swap {
     dir: PathBuf,
     kind: SwapKind,
     /// `model.onnx` (and `.json`) were there before: kept as `replaced.*` until the end of the swap.
     had_model: bool,
+    /// The teacher's "a swap is under way" flag, cleared when the swap ends.
+    busy: Arc<AtomicBool>,
 }
 
-/// What [`Teacher::swap`] cannot start.
+/// What [`Teacher::swap`] or [`Teacher::train`] cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum SwapError {
     #[error("there is no trained model to use: label samples of every class and Train first")]
@@ -63,37 +67,84 @@ pub enum SwapError {
     NoPrevious,
     #[error("a training is running: wait for it to end")]
     Training,
+    #[error("another taught model is training: wait for it to end")]
+    OtherTraining,
+    #[error("a model is being put in service: wait for it")]
+    Swapping,
     #[error("{0}")]
     Io(String),
 }
 
-fn rename(from: &Path, to: &Path) -> std::io::Result<()> {
-    match std::fs::rename(from, to) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && from.extension().is_some_and(|x| x == "json") => Ok(()),
+fn file(dir: &Path, stem: &str, ext: &str) -> PathBuf {
+    dir.join(format!("{stem}.{ext}"))
+}
+
+/// `from.*` to `to.*` (the model and its report), each replacing its target at once.
+fn mv(dir: &Path, from: &str, to: &str) -> std::io::Result<()> {
+    std::fs::rename(file(dir, from, "onnx"), file(dir, to, "onnx"))?;
+    match std::fs::rename(file(dir, from, "json"), file(dir, to, "json")) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let _ = std::fs::remove_file(file(dir, to, "json"));
+            Ok(())
+        }
         other => other,
     }
 }
 
-impl Swap {
-    fn file(&self, stem: &str, ext: &str) -> PathBuf {
-        self.dir.join(format!("{stem}.{ext}"))
-    }
-
-    /// Moves `stem.*` to `to.*` (the model and its report).
-    fn mv(&self, stem: &str, to: &str) -> std::io::Result<()> {
-        for ext in ["onnx", "json"] {
-            rename(&self.file(stem, ext), &self.file(to, ext))?;
+/// `to.*` made a second name of `from.*` (the model and its report); `from` stays.
+fn link(dir: &Path, from: &str, to: &str) -> std::io::Result<()> {
+    for ext in ["onnx", "json"] {
+        let (a, b) = (file(dir, from, ext), file(dir, to, ext));
+        let _ = std::fs::remove_file(&b);
+        match std::fs::hard_link(&a, &b) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && ext == "json" => {}
+            other => other?,
         }
-        Ok(())
+    }
+    Ok(())
+}
+
+/// The folder's entries to the disk (an SD card loses renames on a power cut otherwise).
+fn sync(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// A swap a stop or a power cut left unfinished (`replaced.onnx` is there): undone, the new model back under
+/// `candidate` (it never proved itself), the old one in service.
+fn recover(dir: &Path) {
+    if !file(dir, "replaced", "onnx").is_file() {
+        return;
+    }
+    let back = link(dir, "model", "candidate").and_then(|()| mv(dir, "replaced", "model"));
+    match back {
+        Ok(()) => tracing::warn!(
+            "{}: a Use or Roll back was cut short: the model it replaced is in service again, the other is the \
+             candidate",
+            dir.display()
+        ),
+        Err(e) => tracing::error!("{}: cannot finish an interrupted swap: {e}", dir.display()),
+    }
+    sync(dir);
+}
+
+impl Swap {
+    /// The taught model's name (its folder's).
+    pub fn model(&self) -> &str {
+        self.dir.file_name().and_then(|n| n.to_str()).unwrap_or_default()
     }
 
-    fn begin(dir: &Path, kind: SwapKind) -> Result<Swap, SwapError> {
-        let swap = Swap { dir: dir.to_path_buf(), kind, had_model: dir.join("model.onnx").is_file() };
-        let source = match kind {
+    fn source(&self) -> &'static str {
+        match self.kind {
             SwapKind::Use => "candidate",
             SwapKind::Rollback => "previous",
-        };
-        if !swap.file(source, "onnx").is_file() {
+        }
+    }
+
+    fn begin(dir: &Path, kind: SwapKind, busy: Arc<AtomicBool>) -> Result<Swap, SwapError> {
+        let swap = Swap { dir: dir.to_path_buf(), kind, had_model: dir.join("model.onnx").is_file(), busy };
+        if !file(dir, swap.source(), "onnx").is_file() {
             return Err(match kind {
                 SwapKind::Use => SwapError::NoCandidate,
                 SwapKind::Rollback => SwapError::NoPrevious,
@@ -101,39 +152,55 @@ impl Swap {
         }
         let io = |e: std::io::Error| SwapError::Io(format!("{}: {e}", dir.display()));
         if swap.had_model {
-            swap.mv("model", "replaced").map_err(io)?;
+            link(dir, "model", "replaced").map_err(io)?;
         }
-        if let Err(e) = swap.mv(source, "model") {
-            if swap.had_model {
-                let _ = swap.mv("replaced", "model");
+        if let Err(e) = mv(dir, swap.source(), "model") {
+            for ext in ["onnx", "json"] {
+                let _ = std::fs::remove_file(file(dir, "replaced", ext));
             }
             return Err(io(e));
         }
+        sync(dir);
         Ok(swap)
     }
 
     /// The new model runs: the one it replaced becomes `previous` (a Roll back twice is a roll forward).
     pub fn commit(self) {
         if self.had_model
-            && let Err(e) = self.mv("replaced", "previous")
+            && let Err(e) = mv(&self.dir, "replaced", "previous")
         {
             tracing::warn!("{}: cannot keep the replaced model for Roll back: {e}", self.dir.display());
         }
+        sync(&self.dir);
     }
 
     /// The new model was refused: every file back where it was.
     pub fn undo(self) {
-        let source = match self.kind {
-            SwapKind::Use => "candidate",
-            SwapKind::Rollback => "previous",
-        };
-        let back =
-            self.mv("model", source).and_then(|()| if self.had_model { self.mv("replaced", "model") } else { Ok(()) });
+        let dir = &self.dir;
+        let back = link(dir, "model", self.source()).and_then(|()| {
+            if self.had_model {
+                mv(dir, "replaced", "model")
+            } else {
+                let _ = std::fs::remove_file(file(dir, "model", "json"));
+                std::fs::remove_file(file(dir, "model", "onnx"))
+            }
+        });
         if let Err(e) = back {
-            tracing::error!("{}: cannot put the models back after a refused swap: {e}", self.dir.display());
+            tracing::error!("{}: cannot put the models back after a refused swap: {e}", dir.display());
         }
+        sync(dir);
     }
 }
+
+impl Drop for Swap {
+    fn drop(&mut self) {
+        self.busy.store(false, Ordering::Release);
+    }
+}
+
+/// Set while a training runs, whichever taught model's: one at a time (each takes a base session and up to
+/// ~80 MiB for 1,000 pictures, and they would share the trunk's cache files).
+static TRAINING: AtomicBool = AtomicBool::new(false);
 
 /// One taught model.
 #[derive(Debug)]
@@ -142,8 +209,14 @@ pub struct Teacher {
     taught: Taught,
     pub samples: Arc<Samples>,
     runtime: &'static Runtime,
-    threads: usize,
+    threads: AtomicUsize,
     training: Mutex<Training>,
+    /// A Use or Roll back is under way (its files moved, the daemon loading them).
+    swapping: Arc<AtomicBool>,
+    /// Set at shutdown: a running training stops at its next picture.
+    cancel: Arc<AtomicBool>,
+    /// The training's thread, joined (for a while) at shutdown.
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The model in service's file (modified, length) and SHA-256, so that a poll does not hash it again.
     in_service: Mutex<Option<(SystemTime, u64, String)>>,
 }
@@ -188,6 +261,7 @@ impl Teacher {
         threads: usize,
     ) -> Result<Teacher, SampleError> {
         let samples = Samples::open(name, &taught.classes, &taught.dir, limits)?;
+        recover(&taught.dir);
         let mut training = Training { state: "idle", ..Training::default() };
         if taught.dir.join("candidate.onnx").is_file() {
             training.report = read_json(&taught.dir.join("candidate.json"));
@@ -198,9 +272,12 @@ impl Teacher {
             taught: taught.clone(),
             samples,
             runtime,
-            threads,
+            threads: AtomicUsize::new(threads),
             training: Mutex::new(training),
             in_service: Mutex::new(None),
+            swapping: Arc::default(),
+            cancel: Arc::default(),
+            thread: Mutex::new(None),
         })
     }
 
@@ -255,13 +332,19 @@ impl Teacher {
         })
     }
 
-    /// Starts a training of the labelled samples in the background (nice 10, `[teach] train_threads`);
-    /// false when one is running.
-    pub fn train(self: &Arc<Self>) -> bool {
+    /// Starts a training of the labelled samples in the background (nice 10, `[teach] train_threads`), unless
+    /// one runs (of any taught model) or a swap is under way.
+    pub fn train(self: &Arc<Self>) -> Result<(), SwapError> {
         {
             let mut training = self.training();
             if training.state == "running" {
-                return false;
+                return Err(SwapError::Training);
+            }
+            if self.swapping.load(Ordering::Acquire) {
+                return Err(SwapError::Swapping);
+            }
+            if TRAINING.swap(true, Ordering::AcqRel) {
+                return Err(SwapError::OtherTraining);
             }
             *training = Training { state: "running", stage: Some("embedding"), report: None, ..Training::default() };
         }
@@ -284,18 +367,23 @@ impl Teacher {
                 }
             }
             training.stage = None;
+            TRAINING.store(false, Ordering::Release);
         });
-        if let Err(e) = spawned {
-            let mut training = self.training();
-            training.state = "failed";
-            training.error = Some(format!("cannot start the training's thread: {e}"));
+        match spawned {
+            Ok(handle) => *self.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle),
+            Err(e) => {
+                TRAINING.store(false, Ordering::Release);
+                let mut training = self.training();
+                training.state = "failed";
+                training.error = Some(format!("cannot start the training's thread: {e}"));
+            }
         }
-        true
+        Ok(())
     }
 
     fn run_training(&self) -> Result<Value, String> {
         let dir = &self.taught.dir;
-        let threads = match self.threads {
+        let threads = match self.threads.load(Ordering::Relaxed) {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
@@ -308,7 +396,15 @@ impl Teacher {
         let staging = dir.join(".training");
         std::fs::create_dir_all(&staging).map_err(|e| format!("{}: {e}", staging.display()))?;
         let out = staging.join(format!("{}.onnx", self.name));
-        let options = TrainOptions { base: self.taught.base.clone(), out: out.clone(), cache_dir, threads };
+        let options = TrainOptions {
+            base: self.taught.base.clone(),
+            out: out.clone(),
+            cache_dir,
+            threads,
+            // The config's classes only: a folder of a class the config no longer names is not learnt.
+            classes: Some(self.taught.classes.clone()),
+            cancel: Some(Arc::clone(&self.cancel)),
+        };
         let progress = |stage: Stage| {
             let mut training = self.training();
             match stage {
@@ -336,8 +432,17 @@ impl Teacher {
 
     /// Whether Use or Roll back can start: a model to swap in, no training running.
     pub fn ready(&self, kind: SwapKind) -> Result<(), SwapError> {
-        if self.training().state == "running" {
+        let training = self.training();
+        self.ready_with(&training, kind)
+    }
+
+    /// [`Teacher::ready`], the training's state held.
+    fn ready_with(&self, training: &Training, kind: SwapKind) -> Result<(), SwapError> {
+        if training.state == "running" {
             return Err(SwapError::Training);
+        }
+        if self.swapping.load(Ordering::Acquire) {
+            return Err(SwapError::Swapping);
         }
         match kind {
             SwapKind::Use if !self.taught.dir.join("candidate.onnx").is_file() => Err(SwapError::NoCandidate),
@@ -346,10 +451,40 @@ impl Teacher {
         }
     }
 
-    /// Moves the files for Use or Roll back (see the module's documentation).
+    /// Moves the files for Use or Roll back (see the module's documentation); no training may start until
+    /// the swap ends.
     pub fn swap(&self, kind: SwapKind) -> Result<Swap, SwapError> {
-        self.ready(kind)?;
-        Swap::begin(&self.taught.dir, kind)
+        let training = self.training();
+        self.ready_with(&training, kind)?;
+        if self.swapping.swap(true, Ordering::AcqRel) {
+            return Err(SwapError::Swapping);
+        }
+        // On an error the flag is cleared by the dropped Swap … which does not exist yet: clear it here.
+        Swap::begin(&self.taught.dir, kind, Arc::clone(&self.swapping)).inspect_err(|_| {
+            self.swapping.store(false, Ordering::Release);
+        })
+    }
+
+    /// The taught model's file in service, its classes and its base (for the check before a Use).
+    pub fn taught(&self) -> &Taught {
+        &self.taught
+    }
+
+    /// Stops a running training (at its next picture) and waits for it, for at most `limit`.
+    fn stop_training(&self, limit: std::time::Duration) {
+        self.cancel.store(true, Ordering::Release);
+        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            let deadline = std::time::Instant::now() + limit;
+            while !handle.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            if handle.is_finished() {
+                let _ = handle.join();
+            } else {
+                tracing::warn!(model = %self.name, "the training did not stop in time; going on without it");
+            }
+        }
     }
 }
 
@@ -363,13 +498,25 @@ pub struct SwapRequest {
 }
 
 /// Every taught model, by name, kept across reloads.
+///
+/// A reload [`Teachers::configure`]s the new config's taught models before it knows whether it will be
+/// applied: the models kept stay the same objects (their samples, their training), new ones are opened, and
+/// nothing is closed until [`Teachers::commit`]; a refused reload calls [`Teachers::abort`], which puts the
+/// running set back and closes only what it had opened.
 #[derive(Debug, Default)]
 pub struct Teachers {
     teachers: Mutex<HashMap<String, Arc<Teacher>>>,
+    /// The set before the last `configure`, until it is committed or aborted.
+    before: Mutex<Option<HashMap<String, Arc<Teacher>>>>,
 }
 
 impl Teachers {
-    /// The taught models of `models` (`(name, taught)`), opened when new or changed.
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Teacher>>> {
+        self.teachers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The taught models of `models` (`(name, taught)`): kept when they are the same model (new limits and
+    /// threads applied in place), opened when new or changed (see the type's documentation).
     pub fn configure(
         &self,
         models: &[(String, Taught)],
@@ -377,47 +524,83 @@ impl Teachers {
         runtime: &'static Runtime,
         threads: usize,
     ) -> Result<(), SampleError> {
-        let mut teachers = self.teachers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut teachers = self.map();
         let mut next = HashMap::new();
+        let mut opened: Vec<Arc<Teacher>> = Vec::new();
         for (name, taught) in models {
-            let kept = teachers
-                .remove(name)
-                .filter(|t| t.taught == *taught && t.threads == threads && t.samples.limits() == limits);
-            let teacher = match kept {
-                Some(t) => t,
-                None => {
-                    if let Some(old) = teachers.get(name) {
-                        old.samples.close();
-                    }
-                    Arc::new(Teacher::open(name, taught, limits, runtime, threads)?)
+            let teacher = match teachers.get(name).filter(|t| t.taught == *taught) {
+                Some(t) => {
+                    t.samples.set_limits(limits);
+                    t.threads.store(threads, Ordering::Relaxed);
+                    Arc::clone(t)
                 }
+                None => match Teacher::open(name, taught, limits, runtime, threads) {
+                    Ok(t) => {
+                        let t = Arc::new(t);
+                        opened.push(Arc::clone(&t));
+                        t
+                    }
+                    Err(e) => {
+                        opened.iter().for_each(|t| t.samples.close());
+                        return Err(e);
+                    }
+                },
             };
             next.insert(name.clone(), teacher);
         }
-        for (_, old) in teachers.drain() {
-            old.samples.close();
-        }
-        *teachers = next;
+        let before = std::mem::replace(&mut *teachers, next);
+        let mut staged = self.before.lock().unwrap_or_else(|p| p.into_inner());
+        // An earlier configure neither committed nor aborted keeps the older set as the one to go back to.
+        staged.get_or_insert(before);
         Ok(())
     }
 
+    /// The configured set is the running one: the models it dropped close.
+    pub fn commit(&self) {
+        let before = self.before.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let teachers = self.map();
+        for old in before.into_iter().flat_map(HashMap::into_values) {
+            if !teachers.values().any(|t| Arc::ptr_eq(t, &old)) {
+                old.stop_training(std::time::Duration::from_secs(2));
+                old.samples.close();
+            }
+        }
+    }
+
+    /// The configured set was refused: the running one comes back, the models opened for it close.
+    pub fn abort(&self) {
+        let Some(before) = self.before.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        let refused = std::mem::replace(&mut *self.map(), before);
+        let teachers = self.map();
+        for new in refused.into_values() {
+            if !teachers.values().any(|t| Arc::ptr_eq(t, &new)) {
+                new.samples.close();
+            }
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<Teacher>> {
-        self.teachers.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+        self.map().get(name).cloned()
     }
 
     /// The taught models' names and classes, by name.
     pub fn list(&self) -> Vec<(String, Vec<String>)> {
-        let teachers = self.teachers.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<(String, Vec<String>)> =
-            teachers.values().map(|t| (t.name.clone(), t.taught.classes.clone())).collect();
+            self.map().values().map(|t| (t.name.clone(), t.taught.classes.clone())).collect();
         out.sort();
         out
     }
 
-    /// Closes every store (the daemon's shutdown).
+    /// Stops the trainings and closes every store, waiting for what they were writing (the daemon's
+    /// shutdown; at most a few seconds).
     pub fn close(&self) {
-        for t in self.teachers.lock().unwrap_or_else(|p| p.into_inner()).values() {
+        let teachers: Vec<Arc<Teacher>> = self.map().values().cloned().collect();
+        for t in &teachers {
+            t.stop_training(std::time::Duration::from_secs(3));
             t.samples.close();
+        }
+        for t in &teachers {
+            t.samples.join(std::time::Duration::from_secs(2));
         }
     }
 }
@@ -432,27 +615,35 @@ mod tests {
         let d = dir.path();
         let put = |name: &str, text: &str| std::fs::write(d.join(name), text).expect("write");
         let read = |name: &str| std::fs::read_to_string(d.join(name)).ok();
-        assert!(matches!(Swap::begin(d, SwapKind::Use), Err(SwapError::NoCandidate)));
+        assert!(matches!(Swap::begin(d, SwapKind::Use, Arc::default()), Err(SwapError::NoCandidate)));
         put("candidate.onnx", "A");
         put("candidate.json", "{\"a\":1}");
         // The first model: nothing replaced, no previous.
-        Swap::begin(d, SwapKind::Use).expect("use").commit();
+        Swap::begin(d, SwapKind::Use, Arc::default()).expect("use").commit();
         assert_eq!(read("model.onnx").as_deref(), Some("A"));
         assert_eq!(read("model.json").as_deref(), Some("{\"a\":1}"));
         assert!(read("candidate.onnx").is_none() && read("previous.onnx").is_none());
         put("candidate.onnx", "B");
         // Refused: all back.
-        Swap::begin(d, SwapKind::Use).expect("use").undo();
+        Swap::begin(d, SwapKind::Use, Arc::default()).expect("use").undo();
         assert_eq!((read("model.onnx").as_deref(), read("candidate.onnx").as_deref()), (Some("A"), Some("B")));
-        Swap::begin(d, SwapKind::Use).expect("use").commit();
+        Swap::begin(d, SwapKind::Use, Arc::default()).expect("use").commit();
         assert_eq!((read("model.onnx").as_deref(), read("previous.onnx").as_deref()), (Some("B"), Some("A")));
         // Roll back, and roll back again (forward).
-        Swap::begin(d, SwapKind::Rollback).expect("rollback").commit();
+        Swap::begin(d, SwapKind::Rollback, Arc::default()).expect("rollback").commit();
         assert_eq!((read("model.onnx").as_deref(), read("previous.onnx").as_deref()), (Some("A"), Some("B")));
-        let swap = Swap::begin(d, SwapKind::Rollback).expect("rollback");
+        let swap = Swap::begin(d, SwapKind::Rollback, Arc::default()).expect("rollback");
         swap.undo();
         assert_eq!((read("model.onnx").as_deref(), read("previous.onnx").as_deref()), (Some("A"), Some("B")));
+        // A swap cut short (no commit, no undo: a power cut) is undone at the next start.
+        put("candidate.onnx", "C");
+        let cut = Swap::begin(d, SwapKind::Use, Arc::default()).expect("use");
+        std::mem::forget(cut);
+        assert_eq!(read("model.onnx").as_deref(), Some("C"), "a model in service at every moment");
+        recover(d);
+        assert_eq!((read("model.onnx").as_deref(), read("candidate.onnx").as_deref()), (Some("A"), Some("C")));
+        assert!(read("replaced.onnx").is_none());
         std::fs::remove_file(d.join("previous.onnx")).expect("rm");
-        assert!(matches!(Swap::begin(d, SwapKind::Rollback), Err(SwapError::NoPrevious)));
+        assert!(matches!(Swap::begin(d, SwapKind::Rollback, Arc::default()), Err(SwapError::NoPrevious)));
     }
 }

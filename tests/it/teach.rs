@@ -500,6 +500,13 @@ fn use_refuses_a_taught_model_that_fails_its_check() {
     let why = r.text().expect("text");
     assert!(why.contains("refused") && why.contains("classes"), "{why}");
     assert!(teach.join("door/candidate.onnx").is_file() && !teach.join("door/model.onnx").exists());
+    // A model in service that does not pass (here: put there by hand) does not take the daemon down at a
+    // reload: its region goes back to keeping samples, and the log says why.
+    std::fs::copy(model("int8"), teach.join("door/model.onnx")).expect("copy");
+    daemon.signal("-HUP");
+    daemon.wait_log("publish nothing until a model passes", Duration::from_secs(60));
+    daemon.wait_log("config reloaded", Duration::from_secs(60));
     let (code, log) = daemon.stop();
     assert_eq!(code, Some(0), "{log}");
+    assert_eq!(log.matches("reload refused").count(), 1, "only the Use was refused: {log}");
 }
