@@ -490,21 +490,14 @@ async fn protect(request: Request, next: Next) -> Response {
 /// header comes with them, which such a page cannot add without asking either (`curl --data-binary` sends a
 /// form type).
 async fn picture_type(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let headers = request.headers();
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim_start().split_once(' '))
-        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"));
-    let kind = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let essence = kind.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let (bearer, kind, essence) = body_type(request.headers());
     if bearer || essence.starts_with("image/") || essence == "application/octet-stream" {
         return next.run(request).await;
     }
     let text = format!(
         "415 Unsupported Media Type: send the picture as Content-Type: image/jpeg or image/png, not {:?} \
          (curl: -H 'Content-Type: image/jpeg')\n",
-        if kind.is_empty() { "none" } else { kind }
+        if kind.is_empty() { "none" } else { kind.as_str() }
     );
     refuse(request.into_body(), state.max_body, StatusCode::UNSUPPORTED_MEDIA_TYPE, text).await
 }
@@ -512,22 +505,28 @@ async fn picture_type(State(state): State<AppState>, request: Request, next: Nex
 /// The Teach view's POSTs take `application/json` (or come with a Bearer header): a page of another origin
 /// cannot send that type without asking first (see [`picture_type`]).
 async fn json_type(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let headers = request.headers();
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim_start().split_once(' '))
-        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"));
-    let kind = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let essence = kind.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let (bearer, kind, essence) = body_type(request.headers());
     if bearer || essence == "application/json" {
         return next.run(request).await;
     }
     let text = format!(
         "415 Unsupported Media Type: send a JSON body with Content-Type: application/json, not {:?}\n",
-        if kind.is_empty() { "none" } else { kind }
+        if kind.is_empty() { "none" } else { kind.as_str() }
     );
     refuse(request.into_body(), state.max_body, StatusCode::UNSUPPORTED_MEDIA_TYPE, text).await
+}
+
+/// What a POST says of its body: whether it comes with an `Authorization: Bearer` header, its
+/// `Content-Type` as sent (`""` when none) and that type's essence (lower case, no parameters).
+fn body_type(headers: &axum::http::HeaderMap) -> (bool, String, String) {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim_start().split_once(' '))
+        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"));
+    let kind = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let essence = kind.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    (bearer, kind, essence)
 }
 
 /// The token an `Authorization` header presents: a Bearer token, or a Basic password.

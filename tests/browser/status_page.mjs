@@ -7,15 +7,7 @@
 // the frame; for CAMERA/REGION=LABEL the region's name, its expected label and its box (with its name)
 // drawn over the frame. Takes a screenshot, and prints one JSON line of what it found. Exits 1 (naming
 // what is missing) when that does not happen within 30 s.
-import { createRequire } from "node:module";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
-
-const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-const require = createRequire(join(root, ".cache", "node", "package.json"));
-const { chromium } = require("playwright-core");
+import { launch } from "./browser.mjs";
 
 const [url, screenshot, ...wanted] = process.argv.slice(2);
 const cameras = wanted.map((w) => {
@@ -23,18 +15,7 @@ const cameras = wanted.map((w) => {
   return slash < 0 ? { name: key, region: null, label: w.slice(i + 1) }
                    : { name: key.slice(0, slash), region: key.slice(slash + 1), label: w.slice(i + 1) };
 });
-const profile = mkdtempSync(join(tmpdir(), "camclassd-chromium-"));
-// A fresh profile (--user-data-dir) each run; a phone-sized window: the page must be readable there.
-const browser = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-  viewport: { width: 412, height: 915 },
-  deviceScaleFactor: 1,
-});
+const { browser, close } = await launch();
 let code = 0;
 try {
   const page = browser.pages()[0] ?? await browser.newPage();
@@ -83,7 +64,6 @@ try {
   console.error(`status page check failed: ${e.message}\npage text:\n${text}`);
   code = 1;
 } finally {
-  await browser.close();
-  rmSync(profile, { recursive: true, force: true });
+  await close();
 }
 process.exit(code);

@@ -13,21 +13,7 @@
 // rollback: loads URL, clicks Roll back, and waits (60 s) until what is in service changes.
 // Takes a screenshot, and prints one JSON line of what it found. Exits 1, naming what is missing, when a
 // step does not happen in time (or the server refuses it).
-import { createRequire } from "node:module";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
-
-const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-// playwright-core: in .cache/node under this checkout's root (scripts/setup puts it there), else where
-// CAMCLASSD_NODE_MODULES says (a folder holding node_modules, or its package.json).
-let modules = join(root, ".cache", "node");
-if (!existsSync(join(modules, "node_modules", "playwright-core")) && process.env.CAMCLASSD_NODE_MODULES) {
-  modules = process.env.CAMCLASSD_NODE_MODULES.replace(/\/package\.json$/, "").replace(/\/node_modules\/?$/, "");
-}
-const require = createRequire(join(modules, "package.json"));
-const { chromium } = require("playwright-core");
+import { launch } from "./browser.mjs";
 
 const [url, model, mode, screenshot, ...wanted] = process.argv.slice(2);
 if (!url || !model || !["label-train-use", "rollback"].includes(mode) || !screenshot ||
@@ -42,18 +28,7 @@ const groups = wanted.map((w) => {
   return { cls: w.slice(0, i), ids: w.slice(i + 1).split(",").filter(Boolean) };
 });
 
-const profile = mkdtempSync(join(tmpdir(), "camclassd-chromium-"));
-// A fresh profile (--user-data-dir) each run; a phone-sized window: the page must be usable there.
-const browser = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-  viewport: { width: 412, height: 915 },
-  deviceScaleFactor: 1,
-});
+const { browser, close } = await launch();
 
 class Failed extends Error {}
 
@@ -236,7 +211,6 @@ try {
   console.error(`teach page check failed: ${e instanceof Failed ? e.message : e.stack ?? e}\nsection text:\n${text}`);
   code = 1;
 } finally {
-  await browser.close();
-  rmSync(profile, { recursive: true, force: true });
+  await close();
 }
 process.exit(code);
