@@ -299,7 +299,14 @@ fn build_session(
         }
     }
     if let Err(reason) = optimized::writable_folder(dir) {
-        tracing::warn!("optimised model not cached ({reason}): every start optimises the model again");
+        // Once per process: a command that opens several sessions (a model, its fallback, the classify pool)
+        // says it once.
+        static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!("optimised model not cached ({reason}): every start optimises the model again");
+        } else {
+            tracing::debug!("optimised model not cached ({reason})");
+        }
         return builder(options.optimization)?.commit_from_memory(ctx.bytes);
     }
     let temporary = optimized::temporary_name(&file);
