@@ -105,6 +105,12 @@ fn try_load(path: &Path) -> Result<Runtime, String> {
     if path.components().count() > 1 && !path.exists() {
         return Err("not found".into());
     }
+    // A library older than the C API `ort` asks for is refused with its version, before `ort` meets it.
+    if let Some(version) = library_version(path)
+        && let Some(why) = too_old(&version)
+    {
+        return Err(why);
+    }
     let builder = ort::init_from(path).map_err(|e| e.to_string())?;
     let environment =
         builder.with_name("camclassd").with_logger(std::sync::Arc::new(ort_log)).build().map_err(|e| e.to_string())?;
@@ -135,6 +141,26 @@ fn ort_log(level: ort::logging::LogLevel, _category: &str, id: &str, location: &
 
 fn is_noise(message: &str) -> bool {
     message.starts_with("Could not write a profile because no model was loaded")
+}
+
+/// The oldest ONNX Runtime minor version (1.x) this build can use: `ort` asks for this C API version, which
+/// ONNX Runtime 1.x first offers.
+pub const OLDEST_MINOR: u32 = ort::sys::ORT_API_VERSION;
+
+/// Why a library reporting `version` cannot be used (older than 1.[`OLDEST_MINOR`]), if so. A version that
+/// does not parse is left to the loader.
+fn too_old(version: &str) -> Option<String> {
+    let mut parts = version.trim().split('.').map(|p| p.parse::<u32>().ok());
+    let (Some(Some(major)), Some(Some(minor))) = (parts.next(), parts.next()) else { return None };
+    if (major, minor) >= (1, OLDEST_MINOR) {
+        return None;
+    }
+    Some(format!(
+        "ONNX Runtime {version} is older than 1.{OLDEST_MINOR}, the oldest camclassd can use (it needs C API \
+         version {OLDEST_MINOR}): install 1.{OLDEST_MINOR} or newer (Microsoft's `pip install onnxruntime` \
+         wheel has libonnxruntime.so in onnxruntime/capi/; on a Jetson, the JetPack build of 1.{OLDEST_MINOR} \
+         or newer, see docs/gpu.md) and name it in [onnxruntime] library or --ort-lib"
+    ))
 }
 
 /// The version the library reports through its API base (`OrtGetApiBase()->GetVersionString()`).
@@ -234,6 +260,17 @@ mod tests {
         let c = candidates(Some(Path::new("/opt/ort/libonnxruntime.so")));
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].1, Path::new("/opt/ort/libonnxruntime.so"));
+    }
+
+    #[test]
+    fn a_library_older_than_the_c_api_is_refused_by_its_version() {
+        assert_eq!(OLDEST_MINOR, 17, "ort asks for C API 17: ONNX Runtime 1.17");
+        let why = too_old("1.16.3").expect("too old");
+        assert!(why.contains("1.16.3") && why.contains("1.17") && why.contains("pip install onnxruntime"), "{why}");
+        assert!(too_old("0.9.0").is_some());
+        for fine in ["1.17.0", "1.18.1", "1.32.0", "2.0.0", "unknown", ""] {
+            assert!(too_old(fine).is_none(), "{fine}");
+        }
     }
 
     #[test]

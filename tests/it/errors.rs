@@ -713,3 +713,37 @@ fn check_config_and_run_agree_on_every_model_loading_case() {
         }
     }
 }
+
+/// A library older than the C API camclassd needs (here a shim reporting 1.16.3, as JetPack 5's oldest
+/// builds would) is refused with its version, the floor and where to get a newer one; never a panic.
+#[test]
+fn an_onnx_runtime_older_than_1_17_is_refused_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = dir.path().join("shim.c");
+    std::fs::write(
+        &source,
+        "#include <stddef.h>\n\
+         typedef struct { const void *(*GetApi)(unsigned); const char *(*GetVersionString)(void); } OrtApiBase;\n\
+         static const void *get_api(unsigned v) { (void)v; return NULL; }\n\
+         static const char *version(void) { return \"1.16.3\"; }\n\
+         static const OrtApiBase base = { get_api, version };\n\
+         const OrtApiBase *OrtGetApiBase(void) { return &base; }\n",
+    )
+    .expect("shim source");
+    let lib = dir.path().join("libonnxruntime.so.1.16.3");
+    let built = Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&lib).arg(&source).status().expect("cc");
+    assert!(built.success(), "cc (scripts/setup installs gcc)");
+    let out = run(camclassd()
+        .arg("classify")
+        .arg("--ort-lib")
+        .arg(&lib)
+        .arg("--model")
+        .arg(model("int8"))
+        .arg(generated("chelsea.jpg")));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for want in ["1.16.3", "older than 1.17", "pip install onnxruntime", "libonnxruntime.so.1.16.3"] {
+        assert!(err.contains(want), "{want}:\n{err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}
