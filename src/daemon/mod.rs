@@ -64,7 +64,10 @@ pub enum DaemonError {
     Thread(#[from] std::io::Error),
     #[error("a pipeline thread failed (see the log); stopped so that the service manager restarts camclassd")]
     Failed,
-    #[error("[teach]: {0}")]
+    #[error(
+        "teach.dir: cannot make a taught model's folders: {0}; set [teach] dir to a folder camclassd can write \
+         (default: $STATE_DIRECTORY/teach, /var/lib/camclassd/teach)"
+    )]
     Teach(#[from] crate::teach::samples::SampleError),
 }
 
