@@ -55,6 +55,8 @@ struct Slot {
     finished: bool,
     /// The source reported a failure (and retries) and has delivered no frame since.
     down: bool,
+    /// What the capture thread is doing, since when ([`FrameHub::set_step`]).
+    step: Option<(&'static str, Instant)>,
 }
 
 #[derive(Debug)]
@@ -140,6 +142,21 @@ impl FrameHub {
     /// `camera`'s source has reported a failure and retries: disconnected until its next frame.
     pub fn report_down(&self, camera: usize) {
         self.lock().slots[camera].down = true;
+    }
+
+    /// What `camera`'s capture thread is doing ("opening the source", "starting the pipeline", "reading frames" …): the
+    /// watchdog names it when the camera goes stale, so a source blocked inside a library call says where.
+    pub fn set_step(&self, camera: usize, step: &'static str) {
+        let mut state = self.lock();
+        let slot = &mut state.slots[camera];
+        if slot.step.is_none_or(|(s, _)| s != step) {
+            slot.step = Some((step, Instant::now()));
+        }
+    }
+
+    /// `camera`'s capture step and how long it has lasted at `now` (`None`: its source sets none).
+    pub fn step(&self, camera: usize, now: Instant) -> Option<(&'static str, Duration)> {
+        self.lock().slots[camera].step.map(|(s, since)| (s, now.saturating_duration_since(since)))
     }
 
     /// Whether `camera`'s source reported a failure and has delivered no frame since.
@@ -283,6 +300,20 @@ mod tests {
         assert!(hub.reported_down(0) && !hub.reported_down(1));
         hub.put(0, frame(1));
         assert!(!hub.reported_down(0));
+    }
+
+    #[test]
+    fn a_step_keeps_its_start_until_it_changes() {
+        let hub = FrameHub::new(1);
+        assert_eq!(hub.step(0, Instant::now()), None);
+        hub.set_step(0, "opening");
+        std::thread::sleep(Duration::from_millis(20));
+        hub.set_step(0, "opening");
+        let (step, lasted) = hub.step(0, Instant::now()).expect("a step");
+        assert_eq!(step, "opening");
+        assert!(lasted >= Duration::from_millis(20), "the same step again keeps its start: {lasted:?}");
+        hub.set_step(0, "streaming");
+        assert!(hub.step(0, Instant::now()).is_some_and(|(s, d)| s == "streaming" && d < Duration::from_millis(20)));
     }
 
     #[test]

@@ -131,8 +131,17 @@ impl<'a> Output<'a> {
             let after = a.down_since.map(|t| format!(" after {:.0?} down", t.elapsed())).unwrap_or_default();
             tracing::info!(camera = %a.camera, "streaming {}{size}{after}", a.what);
         }
+        if self.delivered == 0 {
+            self.hub.set_step(self.camera, "reading frames");
+        }
         self.delivered += 1;
         self.hub.put(self.camera, frame);
+    }
+
+    /// Says what the capture thread is about to do (a call that may block: starting or stopping a
+    /// pipeline), for the watchdog's line when the camera goes stale.
+    pub fn step(&self, step: &'static str) {
+        self.hub.set_step(self.camera, step);
     }
 
     /// Frames delivered in this session.
@@ -198,6 +207,7 @@ impl<'a> Supervisor<'a> {
     pub fn run(&mut self, source: &mut dyn Source) {
         while !self.stop.load(Ordering::Relaxed) {
             let mut out = Output::new(self.hub, self.index, self.stop);
+            self.hub.set_step(self.index, "opening the source");
             let end = match source.open() {
                 Ok(()) => {
                     // Said at the first frame of the first session, and of the first after an outage.
@@ -208,11 +218,14 @@ impl<'a> Supervisor<'a> {
                             down_since: self.down_since,
                         });
                     }
+                    self.hub.set_step(self.index, "waiting for the first frame");
                     source.stream(&mut out)
                 }
                 Err(f) => End::Failed(f),
             };
-            match self.settle(end, out.delivered) {
+            let next = self.settle(end, out.delivered);
+            self.hub.set_step(self.index, "waiting to reopen the source");
+            match next {
                 Next::Reopen(delay) if sleep_unless_stopped(delay, self.stop) => {}
                 _ => return,
             }

@@ -177,6 +177,7 @@ impl Pipeline {
             health: Arc::clone(&self.health),
             hub: Arc::clone(&self.hub),
             stall_after: self.cameras_config.iter().map(watchdog::stall_after).collect(),
+            told_stuck: vec![None; self.cameras_config.len()],
         }
     }
 

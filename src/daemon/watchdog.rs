@@ -18,6 +18,22 @@ pub(super) struct Watched {
     pub(super) hub: Arc<FrameHub>,
     /// Per camera: no frame for this long means stale.
     pub(super) stall_after: Vec<Duration>,
+    /// Per camera: the capture step already named as stuck (said once per step).
+    pub(super) told_stuck: Vec<Option<&'static str>>,
+}
+
+/// A capture step that lasts this many stall periods is named in its own line: a source blocked inside a
+/// library call (a GStreamer state change) says where, for the bug report.
+const STUCK_PERIODS: u32 = 6;
+
+/// ", its capture thread has been STEP for D" for a line about a stale camera.
+fn step_text(step: Option<(&'static str, Duration)>) -> String {
+    step.map(|(s, d)| format!("; its capture thread has been {s} for {:.0?}", secs(d))).unwrap_or_default()
+}
+
+/// Whole seconds, for log lines.
+fn secs(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs())
 }
 
 /// A camera is stale after ten frame periods without a frame, and never sooner than 10 s (a camera opening,
@@ -62,11 +78,26 @@ impl Watched {
             } else if stale && !was_stale {
                 tracing::error!(
                     camera = name,
-                    "no frame for {:.0?} (the source delivers nothing and reports no error): the camera is stale",
-                    silent
+                    "no frame for {:.0?} (the source delivers nothing and reports no error{}): the camera is stale",
+                    secs(silent),
+                    step_text(self.hub.step(camera, now))
                 );
             } else if !stale && was_stale {
                 tracing::info!(camera = name, "frames arrive again");
+            }
+            let step = self.hub.step(camera, now);
+            let told = self.told_stuck.get_mut(camera);
+            if let (true, Some((s, lasted)), Some(told)) = (stale, step, told)
+                && lasted.min(silent) > limit * STUCK_PERIODS
+                && *told != Some(s)
+            {
+                *told = Some(s);
+                tracing::error!(
+                    camera = name,
+                    "still no frame after {:.0?}{}: a call into the source's library does not return",
+                    secs(silent),
+                    step_text(step)
+                );
             }
         }
     }

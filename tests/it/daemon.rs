@@ -158,13 +158,36 @@ impl Drop for Daemon {
     /// A failed assertion must not leave a daemon running; it shows what the daemon said (a test that timed out
     /// waiting for MQTT messages would otherwise fail without the daemon's side of the story).
     fn drop(&mut self) {
+        let stacks = if std::thread::panicking() { capture_stacks(self.child.id()) } else { String::new() };
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
             let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
             eprintln!("--- the daemon's log (pid {}) ---\n{log}--- end of the daemon's log ---", self.child.id());
+            eprintln!("{stacks}");
         }
     }
+}
+
+/// The stacks of a daemon's capture threads, read with gdb (scripts/setup installs it) when a test failed: a
+/// camera silent without an error is a thread blocked in a library call, and this says which.
+fn capture_stacks(pid: u32) -> String {
+    let out = Command::new("timeout")
+        .args(["30", "gdb", "-p", &pid.to_string(), "-batch", "-nx", "-ex", "set pagination off"])
+        .args(["-ex", "thread apply all bt 25"])
+        .stdin(Stdio::null())
+        .output();
+    let Ok(out) = out else { return "(gdb is not installed: no stacks of the daemon's threads)".into() };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let wanted: Vec<&str> =
+        text.split("\nThread ").filter(|t| t.contains("\"capture-") || t.contains("\"stop-")).collect();
+    if wanted.is_empty() {
+        return format!("(no capture thread in gdb's answer: {})", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    format!(
+        "--- the daemon's capture threads ---\nThread {}--- end of the capture threads ---",
+        wanted.join("\nThread ")
+    )
 }
 
 /// Runs the daemon on replays with `loop = false`: it must end by itself, cleanly (exit 0), and say offline.

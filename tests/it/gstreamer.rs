@@ -254,6 +254,7 @@ fn mjpeg_frames_beyond_fps_are_dropped_before_they_are_decoded() {
     // A few seconds more for the counts to build up.
     std::thread::sleep(Duration::from_secs(3));
     let (_, log) = daemon.stop();
+    eprintln!("LOG\n{log}");
     for cam in ["rtspjpeg", "httpjpeg"] {
         let (came, went) = jpeg_counts(&log, cam);
         // About one in five copied out of GStreamer for camclassd's decoder.

@@ -161,7 +161,9 @@ fn a_camera_whose_read_blocks_is_reported_stale_and_recovers() {
     });
     let h = health(&stale).expect("health");
     assert!(h["cameras"]["pipe"]["last_frame_age_s"].as_f64().is_some_and(|a| a >= 10.0), "{h}");
-    daemon.wait_log("the camera is stale", Duration::from_secs(5));
+    let log = daemon.wait_log("the camera is stale", Duration::from_secs(5));
+    // It names where the capture thread is: blocked reading the pipe, since its last frame.
+    assert!(log.contains("its capture thread has been reading frames for"), "{log}");
     // The writer speaks again: connected, logged once.
     let _ = more.send(3);
     witness.wait_for("connected again", Duration::from_secs(30), |m| {

@@ -26,6 +26,7 @@ mod gate;
 mod limits;
 mod packages;
 mod rate;
+mod teardown;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,6 +64,8 @@ struct Camera<'a> {
     delivery: Delivery,
     decoder_log: DecoderLog,
     totals: Totals,
+    /// Failed sessions' pipelines being stopped.
+    teardown: teardown::Teardown,
 }
 
 /// Since the daemon started: frames into the decoder, out of it, and delivered to the hub.
@@ -115,6 +118,7 @@ pub fn run(cam: &CameraConfig, kind: &SourceKind, index: usize, hub: &FrameHub, 
         delivery: Delivery::default(),
         decoder_log: DecoderLog::default(),
         totals: Totals::default(),
+        teardown: teardown::Teardown::default(),
     };
     Supervisor::new(&cam.name, index, hub, stop).run(&mut camera);
     camera.log_totals();
@@ -131,6 +135,9 @@ impl Source for Camera<'_> {
                     return Err(Failure::new(FailureKind::Auth, why));
                 }
             }
+        }
+        if let Some(why) = self.teardown.blocked() {
+            return Err(Failure::new(FailureKind::Stalled, format!("{}: {why}", self.shown())));
         }
         let started = Instant::now();
         let session = build::build(self.cam, &self.plan, self.password.as_deref()).map_err(|f| self.scrubbed(f))?;
@@ -240,8 +247,12 @@ impl Camera<'_> {
         if let Played::Stopped = end {
             // Before the teardown, which the daemon's shutdown may not wait for.
             self.log_totals();
+            out.step("stopping the pipeline");
+            let _ = pipeline.set_state(gst::State::Null);
+        } else {
+            out.step("stopping the pipeline");
+            self.teardown.stop(pipeline, &self.cam.name);
         }
-        let _ = pipeline.set_state(gst::State::Null);
         end
     }
 
@@ -255,7 +266,10 @@ impl Camera<'_> {
         counters: &Counters,
         out: &mut Output<'_>,
     ) -> Played {
-        if pipeline.set_state(gst::State::Playing).is_err() {
+        out.step("starting the pipeline");
+        let started = pipeline.set_state(gst::State::Playing);
+        out.step("waiting for the first frame");
+        if started.is_err() {
             let shown = self.shown();
             return Played::Failed(
                 bus_failure(bus, &shown)
