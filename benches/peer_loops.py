@@ -88,4 +88,6 @@ print(json.dumps({
     "frames_per_s": n / wall,
     "cpu_ms_per_frame": 1e3 * cpu / max(n, 1),
     "cpu_pct": 100 * cpu / wall,
+    # Peak resident memory of this process (kB on Linux).
+    "peak_rss_mib": __import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss / 1024,
 }))

@@ -47,6 +47,9 @@ pub struct Health {
     /// Model runs, and the images they took (several per run when frames are batched).
     runs: AtomicU64,
     run_images: AtomicU64,
+    /// The inference workers running, and each one's intra-op threads.
+    workers: AtomicU64,
+    threads: AtomicU64,
     /// The model's own check at load (camclassd verify), reported with every health message.
     pub model_check: Option<crate::check::ModelCheck>,
     /// From each classified frame's capture to its publish decision (`camclassd bench --cameras` reads it).
@@ -76,6 +79,8 @@ impl Health {
             busy: AtomicU64::new(0),
             runs: AtomicU64::new(0),
             run_images: AtomicU64::new(0),
+            workers: AtomicU64::new(1),
+            threads: AtomicU64::new(1),
             model_check: None,
             decisions: Latencies::default(),
             started: Instant::now(),
@@ -212,6 +217,17 @@ impl Health {
     }
 
     /// (model runs, images they took) since start.
+    /// The parallelism in use: inference workers, and intra-op threads per worker.
+    pub fn set_parallelism(&self, workers: usize, threads: usize) {
+        self.workers.store(workers as u64, Ordering::Relaxed);
+        self.threads.store(threads as u64, Ordering::Relaxed);
+    }
+
+    /// (workers, intra-op threads per worker).
+    pub fn parallelism(&self) -> (u64, u64) {
+        (self.workers.load(Ordering::Relaxed), self.threads.load(Ordering::Relaxed))
+    }
+
     pub fn runs(&self) -> (u64, u64) {
         (self.runs.load(Ordering::Relaxed), self.run_images.load(Ordering::Relaxed))
     }
@@ -290,6 +306,10 @@ pub struct Report {
 pub struct InferenceHealth {
     pub runs: u64,
     pub images: u64,
+    /// Inference workers running now (`[model] workers`, or chosen from the load when 0), and each one's
+    /// intra-op threads.
+    pub workers: u64,
+    pub threads: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Default)]
@@ -357,7 +377,8 @@ impl Reporter {
             events_published,
             inference: {
                 let (runs, images) = health.runs();
-                InferenceHealth { runs, images }
+                let (workers, threads) = health.parallelism();
+                InferenceHealth { runs, images, workers, threads }
             },
             model_check: health.model_check.clone(),
         }

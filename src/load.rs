@@ -93,12 +93,19 @@ pub struct Loaded {
     /// Per model (in the order of `names`), the config's classes of a taught model not trained yet: its
     /// session is its base's, opened but never run.
     untrained: Vec<Option<Vec<String>>>,
+    /// Another worker's sessions, for the adaptive parallelism.
+    pub reopen: Reopen,
 }
 
 impl Loaded {
     /// What the region plan knows of each model, in the order of `names`.
     pub fn infos(&self) -> Vec<ModelInfo> {
         infos(self.sessions.first().map_or(&[][..], |s| s.as_slice()), &self.names, &self.untrained)
+    }
+
+    /// The intra-op threads of `[model]`'s camera sessions.
+    pub fn threads(&self) -> usize {
+        self.options.threads.unwrap_or(1)
     }
 
     /// `count` more sessions of `[model]` as it is in service (the fallback when it replaced the configured
@@ -164,12 +171,17 @@ pub fn unused_models(config: &Config) -> Vec<(String, String)> {
     config.named_models().into_iter().skip(1).filter(|m| !used.contains(&m.name)).map(|m| (m.key, m.name)).collect()
 }
 
-/// The intra-op threads of a camera session when the config does not say: its worker's share of the cores
-/// minus one, which the worker's prepare thread uses (on 2 cores, 1 intra-op thread classifies 233 frames/s
-/// against 213 with 2: the prepare thread then fights inference for a core).
+/// The intra-op threads of a camera session when the config does not say. With `workers = 0` (automatic)
+/// one: the cheapest per frame at a camera's pace, and more load gets more workers of one thread each. With a
+/// fixed number of workers, each worker's share of the cores minus one, which the worker's prepare thread
+/// uses (on 2 cores, 1 intra-op thread classifies 233 frames/s against 213 with 2: the prepare thread then
+/// fights inference for a core).
 fn default_threads(workers: usize) -> usize {
+    if workers == 0 {
+        return 1;
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cores / workers.max(1)).saturating_sub(1).max(1)
+    (cores / workers).saturating_sub(1).max(1)
 }
 
 /// The options a model is opened with for `purpose`.
@@ -290,7 +302,9 @@ pub fn load_with(
         Purpose::Preflight => 1,
     };
     let mut problems = Vec::new();
-    let options = options_for(purpose, &config.model.model_options(), workers);
+    let options = options_for(purpose, &config.model.model_options(), config.model.workers);
+    // Each model's file in service and its options: what another worker's sessions are opened from.
+    let mut opened = Vec::new();
     let check_here = match purpose {
         Purpose::Cameras => true,
         Purpose::Preflight => config.model.execution_providers.iter().all(|p| *p == Provider::Cpu),
@@ -319,6 +333,7 @@ pub fn load_with(
                     }
                 }
             }
+            opened.push((in_service.clone(), options.clone()));
             (Some(check), in_service)
         }
         Err(e) => {
@@ -329,7 +344,7 @@ pub fn load_with(
     let used = config.used_models();
     let mut untrained = vec![None];
     for named in config.named_models().into_iter().skip(1).filter(|m| used.contains(&m.name)) {
-        let options = options_for(purpose, &named.options, workers);
+        let options = options_for(purpose, &named.options, config.model.workers);
         // A taught model before its first training: its base stands in (never run; its regions only keep
         // samples).
         let mut waiting = named.taught.as_ref().filter(|_| !named.path.is_file());
@@ -360,6 +375,7 @@ pub fn load_with(
             }
         }
         let path = waiting.map_or(&named.path, |t| &t.base);
+        opened.push((path.clone(), options.clone()));
         untrained.push(waiting.map(|t| t.classes.clone()));
         let mut loaded = 0;
         for worker in &mut sessions {
@@ -407,5 +423,21 @@ pub fn load_with(
             return Err(LoadError { problems });
         }
     }
-    Ok(Loaded { sessions, names, check, in_service, plan, options, untrained })
+    let reopen = Reopen { runtime, models: opened };
+    Ok(Loaded { sessions, names, check, in_service, plan, options, untrained, reopen })
+}
+
+/// What opens one more worker's sessions as the policy opened the first's: each model's file in service (a
+/// fallback, a taught model's base) with its options, the check already passed on this CPU at the load.
+#[derive(Debug, Clone)]
+pub struct Reopen {
+    runtime: &'static Runtime,
+    models: Vec<(PathBuf, ModelOptions)>,
+}
+
+impl Reopen {
+    /// One session of each model, in the order of [`Loaded::names`].
+    pub fn open(&self) -> Result<Vec<Model>, ModelError> {
+        self.models.iter().map(|(path, options)| Model::load(self.runtime, path, options)).collect()
+    }
 }

@@ -67,6 +67,10 @@ struct HubState {
     /// The consumers' generation: a [`Consumer`] of an older one gets `None` from `take` at once (a reload
     /// that keeps the cameras retired it).
     generation: u64,
+    /// The next consumer's id.
+    next_consumer: u64,
+    /// Consumers retired one by one ([`FrameHub::retire_consumer`]) whose `take` has not returned `None` yet.
+    retired: Vec<u64>,
 }
 
 /// The newest frame of every camera, and the consumers' wake-up.
@@ -81,6 +85,14 @@ pub struct FrameHub {
 pub struct Consumer {
     next: usize,
     generation: u64,
+    id: u64,
+}
+
+impl Consumer {
+    /// Its id, for [`FrameHub::retire_consumer`].
+    pub fn id(&self) -> u64 {
+        self.id
+    }
 }
 
 /// Keeps at most this many spare buffers per camera (one being filled, one in flight, one waiting).
@@ -90,7 +102,14 @@ impl FrameHub {
     pub fn new(cameras: usize) -> FrameHub {
         let slots = (0..cameras).map(|_| Slot::default()).collect();
         FrameHub {
-            state: Mutex::new(HubState { slots, closed: false, failed: false, generation: 0 }),
+            state: Mutex::new(HubState {
+                slots,
+                closed: false,
+                failed: false,
+                generation: 0,
+                next_consumer: 0,
+                retired: Vec::new(),
+            }),
             ready: Condvar::new(),
         }
     }
@@ -173,7 +192,20 @@ impl FrameHub {
     /// A consumer of the current generation: it takes frames until the hub closes or
     /// [`FrameHub::retire_consumers`] ends its generation.
     pub fn consumer(&self) -> Consumer {
-        Consumer { next: 0, generation: self.lock().generation }
+        let mut state = self.lock();
+        state.next_consumer += 1;
+        Consumer { next: 0, generation: state.generation, id: state.next_consumer }
+    }
+
+    /// Ends one consumer (a worker the adaptive parallelism retires): its next [`FrameHub::take`] returns
+    /// `None`, the others go on.
+    pub fn retire_consumer(&self, id: u64) {
+        let mut state = self.lock();
+        if !state.retired.contains(&id) {
+            state.retired.push(id);
+        }
+        drop(state);
+        self.ready.notify_all();
     }
 
     /// Ends the current consumers while the sources go on capturing (a reload that keeps the cameras): their
@@ -206,6 +238,10 @@ impl FrameHub {
             if state.generation != consumer.generation {
                 return None;
             }
+            if let Some(i) = state.retired.iter().position(|&r| r == consumer.id) {
+                state.retired.swap_remove(i);
+                return None;
+            }
             let n = state.slots.len();
             for i in 0..n {
                 let camera = (consumer.next + i) % n;
@@ -231,6 +267,12 @@ impl FrameHub {
         let state = self.lock();
         let slot = &state.slots[camera];
         (slot.last_put.map(|t| now.saturating_duration_since(t)), slot.finished)
+    }
+
+    /// Frames replaced before any consumer took them, all cameras, since the hub was made: the sign that
+    /// the consumers are slower than the cameras.
+    pub fn replaced(&self) -> u64 {
+        self.lock().slots.iter().map(|s| s.dropped).sum()
     }
 
     /// (captured, dropped) frame counts of a camera.
@@ -290,6 +332,25 @@ mod tests {
         assert!(hub.take(&mut old).is_none(), "a retired consumer never takes a frame again");
         let mut new = hub.consumer();
         assert_eq!(hub.take(&mut new).map(|(_, n, f)| (n, f.data[0])), Some((1, 7)), "the next consumer's");
+    }
+
+    #[test]
+    fn a_retired_consumer_ends_and_the_others_go_on() {
+        let hub = std::sync::Arc::new(FrameHub::new(1));
+        let mut stays = hub.consumer();
+        let waiting = {
+            let hub = std::sync::Arc::clone(&hub);
+            let mut goes = hub.consumer();
+            let id = goes.id();
+            (id, std::thread::spawn(move || hub.take(&mut goes).is_none()))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        hub.retire_consumer(waiting.0);
+        assert!(waiting.1.join().expect("join"), "the retired consumer ends");
+        hub.put(0, frame(1));
+        hub.put(0, frame(2));
+        assert_eq!(hub.replaced(), 1);
+        assert_eq!(hub.take(&mut stays).map(|(_, n, _)| n), Some(2), "the other one takes the newest frame");
     }
 
     #[test]

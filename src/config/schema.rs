@@ -561,8 +561,10 @@ pub struct ModelConfig {
     /// Intra-op threads; 0 = all cores.
     #[serde(default)]
     pub threads: usize,
-    /// Inference sessions (each with its own decode thread) that share the cameras.
-    #[serde(default = "default_workers")]
+    /// Inference sessions (each with its own decode thread) that share the cameras; 0 (the default) lets
+    /// camclassd choose from the load it sees: one at a camera's pace, more (up to the cores it may use)
+    /// while frames wait.
+    #[serde(default)]
     pub workers: usize,
     /// The most images one inference run takes: frames of several cameras (and several regions on one model)
     /// that are ready together run as one batch, for a model with a dynamic batch dimension. 1: no batching.
@@ -604,9 +606,6 @@ fn default_providers() -> Vec<Provider> {
 }
 const fn default_top_k() -> usize {
     5
-}
-const fn default_workers() -> usize {
-    1
 }
 /// Off by default: on a CPU a batch saves ~4 % of CPU per frame but grows ONNX Runtime's arena by the
 /// batch's activations (+45 MiB for the INT8 EfficientNet at 4; README, "Batching").

@@ -55,8 +55,8 @@ impl Config {
         if self.model.execution_providers.is_empty() {
             problem("model.execution_providers", "must name at least one provider (e.g. [\"cpu\"])".into());
         }
-        if self.model.workers == 0 || self.model.workers > 16 {
-            problem("model.workers", format!("must be between 1 and 16, got {}", self.model.workers));
+        if self.model.workers > 16 {
+            problem("model.workers", format!("must be between 0 (automatic) and 16, got {}", self.model.workers));
         }
         if !(1..=MAX_BATCH).contains(&self.model.max_batch) {
             problem("model.max_batch", format!("must be between 1 and {MAX_BATCH}, got {}", self.model.max_batch));

@@ -17,6 +17,7 @@
 mod measure;
 mod pipeline;
 mod report;
+mod scale;
 mod watchdog;
 mod worker;
 
@@ -187,7 +188,10 @@ pub async fn run_with<S: Future<Output = ()>>(
     tracing::info!(
         node = %config.node_id(),
         cameras = config.cameras.len(),
-        workers = config.model.workers,
+        workers = %match config.model.workers {
+            0 => "auto".to_string(),
+            n => n.to_string(),
+        },
         "camclassd running"
     );
 

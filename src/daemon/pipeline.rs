@@ -1,13 +1,14 @@
 //! A pipeline: everything that depends on the cameras and the model. Built by [`Pipeline::start`] (which may
 //! fail and touches no device), set going by [`Pipeline::run`], drained and stopped by [`Pipeline::stop`].
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::scale::{self, Scaler, Scaling};
 use super::worker::{Batching, Camera, LastClassified, Layout, Worker};
 use super::{DaemonError, Hooks, watchdog};
 use crate::capture::{self, FrameHub};
@@ -15,8 +16,8 @@ use crate::config::{CameraConfig, Config};
 use crate::events::Tracker;
 use crate::health::Health;
 use crate::live::{Live, LivePipeline, RegionInfo};
-use crate::load::Loaded;
-use crate::model::Model;
+use crate::load::{Loaded, Reopen};
+use crate::model::{Model, Provider};
 use crate::publish::{Publication, Target};
 use crate::teach::teacher::Teachers;
 
@@ -38,14 +39,28 @@ pub(super) struct Pipeline {
     captures: Vec<JoinHandle<()>>,
     pub(super) done: mpsc::Receiver<u64>,
     done_tx: Option<mpsc::Sender<u64>>,
-    workers: usize,
+    /// Workers started, those the scaler added and retired included (each reports on `done` when it ends).
+    spawned: Arc<AtomicUsize>,
     pub(super) finished: usize,
+    /// With `[model] workers = 0` on the CPU: what the scaler needs, until [`Pipeline::run`] starts it.
+    adapt: Option<Adapt>,
+    scaler: Option<Scaler>,
+    /// Intra-op threads per worker.
+    threads: usize,
+    /// Time the workers' inference threads spent on batches.
+    busy_ns: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
     hooks: Hooks,
     /// What the HTTP server reads of this pipeline.
     pub(super) live: Arc<LivePipeline>,
     /// Started on a running pipeline's hub: its capture threads are handed over, not started.
     adopted: bool,
+}
+
+/// The adaptive parallelism's plan: more workers from `reopen`, up to `max`.
+struct Adapt {
+    reopen: Reopen,
+    max: usize,
 }
 
 impl Pipeline {
@@ -62,6 +77,10 @@ impl Pipeline {
             return Err(DaemonError::Incomplete);
         }
         let infos = loaded.infos();
+        let threads = loaded.threads();
+        // Automatic on the CPU only: a GPU's sessions are not multiplied by the load.
+        let auto = config.model.workers == 0 && config.model.execution_providers.iter().all(|p| *p == Provider::Cpu);
+        let adapt = auto.then(|| Adapt { reopen: loaded.reopen.clone(), max: scale::max_workers() });
         let Loaded { sessions: models, names: model_names, check, plan, .. } = loaded;
         let first = &models[0];
         let mut targets = Vec::new();
@@ -117,6 +136,7 @@ impl Pipeline {
         let names: Vec<String> = cameras.iter().map(|c| c.name.clone()).collect();
         let (done_tx, done) = mpsc::channel::<u64>(models.len().max(1));
         let health = Arc::new(Health::new(&names).with_model_check(check));
+        health.set_parallelism(models.len(), threads);
         // The running cameras' hub when a reload keeps them ([`Pipeline::hand_over`]).
         let adopted = hub.is_some();
         let hub = hub.unwrap_or_else(|| Arc::new(FrameHub::new(config.cameras.len())));
@@ -133,7 +153,11 @@ impl Pipeline {
             hub,
             live,
             stop: Arc::new(AtomicBool::new(false)),
-            workers: models.len(),
+            spawned: Arc::new(AtomicUsize::new(0)),
+            adapt,
+            scaler: None,
+            threads,
+            busy_ns: Arc::new(AtomicU64::new(0)),
             models,
             top_k: config.model.top_k,
             min_score: config.model.min_score,
@@ -163,6 +187,7 @@ impl Pipeline {
     /// go to `next`, whose [`Pipeline::run`] starts only its workers. The cameras never stop: no reconnect,
     /// no gap but the workers' hand-over. Returns the frames this pipeline classified.
     pub(super) async fn hand_over(&mut self, next: &mut Pipeline, limit: Duration) -> u64 {
+        self.stop_scaler().await;
         // A worker that does not end in time (a hung inference) can never take a frame again.
         self.hub.retire_consumers();
         let frames = self.wait_workers(limit).await;
@@ -187,23 +212,50 @@ impl Pipeline {
             self.captures = capture::spawn_all(&self.cameras_config, &self.hub, &self.stop)?;
         }
         let Some(done_tx) = self.done_tx.take() else { return Ok(()) };
+        let worker = Worker {
+            hub: Arc::clone(&self.hub),
+            cameras: Arc::clone(&self.cameras),
+            layout: Arc::clone(&self.layout),
+            health: Arc::clone(&self.health),
+            events: events.clone(),
+            node: Arc::clone(&self.node),
+            top_k: self.top_k,
+            min_score: self.min_score,
+            dropped: Arc::clone(&self.dropped),
+            stall_after: self.hooks.stall_inference_after,
+            live: Arc::clone(&self.live),
+            busy_ns: Arc::clone(&self.busy_ns),
+        };
         for (i, model) in std::mem::take(&mut self.models).into_iter().enumerate() {
-            let worker = Worker {
+            worker.clone().spawn(i, model, done_tx.clone())?;
+            self.spawned.fetch_add(1, Ordering::AcqRel);
+        }
+        if let Some(Adapt { reopen, max }) = self.adapt.take().filter(|a| a.max > 1) {
+            let spawned = Arc::clone(&self.spawned);
+            let scaling = Scaling {
                 hub: Arc::clone(&self.hub),
-                cameras: Arc::clone(&self.cameras),
-                layout: Arc::clone(&self.layout),
                 health: Arc::clone(&self.health),
-                events: events.clone(),
-                node: Arc::clone(&self.node),
-                top_k: self.top_k,
-                min_score: self.min_score,
-                dropped: Arc::clone(&self.dropped),
-                stall_after: self.hooks.stall_inference_after,
-                live: Arc::clone(&self.live),
+                busy_ns: Arc::clone(&self.busy_ns),
+                max,
+                threads: self.threads,
+                open: Box::new(move || reopen.open().map_err(|e| e.to_string())),
+                start: Box::new(move |models| {
+                    let index = spawned.load(Ordering::Acquire);
+                    let id = worker.clone().spawn(index, models, done_tx.clone()).map_err(|e| e.to_string())?;
+                    spawned.fetch_add(1, Ordering::AcqRel);
+                    Ok(id)
+                }),
             };
-            worker.spawn(i, model, done_tx.clone())?;
+            self.scaler = Some(Scaler::start(scaling)?);
         }
         Ok(())
+    }
+
+    /// Stops the adaptive parallelism's scaler (no worker comes or goes after this).
+    async fn stop_scaler(&mut self) {
+        if let Some(mut scaler) = self.scaler.take() {
+            let _ = tokio::task::spawn_blocking(move || scaler.stop()).await;
+        }
     }
 
     /// Asks the next classified frame of `camera` (or of every camera) to be published.
@@ -222,6 +274,7 @@ impl Pipeline {
     /// Stops capture, lets the workers classify what was captured (for at most `limit`), and returns the
     /// frames classified.
     pub(super) async fn stop(&mut self, limit: Duration) -> u64 {
+        self.stop_scaler().await;
         self.stop.store(true, Ordering::Relaxed);
         self.hub.close();
         let frames = self.wait_workers(limit).await;
@@ -240,7 +293,8 @@ impl Pipeline {
     async fn wait_workers(&mut self, limit: Duration) -> u64 {
         let mut frames = 0;
         let deadline = tokio::time::Instant::now() + limit;
-        while self.finished < self.workers {
+        let workers = self.spawned.load(Ordering::Acquire);
+        while self.finished < workers {
             match tokio::time::timeout_at(deadline, self.done.recv()).await {
                 Ok(Some(n)) => {
                     self.finished += 1;
@@ -250,10 +304,10 @@ impl Pipeline {
                 Err(_) => {
                     tracing::error!(
                         "{} inference worker(s) did not finish within {limit:?} (inference stuck?); going on without them",
-                        self.workers - self.finished
+                        workers - self.finished
                     );
                     // The threads are left behind: the process exits (or the next pipeline runs) without them.
-                    self.finished = self.workers;
+                    self.finished = workers;
                     break;
                 }
             }

@@ -97,6 +97,7 @@ pub(super) struct Batching {
     pub(super) delay: Duration,
 }
 
+#[derive(Clone)]
 pub(super) struct Worker {
     pub(super) hub: Arc<FrameHub>,
     pub(super) cameras: Arc<Mutex<Vec<Camera>>>,
@@ -112,6 +113,8 @@ pub(super) struct Worker {
     pub(super) stall_after: Option<u64>,
     /// The newest frame per camera and classification per region, for the HTTP page.
     pub(super) live: Arc<LivePipeline>,
+    /// Nanoseconds the workers' inference threads spent on batches (the adaptive parallelism reads it).
+    pub(super) busy_ns: Arc<AtomicU64>,
 }
 
 /// What a frame of one camera is prepared into: one input tensor per region of that camera, and the snapshot
@@ -142,7 +145,8 @@ struct Prepared {
 
 impl Worker {
     /// Starts the two threads with this worker's sessions, one per model (by [`Region::model`]).
-    pub(super) fn spawn(self, index: usize, models: Vec<Model>, done: mpsc::Sender<u64>) -> Result<(), DaemonError> {
+    /// Returns its hub consumer's id ([`FrameHub::retire_consumer`] ends the worker).
+    pub(super) fn spawn(self, index: usize, models: Vec<Model>, done: mpsc::Sender<u64>) -> Result<u64, DaemonError> {
         // Up to a batch of prepared frames wait while the batch before them runs.
         let (ready_tx, ready_rx) = std_mpsc::sync_channel::<Prepared>(self.layout.batching.max.max(1));
         let (free_tx, free_rx) = std_mpsc::channel::<Tensors>();
@@ -160,6 +164,7 @@ impl Worker {
         let hub = Arc::clone(&self.hub);
         // Made now: a reload that handed the cameras over retired the consumers made before.
         let consumer = hub.consumer();
+        let id = consumer.id();
         let layout = Arc::clone(&self.layout);
         let health = Arc::clone(&self.health);
         let live = Arc::clone(&self.live);
@@ -185,7 +190,7 @@ impl Worker {
             });
             let _ = done.blocking_send(frames);
         })?;
-        Ok(())
+        Ok(id)
     }
 
     fn report(&self) -> Report<'_> {
@@ -237,6 +242,7 @@ impl Worker {
         // Inference failures in a row: logged at the first and at powers of two, and at recovery.
         let mut failures = 0u64;
         while gather(ready_rx, &mut batch, max, delay) {
+            let busy_since = Instant::now();
             let report = self.report();
             report.batch_started(batch.len());
             if self.stall_after.is_some_and(|n| frames >= n) {
@@ -343,6 +349,7 @@ impl Worker {
                 // Only now: a snapshot published above was read from this frame's set.
                 let _ = free_tx.send(inputs);
             }
+            self.busy_ns.fetch_add(busy_since.elapsed().as_nanos() as u64, Ordering::Relaxed);
             error = None;
         }
         frames

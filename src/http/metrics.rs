@@ -173,6 +173,21 @@ impl Collector for LiveCollector {
                 MetricType::Counter,
                 images,
             )?;
+            let (workers, threads) = p.health.parallelism();
+            one(
+                &mut enc,
+                "camclassd_inference_workers",
+                "Inference workers running (chosen from the load with [model] workers = 0)",
+                MetricType::Gauge,
+                workers,
+            )?;
+            one(
+                &mut enc,
+                "camclassd_inference_threads",
+                "Intra-op threads of each inference worker's sessions",
+                MetricType::Gauge,
+                threads,
+            )?;
             if let Some(check) = &p.model_check {
                 family(
                     &mut enc,

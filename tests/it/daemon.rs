@@ -30,6 +30,16 @@ impl Daemon {
         Daemon::spawn(cmd, false)
     }
 
+    /// The daemon pinned to `cpus` (`taskset -c`, which execs it: the pid is the daemon's).
+    pub fn start_pinned(config: &Path, cpus: &str) -> Daemon {
+        let daemon = camclassd();
+        let mut cmd = Command::new("taskset");
+        cmd.current_dir(root()).env_remove("ORT_DYLIB_PATH").env_remove("RUST_LOG");
+        cmd.args(["-c", cpus]).arg(daemon.get_program());
+        cmd.args(["--log-level", "info", "run", "--config"]).arg(config);
+        Daemon::spawn(cmd, false)
+    }
+
     pub fn start_env(config: &Path, env: &[(&str, &str)]) -> Daemon {
         Daemon::launch(config, env, "info")
     }

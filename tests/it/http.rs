@@ -391,7 +391,12 @@ fn classify_over_https_matches_the_cli_and_refuses_oversize_bodies_and_bad_token
     let base = format!("https://127.0.0.1:{port}");
     let bearer = format!("Bearer {token}");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !http.get(format!("{base}/healthz")).header("authorization", &bearer).send().is_ok_and(|r| r.status() == 200)
+    // The status route, not /healthz: it answers 503 "starting" (Retry-After: 1) until the pipeline runs.
+    while !http
+        .get(format!("{base}/api/v1/status"))
+        .header("authorization", &bearer)
+        .send()
+        .is_ok_and(|r| r.status() == 200)
     {
         assert!(Instant::now() < deadline, "no HTTPS answer; log:\n{}", daemon.log());
         std::thread::sleep(Duration::from_millis(200));

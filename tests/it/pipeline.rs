@@ -3,6 +3,8 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::broker::{Broker, Witness, daemon_config};
@@ -266,4 +268,95 @@ fn frames_of_three_cameras_batched_together_each_get_their_own_answer() {
         let seqs: Vec<u64> = events.iter().filter_map(|e| e["seq"].as_u64()).collect();
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "cam{i}: {seqs:?}");
     }
+}
+
+/// Three fifo cameras at 120 fps, written as fast as they are read until `stop` (the pipes stay open).
+fn flood(dir: &Path, n: usize) -> (String, Arc<AtomicBool>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let jpeg = std::fs::read(generated("coffee.jpg")).expect("jpeg");
+    let mut cameras = String::new();
+    for i in 0..n {
+        let pipe = dir.join(format!("cam{i}.mjpeg"));
+        let made = std::process::Command::new("mkfifo").arg(&pipe).status().expect("mkfifo");
+        assert!(made.success());
+        cameras += &format!("[[cameras]]\nname = \"cam{i}\"\nsource = {:?}\nfps = 120\n", pipe.display().to_string());
+        let (stop, jpeg) = (Arc::clone(&stop), jpeg.clone());
+        std::thread::spawn(move || {
+            let Ok(mut w) = std::fs::OpenOptions::new().write(true).open(&pipe) else { return };
+            while !stop.load(Ordering::Relaxed) {
+                if w.write_all(&jpeg).is_err() {
+                    return;
+                }
+            }
+            // Held open, silent: the camera waits without an error.
+            std::thread::sleep(Duration::from_secs(120));
+        });
+    }
+    (cameras, stop)
+}
+
+fn inference_health(m: &[super::broker::Message]) -> Option<serde_json::Value> {
+    m.iter()
+        .rev()
+        .find(|m| m.topic == "camclassd/testnode/health")
+        .and_then(|m| serde_json::from_str::<serde_json::Value>(&m.payload).ok())
+        .map(|h| h["inference"].clone())
+}
+
+#[test]
+fn by_default_the_workers_follow_the_load_up_to_the_cores_and_back_down() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cameras, stop) = flood(dir.path(), 3);
+    let config = daemon_config(dir.path(), &broker, &(cameras + "[health]\ninterval = 1\n"));
+    // daemon_config sets `threads = 1`; `workers` is left to camclassd.
+    let witness = Witness::start(&broker, "camclassd/testnode/health");
+    let daemon = Daemon::start(&config);
+    let at_start = witness.wait_for("a health message", Duration::from_secs(30), |m| inference_health(m).is_some());
+    let h = inference_health(&at_start).expect("health");
+    assert_eq!((h["workers"].as_u64(), h["threads"].as_u64()), (Some(1), Some(1)), "{h}");
+    if cores < 2 {
+        std::thread::sleep(Duration::from_secs(8));
+        stop.store(true, Ordering::Relaxed);
+        let (_, log) = daemon.stop();
+        assert!(!log.contains("parallelism"), "one core: one worker\n{log}");
+        return;
+    }
+    // Frames replaced while the one worker is busy: a second, said once with the reason.
+    let log = daemon.wait_log("parallelism 1×1 → 2×1: ", Duration::from_secs(60));
+    assert!(log.contains("frames waited and were replaced in"), "{log}");
+    witness.wait_for("health with 2 workers", Duration::from_secs(30), |m| {
+        inference_health(m).is_some_and(|h| h["workers"] == 2)
+    });
+    // Never more workers than cores.
+    std::thread::sleep(Duration::from_secs(5));
+    let log = daemon.log();
+    assert!(!log.contains(&format!("→ {}×1", cores + 1)), "{log}");
+    // The cameras fall silent: back to one.
+    stop.store(true, Ordering::Relaxed);
+    let log = daemon.wait_log("→ 1×1: the load fits fewer workers", Duration::from_secs(90));
+    witness.wait_for("health with 1 worker", Duration::from_secs(30), |m| {
+        inference_health(m).is_some_and(|h| h["workers"] == 1)
+    });
+    let (code, log2) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}\n{log2}");
+    assert!(!log2.contains("did not finish"), "every worker ended, the retired ones too:\n{log2}");
+}
+
+#[test]
+fn the_workers_never_outnumber_the_cpus_the_daemon_may_use() {
+    // Pinned to one CPU (as a cgroup's cpuset or CPUQuota=100% would): the load never adds a worker.
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cameras, stop) = flood(dir.path(), 2);
+    let config = daemon_config(dir.path(), &broker, &cameras);
+    let witness = Witness::start(&broker, "camclassd/testnode/+/event");
+    let daemon = Daemon::start_pinned(&config, "0");
+    witness.wait_for("events", Duration::from_secs(30), |m| m.len() >= 2);
+    std::thread::sleep(Duration::from_secs(8));
+    stop.store(true, Ordering::Relaxed);
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("parallelism"), "{log}");
 }
