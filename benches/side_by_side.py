@@ -76,7 +76,7 @@ def daemon(work: str, port: int, cameras: int, fps: float, label: str, model_key
     sub = subprocess.Popen(["mosquitto_sub", "-p", str(port), "-t", f"camclassd/{label}/+/event"],
                            stdout=open(events, "wb"))
     time.sleep(0.3)
-    proc = subprocess.Popen([camclassd, "run", "--config", conf], stderr=open(f"{work}/{label}.log", "wb"))
+    proc = subprocess.Popen([camclassd, "--log-level", "info", "run", "--config", conf], stderr=open(f"{work}/{label}.log", "wb"))
     peak = 0.0
     try:
         deadline = time.time() + 60
