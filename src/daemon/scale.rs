@@ -223,77 +223,77 @@ fn run(mut s: Scaling, stop: &AtomicBool) {
 mod tests {
     use super::*;
 
-    /// Feeds `policy` `secs` seconds of ticks from `*t` where frames are replaced at `replaced_per_s` and
-    /// the workers are busy `busy_cores`; returns the first change, applied.
-    fn feed(
-        policy: &mut Policy,
-        t: &mut Instant,
-        counters: &mut (u64, Duration),
-        secs: f64,
-        replaced_per_s: u64,
-        busy_cores: f64,
-    ) -> Option<Change> {
-        let ticks = (secs / TICK.as_secs_f64()).round() as usize;
-        for _ in 0..ticks {
-            *t += TICK;
-            counters.0 += replaced_per_s / 2;
-            counters.1 += TICK.mul_f64(busy_cores);
-            if let Some(c) = policy.decide(*t, counters.0, counters.1) {
-                policy.changed(c, *t);
-                return Some(c);
-            }
+    /// The rule fed simulated ticks: the two counters, and the clock.
+    struct Sim {
+        policy: Policy,
+        t: Instant,
+        replaced: u64,
+        busy: Duration,
+    }
+
+    impl Sim {
+        fn new(max: usize) -> Sim {
+            let t = Instant::now();
+            Sim { policy: Policy::new(max, t), t, replaced: 0, busy: Duration::ZERO }
         }
-        None
+
+        /// `secs` seconds of ticks where frames are replaced at `replaced_per_s` and the workers are busy
+        /// `busy_cores`; the first change, applied.
+        fn run(&mut self, secs: f64, replaced_per_s: u64, busy_cores: f64) -> Option<Change> {
+            let ticks = (secs / TICK.as_secs_f64()).round() as usize;
+            for _ in 0..ticks {
+                self.t += TICK;
+                self.replaced += replaced_per_s / 2;
+                self.busy += TICK.mul_f64(busy_cores);
+                if let Some(c) = self.policy.decide(self.t, self.replaced, self.busy) {
+                    self.policy.changed(c, self.t);
+                    return Some(c);
+                }
+            }
+            None
+        }
     }
 
     #[test]
     fn a_cameras_pace_stays_at_one_worker() {
-        let mut t = Instant::now();
-        let mut policy = Policy::new(2, t);
-        let mut c = (0, Duration::ZERO);
+        let mut sim = Sim::new(2);
         // 5 fps at 10 ms a frame: 5 % of a core, nothing replaced.
-        assert_eq!(feed(&mut policy, &mut t, &mut c, 60.0, 0, 0.05), None);
-        assert_eq!(policy.active(), 1);
+        assert_eq!(sim.run(60.0, 0, 0.05), None);
+        assert_eq!(sim.policy.active(), 1);
     }
 
     #[test]
     fn frames_replaced_while_busy_add_workers_up_to_the_cores_and_a_lighter_load_retires_them() {
-        let mut t = Instant::now();
-        let mut policy = Policy::new(3, t);
-        let mut c = (0, Duration::ZERO);
+        let mut sim = Sim::new(3);
         // Full load: 200 frames/s replaced, the one worker always busy.
-        let up = feed(&mut policy, &mut t, &mut c, 10.0, 200, 1.0);
+        let up = sim.run(10.0, 200, 1.0);
         assert!(matches!(up, Some(Change::Up { replaced, .. }) if replaced > 0), "{up:?}");
-        assert_eq!(policy.active(), 2);
+        assert_eq!(sim.policy.active(), 2);
         // Two busy workers, frames still replaced: a third (the max).
-        assert!(matches!(feed(&mut policy, &mut t, &mut c, 10.0, 100, 2.0), Some(Change::Up { .. })));
-        assert_eq!(feed(&mut policy, &mut t, &mut c, 30.0, 100, 3.0), None, "never beyond the max");
-        assert_eq!(policy.active(), 3);
+        assert!(matches!(sim.run(10.0, 100, 2.0), Some(Change::Up { .. })));
+        assert_eq!(sim.run(30.0, 100, 3.0), None, "never beyond the max");
+        assert_eq!(sim.policy.active(), 3);
         // Replaced frames with idle workers (a burst the workers absorb) add nothing; a light load retires.
-        let down = feed(&mut policy, &mut t, &mut c, 30.0, 0, 0.3);
+        let down = sim.run(30.0, 0, 0.3);
         assert!(matches!(down, Some(Change::Down { .. })), "{down:?}");
-        assert!(matches!(feed(&mut policy, &mut t, &mut c, 30.0, 0, 0.3), Some(Change::Down { .. })));
-        assert_eq!(feed(&mut policy, &mut t, &mut c, 60.0, 0, 0.3), None, "never below one");
-        assert_eq!(policy.active(), 1);
+        assert!(matches!(sim.run(30.0, 0, 0.3), Some(Change::Down { .. })));
+        assert_eq!(sim.run(60.0, 0, 0.3), None, "never below one");
+        assert_eq!(sim.policy.active(), 1);
     }
 
     #[test]
     fn a_load_between_the_thresholds_does_not_flap() {
-        let mut t = Instant::now();
-        let mut policy = Policy::new(2, t);
-        let mut c = (0, Duration::ZERO);
-        assert!(feed(&mut policy, &mut t, &mut c, 10.0, 50, 0.9).is_some());
+        let mut sim = Sim::new(2);
+        assert!(sim.run(10.0, 50, 0.9).is_some());
         // Two workers sharing 0.9 of a core's work, nothing replaced: above half a core for one fewer.
-        assert_eq!(feed(&mut policy, &mut t, &mut c, 120.0, 0, 0.9), None);
-        assert_eq!(policy.active(), 2);
+        assert_eq!(sim.run(120.0, 0, 0.9), None);
+        assert_eq!(sim.policy.active(), 2);
     }
 
     #[test]
     fn replaced_frames_with_idle_workers_add_none() {
-        let mut t = Instant::now();
-        let mut policy = Policy::new(4, t);
-        let mut c = (0, Duration::ZERO);
+        let mut sim = Sim::new(4);
         // A camera faster than it is classified on purpose (classify_every) is not load.
-        assert_eq!(feed(&mut policy, &mut t, &mut c, 30.0, 30, 0.2), None);
+        assert_eq!(sim.run(30.0, 30, 0.2), None);
     }
 }
