@@ -69,8 +69,10 @@ struct HubState {
     generation: u64,
     /// The next consumer's id.
     next_consumer: u64,
-    /// Consumers retired one by one ([`FrameHub::retire_consumer`]) whose `take` has not returned `None` yet.
+    /// Consumers retired one by one ([`FrameHub::retire_consumer`]) whose `take` has not returned `None` yet,
+    /// and those whose `take` has, until [`FrameHub::was_retired`] asks.
     retired: Vec<u64>,
+    left: Vec<u64>,
 }
 
 /// The newest frame of every camera, and the consumers' wake-up.
@@ -109,6 +111,7 @@ impl FrameHub {
                 generation: 0,
                 next_consumer: 0,
                 retired: Vec::new(),
+                left: Vec::new(),
             }),
             ready: Condvar::new(),
         }
@@ -239,7 +242,8 @@ impl FrameHub {
                 return None;
             }
             if let Some(i) = state.retired.iter().position(|&r| r == consumer.id) {
-                state.retired.swap_remove(i);
+                let id = state.retired.swap_remove(i);
+                state.left.push(id);
                 return None;
             }
             let n = state.slots.len();
@@ -267,6 +271,14 @@ impl FrameHub {
         let state = self.lock();
         let slot = &state.slots[camera];
         (slot.last_put.map(|t| now.saturating_duration_since(t)), slot.finished)
+    }
+
+    /// Whether consumer `id` ended because [`FrameHub::retire_consumer`] retired it (asked once, when it ends:
+    /// a retired worker is not the end of the pipeline).
+    pub fn was_retired(&self, id: u64) -> bool {
+        let mut state = self.lock();
+        let found = state.left.iter().position(|&r| r == id);
+        found.map(|i| state.left.swap_remove(i)).is_some()
     }
 
     /// Frames replaced before any consumer took them, all cameras, since the hub was made: the sign that
@@ -347,6 +359,8 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         hub.retire_consumer(waiting.0);
         assert!(waiting.1.join().expect("join"), "the retired consumer ends");
+        assert!(hub.was_retired(waiting.0) && !hub.was_retired(waiting.0), "said once");
+        assert!(!hub.was_retired(stays.id()));
         hub.put(0, frame(1));
         hub.put(0, frame(2));
         assert_eq!(hub.replaced(), 1);

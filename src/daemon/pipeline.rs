@@ -49,6 +49,8 @@ pub(super) struct Pipeline {
     threads: usize,
     /// Time the workers' inference threads spent on batches.
     busy_ns: Arc<AtomicU64>,
+    /// Frames classified by the workers the scaler retired.
+    retired_frames: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
     hooks: Hooks,
     /// What the HTTP server reads of this pipeline.
@@ -158,6 +160,7 @@ impl Pipeline {
             scaler: None,
             threads,
             busy_ns: Arc::new(AtomicU64::new(0)),
+            retired_frames: Arc::new(AtomicU64::new(0)),
             models,
             top_k: config.model.top_k,
             min_score: config.model.min_score,
@@ -225,6 +228,7 @@ impl Pipeline {
             stall_after: self.hooks.stall_inference_after,
             live: Arc::clone(&self.live),
             busy_ns: Arc::clone(&self.busy_ns),
+            retired_frames: Arc::clone(&self.retired_frames),
         };
         for (i, model) in std::mem::take(&mut self.models).into_iter().enumerate() {
             worker.clone().spawn(i, model, done_tx.clone())?;
@@ -232,6 +236,7 @@ impl Pipeline {
         }
         if let Some(Adapt { reopen, max }) = self.adapt.take().filter(|a| a.max > 1) {
             let spawned = Arc::clone(&self.spawned);
+            let (counted, hub) = (Arc::clone(&self.spawned), Arc::clone(&self.hub));
             let scaling = Scaling {
                 hub: Arc::clone(&self.hub),
                 health: Arc::clone(&self.health),
@@ -244,6 +249,11 @@ impl Pipeline {
                     let id = worker.clone().spawn(index, models, done_tx.clone()).map_err(|e| e.to_string())?;
                     spawned.fetch_add(1, Ordering::AcqRel);
                     Ok(id)
+                }),
+                // Not waited for at the drain: it reports its frames in `retired_frames`, not on `done`.
+                retire: Box::new(move |id| {
+                    counted.fetch_sub(1, Ordering::AcqRel);
+                    hub.retire_consumer(id);
                 }),
             };
             self.scaler = Some(Scaler::start(scaling)?);
@@ -319,7 +329,7 @@ impl Pipeline {
                 "events the publisher had no room for were decided again on later frames (changes are not lost)"
             );
         }
-        frames
+        frames + self.retired_frames.swap(0, Ordering::Relaxed)
     }
 }
 

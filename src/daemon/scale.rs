@@ -29,6 +29,8 @@ const DOWN_WINDOW: Duration = Duration::from_secs(10);
 const DOWN_BUSY: f64 = 0.5;
 /// After a change, the next waits this long (a new worker's first frames are slower).
 const SETTLE: Duration = Duration::from_secs(3);
+/// Samples kept: the longest window at one a tick, and a few more (the queue never grows past its start).
+const MAX_SAMPLES: usize = (DOWN_WINDOW.as_millis() / TICK.as_millis()) as usize + 8;
 
 /// What the scaler decided.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -59,9 +61,7 @@ pub(super) struct Policy {
 
 impl Policy {
     pub(super) fn new(max: usize, now: Instant) -> Policy {
-        // Enough for the longest window at one sample a tick, and a few more: never grows after this.
-        let capacity = (DOWN_WINDOW.as_millis() / TICK.as_millis()) as usize + 8;
-        Policy { max: max.max(1), active: 1, last_change: now, samples: VecDeque::with_capacity(capacity) }
+        Policy { max: max.max(1), active: 1, last_change: now, samples: VecDeque::with_capacity(MAX_SAMPLES) }
     }
 
     pub(super) fn active(&self) -> usize {
@@ -71,7 +71,7 @@ impl Policy {
     /// Takes in the counters at `now` and says whether to change the number of workers (the caller makes
     /// the change and calls [`Policy::changed`], or [`Policy::cannot_grow`] when a worker could not start).
     pub(super) fn decide(&mut self, now: Instant, replaced: u64, busy: Duration) -> Option<Change> {
-        while self.samples.len() == self.samples.capacity()
+        while self.samples.len() >= MAX_SAMPLES
             || self.samples.front().is_some_and(|s| now.saturating_duration_since(s.at) > DOWN_WINDOW + TICK * 2)
         {
             self.samples.pop_front();
@@ -138,6 +138,8 @@ pub(super) struct Scaling {
     pub(super) open: Box<dyn FnMut() -> Result<Vec<Model>, String> + Send>,
     /// Starts a worker over those sessions; returns its hub consumer, for its retirement.
     pub(super) start: Box<dyn FnMut(Vec<Model>) -> Result<u64, String> + Send>,
+    /// Retires the worker of that consumer.
+    pub(super) retire: Box<dyn FnMut(u64) + Send>,
 }
 
 /// The running scaler: stopped (and joined) before the pipeline drains or hands its cameras over.
@@ -173,8 +175,8 @@ impl Drop for Scaler {
 fn run(mut s: Scaling, stop: &AtomicBool) {
     let mut policy = Policy::new(s.max, Instant::now());
     // The workers the scaler started, newest last (their hub consumers).
+    // The pipeline said 1×threads at its start.
     let mut added: Vec<u64> = Vec::with_capacity(s.max);
-    s.health.set_parallelism(1, s.threads);
     while crate::capture::sleep_unless_stopped(TICK, stop) {
         let now = Instant::now();
         let replaced = s.hub.replaced();
@@ -201,11 +203,9 @@ fn run(mut s: Scaling, stop: &AtomicBool) {
                 }
             }
             Change::Down { busy, over } => {
-                let Some(consumer) = added.pop() else {
-                    policy.cannot_grow();
-                    continue;
-                };
-                s.hub.retire_consumer(consumer);
+                // More than one worker active means the scaler added the others.
+                let Some(consumer) = added.pop() else { continue };
+                (s.retire)(consumer);
                 policy.changed(change, Instant::now());
                 tracing::info!(
                     "parallelism {from}×{threads} → {}×{threads}: the load fits fewer workers ({:.0} % of a core busy over {:.0} s)",

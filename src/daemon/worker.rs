@@ -115,6 +115,8 @@ pub(super) struct Worker {
     pub(super) live: Arc<LivePipeline>,
     /// Nanoseconds the workers' inference threads spent on batches (the adaptive parallelism reads it).
     pub(super) busy_ns: Arc<AtomicU64>,
+    /// Frames classified by workers the adaptive parallelism retired (they do not report on `done`).
+    pub(super) retired_frames: Arc<AtomicU64>,
 }
 
 /// What a frame of one camera is prepared into: one input tensor per region of that camera, and the snapshot
@@ -188,7 +190,12 @@ impl Worker {
                 hub.fail();
                 0
             });
-            let _ = done.blocking_send(frames);
+            // A retired worker is not the end of the pipeline (the daemon stops when one reports on `done`).
+            if hub.was_retired(id) {
+                self.retired_frames.fetch_add(frames, Ordering::Relaxed);
+            } else {
+                let _ = done.blocking_send(frames);
+            }
         })?;
         Ok(id)
     }

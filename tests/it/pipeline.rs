@@ -339,6 +339,10 @@ fn by_default_the_workers_follow_the_load_up_to_the_cores_and_back_down() {
     witness.wait_for("health with 1 worker", Duration::from_secs(30), |m| {
         inference_health(m).is_some_and(|h| h["workers"] == 1)
     });
+    // A retired worker is not the end of the pipeline: the daemon runs on until it is told to stop.
+    std::thread::sleep(Duration::from_secs(2));
+    let running = daemon.log();
+    assert!(!running.contains("shutting down") && !running.contains(" stopped "), "{running}");
     let (code, log2) = daemon.stop();
     assert_eq!(code, Some(0), "{log}\n{log2}");
     assert!(!log2.contains("did not finish"), "every worker ended, the retired ones too:\n{log2}");
