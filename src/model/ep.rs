@@ -466,10 +466,11 @@ fn tensorrt(ctx: &SessionContext<'_>, o: &TensorRtOptions) -> ort::ep::TensorRT 
     }
     if o.engine_cache || o.timing_cache {
         let base = o.engine_cache_dir.clone().unwrap_or_else(default_engine_cache_dir);
-        match engine_cache_folder(&base, ctx.path, ctx.sha256, &ctx.runtime.version) {
+        let trt = super::tensorrt::tensorrt_version();
+        match engine_cache_folder(&base, ctx.path, ctx.sha256, &ctx.runtime.version, trt.as_deref()) {
             Ok(dir) => {
                 let dir = dir.display().to_string();
-                tracing::info!(folder = %dir, "TensorRT engine cache");
+                tracing::info!(folder = %dir, tensorrt = trt.as_deref().unwrap_or("unknown"), "TensorRT engine cache");
                 if o.engine_cache {
                     ep = ep.with_engine_cache(true).with_engine_cache_path(&dir);
                 }

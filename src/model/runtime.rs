@@ -79,11 +79,8 @@ pub fn load(explicit: Option<&Path>) -> Result<&'static Runtime, RuntimeError> {
         match try_load(&path) {
             Ok(runtime) => {
                 tracing::info!(library = %runtime.library.display(), version = %runtime.version, "loaded ONNX Runtime ({origin})");
-                if runtime.version != PINNED_VERSION {
-                    tracing::warn!(
-                        "ONNX Runtime {} is not the tested version {PINNED_VERSION}; results may differ",
-                        runtime.version
-                    );
+                if let Some(what) = off_the_pin(&runtime.version) {
+                    tracing::warn!("{what}");
                 }
                 return Ok(RUNTIME.get_or_init(|| runtime));
             }
@@ -161,6 +158,26 @@ fn too_old(version: &str) -> Option<String> {
          wheel has libonnxruntime.so in onnxruntime/capi/; on a Jetson, the JetPack build of 1.{OLDEST_MINOR} \
          or newer, see docs/gpu.md) and name it in [onnxruntime] library or --ort-lib"
     ))
+}
+
+/// What a library reporting `version` means when it is not the pinned one: an older one (a Jetson's JetPack
+/// build trails the pin) works, and the line says what it lacks; `None` for the pinned version.
+fn off_the_pin(version: &str) -> Option<String> {
+    if version == PINNED_VERSION {
+        return None;
+    }
+    let minor = |v: &str| v.trim().split('.').nth(1).and_then(|m| m.parse::<u32>().ok());
+    match (minor(version), minor(PINNED_VERSION)) {
+        (Some(have), Some(pinned)) if have < pinned => Some(format!(
+            "ONNX Runtime {version} is older than the tested {PINNED_VERSION}: camclassd runs on it (C API \
+             {OLDEST_MINOR}), but it lacks {} releases of operators and kernels: a model needing a newer opset or \
+             operator fails to load (the error names it), speed and INT8 results may differ (the model check \
+             says whether this model is right on it), and an execution-provider option newer than it may be \
+             refused",
+            pinned - have
+        )),
+        _ => Some(format!("ONNX Runtime {version} is not the tested version {PINNED_VERSION}; results may differ")),
+    }
 }
 
 /// The version the library reports through its API base (`OrtGetApiBase()->GetVersionString()`).
@@ -271,6 +288,16 @@ mod tests {
         for fine in ["1.17.0", "1.18.1", "1.32.0", "2.0.0", "unknown", ""] {
             assert!(too_old(fine).is_none(), "{fine}");
         }
+    }
+
+    #[test]
+    fn an_older_library_is_told_what_it_lacks() {
+        assert_eq!(off_the_pin(PINNED_VERSION), None);
+        let older = off_the_pin("1.19.2").expect("older");
+        assert!(older.contains("older than the tested") && older.contains("opset"), "{older}");
+        let behind: u32 = PINNED_VERSION.split('.').nth(1).and_then(|m| m.parse::<u32>().ok()).expect("pin") - 19;
+        assert!(older.contains(&format!("lacks {behind} releases")), "{older}");
+        assert!(off_the_pin("9.99.0").expect("other").contains("not the tested version"));
     }
 
     #[test]

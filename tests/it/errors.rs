@@ -747,3 +747,48 @@ fn an_onnx_runtime_older_than_1_17_is_refused_by_name() {
     }
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// The oldest ONNX Runtime the project can get (ONNXRUNTIME_OLDEST: Microsoft's 1.19.2, the first PyPI wheel
+/// with libonnxruntime.so; a Jetson's JetPack build trails the pin the same way) loads, passes the model
+/// check, says what it lacks, and classifies the photos as the pinned version does.
+#[test]
+fn the_oldest_onnx_runtime_at_hand_classifies_as_the_pinned_one_and_says_what_it_lacks() {
+    let oldest = std::fs::read_to_string(root().join("ONNXRUNTIME_OLDEST")).expect("ONNXRUNTIME_OLDEST");
+    let oldest = oldest.trim();
+    let lib = root().join(format!(".cache/onnxruntime/{}-{oldest}/libonnxruntime.so.{oldest}", std::env::consts::ARCH));
+    assert!(lib.exists(), "{} is missing: run scripts/setup", lib.display());
+    let photos: Vec<PathBuf> = PHOTOS.iter().map(|p| generated(p)).collect();
+    let pinned = classify_json(&model("int8"), &photos, &["--top", "2"], 0);
+    let out = run(camclassd()
+        .args(["--log-level", "info", "classify", "--json", "--top", "2", "--ort-lib"])
+        .arg(&lib)
+        .arg("--model")
+        .arg(model("int8"))
+        .args(&photos));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    for want in [
+        format!("version={oldest}"),
+        format!("ONNX Runtime {oldest} is older than the tested"),
+        "a model needing a newer opset".to_string(),
+        "model check passed".to_string(),
+    ] {
+        assert!(err.contains(&want), "{want}:\n{err}");
+    }
+    let old: Vec<Report> =
+        stdout(&out).lines().map(|l| serde_json::from_str(l).expect("a JSON report per line")).collect();
+    assert_eq!(old.len(), pinned.len(), "{err}");
+    for (new, old) in pinned.iter().zip(&old) {
+        // A near tie (top-2 within 0.02 on the pinned version) may go either way between kernel releases.
+        let tie = new.top[0].score - new.top[1].score < 0.02;
+        let same = old.top[0].class_id == new.top[0].class_id || (tie && old.top[0].class_id == new.top[1].class_id);
+        assert!(same, "{}: {oldest} says {:?}, the pinned version {:?}", new.image, old.top, new.top);
+        assert!(
+            (old.top[0].score - new.top[0].score).abs() < 0.05 || tie,
+            "{}: {:?} vs {:?}",
+            new.image,
+            old.top,
+            new.top
+        );
+    }
+}
