@@ -144,6 +144,7 @@ pub async fn run_with<S: Future<Output = ()>>(
         tracing::warn!("{warning}");
     }
     let mut settings = Settings::from_config(&config)?;
+    model::runtime::return_large_blocks();
     let ort_lib = ort_lib.or(config.onnxruntime.library.as_deref());
     let runtime = model::runtime::load(ort_lib)?;
     let mut http_settings = config.http.as_ref().map(crate::http::Settings::from_config).transpose()?;
