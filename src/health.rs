@@ -216,7 +216,6 @@ impl Health {
         self.run_images.fetch_add(images as u64, Ordering::Relaxed);
     }
 
-    /// (model runs, images they took) since start.
     /// The parallelism in use: inference workers, and intra-op threads per worker.
     pub fn set_parallelism(&self, workers: usize, threads: usize) {
         self.workers.store(workers as u64, Ordering::Relaxed);
@@ -228,6 +227,7 @@ impl Health {
         (self.workers.load(Ordering::Relaxed), self.threads.load(Ordering::Relaxed))
     }
 
+    /// (model runs, images they took) since start.
     pub fn runs(&self) -> (u64, u64) {
         (self.runs.load(Ordering::Relaxed), self.run_images.load(Ordering::Relaxed))
     }

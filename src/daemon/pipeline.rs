@@ -82,7 +82,8 @@ impl Pipeline {
         let threads = loaded.threads();
         // Automatic on the CPU only: a GPU's sessions are not multiplied by the load.
         let auto = config.model.workers == 0 && config.model.execution_providers.iter().all(|p| *p == Provider::Cpu);
-        let adapt = auto.then(|| Adapt { reopen: loaded.reopen.clone(), max: scale::max_workers() });
+        // Workers of `threads` intra-op threads each (1 unless `threads` is set) fill the cores, no more.
+        let adapt = auto.then(|| Adapt { reopen: loaded.reopen.clone(), max: (scale::max_workers() / threads).max(1) });
         let Loaded { sessions: models, names: model_names, check, plan, .. } = loaded;
         let first = &models[0];
         let mut targets = Vec::new();
@@ -235,8 +236,9 @@ impl Pipeline {
             self.spawned.fetch_add(1, Ordering::AcqRel);
         }
         if let Some(Adapt { reopen, max }) = self.adapt.take().filter(|a| a.max > 1) {
-            let spawned = Arc::clone(&self.spawned);
-            let (counted, hub) = (Arc::clone(&self.spawned), Arc::clone(&self.hub));
+            let (spawned, counted, hub) = (Arc::clone(&self.spawned), Arc::clone(&self.spawned), Arc::clone(&self.hub));
+            // Thread names: never one of a worker still running (the count goes down when one retires).
+            let mut next_index = self.spawned.load(Ordering::Acquire);
             let scaling = Scaling {
                 hub: Arc::clone(&self.hub),
                 health: Arc::clone(&self.health),
@@ -245,8 +247,8 @@ impl Pipeline {
                 threads: self.threads,
                 open: Box::new(move || reopen.open().map_err(|e| e.to_string())),
                 start: Box::new(move |models| {
-                    let index = spawned.load(Ordering::Acquire);
-                    let id = worker.clone().spawn(index, models, done_tx.clone()).map_err(|e| e.to_string())?;
+                    let id = worker.clone().spawn(next_index, models, done_tx.clone()).map_err(|e| e.to_string())?;
+                    next_index += 1;
                     spawned.fetch_add(1, Ordering::AcqRel);
                     Ok(id)
                 }),

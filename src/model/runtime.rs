@@ -103,16 +103,15 @@ fn try_load(path: &Path) -> Result<Runtime, String> {
         return Err("not found".into());
     }
     // A library older than the C API `ort` asks for is refused with its version, before `ort` meets it.
-    if let Some(version) = library_version(path)
-        && let Some(why) = too_old(&version)
-    {
+    let version = library_version(path);
+    if let Some(why) = version.as_deref().and_then(too_old) {
         return Err(why);
     }
     let builder = ort::init_from(path).map_err(|e| e.to_string())?;
     let environment =
         builder.with_name("camclassd").with_logger(std::sync::Arc::new(ort_log)).build().map_err(|e| e.to_string())?;
     let library = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let version = library_version(&library).unwrap_or_else(|| "unknown".into());
+    let version = version.unwrap_or_else(|| "unknown".into());
     Ok(Runtime { library, version, environment })
 }
 
@@ -147,9 +146,7 @@ pub const OLDEST_MINOR: u32 = ort::sys::ORT_API_VERSION;
 /// Why a library reporting `version` cannot be used (older than 1.[`OLDEST_MINOR`]), if so. A version that
 /// does not parse is left to the loader.
 fn too_old(version: &str) -> Option<String> {
-    let mut parts = version.trim().split('.').map(|p| p.parse::<u32>().ok());
-    let (Some(Some(major)), Some(Some(minor))) = (parts.next(), parts.next()) else { return None };
-    if (major, minor) >= (1, OLDEST_MINOR) {
+    if release(version)? >= (1, OLDEST_MINOR) {
         return None;
     }
     Some(format!(
@@ -166,9 +163,8 @@ fn off_the_pin(version: &str) -> Option<String> {
     if version == PINNED_VERSION {
         return None;
     }
-    let minor = |v: &str| v.trim().split('.').nth(1).and_then(|m| m.parse::<u32>().ok());
-    match (minor(version), minor(PINNED_VERSION)) {
-        (Some(have), Some(pinned)) if have < pinned => Some(format!(
+    match (release(version), release(PINNED_VERSION)) {
+        (Some((1, have)), Some((1, pinned))) if have < pinned => Some(format!(
             "ONNX Runtime {version} is older than the tested {PINNED_VERSION}: camclassd runs on it (C API \
              {OLDEST_MINOR}), but it lacks {} releases of operators and kernels: a model needing a newer opset or \
              operator fails to load (the error names it), speed and INT8 results may differ (the model check \
@@ -180,10 +176,20 @@ fn off_the_pin(version: &str) -> Option<String> {
     }
 }
 
+/// (major, minor) of a version string such as `1.19.2`; `None` when it does not parse.
+fn release(version: &str) -> Option<(u32, u32)> {
+    let mut parts = version.trim().split('.').map(|p| p.parse::<u32>().ok());
+    match (parts.next(), parts.next()) {
+        (Some(Some(major)), Some(Some(minor))) => Some((major, minor)),
+        _ => None,
+    }
+}
+
 /// The version the library reports through its API base (`OrtGetApiBase()->GetVersionString()`).
 fn library_version(path: &Path) -> Option<String> {
-    // SAFETY: the library is already loaded by `ort::init_from` (this only bumps its reference count), and
-    // OrtGetApiBase/GetVersionString are plain C functions returning static data.
+    // SAFETY: this loads the library before `ort::init_from` does (ONNX Runtime's initialisers run once, as
+    // they would there; later loads only bump its reference count), and OrtGetApiBase/GetVersionString are
+    // plain C functions of every ONNX Runtime release, returning static data.
     unsafe {
         let lib = libloading::Library::new(path).ok()?;
         let get_base: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> =
@@ -267,7 +273,8 @@ pub fn lower_thread_priority() {
 /// nothing per frame after warm-up, so this costs no system calls per frame (measured in the README).
 pub fn return_large_blocks() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes glibc's allocator settings; called before the threads that allocate.
+    // SAFETY: mallopt only changes glibc's allocator settings, under its own lock; called before the models
+    // and sessions are made, so the blocks they allocate follow the settings.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
@@ -312,6 +319,10 @@ mod tests {
         let behind: u32 = PINNED_VERSION.split('.').nth(1).and_then(|m| m.parse::<u32>().ok()).expect("pin") - 19;
         assert!(older.contains(&format!("lacks {behind} releases")), "{older}");
         assert!(off_the_pin("9.99.0").expect("other").contains("not the tested version"));
+        // Another major version is not "older by some releases".
+        assert!(off_the_pin("0.40.0").expect("other").contains("not the tested version"));
+        assert_eq!(release(" 1.19.2\n"), Some((1, 19)));
+        assert_eq!(release("unknown"), None);
     }
 
     #[test]

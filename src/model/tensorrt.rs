@@ -41,8 +41,14 @@ pub(crate) fn engine_cache_folder(
 /// (the provider then fails to start, with its own reason).
 #[cfg_attr(not(feature = "tensorrt"), allow(dead_code))]
 pub(crate) fn tensorrt_version() -> Option<String> {
-    // TensorRT 10 (JetPack 6), 8 (JetPack 5), then whatever the unversioned name is.
-    ["libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so"].iter().find_map(|name| tensorrt_version_in(name))
+    // Once per process: every TensorRT session asks, and the answer cannot change.
+    static VERSION: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    VERSION
+        .get_or_init(|| {
+            // TensorRT 10 (JetPack 6), 8 (JetPack 5), then whatever the unversioned name is.
+            ["libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so"].iter().find_map(|name| tensorrt_version_in(name))
+        })
+        .clone()
 }
 
 /// [`tensorrt_version`] of one library name or path.
@@ -51,11 +57,16 @@ pub(crate) fn tensorrt_version_in(library: &str) -> Option<String> {
     // SAFETY: loading libnvinfer runs its initialisers, as the TensorRT provider's own load does a moment
     // later; `getInferLibVersion` is a plain `extern "C" int32_t getInferLibVersion()` in every TensorRT
     // release, returning a constant.
-    unsafe {
+    let version = unsafe {
         let lib = libloading::Library::new(library).ok()?;
         let get: libloading::Symbol<unsafe extern "C" fn() -> i32> = lib.get(b"getInferLibVersion\0").ok()?;
-        decode_tensorrt_version(get())
-    }
+        let version = get();
+        // Kept loaded: the provider loads it a moment later, and unloading TensorRT's large library only to
+        // map and initialise it again costs seconds on a Jetson's storage.
+        std::mem::forget(lib);
+        version
+    };
+    decode_tensorrt_version(version)
 }
 
 /// TensorRT's version number: `major * 1000 + minor * 100 + patch` up to TensorRT 8, `major * 10000 + minor *
