@@ -112,8 +112,15 @@ impl Loaded {
     /// model), one intra-op thread each: the HTTP classify pool's.
     pub fn more_sessions(&self, runtime: &'static Runtime, count: usize) -> Result<Vec<Model>, ModelError> {
         let options = ModelOptions { threads: Some(1), record_placement: false, ..self.options.clone() };
-        (0..count).map(|_| Model::load(runtime, &self.in_service, &options)).collect()
+        (0..count).map(|_| Model::load(runtime, &self.in_service, &options).map(serving)).collect()
     }
+}
+
+/// A session going into service: its check has run at the load (or runs on the first session only), so it
+/// keeps no copy of the stamped check data.
+fn serving(mut model: Model) -> Model {
+    model.forget_metadata(check::METADATA_KEY);
+    model
 }
 
 fn infos(models: &[Model], names: &[String], untrained: &[Option<Vec<String>>]) -> Vec<ModelInfo> {
@@ -424,6 +431,7 @@ pub fn load_with(
         }
     }
     let reopen = Reopen { runtime, models: opened };
+    let sessions = sessions.into_iter().map(|worker| worker.into_iter().map(serving).collect()).collect();
     Ok(Loaded { sessions, names, check, in_service, plan, options, untrained, reopen })
 }
 
@@ -438,6 +446,6 @@ pub struct Reopen {
 impl Reopen {
     /// One session of each model, in the order of [`Loaded::names`].
     pub fn open(&self) -> Result<Vec<Model>, ModelError> {
-        self.models.iter().map(|(path, options)| Model::load(self.runtime, path, options)).collect()
+        self.models.iter().map(|(path, options)| Model::load(self.runtime, path, options).map(serving)).collect()
     }
 }
