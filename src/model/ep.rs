@@ -263,8 +263,8 @@ fn build_session(
         if provider == Provider::Cpu {
             // No memory pattern: without it the CPU arena reuses each tensor's chunk as the run frees it,
             // and the arena's region stays 2 MiB less touched for the INT8 EfficientNet (one camera's peak
-            // RSS 65.2 against 67.4 MiB; frames/s at 1×1 full load unchanged, 119-127 against 114-119:
-            // README, "Daemon throughput"). The pattern's one big block per run saves nothing measurable.
+            // RSS 63.7 against 65.9 MiB), at no cost measured: `camclassd bench` at 1 thread 115.9 against
+            // 112.0 inferences/s (three runs each, alternated; README, "Daemon throughput").
             builder = builder.with_memory_pattern(false)?;
         }
         if let Some(prefix) = profile.prefix() {
